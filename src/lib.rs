@@ -1,0 +1,4 @@
+//! FIFO-Diffusion: endless text-to-video by diagonal denoising.
+//!
+//! The crate is pure Rust and free of GPU types so that the same scheduler runs natively and in
+//! the browser (wasm32).

@@ -1,0 +1,1 @@
+//! Browser bindings (wasm32).
