@@ -2,3 +2,7 @@
 //!
 //! The crate is pure Rust and free of GPU types so that the same scheduler runs natively and in
 //! the browser (wasm32).
+
+pub mod rng;
+pub mod schedule;
+pub mod fifo;
