@@ -29,7 +29,7 @@ import world  # noqa: E402
 TRAIN_CONFIG = {
     "seed": 1234,
     # phase A: autoencoder
-    "ae_steps": 3000,
+    "ae_steps": 4000,
     "ae_batch": 16,
     "ae_lr": 1e-3,
     "ae_latent_penalty": 1e-4,  # light L2 on latents keeps their scale tame
