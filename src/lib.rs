@@ -3,6 +3,6 @@
 //! The crate is pure Rust and free of GPU types so that the same scheduler runs natively and in
 //! the browser (wasm32).
 
+pub mod fifo;
 pub mod rng;
 pub mod schedule;
-pub mod fifo;

@@ -89,7 +89,8 @@ fn assert_close(what: &str, got: &[f32], want: &[f64]) -> f64 {
 fn scheduler_matches_the_official_loop_on_every_fixture() {
     for case in cases() {
         let config = config(&case);
-        let table = fifo_diffusion::schedule::StepTable::new(&config.schedule, config.steps(), config.eta).unwrap();
+        let table =
+            fifo_diffusion::schedule::StepTable::new(&config.schedule, config.steps(), config.eta).unwrap();
         let grid: Vec<usize> = table.entries().iter().map(|e| e.timestep).collect();
         assert_eq!(grid, case.timesteps, "{}: timestep grid", case.case);
         for (e, &sigma) in table.entries().iter().zip(&case.sigmas) {
@@ -151,6 +152,10 @@ fn counter_based_noise_matches_the_python_reference() {
         };
         let mut got = vec![0.0f32; c.values.len()];
         NoiseKey { seed: c.seed, frame: c.frame_id, index: c.index, purpose }.fill_normal(&mut got);
-        assert_eq!(got, c.values, "seed {} frame {} index {} purpose {}", c.seed, c.frame_id, c.index, c.purpose);
+        assert_eq!(
+            got, c.values,
+            "seed {} frame {} index {} purpose {}",
+            c.seed, c.frame_id, c.index, c.purpose
+        );
     }
 }

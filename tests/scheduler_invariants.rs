@@ -92,8 +92,7 @@ fn every_ddim_index_is_applied_exactly_once_per_iteration() {
                         seen[0] += 1;
                     }
                 }
-                for p in 1..layout.len() {
-                    let old = &before[p];
+                for (p, old) in before.iter().enumerate().skip(1) {
                     let expected: Vec<f32> = if layout.written_slots().contains(&p) {
                         let label = layout.label(p, it);
                         seen[label] += 1;

@@ -11,9 +11,11 @@
 //! The posterior-mean denoiser also shows DDIM's own error with few steps (a lower variance
 //! even for independent frames); the posterior-sampling one removes it, leaving FIFO's.
 
-use fifo_diffusion::fifo::{DenoiseRequest, Denoiser, DenoiserError, FifoConfig, FifoScheduler, InitMode, PromptSchedule};
-use fifo_diffusion::schedule::DiffusionSchedule;
+use fifo_diffusion::fifo::{
+    DenoiseRequest, Denoiser, DenoiserError, FifoConfig, FifoScheduler, InitMode, PromptSchedule,
+};
 use fifo_diffusion::rng::{NoiseKey, NoisePurpose};
+use fifo_diffusion::schedule::DiffusionSchedule;
 use pollster::block_on;
 
 const FRAMES: usize = 2_000;
@@ -68,7 +70,8 @@ impl ExactAr1 {
     fn window_model(&self, timesteps: &[f32]) -> (Vec<Vec<f64>>, Vec<f64>, Vec<f64>) {
         let f = timesteps.len();
         let a: Vec<f64> = timesteps.iter().map(|&t| self.alphas_cumprod[t as usize]).collect();
-        let prior = (0..f).map(|i| (0..f).map(|j| self.rho.powi((i as i32 - j as i32).abs())).collect()).collect();
+        let prior =
+            (0..f).map(|i| (0..f).map(|j| self.rho.powi((i as i32 - j as i32).abs())).collect()).collect();
         (prior, a.iter().map(|a| a.sqrt()).collect(), a.iter().map(|a| (1.0 - a).sqrt()).collect())
     }
 
@@ -94,7 +97,11 @@ impl ExactAr1 {
         let (prior, sa, s1) = self.window_model(timesteps);
         let f = timesteps.len();
         (0..f)
-            .map(|i| (0..f).map(|j| sa[i] * sa[j] * prior[i][j] + if i == j { s1[i] * s1[i] } else { 0.0 }).collect())
+            .map(|i| {
+                (0..f)
+                    .map(|j| sa[i] * sa[j] * prior[i][j] + if i == j { s1[i] * s1[i] } else { 0.0 })
+                    .collect()
+            })
             .collect()
     }
 }

@@ -1,1 +1,32 @@
-fn main() {}
+//! `fifo`: FIFO-Diffusion on the command line.
+
+mod plan;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "fifo", version, about = "Endless text-to-video with FIFO-Diffusion")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show the diagonal-denoising plan: DDIM grid, noise levels, queue slots and windows.
+    Plan(plan::PlanArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Plan(args) => plan::run(&args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

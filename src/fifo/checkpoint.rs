@@ -80,9 +80,11 @@ impl FifoScheduler {
             return Err(CheckpointError::NotACheckpoint);
         }
         let truncated = |expected| CheckpointError::Truncated { got: bytes.len(), expected };
-        let json_len = u32::from_le_bytes(bytes.get(8..12).ok_or(truncated(12))?.try_into().unwrap()) as usize;
+        let json_len =
+            u32::from_le_bytes(bytes.get(8..12).ok_or(truncated(12))?.try_into().unwrap()) as usize;
         let json = bytes.get(12..12 + json_len).ok_or(truncated(12 + json_len))?;
-        let header: Header = serde_json::from_slice(json).map_err(|e| CheckpointError::Header(e.to_string()))?;
+        let header: Header =
+            serde_json::from_slice(json).map_err(|e| CheckpointError::Header(e.to_string()))?;
         if header.format != CHECKPOINT_FORMAT {
             return Err(CheckpointError::Format { found: header.format, writer: header.writer });
         }
@@ -97,7 +99,10 @@ impl FifoScheduler {
         }
         if let Some(expected) = model {
             if header.model != expected {
-                return Err(CheckpointError::ModelMismatch { found: header.model, expected: expected.to_string() });
+                return Err(CheckpointError::ModelMismatch {
+                    found: header.model,
+                    expected: expected.to_string(),
+                });
             }
         }
         let init = header.config.init;

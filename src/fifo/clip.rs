@@ -22,7 +22,12 @@ pub async fn sample_clip_at<D: Denoiser>(
     config.validate()?;
     let table = StepTable::new(&config.schedule, config.steps(), config.eta)?;
     let (f, frame_len, seed) = (config.window, config.frame_len(), config.seed);
-    let key = |j: usize, index: usize, purpose| NoiseKey { seed, frame: first_frame + j as i64, index: index as u16, purpose };
+    let key = |j: usize, index: usize, purpose| NoiseKey {
+        seed,
+        frame: first_frame + j as i64,
+        index: index as u16,
+        purpose,
+    };
     let mut clip = vec![0.0f32; f * frame_len];
     let last = table.len() - 1;
     for (j, frame) in clip.chunks_mut(frame_len).enumerate() {

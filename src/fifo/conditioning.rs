@@ -202,10 +202,16 @@ mod tests {
             err("0: a\n5..9 b"),
             "prompt schedule, line 2, column 1: expected `FRAME: prompt` or `FRAME..END: prompt`"
         );
-        assert_eq!(err("0: a\n9..5: b"), "prompt schedule, line 2, column 1: blend end 5 must come after its start 9");
+        assert_eq!(
+            err("0: a\n9..5: b"),
+            "prompt schedule, line 2, column 1: blend end 5 must come after its start 9"
+        );
         assert_eq!(err("0:   "), "prompt schedule, line 1, column 3: the prompt after `:` is empty");
         assert_eq!(err("3: a"), "prompt schedule: the first prompt must start at frame 0, not 3");
-        assert_eq!(err("0: a\n0: b"), "prompt schedule: prompt starts must increase: frame 0 comes after frame 0");
+        assert_eq!(
+            err("0: a\n0: b"),
+            "prompt schedule: prompt starts must increase: frame 0 comes after frame 0"
+        );
         assert_eq!(err("# nothing"), "prompt schedule: no prompt given: a video needs at least one prompt");
     }
 

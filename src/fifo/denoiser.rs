@@ -25,7 +25,11 @@ pub struct DenoiseRequest<'a> {
 /// return a ready future.
 #[allow(async_fn_in_trait)]
 pub trait Denoiser {
-    async fn denoise(&mut self, request: &DenoiseRequest<'_>, output: &mut [f32]) -> Result<(), DenoiserError>;
+    async fn denoise(
+        &mut self,
+        request: &DenoiseRequest<'_>,
+        output: &mut [f32],
+    ) -> Result<(), DenoiserError>;
 }
 
 /// A failure inside the model, passed through the scheduler untouched.
@@ -40,7 +44,11 @@ impl DenoiserError {
 }
 
 impl<D: Denoiser + ?Sized> Denoiser for &mut D {
-    async fn denoise(&mut self, request: &DenoiseRequest<'_>, output: &mut [f32]) -> Result<(), DenoiserError> {
+    async fn denoise(
+        &mut self,
+        request: &DenoiseRequest<'_>,
+        output: &mut [f32],
+    ) -> Result<(), DenoiserError> {
         (**self).denoise(request, output).await
     }
 }

@@ -96,7 +96,8 @@ mod tests {
     use crate::fifo::config::FifoConfig;
 
     fn layout(f: usize, n: usize, lookahead: bool, init: InitMode) -> QueueLayout {
-        let config = FifoConfig { window: f, partitions: n, lookahead, init, ..FifoConfig::official(vec![1]) };
+        let config =
+            FifoConfig { window: f, partitions: n, lookahead, init, ..FifoConfig::official(vec![1]) };
         QueueLayout::new(&config)
     }
 
@@ -120,8 +121,8 @@ mod tests {
                     assert!(w.start + f <= l.len());
                     (w.start + w.write_from..w.start + f).for_each(|s| writes[s] += 1);
                 }
-                for slot in 0..l.len() {
-                    assert_eq!(writes[slot], usize::from(l.written_slots().contains(&slot)));
+                for (slot, &count) in writes.iter().enumerate() {
+                    assert_eq!(count, usize::from(l.written_slots().contains(&slot)));
                 }
                 let mut indices: Vec<usize> = l.written_slots().map(|s| l.label(s, 1 << 20)).collect();
                 indices.sort();

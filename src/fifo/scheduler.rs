@@ -140,7 +140,12 @@ impl FifoScheduler {
         }
         let (f, frame_len) = (config.window, config.frame_len());
         if clip.len() != f * frame_len {
-            return Err(FifoError::ClipShape { expected: f * frame_len, got: clip.len(), frames: f, frame_len });
+            return Err(FifoError::ClipShape {
+                expected: f * frame_len,
+                got: clip.len(),
+                frames: f,
+                frame_len,
+            });
         }
         let mut scheduler = Self::empty(config, prompts)?;
         let (steps, head) = (scheduler.layout.steps, scheduler.layout.head);
@@ -236,7 +241,10 @@ impl FifoScheduler {
 
     /// One iteration with every window, `windows_per_call` windows per model call. Returns the
     /// emitted frame, or `None` while the queue is warming up.
-    pub async fn step<D: Denoiser>(&mut self, denoiser: &mut D) -> Result<Option<EmittedFrame<'_>>, FifoError> {
+    pub async fn step<D: Denoiser>(
+        &mut self,
+        denoiser: &mut D,
+    ) -> Result<Option<EmittedFrame<'_>>, FifoError> {
         // Taken out and put back so the hot loop allocates nothing.
         let ids = std::mem::take(&mut self.window_ids);
         let mut result = Ok(());
@@ -262,7 +270,11 @@ impl FifoScheduler {
 
     /// Denoises some of this iteration's windows in one model call (conditional and
     /// unconditional passes batched). Any subset, in any order, in as many calls as wanted.
-    pub async fn denoise_windows<D: Denoiser>(&mut self, denoiser: &mut D, ids: &[usize]) -> Result<(), FifoError> {
+    pub async fn denoise_windows<D: Denoiser>(
+        &mut self,
+        denoiser: &mut D,
+        ids: &[usize],
+    ) -> Result<(), FifoError> {
         if ids.is_empty() {
             return Ok(());
         }
@@ -354,7 +366,8 @@ impl FifoScheduler {
         let tail = self.layout.len() - 1;
         let key = self.key(tail, self.iteration, self.table.len() - 1, NoisePurpose::Enqueue);
         key.fill_normal(self.ring.frame_mut(tail));
-        Ok(emit.then(|| EmittedFrame { id: self.iteration - 1 - self.layout.first_emit, latent: &self.emitted }))
+        Ok(emit
+            .then(|| EmittedFrame { id: self.iteration - 1 - self.layout.first_emit, latent: &self.emitted }))
     }
 
     /// True between iterations (no window of the current iteration done yet).

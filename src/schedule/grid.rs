@@ -24,9 +24,9 @@ impl TimestepSpacing {
             return Err(too_many(train));
         }
         let grid = match *self {
-            Self::OfficialLinspace => linspace(0.0, (train - 1) as f64, steps)
-                .map(|t| t.round_ties_even() as usize)
-                .collect(),
+            Self::OfficialLinspace => {
+                linspace(0.0, (train - 1) as f64, steps).map(|t| t.round_ties_even() as usize).collect()
+            }
             Self::Leading { offset } => {
                 let ratio = train / steps;
                 if (steps - 1) * ratio + offset >= train {
@@ -57,10 +57,10 @@ mod tests {
     #[test]
     fn official_grid_for_64_steps_matches_the_spec() {
         let spec: [usize; 64] = [
-            0, 16, 32, 48, 63, 79, 95, 111, 127, 143, 159, 174, 190, 206, 222, 238, 254, 270, 285,
-            301, 317, 333, 349, 365, 381, 396, 412, 428, 444, 460, 476, 492, 507, 523, 539, 555,
-            571, 587, 603, 618, 634, 650, 666, 682, 698, 714, 729, 745, 761, 777, 793, 809, 825,
-            840, 856, 872, 888, 904, 920, 936, 951, 967, 983, 999,
+            0, 16, 32, 48, 63, 79, 95, 111, 127, 143, 159, 174, 190, 206, 222, 238, 254, 270, 285, 301, 317,
+            333, 349, 365, 381, 396, 412, 428, 444, 460, 476, 492, 507, 523, 539, 555, 571, 587, 603, 618,
+            634, 650, 666, 682, 698, 714, 729, 745, 761, 777, 793, 809, 825, 840, 856, 872, 888, 904, 920,
+            936, 951, 967, 983, 999,
         ];
         assert_eq!(TimestepSpacing::OfficialLinspace.timesteps(1000, 64).unwrap(), spec);
     }

@@ -35,7 +35,12 @@ impl Denoiser for ToyDenoiser {
                     let t = f64::from(r.timesteps[w * f + j]);
                     let c = self.condition(r.conditioning[w * f + j]);
                     let a = self.alphas_cumprod[t as usize];
-                    let arg = 0.5 * mean + 0.3 * x((j + 1) % f, e) + 0.05 * j as f64 + c + 0.001 * t + 0.01 * e as f64;
+                    let arg = 0.5 * mean
+                        + 0.3 * x((j + 1) % f, e)
+                        + 0.05 * j as f64
+                        + c
+                        + 0.001 * t
+                        + 0.01 * e as f64;
                     out[(w * f + j) * d + e] = (0.9 * (1.0 - a).sqrt() * x(j, e) + 0.2 * arg.tanh()) as f32;
                 }
             }

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what the tests need and runs every test: the README's test command, called by CI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+step() { printf '\n== %s\n' "$*"; }
+
+step "toolchain: wasm32 target"
+rustup target add wasm32-unknown-unknown
+
+step "python for the reference fixtures (numpy only; torch is never needed here)"
+python3 -c 'import numpy' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check numpy
+
+step "formatting"
+cargo fmt --all -- --check
+
+step "lints"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "library and CLI build for wasm32"
+cargo build --locked --target wasm32-unknown-unknown -p fifo-diffusion -p fifo-web
+
+step "reference fixtures regenerate bit for bit from tools/reference"
+python3 tools/reference/make_parity_fixtures.py --check
+
+step "tests"
+cargo test --workspace --locked
