@@ -23,4 +23,8 @@ step "reference fixtures regenerate bit for bit from tools/reference"
 python3 tools/reference/make_parity_fixtures.py --check
 
 step "tests"
-cargo test --workspace --locked
+log=$(mktemp)
+cargo test --workspace --locked 2>&1 | tee "$log"
+# One closing line for the whole run (cargo prints one per test binary, the last often empty).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "\ntests: %d passed, %d failed\n", p, f }' "$log"
+rm -f "$log"
