@@ -158,7 +158,8 @@ def train_diffusion(cfg, state_dir, ae, max_steps, max_seconds):
         try:
             state = torch.load(ck[-1], weights_only=False)
         except Exception as e:  # noqa: BLE001
-            log(state_dir, f"cannot read {ck[-1]} ({e}); trying the previous checkpoint")
+            log(state_dir, f"cannot read {ck[-1]} ({e}); renamed to .bad, trying the previous one")
+            os.replace(ck[-1], ck[-1] + ".bad")  # out of the way of step ordering and pruning
             ck.pop()
     if state is not None:
         model.load_state_dict(state["model"])
