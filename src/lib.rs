@@ -2,3 +2,11 @@
 //!
 //! The crate is pure Rust and free of GPU types so that the same scheduler runs natively and in
 //! the browser (wasm32).
+
+// The ONNX executor: tensors, ops with their CPU reference, graph phases and sessions.
+pub mod cpu;
+pub mod graph;
+pub mod onnx;
+pub mod ops;
+pub mod session;
+pub mod tensor;
