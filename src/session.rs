@@ -24,7 +24,7 @@ pub enum SessionError {
     Load(#[from] LoadError),
     #[error(transparent)]
     Build(#[from] BuildError),
-    #[error("input '{name}': {problem}")]
+    #[error("input '{name}' {problem}")]
     Input { name: String, problem: String },
     #[error(transparent)]
     Run(#[from] RunError),

@@ -1,3 +1,4 @@
+#![allow(dead_code)] // each test binary uses a different part of these helpers
 //! Shared helpers of the integration tests: fixture loading and named tolerances.
 
 use fifo_diffusion::onnx::decode_tensor;

@@ -182,7 +182,7 @@ mod tests {
     #[test]
     fn softplus_and_sigmoid_stay_finite_at_extremes() {
         assert_eq!(UnaryKind::Softplus.apply(100.0), 100.0);
-        assert_eq!(UnaryKind::Sigmoid.apply(-100.0), 0.0);
+        assert!(UnaryKind::Sigmoid.apply(-100.0) < 1e-40);
         assert!((UnaryKind::Sigmoid.apply(0.0) - 0.5).abs() < 1e-7);
     }
 

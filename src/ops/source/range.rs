@@ -13,7 +13,7 @@ fn count(start: f64, limit: f64, delta: f64) -> Result<usize, OpError> {
         return Err(OpError::invalid("Range delta must be finite and non-zero"));
     }
     let n = ((limit - start) / delta).ceil().max(0.0);
-    if !(n <= MAX_CONSTANT_ELEMENTS as f64) {
+    if n.is_nan() || n > MAX_CONSTANT_ELEMENTS as f64 {
         return Err(OpError::invalid(format!("Range would have {n} elements")));
     }
     Ok(n as usize)
