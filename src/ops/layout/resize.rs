@@ -134,9 +134,10 @@ fn nearest(mode: NearestMode, c: f32) -> i64 {
     }) as i64
 }
 
-fn read_inputs(
-    inputs: &[Option<&ValueInfo>],
-) -> Result<(Option<Vec<f32>>, Option<Vec<i64>>), OpError> {
+/// The `scales` and `sizes` inputs, when given.
+type Targets = (Option<Vec<f32>>, Option<Vec<i64>>);
+
+fn read_inputs(inputs: &[Option<&ValueInfo>]) -> Result<Targets, OpError> {
     let scales = match inputs.get(2).copied().flatten() {
         None => None,
         Some(v) => Some(
