@@ -2,7 +2,7 @@
 
 use crate::npy;
 use anyhow::{bail, Context, Result};
-use clap::{Subcommand, ValueEnum};
+use clap::{Args, Subcommand, ValueEnum};
 use fifo_diffusion::session::{inspect, Backend, ModelInfo, ModelSource, Session, SessionOptions};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -21,19 +21,25 @@ pub enum OnnxCommand {
         inputs: Vec<(String, Vec<usize>)>,
     },
     /// Runs a model on .npy inputs and writes one .npy per output.
-    Run {
-        model: PathBuf,
-        /// An input: NAME=FILE.npy (repeatable).
-        #[arg(long = "input", value_name = "NAME=FILE.npy", value_parser = parse_file)]
-        inputs: Vec<(String, PathBuf)>,
-        #[arg(long)]
-        output_dir: PathBuf,
-        #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
-        backend: BackendArg,
-        /// Adapter index for the gpu backend (see `fifo devices`).
-        #[arg(long)]
-        device: Option<usize>,
-    },
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    model: PathBuf,
+    /// An input: NAME=FILE.npy (repeatable).
+    #[arg(long = "input", value_name = "NAME=FILE.npy", value_parser = parse_file)]
+    inputs: Vec<(String, PathBuf)>,
+    #[arg(long)]
+    output_dir: PathBuf,
+    #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
+    backend: BackendArg,
+    /// Adapter index for the gpu backend (see `fifo devices`).
+    #[arg(long)]
+    device: Option<usize>,
+    /// Run this many more times after the first and print the mean time per run.
+    #[arg(long, default_value_t = 0)]
+    repeat: usize,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -86,23 +92,19 @@ pub fn run(cmd: OnnxCommand) -> Result<()> {
             }
             Ok(())
         }
-        OnnxCommand::Run {
-            model,
-            inputs,
-            output_dir,
-            backend,
-            device,
-        } => run_model(&model, inputs, &output_dir, backend, device),
+        OnnxCommand::Run(args) => run_model(args),
     }
 }
 
-fn run_model(
-    model: &Path,
-    inputs: Vec<(String, PathBuf)>,
-    output_dir: &Path,
-    backend: BackendArg,
-    device: Option<usize>,
-) -> Result<()> {
+fn run_model(args: RunArgs) -> Result<()> {
+    let RunArgs {
+        model,
+        inputs,
+        output_dir,
+        backend,
+        device,
+        repeat,
+    } = args;
     if matches!(backend, BackendArg::Gpu) {
         bail!("the gpu backend is not available yet; use --backend cpu");
     }
@@ -121,9 +123,17 @@ fn run_model(
         backend: Backend::Cpu,
         ..Default::default()
     };
-    let session = Session::build(ModelSource::Path(model), &shapes, &options)?;
-    let outputs = session.run(tensors)?;
-    std::fs::create_dir_all(output_dir)
+    let session = Session::build(ModelSource::Path(&model), &shapes, &options)?;
+    let outputs = session.run(tensors.clone())?;
+    if repeat > 0 {
+        let start = std::time::Instant::now();
+        for _ in 0..repeat {
+            session.run(tensors.clone())?;
+        }
+        let mean = start.elapsed().as_secs_f64() * 1e3 / repeat as f64;
+        println!("run: {mean:.2} ms (mean of {repeat} after one warm-up run)");
+    }
+    std::fs::create_dir_all(&output_dir)
         .with_context(|| format!("cannot create {}", output_dir.display()))?;
     for (name, tensor) in outputs {
         let file = output_dir.join(format!("{}.npy", file_stem(&name)));

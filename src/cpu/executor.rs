@@ -23,7 +23,9 @@ pub fn execute(built: &BuiltGraph, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, R
     for (&id, tensor) in graph.inputs.iter().zip(inputs) {
         slots[id] = Some(tensor);
     }
+    let mut profile = Profile::from_env();
     for (step, node) in graph.nodes.iter().enumerate() {
+        let started = profile.start();
         let fail = |source: OpError| RunError {
             node: node.label(graph).to_string(),
             op_type: node.op_type.clone(),
@@ -49,6 +51,7 @@ pub fn execute(built: &BuiltGraph, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, R
             )));
         }
         let outputs = op.spec().run(&args).map_err(fail)?;
+        profile.record(&node.op_type, started);
         for (out, tensor) in node.outputs.iter().zip(outputs) {
             if let Some(v) = *out {
                 slots[v] = Some(tensor);
@@ -60,6 +63,7 @@ pub fn execute(built: &BuiltGraph, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, R
             }
         }
     }
+    profile.report();
     graph
         .outputs
         .iter()
@@ -79,4 +83,59 @@ fn value<'a>(
     v: ValueId,
 ) -> Option<&'a Tensor> {
     graph.values[v].constant.as_deref().or(slots[v].as_ref())
+}
+
+/// Time per op type, printed to stderr after each run when `FIFO_PROFILE=1` (native only:
+/// wasm32 has no clock in std).
+#[derive(Default)]
+struct Profile {
+    enabled: bool,
+    totals: std::collections::BTreeMap<String, (usize, f64)>,
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+type Instant = std::time::Instant;
+#[cfg(target_arch = "wasm32")]
+type Instant = ();
+
+impl Profile {
+    fn from_env() -> Profile {
+        let enabled = cfg!(not(target_arch = "wasm32"))
+            && std::env::var_os("FIFO_PROFILE").is_some_and(|v| v != "0");
+        Profile {
+            enabled,
+            ..Default::default()
+        }
+    }
+
+    fn start(&self) -> Option<Instant> {
+        #[cfg(not(target_arch = "wasm32"))]
+        if self.enabled {
+            return Some(std::time::Instant::now());
+        }
+        None
+    }
+
+    #[allow(unused_variables)]
+    fn record(&mut self, op_type: &str, started: Option<Instant>) {
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Some(t) = started {
+            let entry = self.totals.entry(op_type.to_string()).or_default();
+            entry.0 += 1;
+            entry.1 += t.elapsed().as_secs_f64() * 1e3;
+        }
+    }
+
+    fn report(&self) {
+        if !self.enabled {
+            return;
+        }
+        let mut rows: Vec<_> = self.totals.iter().collect();
+        rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+        let total: f64 = rows.iter().map(|r| r.1 .1).sum();
+        eprintln!("profile: {total:.2} ms in ops");
+        for (op, (n, ms)) in rows {
+            eprintln!("  {op:<24} x{n:<5} {ms:>9.3} ms");
+        }
+    }
 }

@@ -46,7 +46,9 @@ pub fn sgemm(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32]) {
         c.iter_mut().for_each(|x| *x *= beta);
         return;
     }
-    let rows_per_chunk = parallel::chunk_len(m, k * n);
+    // Each piece packs all of B again, so pieces keep at least MIN_ROWS rows.
+    const MIN_ROWS: usize = 64;
+    let rows_per_chunk = parallel::chunk_len(m, k * n).max(MIN_ROWS);
     parallel::for_each_chunk_mut(c, rows_per_chunk * n, |chunk, c_rows| {
         let row0 = chunk * rows_per_chunk;
         let rows = c_rows.len() / n;

@@ -30,6 +30,9 @@ pub fn for_each_chunk_mut<T: Send>(
 /// `MIN_PARALLEL_WORK` units when every element costs `work_per_item`.
 pub fn chunk_len(len: usize, work_per_item: usize) -> usize {
     let threads = num_threads();
+    if threads == 1 {
+        return len.max(1);
+    }
     let min_items = MIN_PARALLEL_WORK.div_ceil(work_per_item.max(1));
     len.div_ceil(threads * 4).max(min_items).max(1)
 }

@@ -74,6 +74,14 @@ impl Tensor {
         }
     }
 
+    /// The elements as f32, borrowed when the tensor already is float32 (no copy on hot paths).
+    pub fn f32s(&self) -> std::borrow::Cow<'_, [f32]> {
+        match &self.data {
+            TensorData::F32(v) => std::borrow::Cow::Borrowed(v),
+            other => std::borrow::Cow::Owned(to_f32_vec(other)),
+        }
+    }
+
     pub fn to_f32_vec(&self) -> Vec<f32> {
         to_f32_vec(&self.data)
     }

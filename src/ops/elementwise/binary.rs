@@ -181,9 +181,7 @@ impl Binary {
             }
             _ if kind.category() == Category::Compare => {
                 let (s, v) = if a.dtype().is_float() {
-                    map2(sa, &a.to_f32_vec(), sb, &b.to_f32_vec(), |p, q| {
-                        compare_f32(kind, p, q)
-                    })?
+                    map2(sa, &a.f32s(), sb, &b.f32s(), |p, q| compare_f32(kind, p, q))?
                 } else {
                     map2(sa, &a.to_i64_vec(), sb, &b.to_i64_vec(), |p, q| {
                         compare_int(kind, p, q)
@@ -196,21 +194,19 @@ impl Binary {
                 (s, TensorData::F32(v))
             }
             _ if a.dtype() == DType::F16 => {
-                let (s, v) = map2(sa, &a.to_f32_vec(), sb, &b.to_f32_vec(), |p, q| {
+                let (s, v) = map2(sa, &a.f32s(), sb, &b.f32s(), |p, q| {
                     f16::from_f32(kind.apply(p, q))
                 })?;
                 (s, TensorData::F16(v))
             }
             _ if a.dtype() == DType::F32 => {
                 // Pow with a float base and an integer exponent.
-                let (s, v) = map2(sa, &a.to_f32_vec(), sb, &b.to_f32_vec(), |p, q| {
-                    kind.apply(p, q)
-                })?;
+                let (s, v) = map2(sa, &a.f32s(), sb, &b.f32s(), |p, q| kind.apply(p, q))?;
                 (s, TensorData::F32(v))
             }
             _ if b.dtype().is_float() => {
                 // Pow with an integer base and a float exponent: computed in f64, truncated.
-                let (s, v) = map2(sa, &a.to_i64_vec(), sb, &b.to_f32_vec(), |p, q| {
+                let (s, v) = map2(sa, &a.to_i64_vec(), sb, &b.f32s(), |p, q| {
                     (p as f64).powf(q as f64) as i64
                 })?;
                 (s, TensorData::I64(v))
@@ -320,14 +316,11 @@ mod tests {
         let a = Tensor::from_f32(vec![3], vec![-2.0, -3.0, 4.0]).unwrap();
         let b = Tensor::from_f32(vec![1], vec![2.0]).unwrap();
         assert_eq!(
-            run(BinaryKind::Pow, a.clone(), b).to_f32_vec(),
+            run(BinaryKind::Pow, a.clone(), b).f32s(),
             vec![4.0, 9.0, 16.0]
         );
         let e = Tensor::from_i64(vec![], vec![3]).unwrap();
-        assert_eq!(
-            run(BinaryKind::Pow, a, e).to_f32_vec(),
-            vec![-8.0, -27.0, 64.0]
-        );
+        assert_eq!(run(BinaryKind::Pow, a, e).f32s(), vec![-8.0, -27.0, 64.0]);
     }
 
     #[test]
@@ -346,7 +339,7 @@ mod tests {
         let b = Tensor::from_f32(vec![3], vec![10.0, 20.0, 30.0]).unwrap();
         let out = run(BinaryKind::Add, a.clone(), b);
         assert_eq!(out.shape(), &[2, 3]);
-        assert_eq!(out.to_f32_vec(), vec![11.0, 21.0, 31.0, 12.0, 22.0, 32.0]);
+        assert_eq!(out.f32s(), vec![11.0, 21.0, 31.0, 12.0, 22.0, 32.0]);
         let i = Tensor::from_i64(vec![1], vec![1]).unwrap();
         assert!(Binary {
             kind: BinaryKind::Add

@@ -116,7 +116,16 @@ impl OpSpec for Unary {
             let data = TensorData::Bool(v.iter().map(|b| !b).collect());
             return Ok(vec![Tensor::new(x.shape().to_vec(), data)?]);
         }
-        if let Some(out) = map_float(x, |v| self.kind.apply(v)) {
+        // One monomorphised loop per common kind, so the per-element match folds away.
+        macro_rules! specialised {
+            ($($k:ident),*) => {
+                match self.kind {
+                    $(UnaryKind::$k => map_float(x, |v| UnaryKind::$k.apply(v)),)*
+                    kind => map_float(x, |v| kind.apply(v)),
+                }
+            };
+        }
+        if let Some(out) = specialised!(Sigmoid, Exp, Sqrt, Tanh, Erf, Relu, Neg, Reciprocal) {
             return Ok(vec![out]);
         }
         let values: Vec<i64> = x

@@ -219,7 +219,7 @@ impl Resize {
                     .collect()
             })
             .collect();
-        let xv = x.to_f32_vec();
+        let xv = x.f32s();
         // Expand dim by dim: each step doubles the (offset, weight) terms of every output prefix.
         let mut terms: Vec<Vec<(usize, f32)>> = vec![vec![(0, 1.0)]];
         for dim_taps in &taps {

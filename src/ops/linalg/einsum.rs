@@ -235,7 +235,7 @@ mod tests {
             Tensor::from_f32(vec![1, 2, 4, 2], (0..16).map(|x| (x % 3) as f32).collect()).unwrap();
         let out = op.run(&[Some(&q), Some(&k)]).unwrap().remove(0);
         assert_eq!(out.shape(), &[1, 2, 3, 4]);
-        let (qv, kv, ov) = (q.to_f32_vec(), k.to_f32_vec(), out.to_f32_vec());
+        let (qv, kv, ov) = (q.f32s(), k.f32s(), out.f32s());
         for h in 0..2 {
             for i in 0..3 {
                 for j in 0..4 {

@@ -66,12 +66,12 @@ impl OpSpec for Gemm {
         let mut out = vec![0.0f32; m * n];
         let mut beta = 0.0;
         if let Some(c) = inputs.get(2).copied().flatten() {
-            let cv = c.to_f32_vec();
+            let cv = c.f32s();
             let strides = broadcast_strides(c.shape(), &[m, n]);
             for_each_offset(&[m, n], [&strides], |o, [i]| out[o] = self.beta * cv[i]);
             beta = 1.0;
         }
-        let (av, bv) = (a.to_f32_vec(), b.to_f32_vec());
+        let (av, bv) = (a.f32s(), b.f32s());
         let a_mat = MatRef::row_major(&av, a.shape()[0], a.shape()[1]);
         let b_mat = MatRef::row_major(&bv, b.shape()[0], b.shape()[1]);
         let a_mat = if self.trans_a { a_mat.t() } else { a_mat };

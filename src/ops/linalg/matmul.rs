@@ -73,6 +73,20 @@ pub(crate) fn batched_matmul(
 ) -> Result<(Vec<usize>, Vec<f32>), OpError> {
     let p = plan(a_shape, b_shape)?;
     let (m, k, n) = (p.m, p.k, p.n);
+    if p.b_batch.iter().product::<usize>() == 1 {
+        // One B for every batch (a Linear layer on a 3-D input): a single GEMM with the batch
+        // folded into the rows of A.
+        let rows = p.batch.iter().product::<usize>() * m;
+        let mut out = vec![0.0f32; rows * n];
+        sgemm(
+            1.0,
+            MatRef::row_major(a, rows, k),
+            MatRef::row_major(b, k, n),
+            0.0,
+            &mut out,
+        );
+        return Ok((p.out_shape, out));
+    }
     let pairs = gather_offsets(&p.batch, [&p.a_batch, &p.b_batch]);
     let mut out = vec![0.0f32; pairs.len() * m * n];
     let per_batch = (m * n).max(1);
@@ -104,7 +118,7 @@ impl OpSpec for MatMul {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
         let a = required(inputs, 0, "A")?;
         let b = required(inputs, 1, "B")?;
-        let (shape, out) = batched_matmul(a.shape(), &a.to_f32_vec(), b.shape(), &b.to_f32_vec())?;
+        let (shape, out) = batched_matmul(a.shape(), &a.f32s(), b.shape(), &b.f32s())?;
         let out = Tensor::from_f32(shape, out)?;
         Ok(vec![if a.dtype() == DType::F32 {
             out
@@ -128,7 +142,7 @@ mod tests {
         let b = Tensor::from_f32(vec![2, 2, 3], (0..12).map(|x| x as f32).collect()).unwrap();
         let out = MatMul.run(&[Some(&a), Some(&b)]).unwrap().remove(0);
         assert_eq!(out.shape(), &[2, 3]);
-        assert_eq!(out.to_f32_vec(), vec![6.0, 9.0, 12.0, 24.0, 27.0, 30.0]);
+        assert_eq!(out.f32s(), vec![6.0, 9.0, 12.0, 24.0, 27.0, 30.0]);
     }
 
     #[test]

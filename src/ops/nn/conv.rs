@@ -130,8 +130,8 @@ impl OpSpec for Conv {
         let w = required(inputs, 1, "W")?;
         let b = inputs.get(2).copied().flatten();
         let g = self.geometry(x.shape(), w.shape(), b.map(|b| b.shape()))?;
-        let bias = b.map(|b| b.to_f32_vec());
-        let out = conv_f32(&g, &x.to_f32_vec(), &w.to_f32_vec(), bias.as_deref());
+        let bias = b.map(|b| b.f32s());
+        let out = conv_f32(&g, &x.f32s(), &w.f32s(), bias.as_deref());
         let out = Tensor::from_f32(g.output_shape(), out)?;
         Ok(vec![if x.dtype() == DType::F32 {
             out

@@ -156,8 +156,8 @@ impl OpSpec for ConvTranspose {
         let x = required(inputs, 0, "X")?;
         let w = required(inputs, 1, "W")?;
         let g = self.geometry(x.shape(), w.shape())?;
-        let (xv, wv) = (x.to_f32_vec(), w.to_f32_vec());
-        let bias = inputs.get(2).copied().flatten().map(|b| b.to_f32_vec());
+        let (xv, wv) = (x.f32s(), w.f32s());
+        let bias = inputs.get(2).copied().flatten().map(|b| b.f32s());
         let (cg, mg) = (g.in_channels / self.group, g.out_channels / self.group);
         let (k, i, o) = (
             g.window.kernel_len(),

@@ -103,7 +103,7 @@ impl OpSpec for Pool {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
         let x = required(inputs, 0, "X")?;
         let w = self.resolve(x.shape())?;
-        let xv = x.to_f32_vec();
+        let xv = x.f32s();
         let taps = w.kernel_positions();
         let (planes, plane_in, plane_out) =
             (x.shape()[0] * x.shape()[1], w.input_len(), w.output_len());

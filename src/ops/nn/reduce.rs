@@ -116,7 +116,7 @@ impl OpSpec for Reduce {
             .map(|(&d, _)| d)
             .product();
         let mut acc = vec![self.kind.init(); kept.iter().product()];
-        let xv = x.to_f32_vec();
+        let xv = x.f32s();
         let to_out = broadcast_strides(&kept, x.shape());
         let own = crate::tensor::shape::strides(x.shape());
         for_each_offset(x.shape(), [&own, &to_out], |_, [i, o]| {

@@ -32,12 +32,35 @@ impl Softmax {
     }
 }
 
+/// The common case (softmax over the last dim): one contiguous row.
+fn contiguous_row(s: &[f32], d: &mut [f32], log: bool) {
+    let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for (o, &v) in d.iter_mut().zip(s) {
+        *o = (v - max).exp();
+        sum += *o;
+    }
+    if log {
+        let ln_sum = sum.ln();
+        d.iter_mut()
+            .zip(s)
+            .for_each(|(o, &v)| *o = v - max - ln_sum);
+    } else {
+        let inv = 1.0 / sum;
+        d.iter_mut().for_each(|o| *o *= inv);
+    }
+}
+
 fn softmax_rows(x: &[f32], out: &mut [f32], rows: usize, len: usize, inner: usize, log: bool) {
     let block = len * inner;
     let per_chunk = parallel::chunk_len(rows, block * 4);
     parallel::for_each_chunk_mut(out, (per_chunk * block).max(1), |c, dst| {
         let src = &x[c * per_chunk * block..][..dst.len()];
         for (s, d) in src.chunks(block.max(1)).zip(dst.chunks_mut(block.max(1))) {
+            if inner == 1 {
+                contiguous_row(s, d, log);
+                continue;
+            }
             for j in 0..inner {
                 let at = |i: usize| i * inner + j;
                 let max = (0..len).map(|i| s[at(i)]).fold(f32::NEG_INFINITY, f32::max);
@@ -65,7 +88,7 @@ impl OpSpec for Softmax {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
         let x = required(inputs, 0, "input")?;
         let (rows, len, inner) = self.layout(x.shape())?;
-        let xv = x.to_f32_vec();
+        let xv = x.f32s();
         let mut out = vec![0.0f32; xv.len()];
         softmax_rows(&xv, &mut out, rows, len, inner, self.log);
         let out = Tensor::from_f32(x.shape().to_vec(), out)?;

@@ -49,24 +49,19 @@ impl OpSpec for GroupNorm {
         let x = required(inputs, 0, "X")?;
         let (scale, bias) = (required(inputs, 1, "scale")?, required(inputs, 2, "bias")?);
         self.check(x.shape(), scale.shape(), bias.shape())?;
-        let (s, b) = (scale.to_f32_vec(), bias.to_f32_vec());
+        let (s, b) = (scale.f32s(), bias.f32s());
         let channels = x.shape()[1];
         let spatial: usize = x.shape()[2..].iter().product();
         let per_group = channels / self.num_groups;
-        let out = normalize_rows(
-            &x.to_f32_vec(),
-            per_group * spatial,
-            self.epsilon,
-            |row, i, v| {
-                let group = row % self.num_groups;
-                let p = if self.per_channel_affine {
-                    group * per_group + i / spatial.max(1)
-                } else {
-                    group
-                };
-                v * s[p] + b[p]
-            },
-        );
+        let out = normalize_rows(&x.f32s(), per_group * spatial, self.epsilon, |row, i, v| {
+            let group = row % self.num_groups;
+            let p = if self.per_channel_affine {
+                group * per_group + i / spatial.max(1)
+            } else {
+                group
+            };
+            v * s[p] + b[p]
+        });
         Ok(vec![float_output(x.shape().to_vec(), out, x.dtype())?])
     }
 }

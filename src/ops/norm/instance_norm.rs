@@ -38,10 +38,10 @@ impl OpSpec for InstanceNorm {
         let x = required(inputs, 0, "input")?;
         let (scale, bias) = (required(inputs, 1, "scale")?, required(inputs, 2, "B")?);
         check(x.shape(), scale.shape(), bias.shape())?;
-        let (s, b) = (scale.to_f32_vec(), bias.to_f32_vec());
+        let (s, b) = (scale.f32s(), bias.f32s());
         let channels = x.shape()[1];
         let spatial: usize = x.shape()[2..].iter().product();
-        let out = normalize_rows(&x.to_f32_vec(), spatial, self.epsilon, |row, _, v| {
+        let out = normalize_rows(&x.f32s(), spatial, self.epsilon, |row, _, v| {
             let c = row % channels;
             v * s[c] + b[c]
         });

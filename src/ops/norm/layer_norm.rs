@@ -33,7 +33,7 @@ impl LayerNorm {
 
 /// A parameter expanded to one value per element of the normalised dims.
 fn expand_param(p: &Tensor, dims: &[usize]) -> Vec<f32> {
-    let v = p.to_f32_vec();
+    let v = p.f32s();
     let strides = broadcast_strides(p.shape(), dims);
     let mut out = Vec::with_capacity(dims.iter().product());
     for_each_offset(dims, [&strides], |_, [i]| out.push(v[i]));
@@ -64,9 +64,7 @@ impl OpSpec for LayerNorm {
             }
             None => vec![0.0; s.len()],
         };
-        let out = normalize_rows(&x.to_f32_vec(), s.len(), self.epsilon, |_, i, v| {
-            v * s[i] + b[i]
-        });
+        let out = normalize_rows(&x.f32s(), s.len(), self.epsilon, |_, i, v| v * s[i] + b[i]);
         Ok(vec![float_output(x.shape().to_vec(), out, x.dtype())?])
     }
 }
