@@ -118,6 +118,22 @@ fn coalesce<const N: usize>(
     (dims, out)
 }
 
+/// Offsets into each of `shapes` for every element of their broadcast shape, flattened as
+/// `[element][input]`; used by the dtype-agnostic ops (Where, Expand).
+pub fn gather_offsets<const N: usize>(
+    out_shape: &[usize],
+    shapes: [&[usize]; N],
+) -> Vec<[usize; N]> {
+    let strides: Vec<Vec<usize>> = shapes
+        .iter()
+        .map(|s| broadcast_strides(s, out_shape))
+        .collect();
+    let refs: [&[usize]; N] = std::array::from_fn(|k| strides[k].as_slice());
+    let mut out = Vec::with_capacity(out_shape.iter().product());
+    for_each_offset(out_shape, refs, |_, offs| out.push(offs));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,20 +159,4 @@ mod tests {
             }
         }
     }
-}
-
-/// Offsets into each of `shapes` for every element of their broadcast shape, flattened as
-/// `[element][input]`; used by the dtype-agnostic ops (Where, Expand).
-pub fn gather_offsets<const N: usize>(
-    out_shape: &[usize],
-    shapes: [&[usize]; N],
-) -> Vec<[usize; N]> {
-    let strides: Vec<Vec<usize>> = shapes
-        .iter()
-        .map(|s| broadcast_strides(s, out_shape))
-        .collect();
-    let refs: [&[usize]; N] = std::array::from_fn(|k| strides[k].as_slice());
-    let mut out = Vec::with_capacity(out_shape.iter().product());
-    for_each_offset(out_shape, refs, |_, offs| out.push(offs));
-    out
 }
