@@ -156,6 +156,17 @@ fn describe(loaded: &Graph) -> ModelInfo {
     }
 }
 
+impl ModelInfo {
+    /// Adds what only a successful build knows: static shapes, nodes left, the memory plan.
+    fn record_build(&mut self, built: &BuiltGraph) {
+        self.inputs = tensor_info(&built.graph, &built.graph.inputs);
+        self.outputs = tensor_info(&built.graph, &built.graph.outputs);
+        self.nodes_to_run = Some(built.graph.nodes.len());
+        self.planned_peak_bytes = Some(built.plan.peak_bytes);
+        self.unshared_bytes = Some(built.plan.unshared_bytes);
+    }
+}
+
 impl Session {
     /// Loads and builds a model for the given input shapes (inputs whose declared shape is fully
     /// static may be left out).
@@ -170,11 +181,7 @@ impl Session {
         let loaded = read_model(model)?;
         let mut info = describe(&loaded);
         let built = build(loaded, input_shapes, &options.build)?;
-        info.inputs = tensor_info(&built.graph, &built.graph.inputs);
-        info.outputs = tensor_info(&built.graph, &built.graph.outputs);
-        info.nodes_to_run = Some(built.graph.nodes.len());
-        info.planned_peak_bytes = Some(built.plan.peak_bytes);
-        info.unshared_bytes = Some(built.plan.unshared_bytes);
+        info.record_build(&built);
         Ok(Session { built, info })
     }
 
@@ -256,13 +263,7 @@ pub fn inspect(
         return Ok(info);
     }
     match build(loaded, input_shapes, &options.build) {
-        Ok(built) => {
-            info.inputs = tensor_info(&built.graph, &built.graph.inputs);
-            info.outputs = tensor_info(&built.graph, &built.graph.outputs);
-            info.nodes_to_run = Some(built.graph.nodes.len());
-            info.planned_peak_bytes = Some(built.plan.peak_bytes);
-            info.unshared_bytes = Some(built.plan.unshared_bytes);
-        }
+        Ok(built) => info.record_build(&built),
         Err(e) => info.build_error = Some(e.to_string()),
     }
     Ok(info)

@@ -176,3 +176,80 @@ fn read_range(path: &Path, offset: u64, len: usize) -> std::io::Result<Vec<u8>> 
     file.read_exact(&mut buf)?;
     Ok(buf)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::onnx::generated::StringStringEntryProto;
+
+    fn external(location: &str) -> TensorProto {
+        let entry = |k: &str, v: &str| StringStringEntryProto {
+            key: Some(k.into()),
+            value: Some(v.into()),
+        };
+        TensorProto {
+            name: Some("w".into()),
+            dims: vec![2],
+            data_type: Some(DType::F32.onnx_code()),
+            data_location: Some(tensor_proto::DataLocation::External as i32),
+            external_data: vec![
+                entry("location", location),
+                entry("offset", "4"),
+                entry("length", "8"),
+            ],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn external_data_reads_the_range_beside_the_model() {
+        let dir = std::env::temp_dir().join(format!("fifo-ext-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let bytes: Vec<u8> = [0.0f32, 1.5, -2.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        std::fs::write(dir.join("weights.bin"), bytes).unwrap();
+        let t = tensor_from_proto(&external("weights.bin"), Some(&dir)).unwrap();
+        assert_eq!(t.to_f32_vec(), vec![1.5, -2.0]);
+        let short = tensor_from_proto(
+            &TensorProto {
+                dims: vec![3],
+                ..external("weights.bin")
+            },
+            Some(&dir),
+        );
+        assert!(short.unwrap_err().to_string().contains("length"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn external_paths_may_not_leave_the_model_folder() {
+        for location in ["../secret.bin", "/etc/passwd", "a/../../b", ""] {
+            let err = tensor_from_proto(&external(location), Some(Path::new("/tmp"))).unwrap_err();
+            assert!(
+                err.to_string().contains("inside the model's folder"),
+                "{location}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn raw_data_of_the_wrong_length_is_an_error() {
+        let t = TensorProto {
+            dims: vec![3],
+            data_type: Some(DType::F32.onnx_code()),
+            raw_data: Some(vec![0; 8]),
+            ..Default::default()
+        };
+        assert!(tensor_from_proto(&t, None)
+            .unwrap_err()
+            .to_string()
+            .contains("raw_data has 8 bytes"));
+        let huge = TensorProto {
+            dims: vec![1 << 40, 1 << 40],
+            ..t
+        };
+        assert!(tensor_from_proto(&huge, None).is_err());
+    }
+}

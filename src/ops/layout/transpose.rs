@@ -1,9 +1,8 @@
 //! Transpose.
 
-use super::{offsets_from_tables, take_or_fill};
 use crate::ops::registry::{NodeContext, OpDef};
 use crate::ops::{required, Attrs, Op, OpError, OpSpec, TensorType, ValueInfo};
-use crate::tensor::shape::strides;
+use crate::tensor::shape::{for_each_offset, strides};
 use crate::tensor::Tensor;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -43,16 +42,11 @@ pub fn permute(x: &Tensor, perm: &[usize]) -> Result<Tensor, OpError> {
     if perm.iter().enumerate().all(|(i, &p)| i == p) {
         return Ok(x.clone());
     }
-    let tables: Vec<Vec<Option<usize>>> = perm
-        .iter()
-        .map(|&p| (0..x.shape()[p]).map(|i| Some(i * own[p])).collect())
-        .collect();
-    take_or_fill(
-        x,
-        out_shape.clone(),
-        &offsets_from_tables(&out_shape, &tables),
-        None,
-    )
+    // Walk the output in order, reading the input through permuted strides.
+    let permuted: Vec<usize> = perm.iter().map(|&p| own[p]).collect();
+    let mut indices = Vec::with_capacity(x.len());
+    for_each_offset(&out_shape, [&permuted], |_, [i]| indices.push(i));
+    Ok(Tensor::new(out_shape, x.data().take(&indices))?)
 }
 
 impl OpSpec for Transpose {
