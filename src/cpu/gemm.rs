@@ -39,6 +39,7 @@ pub fn sgemm(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32]) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(k, b.rows, "gemm inner dimensions");
     assert_eq!(c.len(), m * n, "gemm output size");
+    assert!(fits(&a) && fits(&b), "gemm operand views exceed their data");
     if m == 0 || n == 0 {
         return;
     }
@@ -76,8 +77,8 @@ pub fn sgemm(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32]) {
     });
 }
 
-/// Whether `data` is long enough for the view's last element (checked before `sgemm`).
-pub fn fits(m: &MatRef) -> bool {
+/// Whether `data` is long enough for the view's last element.
+fn fits(m: &MatRef) -> bool {
     m.rows == 0
         || m.cols == 0
         || (m.rows - 1) * m.row_stride + (m.cols - 1) * m.col_stride < m.data.len()

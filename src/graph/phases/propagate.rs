@@ -98,7 +98,14 @@ pub fn propagate(
 ) -> Result<(), BuildError> {
     input_types(graph, given)?;
     let order = topological_order(graph)?;
-    graph.nodes = order.into_iter().map(|i| graph.nodes[i].clone()).collect();
+    let mut unsorted: Vec<Option<_>> = std::mem::take(&mut graph.nodes)
+        .into_iter()
+        .map(Some)
+        .collect();
+    graph.nodes = order
+        .into_iter()
+        .filter_map(|i| unsorted[i].take())
+        .collect();
     for index in 0..graph.nodes.len() {
         let node = &graph.nodes[index];
         let fail = |reason: String| BuildError::node(graph, node, reason);
@@ -121,7 +128,7 @@ pub fn propagate(
             .collect();
         let refs: Vec<Option<&ValueInfo>> = infos.iter().map(|i| i.as_ref()).collect();
         let types = op.spec().infer(&refs).map_err(|e| fail(e.to_string()))?;
-        if types.len() < node.outputs.iter().flatten().count() {
+        if types.len() < node.outputs.len() {
             return Err(fail(format!(
                 "produces {} outputs, the node names {}",
                 types.len(),
