@@ -218,3 +218,18 @@ fn inspect_reports_unsupported_ops_instead_of_failing() {
     assert_eq!(info.ops[0].opset, 18);
     assert!(info.planned_peak_bytes.is_none());
 }
+
+#[test]
+fn tensors_over_the_size_limit_fail_the_build() {
+    let mut options = SessionOptions::default();
+    options.build.max_tensor_bytes = 16;
+    let bytes = model("Relu", &["x"], vec![], &["2", "3"]);
+    let err = Session::build(ModelSource::Bytes(&bytes), &HashMap::new(), &options)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("blocks.3/attn/the_node") && err.contains("size limit of 16 bytes"),
+        "{err}"
+    );
+}

@@ -5,4 +5,5 @@ pub mod broadcast;
 pub mod executor;
 pub mod gemm;
 pub mod im2col;
+pub mod math;
 pub mod parallel;

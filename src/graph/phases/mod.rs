@@ -14,8 +14,10 @@ use std::collections::HashMap;
 /// Knobs of the build.
 #[derive(Clone, Debug)]
 pub struct BuildOptions {
-    /// Largest result (in elements) that folding may compute at build time.
-    pub fold_limit_elements: usize,
+    /// Largest result (in bytes) that folding may compute at build time.
+    pub fold_limit_bytes: usize,
+    /// Largest tensor the graph may hold; larger ones fail the build with the node's name.
+    pub max_tensor_bytes: usize,
     /// Reuse buffers whose lifetimes do not overlap; off only to debug the plan.
     pub memory_reuse: bool,
 }
@@ -23,7 +25,8 @@ pub struct BuildOptions {
 impl Default for BuildOptions {
     fn default() -> BuildOptions {
         BuildOptions {
-            fold_limit_elements: 1 << 24,
+            fold_limit_bytes: 64 << 20,
+            max_tensor_bytes: 4 << 30,
             // FIFO_NO_MEMORY_REUSE=1 turns reuse off to tell a planning bug from a kernel bug.
             memory_reuse: std::env::var_os("FIFO_NO_MEMORY_REUSE").is_none_or(|v| v == "0"),
         }
@@ -46,7 +49,7 @@ pub fn build(
     options: &BuildOptions,
 ) -> Result<BuiltGraph, BuildError> {
     parse::parse_ops(&mut graph)?;
-    propagate::propagate(&mut graph, input_shapes, options.fold_limit_elements)?;
+    propagate::propagate(&mut graph, input_shapes, options)?;
     prune::prune(&mut graph);
     let fusions = fuse::fuse(&mut graph, &fuse::default_passes())?;
     prune::prune(&mut graph);

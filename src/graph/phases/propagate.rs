@@ -2,8 +2,10 @@
 //! known at build time. The two go together because torch's exports compute shapes in the
 //! graph (Shape -> Gather -> Concat -> Reshape): a Reshape's type needs the folded shape value.
 
+use super::BuildOptions;
 use crate::graph::{BuildError, Dim, Graph, ValueKind};
 use crate::ops::{TensorType, ValueInfo};
+use crate::tensor::shape::checked_numel;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -91,10 +93,25 @@ fn topological_order(graph: &Graph) -> Result<Vec<usize>, BuildError> {
     Ok(order)
 }
 
+/// Bytes of a type, or why it is too large to run (a corrupt or hostile shape must be an
+/// error here, not an allocation failure later).
+fn checked_bytes(ty: &TensorType, limit: usize) -> Result<usize, String> {
+    let bytes = checked_numel(&ty.shape)
+        .ok()
+        .and_then(|n| n.checked_mul(ty.dtype.size_bytes()));
+    match bytes {
+        Some(b) if b <= limit => Ok(b),
+        _ => Err(format!(
+            "its output {} {:?} exceeds the tensor size limit of {limit} bytes",
+            ty.dtype, ty.shape
+        )),
+    }
+}
+
 pub fn propagate(
     graph: &mut Graph,
     given: &HashMap<String, Vec<usize>>,
-    fold_limit: usize,
+    options: &BuildOptions,
 ) -> Result<(), BuildError> {
     input_types(graph, given)?;
     let order = topological_order(graph)?;
@@ -113,19 +130,24 @@ pub fn propagate(
             .op
             .as_ref()
             .ok_or_else(|| fail("the op was not parsed".into()))?;
+        // Topological order types every input before its readers; `None` would be a bug.
         let infos: Vec<Option<ValueInfo>> = node
             .inputs
             .iter()
-            .map(|i| {
-                i.map(|v| ValueInfo {
-                    ty: graph.values[v]
-                        .ty
-                        .clone()
-                        .expect("inputs are typed in topological order"),
-                    value: graph.values[v].constant.clone(),
-                })
+            .map(|i| match i {
+                None => Ok(None),
+                Some(v) => graph.values[*v]
+                    .ty
+                    .clone()
+                    .map(|ty| {
+                        Some(ValueInfo {
+                            ty,
+                            value: graph.values[*v].constant.clone(),
+                        })
+                    })
+                    .ok_or_else(|| BuildError::Order(node.label(graph).to_string())),
             })
-            .collect();
+            .collect::<Result<_, _>>()?;
         let refs: Vec<Option<&ValueInfo>> = infos.iter().map(|i| i.as_ref()).collect();
         let types = op.spec().infer(&refs).map_err(|e| fail(e.to_string()))?;
         if types.len() < node.outputs.len() {
@@ -135,14 +157,18 @@ pub fn propagate(
                 node.outputs.len()
             )));
         }
-        let output_elements: usize = types
+        let output_bytes = types
             .iter()
-            .map(|t| t.shape.iter().product::<usize>())
-            .sum();
+            .map(|t| checked_bytes(t, options.max_tensor_bytes))
+            .sum::<Result<usize, String>>()
+            .map_err(fail)?;
         let all_known = refs.iter().flatten().all(|i| i.value.is_some());
         let folded = match op.spec().fold_from_types(&refs) {
             Some(values) => Some(values),
-            None if all_known && op.spec().foldable() && output_elements <= fold_limit => {
+            None if all_known
+                && op.spec().foldable()
+                && output_bytes <= options.fold_limit_bytes =>
+            {
                 let tensors: Vec<Option<&crate::tensor::Tensor>> = refs
                     .iter()
                     .map(|i| i.and_then(|i| i.value.as_deref()))

@@ -40,7 +40,7 @@ impl UnaryKind {
         match self {
             Sqrt => x.sqrt(),
             Reciprocal => 1.0 / x,
-            Exp => x.exp(),
+            Exp => crate::cpu::math::exp(x),
             Log => x.ln(),
             Neg => -x,
             Abs => x.abs(),
@@ -67,7 +67,7 @@ impl UnaryKind {
                 0.5 * x * (1.0 + inner.tanh())
             }
             // log(1 + e^x) without overflow for large x.
-            Softplus => x.max(0.0) + (-x.abs()).exp().ln_1p(),
+            Softplus => x.max(0.0) + crate::cpu::math::exp(-x.abs()).ln_1p(),
             Floor => x.floor(),
             Ceil => x.ceil(),
             Not => (x == 0.0) as u8 as f32,
@@ -93,12 +93,14 @@ impl UnaryKind {
     }
 }
 
+/// 1 / (1 + e^-x) through e^-|x|, which never overflows.
 fn sigmoid(x: f32) -> f32 {
+    let e = crate::cpu::math::exp(-x.abs());
+    let s = 1.0 / (1.0 + e);
     if x >= 0.0 {
-        1.0 / (1.0 + (-x).exp())
+        s
     } else {
-        let e = x.exp();
-        e / (1.0 + e)
+        e * s
     }
 }
 

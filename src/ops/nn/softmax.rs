@@ -1,6 +1,7 @@
 //! Softmax and LogSoftmax: opset < 13 flattens to 2-D at `axis` (default 1); opset >= 13 works
 //! along the one `axis` (default -1).
 
+use crate::cpu::math::exp;
 use crate::cpu::parallel;
 use crate::ops::registry::{NodeContext, OpDef};
 use crate::ops::{
@@ -37,7 +38,7 @@ fn contiguous_row(s: &[f32], d: &mut [f32], log: bool) {
     let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0.0;
     for (o, &v) in d.iter_mut().zip(s) {
-        *o = (v - max).exp();
+        *o = exp(v - max);
         sum += *o;
     }
     if log {
@@ -64,12 +65,12 @@ fn softmax_rows(x: &[f32], out: &mut [f32], rows: usize, len: usize, inner: usiz
             for j in 0..inner {
                 let at = |i: usize| i * inner + j;
                 let max = (0..len).map(|i| s[at(i)]).fold(f32::NEG_INFINITY, f32::max);
-                let sum: f32 = (0..len).map(|i| (s[at(i)] - max).exp()).sum();
+                let sum: f32 = (0..len).map(|i| exp(s[at(i)] - max)).sum();
                 for i in 0..len {
                     d[at(i)] = if log {
                         s[at(i)] - max - sum.ln()
                     } else {
-                        (s[at(i)] - max).exp() / sum
+                        exp(s[at(i)] - max) / sum
                     };
                 }
             }
