@@ -35,6 +35,7 @@ pub struct Unary {
 }
 
 impl UnaryKind {
+    #[inline(always)]
     pub fn apply(self, x: f32) -> f32 {
         use UnaryKind::*;
         match self {

@@ -36,11 +36,11 @@ impl Softmax {
 /// The common case (softmax over the last dim): one contiguous row.
 fn contiguous_row(s: &[f32], d: &mut [f32], log: bool) {
     let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
+    // Exponentials first, sum after: a loop without the running sum vectorises.
     for (o, &v) in d.iter_mut().zip(s) {
         *o = exp(v - max);
-        sum += *o;
     }
+    let sum: f32 = d.iter().sum();
     if log {
         let ln_sum = sum.ln();
         d.iter_mut()
