@@ -49,6 +49,9 @@ pub fn sgemm(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32]) {
     }
     // Each piece packs all of B again, so pieces keep at least MIN_ROWS rows.
     const MIN_ROWS: usize = 64;
+    if m < 2 * MIN_ROWS && split_columns(alpha, a, b, beta, c) {
+        return;
+    }
     let rows_per_chunk = parallel::chunk_len(m, k * n).max(MIN_ROWS);
     parallel::for_each_chunk_mut(c, rows_per_chunk * n, |chunk, c_rows| {
         let row0 = chunk * rows_per_chunk;
@@ -77,6 +80,56 @@ pub fn sgemm(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32]) {
     });
 }
 
+/// A pointer shared by tasks that write disjoint column blocks of one matrix.
+struct SharedOutput(*mut f32);
+
+// SAFETY: every task writes only its own columns, and the caller holds `&mut` to the whole.
+unsafe impl Sync for SharedOutput {}
+
+impl SharedOutput {
+    fn get(&self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Few rows but many columns (a conv with 64 output channels over a 32x32 image): threads take
+/// column blocks instead. Returns false when one block would do.
+fn split_columns(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32]) -> bool {
+    const MIN_COLS: usize = 128;
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    let cols_per_chunk = parallel::chunk_len(n, m * k).max(MIN_COLS);
+    let chunks = n.div_ceil(cols_per_chunk);
+    if chunks < 2 {
+        return false;
+    }
+    let out = SharedOutput(c.as_mut_ptr());
+    parallel::for_each_index(chunks, |j| {
+        let first = j * cols_per_chunk;
+        let cols = cols_per_chunk.min(n - first);
+        // SAFETY: columns first..first+cols of B (k x n) and of C (m x n, row-major) are in
+        // bounds (`fits` checked B, `c.len() == m * n`), and no other task writes them.
+        unsafe {
+            matrixmultiply::sgemm(
+                m,
+                k,
+                cols,
+                alpha,
+                a.data.as_ptr(),
+                a.row_stride as isize,
+                a.col_stride as isize,
+                b.data.as_ptr().add(first * b.col_stride),
+                b.row_stride as isize,
+                b.col_stride as isize,
+                beta,
+                out.get().add(first),
+                n as isize,
+                1,
+            );
+        }
+    });
+    true
+}
+
 /// Whether `data` is long enough for the view's last element.
 fn fits(m: &MatRef) -> bool {
     m.rows == 0
@@ -90,7 +143,13 @@ mod tests {
 
     #[test]
     fn gemm_matches_naive_with_transposes() {
-        let (m, k, n) = (67, 13, 9);
+        // Few rows and many columns take the column-split path on several threads.
+        for (m, k, n) in [(67, 13, 9), (5, 7, 3000)] {
+            check_gemm(m, k, n);
+        }
+    }
+
+    fn check_gemm(m: usize, k: usize, n: usize) {
         let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 - 3.0).collect();
         let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.5).collect();
         let mut c = vec![1.0; m * n];

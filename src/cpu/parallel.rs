@@ -26,6 +26,17 @@ pub fn for_each_chunk_mut<T: Send>(
         .for_each(|(i, c)| f(i, c));
 }
 
+/// Calls `f(i)` for every `i` in `0..count`, in parallel natively.
+pub fn for_each_index(count: usize, f: impl Fn(usize) + Sync + Send) {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        (0..count).into_par_iter().for_each(f);
+    }
+    #[cfg(target_arch = "wasm32")]
+    (0..count).for_each(f);
+}
+
 /// A chunk length that splits `len` elements into a few pieces per thread, each worth at least
 /// `MIN_PARALLEL_WORK` units when every element costs `work_per_item`.
 pub fn chunk_len(len: usize, work_per_item: usize) -> usize {
