@@ -16,7 +16,7 @@ pub fn exp(x: f32) -> f32 {
     let p = ((((1.987_569_2e-4 * r + 1.398_2e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
         + 1.666_666_5e-1)
         * r
-        + 5.000_000e-1;
+        + 0.5;
     let e = p * r * r + r + 1.0;
     // 2^n in two halves, so n = 128 (x near ln(f32::MAX)) stays representable.
     let n = n as i32;
