@@ -62,7 +62,7 @@ fn families() -> impl Iterator<Item = &'static [OpDef]> {
     .copied()
 }
 
-/// Every supported op type whose parser accepts `opset`, or all of them.
+/// The definition of `op_type` whose opset range covers `opset`, if any.
 pub fn find(op_type: &str, opset: u32) -> Option<&'static OpDef> {
     families()
         .flatten()
@@ -157,4 +157,45 @@ pub fn parse_node(
     let op = (def.parse)(&mut attrs, &node)?;
     attrs.finish()?;
     Ok(op)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two definitions of one op must not claim the same opset: `find` would pick one silently.
+    #[test]
+    fn opset_ranges_of_one_op_do_not_overlap() {
+        let defs: Vec<&OpDef> = families().flatten().collect();
+        for (i, a) in defs.iter().enumerate() {
+            assert!(a.opsets.0 <= a.opsets.1, "{} has an empty range", a.op_type);
+            for b in &defs[i + 1..] {
+                let overlap = a.opsets.0 <= b.opsets.1 && b.opsets.0 <= a.opsets.1;
+                assert!(
+                    !(a.op_type == b.op_type && overlap),
+                    "{} is defined twice for some opsets",
+                    a.op_type
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn errors_say_what_is_supported() {
+        let unknown = parse_node("Frobnicate", 18, BTreeMap::new(), 1, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            unknown.contains("Frobnicate") && unknown.contains("MatMul"),
+            "{unknown}"
+        );
+        let opset = parse_node("Gelu", 18, BTreeMap::new(), 1, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(opset.contains("opsets 20..=21, not in opset 18"), "{opset}");
+        let arity = parse_node("Add", 18, BTreeMap::new(), 3, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(arity.contains("Add takes 2 inputs, got 3"), "{arity}");
+    }
 }
