@@ -101,10 +101,8 @@ fn read_model(source: ModelSource) -> Result<Graph, SessionError> {
     match source {
         ModelSource::Bytes(b) => Ok(load_model(b, None)?),
         ModelSource::Path(p) => {
-            let bytes = std::fs::read(p).map_err(|source| SessionError::Io {
-                path: p.display().to_string(),
-                source,
-            })?;
+            let bytes = std::fs::read(p)
+                .map_err(|source| SessionError::Io { path: p.display().to_string(), source })?;
             Ok(load_model(&bytes, p.parent())?)
         }
     }
@@ -128,9 +126,7 @@ fn tensor_info(graph: &Graph, ids: &[usize]) -> Vec<TensorInfo> {
 fn describe(loaded: &Graph) -> ModelInfo {
     let mut counts: BTreeMap<(String, String, u32), usize> = BTreeMap::new();
     for n in &loaded.nodes {
-        *counts
-            .entry((n.op_type.clone(), n.domain.clone(), n.opset))
-            .or_default() += 1;
+        *counts.entry((n.op_type.clone(), n.domain.clone(), n.opset)).or_default() += 1;
     }
     ModelInfo {
         inputs: tensor_info(loaded, &loaded.inputs),
@@ -138,12 +134,7 @@ fn describe(loaded: &Graph) -> ModelInfo {
         opsets: loaded.opsets.clone(),
         ops: counts
             .into_iter()
-            .map(|((op_type, domain, opset), count)| OpCount {
-                op_type,
-                domain,
-                opset,
-                count,
-            })
+            .map(|((op_type, domain, opset), count)| OpCount { op_type, domain, opset, count })
             .collect(),
         nodes_loaded: loaded.nodes.len(),
         nodes_to_run: None,
@@ -195,26 +186,15 @@ impl Session {
     }
 
     /// Runs the model; returns `(name, tensor)` per graph output, in the model's order.
-    pub fn run(
-        &self,
-        inputs: HashMap<String, Tensor>,
-    ) -> Result<Vec<(String, Tensor)>, SessionError> {
+    pub fn run(&self, inputs: HashMap<String, Tensor>) -> Result<Vec<(String, Tensor)>, SessionError> {
         let graph = &self.built.graph;
         let mut inputs = inputs;
         let mut ordered = Vec::with_capacity(graph.inputs.len());
         for &id in &graph.inputs {
             let value = &graph.values[id];
-            let fail = |problem: String| SessionError::Input {
-                name: value.name.clone(),
-                problem,
-            };
-            let tensor = inputs
-                .remove(&value.name)
-                .ok_or_else(|| fail("is missing".into()))?;
-            let ty = value
-                .ty
-                .as_ref()
-                .ok_or_else(|| fail("has no type".into()))?;
+            let fail = |problem: String| SessionError::Input { name: value.name.clone(), problem };
+            let tensor = inputs.remove(&value.name).ok_or_else(|| fail("is missing".into()))?;
+            let ty = value.ty.as_ref().ok_or_else(|| fail("has no type".into()))?;
             if tensor.dtype() != ty.dtype || tensor.shape() != ty.shape {
                 return Err(fail(format!(
                     "is {} {:?}; the session was built for {} {:?}",
@@ -233,12 +213,7 @@ impl Session {
             });
         }
         let outputs = execute(&self.built, ordered)?;
-        Ok(graph
-            .outputs
-            .iter()
-            .map(|&o| graph.values[o].name.clone())
-            .zip(outputs)
-            .collect())
+        Ok(graph.outputs.iter().map(|&o| graph.values[o].name.clone()).zip(outputs).collect())
     }
 
     /// [`Session::run`] behind the async signature the GPU backend will share.

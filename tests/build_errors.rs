@@ -2,9 +2,8 @@
 //! name the input.
 
 use fifo_diffusion::onnx::proto::{
-    attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto,
-    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorShapeProto,
-    TypeProto, ValueInfoProto,
+    attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto, AttributeProto,
+    GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
 use fifo_diffusion::session::{inspect, ModelSource, Session, SessionError, SessionOptions};
 use fifo_diffusion::tensor::Tensor;
@@ -24,9 +23,7 @@ fn value_info(name: &str, dims: &[&str]) -> ValueInfoProto {
         r#type: Some(TypeProto {
             value: Some(type_proto::Value::TensorType(type_proto::Tensor {
                 elem_type: Some(DataType::Float as i32),
-                shape: Some(TensorShapeProto {
-                    dim: dims.iter().map(dim).collect(),
-                }),
+                shape: Some(TensorShapeProto { dim: dims.iter().map(dim).collect() }),
             })),
             ..Default::default()
         }),
@@ -56,10 +53,7 @@ fn model(op: &str, inputs: &[&str], attributes: Vec<AttributeProto>, x_dims: &[&
     };
     ModelProto {
         ir_version: Some(9),
-        opset_import: vec![OperatorSetIdProto {
-            domain: Some(String::new()),
-            version: Some(18),
-        }],
+        opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(18) }],
         graph: Some(graph),
         ..Default::default()
     }
@@ -85,98 +79,52 @@ fn string_attr(name: &str, v: &str) -> AttributeProto {
 }
 
 fn build(bytes: &[u8]) -> Result<Session, SessionError> {
-    Session::build(
-        ModelSource::Bytes(bytes),
-        &HashMap::new(),
-        &SessionOptions::default(),
-    )
+    Session::build(ModelSource::Bytes(bytes), &HashMap::new(), &SessionOptions::default())
 }
 
 fn build_error(bytes: &[u8]) -> String {
-    build(bytes)
-        .err()
-        .expect("the build should fail")
-        .to_string()
+    build(bytes).err().expect("the build should fail").to_string()
 }
 
 #[test]
 fn unknown_op_names_node_opset_and_supported_ops() {
     let msg = build_error(&model("FancyAttention", &["x"], vec![], &["2", "3"]));
-    for part in [
-        "FancyAttention",
-        "blocks.3/attn/the_node",
-        "opset 18",
-        "supported ops",
-        "Conv",
-        "Softmax",
-    ] {
+    for part in ["FancyAttention", "blocks.3/attn/the_node", "opset 18", "supported ops", "Conv", "Softmax"] {
         assert!(msg.contains(part), "missing '{part}' in: {msg}");
     }
 }
 
 #[test]
 fn unknown_attribute_is_named() {
-    let msg = build_error(&model(
-        "Relu",
-        &["x"],
-        vec![int_attr("fast_math", 1)],
-        &["2", "3"],
-    ));
+    let msg = build_error(&model("Relu", &["x"], vec![int_attr("fast_math", 1)], &["2", "3"]));
     assert!(msg.contains("fast_math") && msg.contains("Relu"), "{msg}");
 }
 
 #[test]
 fn unsupported_attribute_value_lists_the_supported_ones() {
-    let msg = build_error(&model(
-        "Resize",
-        &["x"],
-        vec![string_attr("mode", "cubic")],
-        &["2", "3"],
-    ));
-    assert!(
-        msg.contains("cubic") && msg.contains("nearest, linear"),
-        "{msg}"
-    );
+    let msg = build_error(&model("Resize", &["x"], vec![string_attr("mode", "cubic")], &["2", "3"]));
+    assert!(msg.contains("cubic") && msg.contains("nearest, linear"), "{msg}");
 }
 
 #[test]
 fn unsupported_einsum_names_the_equation_and_what_works() {
-    let msg = build_error(&model(
-        "Einsum",
-        &["x"],
-        vec![string_attr("equation", "ii->i")],
-        &["3", "3"],
-    ));
-    assert!(
-        msg.contains("ii->i") && msg.contains("bhid,bhjd->bhij"),
-        "{msg}"
-    );
+    let msg = build_error(&model("Einsum", &["x"], vec![string_attr("equation", "ii->i")], &["3", "3"]));
+    assert!(msg.contains("ii->i") && msg.contains("bhid,bhjd->bhij"), "{msg}");
 }
 
 #[test]
 fn shape_inputs_must_be_known_at_build() {
     let msg = build_error(&model("Reshape", &["x", "x"], vec![], &["2", "3"]));
-    assert!(
-        msg.contains("'shape' must be known when the session is built"),
-        "{msg}"
-    );
+    assert!(msg.contains("'shape' must be known when the session is built"), "{msg}");
 }
 
 #[test]
 fn free_dims_need_a_shape_and_accept_one() {
     let bytes = model("Relu", &["x"], vec![], &["batch", "3"]);
     let msg = build_error(&bytes);
-    assert!(
-        msg.contains("input 'x'") && msg.contains("free dims"),
-        "{msg}"
-    );
+    assert!(msg.contains("input 'x'") && msg.contains("free dims"), "{msg}");
     let shapes = HashMap::from([("x".to_string(), vec![4, 3])]);
-    let session = Session::build(
-        ModelSource::Bytes(&bytes),
-        &shapes,
-        &SessionOptions::default(),
-    )
-    .unwrap();
+    let session = Session::build(ModelSource::Bytes(&bytes), &shapes, &SessionOptions::default()).unwrap();
     assert_eq!(session.info().inputs[0].shape, Some(vec![4, 3]));
     let wrong = Session::build(
         ModelSource::Bytes(&bytes),
@@ -190,16 +138,10 @@ fn free_dims_need_a_shape_and_accept_one() {
 fn run_checks_input_names_and_shapes() {
     let session = build(&model("Relu", &["x"], vec![], &["2", "3"])).unwrap();
     let good = Tensor::from_f32(vec![2, 3], vec![-1.0, 2.0, -3.0, 4.0, 0.0, 1.0]).unwrap();
-    let out = session
-        .run(HashMap::from([("x".to_string(), good)]))
-        .unwrap();
+    let out = session.run(HashMap::from([("x".to_string(), good)])).unwrap();
     assert_eq!(out[0].1.to_f32_vec(), vec![0.0, 2.0, 0.0, 4.0, 0.0, 1.0]);
     let bad = Tensor::from_f32(vec![3, 2], vec![0.0; 6]).unwrap();
-    let msg = session
-        .run(HashMap::from([("x".to_string(), bad)]))
-        .err()
-        .unwrap()
-        .to_string();
+    let msg = session.run(HashMap::from([("x".to_string(), bad)])).err().unwrap().to_string();
     assert!(msg.contains("input 'x'") && msg.contains("[2, 3]"), "{msg}");
     let msg = session.run(HashMap::new()).err().unwrap().to_string();
     assert!(msg.contains("input 'x' is missing"), "{msg}");
@@ -224,12 +166,7 @@ fn tensors_over_the_size_limit_fail_the_build() {
     let mut options = SessionOptions::default();
     options.build.max_tensor_bytes = 16;
     let bytes = model("Relu", &["x"], vec![], &["2", "3"]);
-    let err = Session::build(ModelSource::Bytes(&bytes), &HashMap::new(), &options)
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(
-        err.contains("blocks.3/attn/the_node") && err.contains("size limit of 16 bytes"),
-        "{err}"
-    );
+    let err =
+        Session::build(ModelSource::Bytes(&bytes), &HashMap::new(), &options).err().unwrap().to_string();
+    assert!(err.contains("blocks.3/attn/the_node") && err.contains("size limit of 16 bytes"), "{err}");
 }

@@ -1,10 +1,10 @@
 //! Corrupt, truncated and mutated model bytes give errors, never panics (the fuzz target in
 //! fuzz/ explores further; this runs in every `cargo test`).
 
-mod common;
+mod onnx_common;
 
-use common::{fixtures_root, load_fixture};
 use fifo_diffusion::session::{ModelSource, Session, SessionOptions};
+use onnx_common::{fixtures_root, load_fixture};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// xorshift64*: deterministic mutations without a dependency.
@@ -24,13 +24,10 @@ impl Rng {
 }
 
 /// Builds (and, if that succeeds, runs) a model; returns whether it built, or the panic.
-fn survives(bytes: &[u8], fixture: &common::Fixture) -> Result<bool, String> {
+fn survives(bytes: &[u8], fixture: &onnx_common::Fixture) -> Result<bool, String> {
     catch_unwind(AssertUnwindSafe(|| {
-        let built = Session::build(
-            ModelSource::Bytes(bytes),
-            &fixture.input_shapes(),
-            &SessionOptions::default(),
-        );
+        let built =
+            Session::build(ModelSource::Bytes(bytes), &fixture.input_shapes(), &SessionOptions::default());
         if let Ok(session) = &built {
             let _ = session.run(fixture.input_map());
         }
@@ -79,26 +76,14 @@ fn mutated_and_truncated_models_never_panic() {
     }
     std::panic::set_hook(quiet);
     // Flips inside weights still load: those models must also run without a panic.
-    assert!(
-        built > 20,
-        "only {built} mutated models built; the run path went untested"
-    );
-    assert!(
-        panics.is_empty(),
-        "{} mutations panicked:\n{}",
-        panics.len(),
-        panics.join("\n")
-    );
+    assert!(built > 20, "only {built} mutated models built; the run path went untested");
+    assert!(panics.is_empty(), "{} mutations panicked:\n{}", panics.len(), panics.join("\n"));
 }
 
 #[test]
 fn garbage_and_empty_input_are_errors() {
     for bytes in [&b""[..], b"not an onnx model at all", &[0xff; 64]] {
-        assert!(Session::build(
-            ModelSource::Bytes(bytes),
-            &Default::default(),
-            &SessionOptions::default()
-        )
-        .is_err());
+        assert!(Session::build(ModelSource::Bytes(bytes), &Default::default(), &SessionOptions::default())
+            .is_err());
     }
 }

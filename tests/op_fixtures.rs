@@ -1,12 +1,12 @@
 //! Every per-op fixture (tools/onnx_fixtures/make_op_fixtures.py) on the CPU backend against
 //! onnxruntime's outputs, with the tolerance each fixture names.
 
-mod common;
+mod onnx_common;
 
-use common::{compare, fixtures_root, load_fixture, Tolerance};
 use fifo_diffusion::onnx::model_metadata;
 use fifo_diffusion::ops::supported_op_types;
 use fifo_diffusion::session::{ModelSource, Session, SessionOptions};
+use onnx_common::{compare, fixtures_root, load_fixture, Tolerance};
 use std::collections::BTreeSet;
 
 fn fixture_dirs() -> Vec<std::path::PathBuf> {
@@ -23,24 +23,13 @@ fn check(dir: &std::path::Path) -> Result<(), String> {
     let f = load_fixture(dir);
     let bytes = std::fs::read(&f.model).map_err(|e| e.to_string())?;
     let meta = model_metadata(&bytes).map_err(|e| e.to_string())?;
-    let tol_name = meta
-        .get("tolerance")
-        .ok_or("no tolerance in the model metadata")?;
-    let tol =
-        Tolerance::named(tol_name).ok_or_else(|| format!("unknown tolerance '{tol_name}'"))?;
-    let session = Session::build(
-        ModelSource::Bytes(&bytes),
-        &f.input_shapes(),
-        &SessionOptions::default(),
-    )
-    .map_err(|e| e.to_string())?;
+    let tol_name = meta.get("tolerance").ok_or("no tolerance in the model metadata")?;
+    let tol = Tolerance::named(tol_name).ok_or_else(|| format!("unknown tolerance '{tol_name}'"))?;
+    let session = Session::build(ModelSource::Bytes(&bytes), &f.input_shapes(), &SessionOptions::default())
+        .map_err(|e| e.to_string())?;
     let outputs = session.run(f.input_map()).map_err(|e| e.to_string())?;
     if outputs.len() != f.outputs.len() {
-        return Err(format!(
-            "{} outputs, want {}",
-            outputs.len(),
-            f.outputs.len()
-        ));
+        return Err(format!("{} outputs, want {}", outputs.len(), f.outputs.len()));
     }
     for ((name, got), (_, want)) in outputs.iter().zip(&f.outputs) {
         if let Some(diff) = compare(got, want, tol) {
@@ -53,18 +42,10 @@ fn check(dir: &std::path::Path) -> Result<(), String> {
 #[test]
 fn every_op_fixture_matches_onnxruntime() {
     let dirs = fixture_dirs();
-    assert!(
-        dirs.len() > 150,
-        "expected the full fixture set, found {}",
-        dirs.len()
-    );
+    assert!(dirs.len() > 150, "expected the full fixture set, found {}", dirs.len());
     let failures: Vec<String> = dirs
         .iter()
-        .filter_map(|d| {
-            check(d)
-                .err()
-                .map(|e| format!("{}: {e}", d.file_name().unwrap().to_string_lossy()))
-        })
+        .filter_map(|d| check(d).err().map(|e| format!("{}: {e}", d.file_name().unwrap().to_string_lossy())))
         .collect();
     assert!(
         failures.is_empty(),
@@ -84,12 +65,6 @@ fn every_supported_op_has_a_fixture() {
         let graph = fifo_diffusion::onnx::load_model(&bytes, None).unwrap();
         covered.extend(graph.nodes.iter().map(|n| n.op_type.clone()));
     }
-    let missing: Vec<&str> = supported_op_types()
-        .into_iter()
-        .filter(|op| !covered.contains(*op))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "supported ops without a fixture: {missing:?}"
-    );
+    let missing: Vec<&str> = supported_op_types().into_iter().filter(|op| !covered.contains(*op)).collect();
+    assert!(missing.is_empty(), "supported ops without a fixture: {missing:?}");
 }

@@ -1,17 +1,13 @@
-//! The `fifo` command.
+//! `fifo`: FIFO-Diffusion on the command line.
 
 mod npy;
 mod onnx_cmd;
+mod plan;
 
 use clap::{Parser, Subcommand};
-use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(
-    name = "fifo",
-    version,
-    about = "FIFO-Diffusion: endless text-to-video on WebGPU and the CPU"
-)]
+#[command(name = "fifo", version, about = "Endless text-to-video with FIFO-Diffusion")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -19,21 +15,24 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Show the diagonal-denoising plan: DDIM grid, noise levels, queue slots and windows.
+    Plan(plan::PlanArgs),
     /// Inspect or run ONNX models with the project's executor.
     #[command(subcommand)]
     Onnx(onnx_cmd::OnnxCommand),
 }
 
-fn main() -> ExitCode {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Onnx(cmd) => onnx_cmd::run(cmd),
+        Command::Plan(args) => plan::run(&args),
+        Command::Onnx(cmd) => onnx_cmd::run(cmd).map_err(|e| format!("{e:#}")),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
         }
     }
 }

@@ -58,11 +58,7 @@ fn parse_shape(s: &str) -> Result<(String, Vec<usize>), String> {
     let (name, dims) = split_arg(s)?;
     let dims = dims
         .split(',')
-        .map(|d| {
-            d.trim()
-                .parse::<usize>()
-                .map_err(|_| format!("'{d}' in '{s}' is not a dimension"))
-        })
+        .map(|d| d.trim().parse::<usize>().map_err(|_| format!("'{d}' in '{s}' is not a dimension")))
         .collect::<Result<_, _>>()?;
     Ok((name.to_string(), dims))
 }
@@ -74,17 +70,9 @@ fn parse_file(s: &str) -> Result<(String, PathBuf), String> {
 
 pub fn run(cmd: OnnxCommand) -> Result<()> {
     match cmd {
-        OnnxCommand::Inspect {
-            model,
-            json,
-            inputs,
-        } => {
+        OnnxCommand::Inspect { model, json, inputs } => {
             let shapes: HashMap<_, _> = inputs.into_iter().collect();
-            let info = inspect(
-                ModelSource::Path(&model),
-                &shapes,
-                &SessionOptions::default(),
-            )?;
+            let info = inspect(ModelSource::Path(&model), &shapes, &SessionOptions::default())?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&info)?);
             } else {
@@ -97,32 +85,17 @@ pub fn run(cmd: OnnxCommand) -> Result<()> {
 }
 
 fn run_model(args: RunArgs) -> Result<()> {
-    let RunArgs {
-        model,
-        inputs,
-        output_dir,
-        backend,
-        device,
-        repeat,
-    } = args;
+    let RunArgs { model, inputs, output_dir, backend, device, repeat } = args;
     if matches!(backend, BackendArg::Gpu) {
         bail!("the gpu backend is not available yet; use --backend cpu");
     }
     if device.is_some() {
         bail!("--device selects a GPU adapter; it does not apply to the cpu backend");
     }
-    let tensors: HashMap<String, _> = inputs
-        .into_iter()
-        .map(|(name, path)| Ok((name, npy::read(&path)?)))
-        .collect::<Result<_>>()?;
-    let shapes = tensors
-        .iter()
-        .map(|(n, t)| (n.clone(), t.shape().to_vec()))
-        .collect();
-    let options = SessionOptions {
-        backend: Backend::Cpu,
-        ..Default::default()
-    };
+    let tensors: HashMap<String, _> =
+        inputs.into_iter().map(|(name, path)| Ok((name, npy::read(&path)?))).collect::<Result<_>>()?;
+    let shapes = tensors.iter().map(|(n, t)| (n.clone(), t.shape().to_vec())).collect();
+    let options = SessionOptions { backend: Backend::Cpu, ..Default::default() };
     let session = Session::build(ModelSource::Path(&model), &shapes, &options)?;
     let outputs = session.run(tensors.clone())?;
     if repeat > 0 {
@@ -138,33 +111,17 @@ fn run_model(args: RunArgs) -> Result<()> {
     for (name, tensor) in outputs {
         let file = output_dir.join(format!("{}.npy", file_stem(&name)));
         npy::write(&file, &tensor)?;
-        println!(
-            "{name}: {} {:?} -> {}",
-            tensor.dtype(),
-            tensor.shape(),
-            file.display()
-        );
+        println!("{name}: {} {:?} -> {}", tensor.dtype(), tensor.shape(), file.display());
     }
     Ok(())
 }
 
 /// Output names may contain '/' or ':'; file names may not.
 fn file_stem(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect()
 }
 
-fn shape_text(
-    shape: &Option<Vec<usize>>,
-    declared: &Option<Vec<fifo_diffusion::graph::Dim>>,
-) -> String {
+fn shape_text(shape: &Option<Vec<usize>>, declared: &Option<Vec<fifo_diffusion::graph::Dim>>) -> String {
     match (shape, declared) {
         (Some(s), _) => format!("{s:?}"),
         (None, Some(d)) => serde_json::to_string(d).unwrap_or_default(),
@@ -184,31 +141,15 @@ fn print_info(model: &Path, info: &ModelInfo) {
         println!("{title}:");
         for t in list {
             let dtype = t.dtype.map_or("?".to_string(), |d| d.to_string());
-            println!(
-                "  {:<24} {dtype:<8} {}",
-                t.name,
-                shape_text(&t.shape, &t.declared_shape)
-            );
+            println!("  {:<24} {dtype:<8} {}", t.name, shape_text(&t.shape, &t.declared_shape));
         }
     }
     println!("ops ({} nodes loaded):", info.nodes_loaded);
     for op in &info.ops {
-        let domain = if op.domain.is_empty() {
-            String::new()
-        } else {
-            format!("{}::", op.domain)
-        };
-        println!(
-            "  {:<28} x{:<5} opset {}",
-            format!("{domain}{}", op.op_type),
-            op.count,
-            op.opset
-        );
+        let domain = if op.domain.is_empty() { String::new() } else { format!("{}::", op.domain) };
+        println!("  {:<28} x{:<5} opset {}", format!("{domain}{}", op.op_type), op.count, op.opset);
     }
-    println!(
-        "parameters: {} ({} bytes)",
-        info.parameter_count, info.parameter_bytes
-    );
+    println!("parameters: {} ({} bytes)", info.parameter_count, info.parameter_bytes);
     if let Some(n) = info.nodes_to_run {
         println!("nodes to run after folding: {n}");
     }

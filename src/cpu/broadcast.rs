@@ -5,10 +5,7 @@ use crate::tensor::shape::{broadcast_shapes, broadcast_strides, for_each_offset}
 use crate::tensor::TensorError;
 
 /// `f` over every element, in parallel for large inputs.
-pub fn map<A: Copy + Sync, O: Copy + Send + Default>(
-    a: &[A],
-    f: impl Fn(A) -> O + Sync + Send,
-) -> Vec<O> {
+pub fn map<A: Copy + Sync, O: Copy + Send + Default>(a: &[A], f: impl Fn(A) -> O + Sync + Send) -> Vec<O> {
     let mut out = vec![O::default(); a.len()];
     let chunk = parallel::chunk_len(a.len(), 4);
     parallel::for_each_chunk_mut(&mut out, chunk, |i, o| {
@@ -43,10 +40,7 @@ pub fn map2<A: Copy + Sync, B: Copy + Sync, O: Copy + Send + Default>(
     if b.len() == 1 {
         return Ok((shape, map(a, |x| f(x, b[0]))));
     }
-    let (sa, sb) = (
-        broadcast_strides(a_shape, &shape),
-        broadcast_strides(b_shape, &shape),
-    );
+    let (sa, sb) = (broadcast_strides(a_shape, &shape), broadcast_strides(b_shape, &shape));
     let (dims, [sa, sb]) = coalesce(&shape, [&sa, &sb]);
     let Some((&inner, outer)) = dims.split_last() else {
         return Ok((shape, vec![f(a[0], b[0]); len]));
@@ -55,42 +49,26 @@ pub fn map2<A: Copy + Sync, B: Copy + Sync, O: Copy + Send + Default>(
     let mut out = vec![O::default(); len];
     // Outer positions walk with the odometer; each inner run is a tight loop the compiler can
     // vectorise for the common strides (both contiguous, or one broadcast).
-    for_each_offset(
-        outer,
-        [&sa[..outer.len()], &sb[..outer.len()]],
-        |o, [oa, ob]| {
-            let dst = &mut out[o * inner..(o + 1) * inner];
-            match (ia, ib) {
-                (1, 1) => dst
-                    .iter_mut()
-                    .zip(&a[oa..oa + inner])
-                    .zip(&b[ob..ob + inner])
-                    .for_each(|((d, &x), &y)| *d = f(x, y)),
-                (1, 0) => dst
-                    .iter_mut()
-                    .zip(&a[oa..oa + inner])
-                    .for_each(|(d, &x)| *d = f(x, b[ob])),
-                (0, 1) => dst
-                    .iter_mut()
-                    .zip(&b[ob..ob + inner])
-                    .for_each(|(d, &y)| *d = f(a[oa], y)),
-                _ => dst
-                    .iter_mut()
-                    .enumerate()
-                    .for_each(|(j, d)| *d = f(a[oa + j * ia], b[ob + j * ib])),
-            }
-        },
-    );
+    for_each_offset(outer, [&sa[..outer.len()], &sb[..outer.len()]], |o, [oa, ob]| {
+        let dst = &mut out[o * inner..(o + 1) * inner];
+        match (ia, ib) {
+            (1, 1) => dst
+                .iter_mut()
+                .zip(&a[oa..oa + inner])
+                .zip(&b[ob..ob + inner])
+                .for_each(|((d, &x), &y)| *d = f(x, y)),
+            (1, 0) => dst.iter_mut().zip(&a[oa..oa + inner]).for_each(|(d, &x)| *d = f(x, b[ob])),
+            (0, 1) => dst.iter_mut().zip(&b[ob..ob + inner]).for_each(|(d, &y)| *d = f(a[oa], y)),
+            _ => dst.iter_mut().enumerate().for_each(|(j, d)| *d = f(a[oa + j * ia], b[ob + j * ib])),
+        }
+    });
     Ok((shape, out))
 }
 
 /// Merges adjacent dims that every input walks as one (contiguous, or broadcast in both), and
 /// drops dims of size 1, so inner loops are as long as possible: `[1, C, H, W] * [1, C, 1, 1]`
 /// becomes `[C, H*W]` with strides `[H*W, 1]` and `[1, 0]`.
-fn coalesce<const N: usize>(
-    shape: &[usize],
-    strides: [&[usize]; N],
-) -> (Vec<usize>, [Vec<usize>; N]) {
+fn coalesce<const N: usize>(shape: &[usize], strides: [&[usize]; N]) -> (Vec<usize>, [Vec<usize>; N]) {
     let mut dims: Vec<usize> = Vec::new();
     let mut out: [Vec<usize>; N] = std::array::from_fn(|_| Vec::new());
     for (d, &n) in shape.iter().enumerate() {
@@ -120,14 +98,8 @@ fn coalesce<const N: usize>(
 
 /// Offsets into each of `shapes` for every element of their broadcast shape, flattened as
 /// `[element][input]`; used by the dtype-agnostic ops (Where, Expand).
-pub fn gather_offsets<const N: usize>(
-    out_shape: &[usize],
-    shapes: [&[usize]; N],
-) -> Vec<[usize; N]> {
-    let strides: Vec<Vec<usize>> = shapes
-        .iter()
-        .map(|s| broadcast_strides(s, out_shape))
-        .collect();
+pub fn gather_offsets<const N: usize>(out_shape: &[usize], shapes: [&[usize]; N]) -> Vec<[usize; N]> {
+    let strides: Vec<Vec<usize>> = shapes.iter().map(|s| broadcast_strides(s, out_shape)).collect();
     let refs: [&[usize]; N] = std::array::from_fn(|k| strides[k].as_slice());
     let mut out = Vec::with_capacity(out_shape.iter().product());
     for_each_offset(out_shape, refs, |_, offs| out.push(offs));

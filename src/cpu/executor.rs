@@ -31,24 +31,11 @@ pub fn execute(built: &BuiltGraph, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, R
             op_type: node.op_type.clone(),
             source,
         };
-        let op = node
-            .op
-            .as_ref()
-            .ok_or_else(|| fail(OpError::invalid("node was not parsed")))?;
-        let args: Vec<Option<&Tensor>> = node
-            .inputs
-            .iter()
-            .map(|i| i.and_then(|v| value(graph, &slots, v)))
-            .collect();
-        if node
-            .inputs
-            .iter()
-            .zip(&args)
-            .any(|(i, a)| i.is_some() && a.is_none())
-        {
-            return Err(fail(OpError::invalid(
-                "an input was freed or never computed (memory plan bug)",
-            )));
+        let op = node.op.as_ref().ok_or_else(|| fail(OpError::invalid("node was not parsed")))?;
+        let args: Vec<Option<&Tensor>> =
+            node.inputs.iter().map(|i| i.and_then(|v| value(graph, &slots, v))).collect();
+        if node.inputs.iter().zip(&args).any(|(i, a)| i.is_some() && a.is_none()) {
+            return Err(fail(OpError::invalid("an input was freed or never computed (memory plan bug)")));
         }
         let outputs = op.spec().run(&args).map_err(fail)?;
         profile.record(&node.op_type, started);
@@ -77,11 +64,7 @@ pub fn execute(built: &BuiltGraph, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, R
         .collect()
 }
 
-fn value<'a>(
-    graph: &'a crate::graph::Graph,
-    slots: &'a [Option<Tensor>],
-    v: ValueId,
-) -> Option<&'a Tensor> {
+fn value<'a>(graph: &'a crate::graph::Graph, slots: &'a [Option<Tensor>], v: ValueId) -> Option<&'a Tensor> {
     graph.values[v].constant.as_deref().or(slots[v].as_ref())
 }
 
@@ -100,12 +83,9 @@ type Instant = ();
 
 impl Profile {
     fn from_env() -> Profile {
-        let enabled = cfg!(not(target_arch = "wasm32"))
-            && std::env::var_os("FIFO_PROFILE").is_some_and(|v| v != "0");
-        Profile {
-            enabled,
-            ..Default::default()
-        }
+        let enabled =
+            cfg!(not(target_arch = "wasm32")) && std::env::var_os("FIFO_PROFILE").is_some_and(|v| v != "0");
+        Profile { enabled, ..Default::default() }
     }
 
     fn start(&self) -> Option<Instant> {

@@ -14,13 +14,7 @@ pub struct MatRef<'a> {
 
 impl<'a> MatRef<'a> {
     pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> MatRef<'a> {
-        MatRef {
-            data,
-            rows,
-            cols,
-            row_stride: cols,
-            col_stride: 1,
-        }
+        MatRef { data, rows, cols, row_stride: cols, col_stride: 1 }
     }
 
     pub fn t(self) -> MatRef<'a> {
@@ -132,9 +126,7 @@ fn split_columns(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32]) -> 
 
 /// Whether `data` is long enough for the view's last element.
 fn fits(m: &MatRef) -> bool {
-    m.rows == 0
-        || m.cols == 0
-        || (m.rows - 1) * m.row_stride + (m.cols - 1) * m.col_stride < m.data.len()
+    m.rows == 0 || m.cols == 0 || (m.rows - 1) * m.row_stride + (m.cols - 1) * m.col_stride < m.data.len()
 }
 
 #[cfg(test)]
@@ -155,17 +147,10 @@ mod tests {
         let mut c = vec![1.0; m * n];
         // b stored transposed (n x k) and viewed back.
         let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
-        sgemm(
-            2.0,
-            MatRef::row_major(&a, m, k),
-            MatRef::row_major(&bt, n, k).t(),
-            0.5,
-            &mut c,
-        );
+        sgemm(2.0, MatRef::row_major(&a, m, k), MatRef::row_major(&bt, n, k).t(), 0.5, &mut c);
         for i in 0..m {
             for j in 0..n {
-                let want: f32 =
-                    (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum::<f32>() * 2.0 + 0.5;
+                let want: f32 = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum::<f32>() * 2.0 + 0.5;
                 assert!((c[i * n + j] - want).abs() < 1e-4, "{i},{j}");
             }
         }

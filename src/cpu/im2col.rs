@@ -140,8 +140,7 @@ mod tests {
             let (c, k_idx) = (row / taps.len(), &taps[row % taps.len()]);
             let mut o_idx = vec![0; 2];
             for &v in dst {
-                let want =
-                    tap_offset(&w, &in_strides, &o_idx, k_idx).map_or(0.0, |o| x[c * 63 + o]);
+                let want = tap_offset(&w, &in_strides, &o_idx, k_idx).map_or(0.0, |o| x[c * 63 + o]);
                 assert_eq!(v, want, "row {row} at {o_idx:?}");
                 advance(&mut o_idx, &w.output);
             }

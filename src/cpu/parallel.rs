@@ -15,15 +15,11 @@ pub fn for_each_chunk_mut<T: Send>(
     {
         use rayon::prelude::*;
         if out.len() > chunk_len {
-            out.par_chunks_mut(chunk_len)
-                .enumerate()
-                .for_each(|(i, c)| f(i, c));
+            out.par_chunks_mut(chunk_len).enumerate().for_each(|(i, c)| f(i, c));
             return;
         }
     }
-    out.chunks_mut(chunk_len)
-        .enumerate()
-        .for_each(|(i, c)| f(i, c));
+    out.chunks_mut(chunk_len).enumerate().for_each(|(i, c)| f(i, c));
 }
 
 /// Calls `f(i)` for every `i` in `0..count`, in parallel natively.

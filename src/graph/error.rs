@@ -12,16 +12,8 @@ pub struct NodeIssue {
 
 impl std::fmt::Display for NodeIssue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let domain = if self.domain.is_empty() {
-            String::new()
-        } else {
-            format!("{}::", self.domain)
-        };
-        write!(
-            f,
-            "node '{}' ({domain}{}, opset {}): {}",
-            self.node, self.op_type, self.opset, self.reason
-        )
+        let domain = if self.domain.is_empty() { String::new() } else { format!("{}::", self.domain) };
+        write!(f, "node '{}' ({domain}{}, opset {}): {}", self.node, self.op_type, self.opset, self.reason)
     }
 }
 
@@ -38,11 +30,7 @@ pub enum BuildError {
 }
 
 impl BuildError {
-    pub(crate) fn node(
-        graph: &super::Graph,
-        node: &super::Node,
-        reason: impl ToString,
-    ) -> BuildError {
+    pub(crate) fn node(graph: &super::Graph, node: &super::Node, reason: impl ToString) -> BuildError {
         BuildError::Node(NodeIssue {
             node: node.label(graph).to_string(),
             op_type: node.op_type.clone(),

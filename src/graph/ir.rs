@@ -62,11 +62,7 @@ impl Node {
         if !self.name.is_empty() {
             return &self.name;
         }
-        self.outputs
-            .iter()
-            .flatten()
-            .next()
-            .map_or("<unnamed>", |&v| graph.values[v].name.as_str())
+        self.outputs.iter().flatten().next().map_or("<unnamed>", |&v| graph.values[v].name.as_str())
     }
 }
 
@@ -82,13 +78,7 @@ pub struct Graph {
 
 impl Graph {
     pub fn add_value(&mut self, name: String, kind: ValueKind) -> ValueId {
-        self.values.push(Value {
-            name,
-            kind,
-            declared: DeclaredType::default(),
-            ty: None,
-            constant: None,
-        });
+        self.values.push(Value { name, kind, declared: DeclaredType::default(), ty: None, constant: None });
         self.values.len() - 1
     }
 

@@ -33,15 +33,11 @@ pub(crate) fn convert(
         AttributeType::Floats => AttrValue::Floats(a.floats.clone()),
         AttributeType::Strings => AttrValue::Strings(a.strings.iter().map(|s| text(s)).collect()),
         AttributeType::Tensor => {
-            let t =
-                a.t.as_ref()
-                    .ok_or_else(|| fail("tensor attribute without a tensor".into()))?;
+            let t = a.t.as_ref().ok_or_else(|| fail("tensor attribute without a tensor".into()))?;
             AttrValue::Tensor(tensor_from_proto(t, base_dir).map_err(|e| fail(e.to_string()))?)
         }
         AttributeType::Graph | AttributeType::Graphs => AttrValue::Other("graph"),
-        AttributeType::SparseTensor | AttributeType::SparseTensors => {
-            AttrValue::Other("sparse tensor")
-        }
+        AttributeType::SparseTensor | AttributeType::SparseTensors => AttrValue::Other("sparse tensor"),
         AttributeType::Tensors => AttrValue::Other("tensors"),
         AttributeType::TypeProto | AttributeType::TypeProtos => AttrValue::Other("type proto"),
         AttributeType::Undefined => return Err(fail("has no value".into())),

@@ -11,17 +11,9 @@ pub enum LoadError {
     #[error("tensor '{tensor}': {problem}")]
     Tensor { tensor: String, problem: String },
     #[error("tensor '{tensor}': external data '{location}': {problem}")]
-    ExternalData {
-        tensor: String,
-        location: String,
-        problem: String,
-    },
+    ExternalData { tensor: String, location: String, problem: String },
     #[error("node '{node}' attribute '{attribute}': {problem}")]
-    Attribute {
-        node: String,
-        attribute: String,
-        problem: String,
-    },
+    Attribute { node: String, attribute: String, problem: String },
     #[error("node '{node}' reads '{value}', which is neither a graph input, an initializer nor an earlier node's output")]
     UnknownValue { node: String, value: String },
     #[error("value '{0}' is produced twice")]
@@ -34,9 +26,6 @@ pub enum LoadError {
 
 impl LoadError {
     pub(crate) fn tensor(tensor: &str, problem: impl Into<String>) -> LoadError {
-        LoadError::Tensor {
-            tensor: tensor.to_string(),
-            problem: problem.into(),
-        }
+        LoadError::Tensor { tensor: tensor.to_string(), problem: problem.into() }
     }
 }

@@ -18,15 +18,8 @@ pub fn load_model(bytes: &[u8], base_dir: Option<&Path>) -> Result<Graph, LoadEr
     let proto = model.graph.as_ref().ok_or(LoadError::NoGraph)?;
     let mut graph = Graph::default();
     for o in &model.opset_import {
-        let domain = if o.domain() == "ai.onnx" {
-            ""
-        } else {
-            o.domain()
-        };
-        graph.opsets.insert(
-            domain.to_string(),
-            o.version().clamp(0, u32::MAX as i64) as u32,
-        );
+        let domain = if o.domain() == "ai.onnx" { "" } else { o.domain() };
+        graph.opsets.insert(domain.to_string(), o.version().clamp(0, u32::MAX as i64) as u32);
     }
     if !graph.opsets.contains_key("") {
         return Err(LoadError::NoDefaultOpset);
@@ -54,19 +47,18 @@ pub fn load_model(bytes: &[u8], base_dir: Option<&Path>) -> Result<Graph, LoadEr
         graph.inputs.push(id);
     }
     for (index, n) in proto.node.iter().enumerate() {
-        let label = if n.name().is_empty() {
-            format!("#{index} {}", n.op_type())
-        } else {
-            n.name().to_string()
-        };
+        let label =
+            if n.name().is_empty() { format!("#{index} {}", n.op_type()) } else { n.name().to_string() };
         let mut inputs = Vec::with_capacity(n.input.len());
         for name in &n.input {
             inputs.push(match name.as_str() {
                 "" => None,
-                _ => Some(*by_name.get(name).ok_or_else(|| LoadError::UnknownValue {
-                    node: label.clone(),
-                    value: name.clone(),
-                })?),
+                _ => {
+                    Some(*by_name.get(name).ok_or_else(|| LoadError::UnknownValue {
+                        node: label.clone(),
+                        value: name.clone(),
+                    })?)
+                }
             });
         }
         // Trailing omitted inputs are the same as absent ones.
@@ -90,11 +82,7 @@ pub fn load_model(bytes: &[u8], base_dir: Option<&Path>) -> Result<Graph, LoadEr
             .iter()
             .map(|a| Ok((a.name().to_string(), convert(&label, a, base_dir)?)))
             .collect::<Result<_, LoadError>>()?;
-        let domain = if n.domain() == "ai.onnx" {
-            ""
-        } else {
-            n.domain()
-        };
+        let domain = if n.domain() == "ai.onnx" { "" } else { n.domain() };
         graph.nodes.push(Node {
             name: n.name().to_string(),
             op_type: n.op_type().to_string(),
@@ -107,9 +95,8 @@ pub fn load_model(bytes: &[u8], base_dir: Option<&Path>) -> Result<Graph, LoadEr
         });
     }
     for output in &proto.output {
-        let id = *by_name
-            .get(output.name())
-            .ok_or_else(|| LoadError::MissingOutput(output.name().to_string()))?;
+        let id =
+            *by_name.get(output.name()).ok_or_else(|| LoadError::MissingOutput(output.name().to_string()))?;
         graph.values[id].declared = declared_type(output);
         graph.outputs.push(id);
     }
@@ -117,9 +104,7 @@ pub fn load_model(bytes: &[u8], base_dir: Option<&Path>) -> Result<Graph, LoadEr
 }
 
 fn declared_type(info: &ValueInfoProto) -> DeclaredType {
-    let Some(type_proto::Value::TensorType(t)) =
-        info.r#type.as_ref().and_then(|t| t.value.as_ref())
-    else {
+    let Some(type_proto::Value::TensorType(t)) = info.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
         return DeclaredType::default();
     };
     let dims = t.shape.as_ref().map(|s| {
@@ -132,20 +117,11 @@ fn declared_type(info: &ValueInfoProto) -> DeclaredType {
             })
             .collect()
     });
-    DeclaredType {
-        dtype: t.elem_type.and_then(DType::from_onnx_code),
-        dims,
-    }
+    DeclaredType { dtype: t.elem_type.and_then(DType::from_onnx_code), dims }
 }
 
 /// The model's `metadata_props` (key/value pairs exporters and tools attach).
-pub fn model_metadata(
-    bytes: &[u8],
-) -> Result<std::collections::BTreeMap<String, String>, LoadError> {
+pub fn model_metadata(bytes: &[u8]) -> Result<std::collections::BTreeMap<String, String>, LoadError> {
     let model = ModelProto::decode(bytes)?;
-    Ok(model
-        .metadata_props
-        .iter()
-        .map(|p| (p.key().to_string(), p.value().to_string()))
-        .collect())
+    Ok(model.metadata_props.iter().map(|p| (p.key().to_string(), p.value().to_string())).collect())
 }

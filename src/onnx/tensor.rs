@@ -22,33 +22,22 @@ fn dtype_of(proto: &TensorProto) -> Result<DType, LoadError> {
             .map_or_else(|_| format!("code {code}"), |d| d.as_str_name().to_string());
         LoadError::tensor(
             proto.name(),
-            format!(
-                "dtype {name} is not supported; supported: {}",
-                DType::ALL.map(|d| d.name()).join(", ")
-            ),
+            format!("dtype {name} is not supported; supported: {}", DType::ALL.map(|d| d.name()).join(", ")),
         )
     })
 }
 
 /// Converts a TensorProto; `base_dir` is the model's folder, for external data.
-pub(crate) fn tensor_from_proto(
-    proto: &TensorProto,
-    base_dir: Option<&Path>,
-) -> Result<Tensor, LoadError> {
+pub(crate) fn tensor_from_proto(proto: &TensorProto, base_dir: Option<&Path>) -> Result<Tensor, LoadError> {
     let name = proto.name();
     let dtype = dtype_of(proto)?;
     if proto.segment.is_some() {
-        return Err(LoadError::tensor(
-            name,
-            "segmented tensors are not supported",
-        ));
+        return Err(LoadError::tensor(name, "segmented tensors are not supported"));
     }
     let shape: Vec<usize> = proto
         .dims
         .iter()
-        .map(|&d| {
-            usize::try_from(d).map_err(|_| LoadError::tensor(name, format!("negative dim {d}")))
-        })
+        .map(|&d| usize::try_from(d).map_err(|_| LoadError::tensor(name, format!("negative dim {d}"))))
         .collect::<Result<_, _>>()?;
     let numel = checked_numel(&shape).map_err(|e| LoadError::tensor(name, e.to_string()))?;
     let external = proto.data_location() == tensor_proto::DataLocation::External;
@@ -76,17 +65,13 @@ pub(crate) fn tensor_from_proto(
 fn from_le_bytes(dtype: DType, b: &[u8]) -> TensorData {
     macro_rules! le {
         ($t:ty, $n:literal) => {
-            b.chunks_exact($n)
-                .map(|c| <$t>::from_le_bytes(c.try_into().unwrap_or([0; $n])))
-                .collect()
+            b.chunks_exact($n).map(|c| <$t>::from_le_bytes(c.try_into().unwrap_or([0; $n]))).collect()
         };
     }
     match dtype {
         DType::F32 => TensorData::F32(le!(f32, 4)),
         DType::F16 => TensorData::F16(
-            b.chunks_exact(2)
-                .map(|c| f16::from_bits(u16::from_le_bytes([c[0], c[1]])))
-                .collect(),
+            b.chunks_exact(2).map(|c| f16::from_bits(u16::from_le_bytes([c[0], c[1]]))).collect(),
         ),
         DType::I8 => TensorData::I8(b.iter().map(|&x| x as i8).collect()),
         DType::U8 => TensorData::U8(b.to_vec()),
@@ -117,13 +102,8 @@ fn read_external(
     base_dir: Option<&Path>,
     expected: Option<usize>,
 ) -> Result<Vec<u8>, LoadError> {
-    let entry = |key: &str| {
-        proto
-            .external_data
-            .iter()
-            .find(|e| e.key() == key)
-            .map(|e| e.value().to_string())
-    };
+    let entry =
+        |key: &str| proto.external_data.iter().find(|e| e.key() == key).map(|e| e.value().to_string());
     let location = entry("location").unwrap_or_default();
     let fail = |problem: String| LoadError::ExternalData {
         tensor: proto.name().to_string(),
@@ -132,31 +112,19 @@ fn read_external(
     };
     let number = |key: &str| -> Result<Option<u64>, LoadError> {
         entry(key)
-            .map(|v| {
-                v.parse::<u64>()
-                    .map_err(|_| fail(format!("{key} '{v}' is not a number")))
-            })
+            .map(|v| v.parse::<u64>().map_err(|_| fail(format!("{key} '{v}' is not a number"))))
             .transpose()
     };
     let (offset, length) = (number("offset")?.unwrap_or(0), number("length")?);
     let relative = Path::new(&location);
-    if location.is_empty()
-        || !relative
-            .components()
-            .all(|c| matches!(c, Component::Normal(_)))
-    {
-        return Err(fail(
-            "the location must be a relative path inside the model's folder".into(),
-        ));
+    if location.is_empty() || !relative.components().all(|c| matches!(c, Component::Normal(_))) {
+        return Err(fail("the location must be a relative path inside the model's folder".into()));
     }
-    let base = base_dir.ok_or_else(|| {
-        fail("external data needs the model to be loaded from a file path".into())
-    })?;
+    let base =
+        base_dir.ok_or_else(|| fail("external data needs the model to be loaded from a file path".into()))?;
     let expected = expected.ok_or_else(|| fail("tensor too large".into()))?;
     if length.is_some_and(|l| l != expected as u64) {
-        return Err(fail(format!(
-            "length {length:?} does not match the {expected} bytes the shape needs"
-        )));
+        return Err(fail(format!("length {length:?} does not match the {expected} bytes the shape needs")));
     }
     read_range(&base.join(relative), offset, expected).map_err(|e| fail(e.to_string()))
 }
@@ -183,42 +151,27 @@ mod tests {
     use crate::onnx::generated::StringStringEntryProto;
 
     fn external(location: &str) -> TensorProto {
-        let entry = |k: &str, v: &str| StringStringEntryProto {
-            key: Some(k.into()),
-            value: Some(v.into()),
-        };
+        let entry = |k: &str, v: &str| StringStringEntryProto { key: Some(k.into()), value: Some(v.into()) };
         TensorProto {
             name: Some("w".into()),
             dims: vec![2],
             data_type: Some(DType::F32.onnx_code()),
             data_location: Some(tensor_proto::DataLocation::External as i32),
-            external_data: vec![
-                entry("location", location),
-                entry("offset", "4"),
-                entry("length", "8"),
-            ],
+            external_data: vec![entry("location", location), entry("offset", "4"), entry("length", "8")],
             ..Default::default()
         }
     }
 
     #[test]
+    #[cfg_attr(target_arch = "wasm32", ignore = "no writable temp dir under the WASI test runner")]
     fn external_data_reads_the_range_beside_the_model() {
         let dir = std::env::temp_dir().join(format!("fifo-ext-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let bytes: Vec<u8> = [0.0f32, 1.5, -2.0]
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect();
+        let bytes: Vec<u8> = [0.0f32, 1.5, -2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
         std::fs::write(dir.join("weights.bin"), bytes).unwrap();
         let t = tensor_from_proto(&external("weights.bin"), Some(&dir)).unwrap();
         assert_eq!(t.to_f32_vec(), vec![1.5, -2.0]);
-        let short = tensor_from_proto(
-            &TensorProto {
-                dims: vec![3],
-                ..external("weights.bin")
-            },
-            Some(&dir),
-        );
+        let short = tensor_from_proto(&TensorProto { dims: vec![3], ..external("weights.bin") }, Some(&dir));
         assert!(short.unwrap_err().to_string().contains("length"));
         std::fs::remove_dir_all(dir).unwrap();
     }
@@ -227,10 +180,7 @@ mod tests {
     fn external_paths_may_not_leave_the_model_folder() {
         for location in ["../secret.bin", "/etc/passwd", "a/../../b", ""] {
             let err = tensor_from_proto(&external(location), Some(Path::new("/tmp"))).unwrap_err();
-            assert!(
-                err.to_string().contains("inside the model's folder"),
-                "{location}: {err}"
-            );
+            assert!(err.to_string().contains("inside the model's folder"), "{location}: {err}");
         }
     }
 
@@ -242,14 +192,8 @@ mod tests {
             raw_data: Some(vec![0; 8]),
             ..Default::default()
         };
-        assert!(tensor_from_proto(&t, None)
-            .unwrap_err()
-            .to_string()
-            .contains("raw_data has 8 bytes"));
-        let huge = TensorProto {
-            dims: vec![1 << 40, 1 << 40],
-            ..t
-        };
+        assert!(tensor_from_proto(&t, None).unwrap_err().to_string().contains("raw_data has 8 bytes"));
+        let huge = TensorProto { dims: vec![1 << 40, 1 << 40], ..t };
         assert!(tensor_from_proto(&huge, None).is_err());
     }
 }

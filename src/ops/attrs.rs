@@ -27,10 +27,7 @@ pub struct Attrs {
 
 impl Attrs {
     pub fn new(values: BTreeMap<String, AttrValue>) -> Attrs {
-        Attrs {
-            values,
-            read: Vec::new(),
-        }
+        Attrs { values, read: Vec::new() }
     }
 
     fn take(&mut self, name: &'static str) -> Option<AttrValue> {
@@ -132,11 +129,7 @@ impl Attrs {
             None => Ok(()),
             Some(name) => Err(OpError::UnknownAttribute {
                 name,
-                known: if self.read.is_empty() {
-                    "none".to_string()
-                } else {
-                    self.read.join(", ")
-                },
+                known: if self.read.is_empty() { "none".to_string() } else { self.read.join(", ") },
             }),
         }
     }

@@ -15,11 +15,7 @@ pub enum OpError {
     #[error("input '{name}' must be known when the session is built (a constant, or computed from input shapes only)")]
     NotConstant { name: &'static str },
     #[error("input '{name}' has dtype {actual}; expected {expected}")]
-    InputType {
-        name: &'static str,
-        actual: DType,
-        expected: String,
-    },
+    InputType { name: &'static str, actual: DType, expected: String },
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]
@@ -32,16 +28,10 @@ impl OpError {
     }
 
     pub fn unsupported(what: impl Into<String>, supported: impl Into<String>) -> OpError {
-        OpError::Unsupported {
-            what: what.into(),
-            supported: supported.into(),
-        }
+        OpError::Unsupported { what: what.into(), supported: supported.into() }
     }
 
     pub fn bad_attribute(name: &str, problem: impl Into<String>) -> OpError {
-        OpError::BadAttribute {
-            name: name.to_string(),
-            problem: problem.into(),
-        }
+        OpError::BadAttribute { name: name.to_string(), problem: problem.into() }
     }
 }

@@ -53,10 +53,7 @@ pub struct ValueInfo {
 
 impl ValueInfo {
     pub fn constant(tensor: Arc<Tensor>) -> ValueInfo {
-        ValueInfo {
-            ty: TensorType::of(&tensor),
-            value: Some(tensor),
-        }
+        ValueInfo { ty: TensorType::of(&tensor), value: Some(tensor) }
     }
 
     pub fn shape(&self) -> &[usize] {
@@ -95,11 +92,7 @@ pub(crate) fn required<'a, T: ?Sized>(
     index: usize,
     name: &'static str,
 ) -> Result<&'a T, OpError> {
-    inputs
-        .get(index)
-        .copied()
-        .flatten()
-        .ok_or(OpError::MissingInput { index, name })
+    inputs.get(index).copied().flatten().ok_or(OpError::MissingInput { index, name })
 }
 
 /// An optional input whose value must be known at build time, read as int64s.
@@ -123,22 +116,14 @@ pub(crate) fn opt_i64s(inputs: &[Option<&Tensor>], index: usize) -> Option<Vec<i
 }
 
 /// Checks that an input has one of the accepted dtypes.
-pub(crate) fn expect_dtype(
-    name: &'static str,
-    actual: DType,
-    accepted: &[DType],
-) -> Result<(), OpError> {
+pub(crate) fn expect_dtype(name: &'static str, actual: DType, accepted: &[DType]) -> Result<(), OpError> {
     if accepted.contains(&actual) {
         Ok(())
     } else {
         Err(OpError::InputType {
             name,
             actual,
-            expected: accepted
-                .iter()
-                .map(|d| d.name())
-                .collect::<Vec<_>>()
-                .join(" or "),
+            expected: accepted.iter().map(|d| d.name()).collect::<Vec<_>>().join(" or "),
         })
     }
 }

@@ -46,10 +46,7 @@ fn param_index(shape: &[usize], scale_shape: &[usize], axis: i64) -> Result<Para
         )));
     }
     let inner: usize = shape[axis + 1..].iter().product();
-    Ok(ParamIndex {
-        inner: inner.max(1),
-        dim: shape[axis].max(1),
-    })
+    Ok(ParamIndex { inner: inner.max(1), dim: shape[axis].max(1) })
 }
 
 fn zero_points(zp: Option<&Tensor>, n: usize) -> Vec<f32> {
@@ -78,9 +75,7 @@ impl OpSpec for Dequantize {
             .enumerate()
             .map(|(i, v)| (v - zp[which.at(i)]) * s[which.at(i)])
             .collect();
-        Ok(vec![
-            Tensor::from_f32(x.shape().to_vec(), out)?.cast(scale.dtype())
-        ])
+        Ok(vec![Tensor::from_f32(x.shape().to_vec(), out)?.cast(scale.dtype())])
     }
 
     fn foldable(&self) -> bool {
@@ -114,42 +109,28 @@ impl OpSpec for Quantize {
         let zp_tensor = inputs.get(2).copied().flatten();
         let zp = zero_points(zp_tensor, s.len());
         let out_dtype = self.output_dtype(zp_tensor.map(|z| z.dtype()));
-        let (lo, hi) = if out_dtype == DType::I8 {
-            (-128.0, 127.0)
-        } else {
-            (0.0, 255.0)
-        };
+        let (lo, hi) = if out_dtype == DType::I8 { (-128.0, 127.0) } else { (0.0, 255.0) };
         // Round half to even, then saturate, as the spec requires.
         let q: Vec<i64> = x
             .to_f32_vec()
             .into_iter()
             .enumerate()
-            .map(|(i, v)| {
-                ((v / s[which.at(i)]).round_ties_even() + zp[which.at(i)]).clamp(lo, hi) as i64
-            })
+            .map(|(i, v)| ((v / s[which.at(i)]).round_ties_even() + zp[which.at(i)]).clamp(lo, hi) as i64)
             .collect();
-        Ok(vec![
-            Tensor::from_i64(x.shape().to_vec(), q)?.cast(out_dtype)
-        ])
+        Ok(vec![Tensor::from_i64(x.shape().to_vec(), q)?.cast(out_dtype)])
     }
 }
 
 fn check_block_size(attrs: &mut Attrs) -> Result<(), OpError> {
     if attrs.int_or("block_size", 0)? != 0 {
-        return Err(OpError::unsupported(
-            "blocked quantization (block_size > 0)",
-            "per-tensor and per-axis",
-        ));
+        return Err(OpError::unsupported("blocked quantization (block_size > 0)", "per-tensor and per-axis"));
     }
     Ok(())
 }
 
 fn parse_dequantize(attrs: &mut Attrs, _: &NodeContext) -> Result<Op, OpError> {
     check_block_size(attrs)?;
-    Ok(Dequantize {
-        axis: attrs.int_or("axis", 1)?,
-    }
-    .into())
+    Ok(Dequantize { axis: attrs.int_or("axis", 1)? }.into())
 }
 
 fn parse_quantize(attrs: &mut Attrs, _: &NodeContext) -> Result<Op, OpError> {
@@ -158,26 +139,16 @@ fn parse_quantize(attrs: &mut Attrs, _: &NodeContext) -> Result<Op, OpError> {
     attrs.ignore("saturate");
     let output_dtype = match attrs.int_or("output_dtype", 0)? {
         0 => DType::U8,
-        code => DType::from_onnx_code(code as i32)
-            .filter(|d| matches!(d, DType::I8 | DType::U8))
-            .ok_or_else(|| {
-                OpError::unsupported(format!("QuantizeLinear output_dtype {code}"), "int8, uint8")
-            })?,
+        code => {
+            DType::from_onnx_code(code as i32).filter(|d| matches!(d, DType::I8 | DType::U8)).ok_or_else(
+                || OpError::unsupported(format!("QuantizeLinear output_dtype {code}"), "int8, uint8"),
+            )?
+        }
     };
-    Ok(Quantize {
-        axis: attrs.int_or("axis", 1)?,
-        output_dtype,
-    }
-    .into())
+    Ok(Quantize { axis: attrs.int_or("axis", 1)?, output_dtype }.into())
 }
 
 pub(crate) const DEFS: &[&[OpDef]] = &[&[
-    OpDef::new(
-        "DequantizeLinear",
-        (10, 21),
-        (2, 3),
-        (1, 1),
-        parse_dequantize,
-    ),
+    OpDef::new("DequantizeLinear", (10, 21), (2, 3), (1, 1), parse_dequantize),
     OpDef::new("QuantizeLinear", (10, 21), (2, 3), (1, 1), parse_quantize),
 ]];

@@ -32,13 +32,7 @@ impl OpDef {
         outputs: (usize, usize),
         parse: fn(&mut Attrs, &NodeContext) -> Result<Op, OpError>,
     ) -> OpDef {
-        OpDef {
-            op_type,
-            opsets,
-            inputs,
-            outputs,
-            parse,
-        }
+        OpDef { op_type, opsets, inputs, outputs, parse }
     }
 }
 
@@ -48,25 +42,15 @@ pub const MANY: usize = usize::MAX;
 /// Every op family's table, one per op file.
 fn families() -> impl Iterator<Item = &'static [OpDef]> {
     use super::*;
-    [
-        elementwise::DEFS,
-        linalg::DEFS,
-        nn::DEFS,
-        norm::DEFS,
-        layout::DEFS,
-        source::DEFS,
-        quant::DEFS,
-    ]
-    .into_iter()
-    .flatten()
-    .copied()
+    [elementwise::DEFS, linalg::DEFS, nn::DEFS, norm::DEFS, layout::DEFS, source::DEFS, quant::DEFS]
+        .into_iter()
+        .flatten()
+        .copied()
 }
 
 /// The definition of `op_type` whose opset range covers `opset`, if any.
 pub fn find(op_type: &str, opset: u32) -> Option<&'static OpDef> {
-    families()
-        .flatten()
-        .find(|d| d.op_type == op_type && (d.opsets.0..=d.opsets.1).contains(&opset))
+    families().flatten().find(|d| d.op_type == op_type && (d.opsets.0..=d.opsets.1).contains(&opset))
 }
 
 /// Sorted names of all supported op types (for error messages and `fifo onnx inspect`).
@@ -83,19 +67,9 @@ pub enum ParseError {
     #[error("op '{op_type}' is not supported; supported ops: {}", supported_op_types().join(" "))]
     UnknownOp { op_type: String },
     #[error("op '{op_type}' is supported in opsets {ranges}, not in opset {opset}")]
-    Opset {
-        op_type: String,
-        opset: u32,
-        ranges: String,
-    },
+    Opset { op_type: String, opset: u32, ranges: String },
     #[error("{op_type} takes {} {what}, got {actual}", arity(*min, *max))]
-    Arity {
-        op_type: &'static str,
-        what: &'static str,
-        min: usize,
-        max: usize,
-        actual: usize,
-    },
+    Arity { op_type: &'static str, what: &'static str, min: usize, max: usize, actual: usize },
     #[error(transparent)]
     Op(#[from] OpError),
 }
@@ -123,37 +97,20 @@ pub fn parse_node(
             .map(|d| format!("{}..={}", d.opsets.0, d.opsets.1))
             .collect();
         if ranges.is_empty() {
-            ParseError::UnknownOp {
-                op_type: op_type.to_string(),
-            }
+            ParseError::UnknownOp { op_type: op_type.to_string() }
         } else {
-            ParseError::Opset {
-                op_type: op_type.to_string(),
-                opset,
-                ranges: ranges.join(", "),
-            }
+            ParseError::Opset { op_type: op_type.to_string(), opset, ranges: ranges.join(", ") }
         }
     })?;
-    for (what, (min, max), actual) in [
-        ("inputs", def.inputs, num_inputs),
-        ("outputs", def.outputs, num_outputs),
-    ] {
+    for (what, (min, max), actual) in
+        [("inputs", def.inputs, num_inputs), ("outputs", def.outputs, num_outputs)]
+    {
         if actual < min || actual > max {
-            return Err(ParseError::Arity {
-                op_type: def.op_type,
-                what,
-                min,
-                max,
-                actual,
-            });
+            return Err(ParseError::Arity { op_type: def.op_type, what, min, max, actual });
         }
     }
     let mut attrs = Attrs::new(attributes);
-    let node = NodeContext {
-        opset,
-        num_inputs,
-        num_outputs,
-    };
+    let node = NodeContext { opset, num_inputs, num_outputs };
     let op = (def.parse)(&mut attrs, &node)?;
     attrs.finish()?;
     Ok(op)
@@ -182,20 +139,11 @@ mod tests {
 
     #[test]
     fn errors_say_what_is_supported() {
-        let unknown = parse_node("Frobnicate", 18, BTreeMap::new(), 1, 1)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            unknown.contains("Frobnicate") && unknown.contains("MatMul"),
-            "{unknown}"
-        );
-        let opset = parse_node("Gelu", 18, BTreeMap::new(), 1, 1)
-            .unwrap_err()
-            .to_string();
+        let unknown = parse_node("Frobnicate", 18, BTreeMap::new(), 1, 1).unwrap_err().to_string();
+        assert!(unknown.contains("Frobnicate") && unknown.contains("MatMul"), "{unknown}");
+        let opset = parse_node("Gelu", 18, BTreeMap::new(), 1, 1).unwrap_err().to_string();
         assert!(opset.contains("opsets 20..=21, not in opset 18"), "{opset}");
-        let arity = parse_node("Add", 18, BTreeMap::new(), 3, 1)
-            .unwrap_err()
-            .to_string();
+        let arity = parse_node("Add", 18, BTreeMap::new(), 3, 1).unwrap_err().to_string();
         assert!(arity.contains("Add takes 2 inputs, got 3"), "{arity}");
     }
 }

@@ -68,10 +68,7 @@ fn cast_data(data: &TensorData, to: DType) -> TensorData {
 impl Tensor {
     /// ONNX `Cast`.
     pub fn cast(&self, to: DType) -> Tensor {
-        Tensor {
-            shape: self.shape.clone(),
-            data: cast_data(&self.data, to),
-        }
+        Tensor { shape: self.shape.clone(), data: cast_data(&self.data, to) }
     }
 
     /// The elements as f32, borrowed when the tensor already is float32 (no copy on hot paths).

@@ -11,11 +11,7 @@ use half::f16;
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
 pub enum TensorError {
     #[error("shape {shape:?} needs {expected} elements but the data has {actual}")]
-    Length {
-        shape: Vec<usize>,
-        expected: usize,
-        actual: usize,
-    },
+    Length { shape: Vec<usize>, expected: usize, actual: usize },
     #[error("shape {0:?} has more elements than this machine can address")]
     TooLarge(Vec<usize>),
     #[error("shapes {0:?} and {1:?} do not broadcast")]
@@ -23,10 +19,7 @@ pub enum TensorError {
     #[error("axis {axis} is out of range for rank {rank} (or repeated)")]
     Axis { axis: i64, rank: usize },
     #[error("expected a {expected} tensor, got {actual}")]
-    DType {
-        expected: &'static str,
-        actual: DType,
-    },
+    DType { expected: &'static str, actual: DType },
 }
 
 /// Owned element storage, one variant per [`DType`].
@@ -151,21 +144,14 @@ impl Tensor {
     pub fn new(shape: Vec<usize>, data: TensorData) -> Result<Tensor, TensorError> {
         let expected = shape::checked_numel(&shape)?;
         if expected != data.len() {
-            return Err(TensorError::Length {
-                shape,
-                expected,
-                actual: data.len(),
-            });
+            return Err(TensorError::Length { shape, expected, actual: data.len() });
         }
         Ok(Tensor { shape, data })
     }
 
     pub fn zeros(dtype: DType, shape: Vec<usize>) -> Result<Tensor, TensorError> {
         let n = shape::checked_numel(&shape)?;
-        Ok(Tensor {
-            shape,
-            data: TensorData::zeros(dtype, n),
-        })
+        Ok(Tensor { shape, data: TensorData::zeros(dtype, n) })
     }
 
     pub fn from_f32(shape: Vec<usize>, data: Vec<f32>) -> Result<Tensor, TensorError> {
@@ -178,10 +164,7 @@ impl Tensor {
 
     /// A rank-1 int64 tensor, the form ONNX uses for shapes, axes and pads.
     pub fn vector_i64(data: Vec<i64>) -> Tensor {
-        Tensor {
-            shape: vec![data.len()],
-            data: TensorData::I64(data),
-        }
+        Tensor { shape: vec![data.len()], data: TensorData::I64(data) }
     }
 
     pub fn shape(&self) -> &[usize] {
@@ -224,20 +207,14 @@ impl Tensor {
     pub fn as_f32(&self) -> Result<&[f32], TensorError> {
         match &self.data {
             TensorData::F32(v) => Ok(v),
-            _ => Err(TensorError::DType {
-                expected: "float32",
-                actual: self.dtype(),
-            }),
+            _ => Err(TensorError::DType { expected: "float32", actual: self.dtype() }),
         }
     }
 
     pub fn as_bool(&self) -> Result<&[bool], TensorError> {
         match &self.data {
             TensorData::Bool(v) => Ok(v),
-            _ => Err(TensorError::DType {
-                expected: "bool",
-                actual: self.dtype(),
-            }),
+            _ => Err(TensorError::DType { expected: "bool", actual: self.dtype() }),
         }
     }
 }

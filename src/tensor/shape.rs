@@ -41,27 +41,15 @@ pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Result<Vec<usize>, TensorEr
 }
 
 /// Broadcasts any number of shapes together.
-pub fn broadcast_all<'a>(
-    shapes: impl IntoIterator<Item = &'a [usize]>,
-) -> Result<Vec<usize>, TensorError> {
-    shapes
-        .into_iter()
-        .try_fold(Vec::new(), |acc, s| broadcast_shapes(&acc, s))
+pub fn broadcast_all<'a>(shapes: impl IntoIterator<Item = &'a [usize]>) -> Result<Vec<usize>, TensorError> {
+    shapes.into_iter().try_fold(Vec::new(), |acc, s| broadcast_shapes(&acc, s))
 }
 
 /// Strides of `shape` seen through a broadcast to `out` (0 where a dimension is repeated).
 pub fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
     let own = strides(shape);
     let offset = out.len() - shape.len();
-    (0..out.len())
-        .map(|i| {
-            if i < offset || shape[i - offset] == 1 {
-                0
-            } else {
-                own[i - offset]
-            }
-        })
-        .collect()
+    (0..out.len()).map(|i| if i < offset || shape[i - offset] == 1 { 0 } else { own[i - offset] }).collect()
 }
 
 /// Resolves a possibly negative axis against a rank.
@@ -147,10 +135,7 @@ mod tests {
 
     #[test]
     fn broadcasting_follows_numpy() {
-        assert_eq!(
-            broadcast_shapes(&[2, 1, 3], &[4, 1]).unwrap(),
-            vec![2, 4, 3]
-        );
+        assert_eq!(broadcast_shapes(&[2, 1, 3], &[4, 1]).unwrap(), vec![2, 4, 3]);
         assert_eq!(broadcast_shapes(&[], &[5]).unwrap(), vec![5]);
         assert!(broadcast_shapes(&[2, 3], &[4]).is_err());
     }
@@ -162,17 +147,7 @@ mod tests {
         let b = broadcast_strides(&[3], &out);
         let mut seen = vec![];
         for_each_offset(&out, [&a, &b], |o, [x, y]| seen.push((o, x, y)));
-        assert_eq!(
-            seen,
-            vec![
-                (0, 0, 0),
-                (1, 0, 1),
-                (2, 0, 2),
-                (3, 1, 0),
-                (4, 1, 1),
-                (5, 1, 2)
-            ]
-        );
+        assert_eq!(seen, vec![(0, 0, 0), (1, 0, 1), (2, 0, 2), (3, 1, 0), (4, 1, 1), (5, 1, 2)]);
     }
 
     #[test]

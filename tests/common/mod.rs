@@ -1,119 +1,100 @@
-#![allow(dead_code)] // each test binary uses a different part of these helpers
-//! Shared helpers of the integration tests: fixture loading and named tolerances.
+//! Denoisers shared by the scheduler tests.
+#![allow(dead_code)]
 
-use fifo_diffusion::onnx::decode_tensor;
-use fifo_diffusion::tensor::{Tensor, TensorData};
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use fifo_diffusion::fifo::{DenoiseRequest, Denoiser, DenoiserError, FrameConditioning};
 
-/// How close an output must be to its reference: `|got - want| <= atol + rtol * |want|`.
-#[derive(Clone, Copy, Debug)]
-pub struct Tolerance {
-    pub atol: f32,
-    pub rtol: f32,
+/// The toy model of `tools/reference/fifo_official.py`: deterministic, mixes frames of a window,
+/// depends on each frame's timestep, position and conditioning.
+pub struct ToyDenoiser {
+    pub alphas_cumprod: Vec<f64>,
+    /// Scalar "embedding" of each prompt id; id 0 (unconditional) is 0.
+    pub prompt_values: Vec<f64>,
+    pub calls: usize,
 }
 
-impl Tolerance {
-    /// The tolerances the fixture generator may name.
-    pub fn named(name: &str) -> Option<Tolerance> {
-        let (atol, rtol) = match name {
-            // Layout ops, integers, comparisons: bit-exact.
-            "exact" => (0.0, 0.0),
-            // One rounding per element.
-            "elementwise" => (1e-6, 1e-6),
-            // libm vs the reference's math library.
-            "transcendental" => (1e-5, 1e-5),
-            // Sums over many products (MatMul, Conv, norms): the order of additions differs.
-            "accumulate" => (1e-4, 1e-4),
-            // float16 results.
-            "half" => (1e-3, 1e-2),
-            // Whole models: many layers of accumulation.
-            "model" => (1e-4, 1e-3),
-            _ => return None,
-        };
-        Some(Tolerance { atol, rtol })
+impl ToyDenoiser {
+    pub fn new(alphas_cumprod: Vec<f64>, prompt_values: Vec<f64>) -> Self {
+        Self { alphas_cumprod, prompt_values, calls: 0 }
+    }
+
+    fn condition(&self, c: FrameConditioning) -> f64 {
+        let v = |id: u32| self.prompt_values[id as usize];
+        (1.0 - f64::from(c.mix)) * v(c.from) + f64::from(c.mix) * v(c.to)
     }
 }
 
-fn values(t: &Tensor) -> Vec<f64> {
-    match t.data() {
-        TensorData::F32(v) => v.iter().map(|&x| x as f64).collect(),
-        TensorData::F16(v) => v.iter().map(|x| x.to_f64()).collect(),
-        _ => t.to_i64_vec().into_iter().map(|x| x as f64).collect(),
-    }
-}
-
-/// `None` when `got` matches `want`; otherwise what differs.
-pub fn compare(got: &Tensor, want: &Tensor, tol: Tolerance) -> Option<String> {
-    if got.dtype() != want.dtype() || got.shape() != want.shape() {
-        return Some(format!(
-            "got {} {:?}, want {} {:?}",
-            got.dtype(),
-            got.shape(),
-            want.dtype(),
-            want.shape()
-        ));
-    }
-    let (g, w) = (values(got), values(want));
-    let mut worst: Option<(usize, f64)> = None;
-    for (i, (&a, &b)) in g.iter().zip(&w).enumerate() {
-        let ok = (a.is_nan() && b.is_nan())
-            || a == b
-            || (a - b).abs() <= tol.atol as f64 + tol.rtol as f64 * b.abs();
-        if !ok && worst.is_none_or(|(_, e)| (a - b).abs() > e) {
-            worst = Some((i, (a - b).abs()));
+impl Denoiser for ToyDenoiser {
+    async fn denoise(&mut self, r: &DenoiseRequest<'_>, out: &mut [f32]) -> Result<(), DenoiserError> {
+        self.calls += 1;
+        let (f, d) = (r.frames, r.frame_len);
+        for w in 0..r.windows {
+            let x = |j: usize, e: usize| f64::from(r.latents[(w * f + j) * d + e]);
+            for e in 0..d {
+                let mean = (0..f).map(|j| x(j, e)).sum::<f64>() / f as f64;
+                for j in 0..f {
+                    let t = f64::from(r.timesteps[w * f + j]);
+                    let c = self.condition(r.conditioning[w * f + j]);
+                    let a = self.alphas_cumprod[t as usize];
+                    let arg = 0.5 * mean
+                        + 0.3 * x((j + 1) % f, e)
+                        + 0.05 * j as f64
+                        + c
+                        + 0.001 * t
+                        + 0.01 * e as f64;
+                    out[(w * f + j) * d + e] = (0.9 * (1.0 - a).sqrt() * x(j, e) + 0.2 * arg.tanh()) as f32;
+                }
+            }
         }
-    }
-    worst.map(|(i, e)| {
-        format!(
-            "element {i}: got {} want {} (|diff| {e:.3e}, tolerance {tol:?})",
-            g[i], w[i]
-        )
-    })
-}
-
-/// A model folder in the ONNX backend-test layout.
-pub struct Fixture {
-    pub name: String,
-    pub model: PathBuf,
-    pub inputs: Vec<(String, Tensor)>,
-    pub outputs: Vec<(String, Tensor)>,
-}
-
-fn read_tensors(dir: &Path, prefix: &str) -> Vec<(String, Tensor)> {
-    (0..)
-        .map(|k| dir.join(format!("{prefix}_{k}.pb")))
-        .take_while(|p| p.exists())
-        .map(|p| {
-            decode_tensor(&std::fs::read(&p).unwrap())
-                .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-        })
-        .collect()
-}
-
-pub fn load_fixture(dir: &Path) -> Fixture {
-    let data = dir.join("test_data_set_0");
-    Fixture {
-        name: dir.file_name().unwrap().to_string_lossy().into_owned(),
-        model: dir.join("model.onnx"),
-        inputs: read_tensors(&data, "input"),
-        outputs: read_tensors(&data, "output"),
+        Ok(())
     }
 }
 
-impl Fixture {
-    pub fn input_shapes(&self) -> HashMap<String, Vec<usize>> {
-        self.inputs
-            .iter()
-            .map(|(n, t)| (n.clone(), t.shape().to_vec()))
-            .collect()
-    }
+/// Predicts zero noise: one DDIM step then scales each latent by its index's `c_x`.
+pub struct ZeroDenoiser;
 
-    pub fn input_map(&self) -> HashMap<String, Tensor> {
-        self.inputs.iter().cloned().collect()
+impl Denoiser for ZeroDenoiser {
+    async fn denoise(&mut self, _: &DenoiseRequest<'_>, out: &mut [f32]) -> Result<(), DenoiserError> {
+        out.fill(0.0);
+        Ok(())
     }
 }
 
-pub fn fixtures_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+/// Records the per-frame inputs of every call.
+#[derive(Default)]
+pub struct Recorder {
+    pub timesteps: Vec<Vec<f32>>,
+    pub conditioning: Vec<Vec<FrameConditioning>>,
+    pub windows: Vec<usize>,
+}
+
+impl Denoiser for Recorder {
+    async fn denoise(&mut self, r: &DenoiseRequest<'_>, out: &mut [f32]) -> Result<(), DenoiserError> {
+        self.timesteps.push(r.timesteps.to_vec());
+        self.conditioning.push(r.conditioning.to_vec());
+        self.windows.push(r.windows);
+        out.iter_mut().zip(r.latents).for_each(|(o, &x)| *o = 0.5 * x);
+        Ok(())
+    }
+}
+
+/// A model made of exactly rounded operations only (+, *, /), so its output is the same bits on
+/// every target: what is left to differ between native and wasm32 is the scheduler itself.
+pub struct LinearDenoiser;
+
+impl Denoiser for LinearDenoiser {
+    async fn denoise(&mut self, r: &DenoiseRequest<'_>, out: &mut [f32]) -> Result<(), DenoiserError> {
+        let (f, d) = (r.frames, r.frame_len);
+        for w in 0..r.windows {
+            for e in 0..d {
+                let mean = (0..f).map(|j| r.latents[(w * f + j) * d + e]).sum::<f32>() / f as f32;
+                for j in 0..f {
+                    let i = (w * f + j) * d + e;
+                    let c = r.conditioning[w * f + j];
+                    let cond = (1.0 - c.mix) * c.from as f32 + c.mix * c.to as f32;
+                    out[i] = 0.5 * r.latents[i] + 0.1 * mean + r.timesteps[w * f + j] / 2000.0 + 0.1 * cond;
+                }
+            }
+        }
+        Ok(())
+    }
 }

@@ -54,9 +54,5 @@ pub fn build(
     let fusions = fuse::fuse(&mut graph, &fuse::default_passes())?;
     prune::prune(&mut graph);
     let plan = plan::plan(&graph, options.memory_reuse);
-    Ok(BuiltGraph {
-        graph,
-        plan,
-        fusions,
-    })
+    Ok(BuiltGraph { graph, plan, fusions })
 }

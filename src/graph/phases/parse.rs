@@ -5,19 +5,10 @@ use crate::ops::{parse_node, Op};
 
 fn parse_one(node: &Node) -> Result<Op, String> {
     if !node.domain.is_empty() {
-        return Err(format!(
-            "domain '{}' is not supported (only the default ONNX domain is)",
-            node.domain
-        ));
+        return Err(format!("domain '{}' is not supported (only the default ONNX domain is)", node.domain));
     }
-    parse_node(
-        &node.op_type,
-        node.opset,
-        node.attributes.clone(),
-        node.inputs.len(),
-        node.outputs.len(),
-    )
-    .map_err(|e| e.to_string())
+    parse_node(&node.op_type, node.opset, node.attributes.clone(), node.inputs.len(), node.outputs.len())
+        .map_err(|e| e.to_string())
 }
 
 fn issue(graph: &Graph, node: &Node, reason: String) -> NodeIssue {
@@ -35,11 +26,7 @@ pub fn issues(graph: &Graph) -> Vec<NodeIssue> {
     graph
         .nodes
         .iter()
-        .filter_map(|node| {
-            parse_one(node)
-                .err()
-                .map(|reason| issue(graph, node, reason))
-        })
+        .filter_map(|node| parse_one(node).err().map(|reason| issue(graph, node, reason)))
         .collect()
 }
 

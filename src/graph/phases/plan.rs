@@ -56,12 +56,7 @@ pub fn plan(graph: &Graph, reuse: bool) -> MemoryPlan {
         .filter(|&v| runtime(v) && graph.values[v].kind != ValueKind::Initializer)
         .filter_map(|v| {
             let bytes = graph.values[v].ty.as_ref()?.size_bytes();
-            Some(Interval {
-                value: v,
-                start: start[v]?,
-                end: last_use[v]?,
-                bytes: align(bytes),
-            })
+            Some(Interval { value: v, start: start[v]?, end: last_use[v]?, bytes: align(bytes) })
         })
         .collect();
     intervals.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.value.cmp(&b.value)));
@@ -92,12 +87,7 @@ pub fn plan(graph: &Graph, reuse: bool) -> MemoryPlan {
         offsets[it.value] = Some(offset);
         peak = peak.max(offset + it.bytes);
     }
-    MemoryPlan {
-        last_use,
-        offsets,
-        peak_bytes: peak,
-        unshared_bytes,
-    }
+    MemoryPlan { last_use, offsets, peak_bytes: peak, unshared_bytes }
 }
 
 #[cfg(test)]
@@ -114,14 +104,7 @@ mod tests {
         let ids: Vec<ValueId> = ["x", "a", "b", "c"]
             .iter()
             .map(|n| {
-                g.add_value(
-                    n.to_string(),
-                    if *n == "x" {
-                        ValueKind::Input
-                    } else {
-                        ValueKind::Intermediate
-                    },
-                )
+                g.add_value(n.to_string(), if *n == "x" { ValueKind::Input } else { ValueKind::Intermediate })
             })
             .collect();
         for &v in &ids {

@@ -12,11 +12,7 @@ use std::sync::Arc;
 fn input_types(graph: &mut Graph, given: &HashMap<String, Vec<usize>>) -> Result<(), BuildError> {
     for name in given.keys() {
         if !graph.inputs.iter().any(|&i| graph.values[i].name == *name) {
-            let known: Vec<&str> = graph
-                .inputs
-                .iter()
-                .map(|&i| graph.values[i].name.as_str())
-                .collect();
+            let known: Vec<&str> = graph.inputs.iter().map(|&i| graph.values[i].name.as_str()).collect();
             return Err(BuildError::Input {
                 name: name.clone(),
                 problem: format!("the model has no such input; its inputs are {known:?}"),
@@ -25,10 +21,7 @@ fn input_types(graph: &mut Graph, given: &HashMap<String, Vec<usize>>) -> Result
     }
     for &id in &graph.inputs {
         let value = &mut graph.values[id];
-        let fail = |problem: String| BuildError::Input {
-            name: value.name.clone(),
-            problem,
-        };
+        let fail = |problem: String| BuildError::Input { name: value.name.clone(), problem };
         let dtype = value
             .declared
             .dtype
@@ -36,7 +29,8 @@ fn input_types(graph: &mut Graph, given: &HashMap<String, Vec<usize>>) -> Result
         let declared = value.declared.dims.clone();
         let shape = match (given.get(&value.name), declared) {
             (Some(shape), Some(dims)) => {
-                let fits = dims.len() == shape.len() && dims.iter().zip(shape).all(|(d, &s)| !matches!(d, Dim::Fixed(f) if *f != s));
+                let fits = dims.len() == shape.len()
+                    && dims.iter().zip(shape).all(|(d, &s)| !matches!(d, Dim::Fixed(f) if *f != s));
                 if !fits {
                     return Err(fail(format!("shape {shape:?} contradicts the declared {dims:?}")));
                 }
@@ -47,10 +41,14 @@ fn input_types(graph: &mut Graph, given: &HashMap<String, Vec<usize>>) -> Result
                 .iter()
                 .map(|d| match d {
                     Dim::Fixed(n) => Ok(*n),
-                    Dim::Symbolic(_) => Err(fail(format!("its shape {dims:?} has free dims; give the shape when building the session"))),
+                    Dim::Symbolic(_) => Err(fail(format!(
+                        "its shape {dims:?} has free dims; give the shape when building the session"
+                    ))),
                 })
                 .collect::<Result<_, _>>()?,
-            (None, None) => return Err(fail("the model declares no shape; give one when building the session".into())),
+            (None, None) => {
+                return Err(fail("the model declares no shape; give one when building the session".into()))
+            }
         };
         value.ty = Some(TensorType::new(dtype, shape));
     }
@@ -65,11 +63,7 @@ fn input_types(graph: &mut Graph, given: &HashMap<String, Vec<usize>>) -> Result
 /// Node indices in an order where every input is ready before use (ONNX requires the nodes to
 /// be sorted; this tolerates exporters that are not).
 fn topological_order(graph: &Graph) -> Result<Vec<usize>, BuildError> {
-    let mut ready: Vec<bool> = graph
-        .values
-        .iter()
-        .map(|v| v.kind != ValueKind::Intermediate)
-        .collect();
+    let mut ready: Vec<bool> = graph.values.iter().map(|v| v.kind != ValueKind::Intermediate).collect();
     let mut order = Vec::with_capacity(graph.nodes.len());
     let mut pending: Vec<usize> = (0..graph.nodes.len()).collect();
     while !pending.is_empty() {
@@ -85,9 +79,7 @@ fn topological_order(graph: &Graph) -> Result<Vec<usize>, BuildError> {
             }
         });
         if pending.len() == before {
-            return Err(BuildError::Order(
-                graph.nodes[pending[0]].label(graph).to_string(),
-            ));
+            return Err(BuildError::Order(graph.nodes[pending[0]].label(graph).to_string()));
         }
     }
     Ok(order)
@@ -96,9 +88,7 @@ fn topological_order(graph: &Graph) -> Result<Vec<usize>, BuildError> {
 /// Bytes of a type, or why it is too large to run (a corrupt or hostile shape must be an
 /// error here, not an allocation failure later).
 fn checked_bytes(ty: &TensorType, limit: usize) -> Result<usize, String> {
-    let bytes = checked_numel(&ty.shape)
-        .ok()
-        .and_then(|n| n.checked_mul(ty.dtype.size_bytes()));
+    let bytes = checked_numel(&ty.shape).ok().and_then(|n| n.checked_mul(ty.dtype.size_bytes()));
     match bytes {
         Some(b) if b <= limit => Ok(b),
         _ => Err(format!(
@@ -115,21 +105,12 @@ pub fn propagate(
 ) -> Result<(), BuildError> {
     input_types(graph, given)?;
     let order = topological_order(graph)?;
-    let mut unsorted: Vec<Option<_>> = std::mem::take(&mut graph.nodes)
-        .into_iter()
-        .map(Some)
-        .collect();
-    graph.nodes = order
-        .into_iter()
-        .filter_map(|i| unsorted[i].take())
-        .collect();
+    let mut unsorted: Vec<Option<_>> = std::mem::take(&mut graph.nodes).into_iter().map(Some).collect();
+    graph.nodes = order.into_iter().filter_map(|i| unsorted[i].take()).collect();
     for index in 0..graph.nodes.len() {
         let node = &graph.nodes[index];
         let fail = |reason: String| BuildError::node(graph, node, reason);
-        let op = node
-            .op
-            .as_ref()
-            .ok_or_else(|| fail("the op was not parsed".into()))?;
+        let op = node.op.as_ref().ok_or_else(|| fail("the op was not parsed".into()))?;
         // Topological order types every input before its readers; `None` would be a bug.
         let infos: Vec<Option<ValueInfo>> = node
             .inputs
@@ -139,12 +120,7 @@ pub fn propagate(
                 Some(v) => graph.values[*v]
                     .ty
                     .clone()
-                    .map(|ty| {
-                        Some(ValueInfo {
-                            ty,
-                            value: graph.values[*v].constant.clone(),
-                        })
-                    })
+                    .map(|ty| Some(ValueInfo { ty, value: graph.values[*v].constant.clone() }))
                     .ok_or_else(|| BuildError::Order(node.label(graph).to_string())),
             })
             .collect::<Result<_, _>>()?;
@@ -165,14 +141,9 @@ pub fn propagate(
         let all_known = refs.iter().flatten().all(|i| i.value.is_some());
         let folded = match op.spec().fold_from_types(&refs) {
             Some(values) => Some(values),
-            None if all_known
-                && op.spec().foldable()
-                && output_bytes <= options.fold_limit_bytes =>
-            {
-                let tensors: Vec<Option<&crate::tensor::Tensor>> = refs
-                    .iter()
-                    .map(|i| i.and_then(|i| i.value.as_deref()))
-                    .collect();
+            None if all_known && op.spec().foldable() && output_bytes <= options.fold_limit_bytes => {
+                let tensors: Vec<Option<&crate::tensor::Tensor>> =
+                    refs.iter().map(|i| i.and_then(|i| i.value.as_deref())).collect();
                 Some(op.spec().run(&tensors).map_err(|e| fail(e.to_string()))?)
             }
             None => None,

@@ -9,11 +9,7 @@ pub fn prune(graph: &mut Graph) {
     }
     let mut keep = vec![false; graph.nodes.len()];
     for (n, node) in graph.nodes.iter().enumerate().rev() {
-        let useful = node
-            .outputs
-            .iter()
-            .flatten()
-            .any(|&v| needed[v] && graph.values[v].constant.is_none());
+        let useful = node.outputs.iter().flatten().any(|&v| needed[v] && graph.values[v].constant.is_none());
         if useful {
             keep[n] = true;
             node.inputs.iter().flatten().for_each(|&v| needed[v] = true);

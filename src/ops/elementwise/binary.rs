@@ -85,13 +85,9 @@ impl BinaryKind {
             Div => a.checked_div(b).unwrap_or(0),
             Pow => int_pow(a, b),
             Mod { fmod: true } => a.checked_rem(b).unwrap_or(0),
-            Mod { fmod: false } => a.checked_rem(b).map_or(0, |r| {
-                if r != 0 && (r < 0) != (b < 0) {
-                    r + b
-                } else {
-                    r
-                }
-            }),
+            Mod { fmod: false } => {
+                a.checked_rem(b).map_or(0, |r| if r != 0 && (r < 0) != (b < 0) { r + b } else { r })
+            }
             Min => a.min(b),
             Max => a.max(b),
             _ => compare_int(self, a, b) as i64,
@@ -140,24 +136,14 @@ impl Binary {
         let accepted: &[DType] = if category == Category::Logic {
             &[DType::Bool]
         } else if category == Category::Compare {
-            &[
-                DType::F32,
-                DType::F16,
-                DType::I8,
-                DType::U8,
-                DType::I32,
-                DType::I64,
-                DType::Bool,
-            ]
+            &[DType::F32, DType::F16, DType::I8, DType::U8, DType::I32, DType::I64, DType::Bool]
         } else {
             NUMERIC
         };
         expect_dtype("A", a, accepted)?;
         expect_dtype("B", b, accepted)?;
         if category != Category::Power && a != b {
-            return Err(OpError::invalid(format!(
-                "inputs have different dtypes {a} and {b}"
-            )));
+            return Err(OpError::invalid(format!("inputs have different dtypes {a} and {b}")));
         }
         Ok(match category {
             Category::Compare | Category::Logic => DType::Bool,
@@ -183,9 +169,7 @@ impl Binary {
                 let (s, v) = if a.dtype().is_float() {
                     map2(sa, &a.f32s(), sb, &b.f32s(), |p, q| compare_f32(kind, p, q))?
                 } else {
-                    map2(sa, &a.to_i64_vec(), sb, &b.to_i64_vec(), |p, q| {
-                        compare_int(kind, p, q)
-                    })?
+                    map2(sa, &a.to_i64_vec(), sb, &b.to_i64_vec(), |p, q| compare_int(kind, p, q))?
                 };
                 (s, TensorData::Bool(v))
             }
@@ -194,9 +178,7 @@ impl Binary {
                 (s, TensorData::F32(v))
             }
             _ if a.dtype() == DType::F16 => {
-                let (s, v) = map2(sa, &a.f32s(), sb, &b.f32s(), |p, q| {
-                    f16::from_f32(kind.apply(p, q))
-                })?;
+                let (s, v) = map2(sa, &a.f32s(), sb, &b.f32s(), |p, q| f16::from_f32(kind.apply(p, q)))?;
                 (s, TensorData::F16(v))
             }
             _ if a.dtype() == DType::F32 => {
@@ -206,15 +188,12 @@ impl Binary {
             }
             _ if b.dtype().is_float() => {
                 // Pow with an integer base and a float exponent: computed in f64, truncated.
-                let (s, v) = map2(sa, &a.to_i64_vec(), sb, &b.f32s(), |p, q| {
-                    (p as f64).powf(q as f64) as i64
-                })?;
+                let (s, v) =
+                    map2(sa, &a.to_i64_vec(), sb, &b.f32s(), |p, q| (p as f64).powf(q as f64) as i64)?;
                 (s, TensorData::I64(v))
             }
             _ => {
-                let (s, v) = map2(sa, &a.to_i64_vec(), sb, &b.to_i64_vec(), |p, q| {
-                    kind.apply_int(p, q)
-                })?;
+                let (s, v) = map2(sa, &a.to_i64_vec(), sb, &b.to_i64_vec(), |p, q| kind.apply_int(p, q))?;
                 (s, TensorData::I64(v))
             }
         };
@@ -227,15 +206,10 @@ impl OpSpec for Binary {
         let first = required(inputs, 0, "A")?;
         let mut ty = first.ty.clone();
         for (i, input) in inputs.iter().enumerate().skip(1) {
-            let b = input.ok_or(OpError::MissingInput {
-                index: i,
-                name: "B",
-            })?;
+            let b = input.ok_or(OpError::MissingInput { index: i, name: "B" })?;
             ty.dtype = self.check(ty.dtype, b.dtype())?;
             if self.kind.category() != Category::Arithmetic && i > 1 {
-                return Err(OpError::invalid(
-                    "only Min, Max and Sum take more than two inputs",
-                ));
+                return Err(OpError::invalid("only Min, Max and Sum take more than two inputs"));
             }
             ty.shape = broadcast_shapes(&ty.shape, b.shape())?;
         }
@@ -245,10 +219,7 @@ impl OpSpec for Binary {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
         let mut acc = required(inputs, 0, "A")?.clone();
         for (i, input) in inputs.iter().enumerate().skip(1) {
-            let b = input.ok_or(OpError::MissingInput {
-                index: i,
-                name: "B",
-            })?;
+            let b = input.ok_or(OpError::MissingInput { index: i, name: "B" })?;
             acc = self.pair(&acc, b)?;
         }
         Ok(vec![acc])
@@ -261,17 +232,13 @@ fn binary(kind: BinaryKind) -> Result<Op, OpError> {
 
 macro_rules! two {
     ($name:literal, $since:literal, $kind:ident) => {
-        OpDef::new($name, ($since, 21), (2, 2), (1, 1), |_, _| {
-            binary(BinaryKind::$kind)
-        })
+        OpDef::new($name, ($since, 21), (2, 2), (1, 1), |_, _| binary(BinaryKind::$kind))
     };
 }
 
 macro_rules! many {
     ($name:literal, $since:literal, $kind:ident) => {
-        OpDef::new($name, ($since, 21), (1, MANY), (1, 1), |_, _| {
-            binary(BinaryKind::$kind)
-        })
+        OpDef::new($name, ($since, 21), (1, MANY), (1, 1), |_, _| binary(BinaryKind::$kind))
     };
 }
 
@@ -305,20 +272,14 @@ mod tests {
     use super::*;
 
     fn run(kind: BinaryKind, a: Tensor, b: Tensor) -> Tensor {
-        Binary { kind }
-            .run(&[Some(&a), Some(&b)])
-            .unwrap()
-            .remove(0)
+        Binary { kind }.run(&[Some(&a), Some(&b)]).unwrap().remove(0)
     }
 
     #[test]
     fn pow_of_negative_base_with_integral_exponent_is_real() {
         let a = Tensor::from_f32(vec![3], vec![-2.0, -3.0, 4.0]).unwrap();
         let b = Tensor::from_f32(vec![1], vec![2.0]).unwrap();
-        assert_eq!(
-            run(BinaryKind::Pow, a.clone(), b).f32s(),
-            vec![4.0, 9.0, 16.0]
-        );
+        assert_eq!(run(BinaryKind::Pow, a.clone(), b).f32s(), vec![4.0, 9.0, 16.0]);
         let e = Tensor::from_i64(vec![], vec![3]).unwrap();
         assert_eq!(run(BinaryKind::Pow, a, e).f32s(), vec![-8.0, -27.0, 64.0]);
     }
@@ -327,10 +288,7 @@ mod tests {
     fn integer_mod_follows_the_divisor_sign() {
         let a = Tensor::from_i64(vec![2], vec![-7, 7]).unwrap();
         let b = Tensor::from_i64(vec![1], vec![3]).unwrap();
-        assert_eq!(
-            run(BinaryKind::Mod { fmod: false }, a, b).to_i64_vec(),
-            vec![2, 1]
-        );
+        assert_eq!(run(BinaryKind::Mod { fmod: false }, a, b).to_i64_vec(), vec![2, 1]);
     }
 
     #[test]
@@ -341,10 +299,6 @@ mod tests {
         assert_eq!(out.shape(), &[2, 3]);
         assert_eq!(out.f32s(), vec![11.0, 21.0, 31.0, 12.0, 22.0, 32.0]);
         let i = Tensor::from_i64(vec![1], vec![1]).unwrap();
-        assert!(Binary {
-            kind: BinaryKind::Add
-        }
-        .run(&[Some(&a), Some(&i)])
-        .is_err());
+        assert!(Binary { kind: BinaryKind::Add }.run(&[Some(&a), Some(&i)]).is_err());
     }
 }

@@ -12,10 +12,7 @@ pub struct Cast {
 
 impl Cast {
     fn target(&self, like: Option<DType>) -> Result<DType, OpError> {
-        self.to.or(like).ok_or(OpError::MissingInput {
-            index: 1,
-            name: "target_type",
-        })
+        self.to.or(like).ok_or(OpError::MissingInput { index: 1, name: "target_type" })
     }
 }
 
@@ -23,10 +20,7 @@ impl OpSpec for Cast {
     fn infer(&self, inputs: &[Option<&ValueInfo>]) -> Result<Vec<TensorType>, OpError> {
         let x = required(inputs, 0, "input")?;
         let like = inputs.get(1).copied().flatten().map(|v| v.dtype());
-        Ok(vec![TensorType::new(
-            self.target(like)?,
-            x.shape().to_vec(),
-        )])
+        Ok(vec![TensorType::new(self.target(like)?, x.shape().to_vec())])
     }
 
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
@@ -37,16 +31,11 @@ impl OpSpec for Cast {
 }
 
 fn parse_cast(attrs: &mut Attrs, _: &NodeContext) -> Result<Op, OpError> {
-    let code = attrs
-        .int("to")?
-        .ok_or_else(|| OpError::bad_attribute("to", "is required"))?;
+    let code = attrs.int("to")?.ok_or_else(|| OpError::bad_attribute("to", "is required"))?;
     // `saturate` only affects float8 targets, which are not supported anyway.
     attrs.ignore("saturate");
     let to = DType::from_onnx_code(code as i32).ok_or_else(|| {
-        OpError::unsupported(
-            format!("Cast to ONNX dtype {code}"),
-            DType::ALL.map(|d| d.name()).join(", "),
-        )
+        OpError::unsupported(format!("Cast to ONNX dtype {code}"), DType::ALL.map(|d| d.name()).join(", "))
     })?;
     Ok(Cast { to: Some(to) }.into())
 }

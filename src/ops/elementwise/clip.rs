@@ -16,10 +16,7 @@ fn bound(inputs: &[Option<&Tensor>], index: usize) -> Result<Option<Tensor>, OpE
     match inputs.get(index).copied().flatten() {
         None => Ok(None),
         Some(t) if t.len() == 1 => Ok(Some(t.clone())),
-        Some(t) => Err(OpError::invalid(format!(
-            "Clip bounds must be scalars, got shape {:?}",
-            t.shape()
-        ))),
+        Some(t) => Err(OpError::invalid(format!("Clip bounds must be scalars, got shape {:?}", t.shape()))),
     }
 }
 
@@ -29,9 +26,7 @@ impl OpSpec for Clip {
         expect_dtype("input", x.dtype(), NUMERIC)?;
         for b in inputs.iter().skip(1).flatten() {
             if b.dtype() != x.dtype() || b.shape().iter().product::<usize>() != 1 {
-                return Err(OpError::invalid(
-                    "Clip bounds must be scalars of the input dtype",
-                ));
+                return Err(OpError::invalid("Clip bounds must be scalars of the input dtype"));
             }
         }
         Ok(vec![x.ty.clone()])
@@ -44,29 +39,19 @@ impl OpSpec for Clip {
         if x.dtype().is_float() {
             let lo = min.map_or(self.attr_min.unwrap_or(f32::MIN), |t| t.to_f32_vec()[0]);
             let hi = max.map_or(self.attr_max.unwrap_or(f32::MAX), |t| t.to_f32_vec()[0]);
-            let out = map_float(x, |v| v.max(lo).min(hi))
-                .ok_or_else(|| OpError::invalid("Clip input"))?;
+            let out = map_float(x, |v| v.max(lo).min(hi)).ok_or_else(|| OpError::invalid("Clip input"))?;
             return Ok(vec![out]);
         }
         let lo = min.map_or(i64::MIN, |t| t.to_i64_vec()[0]);
         let hi = max.map_or(i64::MAX, |t| t.to_i64_vec()[0]);
-        let values = x
-            .to_i64_vec()
-            .into_iter()
-            .map(|v| v.max(lo).min(hi))
-            .collect();
-        Ok(vec![
-            Tensor::from_i64(x.shape().to_vec(), values)?.cast(x.dtype())
-        ])
+        let values = x.to_i64_vec().into_iter().map(|v| v.max(lo).min(hi)).collect();
+        Ok(vec![Tensor::from_i64(x.shape().to_vec(), values)?.cast(x.dtype())])
     }
 }
 
 fn parse_clip(attrs: &mut Attrs, node: &NodeContext) -> Result<Op, OpError> {
     let (attr_min, attr_max) = if node.opset < 11 {
-        (
-            Some(attrs.float_or("min", f32::MIN)?),
-            Some(attrs.float_or("max", f32::MAX)?),
-        )
+        (Some(attrs.float_or("min", f32::MIN)?), Some(attrs.float_or("max", f32::MAX)?))
     } else {
         (None, None)
     };

@@ -20,19 +20,7 @@ pub(crate) fn map_float(x: &Tensor, f: impl Fn(f32) -> f32 + Sync + Send) -> Opt
     Tensor::new(x.shape().to_vec(), data).ok()
 }
 
-pub(crate) const NUMERIC: &[DType] = &[
-    DType::F32,
-    DType::F16,
-    DType::I8,
-    DType::U8,
-    DType::I32,
-    DType::I64,
-];
+pub(crate) const NUMERIC: &[DType] = &[DType::F32, DType::F16, DType::I8, DType::U8, DType::I32, DType::I64];
 
-pub(crate) const DEFS: &[&[crate::ops::OpDef]] = &[
-    binary::DEFS,
-    cast::DEFS,
-    clip::DEFS,
-    unary::DEFS,
-    where_op::DEFS,
-];
+pub(crate) const DEFS: &[&[crate::ops::OpDef]] =
+    &[binary::DEFS, cast::DEFS, clip::DEFS, unary::DEFS, where_op::DEFS];

@@ -2,9 +2,7 @@
 
 use super::{map_float, NUMERIC};
 use crate::ops::registry::{NodeContext, OpDef};
-use crate::ops::{
-    expect_dtype, required, Attrs, Op, OpError, OpSpec, TensorType, ValueInfo, FLOATS,
-};
+use crate::ops::{expect_dtype, required, Attrs, Op, OpError, OpSpec, TensorType, ValueInfo, FLOATS};
 use crate::tensor::{DType, Tensor, TensorData};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -58,12 +56,10 @@ impl UnaryKind {
                     x
                 }
             }
-            Gelu {
-                tanh_approximation: false,
-            } => 0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2)),
-            Gelu {
-                tanh_approximation: true,
-            } => {
+            Gelu { tanh_approximation: false } => {
+                0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2))
+            }
+            Gelu { tanh_approximation: true } => {
                 let inner = (2.0 / std::f32::consts::PI).sqrt() * (x + 0.044715 * x * x * x);
                 0.5 * x * (1.0 + inner.tanh())
             }
@@ -131,14 +127,9 @@ impl OpSpec for Unary {
         if let Some(out) = specialised!(Sigmoid, Exp, Sqrt, Tanh, Erf, Relu, Neg, Reciprocal) {
             return Ok(vec![out]);
         }
-        let values: Vec<i64> = x
-            .to_i64_vec()
-            .into_iter()
-            .map(|v| self.kind.apply_int(v).unwrap_or_default())
-            .collect();
-        Ok(vec![
-            Tensor::from_i64(x.shape().to_vec(), values)?.cast(x.dtype())
-        ])
+        let values: Vec<i64> =
+            x.to_i64_vec().into_iter().map(|v| self.kind.apply_int(v).unwrap_or_default()).collect();
+        Ok(vec![Tensor::from_i64(x.shape().to_vec(), values)?.cast(x.dtype())])
     }
 }
 
@@ -148,9 +139,7 @@ fn unary(kind: UnaryKind) -> Result<Op, OpError> {
 
 macro_rules! simple {
     ($name:literal, $since:literal, $kind:ident) => {
-        OpDef::new($name, ($since, 21), (1, 1), (1, 1), |_, _| {
-            unary(UnaryKind::$kind)
-        })
+        OpDef::new($name, ($since, 21), (1, 1), (1, 1), |_, _| unary(UnaryKind::$kind))
     };
 }
 
@@ -182,9 +171,7 @@ fn parse_leaky_relu(attrs: &mut Attrs, _: &NodeContext) -> Result<Op, OpError> {
 
 fn parse_gelu(attrs: &mut Attrs, _: &NodeContext) -> Result<Op, OpError> {
     let approximate = attrs.choice("approximate", "none", &["none", "tanh"])?;
-    unary(UnaryKind::Gelu {
-        tanh_approximation: approximate == "tanh",
-    })
+    unary(UnaryKind::Gelu { tanh_approximation: approximate == "tanh" })
 }
 
 #[cfg(test)]
@@ -201,9 +188,7 @@ mod tests {
     #[test]
     fn neg_runs_on_integers() {
         let x = Tensor::from_i64(vec![2], vec![3, -4]).unwrap();
-        let op = Unary {
-            kind: UnaryKind::Neg,
-        };
+        let op = Unary { kind: UnaryKind::Neg };
         let out = op.run(&[Some(&x)]).unwrap();
         assert_eq!(out[0].to_i64_vec(), vec![-3, 4]);
     }
@@ -211,9 +196,7 @@ mod tests {
     #[test]
     fn sqrt_rejects_integers() {
         let x = Tensor::from_i64(vec![1], vec![4]).unwrap();
-        let op = Unary {
-            kind: UnaryKind::Sqrt,
-        };
+        let op = Unary { kind: UnaryKind::Sqrt };
         assert!(op.run(&[Some(&x)]).is_err());
     }
 }

@@ -37,6 +37,5 @@ impl OpSpec for Where {
     }
 }
 
-pub(crate) const DEFS: &[OpDef] = &[OpDef::new("Where", (9, 21), (3, 3), (1, 1), |_, _| {
-    Ok(Op::Where(Where))
-})];
+pub(crate) const DEFS: &[OpDef] =
+    &[OpDef::new("Where", (9, 21), (3, 3), (1, 1), |_, _| Ok(Op::Where(Where)))];

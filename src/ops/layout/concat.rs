@@ -12,19 +12,13 @@ pub struct Concat {
 
 impl Concat {
     fn output_shape(&self, shapes: &[&[usize]]) -> Result<(usize, Vec<usize>), OpError> {
-        let first = shapes.first().ok_or(OpError::MissingInput {
-            index: 0,
-            name: "inputs",
-        })?;
+        let first = shapes.first().ok_or(OpError::MissingInput { index: 0, name: "inputs" })?;
         let axis = normalize_axis(self.axis, first.len())?;
         let mut out = first.to_vec();
         out[axis] = 0;
         for s in shapes {
             let same_elsewhere = s.len() == first.len()
-                && s.iter()
-                    .zip(first.iter())
-                    .enumerate()
-                    .all(|(i, (a, b))| i == axis || a == b);
+                && s.iter().zip(first.iter()).enumerate().all(|(i, (a, b))| i == axis || a == b);
             if !same_elsewhere {
                 return Err(OpError::invalid(format!(
                     "Concat on axis {axis}: shapes {first:?} and {s:?} differ elsewhere"
@@ -43,10 +37,7 @@ impl OpSpec for Concat {
             return Err(OpError::invalid("Concat inputs must share one dtype"));
         }
         let shapes: Vec<&[usize]> = inputs.iter().flatten().map(|v| v.shape()).collect();
-        Ok(vec![TensorType::new(
-            first.dtype(),
-            self.output_shape(&shapes)?.1,
-        )])
+        Ok(vec![TensorType::new(first.dtype(), self.output_shape(&shapes)?.1)])
     }
 
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
@@ -78,9 +69,7 @@ impl OpSpec for Concat {
 }
 
 fn parse(attrs: &mut Attrs, _: &NodeContext) -> Result<Op, OpError> {
-    let axis = attrs
-        .int("axis")?
-        .ok_or_else(|| OpError::bad_attribute("axis", "is required"))?;
+    let axis = attrs.int("axis")?.ok_or_else(|| OpError::bad_attribute("axis", "is required"))?;
     Ok(Concat { axis }.into())
 }
 

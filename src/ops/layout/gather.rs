@@ -11,11 +11,7 @@ pub struct Gather {
 }
 
 impl Gather {
-    fn output_shape(
-        &self,
-        data: &[usize],
-        indices: &[usize],
-    ) -> Result<(usize, Vec<usize>), OpError> {
+    fn output_shape(&self, data: &[usize], indices: &[usize]) -> Result<(usize, Vec<usize>), OpError> {
         let axis = normalize_axis(self.axis, data.len())?;
         Ok((axis, [&data[..axis], indices, &data[axis + 1..]].concat()))
     }
@@ -45,9 +41,7 @@ impl OpSpec for Gather {
                 if (0..dim as i64).contains(&j) {
                     Ok(j as usize)
                 } else {
-                    Err(OpError::invalid(format!(
-                        "Gather index {i} is out of range for dim {dim}"
-                    )))
+                    Err(OpError::invalid(format!("Gather index {i} is out of range for dim {dim}")))
                 }
             })
             .collect::<Result<_, _>>()?;
@@ -63,10 +57,7 @@ impl OpSpec for Gather {
 }
 
 fn parse(attrs: &mut Attrs, _: &NodeContext) -> Result<Op, OpError> {
-    Ok(Gather {
-        axis: attrs.int_or("axis", 0)?,
-    }
-    .into())
+    Ok(Gather { axis: attrs.int_or("axis", 0)? }.into())
 }
 
 pub(crate) const DEFS: &[OpDef] = &[OpDef::new("Gather", (1, 21), (2, 2), (1, 1), parse)];

@@ -32,10 +32,7 @@ pub(crate) const DEFS: &[&[OpDef]] = &[
 
 /// For every element of `out_shape`, the sum over dims of `tables[d][coord_d]` (a source offset
 /// contribution), or `None` when any contribution is `None` (padding).
-pub(crate) fn offsets_from_tables(
-    out_shape: &[usize],
-    tables: &[Vec<Option<usize>>],
-) -> Vec<Option<usize>> {
+pub(crate) fn offsets_from_tables(out_shape: &[usize], tables: &[Vec<Option<usize>>]) -> Vec<Option<usize>> {
     let mut offsets: Vec<Option<usize>> = vec![Some(0)];
     for (d, table) in tables.iter().enumerate().take(out_shape.len()) {
         let mut next = Vec::with_capacity(offsets.len() * out_shape[d]);
@@ -63,8 +60,8 @@ pub(crate) fn take_or_fill(
             Some(f) => f.cast(src.dtype()),
             None => Tensor::zeros(src.dtype(), vec![1])?,
         };
-        let both = TensorData::concat(&[src.data(), fill.data()])
-            .ok_or_else(|| OpError::invalid("fill dtype"))?;
+        let both =
+            TensorData::concat(&[src.data(), fill.data()]).ok_or_else(|| OpError::invalid("fill dtype"))?;
         let pad = src.len();
         let idx: Vec<usize> = offsets.iter().map(|o| o.unwrap_or(pad)).collect();
         both.take(&idx)

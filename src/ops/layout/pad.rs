@@ -3,9 +3,7 @@
 
 use super::{offsets_from_tables, take_or_fill};
 use crate::ops::registry::{NodeContext, OpDef};
-use crate::ops::{
-    const_i64s, opt_i64s, required, Attrs, Op, OpError, OpSpec, TensorType, ValueInfo,
-};
+use crate::ops::{const_i64s, opt_i64s, required, Attrs, Op, OpError, OpSpec, TensorType, ValueInfo};
 use crate::tensor::shape::{normalize_axes, strides};
 use crate::tensor::Tensor;
 
@@ -50,9 +48,7 @@ fn output_shape(shape: &[usize], pads: &[(i64, i64)]) -> Result<Vec<usize>, OpEr
         .map(|(&d, &(b, e))| {
             let n = d as i64 + b + e;
             if n < 0 {
-                Err(OpError::invalid(format!(
-                    "Pad crops more than dim {d} holds"
-                )))
+                Err(OpError::invalid(format!("Pad crops more than dim {d} holds")))
             } else {
                 Ok(n as usize)
             }
@@ -83,28 +79,18 @@ impl PadMode {
 impl OpSpec for Pad {
     fn infer(&self, inputs: &[Option<&ValueInfo>]) -> Result<Vec<TensorType>, OpError> {
         let x = required(inputs, 0, "data")?;
-        let pads = const_i64s(inputs, 1, "pads")?.ok_or(OpError::MissingInput {
-            index: 1,
-            name: "pads",
-        })?;
+        let pads = const_i64s(inputs, 1, "pads")?.ok_or(OpError::MissingInput { index: 1, name: "pads" })?;
         let pads = per_dim(x.shape().len(), &pads, const_i64s(inputs, 3, "axes")?)?;
         let shape = output_shape(x.shape(), &pads)?;
-        if self.mode != PadMode::Constant
-            && x.shape().iter().zip(&shape).any(|(&d, &n)| d == 0 && n > 0)
-        {
-            return Err(OpError::invalid(
-                "Pad in reflect, edge or wrap mode needs non-empty dims",
-            ));
+        if self.mode != PadMode::Constant && x.shape().iter().zip(&shape).any(|(&d, &n)| d == 0 && n > 0) {
+            return Err(OpError::invalid("Pad in reflect, edge or wrap mode needs non-empty dims"));
         }
         Ok(vec![TensorType::new(x.dtype(), shape)])
     }
 
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
         let x = required(inputs, 0, "data")?;
-        let pads = opt_i64s(inputs, 1).ok_or(OpError::MissingInput {
-            index: 1,
-            name: "pads",
-        })?;
+        let pads = opt_i64s(inputs, 1).ok_or(OpError::MissingInput { index: 1, name: "pads" })?;
         let pads = per_dim(x.rank(), &pads, opt_i64s(inputs, 3))?;
         let out_shape = output_shape(x.shape(), &pads)?;
         let own = strides(x.shape());
@@ -117,12 +103,7 @@ impl OpSpec for Pad {
             })
             .collect();
         let fill = inputs.get(2).copied().flatten();
-        Ok(vec![take_or_fill(
-            x,
-            out_shape.clone(),
-            &offsets_from_tables(&out_shape, &tables),
-            fill,
-        )?])
+        Ok(vec![take_or_fill(x, out_shape.clone(), &offsets_from_tables(&out_shape, &tables), fill)?])
     }
 }
 
@@ -149,9 +130,7 @@ mod tests {
 
     #[test]
     fn reflect_mirrors_without_repeating_the_edge() {
-        let idx: Vec<_> = (-3..6)
-            .map(|p| PadMode::Reflect.source(p, 3).unwrap())
-            .collect();
+        let idx: Vec<_> = (-3..6).map(|p| PadMode::Reflect.source(p, 3).unwrap()).collect();
         assert_eq!(idx, vec![1, 2, 1, 0, 1, 2, 1, 0, 1]);
     }
 }

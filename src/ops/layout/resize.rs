@@ -3,9 +3,7 @@
 
 use super::{offsets_from_tables, take_or_fill};
 use crate::ops::registry::{NodeContext, OpDef};
-use crate::ops::{
-    const_i64s, expect_dtype, required, Attrs, Op, OpError, OpSpec, TensorType, ValueInfo,
-};
+use crate::ops::{const_i64s, expect_dtype, required, Attrs, Op, OpError, OpSpec, TensorType, ValueInfo};
 use crate::tensor::shape::{normalize_axes, strides};
 use crate::tensor::{DType, Tensor};
 
@@ -54,28 +52,18 @@ impl Resize {
     ) -> Result<Plan, OpError> {
         let rank = input.len();
         if input.contains(&0) {
-            return Err(OpError::invalid(format!(
-                "Resize of an empty tensor {input:?}"
-            )));
+            return Err(OpError::invalid(format!("Resize of an empty tensor {input:?}")));
         }
         let axes = match &self.axes {
             Some(a) => normalize_axes(a, rank)?,
             None => (0..rank).collect(),
         };
-        let mut plan = Plan {
-            shape: input.to_vec(),
-            scales: vec![1.0; rank],
-        };
-        match (
-            scales.filter(|s| !s.is_empty()),
-            sizes.filter(|s| !s.is_empty()),
-        ) {
+        let mut plan = Plan { shape: input.to_vec(), scales: vec![1.0; rank] };
+        match (scales.filter(|s| !s.is_empty()), sizes.filter(|s| !s.is_empty())) {
             (Some(s), None) if s.len() == axes.len() => {
                 for (&a, &f) in axes.iter().zip(&s) {
                     if f.is_nan() || f <= 0.0 {
-                        return Err(OpError::invalid(format!(
-                            "Resize scale {f} must be positive"
-                        )));
+                        return Err(OpError::invalid(format!("Resize scale {f} must be positive")));
                     }
                     plan.scales[a] = f;
                     plan.shape[a] = (input[a] as f32 * f).floor() as usize;
@@ -109,9 +97,7 @@ impl Resize {
             CoordinateMode::HalfPixel => (x + 0.5) / scale - 0.5,
             CoordinateMode::PytorchHalfPixel if len_out > 1 => (x + 0.5) / scale - 0.5,
             CoordinateMode::PytorchHalfPixel => 0.0,
-            CoordinateMode::AlignCorners if len_out > 1 => {
-                x * (len_in as f32 - 1.0) / (len_out as f32 - 1.0)
-            }
+            CoordinateMode::AlignCorners if len_out > 1 => x * (len_in as f32 - 1.0) / (len_out as f32 - 1.0),
             CoordinateMode::AlignCorners => 0.0,
             CoordinateMode::Asymmetric => x / scale,
             CoordinateMode::HalfPixelSymmetric => {
@@ -140,12 +126,7 @@ type Targets = (Option<Vec<f32>>, Option<Vec<i64>>);
 fn read_inputs(inputs: &[Option<&ValueInfo>]) -> Result<Targets, OpError> {
     let scales = match inputs.get(2).copied().flatten() {
         None => None,
-        Some(v) => Some(
-            v.value
-                .as_ref()
-                .ok_or(OpError::NotConstant { name: "scales" })?
-                .to_f32_vec(),
-        ),
+        Some(v) => Some(v.value.as_ref().ok_or(OpError::NotConstant { name: "scales" })?.to_f32_vec()),
     };
     Ok((scales, const_i64s(inputs, 3, "sizes")?))
 }
@@ -157,10 +138,7 @@ impl OpSpec for Resize {
             expect_dtype("X", x.dtype(), &[DType::F32, DType::F16])?;
         }
         let (scales, sizes) = read_inputs(inputs)?;
-        Ok(vec![TensorType::new(
-            x.dtype(),
-            self.plan(x.shape(), scales, sizes)?.shape,
-        )])
+        Ok(vec![TensorType::new(x.dtype(), self.plan(x.shape(), scales, sizes)?.shape)])
     }
 
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
@@ -176,20 +154,14 @@ impl OpSpec for Resize {
 }
 
 impl Resize {
-    fn run_nearest(
-        &self,
-        x: &Tensor,
-        plan: &Plan,
-        mode: NearestMode,
-    ) -> Result<Vec<Tensor>, OpError> {
+    fn run_nearest(&self, x: &Tensor, plan: &Plan, mode: NearestMode) -> Result<Vec<Tensor>, OpError> {
         let own = strides(x.shape());
         let tables: Vec<Vec<Option<usize>>> = (0..x.rank())
             .map(|d| {
                 let (len_in, len_out) = (x.shape()[d], plan.shape[d]);
                 (0..len_out)
                     .map(|o| {
-                        let c =
-                            nearest(mode, self.source_coord(o, len_in, len_out, plan.scales[d]));
+                        let c = nearest(mode, self.source_coord(o, len_in, len_out, plan.scales[d]));
                         Some(c.clamp(0, len_in as i64 - 1) as usize * own[d])
                     })
                     .collect()
@@ -230,44 +202,26 @@ impl Resize {
                         prefix
                             .iter()
                             .flat_map(|&(o, w)| {
-                                pair.iter()
-                                    .filter(|t| t.1 != 0.0)
-                                    .map(move |&(to, tw)| (o + to, w * tw))
+                                pair.iter().filter(|t| t.1 != 0.0).map(move |&(to, tw)| (o + to, w * tw))
                             })
                             .collect::<Vec<_>>()
                     })
                 })
                 .collect();
         }
-        let out: Vec<f32> = terms
-            .iter()
-            .map(|t| t.iter().map(|&(o, w)| xv[o] * w).sum())
-            .collect();
+        let out: Vec<f32> = terms.iter().map(|t| t.iter().map(|&(o, w)| xv[o] * w).sum()).collect();
         let out = Tensor::from_f32(plan.shape.clone(), out)?;
-        Ok(vec![if x.dtype() == DType::F32 {
-            out
-        } else {
-            out.cast(x.dtype())
-        }])
+        Ok(vec![if x.dtype() == DType::F32 { out } else { out.cast(x.dtype()) }])
     }
 }
 
 fn parse(attrs: &mut Attrs, node: &NodeContext) -> Result<Op, OpError> {
     let mode = attrs.choice("mode", "nearest", &["nearest", "linear"])?;
-    let mut coordinate_modes = vec![
-        "half_pixel",
-        "pytorch_half_pixel",
-        "align_corners",
-        "asymmetric",
-    ];
+    let mut coordinate_modes = vec!["half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric"];
     if node.opset >= 19 {
         coordinate_modes.push("half_pixel_symmetric");
     }
-    let coordinates = match attrs.choice(
-        "coordinate_transformation_mode",
-        "half_pixel",
-        &coordinate_modes,
-    )? {
+    let coordinates = match attrs.choice("coordinate_transformation_mode", "half_pixel", &coordinate_modes)? {
         "pytorch_half_pixel" => CoordinateMode::PytorchHalfPixel,
         "align_corners" => CoordinateMode::AlignCorners,
         "asymmetric" => CoordinateMode::Asymmetric,
@@ -288,27 +242,15 @@ fn parse(attrs: &mut Attrs, node: &NodeContext) -> Result<Op, OpError> {
     attrs.ignore("cubic_coeff_a");
     attrs.ignore("extrapolation_value");
     if attrs.int_or("exclude_outside", 0)? != 0 {
-        return Err(OpError::unsupported(
-            "Resize exclude_outside 1",
-            "exclude_outside 0",
-        ));
+        return Err(OpError::unsupported("Resize exclude_outside 1", "exclude_outside 0"));
     }
     if attrs.int_or("antialias", 0)? != 0 {
         return Err(OpError::unsupported("Resize antialias 1", "antialias 0"));
     }
     attrs.choice("keep_aspect_ratio_policy", "stretch", &["stretch"])?;
     let axes = attrs.ints("axes")?;
-    let mode = if mode == "linear" {
-        ResizeMode::Linear
-    } else {
-        ResizeMode::Nearest(nearest_mode)
-    };
-    Ok(Resize {
-        mode,
-        coordinates,
-        axes,
-    }
-    .into())
+    let mode = if mode == "linear" { ResizeMode::Linear } else { ResizeMode::Nearest(nearest_mode) };
+    Ok(Resize { mode, coordinates, axes }.into())
 }
 
 pub(crate) const DEFS: &[OpDef] = &[OpDef::new("Resize", (11, 21), (1, 4), (1, 1), parse)];

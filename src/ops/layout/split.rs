@@ -3,9 +3,7 @@
 
 use super::slice::slice_axis;
 use crate::ops::registry::{NodeContext, OpDef, MANY};
-use crate::ops::{
-    const_i64s, opt_i64s, required, Attrs, Op, OpError, OpSpec, TensorType, ValueInfo,
-};
+use crate::ops::{const_i64s, opt_i64s, required, Attrs, Op, OpError, OpSpec, TensorType, ValueInfo};
 use crate::tensor::shape::normalize_axis;
 use crate::tensor::Tensor;
 
@@ -33,14 +31,8 @@ impl Split {
             None => {
                 let n = self.num_outputs.unwrap_or(self.outputs).max(1);
                 // num_outputs allows a smaller last chunk; an implicit even split must divide.
-                let chunk = if self.num_outputs.is_some() {
-                    dim.div_ceil(n)
-                } else {
-                    dim / n
-                };
-                (0..n)
-                    .map(|i| chunk.min(dim.saturating_sub(i * chunk)))
-                    .collect()
+                let chunk = if self.num_outputs.is_some() { dim.div_ceil(n) } else { dim / n };
+                (0..n).map(|i| chunk.min(dim.saturating_sub(i * chunk))).collect()
             }
         };
         if sizes.iter().sum::<usize>() != dim || sizes.len() != self.outputs {
@@ -85,23 +77,10 @@ impl OpSpec for Split {
 
 fn parse(attrs: &mut Attrs, node: &NodeContext) -> Result<Op, OpError> {
     let axis = attrs.int_or("axis", 0)?;
-    let split_attr = if node.opset < 13 {
-        attrs.ints("split")?
-    } else {
-        None
-    };
-    let num_outputs = if node.opset >= 18 {
-        attrs.int("num_outputs")?.map(|n| n.max(1) as usize)
-    } else {
-        None
-    };
-    Ok(Split {
-        axis,
-        split_attr,
-        num_outputs,
-        outputs: node.num_outputs,
-    }
-    .into())
+    let split_attr = if node.opset < 13 { attrs.ints("split")? } else { None };
+    let num_outputs =
+        if node.opset >= 18 { attrs.int("num_outputs")?.map(|n| n.max(1) as usize) } else { None };
+    Ok(Split { axis, split_attr, num_outputs, outputs: node.num_outputs }.into())
 }
 
 pub(crate) const DEFS: &[OpDef] = &[OpDef::new("Split", (2, 21), (1, 2), (1, MANY), parse)];

@@ -22,37 +22,19 @@ fn squeezed(shape: &[usize], axes: Option<Vec<i64>>) -> Result<Vec<usize>, OpErr
         Some(axes) => {
             let axes = normalize_axes(&axes, shape.len())?;
             if let Some(&a) = axes.iter().find(|&&a| shape[a] != 1) {
-                return Err(OpError::invalid(format!(
-                    "cannot squeeze dim {a} of {shape:?}: it is not 1"
-                )));
+                return Err(OpError::invalid(format!("cannot squeeze dim {a} of {shape:?}: it is not 1")));
             }
-            Ok(shape
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| !axes.contains(i))
-                .map(|(_, &d)| d)
-                .collect())
+            Ok(shape.iter().enumerate().filter(|(i, _)| !axes.contains(i)).map(|(_, &d)| d).collect())
         }
     }
 }
 
 fn unsqueezed(shape: &[usize], axes: Option<Vec<i64>>) -> Result<Vec<usize>, OpError> {
-    let axes = axes.ok_or(OpError::MissingInput {
-        index: 1,
-        name: "axes",
-    })?;
+    let axes = axes.ok_or(OpError::MissingInput { index: 1, name: "axes" })?;
     let rank = shape.len() + axes.len();
     let axes = normalize_axes(&axes, rank)?;
     let mut rest = shape.iter();
-    Ok((0..rank)
-        .map(|i| {
-            if axes.contains(&i) {
-                1
-            } else {
-                *rest.next().unwrap_or(&1)
-            }
-        })
-        .collect())
+    Ok((0..rank).map(|i| if axes.contains(&i) { 1 } else { *rest.next().unwrap_or(&1) }).collect())
 }
 
 impl OpSpec for Squeeze {
@@ -73,10 +55,7 @@ impl OpSpec for Unsqueeze {
     fn infer(&self, inputs: &[Option<&ValueInfo>]) -> Result<Vec<TensorType>, OpError> {
         let x = required(inputs, 0, "data")?;
         let axes = self.axes.clone().or(const_i64s(inputs, 1, "axes")?);
-        Ok(vec![TensorType::new(
-            x.dtype(),
-            unsqueezed(x.shape(), axes)?,
-        )])
+        Ok(vec![TensorType::new(x.dtype(), unsqueezed(x.shape(), axes)?)])
     }
 
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
@@ -95,28 +74,8 @@ fn attr_axes(attrs: &mut Attrs, node: &NodeContext) -> Result<Option<Vec<i64>>, 
 }
 
 pub(crate) const DEFS: &[OpDef] = &[
-    OpDef::new("Squeeze", (1, 12), (1, 1), (1, 1), |a, o| {
-        Ok(Squeeze {
-            axes: attr_axes(a, o)?,
-        }
-        .into())
-    }),
-    OpDef::new("Squeeze", (13, 21), (1, 2), (1, 1), |a, o| {
-        Ok(Squeeze {
-            axes: attr_axes(a, o)?,
-        }
-        .into())
-    }),
-    OpDef::new("Unsqueeze", (1, 12), (1, 1), (1, 1), |a, o| {
-        Ok(Unsqueeze {
-            axes: attr_axes(a, o)?,
-        }
-        .into())
-    }),
-    OpDef::new("Unsqueeze", (13, 21), (2, 2), (1, 1), |a, o| {
-        Ok(Unsqueeze {
-            axes: attr_axes(a, o)?,
-        }
-        .into())
-    }),
+    OpDef::new("Squeeze", (1, 12), (1, 1), (1, 1), |a, o| Ok(Squeeze { axes: attr_axes(a, o)? }.into())),
+    OpDef::new("Squeeze", (13, 21), (1, 2), (1, 1), |a, o| Ok(Squeeze { axes: attr_axes(a, o)? }.into())),
+    OpDef::new("Unsqueeze", (1, 12), (1, 1), (1, 1), |a, o| Ok(Unsqueeze { axes: attr_axes(a, o)? }.into())),
+    OpDef::new("Unsqueeze", (13, 21), (2, 2), (1, 1), |a, o| Ok(Unsqueeze { axes: attr_axes(a, o)? }.into())),
 ];

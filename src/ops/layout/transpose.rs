@@ -26,10 +26,7 @@ fn resolve(perm: &Option<Vec<i64>>, rank: usize) -> Result<Vec<usize>, OpError> 
         }
     }
     if perm.len() != rank {
-        return Err(OpError::bad_attribute(
-            "perm",
-            format!("{perm:?} is not a permutation of {rank} dims"),
-        ));
+        return Err(OpError::bad_attribute("perm", format!("{perm:?} is not a permutation of {rank} dims")));
     }
     Ok(perm)
 }
@@ -53,10 +50,7 @@ impl OpSpec for Transpose {
     fn infer(&self, inputs: &[Option<&ValueInfo>]) -> Result<Vec<TensorType>, OpError> {
         let x = required(inputs, 0, "data")?;
         let perm = resolve(&self.perm, x.shape().len())?;
-        Ok(vec![TensorType::new(
-            x.dtype(),
-            perm.iter().map(|&p| x.shape()[p]).collect(),
-        )])
+        Ok(vec![TensorType::new(x.dtype(), perm.iter().map(|&p| x.shape()[p]).collect())])
     }
 
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
@@ -66,10 +60,7 @@ impl OpSpec for Transpose {
 }
 
 fn parse(attrs: &mut Attrs, _: &NodeContext) -> Result<Op, OpError> {
-    Ok(Transpose {
-        perm: attrs.ints("perm")?,
-    }
-    .into())
+    Ok(Transpose { perm: attrs.ints("perm")? }.into())
 }
 
 pub(crate) const DEFS: &[OpDef] = &[OpDef::new("Transpose", (1, 21), (1, 1), (1, 1), parse)];

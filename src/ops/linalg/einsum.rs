@@ -5,9 +5,7 @@
 use super::matmul::batched_matmul;
 use crate::ops::layout::transpose::permute;
 use crate::ops::registry::{NodeContext, OpDef, MANY};
-use crate::ops::{
-    expect_dtype, required, Attrs, Op, OpError, OpSpec, TensorType, ValueInfo, FLOATS,
-};
+use crate::ops::{expect_dtype, required, Attrs, Op, OpError, OpSpec, TensorType, ValueInfo, FLOATS};
 use crate::tensor::Tensor;
 
 const SUPPORTED: &str = "two operands whose every index is kept, contracted or a batch index \
@@ -45,11 +43,8 @@ impl Einsum {
             None => {
                 // Implicit form: the indices that appear once, in alphabetical order.
                 let all: Vec<char> = operands.concat();
-                let mut once: Vec<char> = all
-                    .iter()
-                    .copied()
-                    .filter(|c| all.iter().filter(|d| *d == c).count() == 1)
-                    .collect();
+                let mut once: Vec<char> =
+                    all.iter().copied().filter(|c| all.iter().filter(|d| *d == c).count() == 1).collect();
                 once.sort_unstable();
                 once
             }
@@ -57,9 +52,7 @@ impl Einsum {
         if !(1..=2).contains(&operands.len())
             || !operands.iter().all(|o| letters_ok(o))
             || !letters_ok(&output)
-            || !output
-                .iter()
-                .all(|c| operands.iter().any(|o| o.contains(c)))
+            || !output.iter().all(|c| operands.iter().any(|o| o.contains(c)))
         {
             return Err(unsupported(equation));
         }
@@ -70,11 +63,7 @@ impl Einsum {
         if !every_index_kept_or_shared {
             return Err(unsupported(equation));
         }
-        Ok(Einsum {
-            equation: equation.to_string(),
-            operands,
-            output,
-        })
+        Ok(Einsum { equation: equation.to_string(), operands, output })
     }
 
     /// Size of every index, checking that operands agree.
@@ -114,65 +103,32 @@ impl Einsum {
 
     fn output_shape(&self, shapes: &[&[usize]]) -> Result<Vec<usize>, OpError> {
         let sizes = self.sizes(shapes)?;
-        Ok(self
-            .output
-            .iter()
-            .map(|c| sizes.iter().find(|(l, _)| l == c).map_or(1, |s| s.1))
-            .collect())
+        Ok(self.output.iter().map(|c| sizes.iter().find(|(l, _)| l == c).map_or(1, |s| s.1)).collect())
     }
 
     fn contract(&self, a: &Tensor, b: &Tensor) -> Result<Tensor, OpError> {
         let (la, lb) = (&self.operands[0], &self.operands[1]);
         let sizes = self.sizes(&[a.shape(), b.shape()])?;
         let size = |c: &char| sizes.iter().find(|(l, _)| l == c).map_or(1, |s| s.1);
-        let batch: Vec<char> = self
-            .output
-            .iter()
-            .filter(|c| la.contains(c) && lb.contains(c))
-            .copied()
-            .collect();
-        let a_free: Vec<char> = self
-            .output
-            .iter()
-            .filter(|c| la.contains(c) && !lb.contains(c))
-            .copied()
-            .collect();
-        let b_free: Vec<char> = self
-            .output
-            .iter()
-            .filter(|c| lb.contains(c) && !la.contains(c))
-            .copied()
-            .collect();
-        let summed: Vec<char> = la
-            .iter()
-            .filter(|c| lb.contains(c) && !self.output.contains(c))
-            .copied()
-            .collect();
-        let position =
-            |letters: &[char], c: &char| letters.iter().position(|l| l == c).unwrap_or(0);
-        let perm_a: Vec<usize> = batch
-            .iter()
-            .chain(&a_free)
-            .chain(&summed)
-            .map(|c| position(la, c))
-            .collect();
-        let perm_b: Vec<usize> = batch
-            .iter()
-            .chain(&summed)
-            .chain(&b_free)
-            .map(|c| position(lb, c))
-            .collect();
+        let batch: Vec<char> =
+            self.output.iter().filter(|c| la.contains(c) && lb.contains(c)).copied().collect();
+        let a_free: Vec<char> =
+            self.output.iter().filter(|c| la.contains(c) && !lb.contains(c)).copied().collect();
+        let b_free: Vec<char> =
+            self.output.iter().filter(|c| lb.contains(c) && !la.contains(c)).copied().collect();
+        let summed: Vec<char> =
+            la.iter().filter(|c| lb.contains(c) && !self.output.contains(c)).copied().collect();
+        let position = |letters: &[char], c: &char| letters.iter().position(|l| l == c).unwrap_or(0);
+        let perm_a: Vec<usize> =
+            batch.iter().chain(&a_free).chain(&summed).map(|c| position(la, c)).collect();
+        let perm_b: Vec<usize> =
+            batch.iter().chain(&summed).chain(&b_free).map(|c| position(lb, c)).collect();
         let prod = |cs: &[char]| cs.iter().map(size).product::<usize>();
         let (nb, m, k, n) = (prod(&batch), prod(&a_free), prod(&summed), prod(&b_free));
         let a_p = permute(a, &perm_a)?.to_f32_vec();
         let b_p = permute(b, &perm_b)?.to_f32_vec();
         let (_, out) = batched_matmul(&[nb, m, k], &a_p, &[nb, k, n], &b_p)?;
-        let grouped: Vec<char> = batch
-            .iter()
-            .chain(&a_free)
-            .chain(&b_free)
-            .copied()
-            .collect();
+        let grouped: Vec<char> = batch.iter().chain(&a_free).chain(&b_free).copied().collect();
         let grouped_shape: Vec<usize> = grouped.iter().map(size).collect();
         let result = Tensor::from_f32(grouped_shape, out)?;
         let to_output: Vec<usize> = self.output.iter().map(|c| position(&grouped, c)).collect();
@@ -185,10 +141,7 @@ impl OpSpec for Einsum {
         let first = required(inputs, 0, "Inputs")?;
         expect_dtype("Inputs", first.dtype(), FLOATS)?;
         let shapes: Vec<&[usize]> = inputs.iter().flatten().map(|v| v.shape()).collect();
-        Ok(vec![TensorType::new(
-            first.dtype(),
-            self.output_shape(&shapes)?,
-        )])
+        Ok(vec![TensorType::new(first.dtype(), self.output_shape(&shapes)?)])
     }
 
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
@@ -209,19 +162,12 @@ impl OpSpec for Einsum {
 }
 
 fn parse_einsum(attrs: &mut Attrs, _: &NodeContext) -> Result<Op, OpError> {
-    let equation = attrs
-        .string("equation")?
-        .ok_or_else(|| OpError::bad_attribute("equation", "is required"))?;
+    let equation =
+        attrs.string("equation")?.ok_or_else(|| OpError::bad_attribute("equation", "is required"))?;
     Ok(Einsum::parse(&equation)?.into())
 }
 
-pub(crate) const DEFS: &[OpDef] = &[OpDef::new(
-    "Einsum",
-    (12, 21),
-    (1, MANY),
-    (1, 1),
-    parse_einsum,
-)];
+pub(crate) const DEFS: &[OpDef] = &[OpDef::new("Einsum", (12, 21), (1, MANY), (1, 1), parse_einsum)];
 
 #[cfg(test)]
 mod tests {
@@ -231,17 +177,14 @@ mod tests {
     fn attention_scores_match_a_loop() {
         let op = Einsum::parse("bhid,bhjd->bhij").unwrap();
         let q = Tensor::from_f32(vec![1, 2, 3, 2], (0..12).map(|x| x as f32).collect()).unwrap();
-        let k =
-            Tensor::from_f32(vec![1, 2, 4, 2], (0..16).map(|x| (x % 3) as f32).collect()).unwrap();
+        let k = Tensor::from_f32(vec![1, 2, 4, 2], (0..16).map(|x| (x % 3) as f32).collect()).unwrap();
         let out = op.run(&[Some(&q), Some(&k)]).unwrap().remove(0);
         assert_eq!(out.shape(), &[1, 2, 3, 4]);
         let (qv, kv, ov) = (q.f32s(), k.f32s(), out.f32s());
         for h in 0..2 {
             for i in 0..3 {
                 for j in 0..4 {
-                    let want: f32 = (0..2)
-                        .map(|d| qv[h * 6 + i * 2 + d] * kv[h * 8 + j * 2 + d])
-                        .sum();
+                    let want: f32 = (0..2).map(|d| qv[h * 6 + i * 2 + d] * kv[h * 8 + j * 2 + d]).sum();
                     assert_eq!(ov[h * 12 + i * 4 + j], want);
                 }
             }

@@ -2,9 +2,7 @@
 
 use crate::cpu::gemm::{sgemm, MatRef};
 use crate::ops::registry::{NodeContext, OpDef};
-use crate::ops::{
-    expect_dtype, required, Attrs, Op, OpError, OpSpec, TensorType, ValueInfo, FLOATS,
-};
+use crate::ops::{expect_dtype, required, Attrs, Op, OpError, OpSpec, TensorType, ValueInfo, FLOATS};
 use crate::tensor::shape::{broadcast_shapes, broadcast_strides, for_each_offset};
 use crate::tensor::{DType, Tensor};
 
@@ -21,16 +19,8 @@ impl Gemm {
         if a.len() != 2 || b.len() != 2 {
             return Err(OpError::invalid("Gemm inputs A and B must be 2-D"));
         }
-        let (m, k) = if self.trans_a {
-            (a[1], a[0])
-        } else {
-            (a[0], a[1])
-        };
-        let (k2, n) = if self.trans_b {
-            (b[1], b[0])
-        } else {
-            (b[0], b[1])
-        };
+        let (m, k) = if self.trans_a { (a[1], a[0]) } else { (a[0], a[1]) };
+        let (k2, n) = if self.trans_b { (b[1], b[0]) } else { (b[0], b[1]) };
         if k != k2 {
             return Err(OpError::invalid(format!(
                 "Gemm shapes {a:?} and {b:?} disagree on K (transA={}, transB={})",
@@ -79,11 +69,7 @@ impl OpSpec for Gemm {
         debug_assert_eq!((a_mat.rows, a_mat.cols, b_mat.cols), (m, k, n));
         sgemm(self.alpha, a_mat, b_mat, beta, &mut out);
         let out = Tensor::from_f32(vec![m, n], out)?;
-        Ok(vec![if a.dtype() == DType::F32 {
-            out
-        } else {
-            out.cast(a.dtype())
-        }])
+        Ok(vec![if a.dtype() == DType::F32 { out } else { out.cast(a.dtype()) }])
     }
 }
 

@@ -26,16 +26,8 @@ fn plan(a: &[usize], b: &[usize]) -> Result<Plan, OpError> {
     if a.is_empty() || b.is_empty() {
         return Err(OpError::invalid("MatMul inputs must have rank >= 1"));
     }
-    let a2: Vec<usize> = if a.len() == 1 {
-        vec![1, a[0]]
-    } else {
-        a.to_vec()
-    };
-    let b2: Vec<usize> = if b.len() == 1 {
-        vec![b[0], 1]
-    } else {
-        b.to_vec()
-    };
+    let a2: Vec<usize> = if a.len() == 1 { vec![1, a[0]] } else { a.to_vec() };
+    let b2: Vec<usize> = if b.len() == 1 { vec![b[0], 1] } else { b.to_vec() };
     let (m, k) = (a2[a2.len() - 2], a2[a2.len() - 1]);
     let (k2, n) = (b2[b2.len() - 2], b2[b2.len() - 1]);
     if k != k2 {
@@ -53,15 +45,7 @@ fn plan(a: &[usize], b: &[usize]) -> Result<Plan, OpError> {
     if b.len() > 1 {
         out_shape.push(n);
     }
-    Ok(Plan {
-        batch,
-        a_batch,
-        b_batch,
-        m,
-        k,
-        n,
-        out_shape,
-    })
+    Ok(Plan { batch, a_batch, b_batch, m, k, n, out_shape })
 }
 
 /// Batched f32 product of row-major operands with broadcast batch shapes.
@@ -78,13 +62,7 @@ pub(crate) fn batched_matmul(
         // folded into the rows of A.
         let rows = p.batch.iter().product::<usize>() * m;
         let mut out = vec![0.0f32; rows * n];
-        sgemm(
-            1.0,
-            MatRef::row_major(a, rows, k),
-            MatRef::row_major(b, k, n),
-            0.0,
-            &mut out,
-        );
+        sgemm(1.0, MatRef::row_major(a, rows, k), MatRef::row_major(b, k, n), 0.0, &mut out);
         return Ok((p.out_shape, out));
     }
     let pairs = gather_offsets(&p.batch, [&p.a_batch, &p.b_batch]);
@@ -109,10 +87,7 @@ impl OpSpec for MatMul {
         let b = required(inputs, 1, "B")?;
         expect_dtype("A", a.dtype(), FLOATS)?;
         expect_dtype("B", b.dtype(), &[a.dtype()])?;
-        Ok(vec![TensorType::new(
-            a.dtype(),
-            plan(a.shape(), b.shape())?.out_shape,
-        )])
+        Ok(vec![TensorType::new(a.dtype(), plan(a.shape(), b.shape())?.out_shape)])
     }
 
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
@@ -120,17 +95,12 @@ impl OpSpec for MatMul {
         let b = required(inputs, 1, "B")?;
         let (shape, out) = batched_matmul(a.shape(), &a.f32s(), b.shape(), &b.f32s())?;
         let out = Tensor::from_f32(shape, out)?;
-        Ok(vec![if a.dtype() == DType::F32 {
-            out
-        } else {
-            out.cast(a.dtype())
-        }])
+        Ok(vec![if a.dtype() == DType::F32 { out } else { out.cast(a.dtype()) }])
     }
 }
 
-pub(crate) const DEFS: &[OpDef] = &[OpDef::new("MatMul", (1, 21), (2, 2), (1, 1), |_, _| {
-    Ok(Op::MatMul(MatMul))
-})];
+pub(crate) const DEFS: &[OpDef] =
+    &[OpDef::new("MatMul", (1, 21), (2, 2), (1, 1), |_, _| Ok(Op::MatMul(MatMul)))];
 
 #[cfg(test)]
 mod tests {

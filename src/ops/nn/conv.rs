@@ -5,9 +5,7 @@ use super::window::{Window, WindowAttrs};
 use crate::cpu::gemm::{sgemm, MatRef};
 use crate::cpu::im2col::im2col;
 use crate::ops::registry::{NodeContext, OpDef};
-use crate::ops::{
-    expect_dtype, required, Attrs, Op, OpError, OpSpec, TensorType, ValueInfo, FLOATS,
-};
+use crate::ops::{expect_dtype, required, Attrs, Op, OpError, OpSpec, TensorType, ValueInfo, FLOATS};
 use crate::tensor::{DType, Tensor};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -47,9 +45,7 @@ impl Conv {
         }
         if let Some(b) = bias {
             if b != [out_channels] {
-                return Err(OpError::invalid(format!(
-                    "Conv bias {b:?} is not [{out_channels}]"
-                )));
+                return Err(OpError::invalid(format!("Conv bias {b:?} is not [{out_channels}]")));
             }
         }
         Ok(ConvGeometry {
@@ -64,11 +60,7 @@ impl Conv {
 
 impl ConvGeometry {
     pub fn output_shape(&self) -> Vec<usize> {
-        [
-            vec![self.batch, self.out_channels],
-            self.window.output.clone(),
-        ]
-        .concat()
+        [vec![self.batch, self.out_channels], self.window.output.clone()].concat()
     }
 
     /// A 1x1 kernel with unit stride and no padding reads the input as it is.
@@ -81,17 +73,9 @@ impl ConvGeometry {
 /// The CPU convolution in f32.
 pub(crate) fn conv_f32(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     let (cg, mg) = (g.in_channels / g.group, g.out_channels / g.group);
-    let (k, o, i) = (
-        g.window.kernel_len(),
-        g.window.output_len(),
-        g.window.input_len(),
-    );
+    let (k, o, i) = (g.window.kernel_len(), g.window.output_len(), g.window.input_len());
     let mut out = vec![0.0f32; g.batch * g.out_channels * o];
-    let mut col = if g.is_pointwise() {
-        Vec::new()
-    } else {
-        vec![0.0f32; cg * k * o]
-    };
+    let mut col = if g.is_pointwise() { Vec::new() } else { vec![0.0f32; cg * k * o] };
     for n in 0..g.batch {
         for grp in 0..g.group {
             let x_g = &x[(n * g.in_channels + grp * cg) * i..][..cg * i];
@@ -133,11 +117,7 @@ impl OpSpec for Conv {
         let bias = b.map(|b| b.f32s());
         let out = conv_f32(&g, &x.f32s(), &w.f32s(), bias.as_deref());
         let out = Tensor::from_f32(g.output_shape(), out)?;
-        Ok(vec![if x.dtype() == DType::F32 {
-            out
-        } else {
-            out.cast(x.dtype())
-        }])
+        Ok(vec![if x.dtype() == DType::F32 { out } else { out.cast(x.dtype()) }])
     }
 }
 
@@ -145,16 +125,9 @@ fn parse_conv(attrs: &mut Attrs, _: &NodeContext) -> Result<Op, OpError> {
     let window = WindowAttrs::parse(attrs, true, false)?;
     let group = attrs.int_or("group", 1)?;
     if group < 1 {
-        return Err(OpError::bad_attribute(
-            "group",
-            format!("must be >= 1, got {group}"),
-        ));
+        return Err(OpError::bad_attribute("group", format!("must be >= 1, got {group}")));
     }
-    Ok(Conv {
-        window,
-        group: group as usize,
-    }
-    .into())
+    Ok(Conv { window, group: group as usize }.into())
 }
 
 pub(crate) const DEFS: &[OpDef] = &[OpDef::new("Conv", (1, 21), (2, 3), (1, 1), parse_conv)];

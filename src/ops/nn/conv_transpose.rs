@@ -4,9 +4,7 @@ use super::window::{AutoPad, Window, WindowAttrs};
 use crate::cpu::gemm::{sgemm, MatRef};
 use crate::cpu::im2col::col2im;
 use crate::ops::registry::{NodeContext, OpDef};
-use crate::ops::{
-    expect_dtype, required, Attrs, Op, OpError, OpSpec, TensorType, ValueInfo, FLOATS,
-};
+use crate::ops::{expect_dtype, required, Attrs, Op, OpError, OpSpec, TensorType, ValueInfo, FLOATS};
 use crate::tensor::{DType, Tensor};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -28,12 +26,7 @@ struct Geometry {
 
 impl ConvTranspose {
     fn geometry(&self, x: &[usize], w: &[usize]) -> Result<Geometry, OpError> {
-        if x.len() < 3
-            || w.len() != x.len()
-            || self.group == 0
-            || x[1] != w[0]
-            || w[0] % self.group != 0
-        {
+        if x.len() < 3 || w.len() != x.len() || self.group == 0 || x[1] != w[0] || w[0] % self.group != 0 {
             return Err(OpError::invalid(format!(
                 "ConvTranspose cannot take X {x:?} and W {w:?} with group {}",
                 self.group
@@ -42,9 +35,7 @@ impl ConvTranspose {
         let rank = x.len() - 2;
         let (input, kernel) = (&x[2..], &w[2..]);
         if input.contains(&0) || kernel.contains(&0) {
-            return Err(OpError::invalid(format!(
-                "ConvTranspose with empty X {x:?} or W {w:?}"
-            )));
+            return Err(OpError::invalid(format!("ConvTranspose with empty X {x:?} or W {w:?}")));
         }
         let attrs = &self.window;
         let per_dim = |v: &Option<Vec<usize>>, name: &str, default: usize| match v {
@@ -57,27 +48,18 @@ impl ConvTranspose {
         let out_pad = per_dim(&self.output_padding, "output_padding", 0)?;
         if let Some(k) = &attrs.kernel_shape {
             if k.as_slice() != kernel {
-                return Err(OpError::bad_attribute(
-                    "kernel_shape",
-                    "disagrees with the weights",
-                ));
+                return Err(OpError::bad_attribute("kernel_shape", "disagrees with the weights"));
             }
         }
         let pads = match &attrs.pads {
             Some(p) if p.len() == 2 * rank => p.clone(),
-            Some(_) => {
-                return Err(OpError::bad_attribute(
-                    "pads",
-                    format!("needs {} values", 2 * rank),
-                ))
-            }
+            Some(_) => return Err(OpError::bad_attribute("pads", format!("needs {} values", 2 * rank))),
             None => vec![0; 2 * rank],
         };
         let (mut pad_begin, mut pad_end) = (pads[..rank].to_vec(), pads[rank..].to_vec());
         let mut output = Vec::with_capacity(rank);
         for d in 0..rank {
-            let full =
-                strides[d] * (input[d] - 1) + out_pad[d] + (kernel[d] - 1) * dilations[d] + 1;
+            let full = strides[d] * (input[d] - 1) + out_pad[d] + (kernel[d] - 1) * dilations[d] + 1;
             let wanted = match (&self.output_shape, attrs.auto_pad) {
                 (Some(s), _) => Some(
                     *s.get(s.len().wrapping_sub(rank) + d)
@@ -127,11 +109,7 @@ impl ConvTranspose {
 
 impl Geometry {
     fn output_shape(&self) -> Vec<usize> {
-        [
-            vec![self.batch, self.out_channels],
-            self.window.input.clone(),
-        ]
-        .concat()
+        [vec![self.batch, self.out_channels], self.window.input.clone()].concat()
     }
 }
 
@@ -144,9 +122,7 @@ impl OpSpec for ConvTranspose {
         let g = self.geometry(x.shape(), w.shape())?;
         if let Some(b) = inputs.get(2).copied().flatten() {
             if b.shape() != [g.out_channels] {
-                return Err(OpError::invalid(
-                    "ConvTranspose bias must be [out_channels]",
-                ));
+                return Err(OpError::invalid("ConvTranspose bias must be [out_channels]"));
             }
         }
         Ok(vec![TensorType::new(x.dtype(), g.output_shape())])
@@ -159,20 +135,14 @@ impl OpSpec for ConvTranspose {
         let (xv, wv) = (x.f32s(), w.f32s());
         let bias = inputs.get(2).copied().flatten().map(|b| b.f32s());
         let (cg, mg) = (g.in_channels / self.group, g.out_channels / self.group);
-        let (k, i, o) = (
-            g.window.kernel_len(),
-            g.window.output_len(),
-            g.window.input_len(),
-        );
+        let (k, i, o) = (g.window.kernel_len(), g.window.output_len(), g.window.input_len());
         let mut out = vec![0.0f32; g.batch * g.out_channels * o];
         let mut col = vec![0.0f32; mg * k * i];
         for n in 0..g.batch {
             for grp in 0..self.group {
                 // col = W_g^T (mg*k x cg) @ X_g (cg x i)
-                let w_g =
-                    MatRef::row_major(&wv[grp * cg * mg * k..][..cg * mg * k], cg, mg * k).t();
-                let x_g =
-                    MatRef::row_major(&xv[(n * g.in_channels + grp * cg) * i..][..cg * i], cg, i);
+                let w_g = MatRef::row_major(&wv[grp * cg * mg * k..][..cg * mg * k], cg, mg * k).t();
+                let x_g = MatRef::row_major(&xv[(n * g.in_channels + grp * cg) * i..][..cg * i], cg, i);
                 sgemm(1.0, w_g, x_g, 0.0, &mut col);
                 let out_g = &mut out[(n * g.out_channels + grp * mg) * o..][..mg * o];
                 col2im(&col, mg, &g.window, out_g);
@@ -184,19 +154,14 @@ impl OpSpec for ConvTranspose {
             }
         }
         let out = Tensor::from_f32(g.output_shape(), out)?;
-        Ok(vec![if x.dtype() == DType::F32 {
-            out
-        } else {
-            out.cast(x.dtype())
-        }])
+        Ok(vec![if x.dtype() == DType::F32 { out } else { out.cast(x.dtype()) }])
     }
 }
 
 fn parse(attrs: &mut Attrs, _: &NodeContext) -> Result<Op, OpError> {
     let window = WindowAttrs::parse(attrs, true, false)?;
     let group = attrs.int_or("group", 1)?.max(0) as usize;
-    let to_usize =
-        |v: Option<Vec<i64>>| v.map(|v| v.into_iter().map(|x| x.max(0) as usize).collect());
+    let to_usize = |v: Option<Vec<i64>>| v.map(|v| v.into_iter().map(|x| x.max(0) as usize).collect());
     Ok(ConvTranspose {
         window,
         group,

@@ -9,10 +9,5 @@ pub mod window;
 
 use crate::ops::OpDef;
 
-pub(crate) const DEFS: &[&[OpDef]] = &[
-    conv::DEFS,
-    conv_transpose::DEFS,
-    pool::DEFS,
-    reduce::DEFS,
-    softmax::DEFS,
-];
+pub(crate) const DEFS: &[&[OpDef]] =
+    &[conv::DEFS, conv_transpose::DEFS, pool::DEFS, reduce::DEFS, softmax::DEFS];

@@ -3,9 +3,7 @@
 use super::window::{multi_indices, Window, WindowAttrs};
 use crate::cpu::parallel;
 use crate::ops::registry::{NodeContext, OpDef};
-use crate::ops::{
-    expect_dtype, required, Attrs, Op, OpError, OpSpec, TensorType, ValueInfo, FLOATS,
-};
+use crate::ops::{expect_dtype, required, Attrs, Op, OpError, OpSpec, TensorType, ValueInfo, FLOATS};
 use crate::tensor::shape::strides;
 use crate::tensor::{DType, Tensor};
 
@@ -25,9 +23,7 @@ pub struct Pool {
 impl Pool {
     fn resolve(&self, x: &[usize]) -> Result<Window, OpError> {
         if x.len() < 3 {
-            return Err(OpError::invalid(format!(
-                "pooling needs [N, C, spatial...], got {x:?}"
-            )));
+            return Err(OpError::invalid(format!("pooling needs [N, C, spatial...], got {x:?}")));
         }
         let spatial = &x[2..];
         match &self.window {
@@ -81,9 +77,7 @@ fn pool_plane(kind: PoolKind, w: &Window, taps: &[Vec<usize>], src: &[f32], dst:
         }
         dst[o] = match kind {
             PoolKind::Max => acc,
-            PoolKind::Average {
-                count_include_pad: true,
-            } => acc / in_pad_region.max(1) as f32,
+            PoolKind::Average { count_include_pad: true } => acc / in_pad_region.max(1) as f32,
             PoolKind::Average { .. } => acc / valid.max(1) as f32,
         };
     }
@@ -94,10 +88,7 @@ impl OpSpec for Pool {
         let x = required(inputs, 0, "X")?;
         expect_dtype("X", x.dtype(), FLOATS)?;
         let w = self.resolve(x.shape())?;
-        Ok(vec![TensorType::new(
-            x.dtype(),
-            [&x.shape()[..2], &w.output].concat(),
-        )])
+        Ok(vec![TensorType::new(x.dtype(), [&x.shape()[..2], &w.output].concat())])
     }
 
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
@@ -105,69 +96,37 @@ impl OpSpec for Pool {
         let w = self.resolve(x.shape())?;
         let xv = x.f32s();
         let taps = w.kernel_positions();
-        let (planes, plane_in, plane_out) =
-            (x.shape()[0] * x.shape()[1], w.input_len(), w.output_len());
+        let (planes, plane_in, plane_out) = (x.shape()[0] * x.shape()[1], w.input_len(), w.output_len());
         let mut out = vec![0.0f32; planes * plane_out];
         parallel::for_each_chunk_mut(&mut out, plane_out.max(1), |p, dst| {
-            pool_plane(
-                self.kind,
-                &w,
-                &taps,
-                &xv[p * plane_in..(p + 1) * plane_in],
-                dst,
-            );
+            pool_plane(self.kind, &w, &taps, &xv[p * plane_in..(p + 1) * plane_in], dst);
         });
         let out = Tensor::from_f32([&x.shape()[..2], &w.output].concat(), out)?;
-        Ok(vec![if x.dtype() == DType::F32 {
-            out
-        } else {
-            out.cast(x.dtype())
-        }])
+        Ok(vec![if x.dtype() == DType::F32 { out } else { out.cast(x.dtype()) }])
     }
 }
 
 fn parse_average(attrs: &mut Attrs, node: &NodeContext) -> Result<Op, OpError> {
     let window = WindowAttrs::parse(attrs, node.opset >= 19, true)?;
     let count_include_pad = attrs.int_or("count_include_pad", 0)? != 0;
-    Ok(Pool {
-        kind: PoolKind::Average { count_include_pad },
-        window: Some(window),
-    }
-    .into())
+    Ok(Pool { kind: PoolKind::Average { count_include_pad }, window: Some(window) }.into())
 }
 
 fn parse_max(attrs: &mut Attrs, _: &NodeContext) -> Result<Op, OpError> {
     let window = WindowAttrs::parse(attrs, true, true)?;
     if attrs.int_or("storage_order", 0)? != 0 {
-        return Err(OpError::unsupported(
-            "MaxPool storage_order 1",
-            "storage_order 0",
-        ));
+        return Err(OpError::unsupported("MaxPool storage_order 1", "storage_order 0"));
     }
-    Ok(Pool {
-        kind: PoolKind::Max,
-        window: Some(window),
-    }
-    .into())
+    Ok(Pool { kind: PoolKind::Max, window: Some(window) }.into())
 }
 
 pub(crate) const DEFS: &[OpDef] = &[
     OpDef::new("AveragePool", (7, 21), (1, 1), (1, 1), parse_average),
     OpDef::new("MaxPool", (8, 21), (1, 1), (1, 1), parse_max),
     OpDef::new("GlobalAveragePool", (1, 21), (1, 1), (1, 1), |_, _| {
-        Ok(Pool {
-            kind: PoolKind::Average {
-                count_include_pad: false,
-            },
-            window: None,
-        }
-        .into())
+        Ok(Pool { kind: PoolKind::Average { count_include_pad: false }, window: None }.into())
     }),
     OpDef::new("GlobalMaxPool", (1, 21), (1, 1), (1, 1), |_, _| {
-        Ok(Pool {
-            kind: PoolKind::Max,
-            window: None,
-        }
-        .into())
+        Ok(Pool { kind: PoolKind::Max, window: None }.into())
     }),
 ];

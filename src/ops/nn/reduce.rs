@@ -3,8 +3,7 @@
 
 use crate::ops::registry::{NodeContext, OpDef};
 use crate::ops::{
-    const_i64s, expect_dtype, opt_i64s, required, Attrs, Op, OpError, OpSpec, TensorType,
-    ValueInfo, FLOATS,
+    const_i64s, expect_dtype, opt_i64s, required, Attrs, Op, OpError, OpSpec, TensorType, ValueInfo, FLOATS,
 };
 use crate::tensor::shape::{broadcast_strides, for_each_offset, normalize_axes};
 use crate::tensor::{DType, Tensor};
@@ -29,18 +28,10 @@ pub struct Reduce {
 }
 
 /// Which dims are reduced, or `None` for the no-op case.
-fn reduced_dims(
-    r: &Reduce,
-    rank: usize,
-    input_axes: Option<Vec<i64>>,
-) -> Result<Option<Vec<bool>>, OpError> {
+fn reduced_dims(r: &Reduce, rank: usize, input_axes: Option<Vec<i64>>) -> Result<Option<Vec<bool>>, OpError> {
     let axes = r.axes.clone().or(input_axes).unwrap_or_default();
     if axes.is_empty() {
-        return Ok(if r.noop_with_empty_axes {
-            None
-        } else {
-            Some(vec![true; rank])
-        });
+        return Ok(if r.noop_with_empty_axes { None } else { Some(vec![true; rank]) });
     }
     let mut mask = vec![false; rank];
     for a in normalize_axes(&axes, rank)? {
@@ -108,30 +99,15 @@ impl OpSpec for Reduce {
             return Ok(vec![x.clone()]);
         };
         let kept = output_shape(x.shape(), &mask, true);
-        let count: usize = x
-            .shape()
-            .iter()
-            .zip(&mask)
-            .filter(|(_, &m)| m)
-            .map(|(&d, _)| d)
-            .product();
+        let count: usize = x.shape().iter().zip(&mask).filter(|(_, &m)| m).map(|(&d, _)| d).product();
         let mut acc = vec![self.kind.init(); kept.iter().product()];
         let xv = x.f32s();
         let to_out = broadcast_strides(&kept, x.shape());
         let own = crate::tensor::shape::strides(x.shape());
-        for_each_offset(x.shape(), [&own, &to_out], |_, [i, o]| {
-            acc[o] = self.kind.step(acc[o], xv[i])
-        });
-        let out: Vec<f32> = acc
-            .into_iter()
-            .map(|a| self.kind.finish(a, count))
-            .collect();
+        for_each_offset(x.shape(), [&own, &to_out], |_, [i, o]| acc[o] = self.kind.step(acc[o], xv[i]));
+        let out: Vec<f32> = acc.into_iter().map(|a| self.kind.finish(a, count)).collect();
         let out = Tensor::from_f32(output_shape(x.shape(), &mask, self.keepdims), out)?;
-        Ok(vec![if x.dtype() == DType::F32 {
-            out
-        } else {
-            out.cast(x.dtype())
-        }])
+        Ok(vec![if x.dtype() == DType::F32 { out } else { out.cast(x.dtype()) }])
     }
 }
 
@@ -147,20 +123,12 @@ fn parse(
     } else {
         (None, attrs.int_or("noop_with_empty_axes", 0)? != 0)
     };
-    Ok(Reduce {
-        kind,
-        axes,
-        keepdims,
-        noop_with_empty_axes,
-    }
-    .into())
+    Ok(Reduce { kind, axes, keepdims, noop_with_empty_axes }.into())
 }
 
 macro_rules! reduce {
     ($name:literal, $kind:ident, $since:literal) => {
-        OpDef::new($name, (1, 21), (1, 2), (1, 1), |a, o| {
-            parse(a, o, ReduceKind::$kind, $since)
-        })
+        OpDef::new($name, (1, 21), (1, 2), (1, 1), |a, o| parse(a, o, ReduceKind::$kind, $since))
     };
 }
 

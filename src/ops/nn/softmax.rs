@@ -4,9 +4,7 @@
 use crate::cpu::math::exp;
 use crate::cpu::parallel;
 use crate::ops::registry::{NodeContext, OpDef};
-use crate::ops::{
-    expect_dtype, required, Attrs, Op, OpError, OpSpec, TensorType, ValueInfo, FLOATS,
-};
+use crate::ops::{expect_dtype, required, Attrs, Op, OpError, OpSpec, TensorType, ValueInfo, FLOATS};
 use crate::tensor::shape::normalize_axis;
 use crate::tensor::{DType, Tensor};
 
@@ -43,9 +41,7 @@ fn contiguous_row(s: &[f32], d: &mut [f32], log: bool) {
     let sum: f32 = d.iter().sum();
     if log {
         let ln_sum = sum.ln();
-        d.iter_mut()
-            .zip(s)
-            .for_each(|(o, &v)| *o = v - max - ln_sum);
+        d.iter_mut().zip(s).for_each(|(o, &v)| *o = v - max - ln_sum);
     } else {
         let inv = 1.0 / sum;
         d.iter_mut().for_each(|o| *o *= inv);
@@ -67,11 +63,7 @@ fn softmax_rows(x: &[f32], out: &mut [f32], rows: usize, len: usize, inner: usiz
                 let max = (0..len).map(|i| s[at(i)]).fold(f32::NEG_INFINITY, f32::max);
                 let sum: f32 = (0..len).map(|i| exp(s[at(i)] - max)).sum();
                 for i in 0..len {
-                    d[at(i)] = if log {
-                        s[at(i)] - max - sum.ln()
-                    } else {
-                        exp(s[at(i)] - max) / sum
-                    };
+                    d[at(i)] = if log { s[at(i)] - max - sum.ln() } else { exp(s[at(i)] - max) / sum };
                 }
             }
         }
@@ -93,30 +85,17 @@ impl OpSpec for Softmax {
         let mut out = vec![0.0f32; xv.len()];
         softmax_rows(&xv, &mut out, rows, len, inner, self.log);
         let out = Tensor::from_f32(x.shape().to_vec(), out)?;
-        Ok(vec![if x.dtype() == DType::F32 {
-            out
-        } else {
-            out.cast(x.dtype())
-        }])
+        Ok(vec![if x.dtype() == DType::F32 { out } else { out.cast(x.dtype()) }])
     }
 }
 
 fn parse(attrs: &mut Attrs, node: &NodeContext, log: bool) -> Result<Op, OpError> {
     let coerce_2d = node.opset < 13;
     let axis = attrs.int_or("axis", if coerce_2d { 1 } else { -1 })?;
-    Ok(Softmax {
-        axis,
-        coerce_2d,
-        log,
-    }
-    .into())
+    Ok(Softmax { axis, coerce_2d, log }.into())
 }
 
 pub(crate) const DEFS: &[OpDef] = &[
-    OpDef::new("Softmax", (1, 21), (1, 1), (1, 1), |a, o| {
-        parse(a, o, false)
-    }),
-    OpDef::new("LogSoftmax", (1, 21), (1, 1), (1, 1), |a, o| {
-        parse(a, o, true)
-    }),
+    OpDef::new("Softmax", (1, 21), (1, 1), (1, 1), |a, o| parse(a, o, false)),
+    OpDef::new("LogSoftmax", (1, 21), (1, 1), (1, 1), |a, o| parse(a, o, true)),
 ];

@@ -44,10 +44,7 @@ fn non_negative(
         v.into_iter()
             .map(|x| {
                 if x < 0 || (positive && x == 0) {
-                    Err(OpError::bad_attribute(
-                        name,
-                        format!("has invalid value {x}"),
-                    ))
+                    Err(OpError::bad_attribute(name, format!("has invalid value {x}")))
                 } else {
                     Ok(x as usize)
                 }
@@ -63,16 +60,13 @@ impl WindowAttrs {
         with_dilations: bool,
         with_ceil_mode: bool,
     ) -> Result<WindowAttrs, OpError> {
-        let auto_pad = match attrs.choice(
-            "auto_pad",
-            "NOTSET",
-            &["NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"],
-        )? {
-            "SAME_UPPER" => AutoPad::SameUpper,
-            "SAME_LOWER" => AutoPad::SameLower,
-            "VALID" => AutoPad::Valid,
-            _ => AutoPad::NotSet,
-        };
+        let auto_pad =
+            match attrs.choice("auto_pad", "NOTSET", &["NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"])? {
+                "SAME_UPPER" => AutoPad::SameUpper,
+                "SAME_LOWER" => AutoPad::SameLower,
+                "VALID" => AutoPad::Valid,
+                _ => AutoPad::NotSet,
+            };
         Ok(WindowAttrs {
             kernel_shape: non_negative("kernel_shape", attrs.ints("kernel_shape")?, true)?,
             strides: non_negative("strides", attrs.ints("strides")?, true)?,
@@ -96,19 +90,14 @@ impl WindowAttrs {
         match v {
             None => Ok(vec![default; rank]),
             Some(v) if v.len() == rank => Ok(v.clone()),
-            Some(v) => Err(OpError::bad_attribute(
-                name,
-                format!("has {} values for {rank} spatial dims", v.len()),
-            )),
+            Some(v) => {
+                Err(OpError::bad_attribute(name, format!("has {} values for {rank} spatial dims", v.len())))
+            }
         }
     }
 
     /// Resolves the geometry for `input` spatial dims, with the kernel from the weights if given.
-    pub fn resolve(
-        &self,
-        input: &[usize],
-        weight_kernel: Option<&[usize]>,
-    ) -> Result<Window, OpError> {
+    pub fn resolve(&self, input: &[usize], weight_kernel: Option<&[usize]>) -> Result<Window, OpError> {
         let rank = input.len();
         let kernel = match (&self.kernel_shape, weight_kernel) {
             (Some(k), Some(w)) if k.as_slice() != w => {
@@ -122,10 +111,7 @@ impl WindowAttrs {
             (None, None) => return Err(OpError::bad_attribute("kernel_shape", "is required")),
         };
         if kernel.contains(&0) {
-            return Err(OpError::bad_attribute(
-                "kernel_shape",
-                format!("{kernel:?} has a zero dim"),
-            ));
+            return Err(OpError::bad_attribute("kernel_shape", format!("{kernel:?} has a zero dim")));
         }
         if kernel.len() != rank {
             return Err(OpError::bad_attribute(
@@ -177,15 +163,7 @@ impl WindowAttrs {
             };
             output.push(out);
         }
-        Ok(Window {
-            input: input.to_vec(),
-            kernel,
-            strides,
-            dilations,
-            pad_begin,
-            pad_end,
-            output,
-        })
+        Ok(Window { input: input.to_vec(), kernel, strides, dilations, pad_begin, pad_end, output })
     }
 }
 
@@ -249,34 +227,15 @@ mod tests {
 
     #[test]
     fn same_padding_puts_the_odd_pixel_where_asked() {
-        let w = attrs(AutoPad::SameUpper, false)
-            .resolve(&[6], None)
-            .unwrap();
-        assert_eq!(
-            (w.output.clone(), w.pad_begin.clone(), w.pad_end.clone()),
-            (vec![3], vec![0], vec![1])
-        );
-        let w = attrs(AutoPad::SameLower, false)
-            .resolve(&[6], None)
-            .unwrap();
+        let w = attrs(AutoPad::SameUpper, false).resolve(&[6], None).unwrap();
+        assert_eq!((w.output.clone(), w.pad_begin.clone(), w.pad_end.clone()), (vec![3], vec![0], vec![1]));
+        let w = attrs(AutoPad::SameLower, false).resolve(&[6], None).unwrap();
         assert_eq!((w.pad_begin, w.pad_end), (vec![1], vec![0]));
     }
 
     #[test]
     fn ceil_mode_adds_a_partial_window() {
-        assert_eq!(
-            attrs(AutoPad::NotSet, false)
-                .resolve(&[6], None)
-                .unwrap()
-                .output,
-            vec![2]
-        );
-        assert_eq!(
-            attrs(AutoPad::NotSet, true)
-                .resolve(&[6], None)
-                .unwrap()
-                .output,
-            vec![3]
-        );
+        assert_eq!(attrs(AutoPad::NotSet, false).resolve(&[6], None).unwrap().output, vec![2]);
+        assert_eq!(attrs(AutoPad::NotSet, true).resolve(&[6], None).unwrap().output, vec![3]);
     }
 }

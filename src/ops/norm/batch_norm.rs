@@ -3,9 +3,7 @@
 use super::{check_len, float_output};
 use crate::cpu::broadcast::map;
 use crate::ops::registry::{NodeContext, OpDef};
-use crate::ops::{
-    expect_dtype, required, Attrs, Op, OpError, OpSpec, TensorType, ValueInfo, FLOATS,
-};
+use crate::ops::{expect_dtype, required, Attrs, Op, OpError, OpSpec, TensorType, ValueInfo, FLOATS};
 use crate::tensor::Tensor;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -36,16 +34,12 @@ impl OpSpec for BatchNorm {
             .map(|(i, name)| required(inputs, i + 1, name).map(|t| t.to_f32_vec()))
             .collect::<Result<_, _>>()?;
         if x.rank() < 2 || p.iter().any(|v| v.len() != x.shape()[1]) {
-            return Err(OpError::invalid(
-                "BatchNormalization parameters must be [C]",
-            ));
+            return Err(OpError::invalid("BatchNormalization parameters must be [C]"));
         }
         let channels = x.shape()[1];
         let spatial: usize = x.shape()[2..].iter().product();
         // y = x * a[c] + b[c] with a = scale / sqrt(var + eps), b = B - mean * a.
-        let a: Vec<f32> = (0..channels)
-            .map(|c| p[0][c] / (p[3][c] + self.epsilon).sqrt())
-            .collect();
+        let a: Vec<f32> = (0..channels).map(|c| p[0][c] / (p[3][c] + self.epsilon).sqrt()).collect();
         let b: Vec<f32> = (0..channels).map(|c| p[1][c] - p[2][c] * a[c]).collect();
         let xv = x.to_f32_vec();
         let indexed: Vec<(usize, f32)> = xv.into_iter().enumerate().collect();
@@ -66,16 +60,7 @@ fn parse(attrs: &mut Attrs, _: &NodeContext) -> Result<Op, OpError> {
     }
     // Momentum only updates running statistics in training.
     attrs.ignore("momentum");
-    Ok(BatchNorm {
-        epsilon: attrs.float_or("epsilon", 1e-5)?,
-    }
-    .into())
+    Ok(BatchNorm { epsilon: attrs.float_or("epsilon", 1e-5)? }.into())
 }
 
-pub(crate) const DEFS: &[OpDef] = &[OpDef::new(
-    "BatchNormalization",
-    (9, 21),
-    (5, 5),
-    (1, 1),
-    parse,
-)];
+pub(crate) const DEFS: &[OpDef] = &[OpDef::new("BatchNormalization", (9, 21), (5, 5), (1, 1), parse)];

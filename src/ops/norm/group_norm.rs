@@ -2,9 +2,7 @@
 
 use super::{check_len, float_output, normalize_rows};
 use crate::ops::registry::{NodeContext, OpDef};
-use crate::ops::{
-    expect_dtype, required, Attrs, Op, OpError, OpSpec, TensorType, ValueInfo, FLOATS,
-};
+use crate::ops::{expect_dtype, required, Attrs, Op, OpError, OpSpec, TensorType, ValueInfo, FLOATS};
 use crate::tensor::Tensor;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -23,11 +21,7 @@ impl GroupNorm {
                 self.num_groups
             )));
         }
-        let len = if self.per_channel_affine {
-            x[1]
-        } else {
-            self.num_groups
-        };
+        let len = if self.per_channel_affine { x[1] } else { self.num_groups };
         check_len("scale", scale, len)?;
         check_len("bias", bias, len)
     }
@@ -37,11 +31,7 @@ impl OpSpec for GroupNorm {
     fn infer(&self, inputs: &[Option<&ValueInfo>]) -> Result<Vec<TensorType>, OpError> {
         let x = required(inputs, 0, "X")?;
         expect_dtype("X", x.dtype(), FLOATS)?;
-        self.check(
-            x.shape(),
-            required(inputs, 1, "scale")?.shape(),
-            required(inputs, 2, "bias")?.shape(),
-        )?;
+        self.check(x.shape(), required(inputs, 1, "scale")?.shape(), required(inputs, 2, "bias")?.shape())?;
         Ok(vec![x.ty.clone()])
     }
 
@@ -55,11 +45,7 @@ impl OpSpec for GroupNorm {
         let per_group = channels / self.num_groups;
         let out = normalize_rows(&x.f32s(), per_group * spatial, self.epsilon, |row, i, v| {
             let group = row % self.num_groups;
-            let p = if self.per_channel_affine {
-                group * per_group + i / spatial.max(1)
-            } else {
-                group
-            };
+            let p = if self.per_channel_affine { group * per_group + i / spatial.max(1) } else { group };
             v * s[p] + b[p]
         });
         Ok(vec![float_output(x.shape().to_vec(), out, x.dtype())?])
@@ -80,10 +66,4 @@ fn parse(attrs: &mut Attrs, node: &NodeContext) -> Result<Op, OpError> {
     .into())
 }
 
-pub(crate) const DEFS: &[OpDef] = &[OpDef::new(
-    "GroupNormalization",
-    (18, 21),
-    (3, 3),
-    (1, 1),
-    parse,
-)];
+pub(crate) const DEFS: &[OpDef] = &[OpDef::new("GroupNormalization", (18, 21), (3, 3), (1, 1), parse)];

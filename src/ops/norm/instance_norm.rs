@@ -2,9 +2,7 @@
 
 use super::{check_len, float_output, normalize_rows};
 use crate::ops::registry::{NodeContext, OpDef};
-use crate::ops::{
-    expect_dtype, required, Attrs, Op, OpError, OpSpec, TensorType, ValueInfo, FLOATS,
-};
+use crate::ops::{expect_dtype, required, Attrs, Op, OpError, OpSpec, TensorType, ValueInfo, FLOATS};
 use crate::tensor::Tensor;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -14,9 +12,7 @@ pub struct InstanceNorm {
 
 fn check(x: &[usize], scale: &[usize], bias: &[usize]) -> Result<(), OpError> {
     if x.len() < 2 {
-        return Err(OpError::invalid(format!(
-            "InstanceNormalization needs [N, C, ...], got {x:?}"
-        )));
+        return Err(OpError::invalid(format!("InstanceNormalization needs [N, C, ...], got {x:?}")));
     }
     check_len("scale", scale, x[1])?;
     check_len("B", bias, x[1])
@@ -26,11 +22,7 @@ impl OpSpec for InstanceNorm {
     fn infer(&self, inputs: &[Option<&ValueInfo>]) -> Result<Vec<TensorType>, OpError> {
         let x = required(inputs, 0, "input")?;
         expect_dtype("input", x.dtype(), FLOATS)?;
-        check(
-            x.shape(),
-            required(inputs, 1, "scale")?.shape(),
-            required(inputs, 2, "B")?.shape(),
-        )?;
+        check(x.shape(), required(inputs, 1, "scale")?.shape(), required(inputs, 2, "B")?.shape())?;
         Ok(vec![x.ty.clone()])
     }
 
@@ -50,16 +42,7 @@ impl OpSpec for InstanceNorm {
 }
 
 fn parse(attrs: &mut Attrs, _: &NodeContext) -> Result<Op, OpError> {
-    Ok(InstanceNorm {
-        epsilon: attrs.float_or("epsilon", 1e-5)?,
-    }
-    .into())
+    Ok(InstanceNorm { epsilon: attrs.float_or("epsilon", 1e-5)? }.into())
 }
 
-pub(crate) const DEFS: &[OpDef] = &[OpDef::new(
-    "InstanceNormalization",
-    (6, 21),
-    (3, 3),
-    (1, 1),
-    parse,
-)];
+pub(crate) const DEFS: &[OpDef] = &[OpDef::new("InstanceNormalization", (6, 21), (3, 3), (1, 1), parse)];

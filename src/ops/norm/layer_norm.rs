@@ -3,9 +3,7 @@
 
 use super::{float_output, normalize_rows};
 use crate::ops::registry::{NodeContext, OpDef};
-use crate::ops::{
-    expect_dtype, required, Attrs, Op, OpError, OpSpec, TensorType, ValueInfo, FLOATS,
-};
+use crate::ops::{expect_dtype, required, Attrs, Op, OpError, OpSpec, TensorType, ValueInfo, FLOATS};
 use crate::tensor::shape::{broadcast_shapes, broadcast_strides, for_each_offset, normalize_axis};
 use crate::tensor::Tensor;
 
@@ -23,9 +21,7 @@ impl LayerNorm {
     fn check_param(&self, x: &[usize], name: &str, p: &[usize]) -> Result<(), OpError> {
         let dims = self.normalized_dims(x)?;
         if broadcast_shapes(p, dims)? != dims {
-            return Err(OpError::invalid(format!(
-                "{name} {p:?} does not broadcast to {dims:?}"
-            )));
+            return Err(OpError::invalid(format!("{name} {p:?} does not broadcast to {dims:?}")));
         }
         Ok(())
     }
@@ -71,17 +67,7 @@ impl OpSpec for LayerNorm {
 
 fn parse(attrs: &mut Attrs, _: &NodeContext) -> Result<Op, OpError> {
     attrs.ignore("stash_type");
-    Ok(LayerNorm {
-        axis: attrs.int_or("axis", -1)?,
-        epsilon: attrs.float_or("epsilon", 1e-5)?,
-    }
-    .into())
+    Ok(LayerNorm { axis: attrs.int_or("axis", -1)?, epsilon: attrs.float_or("epsilon", 1e-5)? }.into())
 }
 
-pub(crate) const DEFS: &[OpDef] = &[OpDef::new(
-    "LayerNormalization",
-    (17, 21),
-    (2, 3),
-    (1, 1),
-    parse,
-)];
+pub(crate) const DEFS: &[OpDef] = &[OpDef::new("LayerNormalization", (17, 21), (2, 3), (1, 1), parse)];

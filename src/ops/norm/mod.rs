@@ -9,12 +9,8 @@ use crate::cpu::parallel;
 use crate::ops::{OpDef, OpError};
 use crate::tensor::{DType, Tensor};
 
-pub(crate) const DEFS: &[&[OpDef]] = &[
-    batch_norm::DEFS,
-    group_norm::DEFS,
-    instance_norm::DEFS,
-    layer_norm::DEFS,
-];
+pub(crate) const DEFS: &[&[OpDef]] =
+    &[batch_norm::DEFS, group_norm::DEFS, instance_norm::DEFS, layer_norm::DEFS];
 
 /// Normalises each `row_len` row of `x` to zero mean and unit variance (statistics in f64),
 /// then maps every value through `affine(row, index_in_row, normalised)`.
@@ -43,17 +39,9 @@ pub(crate) fn normalize_rows(
 }
 
 /// Wraps f32 results in the input's float dtype.
-pub(crate) fn float_output(
-    shape: Vec<usize>,
-    data: Vec<f32>,
-    dtype: DType,
-) -> Result<Tensor, OpError> {
+pub(crate) fn float_output(shape: Vec<usize>, data: Vec<f32>, dtype: DType) -> Result<Tensor, OpError> {
     let out = Tensor::from_f32(shape, data)?;
-    Ok(if dtype == DType::F32 {
-        out
-    } else {
-        out.cast(dtype)
-    })
+    Ok(if dtype == DType::F32 { out } else { out.cast(dtype) })
 }
 
 /// Checks that a per-channel parameter has exactly `len` elements.
@@ -61,8 +49,6 @@ pub(crate) fn check_len(name: &str, shape: &[usize], len: usize) -> Result<(), O
     if shape.iter().product::<usize>() == len && shape.len() <= 1 {
         Ok(())
     } else {
-        Err(OpError::invalid(format!(
-            "{name} has shape {shape:?}; expected [{len}]"
-        )))
+        Err(OpError::invalid(format!("{name} has shape {shape:?}; expected [{len}]")))
     }
 }

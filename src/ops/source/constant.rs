@@ -46,13 +46,8 @@ fn parse_constant(attrs: &mut Attrs, _: &NodeContext) -> Result<Op, OpError> {
         }
     }
     match found.len() {
-        1 => Ok(Constant {
-            value: found.remove(0),
-        }
-        .into()),
-        n => Err(OpError::invalid(format!(
-            "Constant needs exactly one value attribute, got {n}"
-        ))),
+        1 => Ok(Constant { value: found.remove(0) }.into()),
+        n => Err(OpError::invalid(format!("Constant needs exactly one value attribute, got {n}"))),
     }
 }
 
@@ -68,9 +63,7 @@ pub struct ConstantOfShape {
 
 fn target(shape: &[i64]) -> Result<Vec<usize>, OpError> {
     if shape.iter().any(|&d| d < 0) {
-        return Err(OpError::invalid(format!(
-            "ConstantOfShape shape {shape:?} has a negative dim"
-        )));
+        return Err(OpError::invalid(format!("ConstantOfShape shape {shape:?} has a negative dim")));
     }
     let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
     if checked_numel(&shape)? > MAX_CONSTANT_ELEMENTS {
@@ -83,18 +76,13 @@ fn target(shape: &[i64]) -> Result<Vec<usize>, OpError> {
 
 impl OpSpec for ConstantOfShape {
     fn infer(&self, inputs: &[Option<&ValueInfo>]) -> Result<Vec<TensorType>, OpError> {
-        let shape = const_i64s(inputs, 0, "input")?.ok_or(OpError::MissingInput {
-            index: 0,
-            name: "input",
-        })?;
+        let shape =
+            const_i64s(inputs, 0, "input")?.ok_or(OpError::MissingInput { index: 0, name: "input" })?;
         Ok(vec![TensorType::new(self.value.dtype(), target(&shape)?)])
     }
 
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
-        let shape = target(&opt_i64s(inputs, 0).ok_or(OpError::MissingInput {
-            index: 0,
-            name: "input",
-        })?)?;
+        let shape = target(&opt_i64s(inputs, 0).ok_or(OpError::MissingInput { index: 0, name: "input" })?)?;
         let n = checked_numel(&shape)?;
         let data = self.value.data().take(&vec![0; n]);
         Ok(vec![Tensor::new(shape, data)?])
@@ -106,10 +94,7 @@ fn parse_constant_of_shape(attrs: &mut Attrs, _: &NodeContext) -> Result<Op, OpE
         None => Tensor::from_f32(vec![1], vec![0.0])?,
         Some(t) if t.len() == 1 => t,
         Some(t) => {
-            return Err(OpError::bad_attribute(
-                "value",
-                format!("must hold one element, has {}", t.len()),
-            ))
+            return Err(OpError::bad_attribute("value", format!("must hold one element, has {}", t.len())))
         }
     };
     Ok(ConstantOfShape { value }.into())
@@ -117,11 +102,5 @@ fn parse_constant_of_shape(attrs: &mut Attrs, _: &NodeContext) -> Result<Op, OpE
 
 pub(crate) const DEFS: &[OpDef] = &[
     OpDef::new("Constant", (1, 21), (0, 0), (1, 1), parse_constant),
-    OpDef::new(
-        "ConstantOfShape",
-        (9, 21),
-        (1, 1),
-        (1, 1),
-        parse_constant_of_shape,
-    ),
+    OpDef::new("ConstantOfShape", (9, 21), (1, 1), (1, 1), parse_constant_of_shape),
 ];

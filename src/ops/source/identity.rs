@@ -24,10 +24,7 @@ impl OpSpec for Identity {
         let x = required(inputs, 0, "input")?;
         let mut out = vec![x.clone()];
         if self.with_mask {
-            out.push(Tensor::new(
-                x.shape().to_vec(),
-                TensorData::Bool(vec![true; x.len()]),
-            )?);
+            out.push(Tensor::new(x.shape().to_vec(), TensorData::Bool(vec![true; x.len()]))?);
         }
         Ok(out)
     }
@@ -43,19 +40,12 @@ fn parse_dropout(attrs: &mut Attrs, node: &NodeContext) -> Result<Op, OpError> {
             "inference-only Dropout (ratio at most)",
         ));
     }
-    Ok(Identity {
-        with_mask: node.num_outputs > 1,
-    }
-    .into())
+    Ok(Identity { with_mask: node.num_outputs > 1 }.into())
 }
 
 pub(crate) const DEFS: &[OpDef] = &[
-    OpDef::new(
-        "Identity",
-        (1, 21),
-        (1, 1),
-        (1, 1),
-        |_: &mut Attrs, _: &NodeContext| Ok(Op::Identity(Identity { with_mask: false })),
-    ),
+    OpDef::new("Identity", (1, 21), (1, 1), (1, 1), |_: &mut Attrs, _: &NodeContext| {
+        Ok(Op::Identity(Identity { with_mask: false }))
+    }),
     OpDef::new("Dropout", (7, 21), (1, 3), (1, 2), parse_dropout),
 ];

@@ -33,26 +33,14 @@ fn scalars(inputs: &[Option<&Tensor>]) -> Result<[Tensor; 3], OpError> {
 impl OpSpec for Range {
     fn infer(&self, inputs: &[Option<&ValueInfo>]) -> Result<Vec<TensorType>, OpError> {
         let start = required(inputs, 0, "start")?;
-        expect_dtype(
-            "start",
-            start.dtype(),
-            &[DType::F32, DType::I32, DType::I64],
-        )?;
-        let values: Vec<Option<&Tensor>> = inputs
-            .iter()
-            .map(|v| v.and_then(|v| v.value.as_deref()))
-            .collect();
+        expect_dtype("start", start.dtype(), &[DType::F32, DType::I32, DType::I64])?;
+        let values: Vec<Option<&Tensor>> =
+            inputs.iter().map(|v| v.and_then(|v| v.value.as_deref())).collect();
         if values.iter().take(3).any(|v| v.is_none()) {
-            return Err(OpError::NotConstant {
-                name: "start, limit and delta",
-            });
+            return Err(OpError::NotConstant { name: "start, limit and delta" });
         }
         let [s, l, d] = scalars(&values)?;
-        let n = count(
-            s.to_f32_vec()[0] as f64,
-            l.to_f32_vec()[0] as f64,
-            d.to_f32_vec()[0] as f64,
-        )?;
+        let n = count(s.to_f32_vec()[0] as f64, l.to_f32_vec()[0] as f64, d.to_f32_vec()[0] as f64)?;
         Ok(vec![TensorType::new(start.dtype(), vec![n])])
     }
 
@@ -67,16 +55,9 @@ impl OpSpec for Range {
         let (s, l, d) = (s.to_i64_vec()[0], l.to_i64_vec()[0], d.to_i64_vec()[0]);
         let n = count(s as f64, l as f64, d as f64)?;
         let v = (0..n as i64).map(|i| s + i * d).collect();
-        Ok(vec![
-            Tensor::from_i64(vec![n], v)?.cast(inputs[0].map_or(DType::I64, |t| t.dtype()))
-        ])
+        Ok(vec![Tensor::from_i64(vec![n], v)?.cast(inputs[0].map_or(DType::I64, |t| t.dtype()))])
     }
 }
 
-pub(crate) const DEFS: &[OpDef] = &[OpDef::new(
-    "Range",
-    (11, 21),
-    (3, 3),
-    (1, 1),
-    |_: &mut Attrs, _: &NodeContext| Ok(Op::Range(Range)),
-)];
+pub(crate) const DEFS: &[OpDef] =
+    &[OpDef::new("Range", (11, 21), (3, 3), (1, 1), |_: &mut Attrs, _: &NodeContext| Ok(Op::Range(Range)))];

@@ -1,0 +1,261 @@
+"""Train the default text-to-video model on the shapes world, on the CPU, resumably.
+
+Phase A trains the per-frame autoencoder (minutes) and freezes it (state/ae.pt). Phase B trains
+the text encoder and the video UNet on latents encoded on the fly, the standard way: ONE noise
+level shared by all frames of a clip, v-prediction, cosine schedule, min-SNR-5 weighting, 10%
+empty-prompt dropout for classifier-free guidance, AdamW with warmup, EMA, gradient clipping.
+
+Full checkpoints (model, EMA, optimiser, step, RNG states, config) are written atomically every
+few minutes to the state directory; the newest two are kept. `--resume` continues from the newest.
+
+  OMP_WAIT_POLICY=PASSIVE python tools/model/train.py --resume   (see run-training.sh)
+"""
+import argparse
+import copy
+import glob
+import json
+import os
+import signal
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import diffusion  # noqa: E402
+import nets  # noqa: E402
+import world  # noqa: E402
+
+TRAIN_CONFIG = {
+    "seed": 1234,
+    # phase A: autoencoder
+    "ae_steps": 4000,
+    "ae_batch": 16,
+    "ae_lr": 1e-3,
+    "ae_latent_penalty": 1e-4,  # light L2 on latents keeps their scale tame
+    "ae_latent_noise": 0.1,  # decoder sees slightly noisy latents, like a diffusion model's output
+    # phase B: diffusion
+    "batch": 16,
+    "lr": 2e-4,
+    "warmup": 500,
+    "weight_decay": 0.01,
+    "grad_clip": 1.0,
+    "ema_decay": 0.999,
+    "cfg_dropout": 0.1,
+    "min_snr_gamma": 5.0,
+    "diffusion_steps": diffusion.STEPS,
+    "prediction": diffusion.PREDICTION,
+    "schedule": diffusion.SCHEDULE,
+    "noise_levels": "one per clip",
+    "checkpoint_every_s": 300,
+    "keep_checkpoints": 2,
+    "log_every": 20,
+}
+
+
+def log(state_dir, msg):
+    line = time.strftime("%Y-%m-%d %H:%M:%S ") + msg
+    print(line, flush=True)
+    with open(os.path.join(state_dir, "train.log"), "a") as f:
+        f.write(line + "\n")
+
+
+def atomic_save(obj, path):
+    tmp = path + ".tmp"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def render_frames(n, g, split="train"):
+    """n random single frames [n, 3, 64, 64] (a random start is as good as a random frame)."""
+    return world.sample_clips(n, g, split).render([0])[:, 0]
+
+
+# ------------------------------------------------------------------------------ phase A
+
+def train_autoencoder(cfg, state_dir):
+    g = torch.Generator().manual_seed(cfg["seed"])
+    torch.manual_seed(cfg["seed"])
+    ae = nets.AutoEncoder()
+    opt = torch.optim.Adam(ae.parameters(), lr=cfg["ae_lr"])
+    steps = cfg["ae_steps"]
+    t0 = time.time()
+    for step in range(1, steps + 1):
+        for group in opt.param_groups:  # step decay: the last 30% refines at lower rates
+            group["lr"] = cfg["ae_lr"] * (1.0 if step < 0.7 * steps else 0.3 if step < 0.9 * steps else 0.1)
+        x = render_frames(cfg["ae_batch"], g, "all")
+        z = ae.encoder(x)
+        zn = z + cfg["ae_latent_noise"] * z.detach().std() * torch.randn(z.shape, generator=g)
+        y = ae.decoder(zn)
+        rec = (y - x).pow(2).mean() + (y - x).abs().mean()
+        loss = rec + cfg["ae_latent_penalty"] * z.pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 100 == 0:
+            log(state_dir, f"ae step {step} rec {rec.item():.5f} z_std {z.std().item():.3f} "
+                f"{step / (time.time() - t0):.2f} steps/s")
+    ae.eval()
+    with torch.no_grad():
+        z = torch.cat([ae.encoder(render_frames(128, g, "all")) for _ in range(8)])
+        ae.scale.fill_(1.0 / z.std().item())
+    err, s = evaluate_autoencoder(ae)
+    log(state_dir, f"ae done: scale {ae.scale.item():.4f} mean abs err {err:.4f} "
+        f"detector on reconstructions {json.dumps(s)}")
+    atomic_save({"model": ae.state_dict(), "config": cfg, "scale": ae.scale.item()},
+                os.path.join(state_dir, "ae.pt"))
+    return ae
+
+
+def evaluate_autoencoder(ae, n=64):
+    """Mean abs reconstruction error and the detector's scores on reconstructed clips."""
+    import detect
+    clips = world.sample_clips(n, torch.Generator().manual_seed(7), "all")
+    x = clips.render(range(8))
+    with torch.no_grad():
+        y = ae.decode(ae.encode(x.flatten(0, 1))).view_as(x)
+    return (y - x).abs().mean().item(), detect.score(clips.prompts(), y)
+
+
+def load_autoencoder(state_dir):
+    ae = nets.AutoEncoder()
+    ae.load_state_dict(torch.load(os.path.join(state_dir, "ae.pt"), weights_only=False)["model"])
+    ae.eval()
+    for p in ae.parameters():
+        p.requires_grad_(False)
+    return ae
+
+
+# ------------------------------------------------------------------------------ phase B
+
+def checkpoints(state_dir):
+    return sorted(glob.glob(os.path.join(state_dir, "ckpt-*.pt")))
+
+
+def save_checkpoint(state_dir, step, model, ema, opt, g, cfg, keep):
+    path = os.path.join(state_dir, f"ckpt-{step:07d}.pt")
+    atomic_save({"step": step, "model": model.state_dict(), "ema": ema.state_dict(),
+                 "opt": opt.state_dict(), "rng": torch.get_rng_state(), "data_rng": g.get_state(),
+                 "config": cfg, "time": time.time()}, path)
+    for old in checkpoints(state_dir)[:-keep]:
+        os.remove(old)
+    return path
+
+
+def lr_at(step, cfg):
+    return cfg["lr"] * min(1.0, step / cfg["warmup"])
+
+
+def train_diffusion(cfg, state_dir, ae, max_steps, max_seconds):
+    torch.manual_seed(cfg["seed"])
+    g = torch.Generator().manual_seed(cfg["seed"] + 1)
+    model = nets.TextToVideo(cfg["model"])
+    ema = copy.deepcopy(model).requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    step = 0
+    ck = checkpoints(state_dir)
+    if ck:
+        state = torch.load(ck[-1], weights_only=False)
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["opt"])
+        torch.set_rng_state(state["rng"])
+        g.set_state(state["data_rng"])
+        step = state["step"]
+        log(state_dir, f"resumed from {ck[-1]} at step {step}")
+    else:
+        log(state_dir, f"fresh start: unet {nets.count_params(model.unet) / 1e6:.3f} M params, "
+            f"text {nets.count_params(model.text) / 1e6:.3f} M, "
+            f"{nets.unet_gflop(model.unet, frames=cfg['model']['frames']):.3f} GFLOP per UNet call (B=1)")
+
+    stop = {"now": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
+
+    b, f = cfg["batch"], cfg["model"]["frames"]
+    tokens, d = cfg["model"]["max_tokens"], cfg["model"]["text_dim"]
+    t_start = last_ck = last_log = time.time()
+    start_step = log_step = step
+    loss_sum = 0.0
+    while step < max_steps and not stop["now"] and time.time() - t_start < max_seconds:
+        clips = world.sample_clips(b, g, "train")
+        with torch.no_grad():
+            z = ae.encode(clips.render(range(f)).flatten(0, 1)).view(b, f, -1, 16, 16)
+        prompts = [p if torch.rand((), generator=g).item() >= cfg["cfg_dropout"] else ""
+                   for p in clips.prompts()]
+        t = torch.randint(0, diffusion.STEPS, (b, 1), generator=g).expand(b, f)  # one level per clip
+        noise = torch.randn(z.shape, generator=g)
+        xt, target = diffusion.add_noise(z, noise, t)
+        ctx = model.encode_prompts(prompts)[:, None].expand(b, f, tokens, d)
+        pred = model(xt, t.float(), ctx)
+        per_clip = (pred - target).pow(2).mean(dim=(1, 2, 3, 4))
+        loss = (diffusion.min_snr_weight(t[:, 0], cfg["min_snr_gamma"]) * per_clip).mean()
+
+        step += 1
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
+        opt.step()
+        decay = min(cfg["ema_decay"], (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, pm in zip(ema.parameters(), model.parameters()):
+                pe.lerp_(pm, 1 - decay)
+        loss_sum += loss.item()
+
+        if step % cfg["log_every"] == 0:
+            now = time.time()
+            log(state_dir, f"step {step} loss {loss_sum / (step - log_step):.5f} "
+                f"{(step - log_step) / (now - last_log):.3f} steps/s lr {lr_at(step, cfg):.2e}")
+            loss_sum, log_step, last_log = 0.0, step, now
+        if time.time() - last_ck > cfg["checkpoint_every_s"]:
+            path = save_checkpoint(state_dir, step, model, ema, opt, g, cfg, cfg["keep_checkpoints"])
+            log(state_dir, f"checkpoint {path}")
+            last_ck = time.time()
+    path = save_checkpoint(state_dir, step, model, ema, opt, g, cfg, cfg["keep_checkpoints"])
+    log(state_dir, f"stopped at step {step} ({step - start_step} steps in {time.time() - t_start:.0f} s); "
+        f"checkpoint {path}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--state", default="/work/train-state", help="checkpoints, logs, ae.pt")
+    ap.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--max-steps", type=int, default=10 ** 9)
+    ap.add_argument("--max-seconds", type=float, default=float("inf"))
+    ap.add_argument("--ae-steps", type=int, help="override the autoencoder's step count (tests)")
+    ap.add_argument("--batch", type=int, help="override the batch size (tests)")
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads)
+    os.makedirs(args.state, exist_ok=True)
+    with open(os.path.join(args.state, "train.pid"), "w") as fpid:
+        fpid.write(str(os.getpid()))
+    cfg_path = os.path.join(args.state, "config.json")
+    if args.resume and os.path.exists(cfg_path):
+        with open(cfg_path) as fcfg:
+            cfg = json.load(fcfg)  # a run keeps the configuration it started with
+    else:
+        if checkpoints(args.state) or os.path.exists(os.path.join(args.state, "ae.pt")):
+            sys.exit(f"{args.state} already holds a run; pass --resume or use another --state")
+        cfg = dict(TRAIN_CONFIG, model=dict(nets.DEFAULT_CONFIG))
+        if args.ae_steps is not None:
+            cfg["ae_steps"] = args.ae_steps
+        if args.batch is not None:
+            cfg["batch"] = args.batch
+        with open(cfg_path, "w") as fcfg:
+            json.dump(cfg, fcfg, indent=1)
+    log(args.state, f"start pid {os.getpid()} threads {args.threads} config {json.dumps(cfg)}")
+
+    if os.path.exists(os.path.join(args.state, "ae.pt")):
+        ae = load_autoencoder(args.state)
+    else:
+        train_autoencoder(cfg, args.state)
+        ae = load_autoencoder(args.state)
+    train_diffusion(cfg, args.state, ae, args.max_steps, args.max_seconds)
+
+
+if __name__ == "__main__":
+    main()

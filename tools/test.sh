@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what the tests need and runs every test: the README's test command, called by CI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+step() { printf '\n== %s\n' "$*"; }
+
+step "toolchain: wasm32 targets"
+rustup target add wasm32-unknown-unknown wasm32-wasip1
+
+step "python for the reference fixtures (numpy only; torch is never needed here)"
+python3 -c 'import numpy' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check numpy
+
+step "formatting"
+cargo fmt --all -- --check
+
+step "lints"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "library and CLI build for wasm32"
+cargo build --locked --target wasm32-unknown-unknown -p fifo-diffusion -p fifo-web
+
+step "reference fixtures regenerate bit for bit from tools/reference"
+python3 tools/reference/make_parity_fixtures.py --check
+
+step "tests"
+log=$(mktemp)
+cargo test --workspace --locked 2>&1 | tee "$log"
+
+step "scheduler tests on wasm32 (WASI under Node): same frames, bit for bit, as natively"
+CARGO_TARGET_WASM32_WASIP1_RUNNER="node --no-warnings $PWD/tools/wasi/run-wasi-test.mjs $PWD" \
+  cargo test --locked --target wasm32-wasip1 -p fifo-diffusion --lib \
+  --test parity_official --test scheduler_invariants --test resume 2>&1 | tee -a "$log"
+# One closing line for the whole run (cargo prints one per test binary, the last often empty).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "\ntests: %d passed, %d failed\n", p, f }' "$log"
+rm -f "$log"
