@@ -26,10 +26,11 @@ step "tests"
 log=$(mktemp)
 cargo test --workspace --locked 2>&1 | tee "$log"
 
-step "scheduler tests on wasm32 (WASI under Node): same frames, bit for bit, as natively"
+step "scheduler and executor tests on wasm32 (WASI under Node): same frames as natively, ops vs onnxruntime"
 CARGO_TARGET_WASM32_WASIP1_RUNNER="node --no-warnings $PWD/tools/wasi/run-wasi-test.mjs $PWD" \
   cargo test --locked --target wasm32-wasip1 -p fifo-diffusion --lib \
-  --test parity_official --test scheduler_invariants --test resume 2>&1 | tee -a "$log"
+  --test parity_official --test scheduler_invariants --test resume \
+  --test op_fixtures --test model_parity --test build_errors --test corrupt_models 2>&1 | tee -a "$log"
 # One closing line for the whole run (cargo prints one per test binary, the last often empty).
 awk '/^test result:/ { p += $4; f += $6 } END { printf "\ntests: %d passed, %d failed\n", p, f }' "$log"
 rm -f "$log"

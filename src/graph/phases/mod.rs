@@ -26,7 +26,8 @@ impl Default for BuildOptions {
     fn default() -> BuildOptions {
         BuildOptions {
             fold_limit_bytes: 64 << 20,
-            max_tensor_bytes: 4 << 30,
+            // 4 GiB, or all a 32-bit address space (wasm32) can hold.
+            max_tensor_bytes: usize::try_from(4u64 << 30).unwrap_or(usize::MAX),
             // FIFO_NO_MEMORY_REUSE=1 turns reuse off to tell a planning bug from a kernel bug.
             memory_reuse: std::env::var_os("FIFO_NO_MEMORY_REUSE").is_none_or(|v| v == "0"),
         }
