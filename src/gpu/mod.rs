@@ -27,6 +27,8 @@ pub use pipeline::UNIFORM_SLOT;
 pub use program::{Program, ProgramBuilder};
 pub use shader::ShaderVariant;
 pub use tensor::{contiguous_strides, DType, GpuTensor, View};
+/// The wgpu this layer is built on, so callers need no version-matched dependency of their own.
+pub use wgpu;
 
 impl GpuContext {
     /// Keys of the pipelines compiled so far, sorted.
