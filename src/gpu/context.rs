@@ -126,7 +126,8 @@ impl GpuContext {
         let inst = instance(options.backends);
         let adapter = match options.adapter {
             AdapterChoice::Index(index) => {
-                let mut list = inst.enumerate_adapters(options.backends.unwrap_or(wgpu::Backends::all())).await;
+                let mut list =
+                    inst.enumerate_adapters(options.backends.unwrap_or(wgpu::Backends::all())).await;
                 let count = list.len();
                 if index >= count {
                     return Err(GpuError::AdapterIndex { index, count });
@@ -168,7 +169,10 @@ impl GpuContext {
         // wgpu's default handler panics; record the first error instead and fail the next run.
         let slot = fault.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
-            record_fault(&slot, GpuError::Validation { during: "an uncaptured GPU call".into(), message: e.to_string() });
+            record_fault(
+                &slot,
+                GpuError::Validation { during: "an uncaptured GPU call".into(), message: e.to_string() },
+            );
         }));
         let slot = fault.clone();
         device.set_device_lost_callback(move |reason, message| {

@@ -11,6 +11,8 @@
 //! let y = ctx.read_f32(&out).await?;      // read back only what is needed
 //! ```
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod bench;
 mod context;
 mod error;
 pub mod memory;

@@ -13,10 +13,14 @@ use super::shader::ShaderVariant;
 /// Bytes of one dispatch's parameter window (a multiple of every adapter's uniform alignment).
 pub const UNIFORM_SLOT: u64 = 256;
 
+/// A compiled variant with the defines it was made from (to catch two variants sharing a key).
+type Compiled = (Vec<(String, String)>, wgpu::ComputePipeline);
+type Layouts = (wgpu::BindGroupLayout, wgpu::PipelineLayout);
+
 #[derive(Default)]
 pub(crate) struct PipelineCache {
-    layouts: Mutex<HashMap<(u32, u32), (wgpu::BindGroupLayout, wgpu::PipelineLayout)>>,
-    pipelines: Mutex<HashMap<String, (Vec<(String, String)>, wgpu::ComputePipeline)>>,
+    layouts: Mutex<HashMap<(u32, u32), Layouts>>,
+    pipelines: Mutex<HashMap<String, Compiled>>,
 }
 
 fn storage(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
@@ -37,12 +41,7 @@ impl PipelineCache {
         self.layout_pair(device, reads, writes).0
     }
 
-    fn layout_pair(
-        &self,
-        device: &wgpu::Device,
-        reads: u32,
-        writes: u32,
-    ) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
+    fn layout_pair(&self, device: &wgpu::Device, reads: u32, writes: u32) -> Layouts {
         let mut map = self.layouts.lock().unwrap_or_else(|p| p.into_inner());
         map.entry((reads, writes))
             .or_insert_with(|| {

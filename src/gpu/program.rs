@@ -85,7 +85,10 @@ impl<'a> ProgramBuilder<'a> {
         if let Some(&n) = workgroups.iter().find(|&&n| n > MAX_WORKGROUPS) {
             return Err(GpuError::Unsupported {
                 op: "dispatch",
-                message: format!("{} needs {n} workgroups in one dimension (max {MAX_WORKGROUPS})", variant.key),
+                message: format!(
+                    "{} needs {n} workgroups in one dimension (max {MAX_WORKGROUPS})",
+                    variant.key
+                ),
             });
         }
         if workgroups.contains(&0) {
@@ -145,7 +148,10 @@ fn build_inner(ctx: &GpuContext, steps: &[Step]) -> GpuResult<(Vec<Dispatch>, wg
                     }),
                 }];
                 for (b, t) in step.reads.iter().chain(&step.writes).enumerate() {
-                    entries.push(wgpu::BindGroupEntry { binding: b as u32 + 1, resource: t.buffer().as_entire_binding() });
+                    entries.push(wgpu::BindGroupEntry {
+                        binding: b as u32 + 1,
+                        resource: t.buffer().as_entire_binding(),
+                    });
                 }
                 device.create_bind_group(&wgpu::BindGroupDescriptor {
                     label: Some(&step.variant.key),
@@ -168,8 +174,10 @@ fn build_inner(ctx: &GpuContext, steps: &[Step]) -> GpuResult<(Vec<Dispatch>, wg
 impl Program {
     /// Records every dispatch into `encoder` (one compute pass), for callers that add copies.
     pub fn encode(&self, encoder: &mut wgpu::CommandEncoder) {
-        let mut pass =
-            encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("program"), timestamp_writes: None });
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("program"),
+            timestamp_writes: None,
+        });
         for d in &self.dispatches {
             pass.set_pipeline(&d.pipeline);
             pass.set_bind_group(0, &d.bind_group, &[d.uniform_offset]);
@@ -182,7 +190,8 @@ impl Program {
     pub async fn run(&self, ctx: &GpuContext) -> GpuResult<()> {
         ctx.check_fault()?;
         ctx.scoped("running a GPU program", || {
-            let mut encoder = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("run") });
+            let mut encoder =
+                ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("run") });
             self.encode(&mut encoder);
             ctx.queue.submit([encoder.finish()]);
         })
@@ -219,14 +228,21 @@ impl GpuContext {
         Ok(match tensor.dtype() {
             DType::F32 => bytemuck::cast_slice::<u8, f32>(&bytes)[..n].to_vec(),
             DType::I32 => bytemuck::cast_slice::<u8, i32>(&bytes)[..n].iter().map(|&v| v as f32).collect(),
-            DType::F16 => bytes.chunks_exact(2).take(n).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            DType::F16 => bytes
+                .chunks_exact(2)
+                .take(n)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
             DType::I8 => bytes[..n].iter().map(|&b| b as i8 as f32).collect(),
         })
     }
 
     pub async fn read_i32(&self, tensor: &GpuTensor) -> GpuResult<Vec<i32>> {
         if tensor.dtype() != DType::I32 {
-            return Err(GpuError::Readback { name: tensor.name().into(), reason: format!("is {}, not i32", tensor.dtype().name()) });
+            return Err(GpuError::Readback {
+                name: tensor.name().into(),
+                reason: format!("is {}, not i32", tensor.dtype().name()),
+            });
         }
         let bytes = self.read_bytes(tensor).await?;
         Ok(bytemuck::cast_slice::<u8, i32>(&bytes)[..tensor.len()].to_vec())
@@ -253,7 +269,9 @@ impl GpuContext {
             let _ = tx.send(r);
         });
         self.poll_wait()?;
-        rx.await.map_err(|_| err("the device dropped the mapping".into()))?.map_err(|e| err(e.to_string()))?;
+        rx.await
+            .map_err(|_| err("the device dropped the mapping".into()))?
+            .map_err(|e| err(e.to_string()))?;
         let bytes = staging.get_mapped_range(..).map_err(|e| err(e.to_string()))?.to_vec();
         staging.unmap();
         self.check_fault()?;

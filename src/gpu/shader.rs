@@ -62,7 +62,8 @@ impl ShaderVariant {
     /// The WGSL text of this variant.
     pub fn source(&self) -> GpuResult<String> {
         let err = |message: String| GpuError::Shader { key: self.key.clone(), message };
-        let text = family_source(self.family).ok_or_else(|| err(format!("no shader family '{}'", self.family)))?;
+        let text =
+            family_source(self.family).ok_or_else(|| err(format!("no shader family '{}'", self.family)))?;
         preprocess(text, &self.defines, 0).map_err(err)
     }
 }

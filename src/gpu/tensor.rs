@@ -83,7 +83,11 @@ impl GpuTensor {
         if bytes > self.buffer().size() {
             return Err(GpuError::Shape {
                 op: "alias",
-                message: format!("'{name}' needs {bytes} bytes, buffer of '{}' has {}", self.name, self.buffer().size()),
+                message: format!(
+                    "'{name}' needs {bytes} bytes, buffer of '{}' has {}",
+                    self.name,
+                    self.buffer().size()
+                ),
             });
         }
         Ok(Self { inner: self.inner.clone(), name: name.into(), dtype, len })
@@ -116,7 +120,12 @@ impl GpuTensor {
         if data.len() != self.len() {
             return Err(GpuError::Shape {
                 op: "upload",
-                message: format!("tensor '{}' holds {} elements, got {}", self.name(), self.len(), data.len()),
+                message: format!(
+                    "tensor '{}' holds {} elements, got {}",
+                    self.name(),
+                    self.len(),
+                    data.len()
+                ),
             });
         }
         let bytes: Vec<u8> = match self.dtype() {
@@ -192,7 +201,12 @@ impl View {
     pub fn broadcast_to(&self, shape: &[usize]) -> GpuResult<View> {
         let err = || GpuError::Shape {
             op: "broadcast",
-            message: format!("'{}' of shape {:?} does not broadcast to {:?}", self.tensor.name(), self.shape, shape),
+            message: format!(
+                "'{}' of shape {:?} does not broadcast to {:?}",
+                self.tensor.name(),
+                self.shape,
+                shape
+            ),
         };
         if self.shape.len() > shape.len() {
             return Err(err());
@@ -213,8 +227,13 @@ impl View {
     /// Reorders dimensions (`Transpose` with `perm`), without moving data.
     pub fn permute(&self, perm: &[usize]) -> GpuResult<View> {
         let mut seen = vec![false; self.shape.len()];
-        if perm.len() != self.shape.len() || perm.iter().any(|&p| p >= seen.len() || std::mem::replace(&mut seen[p], true)) {
-            return Err(GpuError::Shape { op: "permute", message: format!("{perm:?} is not a permutation of rank {}", self.shape.len()) });
+        if perm.len() != self.shape.len()
+            || perm.iter().any(|&p| p >= seen.len() || std::mem::replace(&mut seen[p], true))
+        {
+            return Err(GpuError::Shape {
+                op: "permute",
+                message: format!("{perm:?} is not a permutation of rank {}", self.shape.len()),
+            });
         }
         Ok(View {
             tensor: self.tensor.clone(),
@@ -235,14 +254,22 @@ impl View {
     /// Fails unless the view stays inside its tensor.
     pub(crate) fn check(&self, op: &'static str) -> GpuResult<()> {
         if self.shape.len() != self.strides.len() {
-            return Err(GpuError::Shape { op, message: format!("'{}': shape and strides differ in rank", self.tensor.name()) });
+            return Err(GpuError::Shape {
+                op,
+                message: format!("'{}': shape and strides differ in rank", self.tensor.name()),
+            });
         }
         if self.extent() > self.tensor.len() {
             return Err(GpuError::Shape {
                 op,
                 message: format!(
                     "view of '{}' (shape {:?}, strides {:?}, offset {}) reaches element {} of {}",
-                    self.tensor.name(), self.shape, self.strides, self.offset, self.extent(), self.tensor.len()
+                    self.tensor.name(),
+                    self.shape,
+                    self.strides,
+                    self.offset,
+                    self.extent(),
+                    self.tensor.len()
                 ),
             });
         }

@@ -15,7 +15,12 @@ fn cpu_attention(q: (&[f32], &View), k: (&[f32], &View), v: (&[f32], &View), sca
     let (lk, dv) = (k.1.shape[2], v.1.shape[3]);
     let mut out = Vec::new();
     for (x, y, i) in (0..b0).flat_map(|x| (0..b1).flat_map(move |y| (0..lq).map(move |i| (x, y, i)))) {
-        let s: Vec<f64> = (0..lk).map(|j| (0..d).map(|c| at(q.0, q.1, [x, y, i, c]) * at(k.0, k.1, [x, y, j, c])).sum::<f64>() * scale as f64).collect();
+        let s: Vec<f64> = (0..lk)
+            .map(|j| {
+                (0..d).map(|c| at(q.0, q.1, [x, y, i, c]) * at(k.0, k.1, [x, y, j, c])).sum::<f64>()
+                    * scale as f64
+            })
+            .collect();
         let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let e: Vec<f64> = s.iter().map(|v| (v - m).exp()).collect();
         let z: f64 = e.iter().sum();
@@ -26,14 +31,29 @@ fn cpu_attention(q: (&[f32], &View), k: (&[f32], &View), v: (&[f32], &View), sca
     out
 }
 
-fn case(b: usize, h: usize, lq: usize, lk: usize, d: usize, dv: usize, torch_layout: bool, shared_kv: bool, seed: u64) {
+#[allow(clippy::too_many_arguments)]
+fn case(
+    b: usize,
+    h: usize,
+    lq: usize,
+    lk: usize,
+    d: usize,
+    dv: usize,
+    torch_layout: bool,
+    shared_kv: bool,
+    seed: u64,
+) {
     let Some(ctx) = ctx() else { return };
     let mut rng = Rng::new(seed);
     let hk = if shared_kv { 1 } else { h };
     let qd = rng.vec(b * h * lq * d, -2.0, 2.0);
     let kd = rng.vec(b * hk * lk * d, -2.0, 2.0);
     let vd = rng.vec(b * hk * lk * dv, -1.0, 1.0);
-    let (gq, gk, gv) = (GpuTensor::from_f32(ctx, "q", &qd).unwrap(), GpuTensor::from_f32(ctx, "k", &kd).unwrap(), GpuTensor::from_f32(ctx, "v", &vd).unwrap());
+    let (gq, gk, gv) = (
+        GpuTensor::from_f32(ctx, "q", &qd).unwrap(),
+        GpuTensor::from_f32(ctx, "k", &kd).unwrap(),
+        GpuTensor::from_f32(ctx, "v", &vd).unwrap(),
+    );
     // torch keeps [B, L, H, D]; the kernel sees [B, H, L, D] through a permuted view.
     let view = |t: &GpuTensor, heads: usize, l: usize, dd: usize| {
         if torch_layout {
@@ -46,12 +66,21 @@ fn case(b: usize, h: usize, lq: usize, lk: usize, d: usize, dv: usize, torch_lay
     let out = GpuTensor::new(ctx, "out", DType::F32, b * h * lq * dv).unwrap();
     let scale = 1.0 / (d as f32).sqrt();
     let mut pb = ProgramBuilder::new(ctx);
-    attention(&mut pb, &Attention { q: q.clone(), k: k.clone(), v: v.clone(), out: out.view(&[b, h, lq, dv]), scale }).unwrap();
+    attention(
+        &mut pb,
+        &Attention { q: q.clone(), k: k.clone(), v: v.clone(), out: out.view(&[b, h, lq, dv]), scale },
+    )
+    .unwrap();
     run(run(pb.build()).unwrap().run(ctx)).unwrap();
     let kb = k.broadcast_to(&[b, h, lk, d]).unwrap();
     let vb = v.broadcast_to(&[b, h, lk, dv]).unwrap();
     let want = cpu_attention((&qd, &q), (&kd, &kb), (&vd, &vb), scale);
-    assert_close(&format!("attention b{b} h{h} lq{lq} lk{lk} d{d} dv{dv}"), &run(ctx.read_f32(&out)).unwrap(), &want, F32_TRANSCENDENTAL.accumulating(lk + d));
+    assert_close(
+        &format!("attention b{b} h{h} lq{lq} lk{lk} d{d} dv{dv}"),
+        &run(ctx.read_f32(&out)).unwrap(),
+        &want,
+        F32_TRANSCENDENTAL.accumulating(lk + d),
+    );
 }
 
 #[test]

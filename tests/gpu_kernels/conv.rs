@@ -13,11 +13,20 @@ fn pad3(v: &[usize], fill: usize) -> [usize; 3] {
 }
 
 /// Direct convolution; `wt` indexed [co][ci_g][k].
-fn cpu_conv(x: &[f32], xs: &[usize], w: &[f32], cout: usize, groups: usize, g: &Geometry, bias: &[f32]) -> (Vec<f32>, Vec<usize>) {
+fn cpu_conv(
+    x: &[f32],
+    xs: &[usize],
+    w: &[f32],
+    cout: usize,
+    groups: usize,
+    g: &Geometry,
+    bias: &[f32],
+) -> (Vec<f32>, Vec<usize>) {
     let (n, cin) = (xs[0], xs[1]);
     let sp = pad3(&xs[2..], 1);
     let os = pad3(&g.output(&xs[2..]), 1);
-    let (k, s, dl, pb) = (pad3(&g.kernel, 1), pad3(&g.strides, 1), pad3(&g.dilations, 1), pad3(&g.pads_begin, 0));
+    let (k, s, dl, pb) =
+        (pad3(&g.kernel, 1), pad3(&g.strides, 1), pad3(&g.dilations, 1), pad3(&g.pads_begin, 0));
     let (cin_g, cout_g) = (cin / groups, cout / groups);
     let kvol = k[0] * k[1] * k[2];
     let total = n * cout * os.iter().product::<usize>();
@@ -30,9 +39,14 @@ fn cpu_conv(x: &[f32], xs: &[usize], w: &[f32], cout: usize, groups: usize, g: &
             for ci in 0..cin_g {
                 for t in 0..kvol {
                     let kk = unravel(t, &k);
-                    let c: Vec<isize> = (0..3).map(|d| (ix[2 + d] * s[d] + kk[d] * dl[d]) as isize - pb[d] as isize).collect();
+                    let c: Vec<isize> = (0..3)
+                        .map(|d| (ix[2 + d] * s[d] + kk[d] * dl[d]) as isize - pb[d] as isize)
+                        .collect();
                     if (0..3).all(|d| c[d] >= 0 && (c[d] as usize) < sp[d]) {
-                        let xi = (((b * cin + gi * cin_g + ci) * sp[0] + c[0] as usize) * sp[1] + c[1] as usize) * sp[2] + c[2] as usize;
+                        let xi = (((b * cin + gi * cin_g + ci) * sp[0] + c[0] as usize) * sp[1]
+                            + c[1] as usize)
+                            * sp[2]
+                            + c[2] as usize;
                         acc += x[xi] as f64 * w[(co * cin_g + ci) * kvol + t] as f64;
                     }
                 }
@@ -61,7 +75,9 @@ fn check_conv(ctx: &GpuContext, case: &Case, seed: u64) {
     let w = rng.vec(case.cout * cin_g * kvol, -1.0, 1.0);
     let bias = rng.vec(case.cout, -1.0, 1.0);
     let per = cin_g * kvol;
-    let scales: Vec<f32> = (0..case.cout).map(|c| w[c * per..(c + 1) * per].iter().fold(0.0f32, |m, v| m.max(v.abs())) / 127.0).collect();
+    let scales: Vec<f32> = (0..case.cout)
+        .map(|c| w[c * per..(c + 1) * per].iter().fold(0.0f32, |m, v| m.max(v.abs())) / 127.0)
+        .collect();
     let (stored, used): (Vec<f32>, Vec<f32>) = if case.int8 {
         let q: Vec<f32> = (0..w.len()).map(|i| (w[i] / scales[i / per]).round()).collect();
         let d = (0..w.len()).map(|i| q[i] * scales[i / per]).collect();
@@ -87,7 +103,12 @@ fn check_conv(ctx: &GpuContext, case: &Case, seed: u64) {
     let mut b = ProgramBuilder::new(ctx);
     conv(&mut b, &c).unwrap();
     run(run(b.build()).unwrap().run(ctx)).unwrap();
-    assert_close(&format!("conv {:?} {:?}", case.xs, case.g), &run(ctx.read_f32(&c.out)).unwrap(), &want, F32.accumulating(per));
+    assert_close(
+        &format!("conv {:?} {:?}", case.xs, case.g),
+        &run(ctx.read_f32(&c.out)).unwrap(),
+        &want,
+        F32.accumulating(per),
+    );
 }
 
 #[test]
@@ -95,15 +116,50 @@ fn conv_1d_2d_3d_groups_strides_pads_dilations() {
     let Some(ctx) = ctx() else { return };
     let cases = [
         // 2-D, groups, stride 2, asymmetric pads, SiLU.
-        Case { xs: vec![2, 4, 7, 9], cout: 6, groups: 2, g: Geometry::new(&[3, 3]).with_strides(&[2, 2]).with_pads(&[1, 0], &[1, 2]), act: Activation::Silu, int8: false },
+        Case {
+            xs: vec![2, 4, 7, 9],
+            cout: 6,
+            groups: 2,
+            g: Geometry::new(&[3, 3]).with_strides(&[2, 2]).with_pads(&[1, 0], &[1, 2]),
+            act: Activation::Silu,
+            int8: false,
+        },
         // 1-D with dilation.
-        Case { xs: vec![1, 3, 11], cout: 5, groups: 1, g: Geometry::new(&[4]).with_dilations(&[2]).with_pads(&[3], &[1]), act: Activation::None, int8: false },
+        Case {
+            xs: vec![1, 3, 11],
+            cout: 5,
+            groups: 1,
+            g: Geometry::new(&[4]).with_dilations(&[2]).with_pads(&[3], &[1]),
+            act: Activation::None,
+            int8: false,
+        },
         // 3-D, int8 weights with per-channel scales.
-        Case { xs: vec![1, 2, 3, 5, 4], cout: 3, groups: 1, g: Geometry::new(&[2, 3, 3]).with_strides(&[1, 2, 1]).with_pads(&[1, 1, 1], &[0, 1, 1]), act: Activation::Relu, int8: true },
+        Case {
+            xs: vec![1, 2, 3, 5, 4],
+            cout: 3,
+            groups: 1,
+            g: Geometry::new(&[2, 3, 3]).with_strides(&[1, 2, 1]).with_pads(&[1, 1, 1], &[0, 1, 1]),
+            act: Activation::Relu,
+            int8: true,
+        },
         // Depthwise 3x3, odd channel count over 32-channel blocks.
-        Case { xs: vec![1, 37, 5, 6], cout: 37, groups: 37, g: Geometry::new(&[3, 3]).with_pads(&[1, 1], &[1, 1]), act: Activation::Gelu, int8: false },
+        Case {
+            xs: vec![1, 37, 5, 6],
+            cout: 37,
+            groups: 37,
+            g: Geometry::new(&[3, 3]).with_pads(&[1, 1], &[1, 1]),
+            act: Activation::Gelu,
+            int8: false,
+        },
         // 1x1 conv (a matmul) with many output channels.
-        Case { xs: vec![2, 8, 3, 3], cout: 40, groups: 1, g: Geometry::new(&[1, 1]), act: Activation::None, int8: false },
+        Case {
+            xs: vec![2, 8, 3, 3],
+            cout: 40,
+            groups: 1,
+            g: Geometry::new(&[1, 1]),
+            act: Activation::None,
+            int8: false,
+        },
     ];
     for (i, case) in cases.iter().enumerate() {
         check_conv(ctx, case, 30 + i as u64);
@@ -147,7 +203,8 @@ fn conv_transpose_2d() {
                     let (oy, ox) = ((iy * 2 + ky) as isize - 1, (ix * 2 + kx) as isize - 1);
                     if oy >= 0 && ox >= 0 && (oy as usize) < oh && (ox as usize) < ow {
                         let co = gi * cout_g + co_g;
-                        want[(co * oh + oy as usize) * ow + ox as usize] += x[(ci * h + iy) * w + ix] * wt[((ci * cout_g + co_g) * 3 + ky) * 3 + kx];
+                        want[(co * oh + oy as usize) * ow + ox as usize] +=
+                            x[(ci * h + iy) * w + ix] * wt[((ci * cout_g + co_g) * 3 + ky) * 3 + kx];
                     }
                 }
             }
@@ -169,7 +226,11 @@ fn max_and_average_pools() {
     let g = Geometry::new(&[3, 2]).with_strides(&[2, 2]).with_pads(&[1, 0], &[1, 1]);
     let os = g.output(&xs[2..]);
     let total = 6 * os[0] * os[1];
-    let kinds = [PoolKind::Max, PoolKind::Average { count_include_pad: false }, PoolKind::Average { count_include_pad: true }];
+    let kinds = [
+        PoolKind::Max,
+        PoolKind::Average { count_include_pad: false },
+        PoolKind::Average { count_include_pad: true },
+    ];
     let mut b = ProgramBuilder::new(ctx);
     let outs: Vec<GpuTensor> = kinds
         .iter()
@@ -187,10 +248,10 @@ fn max_and_average_pools() {
                 let (mut mx, mut sum, mut count, mut padded) = (f32::NEG_INFINITY, 0.0, 0, 0);
                 for (ky, kx) in (0..3).flat_map(|a| (0..2).map(move |b| (a, b))) {
                     let (y, xx) = ((ix[1] * 2 + ky) as isize - 1, (ix[2] * 2 + kx) as isize);
-                    if y >= -1 && y < 8 && xx < 7 {
+                    if (-1..8).contains(&y) && xx < 7 {
                         padded += 1;
                     }
-                    if y >= 0 && y < 7 && xx < 6 {
+                    if (0..7).contains(&y) && xx < 6 {
                         let v = x[(ix[0] * 7 + y as usize) * 6 + xx as usize];
                         mx = mx.max(v);
                         sum += v;

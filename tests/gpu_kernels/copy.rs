@@ -29,7 +29,12 @@ fn transpose_slice_expand_tile_pad() {
     slice(&mut b, &gx.view(&shape), &[1, 2, 0], &[1, -1, 2], &s.view(&[1, 3, 3])).unwrap();
     // Expand [1, 3, 1] slice of x -> [2, 3, 4] via broadcasting.
     let e = GpuTensor::new(ctx, "e", DType::F32, 24).unwrap();
-    let col = fifo_diffusion::gpu::View { tensor: gx.clone(), offset: 0, shape: vec![1, 3, 1], strides: vec![0, 5, 1] };
+    let col = fifo_diffusion::gpu::View {
+        tensor: gx.clone(),
+        offset: 0,
+        shape: vec![1, 3, 1],
+        strides: vec![0, 5, 1],
+    };
     copy(&mut b, &col.broadcast_to(&[2, 3, 4]).unwrap(), &e.view(&[2, 3, 4])).unwrap();
     // Tile x by (1, 2, 2) -> [2, 6, 10].
     let tl = GpuTensor::new(ctx, "tile", DType::F32, 120).unwrap();
@@ -39,19 +44,43 @@ fn transpose_slice_expand_tile_pad() {
     pad(&mut b, &gx.view(&shape), &[0, 1, 2], 7.5, &p.view(&[3, 4, 8])).unwrap();
     build_run(b);
 
-    let want_t: Vec<f32> = (0..30).map(|i| { let ix = unravel(i, &[5, 2, 3]); at(ix[1], ix[2], ix[0]) }).collect();
+    let want_t: Vec<f32> = (0..30)
+        .map(|i| {
+            let ix = unravel(i, &[5, 2, 3]);
+            at(ix[1], ix[2], ix[0])
+        })
+        .collect();
     assert_close("transpose", &run(ctx.read_f32(&t)).unwrap(), &want_t, F32);
-    let want_s: Vec<f32> = (0..9).map(|i| { let ix = unravel(i, &[1, 3, 3]); at(1, 2 - ix[1], ix[2] * 2) }).collect();
+    let want_s: Vec<f32> = (0..9)
+        .map(|i| {
+            let ix = unravel(i, &[1, 3, 3]);
+            at(1, 2 - ix[1], ix[2] * 2)
+        })
+        .collect();
     assert_close("slice", &run(ctx.read_f32(&s)).unwrap(), &want_s, F32);
-    let want_e: Vec<f32> = (0..24).map(|i| { let ix = unravel(i, &[2, 3, 4]); at(0, ix[1], 0) }).collect();
+    let want_e: Vec<f32> = (0..24)
+        .map(|i| {
+            let ix = unravel(i, &[2, 3, 4]);
+            at(0, ix[1], 0)
+        })
+        .collect();
     assert_close("expand", &run(ctx.read_f32(&e)).unwrap(), &want_e, F32);
-    let want_tl: Vec<f32> = (0..120).map(|i| { let ix = unravel(i, &[2, 6, 10]); at(ix[0], ix[1] % 3, ix[2] % 5) }).collect();
+    let want_tl: Vec<f32> = (0..120)
+        .map(|i| {
+            let ix = unravel(i, &[2, 6, 10]);
+            at(ix[0], ix[1] % 3, ix[2] % 5)
+        })
+        .collect();
     assert_close("tile", &run(ctx.read_f32(&tl)).unwrap(), &want_tl, F32);
     let want_p: Vec<f32> = (0..96)
         .map(|i| {
             let ix = unravel(i, &[3, 4, 8]);
             let (a, bb, c) = (ix[0] as isize, ix[1] as isize - 1, ix[2] as isize - 2);
-            if a < 2 && (0..3).contains(&bb) && (0..5).contains(&c) { at(a as usize, bb as usize, c as usize) } else { 7.5 }
+            if a < 2 && (0..3).contains(&bb) && (0..5).contains(&c) {
+                at(a as usize, bb as usize, c as usize)
+            } else {
+                7.5
+            }
         })
         .collect();
     assert_close("pad", &run(ctx.read_f32(&p)).unwrap(), &want_p, F32);
@@ -74,7 +103,11 @@ fn concat_on_a_middle_axis_and_gather() {
     let want: Vec<f32> = (0..64)
         .map(|i| {
             let ix = unravel(i, &[2, 8, 4]);
-            if ix[1] < 3 { a[ix[0] * 12 + ix[1] * 4 + ix[2]] } else { c[ix[0] * 20 + (ix[1] - 3) * 4 + ix[2]] }
+            if ix[1] < 3 {
+                a[ix[0] * 12 + ix[1] * 4 + ix[2]]
+            } else {
+                c[ix[0] * 20 + (ix[1] - 3) * 4 + ix[2]]
+            }
         })
         .collect();
     assert_close("concat axis 1", &run(ctx.read_f32(&out)).unwrap(), &want, F32);
@@ -83,7 +116,11 @@ fn concat_on_a_middle_axis_and_gather() {
         .map(|i| {
             let ix = unravel(i, &[2, 5, 4]);
             let r = rows[ix[1]];
-            if r < 0 { 0.0 } else { a[ix[0] * 12 + r as usize * 4 + ix[2]] }
+            if r < 0 {
+                0.0
+            } else {
+                a[ix[0] * 12 + r as usize * 4 + ix[2]]
+            }
         })
         .collect();
     assert_close("gather (negative and out-of-range indices)", &run(ctx.read_f32(&g)).unwrap(), &want_g, F32);

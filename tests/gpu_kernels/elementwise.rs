@@ -20,7 +20,13 @@ fn cpu_unary(op: Unary, a: f32) -> f32 {
         Unary::Erf => libm::erff(a),
         Unary::Sigmoid => 1.0 / (1.0 + (-a).exp()),
         Unary::Relu => a.max(0.0),
-        Unary::LeakyRelu(s) => if a >= 0.0 { a } else { s * a },
+        Unary::LeakyRelu(s) => {
+            if a >= 0.0 {
+                a
+            } else {
+                s * a
+            }
+        }
         Unary::Gelu => 0.5 * a * (1.0 + libm::erff(a / std::f32::consts::SQRT_2)),
         Unary::GeluTanh => 0.5 * a * (1.0 + (0.797_884_6 * (a + 0.044715 * a * a * a)).tanh()),
         Unary::Softplus => (1.0 + (a as f64).exp()).ln() as f32,
@@ -62,10 +68,28 @@ fn unary_ops_match_cpu() {
     let signed = rng.vec(n, -4.0, 4.0);
     let positive = rng.vec(n, 0.05, 5.0);
     let ops = [
-        Unary::Identity, Unary::Neg, Unary::Abs, Unary::Sqrt, Unary::Reciprocal, Unary::Exp, Unary::Log,
-        Unary::Sin, Unary::Cos, Unary::Tanh, Unary::Erf, Unary::Sigmoid, Unary::Relu, Unary::LeakyRelu(0.1),
-        Unary::Gelu, Unary::GeluTanh, Unary::Softplus, Unary::Silu, Unary::Clip(-1.5, 2.0), Unary::Not,
-        Unary::Floor, Unary::Ceil,
+        Unary::Identity,
+        Unary::Neg,
+        Unary::Abs,
+        Unary::Sqrt,
+        Unary::Reciprocal,
+        Unary::Exp,
+        Unary::Log,
+        Unary::Sin,
+        Unary::Cos,
+        Unary::Tanh,
+        Unary::Erf,
+        Unary::Sigmoid,
+        Unary::Relu,
+        Unary::LeakyRelu(0.1),
+        Unary::Gelu,
+        Unary::GeluTanh,
+        Unary::Softplus,
+        Unary::Silu,
+        Unary::Clip(-1.5, 2.0),
+        Unary::Not,
+        Unary::Floor,
+        Unary::Ceil,
     ];
     let mut b = ProgramBuilder::new(ctx);
     let mut outs = Vec::new();
@@ -100,17 +124,39 @@ fn binary_ops_broadcast_like_numpy() {
         (&[3, 1, 1, 9], &[], &[3, 1, 1, 9]),
     ];
     let ops = [
-        Binary::Add, Binary::Sub, Binary::Mul, Binary::Div, Binary::Pow, Binary::Min, Binary::Max,
-        Binary::Equal, Binary::Less, Binary::LessOrEqual, Binary::Greater, Binary::GreaterOrEqual,
-        Binary::And, Binary::Or, Binary::Xor,
+        Binary::Add,
+        Binary::Sub,
+        Binary::Mul,
+        Binary::Div,
+        Binary::Pow,
+        Binary::Min,
+        Binary::Max,
+        Binary::Equal,
+        Binary::Less,
+        Binary::LessOrEqual,
+        Binary::Greater,
+        Binary::GreaterOrEqual,
+        Binary::And,
+        Binary::Or,
+        Binary::Xor,
     ];
     for (case, (sa, sb, so)) in cases.iter().enumerate() {
         let na: usize = sa.iter().product();
         let nb: usize = sb.iter().product();
         let no: usize = so.iter().product();
         // Integral values in part so that Equal and Pow with negative bases are exercised.
-        let a: Vec<f32> = rng.vec(na, -3.0, 3.0).iter().enumerate().map(|(i, &v)| if i % 3 == 0 { v.round() } else { v }).collect();
-        let bv: Vec<f32> = rng.vec(nb, -3.0, 3.0).iter().enumerate().map(|(i, &v)| if i % 2 == 0 { v.round() } else { v }).collect();
+        let a: Vec<f32> = rng
+            .vec(na, -3.0, 3.0)
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| if i % 3 == 0 { v.round() } else { v })
+            .collect();
+        let bv: Vec<f32> = rng
+            .vec(nb, -3.0, 3.0)
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| if i % 2 == 0 { v.round() } else { v })
+            .collect();
         let ga = GpuTensor::from_f32(ctx, "a", &a).unwrap();
         let gb = GpuTensor::from_f32(ctx, "b", &bv).unwrap();
         let mut prog = ProgramBuilder::new(ctx);
@@ -164,7 +210,8 @@ fn where_selects_with_broadcast_condition() {
     );
     let out = GpuTensor::new(ctx, "out", fifo_diffusion::gpu::DType::F32, 15).unwrap();
     let mut b = ProgramBuilder::new(ctx);
-    ternary(&mut b, Ternary::Where, &gc.view(&[1, 5]), &gx.view(&[3, 5]), &gy.view(&[1]), &out.view(&[3, 5])).unwrap();
+    ternary(&mut b, Ternary::Where, &gc.view(&[1, 5]), &gx.view(&[3, 5]), &gy.view(&[1]), &out.view(&[3, 5]))
+        .unwrap();
     run(run(b.build()).unwrap().run(ctx)).unwrap();
     let want: Vec<f32> = (0..15).map(|i| if cond[i % 5] != 0.0 { x[i] } else { 42.0 }).collect();
     assert_close("where", &run(ctx.read_f32(&out)).unwrap(), &want, F32);

@@ -7,20 +7,28 @@ use fifo_diffusion::gpu::ops::conv::{conv, Conv, Geometry};
 use fifo_diffusion::gpu::ops::matmul::{matmul, MatMul};
 use fifo_diffusion::gpu::ops::norm::group_norm;
 use fifo_diffusion::gpu::ops::reduce::softmax;
-use fifo_diffusion::gpu::{Activation, AdapterChoice, DType, GpuContext, GpuOptions, GpuTensor, KernelStyle, ProgramBuilder};
+use fifo_diffusion::gpu::{
+    Activation, AdapterChoice, DType, GpuContext, GpuOptions, GpuTensor, KernelStyle, ProgramBuilder,
+};
 
 use fifo_diffusion::gpu::wgpu;
 
 use crate::{assert_close, run, Rng, F32, F32_TRANSCENDENTAL};
 
 fn gl() -> Option<GpuContext> {
-    let options = GpuOptions { adapter: AdapterChoice::Fallback, backends: Some(wgpu::Backends::GL), ..Default::default() };
+    let options = GpuOptions {
+        adapter: AdapterChoice::Fallback,
+        backends: Some(wgpu::Backends::GL),
+        ..Default::default()
+    };
     match run(GpuContext::new(&options)) {
         Ok(ctx) => {
             eprintln!("GL tests on {}", ctx.describe());
             Some(ctx)
         }
-        Err(e) if std::env::var("FIFO_REQUIRE_GL").is_ok_and(|v| v == "1") => panic!("FIFO_REQUIRE_GL=1 but: {e}"),
+        Err(e) if std::env::var("FIFO_REQUIRE_GL").is_ok_and(|v| v == "1") => {
+            panic!("FIFO_REQUIRE_GL=1 but: {e}")
+        }
         Err(e) => {
             eprintln!("\n!!!!!!!! SKIPPING GL TEST: {e} !!!!!!!!\n");
             None
@@ -42,7 +50,11 @@ fn f32_kernels_on_gl() {
     let gw = GpuTensor::from_f32(&ctx, "w", &w).unwrap();
     let gw16 = GpuTensor::from_f32_as(&ctx, "w16", DType::F16, &w).unwrap();
     let mut mm_outs = Vec::new();
-    for (style, wt) in [(KernelStyle::RegisterBlocked, &gw), (KernelStyle::Tiled, &gw), (KernelStyle::RegisterBlocked, &gw16)] {
+    for (style, wt) in [
+        (KernelStyle::RegisterBlocked, &gw),
+        (KernelStyle::Tiled, &gw),
+        (KernelStyle::RegisterBlocked, &gw16),
+    ] {
         let out = GpuTensor::new(&ctx, "mm", DType::F32, m * n).unwrap();
         let mut mm = MatMul::new(ga.view(&[m, k]), wt.view(&[k, n]), out.view(&[m, n]));
         mm.style = Some(style);
@@ -72,13 +84,27 @@ fn f32_kernels_on_gl() {
     group_norm(&mut b, &c.x, &xs, 3, None, 1e-5, Activation::None, &gn).unwrap();
     let att = GpuTensor::new(&ctx, "att", DType::F32, 90).unwrap();
     let q = c.x.view(&[1, 3, 6, 5]);
-    attention(&mut b, &Attention { q: q.clone(), k: q.clone(), v: q, out: att.view(&[1, 3, 6, 5]), scale: 0.5 }).unwrap();
+    attention(
+        &mut b,
+        &Attention { q: q.clone(), k: q.clone(), v: q, out: att.view(&[1, 3, 6, 5]), scale: 0.5 },
+    )
+    .unwrap();
     run(run(b.build()).unwrap().run(&ctx)).unwrap();
 
     for (dtype, out) in &mm_outs {
-        let wq: Vec<f32> = if *dtype == DType::F16 { w.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect() } else { w.clone() };
-        let want: Vec<f32> = (0..m * n).map(|i| (0..k).map(|kk| a[i / n * k + kk] * wq[kk * n + i % n]).sum()).collect();
-        assert_close(&format!("gl matmul {dtype:?}"), &run(ctx.read_f32(out)).unwrap(), &want, F32.accumulating(k));
+        let wq: Vec<f32> = if *dtype == DType::F16 {
+            w.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect()
+        } else {
+            w.clone()
+        };
+        let want: Vec<f32> =
+            (0..m * n).map(|i| (0..k).map(|kk| a[i / n * k + kk] * wq[kk * n + i % n]).sum()).collect();
+        assert_close(
+            &format!("gl matmul {dtype:?}"),
+            &run(ctx.read_f32(out)).unwrap(),
+            &want,
+            F32.accumulating(k),
+        );
     }
     let want_conv: Vec<f32> = (0..120)
         .map(|i| {
@@ -88,7 +114,8 @@ fn f32_kernels_on_gl() {
                 for (ky, kx) in (0..3).flat_map(|a| (0..3).map(move |b| (a, b))) {
                     let (iy, ix) = (y as isize + ky as isize - 1, xx as isize + kx as isize - 1);
                     if (0..6).contains(&iy) && (0..5).contains(&ix) {
-                        s += x[ci * 30 + iy as usize * 5 + ix as usize] * cw[((co * 3 + ci) * 3 + ky) * 3 + kx];
+                        s += x[ci * 30 + iy as usize * 5 + ix as usize]
+                            * cw[((co * 3 + ci) * 3 + ky) * 3 + kx];
                     }
                 }
             }
@@ -103,19 +130,30 @@ fn f32_kernels_on_gl() {
             (x[i] - m).exp() / row.iter().map(|v| (v - m).exp()).sum::<f32>()
         })
         .collect();
-    assert_close("gl softmax", &run(ctx.read_f32(&sm)).unwrap(), &want_sm, F32_TRANSCENDENTAL.accumulating(30));
+    assert_close(
+        "gl softmax",
+        &run(ctx.read_f32(&sm)).unwrap(),
+        &want_sm,
+        F32_TRANSCENDENTAL.accumulating(30),
+    );
     // Self-attention per head h over the 6 rows of 5 of x[h].
     let want_att: Vec<f32> = (0..90)
         .map(|i| {
             let (h, r, col) = (i / 30, (i / 5) % 6, i % 5);
             let row = |j: usize| &x[h * 30 + j * 5..h * 30 + j * 5 + 5];
-            let s: Vec<f32> = (0..6).map(|j| 0.5 * row(r).iter().zip(row(j)).map(|(a, b)| a * b).sum::<f32>()).collect();
+            let s: Vec<f32> =
+                (0..6).map(|j| 0.5 * row(r).iter().zip(row(j)).map(|(a, b)| a * b).sum::<f32>()).collect();
             let m = s.iter().cloned().fold(f32::MIN, f32::max);
             let e: Vec<f32> = s.iter().map(|v| (v - m).exp()).collect();
             (0..6).map(|j| e[j] * row(j)[col]).sum::<f32>() / e.iter().sum::<f32>()
         })
         .collect();
-    assert_close("gl attention", &run(ctx.read_f32(&att)).unwrap(), &want_att, F32_TRANSCENDENTAL.accumulating(11));
+    assert_close(
+        "gl attention",
+        &run(ctx.read_f32(&att)).unwrap(),
+        &want_att,
+        F32_TRANSCENDENTAL.accumulating(11),
+    );
     let gn_out = run(ctx.read_f32(&gn)).unwrap();
     for g in 0..3 {
         let mean: f32 = gn_out[g * 30..(g + 1) * 30].iter().sum::<f32>() / 30.0;

@@ -2,7 +2,9 @@
 //! transposed weights, alpha/beta/bias/activation, f16 and int8 weights.
 
 use fifo_diffusion::gpu::ops::matmul::{matmul, MatMul};
-use fifo_diffusion::gpu::{Activation, AdapterChoice, DType, GpuContext, GpuOptions, GpuTensor, KernelStyle, ProgramBuilder, View};
+use fifo_diffusion::gpu::{
+    Activation, AdapterChoice, DType, GpuContext, GpuOptions, GpuTensor, KernelStyle, ProgramBuilder, View,
+};
 
 use crate::{assert_close, at_broadcast, ctx, run, unravel, Rng, F16, F32};
 
@@ -42,7 +44,12 @@ fn run_case(ctx: &GpuContext, style: KernelStyle, sa: &[usize], sw: &[usize], so
     run(run(b.build()).unwrap().run(ctx)).unwrap();
     let want = cpu_matmul(&a, sa, &w, sw, so);
     let k = sa[sa.len() - 1];
-    assert_close(&format!("{style:?} {sa:?}@{sw:?}"), &run(ctx.read_f32(&out)).unwrap(), &want, F32.accumulating(k));
+    assert_close(
+        &format!("{style:?} {sa:?}@{sw:?}"),
+        &run(ctx.read_f32(&out)).unwrap(),
+        &want,
+        F32.accumulating(k),
+    );
 }
 
 #[test]
@@ -72,9 +79,14 @@ fn gemm_transposed_with_epilogue() {
     let gw = GpuTensor::from_f32(ctx, "w", &wt).unwrap();
     let gc = GpuTensor::from_f32(ctx, "c", &c).unwrap();
     let gb = GpuTensor::from_f32(ctx, "bias", &bias).unwrap();
-    for (act, style) in [(Activation::Silu, KernelStyle::RegisterBlocked), (Activation::Gelu, KernelStyle::Tiled), (Activation::LeakyRelu(0.2), KernelStyle::RegisterBlocked)] {
+    for (act, style) in [
+        (Activation::Silu, KernelStyle::RegisterBlocked),
+        (Activation::Gelu, KernelStyle::Tiled),
+        (Activation::LeakyRelu(0.2), KernelStyle::RegisterBlocked),
+    ] {
         let out = GpuTensor::new(ctx, "out", DType::F32, m * n).unwrap();
-        let mut mm = MatMul::new(ga.view(&[m, k]), gw.view(&[n, k]).permute(&[1, 0]).unwrap(), out.view(&[m, n]));
+        let mut mm =
+            MatMul::new(ga.view(&[m, k]), gw.view(&[n, k]).permute(&[1, 0]).unwrap(), out.view(&[m, n]));
         mm.bias = Some(gb.clone());
         mm.d = Some(gc.view(&[n]));
         mm.alpha = alpha;
@@ -101,7 +113,8 @@ fn quantized_case(ctx: &GpuContext, dtype: DType, tol: crate::Tolerance, what: &
     let a = rng.vec(m * k, -1.0, 1.0);
     let w = rng.vec(k * n, -1.0, 1.0);
     // Symmetric per-output-channel int8: scale[n] = max|w[:, n]| / 127.
-    let scales: Vec<f32> = (0..n).map(|c| (0..k).map(|r| w[r * n + c].abs()).fold(0.0, f32::max) / 127.0).collect();
+    let scales: Vec<f32> =
+        (0..n).map(|c| (0..k).map(|r| w[r * n + c].abs()).fold(0.0, f32::max) / 127.0).collect();
     let (stored, deq): (Vec<f32>, Vec<f32>) = match dtype {
         DType::I8 => {
             let q: Vec<f32> = (0..k * n).map(|i| (w[i] / scales[i % n]).round()).collect();
@@ -125,7 +138,12 @@ fn quantized_case(ctx: &GpuContext, dtype: DType, tol: crate::Tolerance, what: &
         assert!(program.keys()[0].contains(what), "{:?}", program.keys());
         run(program.run(ctx)).unwrap();
         let want = cpu_matmul(&a, &[m, k], &deq, &[k, n], &[m, n]);
-        assert_close(&format!("{what} {style:?}"), &run(ctx.read_f32(&out)).unwrap(), &want, tol.accumulating(k));
+        assert_close(
+            &format!("{what} {style:?}"),
+            &run(ctx.read_f32(&out)).unwrap(),
+            &want,
+            tol.accumulating(k),
+        );
     }
 }
 

@@ -25,21 +25,36 @@ fn layer_norm_rows_with_and_without_affine() {
     let gamma = rng.vec(d, 0.5, 1.5);
     let beta = rng.vec(d, -0.5, 0.5);
     let gx = GpuTensor::from_f32(ctx, "x", &x).unwrap();
-    let affine = Affine { gamma: GpuTensor::from_f32(ctx, "g", &gamma).unwrap(), beta: GpuTensor::from_f32(ctx, "b", &beta).unwrap() };
+    let affine = Affine {
+        gamma: GpuTensor::from_f32(ctx, "g", &gamma).unwrap(),
+        beta: GpuTensor::from_f32(ctx, "b", &beta).unwrap(),
+    };
     for with_affine in [false, true] {
         let out = GpuTensor::new(ctx, "y", DType::F32, rows * d).unwrap();
         let mut b = ProgramBuilder::new(ctx);
-        layer_norm(&mut b, &gx, rows, d, with_affine.then_some(&affine), 1e-5, Activation::None, &out).unwrap();
+        layer_norm(&mut b, &gx, rows, d, with_affine.then_some(&affine), 1e-5, Activation::None, &out)
+            .unwrap();
         run(run(b.build()).unwrap().run(ctx)).unwrap();
         let want: Vec<f32> = (0..rows)
             .flat_map(|r| {
                 let y = cpu_normalise(&x[r * d..(r + 1) * d], 1e-5);
                 let (g, bt) = (&gamma, &beta);
-                y.into_iter().enumerate().map(move |(j, v)| if with_affine { (v * g[j] as f64 + bt[j] as f64) as f32 } else { v as f32 })
+                y.into_iter().enumerate().map(move |(j, v)| {
+                    if with_affine {
+                        (v * g[j] as f64 + bt[j] as f64) as f32
+                    } else {
+                        v as f32
+                    }
+                })
             })
             .collect();
         // x ~ 100 +- 1 in f32 carries ~1e-5 absolute rounding before normalising.
-        assert_close(&format!("layer_norm affine={with_affine}"), &run(ctx.read_f32(&out)).unwrap(), &want, Tolerance { rel: 1e-4, abs: 1e-4 });
+        assert_close(
+            &format!("layer_norm affine={with_affine}"),
+            &run(ctx.read_f32(&out)).unwrap(),
+            &want,
+            Tolerance { rel: 1e-4, abs: 1e-4 },
+        );
     }
 }
 
@@ -53,7 +68,10 @@ fn group_and_instance_norm_with_fused_silu() {
     let gamma = rng.vec(c, 0.5, 1.5);
     let beta = rng.vec(c, -0.5, 0.5);
     let gx = GpuTensor::from_f32(ctx, "x", &x).unwrap();
-    let affine = Affine { gamma: GpuTensor::from_f32(ctx, "g", &gamma).unwrap(), beta: GpuTensor::from_f32(ctx, "b", &beta).unwrap() };
+    let affine = Affine {
+        gamma: GpuTensor::from_f32(ctx, "g", &gamma).unwrap(),
+        beta: GpuTensor::from_f32(ctx, "b", &beta).unwrap(),
+    };
     for (groups, act) in [(3, Activation::Silu), (6, Activation::None), (1, Activation::Silu)] {
         let out = GpuTensor::new(ctx, "y", DType::F32, n * c * s).unwrap();
         let mut b = ProgramBuilder::new(ctx);
@@ -69,6 +87,11 @@ fn group_and_instance_norm_with_fused_silu() {
                 want[i] = act.apply((v * gamma[ch] as f64 + beta[ch] as f64) as f32);
             }
         }
-        assert_close(&format!("group_norm groups={groups} {act:?}"), &run(ctx.read_f32(&out)).unwrap(), &want, NORM);
+        assert_close(
+            &format!("group_norm groups={groups} {act:?}"),
+            &run(ctx.read_f32(&out)).unwrap(),
+            &want,
+            NORM,
+        );
     }
 }

@@ -37,7 +37,8 @@ fn build_once_replay_with_new_inputs() {
         let want: Vec<f32> = (0..m * n)
             .map(|i| {
                 let (r, c) = (i / n, i % n);
-                let v = Activation::Silu.apply((0..k).map(|kk| xv[r * k + kk] * w[kk * n + c]).sum::<f32>() + bias[c]);
+                let v = Activation::Silu
+                    .apply((0..k).map(|kk| xv[r * k + kk] * w[kk * n + c]).sum::<f32>() + bias[c]);
                 v * v
             })
             .collect();
@@ -58,7 +59,8 @@ fn liveness_reuse_matches_no_reuse() {
     let n = 33;
     let x: Vec<f32> = Rng::new(91).vec(n, -2.0, 2.0);
     let ops = [Unary::Neg, Unary::Exp, Unary::Sqrt, Unary::Log];
-    let lifetimes: Vec<Lifetime> = (0..ops.len()).map(|i| Lifetime { bytes: n as u64 * 4, first: i, last: i + 1 }).collect();
+    let lifetimes: Vec<Lifetime> =
+        (0..ops.len()).map(|i| Lifetime { bytes: n as u64 * 4, first: i, last: i + 1 }).collect();
     let mut results = Vec::new();
     for reuse in [true, false] {
         let plan = plan_reuse(&lifetimes, reuse);
@@ -87,7 +89,10 @@ fn gpu_errors_are_results() {
     let limit = ctx.limits().max_storage_buffer_binding_size;
     let err = GpuTensor::new(ctx, "huge_activation", DType::F32, (limit / 4 + 1) as usize).unwrap_err();
     assert!(matches!(err, GpuError::TooLarge { .. }), "{err}");
-    assert!(err.to_string().contains("huge_activation") && err.to_string().contains(&limit.to_string()), "{err}");
+    assert!(
+        err.to_string().contains("huge_activation") && err.to_string().contains(&limit.to_string()),
+        "{err}"
+    );
     // Reading and writing one buffer in one dispatch is a WebGPU usage conflict: an Err, no panic.
     let t = GpuTensor::from_f32(ctx, "t", &[1.0, 2.0]).unwrap();
     let mut b = ProgramBuilder::new(ctx);

@@ -32,7 +32,8 @@ fn reductions_over_axis_runs() {
     let shape = [3, 5, 7, 2];
     let x = rng.vec(210, -2.0, 2.0);
     let gx = GpuTensor::from_f32(ctx, "x", &x).unwrap();
-    let ops = [ReduceOp::Sum, ReduceOp::Mean, ReduceOp::Max, ReduceOp::Min, ReduceOp::SumSquare, ReduceOp::L2];
+    let ops =
+        [ReduceOp::Sum, ReduceOp::Mean, ReduceOp::Max, ReduceOp::Min, ReduceOp::SumSquare, ReduceOp::L2];
     let runs = [(0, 0), (1, 2), (3, 3), (0, 3), (1, 3)];
     let mut b = ProgramBuilder::new(ctx);
     let mut outs = Vec::new();
@@ -42,7 +43,12 @@ fn reductions_over_axis_runs() {
             let out = GpuTensor::new(ctx, "r", DType::F32, want.len()).unwrap();
             let axes: Vec<usize> = (f..=l).collect();
             reduce(&mut b, op, &gx, &shape, &axes, &out).unwrap();
-            outs.push((format!("{op:?} axes {axes:?}"), out, want, (f..=l).map(|d| shape[d]).product::<usize>()));
+            outs.push((
+                format!("{op:?} axes {axes:?}"),
+                out,
+                want,
+                (f..=l).map(|d| shape[d]).product::<usize>(),
+            ));
         }
     }
     run(run(b.build()).unwrap().run(ctx)).unwrap();
@@ -60,7 +66,12 @@ fn softmax_and_log_softmax_on_any_axis() {
     let mut rng = Rng::new(51);
     let shape = [2, 9, 5];
     // Large logits: the max-shift must keep exp from overflowing.
-    let x: Vec<f32> = rng.vec(90, -30.0, 30.0).iter().enumerate().map(|(i, v)| if i % 7 == 0 { v + 80.0 } else { *v }).collect();
+    let x: Vec<f32> = rng
+        .vec(90, -30.0, 30.0)
+        .iter()
+        .enumerate()
+        .map(|(i, v)| if i % 7 == 0 { v + 80.0 } else { *v })
+        .collect();
     let gx = GpuTensor::from_f32(ctx, "x", &x).unwrap();
     for axis in 0..3 {
         for log in [false, true] {
@@ -80,7 +91,12 @@ fn softmax_and_log_softmax_on_any_axis() {
                     (if log { v - s.ln() } else { v.exp() / s }) as f32
                 })
                 .collect();
-            assert_close(&format!("softmax axis {axis} log {log}"), &run(ctx.read_f32(&out)).unwrap(), &want, F32_TRANSCENDENTAL.accumulating(n));
+            assert_close(
+                &format!("softmax axis {axis} log {log}"),
+                &run(ctx.read_f32(&out)).unwrap(),
+                &want,
+                F32_TRANSCENDENTAL.accumulating(n),
+            );
         }
     }
 }

@@ -10,8 +10,20 @@ fn source(o: usize, n_in: usize, n_out: usize, s: f32, mode: CoordinateMode) -> 
     match mode {
         CoordinateMode::HalfPixel => (o + 0.5) / s - 0.5,
         CoordinateMode::Asymmetric => o / s,
-        CoordinateMode::AlignCorners => if no <= 1.0 { 0.0 } else { o * (ni - 1.0) / (no - 1.0) },
-        CoordinateMode::PytorchHalfPixel => if no <= 1.0 { 0.0 } else { (o + 0.5) / s - 0.5 },
+        CoordinateMode::AlignCorners => {
+            if no <= 1.0 {
+                0.0
+            } else {
+                o * (ni - 1.0) / (no - 1.0)
+            }
+        }
+        CoordinateMode::PytorchHalfPixel => {
+            if no <= 1.0 {
+                0.0
+            } else {
+                (o + 0.5) / s - 0.5
+            }
+        }
         CoordinateMode::TfHalfPixelForNn => (o + 0.5) / s,
         CoordinateMode::HalfPixelSymmetric => {
             let adj = no / (s * ni);
@@ -72,8 +84,18 @@ fn nearest_and_linear_modes() {
     let Some(ctx) = ctx() else { return };
     let cases: [(&[usize], &[usize], ResizeMode, CoordinateMode); 7] = [
         (&[1, 2, 3, 4], &[1, 2, 6, 8], ResizeMode::Nearest(NearestMode::Floor), CoordinateMode::Asymmetric),
-        (&[1, 1, 5, 7], &[1, 1, 8, 3], ResizeMode::Nearest(NearestMode::RoundPreferFloor), CoordinateMode::HalfPixel),
-        (&[1, 1, 5, 7], &[1, 1, 8, 3], ResizeMode::Nearest(NearestMode::RoundPreferCeil), CoordinateMode::TfHalfPixelForNn),
+        (
+            &[1, 1, 5, 7],
+            &[1, 1, 8, 3],
+            ResizeMode::Nearest(NearestMode::RoundPreferFloor),
+            CoordinateMode::HalfPixel,
+        ),
+        (
+            &[1, 1, 5, 7],
+            &[1, 1, 8, 3],
+            ResizeMode::Nearest(NearestMode::RoundPreferCeil),
+            CoordinateMode::TfHalfPixelForNn,
+        ),
         (&[1, 2, 5, 4], &[1, 2, 9, 7], ResizeMode::Linear, CoordinateMode::HalfPixel),
         (&[1, 2, 5, 4], &[1, 2, 9, 7], ResizeMode::Linear, CoordinateMode::AlignCorners),
         (&[1, 1, 3, 4, 5], &[1, 1, 6, 8, 10], ResizeMode::Linear, CoordinateMode::PytorchHalfPixel),
@@ -88,6 +110,11 @@ fn nearest_and_linear_modes() {
         resize(&mut b, &gx, si, so, None, mode, coord, &out).unwrap();
         run(run(b.build()).unwrap().run(ctx)).unwrap();
         let want = cpu_resize(&x, si, so, mode, coord);
-        assert_close(&format!("{mode:?} {coord:?} {si:?}->{so:?}"), &run(ctx.read_f32(&out)).unwrap(), &want, F32.accumulating(8));
+        assert_close(
+            &format!("{mode:?} {coord:?} {si:?}->{so:?}"),
+            &run(ctx.read_f32(&out)).unwrap(),
+            &want,
+            F32.accumulating(8),
+        );
     }
 }

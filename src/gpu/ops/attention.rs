@@ -54,7 +54,10 @@ fn rank4(v: &View) -> GpuResult<View> {
             shape: [&[1], &v.shape[..]].concat(),
             strides: [&[0], &v.strides[..]].concat(),
         }),
-        r => Err(shape_err(OP, format!("'{}' has rank {r}; expected [B0, B1, L, D] or [B, L, D]", v.tensor.name()))),
+        r => Err(shape_err(
+            OP,
+            format!("'{}' has rank {r}; expected [B0, B1, L, D] or [B, L, D]", v.tensor.name()),
+        )),
     }
 }
 
@@ -71,7 +74,10 @@ pub fn attention(b: &mut ProgramBuilder, a: &Attention) -> GpuResult<()> {
     for t in [&q, &k, &v, &out] {
         t.check(OP)?;
         if t.tensor.dtype() != DType::F32 {
-            return Err(GpuError::Unsupported { op: OP, message: format!("'{}' must be f32", t.tensor.name()) });
+            return Err(GpuError::Unsupported {
+                op: OP,
+                message: format!("'{}' must be f32", t.tensor.name()),
+            });
         }
     }
     if lk == 0 {
@@ -82,7 +88,12 @@ pub fn attention(b: &mut ProgramBuilder, a: &Attention) -> GpuResult<()> {
         message: format!("head size {} (at most {})", d.max(dv), HEAD_DIMS[HEAD_DIMS.len() - 1]),
     })?;
     let s4 = |v: &View| -> GpuResult<[u32; 4]> {
-        Ok([u32_of(OP, v.strides[0])?, u32_of(OP, v.strides[1])?, u32_of(OP, v.strides[2])?, u32_of(OP, v.strides[3])?])
+        Ok([
+            u32_of(OP, v.strides[0])?,
+            u32_of(OP, v.strides[1])?,
+            u32_of(OP, v.strides[2])?,
+            u32_of(OP, v.strides[3])?,
+        ])
     };
     let rows = b0 * b1 * lq;
     let params = Params {
@@ -90,7 +101,12 @@ pub fn attention(b: &mut ProgramBuilder, a: &Attention) -> GpuResult<()> {
         k_strides: s4(&k)?,
         v_strides: s4(&v)?,
         o_strides: s4(&out)?,
-        offsets: [u32_of(OP, q.offset)?, u32_of(OP, k.offset)?, u32_of(OP, v.offset)?, u32_of(OP, out.offset)?],
+        offsets: [
+            u32_of(OP, q.offset)?,
+            u32_of(OP, k.offset)?,
+            u32_of(OP, v.offset)?,
+            u32_of(OP, out.offset)?,
+        ],
         lq: u32_of(OP, lq)?,
         lk: u32_of(OP, lk)?,
         d: u32_of(OP, d)?,
@@ -107,5 +123,11 @@ pub fn attention(b: &mut ProgramBuilder, a: &Attention) -> GpuResult<()> {
         .tag(&format!("wg{WG_LINEAR}"))
         .define("WG", WG_LINEAR)
         .define("ACT", "x");
-    b.push(variant, &params, &[&q.tensor, &k.tensor, &v.tensor], &[&out.tensor], linear_workgroups(rows, WG_LINEAR))
+    b.push(
+        variant,
+        &params,
+        &[&q.tensor, &k.tensor, &v.tensor],
+        &[&out.tensor],
+        linear_workgroups(rows, WG_LINEAR),
+    )
 }

@@ -25,13 +25,17 @@ pub fn cast(b: &mut ProgramBuilder, src: &GpuTensor, out: &GpuTensor) -> GpuResu
         DType::F32 => ("FROM_F32", "f32"),
         DType::I32 => ("FROM_I32", "i32"),
         DType::F16 => ("FROM_F16", "u32"),
-        DType::I8 => return Err(GpuError::Unsupported { op: "cast", message: "from i8 (dequantize instead)".into() }),
+        DType::I8 => {
+            return Err(GpuError::Unsupported { op: "cast", message: "from i8 (dequantize instead)".into() })
+        }
     };
     let (to, dst_t) = match out.dtype() {
         DType::F32 => ("TO_F32", "f32"),
         DType::I32 => ("TO_I32", "i32"),
         DType::F16 => ("TO_F16", "u32"),
-        DType::I8 => return Err(GpuError::Unsupported { op: "cast", message: "to i8 (quantize instead)".into() }),
+        DType::I8 => {
+            return Err(GpuError::Unsupported { op: "cast", message: "to i8 (quantize instead)".into() })
+        }
     };
     let threads = if out.dtype() == DType::F16 { src.len().div_ceil(2) } else { src.len() };
     let variant = ShaderVariant::new("cast")

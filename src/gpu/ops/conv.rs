@@ -24,7 +24,13 @@ impl Geometry {
     /// Stride 1, dilation 1, no padding.
     pub fn new(kernel: &[usize]) -> Self {
         let r = kernel.len();
-        Self { kernel: kernel.to_vec(), strides: vec![1; r], dilations: vec![1; r], pads_begin: vec![0; r], pads_end: vec![0; r] }
+        Self {
+            kernel: kernel.to_vec(),
+            strides: vec![1; r],
+            dilations: vec![1; r],
+            pads_begin: vec![0; r],
+            pads_end: vec![0; r],
+        }
     }
     pub fn with_strides(mut self, s: &[usize]) -> Self {
         self.strides = s.to_vec();
@@ -44,7 +50,10 @@ impl Geometry {
         let r = self.kernel.len();
         let lens = [self.strides.len(), self.dilations.len(), self.pads_begin.len(), self.pads_end.len()];
         if !(1..=3).contains(&r) || r != spatial || lens.iter().any(|&l| l != r) {
-            return Err(shape_err(op, format!("{spatial} spatial dims but geometry {self:?} (1 to 3 dims, all the same length)")));
+            return Err(shape_err(
+                op,
+                format!("{spatial} spatial dims but geometry {self:?} (1 to 3 dims, all the same length)"),
+            ));
         }
         if self.strides.contains(&0) || self.dilations.contains(&0) || self.kernel.contains(&0) {
             return Err(shape_err(op, "kernel, strides and dilations must be positive"));
@@ -71,8 +80,11 @@ impl Geometry {
     pub fn transposed_output(&self, input: &[usize], output_padding: &[usize]) -> Vec<usize> {
         (0..input.len())
             .map(|d| {
-                (self.strides[d] * (input[d] - 1) + output_padding[d] + self.dilations[d] * (self.kernel[d] - 1) + 1)
-                    .saturating_sub(self.pads_begin[d] + self.pads_end[d])
+                (self.strides[d] * (input[d] - 1)
+                    + output_padding[d]
+                    + self.dilations[d] * (self.kernel[d] - 1)
+                    + 1)
+                .saturating_sub(self.pads_begin[d] + self.pads_end[d])
             })
             .collect()
     }
@@ -123,7 +135,10 @@ impl Conv {
 
 fn check_channels(op: &'static str, cin: usize, cout: usize, groups: usize) -> GpuResult<()> {
     if groups == 0 || cin % groups != 0 || cout % groups != 0 {
-        return Err(shape_err(op, format!("{cin} input and {cout} output channels are not divisible by {groups} groups")));
+        return Err(shape_err(
+            op,
+            format!("{cin} input and {cout} output channels are not divisible by {groups} groups"),
+        ));
     }
     Ok(())
 }
@@ -186,10 +201,17 @@ pub fn conv(b: &mut ProgramBuilder, c: &Conv) -> GpuResult<()> {
     check_channels(OP, cin, cout, c.groups)?;
     let out_shape = c.out_shape();
     let kvol: usize = c.geometry.kernel.iter().product();
-    let expect = [(&c.x, c.x_shape.iter().product()), (&c.w, cout * cin / c.groups * kvol), (&c.out, out_shape.iter().product())];
+    let expect = [
+        (&c.x, c.x_shape.iter().product()),
+        (&c.w, cout * cin / c.groups * kvol),
+        (&c.out, out_shape.iter().product()),
+    ];
     for (t, len) in expect {
         if t.len() != len {
-            return Err(shape_err(OP, format!("'{}' holds {} elements, expected {len} (output {out_shape:?})", t.name(), t.len())));
+            return Err(shape_err(
+                OP,
+                format!("'{}' holds {} elements, expected {len} (output {out_shape:?})", t.name(), t.len()),
+            ));
         }
     }
     if c.x.dtype() != DType::F32 || c.out.dtype() != DType::F32 {
@@ -202,7 +224,8 @@ pub fn conv(b: &mut ProgramBuilder, c: &Conv) -> GpuResult<()> {
     let variant = epilogue_bindings(variant, &mut reads, &c.scales, &c.bias);
     let variant = c.activation.apply_to(variant.tag("rb4x4.wg8x8").define("WGX", 8).define("WGY", 8));
     let npx: usize = out_shape[2..].iter().product();
-    let groups = [npx.div_ceil(32) as u32, (cout / c.groups).div_ceil(32) as u32, (c.x_shape[0] * c.groups) as u32];
+    let groups =
+        [npx.div_ceil(32) as u32, (cout / c.groups).div_ceil(32) as u32, (c.x_shape[0] * c.groups) as u32];
     let reads: Vec<&GpuTensor> = reads.iter().collect();
     b.push(variant, &params, &reads, &[&c.out], groups)
 }
@@ -245,7 +268,10 @@ pub fn conv_transpose(b: &mut ProgramBuilder, c: &ConvTranspose) -> GpuResult<()
     let expect = [(&c.x, c.x_shape.iter().product()), (&c.w, cin * cout / c.groups * kvol), (&c.out, total)];
     for (t, len) in expect {
         if t.len() != len {
-            return Err(shape_err(OP, format!("'{}' holds {} elements, expected {len} (output {out_shape:?})", t.name(), t.len())));
+            return Err(shape_err(
+                OP,
+                format!("'{}' holds {} elements, expected {len} (output {out_shape:?})", t.name(), t.len()),
+            ));
         }
     }
     let params = window_params(OP, &c.x_shape, &out_shape, &c.geometry, c.groups, total, c.activation)?;

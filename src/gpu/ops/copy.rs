@@ -34,7 +34,11 @@ fn word_type(op: &'static str, t: &GpuTensor) -> GpuResult<()> {
         DType::F32 | DType::I32 => Ok(()),
         other => Err(GpuError::Unsupported {
             op,
-            message: format!("'{}' is {}; data movement takes 32-bit tensors (cast first)", t.name(), other.name()),
+            message: format!(
+                "'{}' is {}; data movement takes 32-bit tensors (cast first)",
+                t.name(),
+                other.name()
+            ),
         }),
     }
 }
@@ -85,7 +89,11 @@ pub fn strided_copy(
         wrap: wrap.iter().enumerate().map(|(d, &w)| (w as u32) << d).sum(),
         _pad: [0; 2],
     };
-    let variant = ShaderVariant::new(OP).tag("b32").define("WG", WG_LINEAR).define("ACT", "x").tag(&format!("wg{WG_LINEAR}"));
+    let variant = ShaderVariant::new(OP)
+        .tag("b32")
+        .define("WG", WG_LINEAR)
+        .define("ACT", "x")
+        .tag(&format!("wg{WG_LINEAR}"));
     b.push(variant, &params, &[&src.tensor], &[&out.tensor], linear_workgroups(total, WG_LINEAR))
 }
 
@@ -100,7 +108,13 @@ pub fn copy(b: &mut ProgramBuilder, src: &View, out: &View) -> GpuResult<()> {
 
 /// ONNX Slice: out[i] = src[start + i * step] per dim (steps may be negative; starts already
 /// clamped by the caller as ONNX specifies). `out.shape` is the result's shape.
-pub fn slice(b: &mut ProgramBuilder, src: &View, starts: &[isize], steps: &[isize], out: &View) -> GpuResult<()> {
+pub fn slice(
+    b: &mut ProgramBuilder,
+    src: &View,
+    starts: &[isize],
+    steps: &[isize],
+    out: &View,
+) -> GpuResult<()> {
     let r = out.shape.len();
     strided_copy(b, src, steps, starts, &vec![false; r], 0.0, out)
 }
@@ -123,7 +137,10 @@ pub fn concat(b: &mut ProgramBuilder, inputs: &[View], axis: usize, out: &View) 
     let mut at = 0;
     for v in inputs {
         if v.shape.len() != out.shape.len() || axis >= out.shape.len() {
-            return Err(shape_err("concat", format!("input {:?} vs output {:?}, axis {axis}", v.shape, out.shape)));
+            return Err(shape_err(
+                "concat",
+                format!("input {:?} vs output {:?}, axis {axis}", v.shape, out.shape),
+            ));
         }
         let mut window = out.clone();
         window.shape[axis] = v.shape[axis];
@@ -132,7 +149,10 @@ pub fn concat(b: &mut ProgramBuilder, inputs: &[View], axis: usize, out: &View) 
         at += v.shape[axis];
     }
     if at != out.shape[axis] {
-        return Err(shape_err("concat", format!("inputs add up to {at} along axis {axis}, output has {}", out.shape[axis])));
+        return Err(shape_err(
+            "concat",
+            format!("inputs add up to {at} along axis {axis}, output has {}", out.shape[axis]),
+        ));
     }
     Ok(())
 }
@@ -160,7 +180,14 @@ pub fn gather(
 ) -> GpuResult<()> {
     word_type("gather", src)?;
     if indices.dtype() != DType::I32 || axis >= shape.len() {
-        return Err(shape_err("gather", format!("indices must be i32 (are {}), axis {axis} < rank {}", indices.dtype().name(), shape.len())));
+        return Err(shape_err(
+            "gather",
+            format!(
+                "indices must be i32 (are {}), axis {axis} < rank {}",
+                indices.dtype().name(),
+                shape.len()
+            ),
+        ));
     }
     let outer: usize = shape[..axis].iter().product();
     let inner: usize = shape[axis + 1..].iter().product();
@@ -176,6 +203,10 @@ pub fn gather(
         total: u32_of("gather", total)?,
         _pad: [0; 3],
     };
-    let variant = ShaderVariant::new("gather").tag("b32").define("WG", WG_LINEAR).define("ACT", "x").tag(&format!("wg{WG_LINEAR}"));
+    let variant = ShaderVariant::new("gather")
+        .tag("b32")
+        .define("WG", WG_LINEAR)
+        .define("ACT", "x")
+        .tag(&format!("wg{WG_LINEAR}"));
     b.push(variant, &params, &[src, indices], &[out], linear_workgroups(total, WG_LINEAR))
 }

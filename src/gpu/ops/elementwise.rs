@@ -78,7 +78,9 @@ impl Unary {
             Unary::Relu => ("relu", "max(a, 0.0)"),
             Unary::LeakyRelu(_) => ("leakyrelu", "select(alpha * a, a, a >= 0.0)"),
             Unary::Gelu => ("gelu", "0.5 * a * (1.0 + erf_f(a * 0.7071067811865476))"),
-            Unary::GeluTanh => ("gelutanh", "0.5 * a * (1.0 + tanh_f(0.7978845608028654 * (a + 0.044715 * a * a * a)))"),
+            Unary::GeluTanh => {
+                ("gelutanh", "0.5 * a * (1.0 + tanh_f(0.7978845608028654 * (a + 0.044715 * a * a * a)))")
+            }
             // log(1 + e^a) without overflow: max(a, 0) + log(1 + e^-|a|).
             Unary::Softplus => ("softplus", "max(a, 0.0) + log(1.0 + exp(-abs(a)))"),
             Unary::Silu => ("silu", "a * sigmoid_f(a)"),
@@ -147,7 +149,14 @@ pub fn binary(b: &mut ProgramBuilder, op: Binary, x: &View, y: &View, out: &View
     launch(b, name, expr, &[x, y], out, 0.0, 0.0)
 }
 
-pub fn ternary(b: &mut ProgramBuilder, op: Ternary, cond: &View, x: &View, y: &View, out: &View) -> GpuResult<()> {
+pub fn ternary(
+    b: &mut ProgramBuilder,
+    op: Ternary,
+    cond: &View,
+    x: &View,
+    y: &View,
+    out: &View,
+) -> GpuResult<()> {
     let Ternary::Where = op;
     launch(b, "where", "select(c, b, a != 0.0)", &[cond, x, y], out, 0.0, 0.0)
 }
@@ -163,7 +172,10 @@ fn launch(
     beta: f32,
 ) -> GpuResult<()> {
     if out.shape.len() > MAX_RANK {
-        return Err(GpuError::Unsupported { op: OP, message: format!("rank {} (at most {MAX_RANK})", out.shape.len()) });
+        return Err(GpuError::Unsupported {
+            op: OP,
+            message: format!("rank {} (at most {MAX_RANK})", out.shape.len()),
+        });
     }
     out.check(OP)?;
     let mut strides = [[0u32; 8]; 3];
@@ -171,7 +183,14 @@ fn launch(
     let mut views = Vec::new();
     for (i, v) in inputs.iter().enumerate() {
         if v.tensor.dtype() != DType::F32 {
-            return Err(GpuError::Unsupported { op: OP, message: format!("'{}' is {}; cast it to f32 first", v.tensor.name(), v.tensor.dtype().name()) });
+            return Err(GpuError::Unsupported {
+                op: OP,
+                message: format!(
+                    "'{}' is {}; cast it to f32 first",
+                    v.tensor.name(),
+                    v.tensor.dtype().name()
+                ),
+            });
         }
         let bv = v.broadcast_to(&out.shape)?;
         bv.check(OP)?;

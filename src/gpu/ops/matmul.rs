@@ -35,7 +35,18 @@ pub struct MatMul {
 
 impl MatMul {
     pub fn new(a: View, w: View, out: View) -> Self {
-        Self { a, w, scales: None, bias: None, d: None, alpha: 1.0, beta: 1.0, activation: Activation::None, out, style: None }
+        Self {
+            a,
+            w,
+            scales: None,
+            bias: None,
+            d: None,
+            alpha: 1.0,
+            beta: 1.0,
+            activation: Activation::None,
+            out,
+            style: None,
+        }
     }
 }
 
@@ -69,12 +80,24 @@ pub(crate) fn weight_variant(
         (DType::F32, None) => v.tag("w=f32").flag("W_F32").define("W_STORE", "f32"),
         (DType::F16, None) if ctx.has_shader_f16() => v.tag("w=f16").flag("W_F16").define("W_STORE", "f16"),
         (DType::F16, None) => v.tag("w=f16p").flag("W_F16P").define("W_STORE", "u32"),
-        (DType::I8, Some(s)) if s.dtype() == DType::F32 => v.tag("w=i8").flag("W_I8").define("W_STORE", "u32"),
-        (DType::I8, _) => {
-            return Err(GpuError::Unsupported { op, message: format!("int8 weights '{}' need f32 per-channel scales", w.name()) })
+        (DType::I8, Some(s)) if s.dtype() == DType::F32 => {
+            v.tag("w=i8").flag("W_I8").define("W_STORE", "u32")
         }
-        (dt, Some(_)) => return Err(GpuError::Unsupported { op, message: format!("scales given for {} weights", dt.name()) }),
-        (dt, None) => return Err(GpuError::Unsupported { op, message: format!("weights of type {}", dt.name()) }),
+        (DType::I8, _) => {
+            return Err(GpuError::Unsupported {
+                op,
+                message: format!("int8 weights '{}' need f32 per-channel scales", w.name()),
+            })
+        }
+        (dt, Some(_)) => {
+            return Err(GpuError::Unsupported {
+                op,
+                message: format!("scales given for {} weights", dt.name()),
+            })
+        }
+        (dt, None) => {
+            return Err(GpuError::Unsupported { op, message: format!("weights of type {}", dt.name()) })
+        }
     })
 }
 
@@ -174,7 +197,8 @@ pub fn matmul(b: &mut ProgramBuilder, mm: &MatMul) -> GpuResult<()> {
         act_alpha: mm.activation.alpha(),
         _pad: 0,
     };
-    let mut variant = weight_variant(ctx, OP, &w.tensor, mm.scales.as_ref(), ShaderVariant::new(OP).tag("f32"))?;
+    let mut variant =
+        weight_variant(ctx, OP, &w.tensor, mm.scales.as_ref(), ShaderVariant::new(OP).tag("f32"))?;
     let mut reads = vec![&a.tensor, &w.tensor];
     let mut binding = 3;
     let mut bind = |v: ShaderVariant, name: &str| {

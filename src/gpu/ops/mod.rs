@@ -56,7 +56,9 @@ impl Activation {
             Activation::LeakyRelu(_) => "select(alpha * x, x, x >= 0.0)",
             Activation::Silu => "x * sigmoid_f(x)",
             Activation::Gelu => "0.5 * x * (1.0 + erf_f(x * 0.7071067811865476))",
-            Activation::GeluTanh => "0.5 * x * (1.0 + tanh_f(0.7978845608028654 * (x + 0.044715 * x * x * x)))",
+            Activation::GeluTanh => {
+                "0.5 * x * (1.0 + tanh_f(0.7978845608028654 * (x + 0.044715 * x * x * x)))"
+            }
             Activation::Sigmoid => "sigmoid_f(x)",
             Activation::Tanh => "tanh_f(x)",
         }
@@ -95,7 +97,10 @@ impl Activation {
 /// Pads dims/strides to the kernels' fixed rank-8 arrays.
 pub(crate) fn dims8(op: &'static str, values: &[usize]) -> GpuResult<[u32; 8]> {
     if values.len() > MAX_RANK {
-        return Err(GpuError::Unsupported { op, message: format!("rank {} (at most {MAX_RANK})", values.len()) });
+        return Err(GpuError::Unsupported {
+            op,
+            message: format!("rank {} (at most {MAX_RANK})", values.len()),
+        });
     }
     let mut out = [0u32; 8];
     for (o, &v) in out.iter_mut().zip(values) {
@@ -105,7 +110,8 @@ pub(crate) fn dims8(op: &'static str, values: &[usize]) -> GpuResult<[u32; 8]> {
 }
 
 pub(crate) fn u32_of(op: &'static str, v: usize) -> GpuResult<u32> {
-    u32::try_from(v).map_err(|_| GpuError::Unsupported { op, message: format!("index {v} does not fit 32 bits") })
+    u32::try_from(v)
+        .map_err(|_| GpuError::Unsupported { op, message: format!("index {v} does not fit 32 bits") })
 }
 
 /// Workgroup size of the 1-D kernels (one output element per invocation).

@@ -41,19 +41,27 @@ pub fn layer_norm(
 ) -> GpuResult<()> {
     const OP: &str = "layer_norm";
     if x.len() != rows * d || out.len() != rows * d || d == 0 {
-        return Err(shape_err(OP, format!("{rows} rows of {d}: input {} and output {} elements", x.len(), out.len())));
+        return Err(shape_err(
+            OP,
+            format!("{rows} rows of {d}: input {} and output {} elements", x.len(), out.len()),
+        ));
     }
     let mut reads = vec![x];
     let mut variant = ShaderVariant::new("layernorm").tag("f32");
     if let Some(a) = affine {
-        if a.gamma.len() < d || a.beta.len() < d || a.gamma.dtype() != DType::F32 || a.beta.dtype() != DType::F32 {
+        if a.gamma.len() < d
+            || a.beta.len() < d
+            || a.gamma.dtype() != DType::F32
+            || a.beta.dtype() != DType::F32
+        {
             return Err(shape_err(OP, format!("gamma and beta need {d} f32 values each")));
         }
         variant = variant.tag("affine").flag("AFFINE");
         reads.extend([&a.gamma, &a.beta]);
     }
     let variant = activation.apply_to(variant.tag(&format!("wg{WG_LINEAR}")).define("WG", WG_LINEAR));
-    let params = LayerParams { rows: u32_of(OP, rows)?, d: u32_of(OP, d)?, eps, act_alpha: activation.alpha() };
+    let params =
+        LayerParams { rows: u32_of(OP, rows)?, d: u32_of(OP, d)?, eps, act_alpha: activation.alpha() };
     b.push(variant, &params, &reads, &[out], linear_workgroups(rows, WG_LINEAR))
 }
 
@@ -85,13 +93,19 @@ pub fn group_norm(
 ) -> GpuResult<()> {
     const OP: &str = "group_norm";
     if shape.len() < 2 || groups == 0 || shape[1] % groups != 0 {
-        return Err(shape_err(OP, format!("shape {shape:?} with {groups} groups: need [N, C, ...] with C divisible by groups")));
+        return Err(shape_err(
+            OP,
+            format!("shape {shape:?} with {groups} groups: need [N, C, ...] with C divisible by groups"),
+        ));
     }
     let (n, c) = (shape[0], shape[1]);
     let s: usize = shape[2..].iter().product();
     let total = n * c * s;
     if x.len() != total || out.len() != total {
-        return Err(shape_err(OP, format!("input {} and output {} elements, shape {shape:?}", x.len(), out.len())));
+        return Err(shape_err(
+            OP,
+            format!("input {} and output {} elements, shape {shape:?}", x.len(), out.len()),
+        ));
     }
     let stats = b.scratch("group_norm.stats", DType::F32, n * groups * 2)?;
     let params = GroupParams {
@@ -105,8 +119,10 @@ pub fn group_norm(
         _pad: 0,
     };
     let ng = n * groups;
-    let stats_groups = [ng.min(MAX_WORKGROUPS as usize) as u32, ng.div_ceil(MAX_WORKGROUPS as usize) as u32, 1];
-    let stats_variant = ShaderVariant::new("groupnorm").tag("f32.stats.wg64").flag("STATS").define("ACT", "x");
+    let stats_groups =
+        [ng.min(MAX_WORKGROUPS as usize) as u32, ng.div_ceil(MAX_WORKGROUPS as usize) as u32, 1];
+    let stats_variant =
+        ShaderVariant::new("groupnorm").tag("f32.stats.wg64").flag("STATS").define("ACT", "x");
     b.push(stats_variant, &params, &[x], &[&stats], stats_groups)?;
     let mut reads = vec![x, &stats];
     let mut variant = ShaderVariant::new("groupnorm").tag("f32.apply").flag("APPLY");

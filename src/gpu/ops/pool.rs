@@ -29,7 +29,14 @@ struct Params {
 }
 
 /// x [N, C, *spatial] -> out [N, C, *geometry.output(spatial)].
-pub fn pool(b: &mut ProgramBuilder, kind: PoolKind, x: &GpuTensor, x_shape: &[usize], g: &Geometry, out: &GpuTensor) -> GpuResult<()> {
+pub fn pool(
+    b: &mut ProgramBuilder,
+    kind: PoolKind,
+    x: &GpuTensor,
+    x_shape: &[usize],
+    g: &Geometry,
+    out: &GpuTensor,
+) -> GpuResult<()> {
     const OP: &str = "pool";
     g.check(OP, x_shape.len().saturating_sub(2))?;
     let spatial = g.output(&x_shape[2..]);

@@ -66,7 +66,11 @@ pub fn resize(
         return Err(shape_err(OP, format!("ranks differ: {in_shape:?} -> {out_shape:?}")));
     }
     let total: usize = out_shape.iter().product();
-    if x.len() != in_shape.iter().product::<usize>() || out.len() != total || x.dtype() != DType::F32 || out.dtype() != DType::F32 {
+    if x.len() != in_shape.iter().product::<usize>()
+        || out.len() != total
+        || x.dtype() != DType::F32
+        || out.dtype() != DType::F32
+    {
         return Err(shape_err(OP, format!("f32 tensors of {in_shape:?} -> {out_shape:?} expected")));
     }
     if in_shape.contains(&0) {
@@ -84,7 +88,10 @@ pub fn resize(
             }
         }
         if lerp_mask.count_ones() > 3 {
-            return Err(GpuError::Unsupported { op: OP, message: format!("linear resize of more than three dims ({in_shape:?} -> {out_shape:?})") });
+            return Err(GpuError::Unsupported {
+                op: OP,
+                message: format!("linear resize of more than three dims ({in_shape:?} -> {out_shape:?})"),
+            });
         }
     }
     let nearest_mode = match mode {
@@ -105,6 +112,11 @@ pub fn resize(
         _pad: [0; 3],
     };
     let name = if mode == ResizeMode::Linear { "linear" } else { "nearest" };
-    let variant = ShaderVariant::new(OP).tag("f32").tag(name).tag(&format!("wg{WG_LINEAR}")).define("WG", WG_LINEAR).define("ACT", "x");
+    let variant = ShaderVariant::new(OP)
+        .tag("f32")
+        .tag(name)
+        .tag(&format!("wg{WG_LINEAR}"))
+        .define("WG", WG_LINEAR)
+        .define("ACT", "x");
     b.push(variant, &params, &[x], &[out], linear_workgroups(total, WG_LINEAR))
 }
