@@ -1,4 +1,4 @@
-//! GPU kernel throughput on one adapter: `cargo bench --bench kernels`.
+//! GPU kernel throughput on one adapter: `cargo bench --bench kernels [-- matmul|conv|attention]`.
 //!
 //! The adapter: `FIFO_BENCH_ADAPTER=<index>` (see `fifo devices`), otherwise the fallback (CPU)
 //! adapter, as the tests use; `WGPU_BACKEND=gl` picks the GL backend. On a software adapter the
@@ -19,7 +19,10 @@ fn main() {
             return;
         }
     };
-    match pollster::block_on(run_kernel_benchmarks(&ctx, BenchSizes::small())) {
+    // `cargo bench` passes `--bench`; the first other argument filters by family.
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with("--")).unwrap_or_default();
+    let sizes = BenchSizes { filter, ..BenchSizes::small() };
+    match pollster::block_on(run_kernel_benchmarks(&ctx, sizes)) {
         Ok(results) => print!("{}", report(&ctx, &results)),
         Err(e) => eprintln!("benchmark failed: {e}"),
     }

@@ -25,8 +25,10 @@ impl BenchResult {
 }
 
 /// Problem sizes: `small` fits a software adapter's patience (seconds on lavapipe).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct BenchSizes {
+    /// Runs only benchmarks whose family ("matmul", "conv", "attention") contains this.
+    pub filter: String,
     pub matmul: usize,
     pub conv_channels: usize,
     pub conv_side: usize,
@@ -36,7 +38,14 @@ pub struct BenchSizes {
 
 impl BenchSizes {
     pub fn small() -> Self {
-        Self { matmul: 512, conv_channels: 64, conv_side: 32, attention_len: 1024, iterations: 3 }
+        Self {
+            filter: String::new(),
+            matmul: 512,
+            conv_channels: 64,
+            conv_side: 32,
+            attention_len: 1024,
+            iterations: 3,
+        }
     }
 }
 
@@ -55,7 +64,13 @@ fn filled(ctx: &GpuContext, name: &str, dtype: DType, len: usize) -> GpuResult<G
     GpuTensor::from_f32_as(ctx, name, dtype, &data)
 }
 
-async fn time(ctx: &GpuContext, b: ProgramBuilder<'_>, name: &str, flops: f64, iterations: usize) -> GpuResult<BenchResult> {
+async fn time(
+    ctx: &GpuContext,
+    b: ProgramBuilder<'_>,
+    name: &str,
+    flops: f64,
+    iterations: usize,
+) -> GpuResult<BenchResult> {
     let program = b.build().await?;
     let key = program.keys().join(" + ");
     program.run(ctx).await?;
@@ -72,6 +87,23 @@ async fn time(ctx: &GpuContext, b: ProgramBuilder<'_>, name: &str, flops: f64, i
 /// Runs every benchmark and returns the results (print them with `report`).
 pub async fn run_kernel_benchmarks(ctx: &GpuContext, s: BenchSizes) -> GpuResult<Vec<BenchResult>> {
     let mut results = Vec::new();
+    if "matmul".contains(s.filter.as_str()) {
+        matmul_benchmarks(ctx, &s, &mut results).await?;
+    }
+    if "conv".contains(s.filter.as_str()) {
+        conv_benchmark(ctx, &s, &mut results).await?;
+    }
+    if "attention".contains(s.filter.as_str()) {
+        attention_benchmark(ctx, &s, &mut results).await?;
+    }
+    Ok(results)
+}
+
+async fn matmul_benchmarks(
+    ctx: &GpuContext,
+    s: &BenchSizes,
+    results: &mut Vec<BenchResult>,
+) -> GpuResult<()> {
     let n = s.matmul;
     let a = filled(ctx, "a", DType::F32, n * n)?;
     let out = GpuTensor::new(ctx, "out", DType::F32, n * n)?;
@@ -91,9 +123,14 @@ pub async fn run_kernel_benchmarks(ctx: &GpuContext, s: BenchSizes) -> GpuResult
         }
         let mut b = ProgramBuilder::new(ctx);
         matmul(&mut b, &mm)?;
-        results.push(time(ctx, b, &format!("matmul {n}x{n}x{n} w={}", dtype.name()), flops, s.iterations).await?);
+        results.push(
+            time(ctx, b, &format!("matmul {n}x{n}x{n} w={}", dtype.name()), flops, s.iterations).await?,
+        );
     }
+    Ok(())
+}
 
+async fn conv_benchmark(ctx: &GpuContext, s: &BenchSizes, results: &mut Vec<BenchResult>) -> GpuResult<()> {
     let (c, side) = (s.conv_channels, s.conv_side);
     let conv_op = Conv {
         x: filled(ctx, "x", DType::F32, c * side * side)?,
@@ -111,25 +148,44 @@ pub async fn run_kernel_benchmarks(ctx: &GpuContext, s: BenchSizes) -> GpuResult
     conv(&mut b, &conv_op)?;
     let flops = 2.0 * (c * c * 9 * side * side) as f64;
     results.push(time(ctx, b, &format!("conv3x3 {c}->{c} {side}x{side}"), flops, s.iterations).await?);
+    Ok(())
+}
 
+async fn attention_benchmark(
+    ctx: &GpuContext,
+    s: &BenchSizes,
+    results: &mut Vec<BenchResult>,
+) -> GpuResult<()> {
     // The shape wonnx was measured on (1x8x1024x40): 8 heads, head size 40.
     let (h, l, d) = (8, s.attention_len, 40);
     let q = filled(ctx, "q", DType::F32, h * l * d)?;
     let o = GpuTensor::new(ctx, "o", DType::F32, h * l * d)?;
     let view = q.view(&[1, h, l, d]);
-    let att = Attention { q: view.clone(), k: view.clone(), v: view, out: o.view(&[1, h, l, d]), scale: 1.0 / (d as f32).sqrt() };
+    let att = Attention {
+        q: view.clone(),
+        k: view.clone(),
+        v: view,
+        out: o.view(&[1, h, l, d]),
+        scale: 1.0 / (d as f32).sqrt(),
+    };
     let mut b = ProgramBuilder::new(ctx);
     attention(&mut b, &att)?;
     let flops = 4.0 * (h * l * l * d) as f64;
     results.push(time(ctx, b, &format!("attention 1x{h}x{l}x{d}"), flops, s.iterations).await?);
-    Ok(results)
+    Ok(())
 }
 
 /// Human-readable table, one line per kernel.
 pub fn report(ctx: &GpuContext, results: &[BenchResult]) -> String {
     let mut s = format!("adapter: {}\n", ctx.describe());
     for r in results {
-        s += &format!("  {:<32} {:>9.2} ms {:>8.2} GFLOP/s   [{}]\n", r.name, r.seconds * 1e3, r.gflops(), r.key);
+        s += &format!(
+            "  {:<32} {:>9.2} ms {:>8.2} GFLOP/s   [{}]\n",
+            r.name,
+            r.seconds * 1e3,
+            r.gflops(),
+            r.key
+        );
     }
     s
 }

@@ -111,3 +111,35 @@ async fn run_program(b: ProgramBuilder<'_>) -> Result<(), GpuError> {
     let ctx = b.context();
     b.build().await?.run(ctx).await
 }
+
+/// More than 65535 workgroups in one dimension fold into y (and z): every element is visited.
+#[test]
+fn dispatches_past_65535_workgroups_fold() {
+    let Some(ctx) = ctx() else { return };
+    // 65535 * 64 + 100 elements: two rows of workgroups for a 1-D kernel.
+    let n = 65535 * 64 + 100;
+    let x: Vec<f32> = (0..n).map(|i| (i % 1000) as f32).collect();
+    let gx = GpuTensor::from_f32(ctx, "x", &x).unwrap();
+    let out = GpuTensor::new(ctx, "out", DType::F32, n).unwrap();
+    // Attention over 70000 tiny batch entries: the batch folds into y and z.
+    let batches = 70_000;
+    let qv: Vec<f32> = (0..batches * 4).map(|i| (i % 7) as f32).collect();
+    let q = GpuTensor::from_f32(ctx, "q", &qv).unwrap();
+    let att = GpuTensor::new(ctx, "att", DType::F32, batches * 4).unwrap();
+    let mut b = ProgramBuilder::new(ctx);
+    unary(&mut b, Unary::Neg, &gx.view(&[n]), &out.view(&[n])).unwrap();
+    let view = q.view(&[batches, 1, 1, 4]);
+    let a = fifo_diffusion::gpu::ops::attention::Attention {
+        q: view.clone(),
+        k: view.clone(),
+        v: view,
+        out: att.view(&[batches, 1, 1, 4]),
+        scale: 1.0,
+    };
+    fifo_diffusion::gpu::ops::attention::attention(&mut b, &a).unwrap();
+    run(run(b.build()).unwrap().run(ctx)).unwrap();
+    let got = run(ctx.read_f32(&out)).unwrap();
+    assert!(got.iter().zip(&x).all(|(g, v)| *g == -v), "some elements were not written");
+    // One key: attention returns the value row itself.
+    assert_close("attention with 70000 batch entries", &run(ctx.read_f32(&att)).unwrap(), &qv, F32);
+}

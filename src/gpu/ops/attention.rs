@@ -6,12 +6,12 @@ use bytemuck::{Pod, Zeroable};
 
 use super::{u32_of, WG_LINEAR};
 use crate::gpu::error::{shape_err, GpuError, GpuResult};
-use crate::gpu::program::{linear_workgroups, ProgramBuilder};
+use crate::gpu::program::{ProgramBuilder, MAX_WORKGROUPS};
 use crate::gpu::shader::ShaderVariant;
 use crate::gpu::tensor::{DType, View};
 
-/// Head sizes the kernel is compiled for (registers per invocation); the smallest that fits wins.
-const HEAD_DIMS: [usize; 4] = [32, 64, 128, 256];
+/// Largest head size: the query and the accumulator live in registers.
+const MAX_HEAD: usize = 256;
 
 /// q [B0, B1, Lq, D], k [B0, B1, Lk, D], v [B0, B1, Lk, Dv] -> out [B0, B1, Lq, Dv]; k and v
 /// may broadcast over the batch dims (shared heads). Rank-3 views are taken as B0 = 1.
@@ -38,7 +38,7 @@ struct Params {
     d: u32,
     dv: u32,
     batch1: u32,
-    rows: u32,
+    batches: u32,
     scale: f32,
     _pad: u32,
 }
@@ -83,10 +83,17 @@ pub fn attention(b: &mut ProgramBuilder, a: &Attention) -> GpuResult<()> {
     if lk == 0 {
         return Err(shape_err(OP, "no keys"));
     }
-    let max_d = HEAD_DIMS.iter().copied().find(|&h| h >= d.max(dv)).ok_or_else(|| GpuError::Unsupported {
-        op: OP,
-        message: format!("head size {} (at most {})", d.max(dv), HEAD_DIMS[HEAD_DIMS.len() - 1]),
-    })?;
+    if d.max(dv) > MAX_HEAD || d == 0 || dv == 0 {
+        return Err(GpuError::Unsupported {
+            op: OP,
+            message: format!("head size {} (1 to {MAX_HEAD})", d.max(dv)),
+        });
+    }
+    // Whole vec4 loads when every head row is contiguous and starts on a 4-element boundary.
+    let aligned = |v: &View, n: usize| {
+        n % 4 == 0 && v.strides[3] == 1 && v.offset % 4 == 0 && v.strides[..3].iter().all(|s| s % 4 == 0)
+    };
+    let vec4 = aligned(&q, d) && aligned(&k, d) && aligned(&v, dv);
     let s4 = |v: &View| -> GpuResult<[u32; 4]> {
         Ok([
             u32_of(OP, v.strides[0])?,
@@ -95,7 +102,7 @@ pub fn attention(b: &mut ProgramBuilder, a: &Attention) -> GpuResult<()> {
             u32_of(OP, v.strides[3])?,
         ])
     };
-    let rows = b0 * b1 * lq;
+    let batches = b0 * b1;
     let params = Params {
         q_strides: s4(&q)?,
         k_strides: s4(&k)?,
@@ -112,22 +119,22 @@ pub fn attention(b: &mut ProgramBuilder, a: &Attention) -> GpuResult<()> {
         d: u32_of(OP, d)?,
         dv: u32_of(OP, dv)?,
         batch1: u32_of(OP, b1)?,
-        rows: u32_of(OP, rows)?,
+        batches: u32_of(OP, batches)?,
         scale: a.scale,
         _pad: 0,
     };
-    let variant = ShaderVariant::new(OP)
+    // The head size picks the register budget (like a tile size); lengths stay in uniforms.
+    let mut variant = ShaderVariant::new(OP)
         .tag("f32.online.kb8")
-        .tag(&format!("d{max_d}"))
-        .define("MAXD", max_d)
-        .tag(&format!("wg{WG_LINEAR}"))
-        .define("WG", WG_LINEAR)
-        .define("ACT", "x");
-    b.push(
-        variant,
-        &params,
-        &[&q.tensor, &k.tensor, &v.tensor],
-        &[&out.tensor],
-        linear_workgroups(rows, WG_LINEAR),
-    )
+        .tag(&format!("d{d}x{dv}"))
+        .define("DQ4", d.div_ceil(4))
+        .define("DV4", dv.div_ceil(4));
+    if vec4 {
+        variant = variant.tag("vec4").flag("VEC4");
+    }
+    let variant = variant.tag(&format!("wg{WG_LINEAR}")).define("WG", WG_LINEAR).define("ACT", "x");
+    let max = MAX_WORKGROUPS as usize;
+    let groups =
+        [lq.div_ceil(WG_LINEAR as usize) as u32, batches.min(max) as u32, batches.div_ceil(max) as u32];
+    b.push(variant, &params, &[&q.tensor, &k.tensor, &v.tensor], &[&out.tensor], groups)
 }
