@@ -1,6 +1,7 @@
 // Group normalisation (instance norm is groups == channels) of x [N, C, S], in two dispatches:
 //   STATS: one workgroup of 64 per (n, group) computes mean and 1/std in two passes (mean, then
-//          centred squares), each ending in a workgroup tree reduction (few barriers in all).
+//          centred squares), each ending in a workgroup reduction: a shared-memory tree, or with
+//          SUBGROUPS one subgroupAdd per subgroup and a short sum of the partials.
 //   APPLY: one invocation per element: (x - mean) * rstd * gamma[c] + beta[c], then the fused
 //          activation (SiLU in the UNet's resnet blocks).
 #include "common"
@@ -24,7 +25,23 @@ struct Params {
 
 var<workgroup> partial: array<f32, 64>;
 
-fn workgroup_sum(v: f32, lid: u32) -> f32 {
+#ifdef SUBGROUPS
+fn workgroup_sum(v: f32, lid: u32, sg: vec3<u32>) -> f32 {
+    // sg: (subgroup id, lane in the subgroup, number of subgroups)
+    let s = subgroupAdd(v);
+    if (sg.y == 0u) {
+        partial[sg.x] = s;
+    }
+    workgroupBarrier();
+    var total = 0.0;
+    for (var i = 0u; i < sg.z; i++) {
+        total += partial[i];
+    }
+    workgroupBarrier();
+    return total;
+}
+#else
+fn workgroup_sum(v: f32, lid: u32, sg: vec3<u32>) -> f32 {
     partial[lid] = v;
     workgroupBarrier();
     for (var step = 32u; step > 0u; step >>= 1u) {
@@ -37,9 +54,18 @@ fn workgroup_sum(v: f32, lid: u32) -> f32 {
     workgroupBarrier();
     return total;
 }
+#endif
 
 @compute @workgroup_size(64)
+#ifdef SUBGROUPS
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32,
+        @builtin(subgroup_id) sg_id: u32, @builtin(subgroup_invocation_id) sg_lane: u32,
+        @builtin(num_subgroups) sg_count: u32) {
+    let sg = vec3<u32>(sg_id, sg_lane, sg_count);
+#else
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let sg = vec3<u32>(0u);
+#endif
     let ng = wid.x + wid.y * 65535u;
     if (ng >= p.n * p.groups) {
         return; // uniform across the workgroup, so the barriers below stay uniform
@@ -50,13 +76,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var j = lid; j < count; j += 64u) {
         s += x[base + j];
     }
-    let mean = workgroup_sum(s, lid) / f32(count);
+    let mean = workgroup_sum(s, lid, sg) / f32(count);
     var q = 0.0;
     for (var j = lid; j < count; j += 64u) {
         let d = x[base + j] - mean;
         q += d * d;
     }
-    let var_ = workgroup_sum(q, lid) / f32(count);
+    let var_ = workgroup_sum(q, lid, sg) / f32(count);
     if (lid == 0u) {
         stats[ng * 2u] = mean;
         stats[ng * 2u + 1u] = inverseSqrt(var_ + p.eps);

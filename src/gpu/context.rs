@@ -36,6 +36,8 @@ pub struct GpuOptions {
     pub style: Option<KernelStyle>,
     /// Keep f16 as packed u32 storage even where `shader-f16` exists.
     pub disable_f16: bool,
+    /// Ignore subgroup support (to test the portable reductions on a subgroup adapter).
+    pub disable_subgroups: bool,
     /// Restricts the backends (e.g. `wgpu::Backends::GL`); `None` means `WGPU_BACKEND` or all.
     pub backends: Option<wgpu::Backends>,
 }
@@ -187,7 +189,7 @@ impl GpuContext {
         Ok(Self {
             limits: device.limits(),
             shader_f16: features.contains(wgpu::Features::SHADER_F16) && !options.disable_f16,
-            subgroups: features.contains(wgpu::Features::SUBGROUP),
+            subgroups: features.contains(wgpu::Features::SUBGROUP) && !options.disable_subgroups,
             pipelines: PipelineCache::default(),
             device,
             queue,

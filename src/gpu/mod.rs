@@ -28,7 +28,7 @@ pub use ops::Activation;
 pub use pipeline::UNIFORM_SLOT;
 pub use program::{Program, ProgramBuilder};
 pub use shader::ShaderVariant;
-pub use tensor::{contiguous_strides, DType, GpuTensor, View};
+pub use tensor::{coalesce, contiguous_strides, DType, GpuTensor, View};
 /// The wgpu this layer is built on, so callers need no version-matched dependency of their own.
 pub use wgpu;
 

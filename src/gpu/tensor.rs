@@ -276,3 +276,53 @@ impl View {
         Ok(())
     }
 }
+
+/// Merges dims that are contiguous in every stride set and drops size-1 dims, so strided
+/// kernels do fewer divisions (a contiguous elementwise op becomes 1-D) and ranks above 8 still
+/// fit when they collapse. Returns the new shape and each set's new strides.
+pub fn coalesce(shape: &[usize], strides: &[&[usize]]) -> (Vec<usize>, Vec<Vec<usize>>) {
+    let mut dims: Vec<usize> = Vec::new();
+    let mut out: Vec<Vec<usize>> = vec![Vec::new(); strides.len()];
+    for (d, &n) in shape.iter().enumerate() {
+        if n == 1 {
+            continue;
+        }
+        let inner_merges =
+            !dims.is_empty() && strides.iter().zip(&out).all(|(s, o)| o.last() == Some(&(s[d] * n)));
+        if inner_merges {
+            if let Some(last) = dims.last_mut() {
+                *last *= n;
+            }
+            for (s, o) in strides.iter().zip(out.iter_mut()) {
+                if let Some(last) = o.last_mut() {
+                    *last = s[d];
+                }
+            }
+        } else {
+            dims.push(n);
+            for (s, o) in strides.iter().zip(out.iter_mut()) {
+                o.push(s[d]);
+            }
+        }
+    }
+    (dims, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coalesce_merges_contiguous_and_keeps_broadcast_apart() {
+        // [2, 3, 4] contiguous, and a bias broadcast along the last two dims.
+        let (shape, strides) = coalesce(&[2, 3, 4], &[&[12, 4, 1], &[1, 0, 0]]);
+        assert_eq!(shape, vec![2, 12]);
+        assert_eq!(strides, vec![vec![12, 1], vec![1, 0]]);
+        // Fully contiguous rank 10 becomes 1-D; size-1 dims vanish.
+        let s = [2, 1, 2, 2, 2, 2, 2, 2, 2, 2];
+        let st = contiguous_strides(&s);
+        assert_eq!(coalesce(&s, &[&st]), (vec![512], vec![vec![1]]));
+        // A transposed view stays 2-D.
+        assert_eq!(coalesce(&[3, 5], &[&[1, 3], &[5, 1]]).0, vec![3, 5]);
+    }
+}

@@ -216,3 +216,22 @@ fn where_selects_with_broadcast_condition() {
     let want: Vec<f32> = (0..15).map(|i| if cond[i % 5] != 0.0 { x[i] } else { 42.0 }).collect();
     assert_close("where", &run(ctx.read_f32(&out)).unwrap(), &want, F32);
 }
+
+/// Rank 10 works when contiguous dims merge to at most 8 (here: to one or two).
+#[test]
+fn high_rank_contiguous_tensors_collapse() {
+    let Some(ctx) = ctx() else { return };
+    let shape = [2, 1, 3, 1, 2, 2, 1, 2, 1, 3];
+    let n: usize = shape.iter().product();
+    let mut rng = Rng::new(4);
+    let a = rng.vec(n, -1.0, 1.0);
+    let bias = rng.vec(3, -1.0, 1.0);
+    let ga = GpuTensor::from_f32(ctx, "a", &a).unwrap();
+    let gb = GpuTensor::from_f32(ctx, "bias", &bias).unwrap();
+    let out = GpuTensor::new(ctx, "out", fifo_diffusion::gpu::DType::F32, n).unwrap();
+    let mut b = ProgramBuilder::new(ctx);
+    binary(&mut b, Binary::Add, &ga.view(&shape), &gb.view(&[3]), &out.view(&shape)).unwrap();
+    run(run(b.build()).unwrap().run(ctx)).unwrap();
+    let want: Vec<f32> = (0..n).map(|i| a[i] + bias[i % 3]).collect();
+    assert_close("rank 10 add", &run(ctx.read_f32(&out)).unwrap(), &want, F32);
+}

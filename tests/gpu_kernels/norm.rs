@@ -1,7 +1,9 @@
 //! LayerNorm and Group/InstanceNorm (affine, fused SiLU) vs f64 two-pass CPU statistics.
 
 use fifo_diffusion::gpu::ops::norm::{group_norm, layer_norm, Affine};
-use fifo_diffusion::gpu::{Activation, DType, GpuTensor, ProgramBuilder};
+use fifo_diffusion::gpu::{
+    Activation, AdapterChoice, DType, GpuContext, GpuOptions, GpuTensor, ProgramBuilder,
+};
 
 use crate::{assert_close, ctx, run, Rng, Tolerance};
 
@@ -61,6 +63,23 @@ fn layer_norm_rows_with_and_without_affine() {
 #[test]
 fn group_and_instance_norm_with_fused_silu() {
     let Some(ctx) = ctx() else { return };
+    group_norm_cases(ctx);
+}
+
+/// The statistics without subgroups (shared-memory tree), on the same adapter.
+#[test]
+fn group_norm_without_subgroups() {
+    if ctx().is_none() {
+        return;
+    }
+    let options =
+        GpuOptions { adapter: AdapterChoice::Fallback, disable_subgroups: true, ..Default::default() };
+    let ctx = run(GpuContext::new(&options)).unwrap();
+    assert!(!ctx.has_subgroups());
+    group_norm_cases(&ctx);
+}
+
+fn group_norm_cases(ctx: &GpuContext) {
     let mut rng = Rng::new(61);
     let shape = [2, 6, 5, 7];
     let (n, c, s) = (2, 6, 35);
@@ -76,7 +95,9 @@ fn group_and_instance_norm_with_fused_silu() {
         let out = GpuTensor::new(ctx, "y", DType::F32, n * c * s).unwrap();
         let mut b = ProgramBuilder::new(ctx);
         group_norm(&mut b, &gx, &shape, groups, Some(&affine), 1e-5, act, &out).unwrap();
-        run(run(b.build()).unwrap().run(ctx)).unwrap();
+        let program = run(b.build()).unwrap();
+        assert_eq!(program.keys()[0].contains(".subgroups."), ctx.has_subgroups(), "{:?}", program.keys());
+        run(program.run(ctx)).unwrap();
         let per = c / groups * s;
         let mut want = vec![0.0f32; x.len()];
         for g in 0..n * groups {

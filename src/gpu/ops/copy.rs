@@ -7,7 +7,7 @@ use super::{dims8, u32_of, WG_LINEAR};
 use crate::gpu::error::{shape_err, GpuError, GpuResult};
 use crate::gpu::program::{linear_workgroups, ProgramBuilder};
 use crate::gpu::shader::ShaderVariant;
-use crate::gpu::tensor::{DType, GpuTensor, View};
+use crate::gpu::tensor::{coalesce, DType, GpuTensor, View};
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -102,8 +102,13 @@ pub fn copy(b: &mut ProgramBuilder, src: &View, out: &View) -> GpuResult<()> {
     if src.shape != out.shape {
         return Err(shape_err(OP, format!("shapes differ: {:?} vs {:?}", src.shape, out.shape)));
     }
+    // A plain copy may merge dims that are contiguous in both views.
+    let (shape, st) = coalesce(&out.shape, &[&src.strides, &out.strides]);
+    let src =
+        View { tensor: src.tensor.clone(), offset: src.offset, shape: shape.clone(), strides: st[0].clone() };
+    let out = View { tensor: out.tensor.clone(), offset: out.offset, shape, strides: st[1].clone() };
     let r = out.shape.len();
-    strided_copy(b, src, &vec![1; r], &vec![0; r], &vec![false; r], 0.0, out)
+    strided_copy(b, &src, &vec![1; r], &vec![0; r], &vec![false; r], 0.0, &out)
 }
 
 /// ONNX Slice: out[i] = src[start + i * step] per dim (steps may be negative; starts already

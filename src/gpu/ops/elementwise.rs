@@ -7,7 +7,7 @@ use super::{dims8, u32_of, MAX_RANK, WG_LINEAR};
 use crate::gpu::error::{GpuError, GpuResult};
 use crate::gpu::program::{linear_workgroups, ProgramBuilder};
 use crate::gpu::shader::ShaderVariant;
-use crate::gpu::tensor::{DType, View};
+use crate::gpu::tensor::{coalesce, DType, View};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Unary {
@@ -171,17 +171,9 @@ fn launch(
     alpha: f32,
     beta: f32,
 ) -> GpuResult<()> {
-    if out.shape.len() > MAX_RANK {
-        return Err(GpuError::Unsupported {
-            op: OP,
-            message: format!("rank {} (at most {MAX_RANK})", out.shape.len()),
-        });
-    }
     out.check(OP)?;
-    let mut strides = [[0u32; 8]; 3];
-    let mut offsets = [u32_of(OP, out.offset)?, 0, 0, 0];
     let mut views = Vec::new();
-    for (i, v) in inputs.iter().enumerate() {
+    for v in inputs {
         if v.tensor.dtype() != DType::F32 {
             return Err(GpuError::Unsupported {
                 op: OP,
@@ -194,20 +186,37 @@ fn launch(
         }
         let bv = v.broadcast_to(&out.shape)?;
         bv.check(OP)?;
-        strides[i] = dims8(OP, &bv.strides)?;
-        offsets[i + 1] = u32_of(OP, bv.offset)?;
         views.push(bv);
+    }
+    let all: Vec<&[usize]> =
+        std::iter::once(&out.strides[..]).chain(views.iter().map(|v| &v.strides[..])).collect();
+    let (shape, st) = coalesce(&out.shape, &all);
+    if shape.len() > MAX_RANK {
+        return Err(GpuError::Unsupported {
+            op: OP,
+            message: format!(
+                "shape {:?} has rank {} after merging contiguous dims (at most {MAX_RANK})",
+                out.shape,
+                shape.len()
+            ),
+        });
+    }
+    let mut strides = [[0u32; 8]; 3];
+    let mut offsets = [u32_of(OP, out.offset)?, 0, 0, 0];
+    for (i, v) in views.iter().enumerate() {
+        strides[i] = dims8(OP, &st[i + 1])?;
+        offsets[i + 1] = u32_of(OP, v.offset)?;
     }
     let total = out.numel();
     let params = Params {
-        shape: dims8(OP, &out.shape)?,
-        out_strides: dims8(OP, &out.strides)?,
+        shape: dims8(OP, &shape)?,
+        out_strides: dims8(OP, &st[0])?,
         a_strides: strides[0],
         b_strides: strides[1],
         c_strides: strides[2],
         offsets,
         total: u32_of(OP, total)?,
-        rank: out.shape.len() as u32,
+        rank: shape.len() as u32,
         alpha,
         beta,
     };

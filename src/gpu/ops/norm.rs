@@ -121,8 +121,11 @@ pub fn group_norm(
     let ng = n * groups;
     let stats_groups =
         [ng.min(MAX_WORKGROUPS as usize) as u32, ng.div_ceil(MAX_WORKGROUPS as usize) as u32, 1];
-    let stats_variant =
-        ShaderVariant::new("groupnorm").tag("f32.stats.wg64").flag("STATS").define("ACT", "x");
+    let mut stats_variant = ShaderVariant::new("groupnorm").tag("f32.stats").flag("STATS").define("ACT", "x");
+    if b.context().has_subgroups() {
+        stats_variant = stats_variant.tag("subgroups").flag("SUBGROUPS");
+    }
+    let stats_variant = stats_variant.tag("wg64");
     b.push(stats_variant, &params, &[x], &[&stats], stats_groups)?;
     let mut reads = vec![x, &stats];
     let mut variant = ShaderVariant::new("groupnorm").tag("f32.apply").flag("APPLY");
