@@ -3,7 +3,7 @@
 // of the group x kernel volume. Each invocation keeps 4 channels x 4 pixels in registers and
 // never waits at a barrier. Bias, int8 scales and the activation are fused in the epilogue.
 //   x [N, Cin, D, H, W], w [Cout, Cin/groups, KD, KH, KW], out [N, Cout, OD, OH, OW], contiguous.
-#ifdef W_F16
+#ifdef ENABLE_F16
 enable f16;
 #endif
 #include "common"

@@ -2,7 +2,7 @@
 // invocations write the same place: out[n, co, o] = sum over input pixels i and taps k with
 // o = i * stride - pad + k * dilation of x[n, ci, i] * w[ci, co % (Cout/groups), k].
 //   x [N, Cin, D, H, W], w [Cin, Cout/groups, KD, KH, KW], out [N, Cout, OD, OH, OW].
-#ifdef W_F16
+#ifdef ENABLE_F16
 enable f16;
 #endif
 #include "common"

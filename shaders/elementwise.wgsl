@@ -1,6 +1,10 @@
 // Strided elementwise ops with numpy broadcasting: out[i] = op(a[i], b[i], c[i]).
 // Broadcast inputs have stride 0 along broadcast dims; the output may be strided too (writing
-// into a slice of a concatenation). OP is an expression in a, b, c, alpha, beta.
+// into a slice of a concatenation). OP is an expression in a, b, c, alpha, beta. T is the storage
+// type (f32, or f16 where the adapter has shader-f16); the arithmetic is f32 either way.
+#ifdef ENABLE_F16
+enable f16;
+#endif
 #include "common"
 
 struct Params {
@@ -17,15 +21,15 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> in_a: array<f32>;
+@group(0) @binding(1) var<storage, read> in_a: array<T>;
 #ifdef ARITY2
-@group(0) @binding(2) var<storage, read> in_b: array<f32>;
+@group(0) @binding(2) var<storage, read> in_b: array<T>;
 #endif
 #ifdef ARITY3
-@group(0) @binding(2) var<storage, read> in_b: array<f32>;
-@group(0) @binding(3) var<storage, read> in_c: array<f32>;
+@group(0) @binding(2) var<storage, read> in_b: array<T>;
+@group(0) @binding(3) var<storage, read> in_c: array<T>;
 #endif
-@group(0) @binding(OUT_BINDING) var<storage, read_write> out: array<f32>;
+@group(0) @binding(OUT_BINDING) var<storage, read_write> out: array<T>;
 
 // Pow as numpy does it: negative bases with integral exponents keep their sign.
 fn pow_f(a: f32, b: f32) -> f32 {
@@ -73,11 +77,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var b = 0.0;
     var c = 0.0;
 #ifdef ARITY2
-    b = in_b[ib];
+    b = f32(in_b[ib]);
 #endif
 #ifdef ARITY3
-    b = in_b[ib];
-    c = in_c[ic];
+    b = f32(in_b[ib]);
+    c = f32(in_c[ic]);
 #endif
-    out[o] = op(in_a[ia], b, c, p.alpha, p.beta);
+    out[o] = T(op(f32(in_a[ia]), b, c, p.alpha, p.beta));
 }

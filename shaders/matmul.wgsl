@@ -3,7 +3,9 @@
 // Any M, N, K (edges are clamped on load and masked on store). Variants:
 //   RB4X4: each invocation keeps a 4x4 block in registers, no barriers (CPU adapters).
 //   TILED: 64x64 workgroup tiles through workgroup memory, 4x4 per invocation (GPUs).
-#ifdef W_F16
+// ELEM is the arithmetic type: f32, or f16 (with f16 activations A_T and weights, where the
+// adapter has shader-f16). OUT_T is the output's storage type.
+#ifdef ENABLE_F16
 enable f16;
 #endif
 #include "common"
@@ -25,7 +27,7 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> in_a: array<f32>;
+@group(0) @binding(1) var<storage, read> in_a: array<A_T>;
 #include "weights"
 #ifdef W_I8
 @group(0) @binding(BIND_SCALES) var<storage, read> scales: array<f32>;
@@ -36,7 +38,7 @@ struct Params {
 #ifdef HAS_D
 @group(0) @binding(BIND_D) var<storage, read> dmat: array<f32>;
 #endif
-@group(0) @binding(BIND_OUT) var<storage, read_write> out: array<f32>;
+@group(0) @binding(BIND_OUT) var<storage, read_write> out: array<OUT_T>;
 
 fn store(b0: u32, b1: u32, row: u32, col: u32, acc: f32) {
     var v = acc;
@@ -51,7 +53,7 @@ fn store(b0: u32, b1: u32, row: u32, col: u32, acc: f32) {
     v += bias[col];
 #endif
     out[p.offsets.z + b0 * p.o_strides.x + b1 * p.o_strides.y + row * p.o_strides.z + col * p.o_strides.w] =
-        activation(v, p.act_alpha);
+        OUT_T(activation(v, p.act_alpha));
 }
 
 #ifdef RB4X4
@@ -73,20 +75,20 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         arow[i] = a_base + min(row0 + i, p.m - 1u) * p.a_strides.z;
         wcol[i] = w_base + min(col0 + i, p.n - 1u) * p.w_strides.w;
     }
-    var acc: array<vec4<f32>, 4>;
+    var acc: array<vec4<ELEM>, 4>;
     for (var k = 0u; k < p.k; k++) {
         let ak = k * p.a_strides.w;
         let wk = k * p.w_strides.z;
-        let w = vec4<f32>(load_w(wcol[0] + wk), load_w(wcol[1] + wk), load_w(wcol[2] + wk), load_w(wcol[3] + wk));
-        acc[0] += in_a[arow[0] + ak] * w;
-        acc[1] += in_a[arow[1] + ak] * w;
-        acc[2] += in_a[arow[2] + ak] * w;
-        acc[3] += in_a[arow[3] + ak] * w;
+        let w = vec4<ELEM>(load_wt(wcol[0] + wk), load_wt(wcol[1] + wk), load_wt(wcol[2] + wk), load_wt(wcol[3] + wk));
+        acc[0] += ELEM(in_a[arow[0] + ak]) * w;
+        acc[1] += ELEM(in_a[arow[1] + ak]) * w;
+        acc[2] += ELEM(in_a[arow[2] + ak]) * w;
+        acc[3] += ELEM(in_a[arow[3] + ak]) * w;
     }
     for (var i = 0u; i < 4u; i++) {
         for (var j = 0u; j < 4u; j++) {
             if (row0 + i < p.m && col0 + j < p.n) {
-                store(b0, b1, row0 + i, col0 + j, acc[i][j]);
+                store(b0, b1, row0 + i, col0 + j, f32(acc[i][j]));
             }
         }
     }
@@ -96,8 +98,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 #ifdef TILED
 const TILE: u32 = 64u;
 const BK: u32 = 16u;
-var<workgroup> tile_a: array<array<f32, 64>, 16>; // [k][row]
-var<workgroup> tile_w: array<array<f32, 64>, 16>; // [k][col]
+var<workgroup> tile_a: array<array<ELEM, 64>, 16>; // [k][row]
+var<workgroup> tile_w: array<array<ELEM, 64>, 16>; // [k][col]
 
 @compute @workgroup_size(16, 16)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
@@ -108,29 +110,29 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let col_base = wid.x * TILE;
     let a_base = p.offsets.x + b0 * p.a_strides.x + b1 * p.a_strides.y;
     let w_base = p.offsets.y + b0 * p.w_strides.x + b1 * p.w_strides.y;
-    var acc: array<vec4<f32>, 4>;
+    var acc: array<vec4<ELEM>, 4>;
     for (var k0 = 0u; k0 < p.k; k0 += BK) {
         // 64x16 elements of each operand, four per invocation; zeros past the edges.
         for (var l = 0u; l < 4u; l++) {
             let e = t + l * 256u;
             let r = e / BK;
             let ka = e % BK;
-            var av = 0.0;
+            var av = ELEM(0.0);
             if (row_base + r < p.m && k0 + ka < p.k) {
-                av = in_a[a_base + (row_base + r) * p.a_strides.z + (k0 + ka) * p.a_strides.w];
+                av = ELEM(in_a[a_base + (row_base + r) * p.a_strides.z + (k0 + ka) * p.a_strides.w]);
             }
             tile_a[ka][r] = av;
             let kw = e / TILE;
             let c = e % TILE;
-            var wv = 0.0;
+            var wv = ELEM(0.0);
             if (col_base + c < p.n && k0 + kw < p.k) {
-                wv = load_w(w_base + (k0 + kw) * p.w_strides.z + (col_base + c) * p.w_strides.w);
+                wv = load_wt(w_base + (k0 + kw) * p.w_strides.z + (col_base + c) * p.w_strides.w);
             }
             tile_w[kw][c] = wv;
         }
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk++) {
-            let w = vec4<f32>(tile_w[kk][lid.x * 4u], tile_w[kk][lid.x * 4u + 1u], tile_w[kk][lid.x * 4u + 2u],
+            let w = vec4<ELEM>(tile_w[kk][lid.x * 4u], tile_w[kk][lid.x * 4u + 1u], tile_w[kk][lid.x * 4u + 2u],
                               tile_w[kk][lid.x * 4u + 3u]);
             for (var i = 0u; i < 4u; i++) {
                 acc[i] += tile_a[kk][lid.y * 4u + i] * w;
@@ -143,7 +145,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             let row = row_base + lid.y * 4u + i;
             let col = col_base + lid.x * 4u + j;
             if (row < p.m && col < p.n) {
-                store(b0, b1, row, col, acc[i][j]);
+                store(b0, b1, row, col, f32(acc[i][j]));
             }
         }
     }

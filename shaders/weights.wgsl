@@ -22,3 +22,8 @@ fn load_w(e: u32) -> f32 {
     return f32(word >> 24u);
 #endif
 }
+
+// The same element in the kernel's arithmetic type ELEM (f32, or f16 for f16 arithmetic).
+fn load_wt(e: u32) -> ELEM {
+    return ELEM(load_w(e));
+}

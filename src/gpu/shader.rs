@@ -59,6 +59,15 @@ impl ShaderVariant {
         self
     }
 
+    /// Defines `name` (no value) unless it already is: for `ENABLE_F16`, which several parts ask for.
+    pub fn flag_once(self, name: &str) -> Self {
+        if self.defines.iter().any(|(n, _)| n == name) {
+            self
+        } else {
+            self.flag(name)
+        }
+    }
+
     /// The WGSL text of this variant.
     pub fn source(&self) -> GpuResult<String> {
         let err = |message: String| GpuError::Shader { key: self.key.clone(), message };

@@ -235,3 +235,33 @@ fn high_rank_contiguous_tensors_collapse() {
     let want: Vec<f32> = (0..n).map(|i| a[i] + bias[i % 3]).collect();
     assert_close("rank 10 add", &run(ctx.read_f32(&out)).unwrap(), &want, F32);
 }
+
+/// f16 storage (f32 arithmetic inside) where the adapter has shader-f16.
+#[test]
+fn f16_elementwise() {
+    let Some(ctx) = ctx() else { return };
+    let mut rng = Rng::new(5);
+    let h = |v: Vec<f32>| -> Vec<f32> { v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect() };
+    let a = h(rng.vec(15, -2.0, 2.0));
+    let bias = h(rng.vec(5, -2.0, 2.0));
+    let dt = fifo_diffusion::gpu::DType::F16;
+    let ga = GpuTensor::from_f32_as(ctx, "a", dt, &a).unwrap();
+    let gb = GpuTensor::from_f32_as(ctx, "bias", dt, &bias).unwrap();
+    let sum = GpuTensor::new(ctx, "sum", dt, 15).unwrap();
+    let act = GpuTensor::new(ctx, "act", dt, 15).unwrap();
+    let mut b = ProgramBuilder::new(ctx);
+    let added = binary(&mut b, Binary::Add, &ga.view(&[3, 5]), &gb.view(&[5]), &sum.view(&[3, 5]));
+    if !ctx.has_shader_f16() {
+        assert!(added.is_err());
+        return;
+    }
+    added.unwrap();
+    unary(&mut b, Unary::Silu, &sum.view(&[15]), &act.view(&[15])).unwrap();
+    let program = run(b.build()).unwrap();
+    assert_eq!(program.keys(), vec!["elementwise.f16.add.wg64", "elementwise.f16.silu.wg64"]);
+    run(program.run(ctx)).unwrap();
+    let want: Vec<f32> = (0..15).map(|i| a[i] + bias[i % 5]).collect();
+    assert_close("f16 add", &run(ctx.read_f32(&sum)).unwrap(), &want, crate::F16);
+    let want: Vec<f32> = want.iter().map(|&x| x / (1.0 + (-x).exp())).collect();
+    assert_close("f16 silu", &run(ctx.read_f32(&act)).unwrap(), &want, crate::F16);
+}

@@ -40,6 +40,17 @@ fn gl() -> Option<GpuContext> {
 fn f32_kernels_on_gl() {
     let Some(ctx) = gl() else { return };
     assert!(!ctx.has_shader_f16());
+    // f16 activations need shader-f16: a clear error here, not a shader compile failure.
+    let h = GpuTensor::new(&ctx, "h", DType::F16, 4).unwrap();
+    let mut probe = ProgramBuilder::new(&ctx);
+    let err = fifo_diffusion::gpu::ops::elementwise::unary(
+        &mut probe,
+        fifo_diffusion::gpu::ops::elementwise::Unary::Neg,
+        &h.view(&[4]),
+        &h.view(&[4]),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("cast it to f32"), "{err}");
     let mut rng = Rng::new(100);
     let mut b = ProgramBuilder::new(&ctx);
     // Matmul, both styles, plus f16 weights (packed on GL).

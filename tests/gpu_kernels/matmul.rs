@@ -163,7 +163,6 @@ fn f16_weights_native_and_packed() {
     let options = GpuOptions { adapter: AdapterChoice::Fallback, disable_f16: true, ..Default::default() };
     let packed = run(GpuContext::new(&options)).unwrap();
     quantized_case(&packed, DType::F16, F32, "w=f16p");
-    let _ = F16;
 }
 
 #[test]
@@ -179,4 +178,46 @@ fn bad_shapes_are_errors_not_panics() {
     let i8w = GpuTensor::new(ctx, "q", DType::I8, 6).unwrap();
     let mm = MatMul::new(a.view(&[2, 3]), View::contiguous(&i8w, &[3, 2]), out.view(&[2, 2]));
     assert!(matmul(&mut b, &mm).unwrap_err().to_string().contains("scales"));
+}
+
+/// f16 activations and weights: f16 arithmetic where the adapter has shader-f16, a clear error
+/// where it has not.
+#[test]
+fn f16_arithmetic_matmul() {
+    let Some(ctx) = ctx() else { return };
+    let (m, k, n) = (6, 19, 9);
+    let mut rng = Rng::new(27);
+    let h = |v: Vec<f32>| -> Vec<f32> { v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect() };
+    let a = h(rng.vec(m * k, -1.0, 1.0));
+    let w = h(rng.vec(k * n, -1.0, 1.0));
+    let want = cpu_matmul(&a, &[m, k], &w, &[k, n], &[m, n]);
+    let ga = GpuTensor::from_f32_as(ctx, "a", DType::F16, &a).unwrap();
+    let gw = GpuTensor::from_f32_as(ctx, "w", DType::F16, &w).unwrap();
+    if !ctx.has_shader_f16() {
+        let out = GpuTensor::new(ctx, "out", DType::F32, m * n).unwrap();
+        let mm = MatMul::new(ga.view(&[m, k]), gw.view(&[k, n]), out.view(&[m, n]));
+        assert!(matmul(&mut ProgramBuilder::new(ctx), &mm).is_err());
+        return;
+    }
+    for (style, out_dtype) in [(KernelStyle::RegisterBlocked, DType::F16), (KernelStyle::Tiled, DType::F32)] {
+        let out = GpuTensor::new(ctx, "out", out_dtype, m * n).unwrap();
+        let mut mm = MatMul::new(ga.view(&[m, k]), gw.view(&[k, n]), out.view(&[m, n]));
+        mm.style = Some(style);
+        let mut b = ProgramBuilder::new(ctx);
+        matmul(&mut b, &mm).unwrap();
+        let program = run(b.build()).unwrap();
+        assert!(
+            program.keys()[0].starts_with("matmul.f16.") && program.keys()[0].contains(".w=f16."),
+            "{:?}",
+            program.keys()
+        );
+        run(program.run(ctx)).unwrap();
+        // Products and sums rounded to f16 (11-bit mantissa).
+        assert_close(
+            &format!("f16 math {style:?} out {out_dtype:?}"),
+            &run(ctx.read_f32(&out)).unwrap(),
+            &want,
+            F16.accumulating(k),
+        );
+    }
 }

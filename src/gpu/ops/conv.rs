@@ -218,7 +218,7 @@ pub fn conv(b: &mut ProgramBuilder, c: &Conv) -> GpuResult<()> {
         return Err(GpuError::Unsupported { op: OP, message: "activations must be f32".into() });
     }
     let params = window_params(OP, &c.x_shape, &out_shape, &c.geometry, c.groups, 0, c.activation)?;
-    let variant = ShaderVariant::new(OP).tag("f32");
+    let variant = ShaderVariant::new(OP).tag("f32").define("ELEM", "f32");
     let variant = weight_variant(ctx, OP, &c.w, c.scales.as_ref(), variant)?;
     let mut reads = vec![c.x.clone(), c.w.clone()];
     let variant = epilogue_bindings(variant, &mut reads, &c.scales, &c.bias);
@@ -275,7 +275,13 @@ pub fn conv_transpose(b: &mut ProgramBuilder, c: &ConvTranspose) -> GpuResult<()
         }
     }
     let params = window_params(OP, &c.x_shape, &out_shape, &c.geometry, c.groups, total, c.activation)?;
-    let variant = weight_variant(ctx, OP, &c.w, c.scales.as_ref(), ShaderVariant::new(OP).tag("f32"))?;
+    let variant = weight_variant(
+        ctx,
+        OP,
+        &c.w,
+        c.scales.as_ref(),
+        ShaderVariant::new(OP).tag("f32").define("ELEM", "f32"),
+    )?;
     let mut reads = vec![c.x.clone(), c.w.clone()];
     let variant = epilogue_bindings(variant, &mut reads, &c.scales, &c.bias);
     let variant = c.activation.apply_to(variant.tag(&format!("wg{WG_LINEAR}")).define("WG", WG_LINEAR));

@@ -172,15 +172,25 @@ fn launch(
     beta: f32,
 ) -> GpuResult<()> {
     out.check(OP)?;
+    // One storage type for all operands: f32, or f16 where the adapter has shader-f16.
+    let dtype = out.tensor.dtype();
+    let f16_ok = dtype == DType::F16 && b.context().has_shader_f16();
+    if dtype != DType::F32 && !f16_ok {
+        return Err(GpuError::Unsupported {
+            op: OP,
+            message: format!("'{}' is {}; cast it to f32 first", out.tensor.name(), dtype.name()),
+        });
+    }
     let mut views = Vec::new();
     for v in inputs {
-        if v.tensor.dtype() != DType::F32 {
+        if v.tensor.dtype() != dtype {
             return Err(GpuError::Unsupported {
                 op: OP,
                 message: format!(
-                    "'{}' is {}; cast it to f32 first",
+                    "'{}' is {} but the output is {}; cast it first",
                     v.tensor.name(),
-                    v.tensor.dtype().name()
+                    v.tensor.dtype().name(),
+                    dtype.name()
                 ),
             });
         }
@@ -221,7 +231,11 @@ fn launch(
         beta,
     };
     let arity = inputs.len();
-    let mut variant = ShaderVariant::new(OP).tag("f32").tag(name).define("OP", expr).define("WG", WG_LINEAR);
+    let mut variant = ShaderVariant::new(OP).tag(dtype.name()).define("T", dtype.name());
+    if dtype == DType::F16 {
+        variant = variant.flag("ENABLE_F16");
+    }
+    variant = variant.tag(name).define("OP", expr).define("WG", WG_LINEAR);
     variant = variant.define("OUT_BINDING", arity + 1).define("ACT", "x");
     if arity > 1 {
         variant = variant.flag(if arity == 2 { "ARITY2" } else { "ARITY3" });

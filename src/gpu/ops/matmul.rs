@@ -78,7 +78,9 @@ pub(crate) fn weight_variant(
 ) -> GpuResult<ShaderVariant> {
     Ok(match (w.dtype(), scales) {
         (DType::F32, None) => v.tag("w=f32").flag("W_F32").define("W_STORE", "f32"),
-        (DType::F16, None) if ctx.has_shader_f16() => v.tag("w=f16").flag("W_F16").define("W_STORE", "f16"),
+        (DType::F16, None) if ctx.has_shader_f16() => {
+            v.tag("w=f16").flag("W_F16").define("W_STORE", "f16").flag_once("ENABLE_F16")
+        }
         (DType::F16, None) => v.tag("w=f16p").flag("W_F16P").define("W_STORE", "u32"),
         (DType::I8, Some(s)) if s.dtype() == DType::F32 => {
             v.tag("w=i8").flag("W_I8").define("W_STORE", "u32")
@@ -99,6 +101,25 @@ pub(crate) fn weight_variant(
             return Err(GpuError::Unsupported { op, message: format!("weights of type {}", dt.name()) })
         }
     })
+}
+
+/// The arithmetic part of the key: `f32`, or `f16` (f16 activations and weights: f16 math);
+/// then `a=`/`out=` only where they differ from the arithmetic type.
+fn element_types(a: &GpuTensor, w: &GpuTensor, out: &GpuTensor) -> ShaderVariant {
+    let f16_math = a.dtype() == DType::F16 && w.dtype() == DType::F16;
+    let elem = if f16_math { "f16" } else { "f32" };
+    let mut v = ShaderVariant::new(OP).tag(elem).define("ELEM", elem);
+    v = v.define("A_T", a.dtype().name()).define("OUT_T", out.dtype().name());
+    if a.dtype() == DType::F16 && !f16_math {
+        v = v.tag("a=f16");
+    }
+    if out.dtype().name() != elem {
+        v = v.tag(&format!("out={}", out.dtype().name()));
+    }
+    if f16_math || a.dtype() == DType::F16 || out.dtype() == DType::F16 {
+        v = v.flag_once("ENABLE_F16");
+    }
+    v
 }
 
 /// Merges batch dims that are contiguous in every view, so any rank fits two batch dims.
@@ -147,8 +168,20 @@ pub fn matmul(b: &mut ProgramBuilder, mm: &MatMul) -> GpuResult<()> {
     for v in [&a, &w, &mm.out].into_iter().chain(d.as_ref()) {
         v.check(OP)?;
     }
-    if a.tensor.dtype() != DType::F32 || mm.out.tensor.dtype() != DType::F32 {
-        return Err(GpuError::Unsupported { op: OP, message: "activations must be f32".into() });
+    // Activations and output: f32, or f16 storage where the adapter has shader-f16; with f16
+    // activations AND f16 weights the arithmetic is f16 too.
+    for t in [&a.tensor, &mm.out.tensor] {
+        let native_f16 = t.dtype() == DType::F16 && ctx.has_shader_f16();
+        if t.dtype() != DType::F32 && !native_f16 {
+            return Err(GpuError::Unsupported {
+                op: OP,
+                message: format!(
+                    "'{}' is {}: activations are f32 (or f16 with shader-f16)",
+                    t.name(),
+                    t.dtype().name()
+                ),
+            });
+        }
     }
     for (name, t) in [("bias", &mm.bias), ("scales", &mm.scales)] {
         if let Some(t) = t {
@@ -197,8 +230,8 @@ pub fn matmul(b: &mut ProgramBuilder, mm: &MatMul) -> GpuResult<()> {
         act_alpha: mm.activation.alpha(),
         _pad: 0,
     };
-    let mut variant =
-        weight_variant(ctx, OP, &w.tensor, mm.scales.as_ref(), ShaderVariant::new(OP).tag("f32"))?;
+    let types = element_types(&a.tensor, &w.tensor, &mm.out.tensor);
+    let mut variant = weight_variant(ctx, OP, &w.tensor, mm.scales.as_ref(), types)?;
     let mut reads = vec![&a.tensor, &w.tensor];
     let mut binding = 3;
     let mut bind = |v: ShaderVariant, name: &str| {
