@@ -51,7 +51,7 @@ fn i32s(op: &'static str, v: &[isize]) -> GpuResult<[i32; 8]> {
     Ok(out)
 }
 
-/// The general form: out[i] = src[i * step + start] (per dim), wrapped or padded.
+/// The general form: `out[i] = src[i * step + start]` (per dim), wrapped or padded.
 pub fn strided_copy(
     b: &mut ProgramBuilder,
     src: &View,
@@ -111,7 +111,7 @@ pub fn copy(b: &mut ProgramBuilder, src: &View, out: &View) -> GpuResult<()> {
     strided_copy(b, &src, &vec![1; r], &vec![0; r], &vec![false; r], 0.0, &out)
 }
 
-/// ONNX Slice: out[i] = src[start + i * step] per dim (steps may be negative; starts already
+/// ONNX Slice: `out[i] = src[start + i * step]` per dim (steps may be negative; starts already
 /// clamped by the caller as ONNX specifies). `out.shape` is the result's shape.
 pub fn slice(
     b: &mut ProgramBuilder,
