@@ -2,6 +2,8 @@
 //   out[b, m, n] = act(alpha * sum_k a[b, m, k] * w[b, k, n] * scale[n] + beta * d[b, m, n] + bias[n])
 // Any M, N, K (edges are clamped on load and masked on store). Variants:
 //   RB4X4: each invocation keeps a 4x4 block in registers, no barriers (CPU adapters).
+//   RB4X4V: the same with vec4 loads along K (and along N when the weights are N-contiguous):
+//          a quarter of the loads, for contiguous 4-aligned operands (CPU adapters).
 //   TILED: 64x64 workgroup tiles through workgroup memory, 4x4 per invocation (GPUs).
 // ELEM is the arithmetic type: f32, or f16 (with f16 activations A_T and weights, where the
 // adapter has shader-f16). OUT_T is the output's storage type.
@@ -89,6 +91,58 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         for (var j = 0u; j < 4u; j++) {
             if (row0 + i < p.m && col0 + j < p.n) {
                 store(b0, b1, row0 + i, col0 + j, f32(acc[i][j]));
+            }
+        }
+    }
+}
+#endif
+
+#ifdef RB4X4V
+// A is [.., M, K] with K contiguous; W is N-contiguous (W_ALONG_N) or K-contiguous. All the
+// strides and offsets are multiples of 4 (checked by the caller), so vec4 indices are exact.
+@compute @workgroup_size(WGX, WGY)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let b0 = gid.z / p.batch1;
+    let b1 = gid.z % p.batch1;
+    let row0 = gid.y * 4u;
+    let col0 = gid.x * 4u;
+    if (row0 >= p.m || col0 >= p.n) {
+        return;
+    }
+    let a_base = p.offsets.x + b0 * p.a_strides.x + b1 * p.a_strides.y;
+    let w_base = p.offsets.y + b0 * p.w_strides.x + b1 * p.w_strides.y;
+    var arow: array<u32, 4>; // vec4 index of each row's first K chunk
+    var wcol: array<u32, 4>;
+    for (var i = 0u; i < 4u; i++) {
+        arow[i] = (a_base + min(row0 + i, p.m - 1u) * p.a_strides.z) >> 2u;
+        wcol[i] = (w_base + min(col0 + i, p.n - 1u) * p.w_strides.w) >> 2u;
+    }
+    var acc: array<vec4<f32>, 4>;
+    for (var k4 = 0u; k4 < p.k / 4u; k4++) {
+        let a = array<vec4<f32>, 4>(in_a[arow[0] + k4], in_a[arow[1] + k4], in_a[arow[2] + k4], in_a[arow[3] + k4]);
+#ifdef W_ALONG_N
+        // Rows k..k+3 of W, four columns each.
+        let wr = (w_base + k4 * 4u * p.w_strides.z + col0) >> 2u;
+        let step = p.w_strides.z >> 2u;
+        let w0 = wts[wr];
+        let w1 = wts[wr + step];
+        let w2 = wts[wr + 2u * step];
+        let w3 = wts[wr + 3u * step];
+        for (var i = 0u; i < 4u; i++) {
+            acc[i] += a[i].x * w0 + a[i].y * w1 + a[i].z * w2 + a[i].w * w3;
+        }
+#else
+        // Columns col0..col0+3 of W, four K values each.
+        let w = array<vec4<f32>, 4>(wts[wcol[0] + k4], wts[wcol[1] + k4], wts[wcol[2] + k4], wts[wcol[3] + k4]);
+        for (var i = 0u; i < 4u; i++) {
+            acc[i] += vec4<f32>(dot(a[i], w[0]), dot(a[i], w[1]), dot(a[i], w[2]), dot(a[i], w[3]));
+        }
+#endif
+    }
+    for (var i = 0u; i < 4u; i++) {
+        for (var j = 0u; j < 4u; j++) {
+            if (row0 + i < p.m && col0 + j < p.n) {
+                store(b0, b1, row0 + i, col0 + j, acc[i][j]);
             }
         }
     }

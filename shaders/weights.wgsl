@@ -1,6 +1,6 @@
 // Weight loads for matmul and conv: element `e` of a weight tensor as f32, whatever its storage.
 //   W_F32: array<f32>.  W_F16: array<f16> (adapter has shader-f16).  W_F16P: f16 packed two per
-//   u32 (every adapter).  W_I8: int8 packed four per u32; the per-output-channel scale is applied
+//   u32 (every adapter).  W_VEC4: array<vec4<f32>> (matmul's vec4 path).  W_I8: int8 packed four per u32; the per-output-channel scale is applied
 //   in the epilogue (sum_k a*q*s == s * sum_k a*q), so the inner loop stays integer-exact.
 
 @group(0) @binding(2) var<storage, read> wts: array<W_STORE>;
@@ -15,6 +15,9 @@ fn load_w(e: u32) -> f32 {
 #ifdef W_F16P
     let pair = unpack2x16float(wts[e >> 1u]);
     return select(pair.x, pair.y, (e & 1u) == 1u);
+#endif
+#ifdef W_VEC4
+    return wts[e >> 2u][e & 3u];
 #endif
 #ifdef W_I8
     // Move byte (e % 4) to the top, then an arithmetic shift sign-extends it.

@@ -109,23 +109,28 @@ async fn matmul_benchmarks(
     let out = GpuTensor::new(ctx, "out", DType::F32, n * n)?;
     let scales = filled(ctx, "scales", DType::F32, n)?;
     let flops = 2.0 * (n * n * n) as f64;
-    for (style, dtype) in [
-        (KernelStyle::RegisterBlocked, DType::F32),
-        (KernelStyle::Tiled, DType::F32),
-        (ctx.style(), DType::F16),
-        (ctx.style(), DType::I8),
+    // (style, weight type, weights stored [N, K] as torch's Linear)
+    for (style, dtype, transposed) in [
+        (KernelStyle::RegisterBlocked, DType::F32, false),
+        (KernelStyle::RegisterBlocked, DType::F32, true),
+        (KernelStyle::Tiled, DType::F32, false),
+        (ctx.style(), DType::F16, false),
+        (ctx.style(), DType::I8, false),
     ] {
         let w = filled(ctx, "w", dtype, n * n)?;
         let mut mm = MatMul::new(a.view(&[n, n]), w.view(&[n, n]), out.view(&[n, n]));
         mm.style = Some(style);
+        if transposed {
+            mm.w = w.view(&[n, n]).permute(&[1, 0])?;
+        }
         if dtype == DType::I8 {
             mm.scales = Some(scales.clone());
         }
         let mut b = ProgramBuilder::new(ctx);
         matmul(&mut b, &mm)?;
-        results.push(
-            time(ctx, b, &format!("matmul {n}x{n}x{n} w={}", dtype.name()), flops, s.iterations).await?,
-        );
+        let layout = if transposed { " (w^T)" } else { "" };
+        let name = format!("matmul {n}x{n}x{n} w={}{layout}", dtype.name());
+        results.push(time(ctx, b, &name, flops, s.iterations).await?);
     }
     Ok(())
 }

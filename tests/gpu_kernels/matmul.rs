@@ -221,3 +221,46 @@ fn f16_arithmetic_matmul() {
         );
     }
 }
+
+/// The vec4 register-blocked path: weights contiguous along N, and torch's [N, K] weights
+/// (contiguous along K), with odd M/N, a batch, bias and activation.
+#[test]
+fn vec4_path_both_weight_layouts() {
+    let Some(ctx) = ctx() else { return };
+    let mut rng = Rng::new(28);
+    let (batch, m, k) = (2, 9, 12);
+    let a = rng.vec(batch * m * k, -1.0, 1.0);
+    let ga = GpuTensor::from_f32(ctx, "a", &a).unwrap();
+    for (n, along_n) in [(8, true), (10, false), (5, false)] {
+        let w = rng.vec(k * n, -1.0, 1.0);
+        let bias = rng.vec(n, -1.0, 1.0);
+        let gw = GpuTensor::from_f32(ctx, "w", &w).unwrap();
+        // Along N: w is [K, N]. Along K: w holds [N, K] and is used transposed.
+        let wv = if along_n { gw.view(&[k, n]) } else { gw.view(&[n, k]).permute(&[1, 0]).unwrap() };
+        let out = GpuTensor::new(ctx, "out", DType::F32, batch * m * n).unwrap();
+        let mut mm = MatMul::new(ga.view(&[batch, m, k]), wv, out.view(&[batch, m, n]));
+        mm.bias = Some(GpuTensor::from_f32(ctx, "bias", &bias).unwrap());
+        mm.activation = Activation::GeluTanh;
+        mm.style = Some(KernelStyle::RegisterBlocked);
+        let mut b = ProgramBuilder::new(ctx);
+        matmul(&mut b, &mm).unwrap();
+        let program = run(b.build()).unwrap();
+        let expect = if along_n { ".rb4x4v.wn." } else { ".rb4x4v.wk." };
+        assert!(program.keys()[0].contains(expect), "{:?}", program.keys());
+        run(program.run(ctx)).unwrap();
+        let want: Vec<f32> = (0..batch * m * n)
+            .map(|i| {
+                let (row, col) = (i / n, i % n);
+                let wat = |kk: usize| if along_n { w[kk * n + col] } else { w[col * k + kk] };
+                Activation::GeluTanh
+                    .apply((0..k).map(|kk| a[row * k + kk] * wat(kk)).sum::<f32>() + bias[col])
+            })
+            .collect();
+        assert_close(
+            &format!("vec4 n={n} along_n={along_n}"),
+            &run(ctx.read_f32(&out)).unwrap(),
+            &want,
+            F32.accumulating(k),
+        );
+    }
+}

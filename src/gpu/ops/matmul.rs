@@ -105,11 +105,12 @@ pub(crate) fn weight_variant(
 
 /// The arithmetic part of the key: `f32`, or `f16` (f16 activations and weights: f16 math);
 /// then `a=`/`out=` only where they differ from the arithmetic type.
-fn element_types(a: &GpuTensor, w: &GpuTensor, out: &GpuTensor) -> ShaderVariant {
+fn element_types(a: &GpuTensor, w: &GpuTensor, out: &GpuTensor, vec4: bool) -> ShaderVariant {
     let f16_math = a.dtype() == DType::F16 && w.dtype() == DType::F16;
     let elem = if f16_math { "f16" } else { "f32" };
     let mut v = ShaderVariant::new(OP).tag(elem).define("ELEM", elem);
-    v = v.define("A_T", a.dtype().name()).define("OUT_T", out.dtype().name());
+    let a_type = if vec4 { "vec4<f32>" } else { a.dtype().name() };
+    v = v.define("A_T", a_type).define("OUT_T", out.dtype().name());
     if a.dtype() == DType::F16 && !f16_math {
         v = v.tag("a=f16");
     }
@@ -120,6 +121,39 @@ fn element_types(a: &GpuTensor, w: &GpuTensor, out: &GpuTensor) -> ShaderVariant
         v = v.flag_once("ENABLE_F16");
     }
     v
+}
+
+/// Whether the vec4 register-blocked path applies: f32 operands, A contiguous along K, W
+/// contiguous along N (`Some(true)`) or K (`Some(false)`), K (and N for W along N) multiples of
+/// 4, and every other stride and offset a multiple of 4, so that vec4 indices are exact.
+fn vec4_layout(
+    a: &View,
+    w: &View,
+    batch_strides: &[Vec<usize>],
+    k: usize,
+    n: usize,
+    r: usize,
+) -> Option<bool> {
+    if a.tensor.dtype() != DType::F32 || w.tensor.dtype() != DType::F32 || k % 4 != 0 {
+        return None;
+    }
+    let aligned = |vals: &[usize]| vals.iter().all(|v| v % 4 == 0);
+    let (sam, sak) = (a.strides[r - 2], a.strides[r - 1]);
+    let (swk, swn) = (w.strides[r - 2], w.strides[r - 1]);
+    if sak != 1
+        || !aligned(&[sam, a.offset, w.offset])
+        || !aligned(&batch_strides[0])
+        || !aligned(&batch_strides[1])
+    {
+        return None;
+    }
+    if swn == 1 && n % 4 == 0 && swk % 4 == 0 {
+        Some(true)
+    } else if swk == 1 && swn % 4 == 0 {
+        Some(false)
+    } else {
+        None
+    }
 }
 
 /// Merges batch dims that are contiguous in every view, so any rank fits two batch dims.
@@ -230,8 +264,18 @@ pub fn matmul(b: &mut ProgramBuilder, mm: &MatMul) -> GpuResult<()> {
         act_alpha: mm.activation.alpha(),
         _pad: 0,
     };
-    let types = element_types(&a.tensor, &w.tensor, &mm.out.tensor);
-    let mut variant = weight_variant(ctx, OP, &w.tensor, mm.scales.as_ref(), types)?;
+    let style = mm.style.unwrap_or(ctx.style());
+    let vec4 = if style == KernelStyle::RegisterBlocked && mm.scales.is_none() {
+        vec4_layout(&a, &w, &bstrides, k, n, r)
+    } else {
+        None
+    };
+    let types = element_types(&a.tensor, &w.tensor, &mm.out.tensor, vec4.is_some());
+    let mut variant = match vec4 {
+        // Plain f32 weights read as vec4s (see RB4X4V).
+        Some(_) => types.tag("w=f32").flag("W_VEC4").define("W_STORE", "vec4<f32>"),
+        None => weight_variant(ctx, OP, &w.tensor, mm.scales.as_ref(), types)?,
+    };
     let mut reads = vec![&a.tensor, &w.tensor];
     let mut binding = 3;
     let mut bind = |v: ShaderVariant, name: &str| {
@@ -252,12 +296,16 @@ pub fn matmul(b: &mut ProgramBuilder, mm: &MatMul) -> GpuResult<()> {
         reads.push(&d.tensor);
     }
     variant = bind(variant, "BIND_OUT");
-    let style = mm.style.unwrap_or(ctx.style());
-    let (variant, per_group) = match style {
-        KernelStyle::RegisterBlocked => {
+    let (variant, per_group) = match (style, vec4) {
+        (KernelStyle::RegisterBlocked, Some(along_n)) => {
+            let v = variant.tag(if along_n { "rb4x4v.wn" } else { "rb4x4v.wk" }).flag("RB4X4V");
+            let v = if along_n { v.flag("W_ALONG_N") } else { v };
+            (v.tag("wg8x8").define("WGX", 8).define("WGY", 8), 32)
+        }
+        (KernelStyle::RegisterBlocked, None) => {
             (variant.tag("rb4x4.wg8x8").flag("RB4X4").define("WGX", 8).define("WGY", 8), 32)
         }
-        KernelStyle::Tiled => (variant.tag("tiled64.wg16x16").flag("TILED"), 64),
+        (KernelStyle::Tiled, _) => (variant.tag("tiled64.wg16x16").flag("TILED"), 64),
     };
     let variant = mm.activation.apply_to(variant);
     let groups = [n.div_ceil(per_group) as u32, m.div_ceil(per_group) as u32, (dims2[0] * dims2[1]) as u32];
