@@ -151,3 +151,20 @@ fn dispatches_past_65535_workgroups_fold() {
     // One key: attention returns the value row itself.
     assert_close("attention with 70000 batch entries", &run(ctx.read_f32(&att)).unwrap(), &qv, F32);
 }
+
+/// `fifo devices` lists adapters by index; `AdapterChoice::Index` opens exactly that one.
+#[test]
+fn adapters_by_index() {
+    if ctx().is_none() {
+        return;
+    }
+    let list = run(GpuContext::adapters());
+    assert!(!list.is_empty());
+    let cpu = list.iter().find(|a| a.device_type == "Cpu").expect("a CPU adapter (lavapipe or llvmpipe)");
+    let options = GpuOptions { adapter: AdapterChoice::Index(cpu.index), ..Default::default() };
+    let opened = run(GpuContext::new(&options)).unwrap();
+    assert_eq!(opened.info().name, cpu.name);
+    let options = GpuOptions { adapter: AdapterChoice::Index(list.len()), ..Default::default() };
+    let err = run(GpuContext::new(&options)).err().expect("index past the end");
+    assert!(matches!(err, GpuError::AdapterIndex { .. }), "{err}");
+}
