@@ -137,6 +137,20 @@ async fn matmul_benchmarks(
 
 async fn conv_benchmark(ctx: &GpuContext, s: &BenchSizes, results: &mut Vec<BenchResult>) -> GpuResult<()> {
     let (c, side) = (s.conv_channels, s.conv_side);
+    for packed in [false, true] {
+        conv_once(ctx, s, c, side, packed, results).await?;
+    }
+    Ok(())
+}
+
+async fn conv_once(
+    ctx: &GpuContext,
+    s: &BenchSizes,
+    c: usize,
+    side: usize,
+    packed: bool,
+    results: &mut Vec<BenchResult>,
+) -> GpuResult<()> {
     let conv_op = Conv {
         x: filled(ctx, "x", DType::F32, c * side * side)?,
         x_shape: vec![1, c, side, side],
@@ -148,11 +162,13 @@ async fn conv_benchmark(ctx: &GpuContext, s: &BenchSizes, results: &mut Vec<Benc
         groups: 1,
         geometry: Geometry::new(&[3, 3]).with_pads(&[1, 1], &[1, 1]),
         activation: Activation::Silu,
+        packed_weights: packed,
     };
     let mut b = ProgramBuilder::new(ctx);
     conv(&mut b, &conv_op)?;
     let flops = 2.0 * (c * c * 9 * side * side) as f64;
-    results.push(time(ctx, b, &format!("conv3x3 {c}->{c} {side}x{side}"), flops, s.iterations).await?);
+    let name = format!("conv3x3 {c}->{c} {side}x{side}{}", if packed { " packed" } else { "" });
+    results.push(time(ctx, b, &name, flops, s.iterations).await?);
     Ok(())
 }
 

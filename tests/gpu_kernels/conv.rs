@@ -1,6 +1,6 @@
 //! Conv 1-D/2-D/3-D, ConvTranspose and pooling vs direct CPU loops (everything seen as 3-D).
 
-use fifo_diffusion::gpu::ops::conv::{conv, conv_transpose, Conv, ConvTranspose, Geometry};
+use fifo_diffusion::gpu::ops::conv::{conv, conv_transpose, pack_weights, Conv, ConvTranspose, Geometry};
 use fifo_diffusion::gpu::ops::pool::{pool, PoolKind};
 use fifo_diffusion::gpu::{Activation, DType, GpuContext, GpuTensor, ProgramBuilder};
 
@@ -98,6 +98,7 @@ fn check_conv(ctx: &GpuContext, case: &Case, seed: u64) {
         groups: case.groups,
         geometry: case.g.clone(),
         activation: case.act,
+        packed_weights: false,
     };
     assert_eq!(c.out_shape(), shape);
     let mut b = ProgramBuilder::new(ctx);
@@ -109,6 +110,22 @@ fn check_conv(ctx: &GpuContext, case: &Case, seed: u64) {
         &want,
         F32.accumulating(per),
     );
+    // The same through pre-packed weights, where they apply.
+    if !case.int8 && (case.cout / case.groups) % 4 == 0 {
+        let packed = Conv {
+            w: GpuTensor::from_f32(ctx, "w_packed", &pack_weights(&w, case.cout, case.groups)).unwrap(),
+            packed_weights: true,
+            out: GpuTensor::new(ctx, "out_packed", DType::F32, want.len()).unwrap(),
+            ..c
+        };
+        let mut b = ProgramBuilder::new(ctx);
+        conv(&mut b, &packed).unwrap();
+        let program = run(b.build()).unwrap();
+        assert!(program.keys()[0].contains("w=f32.packed"), "{:?}", program.keys());
+        run(program.run(ctx)).unwrap();
+        let got = run(ctx.read_f32(&packed.out)).unwrap();
+        assert_close(&format!("packed conv {:?}", case.xs), &got, &want, F32.accumulating(per));
+    }
 }
 
 #[test]
@@ -149,6 +166,15 @@ fn conv_1d_2d_3d_groups_strides_pads_dilations() {
             groups: 37,
             g: Geometry::new(&[3, 3]).with_pads(&[1, 1], &[1, 1]),
             act: Activation::Gelu,
+            int8: false,
+        },
+        // Groups with 4 output channels each (the packed-weight path too).
+        Case {
+            xs: vec![1, 6, 5, 7],
+            cout: 8,
+            groups: 2,
+            g: Geometry::new(&[3, 3]).with_strides(&[1, 2]).with_pads(&[1, 1], &[1, 1]),
+            act: Activation::Silu,
             int8: false,
         },
         // 1x1 conv (a matmul) with many output channels.

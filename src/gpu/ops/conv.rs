@@ -124,6 +124,23 @@ pub struct Conv {
     pub groups: usize,
     pub geometry: Geometry,
     pub activation: Activation,
+    /// `w` holds f32 weights re-laid by `pack_weights` (faster: one vec4 load per tap).
+    pub packed_weights: bool,
+}
+
+/// Re-lays f32 conv weights [Cout, Cin/groups, *kernel] as [groups, Cin/groups * kernel,
+/// Cout/groups] for `Conv::packed_weights` (once, when a session loads its weights).
+pub fn pack_weights(w: &[f32], out_channels: usize, groups: usize) -> Vec<f32> {
+    let per = w.len() / out_channels.max(1);
+    let cout_g = out_channels / groups.max(1);
+    let mut packed = vec![0.0; w.len()];
+    for (co, taps) in w.chunks_exact(per).enumerate() {
+        let (g, c) = (co / cout_g, co % cout_g);
+        for (t, &v) in taps.iter().enumerate() {
+            packed[(g * per + t) * cout_g + c] = v;
+        }
+    }
+    packed
 }
 
 impl Conv {
@@ -219,7 +236,21 @@ pub fn conv(b: &mut ProgramBuilder, c: &Conv) -> GpuResult<()> {
     }
     let params = window_params(OP, &c.x_shape, &out_shape, &c.geometry, c.groups, 0, c.activation)?;
     let variant = ShaderVariant::new(OP).tag("f32").define("ELEM", "f32");
-    let variant = weight_variant(ctx, OP, &c.w, c.scales.as_ref(), variant)?;
+    let variant = if c.packed_weights {
+        if c.w.dtype() != DType::F32 || c.scales.is_some() || (cout / c.groups) % 4 != 0 {
+            return Err(GpuError::Unsupported {
+                op: OP,
+                message: format!(
+                    "packed weights '{}' must be f32 with output channels per group a multiple of 4 (got {})",
+                    c.w.name(),
+                    cout / c.groups
+                ),
+            });
+        }
+        variant.tag("w=f32.packed").flag("W_VEC4").flag("W_PACKED").define("W_STORE", "vec4<f32>")
+    } else {
+        weight_variant(ctx, OP, &c.w, c.scales.as_ref(), variant)?
+    };
     let mut reads = vec![c.x.clone(), c.w.clone()];
     let variant = epilogue_bindings(variant, &mut reads, &c.scales, &c.bias);
     let variant = c.activation.apply_to(variant.tag("rb4x4.wg8x8").define("WGX", 8).define("WGY", 8));
