@@ -99,7 +99,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 #ifdef RB4X4V
 // A is [.., M, K] with K contiguous; W is N-contiguous (W_ALONG_N) or K-contiguous. All the
-// strides and offsets are multiples of 4 (checked by the caller), so vec4 indices are exact.
+// strides and offsets are multiples of 4 (checked by the caller), so vec4 indices are exact;
+// `load_w4` reads four weights of any storage type (f32, f16, int8) at once.
 @compute @workgroup_size(WGX, WGY)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let b0 = gid.z / p.batch1;
@@ -124,16 +125,17 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         // Rows k..k+3 of W, four columns each.
         let wr = (w_base + k4 * 4u * p.w_strides.z + col0) >> 2u;
         let step = p.w_strides.z >> 2u;
-        let w0 = wts[wr];
-        let w1 = wts[wr + step];
-        let w2 = wts[wr + 2u * step];
-        let w3 = wts[wr + 3u * step];
+        let w0 = load_w4(wr);
+        let w1 = load_w4(wr + step);
+        let w2 = load_w4(wr + 2u * step);
+        let w3 = load_w4(wr + 3u * step);
         for (var i = 0u; i < 4u; i++) {
             acc[i] += a[i].x * w0 + a[i].y * w1 + a[i].z * w2 + a[i].w * w3;
         }
 #else
         // Columns col0..col0+3 of W, four K values each.
-        let w = array<vec4<f32>, 4>(wts[wcol[0] + k4], wts[wcol[1] + k4], wts[wcol[2] + k4], wts[wcol[3] + k4]);
+        let w = array<vec4<f32>, 4>(load_w4(wcol[0] + k4), load_w4(wcol[1] + k4), load_w4(wcol[2] + k4),
+                                    load_w4(wcol[3] + k4));
         for (var i = 0u; i < 4u; i++) {
             acc[i] += vec4<f32>(dot(a[i], w[0]), dot(a[i], w[1]), dot(a[i], w[2]), dot(a[i], w[3]));
         }

@@ -108,42 +108,47 @@ fn gemm_transposed_with_epilogue() {
 }
 
 fn quantized_case(ctx: &GpuContext, dtype: DType, tol: crate::Tolerance, what: &str) {
-    let (m, k, n) = (7, 21, 10);
-    let mut rng = Rng::new(26);
-    let a = rng.vec(m * k, -1.0, 1.0);
-    let w = rng.vec(k * n, -1.0, 1.0);
-    // Symmetric per-output-channel int8: scale[n] = max|w[:, n]| / 127.
-    let scales: Vec<f32> =
-        (0..n).map(|c| (0..k).map(|r| w[r * n + c].abs()).fold(0.0, f32::max) / 127.0).collect();
-    let (stored, deq): (Vec<f32>, Vec<f32>) = match dtype {
-        DType::I8 => {
-            let q: Vec<f32> = (0..k * n).map(|i| (w[i] / scales[i % n]).round()).collect();
-            let d = (0..k * n).map(|i| q[i] * scales[i % n]).collect();
-            (q, d)
+    // (K, N, weights stored [N, K] as torch's Linear): scalar path, then both vec4 layouts.
+    for (k, n, transposed) in [(21, 10, false), (24, 12, false), (24, 10, true)] {
+        let m = 7;
+        let mut rng = Rng::new(26);
+        let a = rng.vec(m * k, -1.0, 1.0);
+        let w = rng.vec(k * n, -1.0, 1.0); // logical [K, N]
+                                           // Symmetric per-output-channel int8: scale[n] = max|w[:, n]| / 127.
+        let scales: Vec<f32> =
+            (0..n).map(|c| (0..k).map(|r| w[r * n + c].abs()).fold(0.0, f32::max) / 127.0).collect();
+        let (stored, deq): (Vec<f32>, Vec<f32>) = match dtype {
+            DType::I8 => {
+                let q: Vec<f32> = (0..k * n).map(|i| (w[i] / scales[i % n]).round()).collect();
+                let d = (0..k * n).map(|i| q[i] * scales[i % n]).collect();
+                (q, d)
+            }
+            _ => (w.clone(), w.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect()),
+        };
+        let physical: Vec<f32> =
+            if transposed { (0..k * n).map(|i| stored[(i % k) * n + i / k]).collect() } else { stored };
+        let ga = GpuTensor::from_f32(ctx, "a", &a).unwrap();
+        let gw = GpuTensor::from_f32_as(ctx, "w", dtype, &physical).unwrap();
+        let wv = if transposed { gw.view(&[n, k]).permute(&[1, 0]).unwrap() } else { gw.view(&[k, n]) };
+        for style in [KernelStyle::RegisterBlocked, KernelStyle::Tiled] {
+            let out = GpuTensor::new(ctx, "out", DType::F32, m * n).unwrap();
+            let mut mm = MatMul::new(ga.view(&[m, k]), wv.clone(), out.view(&[m, n]));
+            if dtype == DType::I8 {
+                mm.scales = Some(GpuTensor::from_f32(ctx, "scales", &scales).unwrap());
+            }
+            mm.style = Some(style);
+            let mut b = ProgramBuilder::new(ctx);
+            matmul(&mut b, &mm).unwrap();
+            let program = run(b.build()).unwrap();
+            let key = program.keys()[0];
+            assert!(key.contains(what), "{key}");
+            let vec4 = style == KernelStyle::RegisterBlocked && k % 4 == 0;
+            assert_eq!(key.contains("rb4x4v"), vec4, "{key}");
+            run(program.run(ctx)).unwrap();
+            let want = cpu_matmul(&a, &[m, k], &deq, &[k, n], &[m, n]);
+            let got = run(ctx.read_f32(&out)).unwrap();
+            assert_close(&format!("{key} k={k} n={n}"), &got, &want, tol.accumulating(k));
         }
-        _ => (w.clone(), w.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect()),
-    };
-    let ga = GpuTensor::from_f32(ctx, "a", &a).unwrap();
-    let gw = GpuTensor::from_f32_as(ctx, "w", dtype, &stored).unwrap();
-    for style in [KernelStyle::RegisterBlocked, KernelStyle::Tiled] {
-        let out = GpuTensor::new(ctx, "out", DType::F32, m * n).unwrap();
-        let mut mm = MatMul::new(ga.view(&[m, k]), gw.view(&[k, n]), out.view(&[m, n]));
-        if dtype == DType::I8 {
-            mm.scales = Some(GpuTensor::from_f32(ctx, "scales", &scales).unwrap());
-        }
-        mm.style = Some(style);
-        let mut b = ProgramBuilder::new(ctx);
-        matmul(&mut b, &mm).unwrap();
-        let program = run(b.build()).unwrap();
-        assert!(program.keys()[0].contains(what), "{:?}", program.keys());
-        run(program.run(ctx)).unwrap();
-        let want = cpu_matmul(&a, &[m, k], &deq, &[k, n], &[m, n]);
-        assert_close(
-            &format!("{what} {style:?}"),
-            &run(ctx.read_f32(&out)).unwrap(),
-            &want,
-            tol.accumulating(k),
-        );
     }
 }
 

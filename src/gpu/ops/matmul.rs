@@ -123,7 +123,7 @@ fn element_types(a: &GpuTensor, w: &GpuTensor, out: &GpuTensor, vec4: bool) -> S
     v
 }
 
-/// Whether the vec4 register-blocked path applies: f32 operands, A contiguous along K, W
+/// Whether the vec4 register-blocked path applies: f32 activations, A contiguous along K, W
 /// contiguous along N (`Some(true)`) or K (`Some(false)`), K (and N for W along N) multiples of
 /// 4, and every other stride and offset a multiple of 4, so that vec4 indices are exact.
 fn vec4_layout(
@@ -134,7 +134,7 @@ fn vec4_layout(
     n: usize,
     r: usize,
 ) -> Option<bool> {
-    if a.tensor.dtype() != DType::F32 || w.tensor.dtype() != DType::F32 || k % 4 != 0 {
+    if a.tensor.dtype() != DType::F32 || k % 4 != 0 {
         return None;
     }
     let aligned = |vals: &[usize]| vals.iter().all(|v| v % 4 == 0);
@@ -265,16 +265,16 @@ pub fn matmul(b: &mut ProgramBuilder, mm: &MatMul) -> GpuResult<()> {
         _pad: 0,
     };
     let style = mm.style.unwrap_or(ctx.style());
-    let vec4 = if style == KernelStyle::RegisterBlocked && mm.scales.is_none() {
-        vec4_layout(&a, &w, &bstrides, k, n, r)
-    } else {
-        None
-    };
+    let vec4 =
+        if style == KernelStyle::RegisterBlocked { vec4_layout(&a, &w, &bstrides, k, n, r) } else { None };
     let types = element_types(&a.tensor, &w.tensor, &mm.out.tensor, vec4.is_some());
-    let mut variant = match vec4 {
-        // Plain f32 weights read as vec4s (see RB4X4V).
-        Some(_) => types.tag("w=f32").flag("W_VEC4").define("W_STORE", "vec4<f32>"),
-        None => weight_variant(ctx, OP, &w.tensor, mm.scales.as_ref(), types)?,
+    let mut variant = match (vec4, w.tensor.dtype()) {
+        // f32 and native f16 weights bound as vec4 arrays; packed f16 and int8 read whole words.
+        (Some(_), DType::F32) => types.tag("w=f32").flag("W_VEC4").define("W_STORE", "vec4<f32>"),
+        (Some(_), DType::F16) if ctx.has_shader_f16() => {
+            types.tag("w=f16").flag("W_F16V").define("W_STORE", "vec4<f16>").flag_once("ENABLE_F16")
+        }
+        _ => weight_variant(ctx, OP, &w.tensor, mm.scales.as_ref(), types)?,
     };
     let mut reads = vec![&a.tensor, &w.tensor];
     let mut binding = 3;
