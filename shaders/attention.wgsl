@@ -1,7 +1,7 @@
 // Streaming attention: out = softmax(scale * q k^T) v, one invocation per query row, never
 // materialising the [Lq, Lk] score matrix. Keys are visited in blocks of KB: the block's scores
 // are computed first, then the running max, the running sum and the output accumulator are
-// rescaled once per block (online softmax, as flash attention). No barriers.
+// rescaled once per block (online softmax, as flash attention). No barriers. KB = 4.
 //   q [B0, B1, Lq, D], k [B0, B1, Lk, D], v [B0, B1, Lk, Dv], out [B0, B1, Lq, Dv], all strided.
 // The head is walked in DQ4 (= ceil(D/4)) and DV4 chunks of four: constant trip counts, so the
 // query and the accumulator stay in registers (a dynamically indexed private array becomes
@@ -10,8 +10,6 @@
 // (x: row blocks, y and z: batch), so the key and value addresses are the same for every
 // invocation: CPU adapters then load each key once for all lanes instead of gathering per lane.
 #include "common"
-
-const KB: u32 = 8u;
 
 struct Params {
     q_strides: vec4<u32>, // b0, b1, row, col
@@ -103,34 +101,42 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     var acc: array<vec4<f32>, DV4>;
     var m = bitcast<f32>(0xff800000u); // -inf
     var l = 0.0;
-    for (var j0 = 0u; j0 < p.lk; j0 += KB) {
-        var s: array<f32, KB>;
-        var bm = m;
-        for (var t = 0u; t < KB; t++) {
-            // Past the last key: recompute the last one and mask its score to -inf.
-            let kr = k_base + min(j0 + t, p.lk - 1u) * p.k_strides.z;
-            var dot4 = vec4<f32>(0.0);
-            for (var c = 0u; c < DQ4; c++) {
-                dot4 += qr[c] * load_k(kr, c);
-            }
-            let score = dot4.x + dot4.y + dot4.z + dot4.w;
-            s[t] = select(bitcast<f32>(0xff800000u), score, j0 + t < p.lk);
-            bm = max(bm, s[t]);
+    for (var j0 = 0u; j0 < p.lk; j0 += 4u) {
+        // Four keys at a time, each in its own registers; past the last key, recompute the last
+        // one and mask its score to -inf.
+        let last = p.lk - 1u;
+        let k0 = k_base + min(j0, last) * p.k_strides.z;
+        let k1 = k_base + min(j0 + 1u, last) * p.k_strides.z;
+        let k2 = k_base + min(j0 + 2u, last) * p.k_strides.z;
+        let k3 = k_base + min(j0 + 3u, last) * p.k_strides.z;
+        var d0 = vec4<f32>(0.0);
+        var d1 = vec4<f32>(0.0);
+        var d2 = vec4<f32>(0.0);
+        var d3 = vec4<f32>(0.0);
+        for (var c = 0u; c < DQ4; c++) {
+            let qc = qr[c];
+            d0 += qc * load_k(k0, c);
+            d1 += qc * load_k(k1, c);
+            d2 += qc * load_k(k2, c);
+            d3 += qc * load_k(k3, c);
         }
+        let ones = vec4<f32>(1.0);
+        let live = vec4<u32>(j0, j0 + 1u, j0 + 2u, j0 + 3u) < vec4<u32>(p.lk);
+        let s = select(vec4<f32>(bitcast<f32>(0xff800000u)),
+                       vec4<f32>(dot(d0, ones), dot(d1, ones), dot(d2, ones), dot(d3, ones)), live);
+        let bm = max(m, max(max(s.x, s.y), max(s.z, s.w)));
         // exp(-inf - finite) = 0 on the first block, which clears nothing yet accumulated.
         let correction = exp(m - bm);
-        l *= correction;
-        for (var c = 0u; c < DV4; c++) {
-            acc[c] *= correction;
-        }
+        let e = exp(s - vec4<f32>(bm));
+        l = l * correction + dot(e, ones);
         m = bm;
-        for (var t = 0u; t < KB; t++) {
-            let e = exp(s[t] - m);
-            l += e;
-            let vr = v_base + min(j0 + t, p.lk - 1u) * p.v_strides.z;
-            for (var c = 0u; c < DV4; c++) {
-                acc[c] += e * load_v(vr, c);
-            }
+        let v0 = v_base + min(j0, last) * p.v_strides.z;
+        let v1 = v_base + min(j0 + 1u, last) * p.v_strides.z;
+        let v2 = v_base + min(j0 + 2u, last) * p.v_strides.z;
+        let v3 = v_base + min(j0 + 3u, last) * p.v_strides.z;
+        for (var c = 0u; c < DV4; c++) {
+            acc[c] = acc[c] * correction + e.x * load_v(v0, c) + e.y * load_v(v1, c) + e.z * load_v(v2, c)
+                + e.w * load_v(v3, c);
         }
     }
     if (!valid) {

@@ -125,7 +125,7 @@ pub fn attention(b: &mut ProgramBuilder, a: &Attention) -> GpuResult<()> {
     };
     // The head size picks the register budget (like a tile size); lengths stay in uniforms.
     let mut variant = ShaderVariant::new(OP)
-        .tag("f32.online.kb8")
+        .tag("f32.online.kb4")
         .tag(&format!("d{d}x{dv}"))
         .define("DQ4", d.div_ceil(4))
         .define("DV4", dv.div_ceil(4));
