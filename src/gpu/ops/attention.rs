@@ -125,7 +125,7 @@ pub fn attention(b: &mut ProgramBuilder, a: &Attention) -> GpuResult<()> {
     };
     // The head size picks the register budget (like a tile size); lengths stay in uniforms.
     let mut variant = ShaderVariant::new(OP)
-        .tag("f32.online.kb4")
+        .tag("f32.online.rows2.keys2")
         .tag(&format!("d{d}x{dv}"))
         .define("DQ4", d.div_ceil(4))
         .define("DV4", dv.div_ceil(4));
@@ -135,6 +135,6 @@ pub fn attention(b: &mut ProgramBuilder, a: &Attention) -> GpuResult<()> {
     let variant = variant.tag(&format!("wg{WG_LINEAR}")).define("WG", WG_LINEAR).define("ACT", "x");
     let max = MAX_WORKGROUPS as usize;
     let groups =
-        [lq.div_ceil(WG_LINEAR as usize) as u32, batches.min(max) as u32, batches.div_ceil(max) as u32];
+        [lq.div_ceil(2 * WG_LINEAR as usize) as u32, batches.min(max) as u32, batches.div_ceil(max) as u32];
     b.push(variant, &params, &[&q.tensor, &k.tensor, &v.tensor], &[&out.tensor], groups)
 }
