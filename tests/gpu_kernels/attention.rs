@@ -89,9 +89,11 @@ fn odd_lengths_not_multiple_of_the_key_block() {
 }
 
 #[test]
-fn torch_layout_and_head_sizes_40_and_80() {
+fn torch_layout_and_head_sizes_40_80_160() {
     case(1, 2, 9, 11, 40, 40, true, false, 71);
     case(1, 1, 3, 17, 80, 80, true, false, 72);
+    // Stable Diffusion's 160 (one row per invocation).
+    case(1, 2, 5, 9, 160, 160, true, false, 75);
 }
 
 #[test]
