@@ -121,7 +121,9 @@ fn check_conv(ctx: &GpuContext, case: &Case, seed: u64) {
         let mut b = ProgramBuilder::new(ctx);
         conv(&mut b, &packed).unwrap();
         let program = run(b.build()).unwrap();
-        assert!(program.keys()[0].contains("w=f32.packed"), "{:?}", program.keys());
+        let pointwise = case.g.kernel.iter().all(|&k| k == 1) && case.g.strides.iter().all(|&k| k == 1);
+        let family = if pointwise { "matmul." } else { "w=f32.packed" };
+        assert!(program.keys()[0].contains(family), "{:?}", program.keys());
         run(program.run(ctx)).unwrap();
         let got = run(ctx.read_f32(&packed.out)).unwrap();
         assert_close(&format!("packed conv {:?}", case.xs), &got, &want, F32.accumulating(per));
@@ -175,6 +177,24 @@ fn conv_1d_2d_3d_groups_strides_pads_dilations() {
             groups: 2,
             g: Geometry::new(&[3, 3]).with_strides(&[1, 2]).with_pads(&[1, 1], &[1, 1]),
             act: Activation::Silu,
+            int8: false,
+        },
+        // 1x1 conv lowered to the vec4 matmul (Cin and H*W multiples of 4).
+        Case {
+            xs: vec![2, 8, 4, 5],
+            cout: 12,
+            groups: 1,
+            g: Geometry::new(&[1, 1]),
+            act: Activation::Silu,
+            int8: false,
+        },
+        // 1x1 conv with strides stays a convolution.
+        Case {
+            xs: vec![1, 4, 5, 5],
+            cout: 8,
+            groups: 1,
+            g: Geometry::new(&[1, 1]).with_strides(&[2, 2]),
+            act: Activation::None,
             int8: false,
         },
         // 1x1 conv (a matmul) with many output channels.

@@ -3,12 +3,12 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::matmul::weight_variant;
+use super::matmul::{matmul, weight_variant, MatMul};
 use super::{u32_of, Activation, WG_LINEAR};
 use crate::gpu::error::{shape_err, GpuError, GpuResult};
 use crate::gpu::program::{linear_workgroups, ProgramBuilder};
 use crate::gpu::shader::ShaderVariant;
-use crate::gpu::tensor::{DType, GpuTensor};
+use crate::gpu::tensor::{DType, GpuTensor, View};
 
 /// Window geometry over the spatial dims (1 to 3 of them), shared with pooling.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -234,6 +234,9 @@ pub fn conv(b: &mut ProgramBuilder, c: &Conv) -> GpuResult<()> {
     if c.x.dtype() != DType::F32 || c.out.dtype() != DType::F32 {
         return Err(GpuError::Unsupported { op: OP, message: "activations must be f32".into() });
     }
+    if is_pointwise(c) {
+        return pointwise_as_matmul(b, c, &out_shape);
+    }
     let params = window_params(OP, &c.x_shape, &out_shape, &c.geometry, c.groups, 0, c.activation)?;
     let variant = ShaderVariant::new(OP).tag("f32").define("ELEM", "f32");
     let variant = if c.packed_weights {
@@ -259,6 +262,38 @@ pub fn conv(b: &mut ProgramBuilder, c: &Conv) -> GpuResult<()> {
         [npx.div_ceil(32) as u32, (cout / c.groups).div_ceil(32) as u32, (c.x_shape[0] * c.groups) as u32];
     let reads: Vec<&GpuTensor> = reads.iter().collect();
     b.push(variant, &params, &reads, &[&c.out], groups)
+}
+
+/// A 1x1 convolution with stride 1 and no padding is a matmul: the vec4 matmul path beats the
+/// implicit-GEMM kernel there (f32 weights, one group).
+fn is_pointwise(c: &Conv) -> bool {
+    let g = &c.geometry;
+    let ones = |v: &[usize]| v.iter().all(|&x| x == 1);
+    let zeros = |v: &[usize]| v.iter().all(|&x| x == 0);
+    c.groups == 1
+        && c.scales.is_none()
+        && c.w.dtype() == DType::F32
+        && ones(&g.kernel)
+        && ones(&g.strides)
+        && zeros(&g.pads_begin)
+        && zeros(&g.pads_end)
+}
+
+/// out[n] = act(W [Cout, Cin] @ x[n] [Cin, S] + bias[:, None]); the bias rides on Gemm's beta term.
+fn pointwise_as_matmul(b: &mut ProgramBuilder, c: &Conv, out_shape: &[usize]) -> GpuResult<()> {
+    let (n, cin, cout) = (c.x_shape[0], c.x_shape[1], c.out_channels);
+    let s: usize = out_shape[2..].iter().product();
+    // Packed weights are [Cin, Cout]: the same matrix, transposed.
+    let w_strides = if c.packed_weights { vec![0, 1, cout] } else { vec![0, cin, 1] };
+    let a = View { tensor: c.w.clone(), offset: 0, shape: vec![n, cout, cin], strides: w_strides };
+    let mut mm = MatMul::new(a, c.x.view(&[n, cin, s]), c.out.view(&[n, cout, s]));
+    if let Some(bias) = &c.bias {
+        mm.d =
+            Some(View { tensor: bias.clone(), offset: 0, shape: vec![n, cout, s], strides: vec![0, 1, 0] });
+        mm.beta = 1.0;
+    }
+    mm.activation = c.activation;
+    matmul(b, &mm)
 }
 
 /// ConvTranspose: x [N, Cin, *spatial] with w [Cin, Cout/groups, *kernel] -> out [N, Cout, ...].
