@@ -221,6 +221,40 @@ pub(crate) fn linear_workgroups(threads: usize, wg: u32) -> [u32; 3] {
 }
 
 impl GpuContext {
+    /// Device-to-device copy of `len` 32-bit elements (e.g. shifting the FIFO queue's latents
+    /// between a program's output and the next input), one small submission, no CPU round trip.
+    pub async fn copy_elements(
+        &self,
+        src: &GpuTensor,
+        src_start: usize,
+        dst: &GpuTensor,
+        dst_start: usize,
+        len: usize,
+    ) -> GpuResult<()> {
+        let word = |t: &GpuTensor| matches!(t.dtype(), DType::F32 | DType::I32);
+        if !word(src) || !word(dst) || src_start + len > src.len() || dst_start + len > dst.len() {
+            return Err(GpuError::Shape {
+                op: "copy_elements",
+                message: format!(
+                    "{len} elements from '{}'[{src_start}..] ({} of {}) to '{}'[{dst_start}..] ({} of {})",
+                    src.name(),
+                    src.dtype().name(),
+                    src.len(),
+                    dst.name(),
+                    dst.dtype().name(),
+                    dst.len()
+                ),
+            });
+        }
+        self.scoped("copying a tensor on the device", || {
+            let mut encoder = self.device.create_command_encoder(&Default::default());
+            let (from, to, bytes) = (src_start as u64 * 4, dst_start as u64 * 4, len as u64 * 4);
+            encoder.copy_buffer_to_buffer(src.buffer(), from, dst.buffer(), to, bytes);
+            self.queue.submit([encoder.finish()]);
+        })
+        .await
+    }
+
     /// Copies `tensor` back and converts it to f32 (f16 widened, i32/i8 converted).
     pub async fn read_f32(&self, tensor: &GpuTensor) -> GpuResult<Vec<f32>> {
         let bytes = self.read_bytes(tensor).await?;

@@ -168,3 +168,14 @@ fn adapters_by_index() {
     let err = run(GpuContext::new(&options)).err().expect("index past the end");
     assert!(matches!(err, GpuError::AdapterIndex { .. }), "{err}");
 }
+
+/// The FIFO loop shifts latents on the device: a copy between tensors, no CPU round trip.
+#[test]
+fn device_to_device_copy() {
+    let Some(ctx) = ctx() else { return };
+    let a = GpuTensor::from_f32(ctx, "a", &[1.0, 2.0, 3.0, 4.0, 5.0]).unwrap();
+    let b = GpuTensor::from_f32(ctx, "b", &[0.0; 6]).unwrap();
+    run(ctx.copy_elements(&a, 1, &b, 2, 3)).unwrap();
+    assert_eq!(run(ctx.read_f32(&b)).unwrap(), vec![0.0, 0.0, 2.0, 3.0, 4.0, 0.0]);
+    assert!(run(ctx.copy_elements(&a, 3, &b, 0, 3)).is_err(), "past the end of the source");
+}
