@@ -186,9 +186,8 @@ impl Session {
     }
 
     /// Runs the model; returns `(name, tensor)` per graph output, in the model's order.
-    pub fn run(&self, inputs: HashMap<String, Tensor>) -> Result<Vec<(String, Tensor)>, SessionError> {
+    pub fn run(&self, mut inputs: HashMap<String, Tensor>) -> Result<Vec<(String, Tensor)>, SessionError> {
         let graph = &self.built.graph;
-        let mut inputs = inputs;
         let mut ordered = Vec::with_capacity(graph.inputs.len());
         for &id in &graph.inputs {
             let value = &graph.values[id];

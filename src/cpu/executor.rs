@@ -74,6 +74,7 @@ fn value<'a>(graph: &'a crate::graph::Graph, slots: &'a [Option<Tensor>], v: Val
 struct Profile {
     enabled: bool,
     totals: std::collections::BTreeMap<String, (usize, f64)>,
+    run_started: Option<Instant>,
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -85,7 +86,9 @@ impl Profile {
     fn from_env() -> Profile {
         let enabled =
             cfg!(not(target_arch = "wasm32")) && std::env::var_os("FIFO_PROFILE").is_some_and(|v| v != "0");
-        Profile { enabled, ..Default::default() }
+        let mut profile = Profile { enabled, ..Default::default() };
+        profile.run_started = profile.start();
+        profile
     }
 
     fn start(&self) -> Option<Instant> {
@@ -113,7 +116,11 @@ impl Profile {
         let mut rows: Vec<_> = self.totals.iter().collect();
         rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
         let total: f64 = rows.iter().map(|r| r.1 .1).sum();
-        eprintln!("profile: {total:.2} ms in ops");
+        #[cfg(not(target_arch = "wasm32"))]
+        let whole = self.run_started.map_or(0.0, |t| t.elapsed().as_secs_f64() * 1e3);
+        #[cfg(target_arch = "wasm32")]
+        let whole = 0.0;
+        eprintln!("profile: {total:.2} ms in ops, {whole:.2} ms for the whole run");
         for (op, (n, ms)) in rows {
             eprintln!("  {op:<24} x{n:<5} {ms:>9.3} ms");
         }

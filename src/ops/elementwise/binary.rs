@@ -71,7 +71,7 @@ impl BinaryKind {
             Mod { fmod: false } => a - b * (a / b).floor(),
             Min => a.min(b),
             Max => a.max(b),
-            _ => compare_f32(self, a, b) as u8 as f32,
+            _ => compare(self, a, b) as u8 as f32,
         }
     }
 
@@ -90,7 +90,7 @@ impl BinaryKind {
             }
             Min => a.min(b),
             Max => a.max(b),
-            _ => compare_int(self, a, b) as i64,
+            _ => compare(self, a, b) as i64,
         }
     }
 }
@@ -110,17 +110,8 @@ fn int_pow(base: i64, exp: i64) -> i64 {
     }
 }
 
-fn compare_f32(kind: BinaryKind, a: f32, b: f32) -> bool {
-    match kind {
-        BinaryKind::Equal => a == b,
-        BinaryKind::Less => a < b,
-        BinaryKind::LessOrEqual => a <= b,
-        BinaryKind::Greater => a > b,
-        _ => a >= b,
-    }
-}
-
-fn compare_int(kind: BinaryKind, a: i64, b: i64) -> bool {
+/// The comparison ops, for floats and integers alike.
+fn compare<T: PartialOrd>(kind: BinaryKind, a: T, b: T) -> bool {
     match kind {
         BinaryKind::Equal => a == b,
         BinaryKind::Less => a < b,
@@ -161,15 +152,15 @@ impl Binary {
                     BinaryKind::And => p && q,
                     BinaryKind::Or => p || q,
                     BinaryKind::Xor => p != q,
-                    _ => compare_int(kind, p as i64, q as i64),
+                    _ => compare(kind, p as i64, q as i64),
                 })?;
                 (s, TensorData::Bool(v))
             }
             _ if kind.category() == Category::Compare => {
                 let (s, v) = if a.dtype().is_float() {
-                    map2(sa, &a.f32s(), sb, &b.f32s(), |p, q| compare_f32(kind, p, q))?
+                    map2(sa, &a.f32s(), sb, &b.f32s(), |p, q| compare(kind, p, q))?
                 } else {
-                    map2(sa, &a.to_i64_vec(), sb, &b.to_i64_vec(), |p, q| compare_int(kind, p, q))?
+                    map2(sa, &a.to_i64_vec(), sb, &b.to_i64_vec(), |p, q| compare(kind, p, q))?
                 };
                 (s, TensorData::Bool(v))
             }
