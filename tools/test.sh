@@ -7,6 +7,14 @@ step() { printf '\n== %s\n' "$*"; }
 step "toolchain: wasm32 targets"
 rustup target add wasm32-unknown-unknown wasm32-wasip1
 
+step "Vulkan software adapter (Mesa lavapipe) for the GPU kernel tests"
+if ! [ -e /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mesa-vulkan-drivers libvulkan1 >/dev/null
+fi
+# Pin lavapipe and make a missing adapter fail the GPU tests instead of skipping them.
+export VK_DRIVER_FILES=/usr/share/vulkan/icd.d/lvp_icd.x86_64.json FIFO_REQUIRE_GPU=1
+
 step "python for the reference fixtures (numpy only; torch is never needed here)"
 python3 -c 'import numpy' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check numpy
 
@@ -26,10 +34,11 @@ step "tests"
 log=$(mktemp)
 cargo test --workspace --locked 2>&1 | tee "$log"
 
-step "scheduler tests on wasm32 (WASI under Node): same frames, bit for bit, as natively"
+step "scheduler and executor tests on wasm32 (WASI under Node): same frames as natively, ops vs onnxruntime"
 CARGO_TARGET_WASM32_WASIP1_RUNNER="node --no-warnings $PWD/tools/wasi/run-wasi-test.mjs $PWD" \
   cargo test --locked --target wasm32-wasip1 -p fifo-diffusion --lib \
-  --test parity_official --test scheduler_invariants --test resume 2>&1 | tee -a "$log"
+  --test parity_official --test scheduler_invariants --test resume \
+  --test op_fixtures --test model_parity --test build_errors --test corrupt_models 2>&1 | tee -a "$log"
 # One closing line for the whole run (cargo prints one per test binary, the last often empty).
 awk '/^test result:/ { p += $4; f += $6 } END { printf "\ntests: %d passed, %d failed\n", p, f }' "$log"
 rm -f "$log"

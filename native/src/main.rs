@@ -1,5 +1,7 @@
 //! `fifo`: FIFO-Diffusion on the command line.
 
+mod npy;
+mod onnx_cmd;
 mod plan;
 
 use clap::{Parser, Subcommand};
@@ -15,12 +17,16 @@ struct Cli {
 enum Command {
     /// Show the diagonal-denoising plan: DDIM grid, noise levels, queue slots and windows.
     Plan(plan::PlanArgs),
+    /// Inspect or run ONNX models with the project's executor.
+    #[command(subcommand)]
+    Onnx(onnx_cmd::OnnxCommand),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Plan(args) => plan::run(&args),
+        Command::Onnx(cmd) => onnx_cmd::run(cmd).map_err(|e| format!("{e:#}")),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,0 +1,134 @@
+//! Elementwise maps with numpy broadcasting, parallel where shapes agree.
+
+use super::parallel;
+use crate::tensor::shape::{broadcast_shapes, broadcast_strides, for_each_offset};
+use crate::tensor::TensorError;
+
+/// `f` over every element, in parallel for large inputs.
+pub fn map<A: Copy + Sync, O: Copy + Send + Default>(a: &[A], f: impl Fn(A) -> O + Sync + Send) -> Vec<O> {
+    let mut out = vec![O::default(); a.len()];
+    let chunk = parallel::chunk_len(a.len(), 4);
+    parallel::for_each_chunk_mut(&mut out, chunk, |i, o| {
+        let src = &a[i * chunk..i * chunk + o.len()];
+        o.iter_mut().zip(src).for_each(|(o, &x)| *o = f(x));
+    });
+    out
+}
+
+/// `f(a, b)` under numpy broadcasting; returns the output shape and data.
+pub fn map2<A: Copy + Sync, B: Copy + Sync, O: Copy + Send + Default>(
+    a_shape: &[usize],
+    a: &[A],
+    b_shape: &[usize],
+    b: &[B],
+    f: impl Fn(A, B) -> O + Sync + Send,
+) -> Result<(Vec<usize>, Vec<O>), TensorError> {
+    let shape = broadcast_shapes(a_shape, b_shape)?;
+    let len: usize = shape.iter().product();
+    if a.len() == len && b.len() == len {
+        let mut out = vec![O::default(); len];
+        let chunk = parallel::chunk_len(len, 4);
+        parallel::for_each_chunk_mut(&mut out, chunk, |i, o| {
+            let start = i * chunk;
+            let (sa, sb) = (&a[start..start + o.len()], &b[start..start + o.len()]);
+            for ((o, &x), &y) in o.iter_mut().zip(sa).zip(sb) {
+                *o = f(x, y);
+            }
+        });
+        return Ok((shape, out));
+    }
+    if b.len() == 1 {
+        return Ok((shape, map(a, |x| f(x, b[0]))));
+    }
+    let (sa, sb) = (broadcast_strides(a_shape, &shape), broadcast_strides(b_shape, &shape));
+    let (dims, [sa, sb]) = coalesce(&shape, [&sa, &sb]);
+    let Some((&inner, outer)) = dims.split_last() else {
+        return Ok((shape, vec![f(a[0], b[0]); len]));
+    };
+    let (ia, ib) = (sa[dims.len() - 1], sb[dims.len() - 1]);
+    let mut out = vec![O::default(); len];
+    // Outer positions walk with the odometer; each inner run is a tight loop the compiler can
+    // vectorise for the common strides (both contiguous, or one broadcast).
+    for_each_offset(outer, [&sa[..outer.len()], &sb[..outer.len()]], |o, [oa, ob]| {
+        let dst = &mut out[o * inner..(o + 1) * inner];
+        match (ia, ib) {
+            (1, 1) => dst
+                .iter_mut()
+                .zip(&a[oa..oa + inner])
+                .zip(&b[ob..ob + inner])
+                .for_each(|((d, &x), &y)| *d = f(x, y)),
+            (1, 0) => dst.iter_mut().zip(&a[oa..oa + inner]).for_each(|(d, &x)| *d = f(x, b[ob])),
+            (0, 1) => dst.iter_mut().zip(&b[ob..ob + inner]).for_each(|(d, &y)| *d = f(a[oa], y)),
+            _ => dst.iter_mut().enumerate().for_each(|(j, d)| *d = f(a[oa + j * ia], b[ob + j * ib])),
+        }
+    });
+    Ok((shape, out))
+}
+
+/// Merges adjacent dims that every input walks as one (contiguous, or broadcast in both), and
+/// drops dims of size 1, so inner loops are as long as possible: `[1, C, H, W] * [1, C, 1, 1]`
+/// becomes `[C, H*W]` with strides `[H*W, 1]` and `[1, 0]`.
+fn coalesce<const N: usize>(shape: &[usize], strides: [&[usize]; N]) -> (Vec<usize>, [Vec<usize>; N]) {
+    let mut dims: Vec<usize> = Vec::new();
+    let mut out: [Vec<usize>; N] = std::array::from_fn(|_| Vec::new());
+    for (d, &n) in shape.iter().enumerate() {
+        if n == 1 {
+            continue;
+        }
+        let mergeable = !dims.is_empty()
+            && (0..N).all(|k| {
+                let prev = out[k][out[k].len() - 1];
+                (prev == 0 && strides[k][d] == 0) || (prev != 0 && prev == strides[k][d] * n)
+            });
+        if let (true, Some(last)) = (mergeable, dims.last_mut()) {
+            *last *= n;
+            for k in 0..N {
+                let i = out[k].len() - 1;
+                out[k][i] = strides[k][d];
+            }
+        } else {
+            dims.push(n);
+            for k in 0..N {
+                out[k].push(strides[k][d]);
+            }
+        }
+    }
+    (dims, out)
+}
+
+/// Offsets into each of `shapes` for every element of their broadcast shape, flattened as
+/// `[element][input]`; used by the dtype-agnostic ops (Where, Expand).
+pub fn gather_offsets<const N: usize>(out_shape: &[usize], shapes: [&[usize]; N]) -> Vec<[usize; N]> {
+    let strides: Vec<Vec<usize>> = shapes.iter().map(|s| broadcast_strides(s, out_shape)).collect();
+    let refs: [&[usize]; N] = std::array::from_fn(|k| strides[k].as_slice());
+    let mut out = Vec::with_capacity(out_shape.iter().product());
+    for_each_offset(out_shape, refs, |_, offs| out.push(offs));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coalescing_merges_contiguous_and_broadcast_runs() {
+        let (dims, [a, b]) = coalesce(&[1, 3, 4, 5], [&[0, 20, 5, 1], &[0, 1, 0, 0]]);
+        assert_eq!((dims, a, b), (vec![3, 20], vec![20, 1], vec![1, 0]));
+    }
+
+    #[test]
+    fn general_broadcast_matches_a_loop() {
+        let (sa, sb) = ([2, 1, 3], [4, 1]);
+        let a: Vec<i64> = (0..6).collect();
+        let b: Vec<i64> = (0..4).map(|x| x * 10).collect();
+        let (shape, out) = map2(&sa, &a, &sb, &b, |x, y| x + y).unwrap();
+        assert_eq!(shape, vec![2, 4, 3]);
+        for i in 0..2 {
+            for j in 0..4 {
+                for k in 0..3 {
+                    assert_eq!(out[(i * 4 + j) * 3 + k], a[i * 3 + k] + b[j]);
+                }
+            }
+        }
+    }
+}

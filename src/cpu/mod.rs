@@ -1,0 +1,9 @@
+//! The CPU reference backend: shared kernels (GEMM, broadcasting, threading) and the executor
+//! that runs a built graph. Ops' CPU code lives beside each op in `crate::ops`.
+
+pub mod broadcast;
+pub mod executor;
+pub mod gemm;
+pub mod im2col;
+pub mod math;
+pub mod parallel;

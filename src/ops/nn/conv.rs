@@ -1,0 +1,133 @@
+//! Conv: 1-D, 2-D and 3-D (any rank), groups, strides, dilations, explicit or automatic
+//! padding; im2col + GEMM on the CPU.
+
+use super::window::{Window, WindowAttrs};
+use crate::cpu::gemm::{sgemm, MatRef};
+use crate::cpu::im2col::im2col;
+use crate::ops::registry::{NodeContext, OpDef};
+use crate::ops::{expect_dtype, required, Attrs, Op, OpError, OpSpec, TensorType, ValueInfo, FLOATS};
+use crate::tensor::{DType, Tensor};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Conv {
+    pub window: WindowAttrs,
+    pub group: usize,
+}
+
+/// Shapes of one convolution, resolved for its inputs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConvGeometry {
+    pub batch: usize,
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub group: usize,
+    pub window: Window,
+}
+
+impl Conv {
+    pub fn geometry(
+        &self,
+        x: &[usize],
+        w: &[usize],
+        bias: Option<&[usize]>,
+    ) -> Result<ConvGeometry, OpError> {
+        if x.len() < 3 || w.len() != x.len() {
+            return Err(OpError::invalid(format!(
+                "Conv needs X [N, C, spatial...] and W of the same rank; got {x:?} and {w:?}"
+            )));
+        }
+        let (in_channels, out_channels) = (x[1], w[0]);
+        if self.group == 0 || in_channels != w[1] * self.group || out_channels % self.group != 0 {
+            return Err(OpError::invalid(format!(
+                "Conv with group {} cannot take X {x:?} and W {w:?}",
+                self.group
+            )));
+        }
+        if let Some(b) = bias {
+            if b != [out_channels] {
+                return Err(OpError::invalid(format!("Conv bias {b:?} is not [{out_channels}]")));
+            }
+        }
+        Ok(ConvGeometry {
+            batch: x[0],
+            in_channels,
+            out_channels,
+            group: self.group,
+            window: self.window.resolve(&x[2..], Some(&w[2..]))?,
+        })
+    }
+}
+
+impl ConvGeometry {
+    pub fn output_shape(&self) -> Vec<usize> {
+        [vec![self.batch, self.out_channels], self.window.output.clone()].concat()
+    }
+
+    /// A 1x1 kernel with unit stride and no padding reads the input as it is.
+    fn is_pointwise(&self) -> bool {
+        let w = &self.window;
+        w.kernel_len() == 1 && w.strides.iter().all(|&s| s == 1) && w.input == w.output
+    }
+}
+
+/// The CPU convolution in f32.
+pub(crate) fn conv_f32(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    let (cg, mg) = (g.in_channels / g.group, g.out_channels / g.group);
+    let (k, o, i) = (g.window.kernel_len(), g.window.output_len(), g.window.input_len());
+    let mut out = vec![0.0f32; g.batch * g.out_channels * o];
+    let mut col = if g.is_pointwise() { Vec::new() } else { vec![0.0f32; cg * k * o] };
+    for n in 0..g.batch {
+        for grp in 0..g.group {
+            let x_g = &x[(n * g.in_channels + grp * cg) * i..][..cg * i];
+            let cols: &[f32] = if g.is_pointwise() {
+                x_g
+            } else {
+                im2col(x_g, cg, &g.window, &mut col);
+                &col
+            };
+            let w_g = MatRef::row_major(&w[grp * mg * cg * k..][..mg * cg * k], mg, cg * k);
+            let out_g = &mut out[(n * g.out_channels + grp * mg) * o..][..mg * o];
+            sgemm(1.0, w_g, MatRef::row_major(cols, cg * k, o), 0.0, out_g);
+            if let Some(b) = bias {
+                for (m, row) in out_g.chunks_mut(o.max(1)).enumerate() {
+                    row.iter_mut().for_each(|v| *v += b[grp * mg + m]);
+                }
+            }
+        }
+    }
+    out
+}
+
+impl OpSpec for Conv {
+    fn infer(&self, inputs: &[Option<&ValueInfo>]) -> Result<Vec<TensorType>, OpError> {
+        let x = required(inputs, 0, "X")?;
+        let w = required(inputs, 1, "W")?;
+        expect_dtype("X", x.dtype(), FLOATS)?;
+        expect_dtype("W", w.dtype(), &[x.dtype()])?;
+        let b = inputs.get(2).copied().flatten();
+        let g = self.geometry(x.shape(), w.shape(), b.map(|b| b.shape()))?;
+        Ok(vec![TensorType::new(x.dtype(), g.output_shape())])
+    }
+
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let x = required(inputs, 0, "X")?;
+        let w = required(inputs, 1, "W")?;
+        let b = inputs.get(2).copied().flatten();
+        let g = self.geometry(x.shape(), w.shape(), b.map(|b| b.shape()))?;
+        let bias = b.map(|b| b.f32s());
+        let out = conv_f32(&g, &x.f32s(), &w.f32s(), bias.as_deref());
+        let out = Tensor::from_f32(g.output_shape(), out)?;
+        Ok(vec![if x.dtype() == DType::F32 { out } else { out.cast(x.dtype()) }])
+    }
+}
+
+fn parse_conv(attrs: &mut Attrs, _: &NodeContext) -> Result<Op, OpError> {
+    let window = WindowAttrs::parse(attrs, true, false)?;
+    let group = attrs.int_or("group", 1)?;
+    if group < 1 {
+        return Err(OpError::bad_attribute("group", format!("must be >= 1, got {group}")));
+    }
+    Ok(Conv { window, group: group as usize }.into())
+}
+
+pub(crate) const DEFS: &[OpDef] = &[OpDef::new("Conv", (1, 21), (2, 3), (1, 1), parse_conv)];

@@ -1,0 +1,154 @@
+//! DequantizeLinear and QuantizeLinear, per tensor or per axis, int8 and uint8.
+//! DequantizeLinear is not folded at build time: backends run int8 weights as they are.
+
+use crate::ops::registry::{NodeContext, OpDef};
+use crate::ops::{expect_dtype, required, Attrs, Op, OpError, OpSpec, TensorType, ValueInfo};
+use crate::tensor::shape::normalize_axis;
+use crate::tensor::{DType, Tensor};
+
+const QUANTIZED: &[DType] = &[DType::I8, DType::U8, DType::I32];
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dequantize {
+    pub axis: i64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Quantize {
+    pub axis: i64,
+    /// Output dtype when no zero point is given (`output_dtype`, opset 21; uint8 by default).
+    pub output_dtype: DType,
+}
+
+/// Which scale/zero-point entry applies to each element: one for all, or one per index along
+/// the axis (`(i / inner) % dim`).
+struct ParamIndex {
+    inner: usize,
+    dim: usize,
+}
+
+impl ParamIndex {
+    fn at(&self, i: usize) -> usize {
+        (i / self.inner) % self.dim
+    }
+}
+
+fn param_index(shape: &[usize], scale_shape: &[usize], axis: i64) -> Result<ParamIndex, OpError> {
+    let count: usize = scale_shape.iter().product();
+    if count == 1 && scale_shape.len() <= 1 {
+        return Ok(ParamIndex { inner: 1, dim: 1 });
+    }
+    let axis = normalize_axis(axis, shape.len())?;
+    if scale_shape != [shape[axis]] {
+        return Err(OpError::invalid(format!(
+            "scale {scale_shape:?} is neither a scalar nor [{}] along axis {axis} (blocked quantization is not supported)",
+            shape[axis]
+        )));
+    }
+    let inner: usize = shape[axis + 1..].iter().product();
+    Ok(ParamIndex { inner: inner.max(1), dim: shape[axis].max(1) })
+}
+
+fn zero_points(zp: Option<&Tensor>, n: usize) -> Vec<f32> {
+    zp.map_or_else(|| vec![0.0; n], |z| z.to_f32_vec())
+}
+
+impl OpSpec for Dequantize {
+    fn infer(&self, inputs: &[Option<&ValueInfo>]) -> Result<Vec<TensorType>, OpError> {
+        let x = required(inputs, 0, "x")?;
+        let scale = required(inputs, 1, "x_scale")?;
+        expect_dtype("x", x.dtype(), QUANTIZED)?;
+        expect_dtype("x_scale", scale.dtype(), &[DType::F32, DType::F16])?;
+        param_index(x.shape(), scale.shape(), self.axis)?;
+        Ok(vec![TensorType::new(scale.dtype(), x.shape().to_vec())])
+    }
+
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let x = required(inputs, 0, "x")?;
+        let scale = required(inputs, 1, "x_scale")?;
+        let which = param_index(x.shape(), scale.shape(), self.axis)?;
+        let s = scale.to_f32_vec();
+        let zp = zero_points(inputs.get(2).copied().flatten(), s.len());
+        let out: Vec<f32> = x
+            .to_f32_vec()
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| (v - zp[which.at(i)]) * s[which.at(i)])
+            .collect();
+        Ok(vec![Tensor::from_f32(x.shape().to_vec(), out)?.cast(scale.dtype())])
+    }
+
+    fn foldable(&self) -> bool {
+        false
+    }
+}
+
+impl Quantize {
+    fn output_dtype(&self, zp: Option<DType>) -> DType {
+        zp.unwrap_or(self.output_dtype)
+    }
+}
+
+impl OpSpec for Quantize {
+    fn infer(&self, inputs: &[Option<&ValueInfo>]) -> Result<Vec<TensorType>, OpError> {
+        let x = required(inputs, 0, "x")?;
+        let scale = required(inputs, 1, "y_scale")?;
+        expect_dtype("x", x.dtype(), &[DType::F32, DType::F16])?;
+        param_index(x.shape(), scale.shape(), self.axis)?;
+        let zp = inputs.get(2).copied().flatten().map(|z| z.dtype());
+        let out = self.output_dtype(zp);
+        expect_dtype("y_zero_point", out, &[DType::I8, DType::U8])?;
+        Ok(vec![TensorType::new(out, x.shape().to_vec())])
+    }
+
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let x = required(inputs, 0, "x")?;
+        let scale = required(inputs, 1, "y_scale")?;
+        let which = param_index(x.shape(), scale.shape(), self.axis)?;
+        let s = scale.to_f32_vec();
+        let zp_tensor = inputs.get(2).copied().flatten();
+        let zp = zero_points(zp_tensor, s.len());
+        let out_dtype = self.output_dtype(zp_tensor.map(|z| z.dtype()));
+        let (lo, hi) = if out_dtype == DType::I8 { (-128.0, 127.0) } else { (0.0, 255.0) };
+        // Round half to even, then saturate, as the spec requires.
+        let q: Vec<i64> = x
+            .to_f32_vec()
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| ((v / s[which.at(i)]).round_ties_even() + zp[which.at(i)]).clamp(lo, hi) as i64)
+            .collect();
+        Ok(vec![Tensor::from_i64(x.shape().to_vec(), q)?.cast(out_dtype)])
+    }
+}
+
+fn check_block_size(attrs: &mut Attrs) -> Result<(), OpError> {
+    if attrs.int_or("block_size", 0)? != 0 {
+        return Err(OpError::unsupported("blocked quantization (block_size > 0)", "per-tensor and per-axis"));
+    }
+    Ok(())
+}
+
+fn parse_dequantize(attrs: &mut Attrs, _: &NodeContext) -> Result<Op, OpError> {
+    check_block_size(attrs)?;
+    Ok(Dequantize { axis: attrs.int_or("axis", 1)? }.into())
+}
+
+fn parse_quantize(attrs: &mut Attrs, _: &NodeContext) -> Result<Op, OpError> {
+    check_block_size(attrs)?;
+    // Only float8 targets read `saturate`; int8 and uint8 always saturate.
+    attrs.ignore("saturate");
+    let output_dtype = match attrs.int_or("output_dtype", 0)? {
+        0 => DType::U8,
+        code => {
+            DType::from_onnx_code(code as i32).filter(|d| matches!(d, DType::I8 | DType::U8)).ok_or_else(
+                || OpError::unsupported(format!("QuantizeLinear output_dtype {code}"), "int8, uint8"),
+            )?
+        }
+    };
+    Ok(Quantize { axis: attrs.int_or("axis", 1)?, output_dtype }.into())
+}
+
+pub(crate) const DEFS: &[&[OpDef]] = &[&[
+    OpDef::new("DequantizeLinear", (10, 21), (2, 3), (1, 1), parse_dequantize),
+    OpDef::new("QuantizeLinear", (10, 21), (2, 3), (1, 1), parse_quantize),
+]];

@@ -1,0 +1,244 @@
+//! Sessions: build a model once for fixed input shapes, then run it many times.
+//!
+//! The CPU backend runs synchronously; [`Session::run_async`] has the shape the WebGPU backend
+//! will have, so callers can be written once for both.
+
+use crate::cpu::executor::{execute, RunError};
+use crate::graph::phases::{build, parse, BuildOptions, BuiltGraph};
+use crate::graph::{BuildError, DeclaredType, Dim, Graph, NodeIssue};
+use crate::onnx::{load_model, LoadError};
+use crate::tensor::{DType, Tensor};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("cannot read '{path}': {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error("input '{name}' {problem}")]
+    Input { name: String, problem: String },
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error("backend '{0}' is not available yet; use the cpu backend")]
+    Backend(String),
+}
+
+/// Where the model comes from. A path lets external data files beside the model be found.
+#[derive(Clone, Copy, Debug)]
+pub enum ModelSource<'a> {
+    Bytes(&'a [u8]),
+    Path(&'a Path),
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    #[default]
+    Cpu,
+    Gpu,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct SessionOptions {
+    pub backend: Backend,
+    pub build: BuildOptions,
+}
+
+/// An input or output as the session sees it.
+#[derive(Clone, Debug, Serialize)]
+pub struct TensorInfo {
+    pub name: String,
+    pub dtype: Option<DType>,
+    /// As the model declares it (dims may be symbolic).
+    pub declared_shape: Option<Vec<Dim>>,
+    /// As built, when shapes are known.
+    pub shape: Option<Vec<usize>>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct OpCount {
+    pub op_type: String,
+    pub domain: String,
+    pub opset: u32,
+    pub count: usize,
+}
+
+/// What `fifo onnx inspect` reports.
+#[derive(Clone, Debug, Serialize)]
+pub struct ModelInfo {
+    pub inputs: Vec<TensorInfo>,
+    pub outputs: Vec<TensorInfo>,
+    pub opsets: BTreeMap<String, u32>,
+    /// Op types of the loaded model, before folding.
+    pub ops: Vec<OpCount>,
+    pub nodes_loaded: usize,
+    /// Nodes left to run after folding and dead-node removal (when the build succeeded).
+    pub nodes_to_run: Option<usize>,
+    pub unsupported: Vec<NodeIssue>,
+    pub parameter_count: usize,
+    pub parameter_bytes: usize,
+    pub planned_peak_bytes: Option<usize>,
+    pub unshared_bytes: Option<usize>,
+    /// Why the build failed, if it did for another reason than unsupported ops.
+    pub build_error: Option<String>,
+}
+
+pub struct Session {
+    built: BuiltGraph,
+    info: ModelInfo,
+}
+
+fn read_model(source: ModelSource) -> Result<Graph, SessionError> {
+    match source {
+        ModelSource::Bytes(b) => Ok(load_model(b, None)?),
+        ModelSource::Path(p) => {
+            let bytes = std::fs::read(p)
+                .map_err(|source| SessionError::Io { path: p.display().to_string(), source })?;
+            Ok(load_model(&bytes, p.parent())?)
+        }
+    }
+}
+
+fn tensor_info(graph: &Graph, ids: &[usize]) -> Vec<TensorInfo> {
+    ids.iter()
+        .map(|&v| {
+            let value = &graph.values[v];
+            let DeclaredType { dtype, dims } = value.declared.clone();
+            TensorInfo {
+                name: value.name.clone(),
+                dtype: value.ty.as_ref().map(|t| t.dtype).or(dtype),
+                declared_shape: dims,
+                shape: value.ty.as_ref().map(|t| t.shape.clone()),
+            }
+        })
+        .collect()
+}
+
+fn describe(loaded: &Graph) -> ModelInfo {
+    let mut counts: BTreeMap<(String, String, u32), usize> = BTreeMap::new();
+    for n in &loaded.nodes {
+        *counts.entry((n.op_type.clone(), n.domain.clone(), n.opset)).or_default() += 1;
+    }
+    ModelInfo {
+        inputs: tensor_info(loaded, &loaded.inputs),
+        outputs: tensor_info(loaded, &loaded.outputs),
+        opsets: loaded.opsets.clone(),
+        ops: counts
+            .into_iter()
+            .map(|((op_type, domain, opset), count)| OpCount { op_type, domain, opset, count })
+            .collect(),
+        nodes_loaded: loaded.nodes.len(),
+        nodes_to_run: None,
+        unsupported: parse::issues(loaded),
+        parameter_count: loaded.parameter_count(),
+        parameter_bytes: loaded.parameter_bytes(),
+        planned_peak_bytes: None,
+        unshared_bytes: None,
+        build_error: None,
+    }
+}
+
+impl ModelInfo {
+    /// Adds what only a successful build knows: static shapes, nodes left, the memory plan.
+    fn record_build(&mut self, built: &BuiltGraph) {
+        self.inputs = tensor_info(&built.graph, &built.graph.inputs);
+        self.outputs = tensor_info(&built.graph, &built.graph.outputs);
+        self.nodes_to_run = Some(built.graph.nodes.len());
+        self.planned_peak_bytes = Some(built.plan.peak_bytes);
+        self.unshared_bytes = Some(built.plan.unshared_bytes);
+    }
+}
+
+impl Session {
+    /// Loads and builds a model for the given input shapes (inputs whose declared shape is fully
+    /// static may be left out).
+    pub fn build(
+        model: ModelSource,
+        input_shapes: &HashMap<String, Vec<usize>>,
+        options: &SessionOptions,
+    ) -> Result<Session, SessionError> {
+        if options.backend != Backend::Cpu {
+            return Err(SessionError::Backend("gpu".into()));
+        }
+        let loaded = read_model(model)?;
+        let mut info = describe(&loaded);
+        let built = build(loaded, input_shapes, &options.build)?;
+        info.record_build(&built);
+        Ok(Session { built, info })
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// The built graph, for backends and tools that lower it further.
+    pub fn graph(&self) -> &BuiltGraph {
+        &self.built
+    }
+
+    /// Runs the model; returns `(name, tensor)` per graph output, in the model's order.
+    pub fn run(&self, mut inputs: HashMap<String, Tensor>) -> Result<Vec<(String, Tensor)>, SessionError> {
+        let graph = &self.built.graph;
+        let mut ordered = Vec::with_capacity(graph.inputs.len());
+        for &id in &graph.inputs {
+            let value = &graph.values[id];
+            let fail = |problem: String| SessionError::Input { name: value.name.clone(), problem };
+            let tensor = inputs.remove(&value.name).ok_or_else(|| fail("is missing".into()))?;
+            let ty = value.ty.as_ref().ok_or_else(|| fail("has no type".into()))?;
+            if tensor.dtype() != ty.dtype || tensor.shape() != ty.shape {
+                return Err(fail(format!(
+                    "is {} {:?}; the session was built for {} {:?}",
+                    tensor.dtype(),
+                    tensor.shape(),
+                    ty.dtype,
+                    ty.shape
+                )));
+            }
+            ordered.push(tensor);
+        }
+        if let Some(name) = inputs.keys().next() {
+            return Err(SessionError::Input {
+                name: name.clone(),
+                problem: "is not an input of the model".into(),
+            });
+        }
+        let outputs = execute(&self.built, ordered)?;
+        Ok(graph.outputs.iter().map(|&o| graph.values[o].name.clone()).zip(outputs).collect())
+    }
+
+    /// [`Session::run`] behind the async signature the GPU backend will share.
+    pub async fn run_async(
+        &self,
+        inputs: HashMap<String, Tensor>,
+    ) -> Result<Vec<(String, Tensor)>, SessionError> {
+        self.run(inputs)
+    }
+}
+
+/// Describes a model without failing on unsupported ops (for `fifo onnx inspect`): what loads,
+/// what is unsupported and, when the build succeeds, the planned memory.
+pub fn inspect(
+    model: ModelSource,
+    input_shapes: &HashMap<String, Vec<usize>>,
+    options: &SessionOptions,
+) -> Result<ModelInfo, SessionError> {
+    let loaded = read_model(model)?;
+    let mut info = describe(&loaded);
+    if !info.unsupported.is_empty() {
+        return Ok(info);
+    }
+    match build(loaded, input_shapes, &options.build) {
+        Ok(built) => info.record_build(&built),
+        Err(e) => info.build_error = Some(e.to_string()),
+    }
+    Ok(info)
+}

@@ -1,0 +1,172 @@
+//! Session build errors name the op, the node, the opset and what is supported; run errors
+//! name the input.
+
+use fifo_diffusion::onnx::proto::{
+    attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto, AttributeProto,
+    GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorShapeProto, TypeProto, ValueInfoProto,
+};
+use fifo_diffusion::session::{inspect, ModelSource, Session, SessionError, SessionOptions};
+use fifo_diffusion::tensor::Tensor;
+use prost::Message;
+use std::collections::HashMap;
+
+fn value_info(name: &str, dims: &[&str]) -> ValueInfoProto {
+    let dim = |d: &&str| tensor_shape_proto::Dimension {
+        value: Some(match d.parse::<i64>() {
+            Ok(n) => tensor_shape_proto::dimension::Value::DimValue(n),
+            Err(_) => tensor_shape_proto::dimension::Value::DimParam(d.to_string()),
+        }),
+        ..Default::default()
+    };
+    ValueInfoProto {
+        name: Some(name.into()),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: Some(DataType::Float as i32),
+                shape: Some(TensorShapeProto { dim: dims.iter().map(dim).collect() }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A one-node model reading `x` (and `y` when the node names it) and writing `out`.
+fn model(op: &str, inputs: &[&str], attributes: Vec<AttributeProto>, x_dims: &[&str]) -> Vec<u8> {
+    let node = NodeProto {
+        name: Some("blocks.3/attn/the_node".into()),
+        op_type: Some(op.into()),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec!["out".into()],
+        attribute: attributes,
+        ..Default::default()
+    };
+    let mut graph_inputs = vec![value_info("x", x_dims)];
+    if inputs.contains(&"y") {
+        graph_inputs.push(value_info("y", &["2", "3"]));
+    }
+    let graph = GraphProto {
+        node: vec![node],
+        input: graph_inputs,
+        output: vec![value_info("out", &[])],
+        ..Default::default()
+    };
+    ModelProto {
+        ir_version: Some(9),
+        opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(18) }],
+        graph: Some(graph),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+fn int_attr(name: &str, v: i64) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        i: Some(v),
+        r#type: Some(AttributeType::Int as i32),
+        ..Default::default()
+    }
+}
+
+fn string_attr(name: &str, v: &str) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        s: Some(v.as_bytes().to_vec()),
+        r#type: Some(AttributeType::String as i32),
+        ..Default::default()
+    }
+}
+
+fn build(bytes: &[u8]) -> Result<Session, SessionError> {
+    Session::build(ModelSource::Bytes(bytes), &HashMap::new(), &SessionOptions::default())
+}
+
+fn build_error(bytes: &[u8]) -> String {
+    build(bytes).err().expect("the build should fail").to_string()
+}
+
+#[test]
+fn unknown_op_names_node_opset_and_supported_ops() {
+    let msg = build_error(&model("FancyAttention", &["x"], vec![], &["2", "3"]));
+    for part in ["FancyAttention", "blocks.3/attn/the_node", "opset 18", "supported ops", "Conv", "Softmax"] {
+        assert!(msg.contains(part), "missing '{part}' in: {msg}");
+    }
+}
+
+#[test]
+fn unknown_attribute_is_named() {
+    let msg = build_error(&model("Relu", &["x"], vec![int_attr("fast_math", 1)], &["2", "3"]));
+    assert!(msg.contains("fast_math") && msg.contains("Relu"), "{msg}");
+}
+
+#[test]
+fn unsupported_attribute_value_lists_the_supported_ones() {
+    let msg = build_error(&model("Resize", &["x"], vec![string_attr("mode", "cubic")], &["2", "3"]));
+    assert!(msg.contains("cubic") && msg.contains("nearest, linear"), "{msg}");
+}
+
+#[test]
+fn unsupported_einsum_names_the_equation_and_what_works() {
+    let msg = build_error(&model("Einsum", &["x"], vec![string_attr("equation", "ii->i")], &["3", "3"]));
+    assert!(msg.contains("ii->i") && msg.contains("bhid,bhjd->bhij"), "{msg}");
+}
+
+#[test]
+fn shape_inputs_must_be_known_at_build() {
+    let msg = build_error(&model("Reshape", &["x", "x"], vec![], &["2", "3"]));
+    assert!(msg.contains("'shape' must be known when the session is built"), "{msg}");
+}
+
+#[test]
+fn free_dims_need_a_shape_and_accept_one() {
+    let bytes = model("Relu", &["x"], vec![], &["batch", "3"]);
+    let msg = build_error(&bytes);
+    assert!(msg.contains("input 'x'") && msg.contains("free dims"), "{msg}");
+    let shapes = HashMap::from([("x".to_string(), vec![4, 3])]);
+    let session = Session::build(ModelSource::Bytes(&bytes), &shapes, &SessionOptions::default()).unwrap();
+    assert_eq!(session.info().inputs[0].shape, Some(vec![4, 3]));
+    let wrong = Session::build(
+        ModelSource::Bytes(&bytes),
+        &HashMap::from([("x".to_string(), vec![4, 5])]),
+        &SessionOptions::default(),
+    );
+    assert!(wrong.err().unwrap().to_string().contains("contradicts"));
+}
+
+#[test]
+fn run_checks_input_names_and_shapes() {
+    let session = build(&model("Relu", &["x"], vec![], &["2", "3"])).unwrap();
+    let good = Tensor::from_f32(vec![2, 3], vec![-1.0, 2.0, -3.0, 4.0, 0.0, 1.0]).unwrap();
+    let out = session.run(HashMap::from([("x".to_string(), good)])).unwrap();
+    assert_eq!(out[0].1.to_f32_vec(), vec![0.0, 2.0, 0.0, 4.0, 0.0, 1.0]);
+    let bad = Tensor::from_f32(vec![3, 2], vec![0.0; 6]).unwrap();
+    let msg = session.run(HashMap::from([("x".to_string(), bad)])).err().unwrap().to_string();
+    assert!(msg.contains("input 'x'") && msg.contains("[2, 3]"), "{msg}");
+    let msg = session.run(HashMap::new()).err().unwrap().to_string();
+    assert!(msg.contains("input 'x' is missing"), "{msg}");
+}
+
+#[test]
+fn inspect_reports_unsupported_ops_instead_of_failing() {
+    let info = inspect(
+        ModelSource::Bytes(&model("FancyAttention", &["x", "y"], vec![], &["2", "3"])),
+        &HashMap::new(),
+        &SessionOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(info.unsupported.len(), 1);
+    assert_eq!(info.unsupported[0].op_type, "FancyAttention");
+    assert_eq!(info.ops[0].opset, 18);
+    assert!(info.planned_peak_bytes.is_none());
+}
+
+#[test]
+fn tensors_over_the_size_limit_fail_the_build() {
+    let mut options = SessionOptions::default();
+    options.build.max_tensor_bytes = 16;
+    let bytes = model("Relu", &["x"], vec![], &["2", "3"]);
+    let err =
+        Session::build(ModelSource::Bytes(&bytes), &HashMap::new(), &options).err().unwrap().to_string();
+    assert!(err.contains("blocks.3/attn/the_node") && err.contains("size limit of 16 bytes"), "{err}");
+}

@@ -1,0 +1,110 @@
+#![allow(dead_code)] // each test binary uses a different part of these helpers
+//! Shared helpers of the integration tests: fixture loading and named tolerances.
+
+use fifo_diffusion::onnx::decode_tensor;
+use fifo_diffusion::tensor::{Tensor, TensorData};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// How close an output must be to its reference: `|got - want| <= atol + rtol * |want|`.
+#[derive(Clone, Copy, Debug)]
+pub struct Tolerance {
+    pub atol: f32,
+    pub rtol: f32,
+}
+
+impl Tolerance {
+    /// The tolerances the fixture generator may name.
+    pub fn named(name: &str) -> Option<Tolerance> {
+        let (atol, rtol) = match name {
+            // Layout ops, integers, comparisons: bit-exact.
+            "exact" => (0.0, 0.0),
+            // One rounding per element.
+            "elementwise" => (1e-6, 1e-6),
+            // libm vs the reference's math library.
+            "transcendental" => (1e-5, 1e-5),
+            // Sums over many products (MatMul, Conv, norms): the order of additions differs.
+            "accumulate" => (1e-4, 1e-4),
+            // float16 results.
+            "half" => (1e-3, 1e-2),
+            // Whole models: many layers of accumulation.
+            "model" => (1e-4, 1e-3),
+            _ => return None,
+        };
+        Some(Tolerance { atol, rtol })
+    }
+}
+
+fn values(t: &Tensor) -> Vec<f64> {
+    match t.data() {
+        TensorData::F32(v) => v.iter().map(|&x| x as f64).collect(),
+        TensorData::F16(v) => v.iter().map(|x| x.to_f64()).collect(),
+        _ => t.to_i64_vec().into_iter().map(|x| x as f64).collect(),
+    }
+}
+
+/// `None` when `got` matches `want`; otherwise what differs.
+pub fn compare(got: &Tensor, want: &Tensor, tol: Tolerance) -> Option<String> {
+    if got.dtype() != want.dtype() || got.shape() != want.shape() {
+        return Some(format!(
+            "got {} {:?}, want {} {:?}",
+            got.dtype(),
+            got.shape(),
+            want.dtype(),
+            want.shape()
+        ));
+    }
+    let (g, w) = (values(got), values(want));
+    let mut worst: Option<(usize, f64)> = None;
+    for (i, (&a, &b)) in g.iter().zip(&w).enumerate() {
+        let ok = (a.is_nan() && b.is_nan())
+            || a == b
+            || (a - b).abs() <= tol.atol as f64 + tol.rtol as f64 * b.abs();
+        if !ok && worst.is_none_or(|(_, e)| (a - b).abs() > e) {
+            worst = Some((i, (a - b).abs()));
+        }
+    }
+    worst.map(|(i, e)| format!("element {i}: got {} want {} (|diff| {e:.3e}, tolerance {tol:?})", g[i], w[i]))
+}
+
+/// A model folder in the ONNX backend-test layout.
+pub struct Fixture {
+    pub name: String,
+    pub model: PathBuf,
+    pub inputs: Vec<(String, Tensor)>,
+    pub outputs: Vec<(String, Tensor)>,
+}
+
+fn read_tensors(dir: &Path, prefix: &str) -> Vec<(String, Tensor)> {
+    (0..)
+        .map(|k| dir.join(format!("{prefix}_{k}.pb")))
+        .take_while(|p| p.exists())
+        .map(|p| {
+            decode_tensor(&std::fs::read(&p).unwrap()).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        })
+        .collect()
+}
+
+pub fn load_fixture(dir: &Path) -> Fixture {
+    let data = dir.join("test_data_set_0");
+    Fixture {
+        name: dir.file_name().unwrap().to_string_lossy().into_owned(),
+        model: dir.join("model.onnx"),
+        inputs: read_tensors(&data, "input"),
+        outputs: read_tensors(&data, "output"),
+    }
+}
+
+impl Fixture {
+    pub fn input_shapes(&self) -> HashMap<String, Vec<usize>> {
+        self.inputs.iter().map(|(n, t)| (n.clone(), t.shape().to_vec())).collect()
+    }
+
+    pub fn input_map(&self) -> HashMap<String, Tensor> {
+        self.inputs.iter().cloned().collect()
+    }
+}
+
+pub fn fixtures_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}

@@ -1,0 +1,70 @@
+//! Every per-op fixture (tools/onnx_fixtures/make_op_fixtures.py) on the CPU backend against
+//! onnxruntime's outputs, with the tolerance each fixture names.
+
+mod onnx_common;
+
+use fifo_diffusion::onnx::model_metadata;
+use fifo_diffusion::ops::supported_op_types;
+use fifo_diffusion::session::{ModelSource, Session, SessionOptions};
+use onnx_common::{compare, fixtures_root, load_fixture, Tolerance};
+use std::collections::BTreeSet;
+
+fn fixture_dirs() -> Vec<std::path::PathBuf> {
+    let mut dirs: Vec<_> = std::fs::read_dir(fixtures_root().join("ops"))
+        .expect("tests/fixtures/ops is missing: run tools/onnx_fixtures/make_op_fixtures.py")
+        .map(|e| e.unwrap().path())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+/// Runs one fixture; `Err` says what went wrong.
+fn check(dir: &std::path::Path) -> Result<(), String> {
+    let f = load_fixture(dir);
+    let bytes = std::fs::read(&f.model).map_err(|e| e.to_string())?;
+    let meta = model_metadata(&bytes).map_err(|e| e.to_string())?;
+    let tol_name = meta.get("tolerance").ok_or("no tolerance in the model metadata")?;
+    let tol = Tolerance::named(tol_name).ok_or_else(|| format!("unknown tolerance '{tol_name}'"))?;
+    let session = Session::build(ModelSource::Bytes(&bytes), &f.input_shapes(), &SessionOptions::default())
+        .map_err(|e| e.to_string())?;
+    let outputs = session.run(f.input_map()).map_err(|e| e.to_string())?;
+    if outputs.len() != f.outputs.len() {
+        return Err(format!("{} outputs, want {}", outputs.len(), f.outputs.len()));
+    }
+    for ((name, got), (_, want)) in outputs.iter().zip(&f.outputs) {
+        if let Some(diff) = compare(got, want, tol) {
+            return Err(format!("output '{name}': {diff}"));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn every_op_fixture_matches_onnxruntime() {
+    let dirs = fixture_dirs();
+    assert!(dirs.len() > 150, "expected the full fixture set, found {}", dirs.len());
+    let failures: Vec<String> = dirs
+        .iter()
+        .filter_map(|d| check(d).err().map(|e| format!("{}: {e}", d.file_name().unwrap().to_string_lossy())))
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} fixtures failed:\n{}",
+        failures.len(),
+        dirs.len(),
+        failures.join("\n")
+    );
+}
+
+/// A supported op without a fixture is untested: keep the generator in step with the registry.
+#[test]
+fn every_supported_op_has_a_fixture() {
+    let mut covered = BTreeSet::new();
+    for dir in fixture_dirs() {
+        let bytes = std::fs::read(dir.join("model.onnx")).unwrap();
+        let graph = fifo_diffusion::onnx::load_model(&bytes, None).unwrap();
+        covered.extend(graph.nodes.iter().map(|n| n.op_type.clone()));
+    }
+    let missing: Vec<&str> = supported_op_types().into_iter().filter(|op| !covered.contains(*op)).collect();
+    assert!(missing.is_empty(), "supported ops without a fixture: {missing:?}");
+}

@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""Times the CPU backend against onnxruntime on the same UNet-like model, in one run.
+
+Exports the fixture network (tools/onnx_fixtures/make_model_fixtures.py) at a larger size
+(channels 64, 32x32 latents), runs onnxruntime (Python) and `fifo onnx run --repeat` with 1 and
+2 threads, checks the outputs agree and prints the times and ratios.
+
+Run: cargo build --release -p fifo-cli && /work/venv/bin/python tools/bench/cpu_vs_onnxruntime.py
+"""
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tools" / "onnx_fixtures"))
+from make_model_fixtures import TinyUNet  # noqa: E402
+
+REPEAT = 20
+
+
+def main():
+    work = pathlib.Path(tempfile.mkdtemp(prefix="fifo-bench-"))
+    torch.manual_seed(0)
+    model = TinyUNet(ch=64, tdim=64).eval()
+    x, t = torch.randn(1, 4, 32, 32), torch.tensor([37.0])
+    torch.onnx.export(model, (x, t), str(work / "unet.onnx"), opset_version=17, dynamo=False,
+                      input_names=["x", "t"], output_names=["y"])
+    feeds = {"x": x.numpy(), "t": t.numpy()}
+    np.save(work / "x.npy", feeds["x"])
+    np.save(work / "t.npy", feeds["t"])
+    fifo = ROOT / "target" / "release" / "fifo"
+    for threads in [1, 2]:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        sess = ort.InferenceSession(str(work / "unet.onnx"), so, providers=["CPUExecutionProvider"])
+        for _ in range(3):
+            want = sess.run(None, feeds)[0]
+        start = time.perf_counter()
+        for _ in range(REPEAT):
+            sess.run(None, feeds)
+        ort_ms = (time.perf_counter() - start) / REPEAT * 1e3
+        out = subprocess.run([str(fifo), "onnx", "run", str(work / "unet.onnx"), "--input", f"x={work / 'x.npy'}",
+                              "--input", f"t={work / 't.npy'}", "--output-dir", str(work / "out"), "--repeat", str(REPEAT)],
+                             env={**os.environ, "RAYON_NUM_THREADS": str(threads)}, check=True, capture_output=True, text=True)
+        ours_ms = float(re.search(r"run: ([0-9.]+) ms", out.stdout).group(1))
+        got = np.load(work / "out" / "y.npy")
+        rel = np.linalg.norm(got - want) / np.linalg.norm(want)
+        print(f"{threads} thread(s): onnxruntime {ort_ms:.2f} ms, fifo cpu {ours_ms:.2f} ms, "
+              f"ratio {ours_ms / ort_ms:.2f}x, relative L2 difference {rel:.1e}")
+
+
+if __name__ == "__main__":
+    main()
