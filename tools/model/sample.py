@@ -72,6 +72,8 @@ class PausedTrainer:
 
     def __enter__(self):
         if self.pid:
+            # A SIGTERM (e.g. from `timeout`) must still reach __exit__ and continue the trainer.
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
             os.kill(self.pid, signal.SIGSTOP)
 
     def __exit__(self, *exc):
