@@ -1,9 +1,10 @@
 //! FIFO-Diffusion: endless text-to-video by diagonal denoising.
 //!
-//! The crate is pure Rust and free of GPU types so that the same scheduler runs natively and in
-//! the browser (wasm32).
+//! The scheduler (`fifo`, `schedule`, `rng`) is free of GPU types so that it runs and is tested
+//! on the CPU, natively and in the browser (wasm32); `gpu` is the WebGPU runtime and its kernels.
 
 pub mod fifo;
+pub mod gpu;
 pub mod rng;
 pub mod schedule;
 

@@ -7,6 +7,14 @@ step() { printf '\n== %s\n' "$*"; }
 step "toolchain: wasm32 targets"
 rustup target add wasm32-unknown-unknown wasm32-wasip1
 
+step "Vulkan software adapter (Mesa lavapipe) for the GPU kernel tests"
+if ! [ -e /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mesa-vulkan-drivers libvulkan1 >/dev/null
+fi
+# Pin lavapipe and make a missing adapter fail the GPU tests instead of skipping them.
+export VK_DRIVER_FILES=/usr/share/vulkan/icd.d/lvp_icd.x86_64.json FIFO_REQUIRE_GPU=1
+
 step "python for the reference fixtures (numpy only; torch is never needed here)"
 python3 -c 'import numpy' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check numpy
 

@@ -153,9 +153,15 @@ def train_diffusion(cfg, state_dir, ae, max_steps, max_seconds):
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     step = 0
-    ck = checkpoints(state_dir)
-    if ck:
-        state = torch.load(ck[-1], weights_only=False)
+    state, ck = None, checkpoints(state_dir)
+    while ck and state is None:  # newest first; a damaged file falls back to the one before
+        try:
+            state = torch.load(ck[-1], weights_only=False)
+        except Exception as e:  # noqa: BLE001
+            log(state_dir, f"cannot read {ck[-1]} ({e}); renamed to .bad, trying the previous one")
+            os.replace(ck[-1], ck[-1] + ".bad")  # out of the way of step ordering and pruning
+            ck.pop()
+    if state is not None:
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["opt"])

@@ -1,0 +1,164 @@
+// Streaming attention: out = softmax(scale * q k^T) v, never materialising the [Lq, Lk] score
+// matrix. Keys are visited two at a time: their scores first, then the running max, the running
+// sum and the output accumulator are rescaled (online softmax, as flash attention). No barriers.
+//   q [B0, B1, Lq, D], k [B0, B1, Lk, D], v [B0, B1, Lk, Dv], out [B0, B1, Lq, Dv], all strided.
+// Register blocking for CPU adapters:
+// - each invocation serves ROWS query rows (WG apart), so every key/value load feeds them all;
+// - the head is walked in DQ4 (= ceil(D/4)) and DV4 chunks of four with constant trip counts, so
+//   queries and accumulators stay in registers (a dynamically indexed private array becomes
+//   per-lane scratch memory on CPU adapters, ~10x slower); VEC4: D and Dv are contiguous and
+//   4-aligned, so each chunk is one vec4 load;
+// - a workgroup serves ROWS*WG query rows of ONE batch entry (x: row blocks, y and z: batch), so
+//   key and value addresses are the same for every invocation of the workgroup.
+#include "common"
+
+struct Params {
+    q_strides: vec4<u32>, // b0, b1, row, col
+    k_strides: vec4<u32>,
+    v_strides: vec4<u32>,
+    o_strides: vec4<u32>,
+    offsets: vec4<u32>, // q, k, v, out
+    lq: u32,
+    lk: u32,
+    d: u32,
+    dv: u32,
+    batch1: u32,
+    batches: u32, // B0 * B1
+    scale: f32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+#ifdef VEC4
+@group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> k: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> v: array<vec4<f32>>;
+#else
+@group(0) @binding(1) var<storage, read> q: array<f32>;
+@group(0) @binding(2) var<storage, read> k: array<f32>;
+@group(0) @binding(3) var<storage, read> v: array<f32>;
+#endif
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+
+// Chunk c4 of a row starting at element `base`; elements past `n` read as 0.
+fn load_q(base: u32, c4: u32) -> vec4<f32> {
+#ifdef VEC4
+    return q[(base >> 2u) + c4];
+#else
+    var r = vec4<f32>(0.0);
+    for (var i = 0u; i < 4u; i++) {
+        let c = c4 * 4u + i;
+        r[i] = select(0.0, q[base + min(c, p.d - 1u) * p.q_strides.w], c < p.d);
+    }
+    return r;
+#endif
+}
+
+fn load_k(base: u32, c4: u32) -> vec4<f32> {
+#ifdef VEC4
+    return k[(base >> 2u) + c4];
+#else
+    var r = vec4<f32>(0.0);
+    for (var i = 0u; i < 4u; i++) {
+        let c = c4 * 4u + i;
+        r[i] = select(0.0, k[base + min(c, p.d - 1u) * p.k_strides.w], c < p.d);
+    }
+    return r;
+#endif
+}
+
+fn load_v(base: u32, c4: u32) -> vec4<f32> {
+#ifdef VEC4
+    return v[(base >> 2u) + c4];
+#else
+    var r = vec4<f32>(0.0);
+    for (var i = 0u; i < 4u; i++) {
+        let c = c4 * 4u + i;
+        r[i] = select(0.0, v[base + min(c, p.dv - 1u) * p.v_strides.w], c < p.dv);
+    }
+    return r;
+#endif
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let b = wid.z * 65535u + wid.y;
+    if (b >= p.batches) {
+        return;
+    }
+    // ROWS query rows per invocation (WG apart), so every key and value loaded serves them all.
+    // Rows past the end still run (on the last row) so that control flow stays uniform.
+    let b0 = b / p.batch1;
+    let b1 = b % p.batch1;
+    let k_base = p.offsets.y + b0 * p.k_strides.x + b1 * p.k_strides.y;
+    let v_base = p.offsets.z + b0 * p.v_strides.x + b1 * p.v_strides.y;
+    var q: array<array<vec4<f32>, DQ4>, ROWS>;
+    for (var r = 0u; r < ROWS; r++) {
+        let row = min(wid.x * ROWS * WG + r * WG + lid, p.lq - 1u);
+        let base = p.offsets.x + b0 * p.q_strides.x + b1 * p.q_strides.y + row * p.q_strides.z;
+        for (var c = 0u; c < DQ4; c++) {
+            q[r][c] = load_q(base, c) * p.scale;
+        }
+    }
+    var acc: array<array<vec4<f32>, DV4>, ROWS>;
+    let neg_inf = bitcast<f32>(0xff800000u);
+    var m: array<f32, ROWS>;
+    var l: array<f32, ROWS>;
+    for (var r = 0u; r < ROWS; r++) {
+        m[r] = neg_inf;
+        l[r] = 0.0;
+    }
+    let ones = vec4<f32>(1.0);
+    let last = p.lk - 1u;
+    for (var j0 = 0u; j0 < p.lk; j0 += 2u) {
+        // Two keys at a time; past the last key, recompute it and mask its score to -inf.
+        let k0 = k_base + j0 * p.k_strides.z;
+        let k1 = k_base + min(j0 + 1u, last) * p.k_strides.z;
+        var s0: array<vec4<f32>, ROWS>;
+        var s1: array<vec4<f32>, ROWS>;
+        for (var c = 0u; c < DQ4; c++) {
+            let x0 = load_k(k0, c);
+            let x1 = load_k(k1, c);
+            for (var r = 0u; r < ROWS; r++) {
+                s0[r] += q[r][c] * x0;
+                s1[r] += q[r][c] * x1;
+            }
+        }
+        let second = j0 + 1u < p.lk;
+        var e0: array<f32, ROWS>;
+        var e1: array<f32, ROWS>;
+        var corr: array<f32, ROWS>;
+        for (var r = 0u; r < ROWS; r++) {
+            let a = dot(s0[r], ones);
+            let c1 = select(neg_inf, dot(s1[r], ones), second);
+            let bm = max(m[r], max(a, c1));
+            corr[r] = exp(m[r] - bm);
+            e0[r] = exp(a - bm);
+            e1[r] = exp(c1 - bm);
+            l[r] = l[r] * corr[r] + e0[r] + e1[r];
+            m[r] = bm;
+        }
+        let v0 = v_base + j0 * p.v_strides.z;
+        let v1 = v_base + min(j0 + 1u, last) * p.v_strides.z;
+        for (var c = 0u; c < DV4; c++) {
+            let y0 = load_v(v0, c);
+            let y1 = load_v(v1, c);
+            for (var r = 0u; r < ROWS; r++) {
+                acc[r][c] = acc[r][c] * corr[r] + e0[r] * y0 + e1[r] * y1;
+            }
+        }
+    }
+    let o_batch = p.offsets.w + b0 * p.o_strides.x + b1 * p.o_strides.y;
+    for (var r = 0u; r < ROWS; r++) {
+        let row = wid.x * ROWS * WG + r * WG + lid;
+        let inv = 1.0 / l[r];
+        for (var c = 0u; c < DV4; c++) {
+            for (var e = 0u; e < 4u; e++) {
+                let col = c * 4u + e;
+                if (col < p.dv && row < p.lq) {
+                    out[o_batch + row * p.o_strides.z + col * p.o_strides.w] = acc[r][c][e] * inv;
+                }
+            }
+        }
+    }
+}

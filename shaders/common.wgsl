@@ -1,0 +1,52 @@
+// Helpers shared by every kernel family (included with `#include "common"`).
+
+// Dims and strides travel as two vec4s (rank <= 8): uniform arrays need 16-byte elements.
+fn at8(a: array<vec4<u32>, 2>, d: u32) -> u32 {
+    return a[d >> 2u][d & 3u];
+}
+
+fn at8i(a: array<vec4<i32>, 2>, d: u32) -> i32 {
+    return a[d >> 2u][d & 3u];
+}
+
+// Linear invocation index of a 1-D launch folded into x and y (more than 65535 workgroups).
+fn linear_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, wg: u32) -> u32 {
+    return (wid.y * nwg.x + wid.x) * wg + lid;
+}
+
+// erf to ~1e-7: Taylor series near 0 (keeps relative accuracy), Abramowitz-Stegun 7.1.26 beyond.
+fn erf_f(x: f32) -> f32 {
+    let ax = abs(x);
+    if (ax < 1.0) {
+        let z = x * x;
+        var s = 1.0 / 76204800.0;
+        s = s * -z + 1.0 / 6894720.0;
+        s = s * -z + 1.0 / 685440.0;
+        s = -s * z + 1.0 / 75600.0;
+        s = -s * z + 1.0 / 9360.0;
+        s = -s * z + 1.0 / 1320.0;
+        s = -s * z + 1.0 / 216.0;
+        s = -s * z + 1.0 / 42.0;
+        s = -s * z + 1.0 / 10.0;
+        s = -s * z + 1.0 / 3.0;
+        s = -s * z + 1.0;
+        return 1.1283791670955126 * x * s;
+    }
+    let t = 1.0 / (1.0 + 0.3275911 * ax);
+    let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
+    return sign(x) * (1.0 - poly * exp(-ax * ax));
+}
+
+fn sigmoid_f(x: f32) -> f32 {
+    return 1.0 / (1.0 + exp(-x));
+}
+
+// tanh's builtin can overflow to NaN through exp on some drivers; |x| > 15 is +-1 in f32 anyway.
+fn tanh_f(x: f32) -> f32 {
+    return tanh(clamp(x, -15.0, 15.0));
+}
+
+// The fused activation of matmul/conv/norm epilogues; ACT is an expression in x and alpha.
+fn activation(x: f32, alpha: f32) -> f32 {
+    return ACT;
+}

@@ -1,0 +1,55 @@
+// Generic strided copy of 32-bit words: transpose/permute, slice with (negative) steps, concat
+// (a strided output window), expand (step 0), tile (wrap), constant pad (out of range -> value).
+// For output multi-index i, input coordinate c[d] = i[d] * step[d] + start[d]; with wrap bit d
+// set, c[d] is taken modulo in_dims[d]; otherwise a coordinate outside [0, in_dims[d]) reads
+// pad_value.
+#include "common"
+
+struct Params {
+    shape: array<vec4<u32>, 2>,
+    out_strides: array<vec4<u32>, 2>,
+    in_dims: array<vec4<u32>, 2>,
+    in_strides: array<vec4<u32>, 2>,
+    step: array<vec4<i32>, 2>,
+    start: array<vec4<i32>, 2>,
+    out_offset: u32,
+    in_offset: u32,
+    total: u32,
+    rank: u32,
+    pad_value: u32, // the bits of the value (f32 or i32)
+    wrap: u32,      // bit d: dimension d tiles
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> src: array<u32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<u32>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let i = linear_index(wid, nwg, lid, WG);
+    if (i >= p.total) {
+        return;
+    }
+    var rest = i;
+    var o = p.out_offset;
+    var s = p.in_offset;
+    var inside = true;
+    for (var d = i32(p.rank) - 1; d >= 0; d--) {
+        let du = u32(d);
+        let n = at8(p.shape, du);
+        let idx = rest % n;
+        rest = rest / n;
+        o += idx * at8(p.out_strides, du);
+        let extent = i32(at8(p.in_dims, du));
+        var c = i32(idx) * at8i(p.step, du) + at8i(p.start, du);
+        if (((p.wrap >> du) & 1u) == 1u) {
+            c = ((c % extent) + extent) % extent;
+        }
+        inside = inside && c >= 0 && c < extent;
+        s += u32(max(c, 0)) * at8(p.in_strides, du);
+    }
+    dst[o] = select(p.pad_value, src[s], inside);
+}

@@ -1,0 +1,40 @@
+// Gather along one axis: out[o, j, i] = src[o, indices[j], i], with the tensors viewed as
+// [outer, axis, inner]. Negative indices count from the end; out-of-range ones give 0.
+#include "common"
+
+struct Params {
+    outer: u32,
+    axis_len: u32,
+    inner: u32,
+    n_indices: u32,
+    total: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> src: array<u32>;
+@group(0) @binding(2) var<storage, read> indices: array<i32>;
+@group(0) @binding(3) var<storage, read_write> dst: array<u32>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let i = linear_index(wid, nwg, lid, WG);
+    if (i >= p.total) {
+        return;
+    }
+    let inner = i % p.inner;
+    let j = (i / p.inner) % p.n_indices;
+    let outer = i / (p.inner * p.n_indices);
+    var k = indices[j];
+    if (k < 0) {
+        k += i32(p.axis_len);
+    }
+    if (k < 0 || k >= i32(p.axis_len)) {
+        dst[i] = 0u;
+        return;
+    }
+    dst[i] = src[(outer * p.axis_len + u32(k)) * p.inner + inner];
+}

@@ -1,0 +1,48 @@
+// LayerNorm over the last `d` elements of each row: two passes (mean, then centred variance)
+// for stability, then (x - mean) * rstd * gamma + beta. One invocation per row, no barriers.
+#include "common"
+
+struct Params {
+    rows: u32,
+    d: u32,
+    eps: f32,
+    act_alpha: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+#ifdef AFFINE
+@group(0) @binding(2) var<storage, read> gamma: array<f32>;
+@group(0) @binding(3) var<storage, read> beta: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+#else
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+#endif
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let row = linear_index(wid, nwg, lid, WG);
+    if (row >= p.rows) {
+        return;
+    }
+    let base = row * p.d;
+    var s = 0.0;
+    for (var j = 0u; j < p.d; j++) {
+        s += x[base + j];
+    }
+    let mean = s / f32(p.d);
+    var v = 0.0;
+    for (var j = 0u; j < p.d; j++) {
+        let c = x[base + j] - mean;
+        v += c * c;
+    }
+    let rstd = inverseSqrt(v / f32(p.d) + p.eps);
+    for (var j = 0u; j < p.d; j++) {
+        var y = (x[base + j] - mean) * rstd;
+#ifdef AFFINE
+        y = y * gamma[j] + beta[j];
+#endif
+        out[base + j] = activation(y, p.act_alpha);
+    }
+}

@@ -1,0 +1,209 @@
+// Batched matmul with broadcasting through strides (two batch dims after collapsing):
+//   out[b, m, n] = act(alpha * sum_k a[b, m, k] * w[b, k, n] * scale[n] + beta * d[b, m, n] + bias[n])
+// Any M, N, K (edges are clamped on load and masked on store). Variants:
+//   RB4X4: each invocation keeps a 4x4 block in registers, no barriers (CPU adapters).
+//   RB4X4V: the same with vec4 loads along K (and along N when the weights are N-contiguous):
+//          a quarter of the loads, for contiguous 4-aligned operands (CPU adapters).
+//   TILED: 64x64 workgroup tiles through workgroup memory, 4x4 per invocation (GPUs).
+// ELEM is the arithmetic type: f32, or f16 (with f16 activations A_T and weights, where the
+// adapter has shader-f16). OUT_T is the output's storage type.
+#ifdef ENABLE_F16
+enable f16;
+#endif
+#include "common"
+
+struct Params {
+    a_strides: vec4<u32>, // batch0, batch1, m, k
+    w_strides: vec4<u32>, // batch0, batch1, k, n
+    o_strides: vec4<u32>, // batch0, batch1, m, n
+    d_strides: vec4<u32>, // batch0, batch1, m, n
+    offsets: vec4<u32>,   // a, w, out, d
+    m: u32,
+    n: u32,
+    k: u32,
+    batch1: u32,
+    alpha: f32,
+    beta: f32,
+    act_alpha: f32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> in_a: array<A_T>;
+#include "weights"
+#ifdef W_I8
+@group(0) @binding(BIND_SCALES) var<storage, read> scales: array<f32>;
+#endif
+#ifdef HAS_BIAS
+@group(0) @binding(BIND_BIAS) var<storage, read> bias: array<f32>;
+#endif
+#ifdef HAS_D
+@group(0) @binding(BIND_D) var<storage, read> dmat: array<f32>;
+#endif
+@group(0) @binding(BIND_OUT) var<storage, read_write> out: array<OUT_T>;
+
+fn store(b0: u32, b1: u32, row: u32, col: u32, acc: f32) {
+    var v = acc;
+#ifdef W_I8
+    v *= scales[col];
+#endif
+    v *= p.alpha;
+#ifdef HAS_D
+    v += p.beta * dmat[p.offsets.w + b0 * p.d_strides.x + b1 * p.d_strides.y + row * p.d_strides.z + col * p.d_strides.w];
+#endif
+#ifdef HAS_BIAS
+    v += bias[col];
+#endif
+    out[p.offsets.z + b0 * p.o_strides.x + b1 * p.o_strides.y + row * p.o_strides.z + col * p.o_strides.w] =
+        OUT_T(activation(v, p.act_alpha));
+}
+
+#ifdef RB4X4
+@compute @workgroup_size(WGX, WGY)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let b0 = gid.z / p.batch1;
+    let b1 = gid.z % p.batch1;
+    let row0 = gid.y * 4u;
+    let col0 = gid.x * 4u;
+    if (row0 >= p.m || col0 >= p.n) {
+        return;
+    }
+    let a_base = p.offsets.x + b0 * p.a_strides.x + b1 * p.a_strides.y;
+    let w_base = p.offsets.y + b0 * p.w_strides.x + b1 * p.w_strides.y;
+    // Edge rows/columns repeat the last valid one; their results are never stored.
+    var arow: array<u32, 4>;
+    var wcol: array<u32, 4>;
+    for (var i = 0u; i < 4u; i++) {
+        arow[i] = a_base + min(row0 + i, p.m - 1u) * p.a_strides.z;
+        wcol[i] = w_base + min(col0 + i, p.n - 1u) * p.w_strides.w;
+    }
+    var acc: array<vec4<ELEM>, 4>;
+    for (var k = 0u; k < p.k; k++) {
+        let ak = k * p.a_strides.w;
+        let wk = k * p.w_strides.z;
+        let w = vec4<ELEM>(load_wt(wcol[0] + wk), load_wt(wcol[1] + wk), load_wt(wcol[2] + wk), load_wt(wcol[3] + wk));
+        acc[0] += ELEM(in_a[arow[0] + ak]) * w;
+        acc[1] += ELEM(in_a[arow[1] + ak]) * w;
+        acc[2] += ELEM(in_a[arow[2] + ak]) * w;
+        acc[3] += ELEM(in_a[arow[3] + ak]) * w;
+    }
+    for (var i = 0u; i < 4u; i++) {
+        for (var j = 0u; j < 4u; j++) {
+            if (row0 + i < p.m && col0 + j < p.n) {
+                store(b0, b1, row0 + i, col0 + j, f32(acc[i][j]));
+            }
+        }
+    }
+}
+#endif
+
+#ifdef RB4X4V
+// A is [.., M, K] with K contiguous; W is N-contiguous (W_ALONG_N) or K-contiguous. All the
+// strides and offsets are multiples of 4 (checked by the caller), so vec4 indices are exact;
+// `load_w4` reads four weights of any storage type (f32, f16, int8) at once.
+@compute @workgroup_size(WGX, WGY)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let b0 = gid.z / p.batch1;
+    let b1 = gid.z % p.batch1;
+    let row0 = gid.y * 4u;
+    let col0 = gid.x * 4u;
+    if (row0 >= p.m || col0 >= p.n) {
+        return;
+    }
+    let a_base = p.offsets.x + b0 * p.a_strides.x + b1 * p.a_strides.y;
+    let w_base = p.offsets.y + b0 * p.w_strides.x + b1 * p.w_strides.y;
+    var arow: array<u32, 4>; // vec4 index of each row's first K chunk
+    var wcol: array<u32, 4>;
+    for (var i = 0u; i < 4u; i++) {
+        arow[i] = (a_base + min(row0 + i, p.m - 1u) * p.a_strides.z) >> 2u;
+        wcol[i] = (w_base + min(col0 + i, p.n - 1u) * p.w_strides.w) >> 2u;
+    }
+    var acc: array<vec4<f32>, 4>;
+    for (var k4 = 0u; k4 < p.k / 4u; k4++) {
+        let a = array<vec4<f32>, 4>(in_a[arow[0] + k4], in_a[arow[1] + k4], in_a[arow[2] + k4], in_a[arow[3] + k4]);
+#ifdef W_ALONG_N
+        // Rows k..k+3 of W, four columns each.
+        let wr = (w_base + k4 * 4u * p.w_strides.z + col0) >> 2u;
+        let step = p.w_strides.z >> 2u;
+        let w0 = load_w4(wr);
+        let w1 = load_w4(wr + step);
+        let w2 = load_w4(wr + 2u * step);
+        let w3 = load_w4(wr + 3u * step);
+        for (var i = 0u; i < 4u; i++) {
+            acc[i] += a[i].x * w0 + a[i].y * w1 + a[i].z * w2 + a[i].w * w3;
+        }
+#else
+        // Columns col0..col0+3 of W, four K values each.
+        let w = array<vec4<f32>, 4>(load_w4(wcol[0] + k4), load_w4(wcol[1] + k4), load_w4(wcol[2] + k4),
+                                    load_w4(wcol[3] + k4));
+        for (var i = 0u; i < 4u; i++) {
+            acc[i] += vec4<f32>(dot(a[i], w[0]), dot(a[i], w[1]), dot(a[i], w[2]), dot(a[i], w[3]));
+        }
+#endif
+    }
+    for (var i = 0u; i < 4u; i++) {
+        for (var j = 0u; j < 4u; j++) {
+            if (row0 + i < p.m && col0 + j < p.n) {
+                store(b0, b1, row0 + i, col0 + j, acc[i][j]);
+            }
+        }
+    }
+}
+#endif
+
+#ifdef TILED
+const TILE: u32 = 64u;
+const BK: u32 = 16u;
+var<workgroup> tile_a: array<array<ELEM, 64>, 16>; // [k][row]
+var<workgroup> tile_w: array<array<ELEM, 64>, 16>; // [k][col]
+
+@compute @workgroup_size(16, 16)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+        @builtin(local_invocation_index) t: u32) {
+    let b0 = wid.z / p.batch1;
+    let b1 = wid.z % p.batch1;
+    let row_base = wid.y * TILE;
+    let col_base = wid.x * TILE;
+    let a_base = p.offsets.x + b0 * p.a_strides.x + b1 * p.a_strides.y;
+    let w_base = p.offsets.y + b0 * p.w_strides.x + b1 * p.w_strides.y;
+    var acc: array<vec4<ELEM>, 4>;
+    for (var k0 = 0u; k0 < p.k; k0 += BK) {
+        // 64x16 elements of each operand, four per invocation; zeros past the edges.
+        for (var l = 0u; l < 4u; l++) {
+            let e = t + l * 256u;
+            let r = e / BK;
+            let ka = e % BK;
+            var av = ELEM(0.0);
+            if (row_base + r < p.m && k0 + ka < p.k) {
+                av = ELEM(in_a[a_base + (row_base + r) * p.a_strides.z + (k0 + ka) * p.a_strides.w]);
+            }
+            tile_a[ka][r] = av;
+            let kw = e / TILE;
+            let c = e % TILE;
+            var wv = ELEM(0.0);
+            if (col_base + c < p.n && k0 + kw < p.k) {
+                wv = load_wt(w_base + (k0 + kw) * p.w_strides.z + (col_base + c) * p.w_strides.w);
+            }
+            tile_w[kw][c] = wv;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < BK; kk++) {
+            let w = vec4<ELEM>(tile_w[kk][lid.x * 4u], tile_w[kk][lid.x * 4u + 1u], tile_w[kk][lid.x * 4u + 2u],
+                              tile_w[kk][lid.x * 4u + 3u]);
+            for (var i = 0u; i < 4u; i++) {
+                acc[i] += tile_a[kk][lid.y * 4u + i] * w;
+            }
+        }
+        workgroupBarrier();
+    }
+    for (var i = 0u; i < 4u; i++) {
+        for (var j = 0u; j < 4u; j++) {
+            let row = row_base + lid.y * 4u + i;
+            let col = col_base + lid.x * 4u + j;
+            if (row < p.m && col < p.n) {
+                store(b0, b1, row, col, f32(acc[i][j]));
+            }
+        }
+    }
+}
+#endif

@@ -1,0 +1,280 @@
+//! Adapter selection, device creation with the limits and features the kernels need, and the
+//! conversion of wgpu's error callbacks into `GpuError`s.
+
+use std::sync::{Arc, Mutex};
+
+use super::error::{GpuError, GpuResult};
+use super::pipeline::PipelineCache;
+
+/// Which adapter to open.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum AdapterChoice {
+    /// wgpu's default choice (high performance), honouring `WGPU_BACKEND`.
+    #[default]
+    Default,
+    /// A CPU adapter only (lavapipe, llvmpipe, WARP, SwiftShader); errors instead of taking a GPU.
+    Fallback,
+    /// The n-th adapter of `GpuContext::adapters()`.
+    Index(usize),
+}
+
+/// How kernels are shaped for this adapter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KernelStyle {
+    /// Each invocation computes a small block in registers, no workgroup barriers: CPU adapters
+    /// (lavapipe runs these ~15x faster than barrier-heavy tiled kernels).
+    RegisterBlocked,
+    /// Workgroups share tiles through workgroup memory: real GPUs.
+    Tiled,
+}
+
+/// Options of `GpuContext::new`.
+#[derive(Clone, Debug, Default)]
+pub struct GpuOptions {
+    pub adapter: AdapterChoice,
+    /// Overrides the kernel style chosen from the adapter type.
+    pub style: Option<KernelStyle>,
+    /// Keep f16 as packed u32 storage even where `shader-f16` exists.
+    pub disable_f16: bool,
+    /// Ignore subgroup support (to test the portable reductions on a subgroup adapter).
+    pub disable_subgroups: bool,
+    /// Restricts the backends (e.g. `wgpu::Backends::GL`); `None` means `WGPU_BACKEND` or all.
+    pub backends: Option<wgpu::Backends>,
+}
+
+/// One enumerated adapter, for `fifo devices`.
+#[derive(Clone, Debug)]
+pub struct AdapterSummary {
+    pub index: usize,
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    pub shader_f16: bool,
+    pub subgroups: bool,
+    pub max_storage_binding: u64,
+    pub max_buffer: u64,
+}
+
+/// What went wrong asynchronously (device lost, uncaptured errors); checked before each run.
+type FaultSlot = Arc<Mutex<Option<GpuError>>>;
+
+/// A device, its queue, what it can do and the pipeline cache. Cheap to share by reference.
+pub struct GpuContext {
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    limits: wgpu::Limits,
+    style: KernelStyle,
+    shader_f16: bool,
+    subgroups: bool,
+    fault: FaultSlot,
+    pub(crate) pipelines: PipelineCache,
+}
+
+fn instance(backends: Option<wgpu::Backends>) -> wgpu::Instance {
+    // `with_env` makes WGPU_BACKEND=vulkan|gl (and the debug flags) work.
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle().with_env();
+    if let Some(b) = backends {
+        desc.backends = b;
+    }
+    wgpu::Instance::new(desc)
+}
+
+fn summary(index: usize, adapter: &wgpu::Adapter) -> AdapterSummary {
+    let info = adapter.get_info();
+    let limits = adapter.limits();
+    let features = adapter.features();
+    AdapterSummary {
+        index,
+        name: info.name,
+        backend: format!("{:?}", info.backend),
+        device_type: format!("{:?}", info.device_type),
+        driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+        shader_f16: features.contains(wgpu::Features::SHADER_F16),
+        subgroups: features.contains(wgpu::Features::SUBGROUP),
+        max_storage_binding: limits.max_storage_buffer_binding_size,
+        max_buffer: limits.max_buffer_size,
+    }
+}
+
+/// The limits the kernels need: WebGPU defaults, except buffer sizes raised to the adapter's.
+fn needed_limits(adapter: &wgpu::Limits) -> wgpu::Limits {
+    let base = wgpu::Limits::downlevel_defaults();
+    wgpu::Limits {
+        max_storage_buffer_binding_size: adapter.max_storage_buffer_binding_size,
+        max_buffer_size: adapter.max_buffer_size,
+        max_storage_buffers_per_shader_stage: adapter.max_storage_buffers_per_shader_stage.min(8),
+        max_compute_invocations_per_workgroup: 256,
+        max_compute_workgroup_size_x: 256,
+        max_compute_workgroup_size_y: 256,
+        max_compute_workgroup_storage_size: adapter.max_compute_workgroup_storage_size.min(16384),
+        max_compute_workgroups_per_dimension: 65535,
+        ..base
+    }
+    .using_alignment(adapter.clone())
+}
+
+impl GpuContext {
+    /// Every adapter this build can see, in a stable order (the indices of `AdapterChoice::Index`).
+    pub async fn adapters() -> Vec<AdapterSummary> {
+        let inst = instance(None);
+        let list = inst.enumerate_adapters(wgpu::Backends::all()).await;
+        list.iter().enumerate().map(|(i, a)| summary(i, a)).collect()
+    }
+
+    /// Opens a device. The same async call natively (block on it with pollster) and on wasm32.
+    pub async fn new(options: &GpuOptions) -> GpuResult<Self> {
+        let inst = instance(options.backends);
+        let adapter = match options.adapter {
+            AdapterChoice::Index(index) => {
+                let mut list =
+                    inst.enumerate_adapters(options.backends.unwrap_or(wgpu::Backends::all())).await;
+                let count = list.len();
+                if index >= count {
+                    return Err(GpuError::AdapterIndex { index, count });
+                }
+                list.swap_remove(index)
+            }
+            AdapterChoice::Default | AdapterChoice::Fallback => {
+                let fallback = options.adapter == AdapterChoice::Fallback;
+                let opts = wgpu::RequestAdapterOptions {
+                    power_preference: wgpu::PowerPreference::HighPerformance,
+                    force_fallback_adapter: fallback,
+                    compatible_surface: None,
+                    ..Default::default()
+                };
+                inst.request_adapter(&opts).await.map_err(|e| GpuError::NoAdapter {
+                    wanted: format!("{} adapter: {e}", if fallback { "fallback (CPU)" } else { "any" }),
+                })?
+            }
+        };
+        Self::from_adapter(&adapter, options).await
+    }
+
+    async fn from_adapter(adapter: &wgpu::Adapter, options: &GpuOptions) -> GpuResult<Self> {
+        let info = adapter.get_info();
+        let available = adapter.features();
+        let wanted = wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP;
+        let features = available & wanted;
+        let desc = wgpu::DeviceDescriptor {
+            label: Some("fifo-diffusion"),
+            required_features: features,
+            required_limits: needed_limits(&adapter.limits()),
+            ..Default::default()
+        };
+        let (device, queue) = adapter
+            .request_device(&desc)
+            .await
+            .map_err(|e| GpuError::RequestDevice { adapter: info.name.clone(), reason: e.to_string() })?;
+        let fault: FaultSlot = Arc::default();
+        // wgpu's default handler panics; record the first error instead and fail the next run.
+        let slot = fault.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            record_fault(
+                &slot,
+                GpuError::Validation { during: "an uncaptured GPU call".into(), message: e.to_string() },
+            );
+        }));
+        let slot = fault.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            if reason != wgpu::DeviceLostReason::Destroyed {
+                record_fault(&slot, GpuError::DeviceLost { reason: format!("{reason:?}: {message}") });
+            }
+        });
+        let style = options.style.unwrap_or(match info.device_type {
+            wgpu::DeviceType::Cpu => KernelStyle::RegisterBlocked,
+            _ => KernelStyle::Tiled,
+        });
+        Ok(Self {
+            limits: device.limits(),
+            shader_f16: features.contains(wgpu::Features::SHADER_F16) && !options.disable_f16,
+            subgroups: features.contains(wgpu::Features::SUBGROUP) && !options.disable_subgroups,
+            pipelines: PipelineCache::default(),
+            device,
+            queue,
+            info,
+            style,
+            fault,
+        })
+    }
+
+    pub fn device(&self) -> &wgpu::Device {
+        &self.device
+    }
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.queue
+    }
+    pub fn info(&self) -> &wgpu::AdapterInfo {
+        &self.info
+    }
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.limits
+    }
+    pub fn style(&self) -> KernelStyle {
+        self.style
+    }
+    /// Whether kernels may use native `f16` arithmetic (`enable f16;`).
+    pub fn has_shader_f16(&self) -> bool {
+        self.shader_f16
+    }
+    pub fn has_subgroups(&self) -> bool {
+        self.subgroups
+    }
+    /// "llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, Cpu)".
+    pub fn describe(&self) -> String {
+        format!("{} ({:?}, {:?})", self.info.name, self.info.backend, self.info.device_type)
+    }
+
+    /// Fails with the first asynchronous fault (device lost, uncaptured error) seen so far.
+    pub fn check_fault(&self) -> GpuResult<()> {
+        let mut slot = self.fault.lock().unwrap_or_else(|p| p.into_inner());
+        match slot.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs `f` inside validation and out-of-memory error scopes and turns what they caught into
+    /// a `GpuError` naming `during`.
+    pub(crate) async fn scoped<T>(&self, during: &str, f: impl FnOnce() -> T) -> GpuResult<T> {
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let value = f();
+        let v = validation.pop().await;
+        let o = oom.pop().await;
+        if let Some(e) = v {
+            return Err(GpuError::Validation { during: during.to_string(), message: e.to_string() });
+        }
+        if o.is_some() {
+            return Err(GpuError::OutOfMemory { during: during.to_string() });
+        }
+        self.check_fault()?;
+        Ok(value)
+    }
+
+    /// Blocks natively until the queue is idle; on wasm32 the browser drives the queue.
+    pub(crate) fn poll_wait(&self) -> GpuResult<()> {
+        #[cfg(not(target_arch = "wasm32"))]
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| GpuError::DeviceLost { reason: e.to_string() })?;
+        Ok(())
+    }
+
+    /// Waits until every submitted command has finished (for benchmarks and tests).
+    pub async fn wait_idle(&self) -> GpuResult<()> {
+        let (tx, rx) = futures_channel::oneshot::channel();
+        self.queue.on_submitted_work_done(move || {
+            let _ = tx.send(());
+        });
+        self.poll_wait()?;
+        rx.await.map_err(|_| GpuError::DeviceLost { reason: "queue dropped before idle".into() })?;
+        self.check_fault()
+    }
+}
+
+fn record_fault(slot: &FaultSlot, error: GpuError) {
+    let mut guard = slot.lock().unwrap_or_else(|p| p.into_inner());
+    guard.get_or_insert(error);
+}

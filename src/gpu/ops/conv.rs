@@ -1,0 +1,356 @@
+//! Conv 1-D/2-D/3-D (groups, stride, padding, dilation) as an implicit GEMM with fused bias,
+//! int8/f16 weights and activation, and ConvTranspose. 1-D and 2-D run as 3-D with unit dims.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::matmul::{matmul, weight_variant, MatMul};
+use super::{u32_of, Activation, WG_LINEAR};
+use crate::gpu::error::{shape_err, GpuError, GpuResult};
+use crate::gpu::program::{linear_workgroups, ProgramBuilder};
+use crate::gpu::shader::ShaderVariant;
+use crate::gpu::tensor::{DType, GpuTensor, View};
+
+/// Window geometry over the spatial dims (1 to 3 of them), shared with pooling.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    pub kernel: Vec<usize>,
+    pub strides: Vec<usize>,
+    pub dilations: Vec<usize>,
+    pub pads_begin: Vec<usize>,
+    pub pads_end: Vec<usize>,
+}
+
+impl Geometry {
+    /// Stride 1, dilation 1, no padding.
+    pub fn new(kernel: &[usize]) -> Self {
+        let r = kernel.len();
+        Self {
+            kernel: kernel.to_vec(),
+            strides: vec![1; r],
+            dilations: vec![1; r],
+            pads_begin: vec![0; r],
+            pads_end: vec![0; r],
+        }
+    }
+    pub fn with_strides(mut self, s: &[usize]) -> Self {
+        self.strides = s.to_vec();
+        self
+    }
+    pub fn with_dilations(mut self, d: &[usize]) -> Self {
+        self.dilations = d.to_vec();
+        self
+    }
+    pub fn with_pads(mut self, begin: &[usize], end: &[usize]) -> Self {
+        self.pads_begin = begin.to_vec();
+        self.pads_end = end.to_vec();
+        self
+    }
+
+    pub(crate) fn check(&self, op: &'static str, spatial: usize) -> GpuResult<()> {
+        let r = self.kernel.len();
+        let lens = [self.strides.len(), self.dilations.len(), self.pads_begin.len(), self.pads_end.len()];
+        if !(1..=3).contains(&r) || r != spatial || lens.iter().any(|&l| l != r) {
+            return Err(shape_err(
+                op,
+                format!("{spatial} spatial dims but geometry {self:?} (1 to 3 dims, all the same length)"),
+            ));
+        }
+        if self.strides.contains(&0) || self.dilations.contains(&0) || self.kernel.contains(&0) {
+            return Err(shape_err(op, "kernel, strides and dilations must be positive"));
+        }
+        Ok(())
+    }
+
+    /// Output size of a convolution or pooling (floor mode) over `input` spatial dims.
+    pub fn output(&self, input: &[usize]) -> Vec<usize> {
+        (0..input.len())
+            .map(|d| {
+                let span = self.dilations[d] * (self.kernel[d] - 1) + 1;
+                let padded = input[d] + self.pads_begin[d] + self.pads_end[d];
+                if padded < span {
+                    0
+                } else {
+                    (padded - span) / self.strides[d] + 1
+                }
+            })
+            .collect()
+    }
+
+    /// Output size of a transposed convolution (ONNX, output_padding given separately).
+    pub fn transposed_output(&self, input: &[usize], output_padding: &[usize]) -> Vec<usize> {
+        (0..input.len())
+            .map(|d| {
+                (self.strides[d] * (input[d] - 1)
+                    + output_padding[d]
+                    + self.dilations[d] * (self.kernel[d] - 1)
+                    + 1)
+                .saturating_sub(self.pads_begin[d] + self.pads_end[d])
+            })
+            .collect()
+    }
+}
+
+/// Left-pads 1-D/2-D values to 3-D with `fill`.
+pub(crate) fn three(v: &[usize], fill: usize) -> [usize; 3] {
+    let mut out = [fill; 3];
+    out[3 - v.len()..].copy_from_slice(v);
+    out
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(crate) struct WindowParams {
+    pub in_dims: [u32; 4],
+    pub out_dims: [u32; 4],
+    pub kernel: [u32; 4],
+    pub stride: [u32; 4],
+    pub dilation: [u32; 4],
+    pub pad: [u32; 4],
+    pub act_alpha: f32,
+    pub _pad: [u32; 3],
+}
+
+/// A convolution: x [N, Cin, *spatial] * w [Cout, Cin/groups, *kernel] -> out [N, Cout, *out_spatial].
+#[derive(Clone, Debug)]
+pub struct Conv {
+    pub x: GpuTensor,
+    pub x_shape: Vec<usize>,
+    /// f32, f16 or i8 (with `scales`, one per output channel).
+    pub w: GpuTensor,
+    pub scales: Option<GpuTensor>,
+    pub bias: Option<GpuTensor>,
+    pub out: GpuTensor,
+    pub out_channels: usize,
+    pub groups: usize,
+    pub geometry: Geometry,
+    pub activation: Activation,
+    /// `w` holds f32 weights re-laid by `pack_weights` (faster: one vec4 load per tap).
+    pub packed_weights: bool,
+}
+
+/// Re-lays f32 conv weights [Cout, Cin/groups, *kernel] as [groups, Cin/groups * kernel,
+/// Cout/groups] for `Conv::packed_weights` (once, when a session loads its weights).
+pub fn pack_weights(w: &[f32], out_channels: usize, groups: usize) -> Vec<f32> {
+    let per = w.len() / out_channels.max(1);
+    let cout_g = out_channels / groups.max(1);
+    let mut packed = vec![0.0; w.len()];
+    for (co, taps) in w.chunks_exact(per).enumerate() {
+        let (g, c) = (co / cout_g, co % cout_g);
+        for (t, &v) in taps.iter().enumerate() {
+            packed[(g * per + t) * cout_g + c] = v;
+        }
+    }
+    packed
+}
+
+impl Conv {
+    /// Output shape `[N, Cout, *spatial]`.
+    pub fn out_shape(&self) -> Vec<usize> {
+        [&self.x_shape[..1], &[self.out_channels], &self.geometry.output(&self.x_shape[2..])[..]].concat()
+    }
+}
+
+fn check_channels(op: &'static str, cin: usize, cout: usize, groups: usize) -> GpuResult<()> {
+    if groups == 0 || cin % groups != 0 || cout % groups != 0 {
+        return Err(shape_err(
+            op,
+            format!("{cin} input and {cout} output channels are not divisible by {groups} groups"),
+        ));
+    }
+    Ok(())
+}
+
+fn epilogue_bindings(
+    mut variant: ShaderVariant,
+    reads: &mut Vec<GpuTensor>,
+    scales: &Option<GpuTensor>,
+    bias: &Option<GpuTensor>,
+) -> ShaderVariant {
+    let mut binding = 3;
+    if let Some(s) = scales {
+        variant = variant.define("BIND_SCALES", binding);
+        reads.push(s.clone());
+        binding += 1;
+    }
+    if let Some(b) = bias {
+        variant = variant.tag("bias").flag("HAS_BIAS").define("BIND_BIAS", binding);
+        reads.push(b.clone());
+        binding += 1;
+    }
+    variant.define("BIND_OUT", binding)
+}
+
+fn window_params(
+    op: &'static str,
+    x_shape: &[usize],
+    out_shape: &[usize],
+    g: &Geometry,
+    groups: usize,
+    last: usize,
+    act: Activation,
+) -> GpuResult<WindowParams> {
+    let u4 = |v: [usize; 4]| -> GpuResult<[u32; 4]> {
+        Ok([u32_of(op, v[0])?, u32_of(op, v[1])?, u32_of(op, v[2])?, u32_of(op, v[3])?])
+    };
+    let [d, h, w] = three(&x_shape[2..], 1);
+    let [od, oh, ow] = three(&out_shape[2..], 1);
+    let [kd, kh, kw] = three(&g.kernel, 1);
+    let [sd, sh, sw] = three(&g.strides, 1);
+    let [dd, dh, dw] = three(&g.dilations, 1);
+    let [pd, ph, pw] = three(&g.pads_begin, 0);
+    Ok(WindowParams {
+        in_dims: u4([x_shape[1], d, h, w])?,
+        out_dims: u4([out_shape[1], od, oh, ow])?,
+        kernel: u4([kd, kh, kw, groups])?,
+        stride: u4([sd, sh, sw, x_shape[0]])?,
+        dilation: u4([dd, dh, dw, 0])?,
+        pad: u4([pd, ph, pw, last])?,
+        act_alpha: act.alpha(),
+        _pad: [0; 3],
+    })
+}
+
+pub fn conv(b: &mut ProgramBuilder, c: &Conv) -> GpuResult<()> {
+    const OP: &str = "conv";
+    let ctx = b.context();
+    c.geometry.check(OP, c.x_shape.len().saturating_sub(2))?;
+    let (cin, cout) = (c.x_shape[1], c.out_channels);
+    check_channels(OP, cin, cout, c.groups)?;
+    let out_shape = c.out_shape();
+    let kvol: usize = c.geometry.kernel.iter().product();
+    let expect = [
+        (&c.x, c.x_shape.iter().product()),
+        (&c.w, cout * cin / c.groups * kvol),
+        (&c.out, out_shape.iter().product()),
+    ];
+    for (t, len) in expect {
+        if t.len() != len {
+            return Err(shape_err(
+                OP,
+                format!("'{}' holds {} elements, expected {len} (output {out_shape:?})", t.name(), t.len()),
+            ));
+        }
+    }
+    if c.x.dtype() != DType::F32 || c.out.dtype() != DType::F32 {
+        return Err(GpuError::Unsupported { op: OP, message: "activations must be f32".into() });
+    }
+    if is_pointwise(c) {
+        return pointwise_as_matmul(b, c, &out_shape);
+    }
+    let params = window_params(OP, &c.x_shape, &out_shape, &c.geometry, c.groups, 0, c.activation)?;
+    let variant = ShaderVariant::new(OP).tag("f32").define("ELEM", "f32");
+    let variant = if c.packed_weights {
+        if c.w.dtype() != DType::F32 || c.scales.is_some() || (cout / c.groups) % 4 != 0 {
+            return Err(GpuError::Unsupported {
+                op: OP,
+                message: format!(
+                    "packed weights '{}' must be f32 with output channels per group a multiple of 4 (got {})",
+                    c.w.name(),
+                    cout / c.groups
+                ),
+            });
+        }
+        variant.tag("w=f32.packed").flag("W_VEC4").flag("W_PACKED").define("W_STORE", "vec4<f32>")
+    } else {
+        weight_variant(ctx, OP, &c.w, c.scales.as_ref(), variant)?
+    };
+    let mut reads = vec![c.x.clone(), c.w.clone()];
+    let variant = epilogue_bindings(variant, &mut reads, &c.scales, &c.bias);
+    let variant = c.activation.apply_to(variant.tag("rb4x4.wg8x8").define("WGX", 8).define("WGY", 8));
+    let npx: usize = out_shape[2..].iter().product();
+    let groups =
+        [npx.div_ceil(32) as u32, (cout / c.groups).div_ceil(32) as u32, (c.x_shape[0] * c.groups) as u32];
+    let reads: Vec<&GpuTensor> = reads.iter().collect();
+    b.push(variant, &params, &reads, &[&c.out], groups)
+}
+
+/// A 1x1 convolution with stride 1 and no padding is a matmul: the vec4 matmul path beats the
+/// implicit-GEMM kernel there (f32 weights, one group).
+fn is_pointwise(c: &Conv) -> bool {
+    let g = &c.geometry;
+    let ones = |v: &[usize]| v.iter().all(|&x| x == 1);
+    let zeros = |v: &[usize]| v.iter().all(|&x| x == 0);
+    c.groups == 1
+        && c.scales.is_none()
+        && c.w.dtype() == DType::F32
+        && ones(&g.kernel)
+        && ones(&g.strides)
+        && zeros(&g.pads_begin)
+        && zeros(&g.pads_end)
+}
+
+/// out[n] = act(W [Cout, Cin] @ x[n] [Cin, S] + bias[:, None]); the bias rides on Gemm's beta term.
+fn pointwise_as_matmul(b: &mut ProgramBuilder, c: &Conv, out_shape: &[usize]) -> GpuResult<()> {
+    let (n, cin, cout) = (c.x_shape[0], c.x_shape[1], c.out_channels);
+    let s: usize = out_shape[2..].iter().product();
+    // Packed weights are [Cin, Cout]: the same matrix, transposed.
+    let w_strides = if c.packed_weights { vec![0, 1, cout] } else { vec![0, cin, 1] };
+    let a = View { tensor: c.w.clone(), offset: 0, shape: vec![n, cout, cin], strides: w_strides };
+    let mut mm = MatMul::new(a, c.x.view(&[n, cin, s]), c.out.view(&[n, cout, s]));
+    if let Some(bias) = &c.bias {
+        mm.d =
+            Some(View { tensor: bias.clone(), offset: 0, shape: vec![n, cout, s], strides: vec![0, 1, 0] });
+        mm.beta = 1.0;
+    }
+    mm.activation = c.activation;
+    matmul(b, &mm)
+}
+
+/// ConvTranspose: x [N, Cin, *spatial] with w [Cin, Cout/groups, *kernel] -> out [N, Cout, ...].
+#[derive(Clone, Debug)]
+pub struct ConvTranspose {
+    pub x: GpuTensor,
+    pub x_shape: Vec<usize>,
+    pub w: GpuTensor,
+    pub scales: Option<GpuTensor>,
+    pub bias: Option<GpuTensor>,
+    pub out: GpuTensor,
+    pub out_channels: usize,
+    pub groups: usize,
+    pub geometry: Geometry,
+    pub output_padding: Vec<usize>,
+    pub activation: Activation,
+}
+
+impl ConvTranspose {
+    pub fn out_shape(&self) -> Vec<usize> {
+        let spatial = self.geometry.transposed_output(&self.x_shape[2..], &self.output_padding);
+        [&self.x_shape[..1], &[self.out_channels], &spatial[..]].concat()
+    }
+}
+
+pub fn conv_transpose(b: &mut ProgramBuilder, c: &ConvTranspose) -> GpuResult<()> {
+    const OP: &str = "conv_transpose";
+    let ctx = b.context();
+    c.geometry.check(OP, c.x_shape.len().saturating_sub(2))?;
+    if c.output_padding.len() != c.geometry.kernel.len() {
+        return Err(shape_err(OP, "output_padding needs one value per spatial dim"));
+    }
+    let (cin, cout) = (c.x_shape[1], c.out_channels);
+    check_channels(OP, cin, cout, c.groups)?;
+    let out_shape = c.out_shape();
+    let kvol: usize = c.geometry.kernel.iter().product();
+    let total: usize = out_shape.iter().product();
+    let expect = [(&c.x, c.x_shape.iter().product()), (&c.w, cin * cout / c.groups * kvol), (&c.out, total)];
+    for (t, len) in expect {
+        if t.len() != len {
+            return Err(shape_err(
+                OP,
+                format!("'{}' holds {} elements, expected {len} (output {out_shape:?})", t.name(), t.len()),
+            ));
+        }
+    }
+    let params = window_params(OP, &c.x_shape, &out_shape, &c.geometry, c.groups, total, c.activation)?;
+    let variant = weight_variant(
+        ctx,
+        OP,
+        &c.w,
+        c.scales.as_ref(),
+        ShaderVariant::new(OP).tag("f32").define("ELEM", "f32"),
+    )?;
+    let mut reads = vec![c.x.clone(), c.w.clone()];
+    let variant = epilogue_bindings(variant, &mut reads, &c.scales, &c.bias);
+    let variant = c.activation.apply_to(variant.tag(&format!("wg{WG_LINEAR}")).define("WG", WG_LINEAR));
+    let reads: Vec<&GpuTensor> = reads.iter().collect();
+    b.push(variant, &params, &reads, &[&c.out], linear_workgroups(total, WG_LINEAR))
+}

@@ -1,0 +1,217 @@
+//! Data movement on 32-bit tensors (f32 or i32): permute/transpose, slice with steps, concat,
+//! expand, tile, constant pad, gather. All are one strided-copy kernel except gather.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{dims8, u32_of, WG_LINEAR};
+use crate::gpu::error::{shape_err, GpuError, GpuResult};
+use crate::gpu::program::{linear_workgroups, ProgramBuilder};
+use crate::gpu::shader::ShaderVariant;
+use crate::gpu::tensor::{coalesce, DType, GpuTensor, View};
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    shape: [u32; 8],
+    out_strides: [u32; 8],
+    in_dims: [u32; 8],
+    in_strides: [u32; 8],
+    step: [i32; 8],
+    start: [i32; 8],
+    out_offset: u32,
+    in_offset: u32,
+    total: u32,
+    rank: u32,
+    pad_value: u32,
+    wrap: u32,
+    _pad: [u32; 2],
+}
+
+const OP: &str = "copy";
+
+fn word_type(op: &'static str, t: &GpuTensor) -> GpuResult<()> {
+    match t.dtype() {
+        DType::F32 | DType::I32 => Ok(()),
+        other => Err(GpuError::Unsupported {
+            op,
+            message: format!(
+                "'{}' is {}; data movement takes 32-bit tensors (cast first)",
+                t.name(),
+                other.name()
+            ),
+        }),
+    }
+}
+
+fn i32s(op: &'static str, v: &[isize]) -> GpuResult<[i32; 8]> {
+    let mut out = [0i32; 8];
+    for (o, &x) in out.iter_mut().zip(v) {
+        *o = i32::try_from(x).map_err(|_| shape_err(op, format!("{x} does not fit 32 bits")))?;
+    }
+    Ok(out)
+}
+
+/// The general form: `out[i] = src[i * step + start]` (per dim), wrapped or padded.
+pub fn strided_copy(
+    b: &mut ProgramBuilder,
+    src: &View,
+    step: &[isize],
+    start: &[isize],
+    wrap: &[bool],
+    pad_value: f32,
+    out: &View,
+) -> GpuResult<()> {
+    let rank = out.shape.len();
+    if src.shape.len() != rank || step.len() != rank || start.len() != rank || wrap.len() != rank {
+        return Err(shape_err(OP, format!("ranks differ: src {:?}, out {:?}", src.shape, out.shape)));
+    }
+    word_type(OP, &src.tensor)?;
+    word_type(OP, &out.tensor)?;
+    src.check(OP)?;
+    out.check(OP)?;
+    let pad_bits = match src.tensor.dtype() {
+        DType::I32 => (pad_value as i32) as u32,
+        _ => pad_value.to_bits(),
+    };
+    let total = out.numel();
+    let params = Params {
+        shape: dims8(OP, &out.shape)?,
+        out_strides: dims8(OP, &out.strides)?,
+        in_dims: dims8(OP, &src.shape)?,
+        in_strides: dims8(OP, &src.strides)?,
+        step: i32s(OP, step)?,
+        start: i32s(OP, start)?,
+        out_offset: u32_of(OP, out.offset)?,
+        in_offset: u32_of(OP, src.offset)?,
+        total: u32_of(OP, total)?,
+        rank: rank as u32,
+        pad_value: pad_bits,
+        wrap: wrap.iter().enumerate().map(|(d, &w)| (w as u32) << d).sum(),
+        _pad: [0; 2],
+    };
+    let variant = ShaderVariant::new(OP)
+        .tag("b32")
+        .define("WG", WG_LINEAR)
+        .define("ACT", "x")
+        .tag(&format!("wg{WG_LINEAR}"));
+    b.push(variant, &params, &[&src.tensor], &[&out.tensor], linear_workgroups(total, WG_LINEAR))
+}
+
+/// out = src, element by element (src may be permuted or broadcast; out may be a window).
+pub fn copy(b: &mut ProgramBuilder, src: &View, out: &View) -> GpuResult<()> {
+    if src.shape != out.shape {
+        return Err(shape_err(OP, format!("shapes differ: {:?} vs {:?}", src.shape, out.shape)));
+    }
+    // A plain copy may merge dims that are contiguous in both views.
+    let (shape, st) = coalesce(&out.shape, &[&src.strides, &out.strides]);
+    let src =
+        View { tensor: src.tensor.clone(), offset: src.offset, shape: shape.clone(), strides: st[0].clone() };
+    let out = View { tensor: out.tensor.clone(), offset: out.offset, shape, strides: st[1].clone() };
+    let r = out.shape.len();
+    strided_copy(b, &src, &vec![1; r], &vec![0; r], &vec![false; r], 0.0, &out)
+}
+
+/// ONNX Slice: `out[i] = src[start + i * step]` per dim (steps may be negative; starts already
+/// clamped by the caller as ONNX specifies). `out.shape` is the result's shape.
+pub fn slice(
+    b: &mut ProgramBuilder,
+    src: &View,
+    starts: &[isize],
+    steps: &[isize],
+    out: &View,
+) -> GpuResult<()> {
+    let r = out.shape.len();
+    strided_copy(b, src, steps, starts, &vec![false; r], 0.0, out)
+}
+
+/// Constant padding: `begin[d]` elements of `value` before dim d; `out.shape` includes the pads.
+pub fn pad(b: &mut ProgramBuilder, src: &View, begin: &[usize], value: f32, out: &View) -> GpuResult<()> {
+    let r = out.shape.len();
+    let start: Vec<isize> = begin.iter().map(|&p| -(p as isize)).collect();
+    strided_copy(b, src, &vec![1; r], &start, &vec![false; r], value, out)
+}
+
+/// ONNX Tile: `out.shape[d]` is a multiple of `src.shape[d]`.
+pub fn tile(b: &mut ProgramBuilder, src: &View, out: &View) -> GpuResult<()> {
+    let r = out.shape.len();
+    strided_copy(b, src, &vec![1; r], &vec![0; r], &vec![true; r], 0.0, out)
+}
+
+/// ONNX Concat along `axis`: one copy per input into its window of `out` (contiguous).
+pub fn concat(b: &mut ProgramBuilder, inputs: &[View], axis: usize, out: &View) -> GpuResult<()> {
+    let mut at = 0;
+    for v in inputs {
+        if v.shape.len() != out.shape.len() || axis >= out.shape.len() {
+            return Err(shape_err(
+                "concat",
+                format!("input {:?} vs output {:?}, axis {axis}", v.shape, out.shape),
+            ));
+        }
+        let mut window = out.clone();
+        window.shape[axis] = v.shape[axis];
+        window.offset += at * out.strides[axis];
+        copy(b, v, &window)?;
+        at += v.shape[axis];
+    }
+    if at != out.shape[axis] {
+        return Err(shape_err(
+            "concat",
+            format!("inputs add up to {at} along axis {axis}, output has {}", out.shape[axis]),
+        ));
+    }
+    Ok(())
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct GatherParams {
+    outer: u32,
+    axis_len: u32,
+    inner: u32,
+    n_indices: u32,
+    total: u32,
+    _pad: [u32; 3],
+}
+
+/// ONNX Gather on a contiguous tensor of `shape` along `axis` with i32 `indices` (any shape,
+/// `n` elements); `out` is contiguous `[shape[..axis], indices.shape, shape[axis+1..]]`.
+pub fn gather(
+    b: &mut ProgramBuilder,
+    src: &GpuTensor,
+    shape: &[usize],
+    axis: usize,
+    indices: &GpuTensor,
+    out: &GpuTensor,
+) -> GpuResult<()> {
+    word_type("gather", src)?;
+    if indices.dtype() != DType::I32 || axis >= shape.len() {
+        return Err(shape_err(
+            "gather",
+            format!(
+                "indices must be i32 (are {}), axis {axis} < rank {}",
+                indices.dtype().name(),
+                shape.len()
+            ),
+        ));
+    }
+    let outer: usize = shape[..axis].iter().product();
+    let inner: usize = shape[axis + 1..].iter().product();
+    let total = outer * indices.len() * inner;
+    if out.len() != total || src.len() != shape.iter().product::<usize>() {
+        return Err(shape_err("gather", format!("output holds {} elements, expected {total}", out.len())));
+    }
+    let params = GatherParams {
+        outer: u32_of("gather", outer)?,
+        axis_len: u32_of("gather", shape[axis])?,
+        inner: u32_of("gather", inner)?,
+        n_indices: u32_of("gather", indices.len())?,
+        total: u32_of("gather", total)?,
+        _pad: [0; 3],
+    };
+    let variant = ShaderVariant::new("gather")
+        .tag("b32")
+        .define("WG", WG_LINEAR)
+        .define("ACT", "x")
+        .tag(&format!("wg{WG_LINEAR}"));
+    b.push(variant, &params, &[src, indices], &[out], linear_workgroups(total, WG_LINEAR))
+}

@@ -1,0 +1,246 @@
+//! Elementwise unary/binary/ternary ops with numpy broadcasting through strides.
+//! Booleans are f32 0.0/1.0 (comparisons return them; `Where` and logic ops take nonzero as true).
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{dims8, u32_of, MAX_RANK, WG_LINEAR};
+use crate::gpu::error::{GpuError, GpuResult};
+use crate::gpu::program::{linear_workgroups, ProgramBuilder};
+use crate::gpu::shader::ShaderVariant;
+use crate::gpu::tensor::{coalesce, DType, View};
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Unary {
+    Identity,
+    Neg,
+    Abs,
+    Sqrt,
+    Reciprocal,
+    Exp,
+    Log,
+    Sin,
+    Cos,
+    Tanh,
+    Erf,
+    Sigmoid,
+    Relu,
+    LeakyRelu(f32),
+    Gelu,
+    GeluTanh,
+    Softplus,
+    Silu,
+    Clip(f32, f32),
+    Not,
+    Floor,
+    Ceil,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Binary {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Pow,
+    Min,
+    Max,
+    Equal,
+    Less,
+    LessOrEqual,
+    Greater,
+    GreaterOrEqual,
+    And,
+    Or,
+    Xor,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ternary {
+    /// `a != 0 ? b : c`
+    Where,
+}
+
+impl Unary {
+    fn name_expr(self) -> (&'static str, &'static str) {
+        match self {
+            Unary::Identity => ("identity", "a"),
+            Unary::Neg => ("neg", "-a"),
+            Unary::Abs => ("abs", "abs(a)"),
+            Unary::Sqrt => ("sqrt", "sqrt(a)"),
+            Unary::Reciprocal => ("reciprocal", "1.0 / a"),
+            Unary::Exp => ("exp", "exp(a)"),
+            Unary::Log => ("log", "log(a)"),
+            Unary::Sin => ("sin", "sin(a)"),
+            Unary::Cos => ("cos", "cos(a)"),
+            Unary::Tanh => ("tanh", "tanh_f(a)"),
+            Unary::Erf => ("erf", "erf_f(a)"),
+            Unary::Sigmoid => ("sigmoid", "sigmoid_f(a)"),
+            Unary::Relu => ("relu", "max(a, 0.0)"),
+            Unary::LeakyRelu(_) => ("leakyrelu", "select(alpha * a, a, a >= 0.0)"),
+            Unary::Gelu => ("gelu", "0.5 * a * (1.0 + erf_f(a * 0.7071067811865476))"),
+            Unary::GeluTanh => {
+                ("gelutanh", "0.5 * a * (1.0 + tanh_f(0.7978845608028654 * (a + 0.044715 * a * a * a)))")
+            }
+            // log(1 + e^a) without overflow: max(a, 0) + log(1 + e^-|a|).
+            Unary::Softplus => ("softplus", "max(a, 0.0) + log(1.0 + exp(-abs(a)))"),
+            Unary::Silu => ("silu", "a * sigmoid_f(a)"),
+            Unary::Clip(..) => ("clip", "min(max(a, alpha), beta)"),
+            Unary::Not => ("not", "select(0.0, 1.0, a == 0.0)"),
+            Unary::Floor => ("floor", "floor(a)"),
+            Unary::Ceil => ("ceil", "ceil(a)"),
+        }
+    }
+    fn scalars(self) -> (f32, f32) {
+        match self {
+            Unary::LeakyRelu(a) => (a, 0.0),
+            Unary::Clip(lo, hi) => (lo, hi),
+            _ => (0.0, 0.0),
+        }
+    }
+}
+
+impl Binary {
+    fn name_expr(self) -> (&'static str, &'static str) {
+        match self {
+            Binary::Add => ("add", "a + b"),
+            Binary::Sub => ("sub", "a - b"),
+            Binary::Mul => ("mul", "a * b"),
+            Binary::Div => ("div", "a / b"),
+            Binary::Pow => ("pow", "pow_f(a, b)"),
+            Binary::Min => ("min", "min(a, b)"),
+            Binary::Max => ("max", "max(a, b)"),
+            Binary::Equal => ("equal", "select(0.0, 1.0, a == b)"),
+            Binary::Less => ("less", "select(0.0, 1.0, a < b)"),
+            Binary::LessOrEqual => ("lessorequal", "select(0.0, 1.0, a <= b)"),
+            Binary::Greater => ("greater", "select(0.0, 1.0, a > b)"),
+            Binary::GreaterOrEqual => ("greaterorequal", "select(0.0, 1.0, a >= b)"),
+            Binary::And => ("and", "select(0.0, 1.0, a != 0.0 && b != 0.0)"),
+            Binary::Or => ("or", "select(0.0, 1.0, a != 0.0 || b != 0.0)"),
+            Binary::Xor => ("xor", "select(0.0, 1.0, (a != 0.0) != (b != 0.0))"),
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    shape: [u32; 8],
+    out_strides: [u32; 8],
+    a_strides: [u32; 8],
+    b_strides: [u32; 8],
+    c_strides: [u32; 8],
+    offsets: [u32; 4],
+    total: u32,
+    rank: u32,
+    alpha: f32,
+    beta: f32,
+}
+
+const OP: &str = "elementwise";
+
+pub fn unary(b: &mut ProgramBuilder, op: Unary, x: &View, out: &View) -> GpuResult<()> {
+    let (name, expr) = op.name_expr();
+    let (alpha, beta) = op.scalars();
+    launch(b, name, expr, &[x], out, alpha, beta)
+}
+
+pub fn binary(b: &mut ProgramBuilder, op: Binary, x: &View, y: &View, out: &View) -> GpuResult<()> {
+    let (name, expr) = op.name_expr();
+    launch(b, name, expr, &[x, y], out, 0.0, 0.0)
+}
+
+pub fn ternary(
+    b: &mut ProgramBuilder,
+    op: Ternary,
+    cond: &View,
+    x: &View,
+    y: &View,
+    out: &View,
+) -> GpuResult<()> {
+    let Ternary::Where = op;
+    launch(b, "where", "select(c, b, a != 0.0)", &[cond, x, y], out, 0.0, 0.0)
+}
+
+/// Broadcasts every input to `out.shape` and records one dispatch.
+fn launch(
+    b: &mut ProgramBuilder,
+    name: &str,
+    expr: &str,
+    inputs: &[&View],
+    out: &View,
+    alpha: f32,
+    beta: f32,
+) -> GpuResult<()> {
+    out.check(OP)?;
+    // One storage type for all operands: f32, or f16 where the adapter has shader-f16.
+    let dtype = out.tensor.dtype();
+    let f16_ok = dtype == DType::F16 && b.context().has_shader_f16();
+    if dtype != DType::F32 && !f16_ok {
+        return Err(GpuError::Unsupported {
+            op: OP,
+            message: format!("'{}' is {}; cast it to f32 first", out.tensor.name(), dtype.name()),
+        });
+    }
+    let mut views = Vec::new();
+    for v in inputs {
+        if v.tensor.dtype() != dtype {
+            return Err(GpuError::Unsupported {
+                op: OP,
+                message: format!(
+                    "'{}' is {} but the output is {}; cast it first",
+                    v.tensor.name(),
+                    v.tensor.dtype().name(),
+                    dtype.name()
+                ),
+            });
+        }
+        let bv = v.broadcast_to(&out.shape)?;
+        bv.check(OP)?;
+        views.push(bv);
+    }
+    let all: Vec<&[usize]> =
+        std::iter::once(&out.strides[..]).chain(views.iter().map(|v| &v.strides[..])).collect();
+    let (shape, st) = coalesce(&out.shape, &all);
+    if shape.len() > MAX_RANK {
+        return Err(GpuError::Unsupported {
+            op: OP,
+            message: format!(
+                "shape {:?} has rank {} after merging contiguous dims (at most {MAX_RANK})",
+                out.shape,
+                shape.len()
+            ),
+        });
+    }
+    let mut strides = [[0u32; 8]; 3];
+    let mut offsets = [u32_of(OP, out.offset)?, 0, 0, 0];
+    for (i, v) in views.iter().enumerate() {
+        strides[i] = dims8(OP, &st[i + 1])?;
+        offsets[i + 1] = u32_of(OP, v.offset)?;
+    }
+    let total = out.numel();
+    let params = Params {
+        shape: dims8(OP, &shape)?,
+        out_strides: dims8(OP, &st[0])?,
+        a_strides: strides[0],
+        b_strides: strides[1],
+        c_strides: strides[2],
+        offsets,
+        total: u32_of(OP, total)?,
+        rank: shape.len() as u32,
+        alpha,
+        beta,
+    };
+    let arity = inputs.len();
+    let mut variant = ShaderVariant::new(OP).tag(dtype.name()).define("T", dtype.name());
+    if dtype == DType::F16 {
+        variant = variant.flag("ENABLE_F16");
+    }
+    variant = variant.tag(name).define("OP", expr).define("WG", WG_LINEAR);
+    variant = variant.define("OUT_BINDING", arity + 1).define("ACT", "x");
+    if arity > 1 {
+        variant = variant.flag(if arity == 2 { "ARITY2" } else { "ARITY3" });
+    }
+    let variant = variant.tag(&format!("wg{WG_LINEAR}"));
+    let reads: Vec<_> = views.iter().map(|v| &v.tensor).collect();
+    b.push(variant, &params, &reads, &[&out.tensor], linear_workgroups(total, WG_LINEAR))
+}

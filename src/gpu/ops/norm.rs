@@ -1,0 +1,141 @@
+//! LayerNormalization and Group/InstanceNormalization with the affine part and an optional
+//! fused activation (SiLU after GroupNorm in every UNet resnet block). BatchNormalization in
+//! inference is a per-channel multiply-add: lower it to `elementwise` with broadcast views.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{u32_of, Activation, WG_LINEAR};
+use crate::gpu::error::{shape_err, GpuResult};
+use crate::gpu::program::{linear_workgroups, ProgramBuilder, MAX_WORKGROUPS};
+use crate::gpu::shader::ShaderVariant;
+use crate::gpu::tensor::{DType, GpuTensor};
+
+/// gamma (scale) and beta (shift), one per normalised element (layer norm) or channel (group norm).
+#[derive(Clone, Debug)]
+pub struct Affine {
+    pub gamma: GpuTensor,
+    pub beta: GpuTensor,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct LayerParams {
+    rows: u32,
+    d: u32,
+    eps: f32,
+    act_alpha: f32,
+}
+
+/// Normalises each of `rows` rows of `d` contiguous elements (ONNX LayerNormalization with
+/// axis = the first normalised dim; rows = product of the dims before it).
+#[allow(clippy::too_many_arguments)]
+pub fn layer_norm(
+    b: &mut ProgramBuilder,
+    x: &GpuTensor,
+    rows: usize,
+    d: usize,
+    affine: Option<&Affine>,
+    eps: f32,
+    activation: Activation,
+    out: &GpuTensor,
+) -> GpuResult<()> {
+    const OP: &str = "layer_norm";
+    if x.len() != rows * d || out.len() != rows * d || d == 0 {
+        return Err(shape_err(
+            OP,
+            format!("{rows} rows of {d}: input {} and output {} elements", x.len(), out.len()),
+        ));
+    }
+    let mut reads = vec![x];
+    let mut variant = ShaderVariant::new("layernorm").tag("f32");
+    if let Some(a) = affine {
+        if a.gamma.len() < d
+            || a.beta.len() < d
+            || a.gamma.dtype() != DType::F32
+            || a.beta.dtype() != DType::F32
+        {
+            return Err(shape_err(OP, format!("gamma and beta need {d} f32 values each")));
+        }
+        variant = variant.tag("affine").flag("AFFINE");
+        reads.extend([&a.gamma, &a.beta]);
+    }
+    let variant = activation.apply_to(variant.tag(&format!("wg{WG_LINEAR}")).define("WG", WG_LINEAR));
+    let params =
+        LayerParams { rows: u32_of(OP, rows)?, d: u32_of(OP, d)?, eps, act_alpha: activation.alpha() };
+    b.push(variant, &params, &reads, &[out], linear_workgroups(rows, WG_LINEAR))
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct GroupParams {
+    n: u32,
+    c: u32,
+    s: u32,
+    groups: u32,
+    eps: f32,
+    act_alpha: f32,
+    total: u32,
+    _pad: u32,
+}
+
+/// GroupNormalization of contiguous x [N, C, *spatial] (`groups == C` is InstanceNormalization),
+/// affine per channel, then `activation`.
+#[allow(clippy::too_many_arguments)]
+pub fn group_norm(
+    b: &mut ProgramBuilder,
+    x: &GpuTensor,
+    shape: &[usize],
+    groups: usize,
+    affine: Option<&Affine>,
+    eps: f32,
+    activation: Activation,
+    out: &GpuTensor,
+) -> GpuResult<()> {
+    const OP: &str = "group_norm";
+    if shape.len() < 2 || groups == 0 || shape[1] % groups != 0 {
+        return Err(shape_err(
+            OP,
+            format!("shape {shape:?} with {groups} groups: need [N, C, ...] with C divisible by groups"),
+        ));
+    }
+    let (n, c) = (shape[0], shape[1]);
+    let s: usize = shape[2..].iter().product();
+    let total = n * c * s;
+    if x.len() != total || out.len() != total {
+        return Err(shape_err(
+            OP,
+            format!("input {} and output {} elements, shape {shape:?}", x.len(), out.len()),
+        ));
+    }
+    let stats = b.scratch("group_norm.stats", DType::F32, n * groups * 2)?;
+    let params = GroupParams {
+        n: u32_of(OP, n)?,
+        c: u32_of(OP, c)?,
+        s: u32_of(OP, s)?,
+        groups: u32_of(OP, groups)?,
+        eps,
+        act_alpha: activation.alpha(),
+        total: u32_of(OP, total)?,
+        _pad: 0,
+    };
+    let ng = n * groups;
+    let stats_groups =
+        [ng.min(MAX_WORKGROUPS as usize) as u32, ng.div_ceil(MAX_WORKGROUPS as usize) as u32, 1];
+    let mut stats_variant = ShaderVariant::new("groupnorm").tag("f32.stats").flag("STATS").define("ACT", "x");
+    if b.context().has_subgroups() {
+        stats_variant = stats_variant.tag("subgroups").flag("SUBGROUPS");
+    }
+    let stats_variant = stats_variant.tag("wg64");
+    b.push(stats_variant, &params, &[x], &[&stats], stats_groups)?;
+    let mut reads = vec![x, &stats];
+    let mut variant = ShaderVariant::new("groupnorm").tag("f32.apply").flag("APPLY");
+    if let Some(a) = affine {
+        if a.gamma.len() < c || a.beta.len() < c {
+            return Err(shape_err(OP, format!("gamma and beta need {c} values each")));
+        }
+        variant = variant.tag("affine").flag("AFFINE");
+        reads.extend([&a.gamma, &a.beta]);
+    }
+    let variant = activation.apply_to(variant.tag(&format!("wg{WG_LINEAR}")).define("WG", WG_LINEAR));
+    b.push(variant, &params, &reads, &[out], linear_workgroups(total, WG_LINEAR))
+}

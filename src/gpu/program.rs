@@ -1,0 +1,314 @@
+//! "Compile once, replay": a `ProgramBuilder` records dispatches (variant, parameters, buffers);
+//! `build` compiles the pipelines, writes every parameter block into one uniform arena and makes
+//! the bind groups; `Program::run` then encodes all dispatches into one command buffer and one
+//! submission. Inputs are written with `GpuTensor::write_f32`, outputs read back only on request.
+
+use std::collections::HashMap;
+
+use super::context::GpuContext;
+use super::error::{GpuError, GpuResult};
+use super::pipeline::UNIFORM_SLOT;
+use super::shader::ShaderVariant;
+use super::tensor::{DType, GpuTensor};
+
+/// Workgroups per dimension guaranteed by every adapter.
+pub const MAX_WORKGROUPS: u32 = 65535;
+
+/// One recorded kernel launch, before `build`.
+struct Step {
+    variant: ShaderVariant,
+    params: Vec<u8>,
+    reads: Vec<GpuTensor>,
+    writes: Vec<GpuTensor>,
+    workgroups: [u32; 3],
+}
+
+/// One ready kernel launch.
+struct Dispatch {
+    key: String,
+    pipeline: wgpu::ComputePipeline,
+    bind_group: wgpu::BindGroup,
+    uniform_offset: u32,
+    workgroups: [u32; 3],
+}
+
+/// Records dispatches; the op builders in `gpu::ops` add to it.
+pub struct ProgramBuilder<'a> {
+    pub(crate) ctx: &'a GpuContext,
+    steps: Vec<Step>,
+    scratch: Vec<GpuTensor>,
+}
+
+/// A built program: replay it with `run` as often as needed.
+pub struct Program {
+    dispatches: Vec<Dispatch>,
+    _uniforms: wgpu::Buffer,
+    // Intermediate buffers the ops asked for (e.g. group-norm statistics); kept alive here.
+    _scratch: Vec<GpuTensor>,
+}
+
+impl<'a> ProgramBuilder<'a> {
+    pub fn new(ctx: &'a GpuContext) -> Self {
+        Self { ctx, steps: Vec::new(), scratch: Vec::new() }
+    }
+
+    pub fn context(&self) -> &'a GpuContext {
+        self.ctx
+    }
+
+    /// Number of dispatches recorded so far.
+    pub fn len(&self) -> usize {
+        self.steps.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    /// A buffer owned by the program (for intermediate results of multi-pass kernels).
+    pub(crate) fn scratch(&mut self, name: &str, dtype: DType, len: usize) -> GpuResult<GpuTensor> {
+        let t = GpuTensor::new(self.ctx, name, dtype, len)?;
+        self.scratch.push(t.clone());
+        Ok(t)
+    }
+
+    /// Records one dispatch. `params` is the kernel's uniform struct (at most 256 bytes).
+    pub(crate) fn push<P: bytemuck::Pod>(
+        &mut self,
+        variant: ShaderVariant,
+        params: &P,
+        reads: &[&GpuTensor],
+        writes: &[&GpuTensor],
+        workgroups: [u32; 3],
+    ) -> GpuResult<()> {
+        let bytes = bytemuck::bytes_of(params);
+        debug_assert!(bytes.len() as u64 <= UNIFORM_SLOT, "{}: parameters over 256 bytes", variant.key);
+        if let Some(&n) = workgroups.iter().find(|&&n| n > MAX_WORKGROUPS) {
+            return Err(GpuError::Unsupported {
+                op: "dispatch",
+                message: format!(
+                    "{} needs {n} workgroups in one dimension (max {MAX_WORKGROUPS})",
+                    variant.key
+                ),
+            });
+        }
+        if workgroups.contains(&0) {
+            return Ok(()); // empty tensor: nothing to do
+        }
+        self.steps.push(Step {
+            variant,
+            params: bytes.to_vec(),
+            reads: reads.iter().map(|&t| t.clone()).collect(),
+            writes: writes.iter().map(|&t| t.clone()).collect(),
+            workgroups,
+        });
+        Ok(())
+    }
+
+    /// Compiles what is new, uploads the parameter arena and makes the bind groups.
+    pub async fn build(self) -> GpuResult<Program> {
+        let ctx = self.ctx;
+        let steps = self.steps;
+        ctx.scoped("building a GPU program", || build_inner(ctx, &steps))
+            .await?
+            .map(|(dispatches, uniforms)| Program { dispatches, _uniforms: uniforms, _scratch: self.scratch })
+    }
+}
+
+fn build_inner(ctx: &GpuContext, steps: &[Step]) -> GpuResult<(Vec<Dispatch>, wgpu::Buffer)> {
+    let device = &ctx.device;
+    let mut arena = vec![0u8; (steps.len().max(1) as u64 * UNIFORM_SLOT) as usize];
+    for (i, step) in steps.iter().enumerate() {
+        let at = i * UNIFORM_SLOT as usize;
+        arena[at..at + step.params.len()].copy_from_slice(&step.params);
+    }
+    let uniforms = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("uniform arena"),
+        size: arena.len() as u64,
+        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    ctx.queue.write_buffer(&uniforms, 0, &arena);
+    // The same kernel on the same buffers (e.g. a repeated block) shares one bind group.
+    let mut groups: HashMap<(u32, u32, Vec<u64>), wgpu::BindGroup> = HashMap::new();
+    let mut dispatches = Vec::with_capacity(steps.len());
+    for (i, step) in steps.iter().enumerate() {
+        let (nr, nw) = (step.reads.len() as u32, step.writes.len() as u32);
+        let pipeline = ctx.pipelines.pipeline(device, &step.variant, nr, nw)?;
+        let ids: Vec<u64> = step.reads.iter().chain(&step.writes).map(GpuTensor::id).collect();
+        let bind_group = groups
+            .entry((nr, nw, ids))
+            .or_insert_with(|| {
+                let layout = ctx.pipelines.layout(device, nr, nw);
+                let mut entries = vec![wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: &uniforms,
+                        offset: 0,
+                        size: wgpu::BufferSize::new(UNIFORM_SLOT),
+                    }),
+                }];
+                for (b, t) in step.reads.iter().chain(&step.writes).enumerate() {
+                    entries.push(wgpu::BindGroupEntry {
+                        binding: b as u32 + 1,
+                        resource: t.buffer().as_entire_binding(),
+                    });
+                }
+                device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some(&step.variant.key),
+                    layout: &layout,
+                    entries: &entries,
+                })
+            })
+            .clone();
+        dispatches.push(Dispatch {
+            key: step.variant.key.clone(),
+            pipeline,
+            bind_group,
+            uniform_offset: (i as u64 * UNIFORM_SLOT) as u32,
+            workgroups: step.workgroups,
+        });
+    }
+    Ok((dispatches, uniforms))
+}
+
+impl Program {
+    /// Records every dispatch into `encoder` (one compute pass), for callers that add copies.
+    pub fn encode(&self, encoder: &mut wgpu::CommandEncoder) {
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("program"),
+            timestamp_writes: None,
+        });
+        for d in &self.dispatches {
+            pass.set_pipeline(&d.pipeline);
+            pass.set_bind_group(0, &d.bind_group, &[d.uniform_offset]);
+            let [x, y, z] = d.workgroups;
+            pass.dispatch_workgroups(x, y, z);
+        }
+    }
+
+    /// One command buffer, one submission. Does not wait for the GPU.
+    pub async fn run(&self, ctx: &GpuContext) -> GpuResult<()> {
+        ctx.check_fault()?;
+        ctx.scoped("running a GPU program", || {
+            let mut encoder =
+                ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("run") });
+            self.encode(&mut encoder);
+            ctx.queue.submit([encoder.finish()]);
+        })
+        .await
+    }
+
+    /// The pipeline keys of the dispatches, in order (e.g. `matmul.f32.rb4x4.wg8x8.act=none`).
+    pub fn keys(&self) -> Vec<&str> {
+        self.dispatches.iter().map(|d| d.key.as_str()).collect()
+    }
+    pub fn len(&self) -> usize {
+        self.dispatches.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.dispatches.is_empty()
+    }
+}
+
+/// Workgroup counts for `threads` invocations in groups of `wg`, folded into y past 65535.
+pub(crate) fn linear_workgroups(threads: usize, wg: u32) -> [u32; 3] {
+    let groups = threads.div_ceil(wg as usize) as u64;
+    if groups <= MAX_WORKGROUPS as u64 {
+        return [groups as u32, 1, 1];
+    }
+    let y = groups.div_ceil(MAX_WORKGROUPS as u64);
+    [MAX_WORKGROUPS, y.min(u32::MAX as u64) as u32, 1]
+}
+
+impl GpuContext {
+    /// Device-to-device copy of `len` 32-bit elements (e.g. shifting the FIFO queue's latents
+    /// between a program's output and the next input), one small submission, no CPU round trip.
+    pub async fn copy_elements(
+        &self,
+        src: &GpuTensor,
+        src_start: usize,
+        dst: &GpuTensor,
+        dst_start: usize,
+        len: usize,
+    ) -> GpuResult<()> {
+        let word = |t: &GpuTensor| matches!(t.dtype(), DType::F32 | DType::I32);
+        if !word(src) || !word(dst) || src_start + len > src.len() || dst_start + len > dst.len() {
+            return Err(GpuError::Shape {
+                op: "copy_elements",
+                message: format!(
+                    "{len} elements from '{}'[{src_start}..] ({} of {}) to '{}'[{dst_start}..] ({} of {})",
+                    src.name(),
+                    src.dtype().name(),
+                    src.len(),
+                    dst.name(),
+                    dst.dtype().name(),
+                    dst.len()
+                ),
+            });
+        }
+        self.scoped("copying a tensor on the device", || {
+            let mut encoder = self.device.create_command_encoder(&Default::default());
+            let (from, to, bytes) = (src_start as u64 * 4, dst_start as u64 * 4, len as u64 * 4);
+            encoder.copy_buffer_to_buffer(src.buffer(), from, dst.buffer(), to, bytes);
+            self.queue.submit([encoder.finish()]);
+        })
+        .await
+    }
+
+    /// Copies `tensor` back and converts it to f32 (f16 widened, i32/i8 converted).
+    pub async fn read_f32(&self, tensor: &GpuTensor) -> GpuResult<Vec<f32>> {
+        let bytes = self.read_bytes(tensor).await?;
+        let n = tensor.len();
+        Ok(match tensor.dtype() {
+            DType::F32 => bytemuck::cast_slice::<u8, f32>(&bytes)[..n].to_vec(),
+            DType::I32 => bytemuck::cast_slice::<u8, i32>(&bytes)[..n].iter().map(|&v| v as f32).collect(),
+            DType::F16 => bytes
+                .chunks_exact(2)
+                .take(n)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            DType::I8 => bytes[..n].iter().map(|&b| b as i8 as f32).collect(),
+        })
+    }
+
+    pub async fn read_i32(&self, tensor: &GpuTensor) -> GpuResult<Vec<i32>> {
+        if tensor.dtype() != DType::I32 {
+            return Err(GpuError::Readback {
+                name: tensor.name().into(),
+                reason: format!("is {}, not i32", tensor.dtype().name()),
+            });
+        }
+        let bytes = self.read_bytes(tensor).await?;
+        Ok(bytemuck::cast_slice::<u8, i32>(&bytes)[..tensor.len()].to_vec())
+    }
+
+    /// The raw bytes of `tensor` (whole words), after all submitted work.
+    pub async fn read_bytes(&self, tensor: &GpuTensor) -> GpuResult<Vec<u8>> {
+        let err = |reason: String| GpuError::Readback { name: tensor.name().to_string(), reason };
+        let size = tensor.buffer().size();
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.scoped("reading back a tensor", || {
+            let mut encoder = self.device.create_command_encoder(&Default::default());
+            encoder.copy_buffer_to_buffer(tensor.buffer(), 0, &staging, 0, size);
+            self.queue.submit([encoder.finish()]);
+        })
+        .await?;
+        let (tx, rx) = futures_channel::oneshot::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.poll_wait()?;
+        rx.await
+            .map_err(|_| err("the device dropped the mapping".into()))?
+            .map_err(|e| err(e.to_string()))?;
+        let bytes = staging.get_mapped_range(..).map_err(|e| err(e.to_string()))?.to_vec();
+        staging.unmap();
+        self.check_fault()?;
+        Ok(bytes)
+    }
+}

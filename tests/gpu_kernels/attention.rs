@@ -1,0 +1,108 @@
+//! Streaming attention vs a CPU that materialises the full score matrix in f64.
+
+use fifo_diffusion::gpu::ops::attention::{attention, Attention};
+use fifo_diffusion::gpu::{DType, GpuTensor, ProgramBuilder, View};
+
+use crate::{assert_close, ctx, run, Rng, F32_TRANSCENDENTAL};
+
+/// Element (b0, b1, row, col) of a strided view's data.
+fn at(data: &[f32], v: &View, i: [usize; 4]) -> f64 {
+    data[v.offset + (0..4).map(|d| i[d] * v.strides[d]).sum::<usize>()] as f64
+}
+
+fn cpu_attention(q: (&[f32], &View), k: (&[f32], &View), v: (&[f32], &View), scale: f32) -> Vec<f32> {
+    let (b0, b1, lq, d) = (q.1.shape[0], q.1.shape[1], q.1.shape[2], q.1.shape[3]);
+    let (lk, dv) = (k.1.shape[2], v.1.shape[3]);
+    let mut out = Vec::new();
+    for (x, y, i) in (0..b0).flat_map(|x| (0..b1).flat_map(move |y| (0..lq).map(move |i| (x, y, i)))) {
+        let s: Vec<f64> = (0..lk)
+            .map(|j| {
+                (0..d).map(|c| at(q.0, q.1, [x, y, i, c]) * at(k.0, k.1, [x, y, j, c])).sum::<f64>()
+                    * scale as f64
+            })
+            .collect();
+        let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = s.iter().map(|v| (v - m).exp()).collect();
+        let z: f64 = e.iter().sum();
+        for c in 0..dv {
+            out.push(((0..lk).map(|j| e[j] * at(v.0, v.1, [x, y, j, c])).sum::<f64>() / z) as f32);
+        }
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+fn case(
+    b: usize,
+    h: usize,
+    lq: usize,
+    lk: usize,
+    d: usize,
+    dv: usize,
+    torch_layout: bool,
+    shared_kv: bool,
+    seed: u64,
+) {
+    let Some(ctx) = ctx() else { return };
+    let mut rng = Rng::new(seed);
+    let hk = if shared_kv { 1 } else { h };
+    let qd = rng.vec(b * h * lq * d, -2.0, 2.0);
+    let kd = rng.vec(b * hk * lk * d, -2.0, 2.0);
+    let vd = rng.vec(b * hk * lk * dv, -1.0, 1.0);
+    let (gq, gk, gv) = (
+        GpuTensor::from_f32(ctx, "q", &qd).unwrap(),
+        GpuTensor::from_f32(ctx, "k", &kd).unwrap(),
+        GpuTensor::from_f32(ctx, "v", &vd).unwrap(),
+    );
+    // torch keeps [B, L, H, D]; the kernel sees [B, H, L, D] through a permuted view.
+    let view = |t: &GpuTensor, heads: usize, l: usize, dd: usize| {
+        if torch_layout {
+            t.view(&[b, l, heads, dd]).permute(&[0, 2, 1, 3]).unwrap()
+        } else {
+            t.view(&[b, heads, l, dd])
+        }
+    };
+    let (q, k, v) = (view(&gq, h, lq, d), view(&gk, hk, lk, d), view(&gv, hk, lk, dv));
+    let out = GpuTensor::new(ctx, "out", DType::F32, b * h * lq * dv).unwrap();
+    let scale = 1.0 / (d as f32).sqrt();
+    let mut pb = ProgramBuilder::new(ctx);
+    attention(
+        &mut pb,
+        &Attention { q: q.clone(), k: k.clone(), v: v.clone(), out: out.view(&[b, h, lq, dv]), scale },
+    )
+    .unwrap();
+    run(run(pb.build()).unwrap().run(ctx)).unwrap();
+    let kb = k.broadcast_to(&[b, h, lk, d]).unwrap();
+    let vb = v.broadcast_to(&[b, h, lk, dv]).unwrap();
+    let want = cpu_attention((&qd, &q), (&kd, &kb), (&vd, &vb), scale);
+    assert_close(
+        &format!("attention b{b} h{h} lq{lq} lk{lk} d{d} dv{dv}"),
+        &run(ctx.read_f32(&out)).unwrap(),
+        &want,
+        F32_TRANSCENDENTAL.accumulating(lk + d),
+    );
+}
+
+#[test]
+fn odd_lengths_not_multiple_of_the_key_block() {
+    case(2, 3, 5, 19, 7, 6, false, false, 70);
+}
+
+#[test]
+fn torch_layout_and_head_sizes_40_80_160() {
+    case(1, 2, 9, 11, 40, 40, true, false, 71);
+    case(1, 1, 3, 17, 80, 80, true, false, 72);
+    // Stable Diffusion's 160 (one row per invocation).
+    case(1, 2, 5, 9, 160, 160, true, false, 75);
+}
+
+#[test]
+fn keys_and_values_shared_across_heads() {
+    case(2, 4, 6, 9, 16, 8, false, true, 73);
+}
+
+#[test]
+fn sharp_scores_do_not_overflow() {
+    // Scores of ~+-400 would overflow exp without the running max.
+    case(1, 1, 4, 33, 64, 32, false, false, 74);
+}
