@@ -68,12 +68,12 @@ fn cast_data(data: &TensorData, to: DType) -> TensorData {
 impl Tensor {
     /// ONNX `Cast`.
     pub fn cast(&self, to: DType) -> Tensor {
-        Tensor { shape: self.shape.clone(), data: cast_data(&self.data, to) }
+        Tensor { shape: self.shape.clone(), data: std::sync::Arc::new(cast_data(&self.data, to)) }
     }
 
     /// The elements as f32, borrowed when the tensor already is float32 (no copy on hot paths).
     pub fn f32s(&self) -> std::borrow::Cow<'_, [f32]> {
-        match &self.data {
+        match self.data.as_ref() {
             TensorData::F32(v) => std::borrow::Cow::Borrowed(v),
             other => std::borrow::Cow::Owned(to_f32_vec(other)),
         }

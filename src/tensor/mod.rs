@@ -7,6 +7,7 @@ pub mod shape;
 
 pub use dtype::DType;
 use half::f16;
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
 pub enum TensorError {
@@ -133,11 +134,12 @@ impl TensorData {
     }
 }
 
-/// A host tensor with a static row-major shape.
+/// A host tensor with a static row-major shape. The data is shared, so clones and reshapes
+/// (Reshape, Squeeze, Identity, ...) cost no copy.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tensor {
     shape: Vec<usize>,
-    data: TensorData,
+    data: Arc<TensorData>,
 }
 
 impl Tensor {
@@ -146,12 +148,12 @@ impl Tensor {
         if expected != data.len() {
             return Err(TensorError::Length { shape, expected, actual: data.len() });
         }
-        Ok(Tensor { shape, data })
+        Ok(Tensor { shape, data: Arc::new(data) })
     }
 
     pub fn zeros(dtype: DType, shape: Vec<usize>) -> Result<Tensor, TensorError> {
         let n = shape::checked_numel(&shape)?;
-        Ok(Tensor { shape, data: TensorData::zeros(dtype, n) })
+        Ok(Tensor { shape, data: Arc::new(TensorData::zeros(dtype, n)) })
     }
 
     pub fn from_f32(shape: Vec<usize>, data: Vec<f32>) -> Result<Tensor, TensorError> {
@@ -164,7 +166,7 @@ impl Tensor {
 
     /// A rank-1 int64 tensor, the form ONNX uses for shapes, axes and pads.
     pub fn vector_i64(data: Vec<i64>) -> Tensor {
-        Tensor { shape: vec![data.len()], data: TensorData::I64(data) }
+        Tensor { shape: vec![data.len()], data: Arc::new(TensorData::I64(data)) }
     }
 
     pub fn shape(&self) -> &[usize] {
@@ -179,8 +181,9 @@ impl Tensor {
         &self.data
     }
 
+    /// The data, copied only if another tensor still shares it.
     pub fn into_data(self) -> TensorData {
-        self.data
+        Arc::unwrap_or_clone(self.data)
     }
 
     pub fn len(&self) -> usize {
@@ -201,18 +204,22 @@ impl Tensor {
 
     /// The same data under another shape with as many elements.
     pub fn reshaped(self, shape: Vec<usize>) -> Result<Tensor, TensorError> {
-        Tensor::new(shape, self.data)
+        let expected = shape::checked_numel(&shape)?;
+        if expected != self.len() {
+            return Err(TensorError::Length { shape, expected, actual: self.len() });
+        }
+        Ok(Tensor { shape, data: self.data })
     }
 
     pub fn as_f32(&self) -> Result<&[f32], TensorError> {
-        match &self.data {
+        match self.data.as_ref() {
             TensorData::F32(v) => Ok(v),
             _ => Err(TensorError::DType { expected: "float32", actual: self.dtype() }),
         }
     }
 
     pub fn as_bool(&self) -> Result<&[bool], TensorError> {
-        match &self.data {
+        match self.data.as_ref() {
             TensorData::Bool(v) => Ok(v),
             _ => Err(TensorError::DType { expected: "bool", actual: self.dtype() }),
         }
