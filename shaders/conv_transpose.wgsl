@@ -23,9 +23,6 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 #include "weights"
-#ifdef W_I8
-@group(0) @binding(BIND_SCALES) var<storage, read> scales: array<f32>;
-#endif
 #ifdef HAS_BIAS
 @group(0) @binding(BIND_BIAS) var<storage, read> bias: array<f32>;
 #endif

@@ -5,6 +5,10 @@
 //   in the epilogue (sum_k a*q*s == s * sum_k a*q), so the inner loop stays integer-exact.
 
 @group(0) @binding(2) var<storage, read> wts: array<W_STORE>;
+// int8 weights carry one f32 scale per output channel.
+#ifdef W_I8
+@group(0) @binding(BIND_SCALES) var<storage, read> scales: array<f32>;
+#endif
 
 fn load_w(e: u32) -> f32 {
 #ifdef W_F32
