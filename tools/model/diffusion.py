@@ -23,7 +23,7 @@ ALPHABAR = alphas_cumprod()
 
 def add_noise(x0, noise, t):
     """x0, noise [B, F, ...]; t int [B, F] -> x_t and the v target."""
-    a = ALPHABAR[t].view(*t.shape, *([1] * (x0.dim() - t.dim())))
+    a = ALPHABAR.to(t.device)[t].view(*t.shape, *([1] * (x0.dim() - t.dim())))
     xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
     v = a.sqrt() * noise - (1 - a).sqrt() * x0
     return xt, v
@@ -31,7 +31,7 @@ def add_noise(x0, noise, t):
 
 def min_snr_weight(t, gamma=5.0):
     """Min-SNR-gamma loss weight for v-prediction: min(snr, gamma) / (snr + 1)."""
-    a = ALPHABAR[t]
+    a = ALPHABAR.to(t.device)[t]
     snr = a / (1 - a)
     return torch.clamp(snr, max=gamma) / (snr + 1)
 

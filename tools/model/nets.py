@@ -348,7 +348,7 @@ class TextToVideo(nn.Module):
                          config["text_dim"], config["emb_dim"], tuple(config["self_attn"]))
 
     def encode_prompts(self, prompts):
-        return self.text(self.tokenizer(prompts))
+        return self.text(self.tokenizer(prompts).to(self.text.pos.device))
 
     def forward(self, x, t, ctx):
         return self.unet(x, t, ctx)

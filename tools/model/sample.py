@@ -27,7 +27,7 @@ import world  # noqa: E402
 def load(state_dir, ckpt=None):
     """EMA text-to-video model, frozen autoencoder, step and config of a checkpoint."""
     path = ckpt or train.checkpoints(state_dir)[-1]
-    state = torch.load(path, weights_only=False)
+    state = torch.load(path, weights_only=False, map_location="cpu")
     model = nets.TextToVideo(state["config"]["model"])
     model.load_state_dict(state["ema"])
     model.eval()

@@ -143,10 +143,48 @@ def save_checkpoint(state_dir, step, model, ema, opt, g, cfg, keep):
 
 
 def lr_at(step, cfg):
-    return cfg["lr"] * min(1.0, step / cfg["warmup"])
+    return cfg["lr"] * min(1.0, max(0, step - cfg.get("warmup_from", 0)) / cfg["warmup"])
 
 
-def train_diffusion(cfg, state_dir, ae, max_steps, max_seconds):
+class ClipStream(torch.utils.data.IterableDataset):
+    """Training batches rendered in worker processes (for an accelerator that outruns one CPU core):
+    frames [b, f, 3, 64, 64], prompts with CFG dropout, one timestep per clip, noise. Each worker
+    draws from its own generator seeded by (seed, resume step, worker)."""
+
+    def __init__(self, cfg, step):
+        super().__init__()
+        self.cfg, self.step = cfg, step
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        wid = info.id if info is not None else 0
+        torch.set_num_threads(1)
+        g = torch.Generator().manual_seed(self.cfg["seed"] * 1_000_003 + self.step * 101 + wid)
+        b, f = self.cfg["batch"], self.cfg["model"]["frames"]
+        zc, size = self.cfg["model"]["latent_channels"], self.cfg["model"]["latent_size"]
+        while True:
+            clips = world.sample_clips(b, g, "train")
+            prompts = [p if torch.rand((), generator=g).item() >= self.cfg["cfg_dropout"] else ""
+                       for p in clips.prompts()]
+            t = torch.randint(0, diffusion.STEPS, (b, 1), generator=g).expand(b, f).contiguous()
+            yield clips.render(range(f)), prompts, t, torch.randn((b, f, zc, size, size), generator=g)
+
+
+def local_batches(cfg, g):
+    """The single-process stream (the CPU run's original order, so its resumes stay exact)."""
+    b, f = cfg["batch"], cfg["model"]["frames"]
+    zc, size = cfg["model"]["latent_channels"], cfg["model"]["latent_size"]
+    while True:
+        clips = world.sample_clips(b, g, "train")
+        x = clips.render(range(f))
+        prompts = [p if torch.rand((), generator=g).item() >= cfg["cfg_dropout"] else ""
+                   for p in clips.prompts()]
+        t = torch.randint(0, diffusion.STEPS, (b, 1), generator=g).expand(b, f)  # one level per clip
+        yield x, prompts, t, torch.randn((b, f, zc, size, size), generator=g)
+
+
+def train_diffusion(cfg, state_dir, ae, max_steps, max_seconds, device="cpu", workers=0,
+                    reset_optimizer=False):
     torch.manual_seed(cfg["seed"])
     g = torch.Generator().manual_seed(cfg["seed"] + 1)
     model = nets.TextToVideo(cfg["model"])
@@ -156,7 +194,7 @@ def train_diffusion(cfg, state_dir, ae, max_steps, max_seconds):
     state, ck = None, checkpoints(state_dir)
     while ck and state is None:  # newest first; a damaged file falls back to the one before
         try:
-            state = torch.load(ck[-1], weights_only=False)
+            state = torch.load(ck[-1], weights_only=False, map_location="cpu")
         except Exception as e:  # noqa: BLE001
             log(state_dir, f"cannot read {ck[-1]} ({e}); renamed to .bad, trying the previous one")
             os.replace(ck[-1], ck[-1] + ".bad")  # out of the way of step ordering and pruning
@@ -164,7 +202,10 @@ def train_diffusion(cfg, state_dir, ae, max_steps, max_seconds):
     if state is not None:
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["opt"])
+        if reset_optimizer or "opt" not in state:
+            cfg["warmup_from"] = state["step"]  # fresh moments: warm the learning rate up again
+        else:
+            opt.load_state_dict(state["opt"])
         torch.set_rng_state(state["rng"])
         g.set_state(state["data_rng"])
         step = state["step"]
@@ -180,17 +221,27 @@ def train_diffusion(cfg, state_dir, ae, max_steps, max_seconds):
 
     b, f = cfg["batch"], cfg["model"]["frames"]
     tokens, d = cfg["model"]["max_tokens"], cfg["model"]["text_dim"]
+    dev = torch.device(device)
+    model.to(dev)
+    ema.to(dev)
+    ae.to(dev)
+    if dev.type == "cpu" and workers == 0:
+        batches = local_batches(cfg, g)
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        batches = iter(torch.utils.data.DataLoader(ClipStream(cfg, step), batch_size=None,
+                                                   num_workers=workers, pin_memory=dev.type == "cuda",
+                                                   prefetch_factor=4 if workers else None,
+                                                   persistent_workers=workers > 0))
     t_start = last_ck = last_log = time.time()
     start_step = log_step = step
     loss_sum = 0.0
     while step < max_steps and not stop["now"] and time.time() - t_start < max_seconds:
-        clips = world.sample_clips(b, g, "train")
+        frames, prompts, t, noise = next(batches)
+        frames, t, noise = (v.to(dev, non_blocking=True) for v in (frames, t, noise))
         with torch.no_grad():
-            z = ae.encode(clips.render(range(f)).flatten(0, 1)).view(b, f, -1, 16, 16)
-        prompts = [p if torch.rand((), generator=g).item() >= cfg["cfg_dropout"] else ""
-                   for p in clips.prompts()]
-        t = torch.randint(0, diffusion.STEPS, (b, 1), generator=g).expand(b, f)  # one level per clip
-        noise = torch.randn(z.shape, generator=g)
+            z = ae.encode(frames.flatten(0, 1)).view(b, f, -1, 16, 16)
         xt, target = diffusion.add_noise(z, noise, t)
         ctx = model.encode_prompts(prompts)[:, None].expand(b, f, tokens, d)
         pred = model(xt, t.float(), ctx)
@@ -208,17 +259,23 @@ def train_diffusion(cfg, state_dir, ae, max_steps, max_seconds):
         with torch.no_grad():
             for pe, pm in zip(ema.parameters(), model.parameters()):
                 pe.lerp_(pm, 1 - decay)
-        loss_sum += loss.item()
+        loss_sum = loss_sum + loss.detach()  # no device sync per step
 
         if step % cfg["log_every"] == 0:
             now = time.time()
-            log(state_dir, f"step {step} loss {loss_sum / (step - log_step):.5f} "
+            log(state_dir, f"step {step} loss {float(loss_sum) / (step - log_step):.5f} "
                 f"{(step - log_step) / (now - last_log):.3f} steps/s lr {lr_at(step, cfg):.2e}")
             loss_sum, log_step, last_log = 0.0, step, now
         if time.time() - last_ck > cfg["checkpoint_every_s"]:
             path = save_checkpoint(state_dir, step, model, ema, opt, g, cfg, cfg["keep_checkpoints"])
             log(state_dir, f"checkpoint {path}")
             last_ck = time.time()
+    model.cpu()
+    ema.cpu()
+    for st in opt.state.values():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                st[k] = v.cpu()
     path = save_checkpoint(state_dir, step, model, ema, opt, g, cfg, cfg["keep_checkpoints"])
     log(state_dir, f"stopped at step {step} ({step - start_step} steps in {time.time() - t_start:.0f} s); "
         f"checkpoint {path}")
@@ -232,7 +289,12 @@ def main():
     ap.add_argument("--max-steps", type=int, default=10 ** 9)
     ap.add_argument("--max-seconds", type=float, default=float("inf"))
     ap.add_argument("--ae-steps", type=int, help="override the autoencoder's step count (tests)")
-    ap.add_argument("--batch", type=int, help="override the batch size (tests)")
+    ap.add_argument("--batch", type=int, help="batch size (a new run's, or from now on when resuming)")
+    ap.add_argument("--lr", type=float, help="peak learning rate (a new run's, or from now on when resuming)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (an accelerator, when one is lent)")
+    ap.add_argument("--workers", type=int, default=0, help="processes rendering training clips")
+    ap.add_argument("--reset-optimizer", action="store_true",
+                    help="resume the weights with fresh AdamW moments (and a new warm-up)")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -242,7 +304,14 @@ def main():
     cfg_path = os.path.join(args.state, "config.json")
     if args.resume and os.path.exists(cfg_path):
         with open(cfg_path) as fcfg:
-            cfg = json.load(fcfg)  # a run keeps the configuration it started with
+            cfg = json.load(fcfg)  # a run keeps the configuration it started with, except:
+        changes = {k: v for k, v in (("batch", args.batch), ("lr", args.lr)) if v is not None}
+        if changes:  # a new phase (e.g. on an accelerator): recorded in the config's history
+            cfg.setdefault("phases", []).append({"from_checkpoint": os.path.basename(
+                (checkpoints(args.state) or ["none"])[-1]), "device": args.device, **changes})
+            cfg.update(changes)
+            with open(cfg_path, "w") as fcfg:
+                json.dump(cfg, fcfg, indent=1)
     else:
         if checkpoints(args.state) or os.path.exists(os.path.join(args.state, "ae.pt")):
             sys.exit(f"{args.state} already holds a run; pass --resume or use another --state")
@@ -251,6 +320,8 @@ def main():
             cfg["ae_steps"] = args.ae_steps
         if args.batch is not None:
             cfg["batch"] = args.batch
+        if args.lr is not None:
+            cfg["lr"] = args.lr
         with open(cfg_path, "w") as fcfg:
             json.dump(cfg, fcfg, indent=1)
     log(args.state, f"start pid {os.getpid()} threads {args.threads} config {json.dumps(cfg)}")
@@ -260,7 +331,8 @@ def main():
     else:
         train_autoencoder(cfg, args.state)
         ae = load_autoencoder(args.state)
-    train_diffusion(cfg, args.state, ae, args.max_steps, args.max_seconds)
+    train_diffusion(cfg, args.state, ae, args.max_steps, args.max_seconds, args.device, args.workers,
+                    args.reset_optimizer)
 
 
 if __name__ == "__main__":
