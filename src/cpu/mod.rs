@@ -7,3 +7,5 @@ pub mod gemm;
 pub mod im2col;
 pub mod math;
 pub mod parallel;
+pub mod shifted_conv;
+pub mod strided;

@@ -165,7 +165,15 @@ impl Binary {
                 (s, TensorData::Bool(v))
             }
             (TensorData::F32(x), TensorData::F32(y)) => {
-                let (s, v) = map2(sa, x, sb, y, |p, q| kind.apply(p, q))?;
+                // One monomorphised loop per common kind, so the per-element match folds away
+                // and the loops vectorise.
+                let (s, v) = match kind {
+                    BinaryKind::Add | BinaryKind::Sum => map2(sa, x, sb, y, |p, q| p + q)?,
+                    BinaryKind::Sub => map2(sa, x, sb, y, |p, q| p - q)?,
+                    BinaryKind::Mul => map2(sa, x, sb, y, |p, q| p * q)?,
+                    BinaryKind::Div => map2(sa, x, sb, y, |p, q| p / q)?,
+                    _ => map2(sa, x, sb, y, |p, q| kind.apply(p, q))?,
+                };
                 (s, TensorData::F32(v))
             }
             _ if a.dtype() == DType::F16 => {

@@ -1,7 +1,7 @@
 //! Slice (opset 10+): starts, ends, optional axes and steps as inputs; negative indices and
 //! steps; out-of-range bounds are clamped as ONNX specifies.
 
-use super::{offsets_from_tables, take_or_fill};
+use crate::cpu::strided::{gather, View};
 use crate::ops::registry::{NodeContext, OpDef};
 use crate::ops::{const_i64s, opt_i64s, required, Attrs, Op, OpError, OpSpec, TensorType, ValueInfo};
 use crate::tensor::shape::{normalize_axes, strides};
@@ -62,12 +62,17 @@ fn plan(
 fn apply(x: &Tensor, dims: &[DimSlice]) -> Result<Tensor, OpError> {
     let own = strides(x.shape());
     let out_shape: Vec<usize> = dims.iter().map(|d| d.len).collect();
-    let tables: Vec<Vec<Option<usize>>> = dims
-        .iter()
-        .zip(&own)
-        .map(|(d, &s)| (0..d.len).map(|i| Some((d.start + i as i64 * d.step) as usize * s)).collect())
-        .collect();
-    take_or_fill(x, out_shape.clone(), &offsets_from_tables(&out_shape, &tables), None)
+    let view = View {
+        shape: out_shape.clone(),
+        strides: dims.iter().zip(&own).map(|(d, &s)| d.step as isize * s as isize).collect(),
+        // An empty result reads nothing, so its (possibly out-of-range) start does not matter.
+        offset: if out_shape.contains(&0) {
+            0
+        } else {
+            dims.iter().zip(&own).map(|(d, &s)| d.start as usize * s).sum()
+        },
+    };
+    Ok(Tensor::new(out_shape, crate::map_data!(x.data(), v => gather(v, &view)))?)
 }
 
 /// `x[.., start..end, ..]` along `axis` (used by Split).

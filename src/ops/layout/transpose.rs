@@ -1,8 +1,9 @@
 //! Transpose.
 
+use crate::cpu::strided::{gather, View};
 use crate::ops::registry::{NodeContext, OpDef};
 use crate::ops::{required, Attrs, Op, OpError, OpSpec, TensorType, ValueInfo};
-use crate::tensor::shape::{for_each_offset, strides};
+use crate::tensor::shape::strides;
 use crate::tensor::Tensor;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -40,10 +41,12 @@ pub fn permute(x: &Tensor, perm: &[usize]) -> Result<Tensor, OpError> {
         return Ok(x.clone());
     }
     // Walk the output in order, reading the input through permuted strides.
-    let permuted: Vec<usize> = perm.iter().map(|&p| own[p]).collect();
-    let mut indices = Vec::with_capacity(x.len());
-    for_each_offset(&out_shape, [&permuted], |_, [i]| indices.push(i));
-    Ok(Tensor::new(out_shape, x.data().take(&indices))?)
+    let view = View {
+        shape: out_shape.clone(),
+        strides: perm.iter().map(|&p| own[p] as isize).collect(),
+        offset: 0,
+    };
+    Ok(Tensor::new(out_shape, crate::map_data!(x.data(), v => gather(v, &view)))?)
 }
 
 impl OpSpec for Transpose {

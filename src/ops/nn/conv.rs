@@ -4,6 +4,7 @@
 use super::window::{Window, WindowAttrs};
 use crate::cpu::gemm::{sgemm, MatRef};
 use crate::cpu::im2col::im2col;
+use crate::cpu::shifted_conv;
 use crate::ops::registry::{NodeContext, OpDef};
 use crate::ops::{expect_dtype, required, Attrs, Op, OpError, OpSpec, TensorType, ValueInfo, FLOATS};
 use crate::tensor::{DType, Tensor};
@@ -75,6 +76,10 @@ pub(crate) fn conv_f32(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f3
     let (cg, mg) = (g.in_channels / g.group, g.out_channels / g.group);
     let (k, o, i) = (g.window.kernel_len(), g.window.output_len(), g.window.input_len());
     let mut out = vec![0.0f32; g.batch * g.out_channels * o];
+    if !g.is_pointwise() && shifted_conv::applies(&g.window) {
+        shifted_conv::conv(&g.window, g.batch, g.group, cg, mg, x, w, bias, &mut out);
+        return out;
+    }
     let mut col = if g.is_pointwise() { Vec::new() } else { vec![0.0f32; cg * k * o] };
     for n in 0..g.batch {
         for grp in 0..g.group {

@@ -1,0 +1,145 @@
+//! Copies out of strided views (Transpose, Slice, Split): dims are coalesced first, so a
+//! transpose of `[B, H, W, C]` to `[B, C, H, W]` becomes a few long runs, contiguous runs are
+//! `memcpy`s, and rows are spread over threads. No per-element offset tables.
+
+use super::parallel;
+
+/// A view of a flat buffer: `shape`, a signed stride per dim (in elements) and the offset of the
+/// first element.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct View {
+    pub shape: Vec<usize>,
+    pub strides: Vec<isize>,
+    pub offset: usize,
+}
+
+impl View {
+    /// The same view with size-1 dims dropped and adjacent dims merged where one walk covers
+    /// both (`stride[d] == stride[d + 1] * shape[d + 1]`). Keeps at least one dim.
+    fn coalesced(&self) -> View {
+        let mut shape: Vec<usize> = Vec::new();
+        let mut strides: Vec<isize> = Vec::new();
+        for (&n, &s) in self.shape.iter().zip(&self.strides) {
+            if n == 1 {
+                continue;
+            }
+            match (shape.last_mut(), strides.last_mut()) {
+                (Some(last_n), Some(last_s)) if *last_s == s * n as isize => {
+                    *last_n *= n;
+                    *last_s = s;
+                }
+                _ => {
+                    shape.push(n);
+                    strides.push(s);
+                }
+            }
+        }
+        if shape.is_empty() {
+            shape.push(1);
+            strides.push(1);
+        }
+        View { shape, strides, offset: self.offset }
+    }
+}
+
+/// The elements of `src` seen through `view`, in row-major order of `view.shape`.
+/// The caller guarantees every position of the view lies inside `src`.
+pub fn gather<T: Copy + Send + Sync + Default>(src: &[T], view: &View) -> Vec<T> {
+    let len: usize = view.shape.iter().product();
+    if len == 0 {
+        return Vec::new();
+    }
+    let v = view.coalesced();
+    let rank = v.shape.len();
+    let inner = v.shape[rank - 1];
+    let inner_stride = v.strides[rank - 1];
+    let (outer_shape, outer_strides) = (&v.shape[..rank - 1], &v.strides[..rank - 1]);
+    let mut out = vec![T::default(); len];
+    // Chunks hold whole rows so each starts at a row boundary.
+    let rows_per_chunk = parallel::chunk_len(len / inner, inner).max(1);
+    parallel::for_each_chunk_mut(&mut out, rows_per_chunk * inner, |chunk, dst| {
+        let row = chunk * rows_per_chunk;
+        // Multi-index of `row` over the outer dims, and the source offset it maps to.
+        let mut index = vec![0usize; outer_shape.len()];
+        let mut rest = row;
+        for d in (0..outer_shape.len()).rev() {
+            index[d] = rest % outer_shape[d];
+            rest /= outer_shape[d];
+        }
+        let mut base =
+            v.offset as isize + index.iter().zip(outer_strides).map(|(&i, &s)| i as isize * s).sum::<isize>();
+        for out_row in dst.chunks_mut(inner) {
+            if inner_stride == 1 {
+                out_row.copy_from_slice(&src[base as usize..base as usize + inner]);
+            } else {
+                for (j, o) in out_row.iter_mut().enumerate() {
+                    *o = src[(base + j as isize * inner_stride) as usize];
+                }
+            }
+            // Odometer step over the outer dims.
+            for d in (0..outer_shape.len()).rev() {
+                index[d] += 1;
+                base += outer_strides[d];
+                if index[d] < outer_shape[d] {
+                    break;
+                }
+                base -= outer_strides[d] * outer_shape[d] as isize;
+                index[d] = 0;
+            }
+        }
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Element by element, the definition.
+    fn reference(src: &[i32], view: &View) -> Vec<i32> {
+        let len: usize = view.shape.iter().product();
+        (0..len)
+            .map(|mut flat| {
+                let mut off = view.offset as isize;
+                for d in (0..view.shape.len()).rev() {
+                    off += (flat % view.shape[d]) as isize * view.strides[d];
+                    flat /= view.shape[d];
+                }
+                src[off as usize]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn transposes_slices_and_reversals_match_the_definition() {
+        let src: Vec<i32> = (0..2 * 3 * 4 * 5).collect();
+        let cases = [
+            // [2,3,4,5] -> perm [0,2,3,1]
+            View { shape: vec![2, 4, 5, 3], strides: vec![60, 5, 1, 20], offset: 0 },
+            // contiguous, with size-1 dims
+            View { shape: vec![1, 6, 1, 20], strides: vec![120, 20, 7, 1], offset: 0 },
+            // slice [:, 1:3, ::2, 4:0:-1]
+            View { shape: vec![2, 2, 2, 4], strides: vec![60, 20, 10, -1], offset: 20 + 4 },
+            // scalar-like
+            View { shape: vec![1, 1], strides: vec![0, 0], offset: 17 },
+            // empty
+            View { shape: vec![2, 0, 3], strides: vec![60, 20, 1], offset: 0 },
+        ];
+        for view in &cases {
+            assert_eq!(gather(&src, view), reference(&src, view), "{view:?}");
+        }
+    }
+
+    #[test]
+    fn large_views_split_across_threads_match_the_definition() {
+        let (b, h, w, c) = (3, 37, 41, 19);
+        let src: Vec<i32> = (0..(b * h * w * c) as i32).collect();
+        // NHWC -> NCHW, odd sizes so chunks end mid-plane.
+        let view = View {
+            shape: vec![b, c, h, w],
+            strides: vec![(h * w * c) as isize, 1, (w * c) as isize, c as isize],
+            offset: 0,
+        };
+        assert_eq!(gather(&src, &view), reference(&src, &view));
+    }
+}
