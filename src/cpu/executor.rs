@@ -73,8 +73,24 @@ fn value<'a>(graph: &'a crate::graph::Graph, slots: &'a [Option<Tensor>], v: Val
 #[derive(Default)]
 struct Profile {
     enabled: bool,
-    totals: std::collections::BTreeMap<String, (usize, f64)>,
+    /// Per op type: nodes, wall ms, CPU ms (all threads of the process).
+    totals: std::collections::BTreeMap<String, (usize, f64, f64)>,
     run_started: Option<Instant>,
+    cpu_started: f64,
+    node_cpu_started: f64,
+}
+
+/// CPU seconds used by the whole process so far (0 where the platform does not say).
+fn process_cpu_seconds() -> f64 {
+    #[cfg(unix)]
+    {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime writes one timespec through a valid pointer.
+        if unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) } == 0 {
+            return ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9;
+        }
+    }
+    0.0
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -88,12 +104,14 @@ impl Profile {
             cfg!(not(target_arch = "wasm32")) && std::env::var_os("FIFO_PROFILE").is_some_and(|v| v != "0");
         let mut profile = Profile { enabled, ..Default::default() };
         profile.run_started = profile.start();
+        profile.cpu_started = if enabled { process_cpu_seconds() } else { 0.0 };
         profile
     }
 
-    fn start(&self) -> Option<Instant> {
+    fn start(&mut self) -> Option<Instant> {
         #[cfg(not(target_arch = "wasm32"))]
         if self.enabled {
+            self.node_cpu_started = process_cpu_seconds();
             return Some(std::time::Instant::now());
         }
         None
@@ -106,6 +124,7 @@ impl Profile {
             let entry = self.totals.entry(op_type.to_string()).or_default();
             entry.0 += 1;
             entry.1 += t.elapsed().as_secs_f64() * 1e3;
+            entry.2 += (process_cpu_seconds() - self.node_cpu_started) * 1e3;
         }
     }
 
@@ -114,15 +133,21 @@ impl Profile {
             return;
         }
         let mut rows: Vec<_> = self.totals.iter().collect();
-        rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+        rows.sort_by(|a, b| b.1 .2.total_cmp(&a.1 .2).then(b.1 .1.total_cmp(&a.1 .1)));
         let total: f64 = rows.iter().map(|r| r.1 .1).sum();
+        let cpu: f64 = rows.iter().map(|r| r.1 .2).sum();
         #[cfg(not(target_arch = "wasm32"))]
         let whole = self.run_started.map_or(0.0, |t| t.elapsed().as_secs_f64() * 1e3);
         #[cfg(target_arch = "wasm32")]
         let whole = 0.0;
-        eprintln!("profile: {total:.2} ms in ops, {whole:.2} ms for the whole run");
-        for (op, (n, ms)) in rows {
-            eprintln!("  {op:<24} x{n:<5} {ms:>9.3} ms");
+        let whole_cpu = (process_cpu_seconds() - self.cpu_started) * 1e3;
+        eprintln!(
+            "profile: {total:.2} ms in ops, {whole:.2} ms for the whole run; CPU time {cpu:.2} ms in ops, \
+             {whole_cpu:.2} ms in all"
+        );
+        eprintln!("  {:<24} {:<6} {:>12} {:>12}", "op", "nodes", "wall ms", "cpu ms");
+        for (op, (n, ms, cpu_ms)) in rows {
+            eprintln!("  {op:<24} x{n:<5} {ms:>12.3} {cpu_ms:>12.3}");
         }
     }
 }
