@@ -58,6 +58,14 @@ impl UnetDenoiser {
         Conditioned { unet: self, contexts }
     }
 
+    /// Builds the session for one batch size now rather than on its first call.
+    pub fn prepare(&mut self, batch: usize, frames: usize) -> Result<(), super::PipelineError> {
+        let clock = Clock::start();
+        self.session(batch, frames)?;
+        self.seconds += clock.seconds();
+        Ok(())
+    }
+
     fn session(&mut self, batch: usize, frames: usize) -> Result<&Session, super::PipelineError> {
         if let Some(i) = self.sessions.iter().position(|(b, _)| *b == batch) {
             return Ok(&self.sessions[i].1);

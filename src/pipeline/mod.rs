@@ -127,6 +127,17 @@ impl Models {
         self.unet.options().backend
     }
 
+    /// Builds the UNet for every batch size a run with `config` calls it with (the start clip's
+    /// and the FIFO loop's), so that a broken graph fails before any output is written.
+    pub fn prepare(&mut self, config: &FifoConfig) -> Result<(), PipelineError> {
+        let passes = if config.uses_guidance() { 2 } else { 1 };
+        let windows = crate::fifo::QueueLayout::new(config).windows().len();
+        if config.init == crate::fifo::InitMode::Clip {
+            self.unet.prepare(passes, config.window)?;
+        }
+        self.unet.prepare(windows * passes, config.window)
+    }
+
     /// Checks every prompt of a schedule against the vocabulary without running anything.
     pub fn check_prompts(&self, prompts: &PromptSchedule) -> Result<(), PipelineError> {
         for p in prompts.prompts() {
@@ -209,11 +220,12 @@ impl Generation {
     ) -> Result<Self, PipelineError> {
         Self::check_config(&models, &config)?;
         models.check_prompts(&prompts)?;
+        let mut models = models;
+        models.prepare(&config)?;
         let mut times = StageTimes::default();
         let clock = Clock::start();
         let contexts = models.encode_prompts(&prompts).await?;
         times.text += clock.seconds();
-        let mut models = models;
         let clock = Clock::start();
         let unet_before = models.unet.seconds();
         let scheduler = {
@@ -226,9 +238,10 @@ impl Generation {
     }
 
     /// Restores a run from [`Self::checkpoint`] bytes; refuses a checkpoint of another model.
-    pub async fn resume(models: Models, checkpoint: &[u8]) -> Result<Self, PipelineError> {
+    pub async fn resume(mut models: Models, checkpoint: &[u8]) -> Result<Self, PipelineError> {
         let scheduler = FifoScheduler::from_checkpoint(checkpoint, Some(&models.package.name))?;
         Self::check_config(&models, scheduler.config())?;
+        models.prepare(scheduler.config())?;
         let mut times = StageTimes::default();
         let clock = Clock::start();
         let contexts = models.encode_prompts(scheduler.prompts()).await?;
