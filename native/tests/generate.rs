@@ -36,6 +36,62 @@ fn generate(args: &[&str]) -> std::process::Output {
     out
 }
 
+/// Mean absolute luma difference (0..255) allowed between H.264 and the lossless Y4M frames.
+const MP4_LUMA_TOLERANCE: f64 = 8.0;
+
+/// Top-level boxes of an MP4 as (type, body).
+fn boxes(bytes: &[u8]) -> Vec<([u8; 4], &[u8])> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + 8 <= bytes.len() {
+        let size = u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        assert!(size >= 8 && at + size <= bytes.len(), "a broken box at {at}");
+        out.push((bytes[at + 4..at + 8].try_into().unwrap(), &bytes[at + 8..at + size]));
+        at += size;
+    }
+    assert_eq!(at, bytes.len(), "trailing bytes");
+    out
+}
+
+/// Decodes a fragmented MP4 of one H.264 track with openh264; returns each frame's luma (64x64).
+fn decode_mp4(bytes: &[u8]) -> Vec<Vec<u8>> {
+    use openh264::formats::YUVSource;
+    let top = boxes(bytes);
+    let kinds: Vec<&[u8; 4]> = top.iter().map(|(k, _)| k).collect();
+    assert_eq!(kinds[..2], [b"ftyp", b"moov"]);
+    assert!(top[2..].chunks(2).all(|p| &p[0].0 == b"moof" && &p[1].0 == b"mdat"), "fragments");
+    let moov = top[1].1;
+    let at = moov.windows(4).position(|w| w == b"avcC").unwrap() + 4;
+    let avcc = &moov[at..];
+    let sps_len = u16::from_be_bytes([avcc[6], avcc[7]]) as usize;
+    let sps = &avcc[8..8 + sps_len];
+    let pps_len = u16::from_be_bytes([avcc[9 + sps_len], avcc[10 + sps_len]]) as usize;
+    let pps = &avcc[11 + sps_len..11 + sps_len + pps_len];
+    let mut stream = Vec::new();
+    for nal in [sps, pps] {
+        stream.extend_from_slice(&[0, 0, 0, 1]);
+        stream.extend_from_slice(nal);
+    }
+    let mut decoder = openh264::decoder::Decoder::new().unwrap();
+    let mut frames = Vec::new();
+    for (_, mdat) in top[2..].iter().filter(|(k, _)| k == b"mdat") {
+        let mut at = 0;
+        while at < mdat.len() {
+            let len = u32::from_be_bytes(mdat[at..at + 4].try_into().unwrap()) as usize;
+            stream.extend_from_slice(&[0, 0, 0, 1]);
+            stream.extend_from_slice(&mdat[at + 4..at + 4 + len]);
+            at += 4 + len;
+        }
+        if let Some(image) = decoder.decode(&stream).unwrap() {
+            assert_eq!(image.dimensions(), (64, 64));
+            let stride = image.strides().0;
+            frames.push((0..64).flat_map(|r| image.y()[r * stride..r * stride + 64].to_vec()).collect());
+        }
+        stream.clear();
+    }
+    frames
+}
+
 /// Frames of a Y4M file (width, height, planes of every frame), checked against its header.
 fn read_y4m(bytes: &[u8]) -> (usize, usize, Vec<&[u8]>) {
     let header_end = bytes.iter().position(|&b| b == b'\n').unwrap();
@@ -111,6 +167,29 @@ fn short_video_decodes_with_its_frame_count_and_size_and_resumes_bit_for_bit() {
     let (_, _, resumed) = read_y4m(&rest_bytes);
     assert_eq!(resumed.len(), 2, "frames 10 and 11");
     assert!(resumed[..] == frames[10..], "a resumed run equals the uninterrupted one bit for bit");
+
+    // The same two frames as H.264 in a fragmented MP4: ftyp, moov, then one moof + mdat per frame.
+    let mp4 = dir.join("rest.mp4");
+    let out = fifo()
+        .args([
+            "--quiet",
+            "--resume",
+            ckpt.to_str().unwrap(),
+            "--frames",
+            "12",
+            "--out",
+            mp4.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let decoded = decode_mp4(&std::fs::read(&mp4).unwrap());
+    assert_eq!(decoded.len(), 2);
+    for (luma, want) in decoded.iter().zip(&resumed) {
+        let diff = luma.iter().zip(&want[..64 * 64]).map(|(&a, &b)| (a as f64 - b as f64).abs()).sum::<f64>();
+        let mean = diff / (64.0 * 64.0);
+        assert!(mean < MP4_LUMA_TOLERANCE, "H.264 luma differs from the Y4M by {mean} on average");
+    }
 
     // A checkpoint of another model is refused, and nothing is written.
     let other = dir.join("other-model");

@@ -27,7 +27,7 @@ pub enum PipelineError {
     Session {
         graph: &'static str,
         #[source]
-        source: SessionError,
+        source: Box<SessionError>,
     },
     #[error("the {graph} graph returned {message}; the package's model.json does not match its graphs")]
     Output { graph: &'static str, message: String },
@@ -55,7 +55,7 @@ pub struct RunOptions {
 }
 
 pub(crate) fn session_err(graph: &'static str) -> impl Fn(SessionError) -> PipelineError {
-    move |source| PipelineError::Session { graph, source }
+    move |source| PipelineError::Session { graph, source: Box::new(source) }
 }
 
 /// Runs `session` and returns its output `name` as f32 values, checked to hold `expected`.
@@ -121,6 +121,11 @@ impl Models {
 
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
+    }
+
+    /// Whether this error only says that the chosen backend is not available.
+    pub fn backend_unavailable(error: &PipelineError) -> bool {
+        matches!(error, PipelineError::Session { source, .. } if matches!(**source, SessionError::Backend(_)))
     }
 
     pub fn backend(&self) -> Backend {

@@ -1,5 +1,6 @@
 //! `fifo generate`: text to an endless video on the CPU (and, when it lands, the GPU).
 
+mod mp4;
 mod output;
 mod report;
 mod settings;
@@ -7,8 +8,8 @@ mod settings;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use fifo_diffusion::model::{ModelPackage, Weights};
-use fifo_diffusion::pipeline::{Clock, Generation, Models, PipelineError, RunOptions};
-use fifo_diffusion::session::{Backend, SessionError};
+use fifo_diffusion::pipeline::{Clock, Generation, Models, RunOptions};
+use fifo_diffusion::session::Backend;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,7 +25,7 @@ pub struct GenerateArgs {
     /// Frames to write: a number, or `inf` to run until Ctrl-C [default: 64].
     #[arg(long)]
     pub frames: Option<FrameCount>,
-    /// Output: FILE.y4m, FILE.gif, a folder for PNG frames (ending in `/`), or `-` for Y4M on stdout.
+    /// Output: FILE.y4m, FILE.gif, FILE.mp4, a folder for PNG frames (ending in `/`), or `-` for Y4M on stdout.
     #[arg(long, short, default_value = "video.gif")]
     pub out: String,
     /// Frames per second written into the video [default: the model's].
@@ -104,14 +105,12 @@ fn load_models(package: &ModelPackage, backend: BackendArg, weights: Weights) ->
     let load = |backend| Models::load(package.clone(), RunOptions { backend, weights });
     match backend {
         BackendArg::Cpu => Ok(load(Backend::Cpu)?),
-        BackendArg::Gpu => load(Backend::Gpu).map_err(|e| match e {
-            PipelineError::Session { source: SessionError::Backend(_), .. } => {
-                anyhow::anyhow!("{e}; run with --backend cpu (or auto)")
-            }
-            e => e.into(),
+        BackendArg::Gpu => load(Backend::Gpu).map_err(|e| match Models::backend_unavailable(&e) {
+            true => anyhow::anyhow!("{e}; run with --backend cpu (or auto)"),
+            false => e.into(),
         }),
         BackendArg::Auto => match load(Backend::Gpu) {
-            Err(PipelineError::Session { source: SessionError::Backend(_), .. }) => Ok(load(Backend::Cpu)?),
+            Err(e) if Models::backend_unavailable(&e) => Ok(load(Backend::Cpu)?),
             other => Ok(other?),
         },
     }
@@ -187,9 +186,11 @@ pub fn run(args: GenerateArgs) -> Result<()> {
 
     let bar = progress(args.quiet, end, first);
     let mut write_seconds = 0.0;
+    let mut first_frame_seconds = None;
     let loop_clock = Clock::start();
     while end.is_none_or(|end| generation.frames_emitted() < end) && !stop.load(Ordering::SeqCst) {
         let frame = pollster::block_on(generation.next_frame())?;
+        first_frame_seconds.get_or_insert_with(|| loop_clock.seconds());
         let clock = Clock::start();
         writer.write(&frame)?;
         write_seconds += clock.seconds();
@@ -218,6 +219,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             written,
             total_clock.seconds(),
             loop_clock.seconds(),
+            first_frame_seconds.unwrap_or(0.0),
             load_seconds,
             write_seconds,
             backend,

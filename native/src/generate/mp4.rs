@@ -174,7 +174,8 @@ impl Mp4 {
 impl FrameWriter for Mp4 {
     fn write(&mut self, frame: &Frame) -> Result<()> {
         self.yuv.read_rgb8(RgbSliceU8::new(&frame.rgb, (frame.width, frame.height)));
-        let stream = self.encoder.encode(&self.yuv).map_err(|e| anyhow::anyhow!("H.264 encoding failed: {e}"))?;
+        let stream =
+            self.encoder.encode(&self.yuv).map_err(|e| anyhow::anyhow!("H.264 encoding failed: {e}"))?;
         let annex_b = stream.to_vec();
         let (mut sps, mut pps, mut sample, mut key) = (None, None, Vec::new(), false);
         for nal in nal_units(&annex_b) {
@@ -189,7 +190,8 @@ impl FrameWriter for Mp4 {
             }
         }
         if !self.moov_written {
-            let (sps, pps) = sps.zip(pps).context("the H.264 encoder gave no SPS/PPS with its first frame")?;
+            let (sps, pps) =
+                sps.zip(pps).context("the H.264 encoder gave no SPS/PPS with its first frame")?;
             let header = self.header(&sps, &pps);
             self.out.write_all(&header)?;
             self.moov_written = true;

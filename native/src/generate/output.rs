@@ -1,4 +1,4 @@
-//! Frame writers: Y4M (file or stdout), PNG folder, GIF. Frames stream in as they leave
+//! Frame writers: Y4M (file or stdout), PNG folder, GIF, MP4 (H.264). Frames stream in as they leave
 //! the queue; `finish` completes the file (GIF trailer).
 
 use anyhow::{bail, Context, Result};
@@ -14,11 +14,13 @@ pub enum OutputKind {
     Stdout,
     Y4m(PathBuf),
     Gif(PathBuf),
+    Mp4(PathBuf),
     /// A folder of `frame_NNNNNN.png` (a path ending in `/`, an existing folder, or no extension).
     PngFolder(PathBuf),
 }
 
-pub const SUPPORTED: &str = ".y4m, .gif, a folder for PNG frames (ending in `/`), or `-` for Y4M on stdout";
+pub const SUPPORTED: &str =
+    ".y4m, .gif, .mp4, a folder for PNG frames (ending in `/`), or `-` for Y4M on stdout";
 
 impl OutputKind {
     /// Classifies `--out` and checks that it can be written, before any work is done.
@@ -35,6 +37,7 @@ impl OutputKind {
             match ext.as_str() {
                 "y4m" => Self::Y4m(path),
                 "gif" => Self::Gif(path),
+                "mp4" => Self::Mp4(path),
                 other => bail!("unknown output extension `.{other}` in --out {out}; use {SUPPORTED}"),
             }
         };
@@ -45,7 +48,7 @@ impl OutputKind {
     pub fn path(&self) -> Option<&Path> {
         match self {
             Self::Stdout => None,
-            Self::Y4m(p) | Self::Gif(p) | Self::PngFolder(p) => Some(p),
+            Self::Y4m(p) | Self::Gif(p) | Self::Mp4(p) | Self::PngFolder(p) => Some(p),
         }
     }
 
@@ -81,6 +84,7 @@ pub fn open(kind: &OutputKind, width: usize, height: usize, fps: u32) -> Result<
         OutputKind::Stdout => Box::new(Y4m::new(Box::new(std::io::stdout()), width, height, fps)),
         OutputKind::Y4m(p) => Box::new(Y4m::new(Box::new(BufWriter::new(create(p)?)), width, height, fps)),
         OutputKind::Gif(p) => Box::new(Gif::new(create(p)?, width, height, fps)?),
+        OutputKind::Mp4(p) => Box::new(super::mp4::Mp4::new(create(p)?, width, height, fps)?),
         OutputKind::PngFolder(p) => {
             if !p.is_dir() {
                 std::fs::create_dir(p)

@@ -116,8 +116,11 @@ pub struct Stats {
     pub frames: u64,
     /// Wall time of the whole command.
     pub seconds: f64,
-    /// Frames written per second of the generation loop (after the queue is filled).
+    /// Steady-state frames per second: frames after the first over the time they took.
     pub frames_per_second: f64,
+    /// From a filled queue to the first frame written (the warm-up iterations of a clip start
+    /// with n > 1, or of a noise start, fall here).
+    pub first_frame_seconds: f64,
     pub model_calls: u64,
     pub iterations: u64,
     pub stages: Stages,
@@ -135,11 +138,13 @@ fn peak_rss() -> Option<u64> {
 }
 
 impl Stats {
+    #[allow(clippy::too_many_arguments)]
     pub fn collect(
         generation: &Generation,
         frames: u64,
         seconds: f64,
         loop_seconds: f64,
+        first_frame_seconds: f64,
         load: f64,
         write: f64,
         backend: Backend,
@@ -152,7 +157,12 @@ impl Stats {
         Self {
             frames,
             seconds,
-            frames_per_second: if loop_seconds > 0.0 { frames as f64 / loop_seconds } else { 0.0 },
+            frames_per_second: if frames > 1 && loop_seconds > first_frame_seconds {
+                (frames - 1) as f64 / (loop_seconds - first_frame_seconds)
+            } else {
+                0.0
+            },
+            first_frame_seconds,
             model_calls: generation.model_calls(),
             iterations: generation.scheduler().iteration(),
             stages: Stages { load, run: *generation.times(), write },
