@@ -225,6 +225,10 @@ def train_diffusion(cfg, state_dir, ae, max_steps, max_seconds, device="cpu", wo
     model.to(dev)
     ema.to(dev)
     ae.to(dev)
+    for st in opt.state.values():  # resumed moments follow their parameters
+        for k, v in st.items():
+            if torch.is_tensor(v) and k != "step":
+                st[k] = v.to(dev)
     if dev.type == "cpu" and workers == 0:
         batches = local_batches(cfg, g)
     else:
