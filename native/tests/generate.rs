@@ -272,6 +272,20 @@ fn bad_prompts_and_settings_fail_clearly_before_any_work() {
 }
 
 #[test]
+fn the_default_model_is_found_without_flags() {
+    // target/<profile>/fifo looks for models/<default> in the folders above it.
+    let out = Command::cargo_bin("fifo")
+        .unwrap()
+        .env_remove("FIFO_MODEL_DIR")
+        .args(["generate", "--quiet", "a purple circle", "--out", "/tmp/never-written.y4m"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("unknown word `purple`"), "{err}");
+    assert!(!Path::new("/tmp/never-written.y4m").exists());
+}
+
+#[test]
 fn malformed_prompt_schedules_name_line_and_column() {
     let dir = temp_dir("schedule");
     let file = dir.join("prompts.txt");
