@@ -226,19 +226,20 @@ impl Generation {
         Self::check_config(&models, &config)?;
         models.check_prompts(&prompts)?;
         let mut models = models;
-        models.prepare(&config)?;
         let mut times = StageTimes::default();
+        let unet_before = models.unet.seconds();
+        models.prepare(&config)?;
         let clock = Clock::start();
         let contexts = models.encode_prompts(&prompts).await?;
         times.text += clock.seconds();
         let clock = Clock::start();
-        let unet_before = models.unet.seconds();
+        let started = models.unet.seconds();
         let scheduler = {
             let mut denoiser = models.unet.with(&contexts);
             FifoScheduler::start(config, prompts, &mut denoiser).await?
         };
         times.unet += models.unet.seconds() - unet_before;
-        times.scheduler += clock.seconds() - (models.unet.seconds() - unet_before);
+        times.scheduler += clock.seconds() - (models.unet.seconds() - started);
         Ok(Self { models, contexts, scheduler, times })
     }
 
@@ -246,8 +247,10 @@ impl Generation {
     pub async fn resume(mut models: Models, checkpoint: &[u8]) -> Result<Self, PipelineError> {
         let scheduler = FifoScheduler::from_checkpoint(checkpoint, Some(&models.package.name))?;
         Self::check_config(&models, scheduler.config())?;
-        models.prepare(scheduler.config())?;
         let mut times = StageTimes::default();
+        let clock = Clock::start();
+        models.prepare(scheduler.config())?;
+        times.unet += clock.seconds();
         let clock = Clock::start();
         let contexts = models.encode_prompts(scheduler.prompts()).await?;
         times.text += clock.seconds();
