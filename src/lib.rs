@@ -15,3 +15,7 @@ pub mod onnx;
 pub mod ops;
 pub mod session;
 pub mod tensor;
+
+// Text to video: model packages and the generation pipeline.
+pub mod model;
+pub mod pipeline;

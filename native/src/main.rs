@@ -1,5 +1,6 @@
 //! `fifo`: FIFO-Diffusion on the command line.
 
+mod generate;
 mod npy;
 mod onnx_cmd;
 mod plan;
@@ -15,6 +16,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Generate a video from a prompt (or a prompt schedule) with a model package.
+    Generate(Box<generate::GenerateArgs>),
     /// Show the diagonal-denoising plan: DDIM grid, noise levels, queue slots and windows.
     Plan(plan::PlanArgs),
     /// Inspect or run ONNX models with the project's executor.
@@ -25,6 +28,7 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Generate(args) => generate::run(*args).map_err(|e| format!("{e:#}")),
         Command::Plan(args) => plan::run(&args),
         Command::Onnx(cmd) => onnx_cmd::run(cmd).map_err(|e| format!("{e:#}")),
     };

@@ -1,0 +1,231 @@
+//! `fifo generate`: text to an endless video on the CPU (and, when it lands, the GPU).
+
+mod mp4;
+mod output;
+mod report;
+mod settings;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use fifo_diffusion::model::{ModelPackage, Weights};
+use fifo_diffusion::pipeline::{Clock, Generation, Models, RunOptions};
+use fifo_diffusion::session::Backend;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+pub use settings::FrameCount;
+
+#[derive(Args)]
+pub struct GenerateArgs {
+    /// The prompt, in the model's words (e.g. "a red circle moving right on a black background").
+    /// Not needed with --prompt-schedule, --resume or --from.
+    pub prompt: Option<String>,
+    /// Frames to write: a number, or `inf` to run until Ctrl-C [default: 64].
+    #[arg(long)]
+    pub frames: Option<FrameCount>,
+    /// Output: FILE.y4m, FILE.gif, FILE.mp4, a folder for PNG frames (ending in `/`), or `-` for Y4M on stdout.
+    #[arg(long, short, default_value = "video.gif")]
+    pub out: String,
+    /// Frames per second written into the video [default: the model's].
+    #[arg(long)]
+    pub fps: Option<u32>,
+    /// Random seed [default: 0].
+    #[arg(long, conflicts_with = "resume")]
+    pub seed: Option<u64>,
+    /// Latent partitions n (the diagonal has f*n noise levels) [default: the model's].
+    #[arg(long, conflicts_with = "resume")]
+    pub partitions: Option<usize>,
+    /// Turn lookahead denoising off.
+    #[arg(long, conflicts_with = "resume")]
+    pub no_lookahead: bool,
+    /// Classifier-free guidance scale (1 = no guidance) [default: the model's].
+    #[arg(long, conflicts_with = "resume")]
+    pub guidance: Option<f64>,
+    /// DDIM eta (0 = deterministic) [default: the model's].
+    #[arg(long, conflicts_with = "resume")]
+    pub eta: Option<f64>,
+    /// Queue start: `clip` (re-noise a sampled clip) or `noise` (warm up from pure noise).
+    #[arg(long, value_enum, conflicts_with = "resume")]
+    pub init: Option<InitArg>,
+    /// A prompt schedule file: `FRAME: prompt` cuts and `FRAME..END: prompt` blends, one a line.
+    #[arg(long, conflicts_with_all = ["resume", "prompt"])]
+    pub prompt_schedule: Option<PathBuf>,
+    /// The model package folder [default: $FIFO_MODEL_DIR, else models/shapes-t2v-tiny].
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// UNet weights.
+    #[arg(long, value_enum, default_value_t = WeightsArg::F32)]
+    pub weights: WeightsArg,
+    /// Where the model runs: `auto` takes the GPU when one is available, else the CPU.
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+    pub backend: BackendArg,
+    /// Write a checkpoint every K frames (to --checkpoint).
+    #[arg(long, value_name = "K")]
+    pub checkpoint_every: Option<u64>,
+    /// Checkpoint file [default: OUT.ckpt].
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: Option<PathBuf>,
+    /// Continue from a checkpoint: frames from its position on, identical to an uninterrupted run.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["prompt", "from"])]
+    pub resume: Option<PathBuf>,
+    /// Write timing and memory figures as JSON to this file.
+    #[arg(long, value_name = "FILE.json")]
+    pub stats: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Take prompt and settings from a sidecar `<video>.json` of an earlier run (flags override).
+    #[arg(long, value_name = "SIDE.json")]
+    pub from: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum InitArg {
+    Noise,
+    Clip,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum WeightsArg {
+    F32,
+    Int8,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum BackendArg {
+    Auto,
+    Cpu,
+    Gpu,
+}
+
+/// Loads the graphs on the chosen backend; `auto` falls back to the CPU while no GPU backend exists.
+fn load_models(package: &ModelPackage, backend: BackendArg, weights: Weights) -> Result<Models> {
+    let load = |backend| Models::load(package.clone(), RunOptions { backend, weights });
+    match backend {
+        BackendArg::Cpu => Ok(load(Backend::Cpu)?),
+        BackendArg::Gpu => load(Backend::Gpu).map_err(|e| match Models::backend_unavailable(&e) {
+            true => anyhow::anyhow!("{e}; run with --backend cpu (or auto)"),
+            false => e.into(),
+        }),
+        BackendArg::Auto => match load(Backend::Gpu) {
+            Err(e) if Models::backend_unavailable(&e) => Ok(load(Backend::Cpu)?),
+            other => Ok(other?),
+        },
+    }
+}
+
+fn progress(quiet: bool, total: Option<u64>, done: u64) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = match total {
+        Some(n) => ProgressBar::with_draw_target(Some(n), ProgressDrawTarget::stderr()).with_style(
+            ProgressStyle::with_template(
+                "{spinner} {elapsed_precise} [{bar:30}] {pos}/{len} frames {per_sec} ETA {eta}",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
+        ),
+        None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()).with_style(
+            ProgressStyle::with_template(
+                "{spinner} {elapsed_precise} {pos} frames {per_sec} (Ctrl-C to stop)",
+            )
+            .expect("a valid template"),
+        ),
+    };
+    bar.set_position(done);
+    bar
+}
+
+fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))
+}
+
+pub fn run(args: GenerateArgs) -> Result<()> {
+    let total_clock = Clock::start();
+    let plan = settings::resolve(&args)?;
+    let kind = output::OutputKind::parse(&args.out)?;
+    let checkpoint_path = match (args.checkpoint_every, &args.checkpoint, kind.path()) {
+        (Some(0), ..) => bail!("--checkpoint-every must be at least 1 frame"),
+        (Some(_), Some(p), _) => Some(p.clone()),
+        (Some(_), None, Some(out)) => Some(PathBuf::from(format!("{}.ckpt", out.display()))),
+        (Some(_), None, None) => bail!("--checkpoint-every with --out - needs --checkpoint FILE"),
+        (None, ..) => None,
+    };
+    let load_clock = Clock::start();
+    let models = load_models(&plan.package, args.backend, plan.weights)?;
+    let backend = models.backend();
+    let load_seconds = load_clock.seconds();
+    let mut generation = match &plan.resume {
+        Some(bytes) => pollster::block_on(Generation::resume(models, bytes))?,
+        None => pollster::block_on(Generation::start(models, plan.config.clone(), plan.prompts.clone()))?,
+    };
+    let first = generation.frames_emitted();
+    let end = match plan.frames {
+        FrameCount::Count(n) if n <= first => {
+            bail!("the checkpoint is already at frame {first}; ask for more --frames than that")
+        }
+        FrameCount::Count(n) => Some(n),
+        FrameCount::Infinite => None,
+    };
+    let (image, fps) = (&plan.package.image, plan.fps);
+    let mut writer = output::open(&kind, image.width, image.height, fps)?;
+    let sidecar = report::Sidecar::new(&plan, &generation, &args.out, first);
+    if let Some(path) = kind.path() {
+        sidecar.write(path, first)?;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .context("cannot install the Ctrl-C handler")?;
+
+    let bar = progress(args.quiet, end, first);
+    let mut write_seconds = 0.0;
+    let mut first_frame_seconds = None;
+    let loop_clock = Clock::start();
+    while end.is_none_or(|end| generation.frames_emitted() < end) && !stop.load(Ordering::SeqCst) {
+        let frame = pollster::block_on(generation.next_frame())?;
+        first_frame_seconds.get_or_insert_with(|| loop_clock.seconds());
+        let clock = Clock::start();
+        writer.write(&frame)?;
+        write_seconds += clock.seconds();
+        let done = generation.frames_emitted();
+        if let (Some(k), Some(path)) = (args.checkpoint_every, &checkpoint_path) {
+            if done % k == 0 {
+                write_atomic(path, &generation.checkpoint()?)?;
+            }
+        }
+        bar.set_position(done);
+    }
+    let clock = Clock::start();
+    writer.finish()?;
+    write_seconds += clock.seconds();
+    bar.finish_and_clear();
+    let written = generation.frames_emitted() - first;
+    if let Some(path) = kind.path() {
+        sidecar.write(path, generation.frames_emitted())?;
+    }
+    if stop.load(Ordering::SeqCst) && !args.quiet {
+        eprintln!("interrupted: {written} frames written and the output finalised");
+    }
+    if let Some(path) = &args.stats {
+        let figures = report::Stats::collect(
+            &generation,
+            written,
+            total_clock.seconds(),
+            loop_clock.seconds(),
+            first_frame_seconds.unwrap_or(0.0),
+            load_seconds,
+            write_seconds,
+            backend,
+        );
+        std::fs::write(path, serde_json::to_vec_pretty(&figures)?)
+            .with_context(|| format!("cannot write --stats {}", path.display()))?;
+    }
+    Ok(())
+}

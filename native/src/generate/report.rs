@@ -1,0 +1,174 @@
+//! The sidecar `<out>.json` (everything needed to reproduce a video) and `--stats`.
+
+use super::settings::Plan;
+use anyhow::{Context, Result};
+use fifo_diffusion::fifo::{FifoConfig, PromptSchedule};
+use fifo_diffusion::model::Weights;
+use fifo_diffusion::pipeline::{Generation, StageTimes};
+use fifo_diffusion::session::Backend;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ModelRef {
+    pub name: String,
+    pub dir: String,
+    pub weights: Weights,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PromptEntry {
+    pub start: u64,
+    /// Frames over which this prompt blends in from the previous one (0 = a cut).
+    pub blend: u64,
+    pub prompt: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FrameRange {
+    /// Id of the first frame in this file (non-zero after --resume).
+    pub first: u64,
+    /// Frames emitted by the scheduler so far (the id after the last frame written).
+    pub end: u64,
+    /// What was asked for: a number or `inf`.
+    pub requested: String,
+}
+
+/// `<out>.json`, written when the output opens and again when it is finished.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Sidecar {
+    pub generator: String,
+    pub model: ModelRef,
+    pub prompt_schedule: Vec<PromptEntry>,
+    pub settings: FifoConfig,
+    pub fps: u32,
+    pub frames: FrameRange,
+    pub out: String,
+}
+
+impl Sidecar {
+    pub fn new(plan: &Plan, generation: &Generation, out: &str, first: u64) -> Self {
+        let prompts = generation.scheduler().prompts();
+        let prompt_schedule = prompts
+            .changes()
+            .iter()
+            .map(|c| PromptEntry {
+                start: c.start,
+                blend: c.blend,
+                prompt: prompts.prompts()[c.prompt as usize].clone(),
+            })
+            .collect();
+        let dir = plan.package.dir.canonicalize().unwrap_or_else(|_| plan.package.dir.clone());
+        Self {
+            generator: concat!("fifo-diffusion ", env!("CARGO_PKG_VERSION")).into(),
+            model: ModelRef {
+                name: plan.package.name.clone(),
+                dir: dir.display().to_string(),
+                weights: plan.weights,
+            },
+            prompt_schedule,
+            settings: generation.scheduler().config().clone(),
+            fps: plan.fps,
+            frames: FrameRange { first, end: first, requested: plan.frames.to_string() },
+            out: out.into(),
+        }
+    }
+
+    pub fn path_for(out: &Path) -> PathBuf {
+        let name = out.file_name().map(|n| n.to_string_lossy().trim_end_matches('/').to_string());
+        out.with_file_name(format!("{}.json", name.unwrap_or_else(|| "video".into())))
+    }
+
+    pub fn write(&self, out: &Path, end: u64) -> Result<()> {
+        let mut s = self.clone();
+        s.frames.end = end;
+        let path = Self::path_for(out);
+        std::fs::write(&path, serde_json::to_vec_pretty(&s)?)
+            .with_context(|| format!("cannot write the sidecar {}", path.display()))
+    }
+
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read --from {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| {
+            format!("--from {} is not a sidecar written by fifo generate (<video>.json)", path.display())
+        })
+    }
+
+    pub fn prompt_schedule(&self) -> Result<PromptSchedule> {
+        let entries = self.prompt_schedule.iter().map(|e| (e.start, e.blend, e.prompt.clone()));
+        PromptSchedule::from_entries(entries).context("the sidecar's prompt schedule")
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Stages {
+    /// Reading the package and building the text encoder and decoder.
+    pub load: f64,
+    #[serde(flatten)]
+    pub run: StageTimes,
+    pub write: f64,
+}
+
+/// `--stats FILE.json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Stats {
+    pub frames: u64,
+    /// Wall time of the whole command.
+    pub seconds: f64,
+    /// Steady-state frames per second: frames after the first over the time they took.
+    pub frames_per_second: f64,
+    /// From a filled queue to the first frame written (the warm-up iterations of a clip start
+    /// with n > 1, or of a noise start, fall here).
+    pub first_frame_seconds: f64,
+    pub model_calls: u64,
+    pub iterations: u64,
+    pub stages: Stages,
+    pub peak_host_rss_bytes: Option<u64>,
+    pub backend: Backend,
+    pub devices: Vec<String>,
+}
+
+/// VmHWM from /proc (Linux); None elsewhere.
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+impl Stats {
+    #[allow(clippy::too_many_arguments)]
+    pub fn collect(
+        generation: &Generation,
+        frames: u64,
+        seconds: f64,
+        loop_seconds: f64,
+        first_frame_seconds: f64,
+        load: f64,
+        write: f64,
+        backend: Backend,
+    ) -> Self {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let devices = match backend {
+            Backend::Cpu => vec![format!("cpu ({threads} threads)")],
+            Backend::Gpu => vec!["gpu".into()],
+        };
+        Self {
+            frames,
+            seconds,
+            frames_per_second: if frames > 1 && loop_seconds > first_frame_seconds {
+                (frames - 1) as f64 / (loop_seconds - first_frame_seconds)
+            } else {
+                0.0
+            },
+            first_frame_seconds,
+            model_calls: generation.model_calls(),
+            iterations: generation.scheduler().iteration(),
+            stages: Stages { load, run: *generation.times(), write },
+            peak_host_rss_bytes: peak_rss(),
+            backend,
+            devices,
+        }
+    }
+}

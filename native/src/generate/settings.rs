@@ -1,0 +1,176 @@
+//! Resolving a run's settings: flags, then a `--from` sidecar, then the model's defaults.
+
+use super::report::Sidecar;
+use super::{GenerateArgs, InitArg, WeightsArg};
+use anyhow::{bail, Context, Result};
+use fifo_diffusion::fifo::{FifoConfig, InitMode, PromptSchedule};
+use fifo_diffusion::model::{ModelPackage, Tokenizer, Weights};
+use fifo_diffusion::pipeline::Generation;
+use fifo_diffusion::schedule::StepTable;
+use std::path::{Path, PathBuf};
+
+/// The model used when neither --model nor FIFO_MODEL_DIR names one.
+pub const DEFAULT_MODEL: &str = "shapes-t2v-tiny";
+const DEFAULT_FRAMES: u64 = 64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameCount {
+    Count(u64),
+    Infinite,
+}
+
+impl std::str::FromStr for FrameCount {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "inf" | "infinite" => Ok(Self::Infinite),
+            _ => match s.parse::<u64>() {
+                Ok(0) => Err("--frames must be at least 1 (or `inf`)".into()),
+                Ok(n) => Ok(Self::Count(n)),
+                Err(_) => Err(format!("`{s}` is not a frame count: use a number >= 1 or `inf`")),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for FrameCount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Count(n) => write!(f, "{n}"),
+            Self::Infinite => write!(f, "inf"),
+        }
+    }
+}
+
+/// Everything a run needs, resolved and checked before any work starts.
+pub struct Plan {
+    pub package: ModelPackage,
+    pub weights: Weights,
+    pub config: FifoConfig,
+    pub prompts: PromptSchedule,
+    pub frames: FrameCount,
+    pub fps: u32,
+    /// Checkpoint bytes for --resume.
+    pub resume: Option<Vec<u8>>,
+}
+
+/// The model folder: --model, the sidecar's, $FIFO_MODEL_DIR, `models/` above the executable,
+/// then the source tree's `models/`.
+fn model_dir(args: &GenerateArgs, sidecar: Option<&Sidecar>) -> PathBuf {
+    if let Some(dir) = &args.model {
+        return dir.clone();
+    }
+    if let Some(dir) = sidecar.map(|s| PathBuf::from(&s.model.dir)).filter(|d| d.join("model.json").is_file())
+    {
+        return dir;
+    }
+    if let Some(dir) = std::env::var_os("FIFO_MODEL_DIR") {
+        return PathBuf::from(dir);
+    }
+    let name = sidecar.map_or(DEFAULT_MODEL, |s| s.model.name.as_str());
+    if let Ok(exe) = std::env::current_exe() {
+        for ancestor in exe.ancestors().skip(1) {
+            let dir = ancestor.join("models").join(name);
+            if dir.join("model.json").is_file() {
+                return dir;
+            }
+        }
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models").join(name)
+}
+
+fn read_prompts(
+    args: &GenerateArgs,
+    sidecar: Option<&Sidecar>,
+    package: &ModelPackage,
+) -> Result<PromptSchedule> {
+    let tokenizer = Tokenizer::new(&package.text);
+    let prompts = if let Some(path) = &args.prompt_schedule {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read --prompt-schedule {}", path.display()))?;
+        PromptSchedule::parse(&text).with_context(|| format!("in {}", path.display()))?
+    } else if let Some(prompt) = &args.prompt {
+        PromptSchedule::single(prompt).map_err(|_| {
+            anyhow::anyhow!(
+                "the prompt is empty; describe the video, e.g. \"{}\"",
+                example(&package.text.grammar)
+            )
+        })?
+    } else if let Some(s) = sidecar {
+        s.prompt_schedule()?
+    } else {
+        bail!(
+            "no prompt: pass one (e.g. fifo generate \"{}\"), or --prompt-schedule FILE, --resume FILE or --from SIDE.json",
+            example(&package.text.grammar)
+        );
+    };
+    for text in prompts.prompts() {
+        tokenizer.encode(text)?;
+    }
+    Ok(prompts)
+}
+
+/// How the model's prompts look, for error messages.
+fn example(grammar: &Option<String>) -> String {
+    grammar.clone().unwrap_or_else(|| "a prompt in the model's vocabulary".into())
+}
+
+pub fn resolve(args: &GenerateArgs) -> Result<Plan> {
+    let sidecar = match &args.from {
+        Some(path) => Some(Sidecar::read(path)?),
+        None => None,
+    };
+    let dir = model_dir(args, sidecar.as_ref());
+    let package = ModelPackage::load(&dir)?;
+    let weights = match (args.weights, sidecar.as_ref()) {
+        (WeightsArg::Int8, _) => Weights::Int8,
+        (WeightsArg::F32, Some(s)) => s.model.weights,
+        (WeightsArg::F32, None) => Weights::F32,
+    };
+    package.unet_path(weights)?;
+    let resume = match &args.resume {
+        Some(path) => {
+            Some(std::fs::read(path).with_context(|| format!("cannot read --resume {}", path.display()))?)
+        }
+        None => None,
+    };
+    let from = sidecar.as_ref().map(|s| &s.settings);
+    let mut config = from.cloned().unwrap_or_else(|| Generation::config(&package));
+    if args.resume.is_none() {
+        config.partitions = args.partitions.unwrap_or(config.partitions);
+        config.lookahead = config.lookahead && !args.no_lookahead;
+        config.guidance = args.guidance.unwrap_or(config.guidance);
+        config.eta = args.eta.unwrap_or(config.eta);
+        config.seed = args.seed.unwrap_or(config.seed);
+        config.init = match args.init {
+            Some(InitArg::Clip) => InitMode::Clip,
+            Some(InitArg::Noise) => InitMode::Noise,
+            None => config.init,
+        };
+        config.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+        if config.window != package.frames || config.frame_shape != package.latent.frame_shape() {
+            bail!("the --from sidecar was made with another model than {}", dir.display());
+        }
+        StepTable::new(&config.schedule, config.steps(), config.eta).map_err(|e| {
+            anyhow::anyhow!("--partitions {} does not fit this model: {e}", config.partitions)
+        })?;
+    }
+    let prompts = match args.resume {
+        Some(_) => PromptSchedule::single("unused").expect("a valid prompt"),
+        None => read_prompts(args, sidecar.as_ref(), &package)?,
+    };
+    let frames = args.frames.or(sidecar.as_ref().and_then(|s| s.frames.requested.parse().ok()));
+    let fps = args.fps.or(sidecar.as_ref().map(|s| s.fps)).unwrap_or(package.fps);
+    if fps == 0 {
+        bail!("--fps must be at least 1");
+    }
+    Ok(Plan {
+        package,
+        weights,
+        config,
+        prompts,
+        frames: frames.unwrap_or(FrameCount::Count(DEFAULT_FRAMES)),
+        fps,
+        resume,
+    })
+}

@@ -1,0 +1,260 @@
+//! `model.json`: what a model package holds and how to call its graphs.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::fifo::InitMode;
+use crate::schedule::DiffusionSchedule;
+
+/// The `format` string this build reads.
+pub const PACKAGE_FORMAT: &str = "fifo-diffusion-model/1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("no model package at '{dir}': {source}; pass --model DIR (a folder with model.json) or set FIFO_MODEL_DIR")]
+    Missing {
+        dir: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("'{path}' is not a valid model.json: {message}")]
+    Json { path: String, message: String },
+    #[error("'{path}': {message}")]
+    Invalid { path: String, message: String },
+    #[error("model file '{path}' is missing or unreadable ({source}); the package is incomplete: re-export or re-download it")]
+    GraphMissing {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the model package '{name}' has no int8 UNet (no graphs.unet.int8 in model.json); use --weights f32"
+    )]
+    NoInt8 { name: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ImageSpec {
+    pub height: usize,
+    pub width: usize,
+    pub channels: usize,
+    /// The value range of decoded pixels, e.g. `[-1, 1]`.
+    pub range: [f32; 2],
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LatentSpec {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    /// Encoder output times this is the diffusion latent; divide by it before the decoder.
+    pub scale_factor: f32,
+}
+
+impl LatentSpec {
+    pub fn frame_shape(&self) -> Vec<usize> {
+        vec![self.channels, self.height, self.width]
+    }
+
+    pub fn frame_len(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Defaults {
+    pub guidance: f64,
+    pub partitions: usize,
+    pub lookahead: bool,
+    pub eta: f64,
+    pub init: InitMode,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TextSpec {
+    /// Only `words` (lowercase, split on whitespace, one id per word) exists so far.
+    pub tokenizer: String,
+    pub vocabulary: Vec<String>,
+    pub max_tokens: usize,
+    /// Width of one token's context vector.
+    pub dim: usize,
+    pub pad_id: i64,
+    pub empty_id: i64,
+    /// A human-readable pattern for prompts, shown in errors.
+    #[serde(default)]
+    pub grammar: Option<String>,
+}
+
+/// A graph with one input and one output.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GraphFile {
+    pub file: String,
+    pub input: String,
+    pub output: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UnetGraph {
+    pub file: String,
+    /// The int8-weight variant, when the package ships one.
+    #[serde(default)]
+    pub int8: Option<String>,
+    pub latents: String,
+    pub timesteps: String,
+    pub context: String,
+    pub output: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Graphs {
+    pub text_encoder: GraphFile,
+    pub unet: UnetGraph,
+    pub decoder: GraphFile,
+    #[serde(default)]
+    pub encoder: Option<GraphFile>,
+}
+
+/// Which UNet weights to run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Weights {
+    #[default]
+    F32,
+    Int8,
+}
+
+/// A parsed and validated `model.json`. Keys this build does not know are ignored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelPackage {
+    pub format: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// f: frames the UNet sees at once.
+    pub frames: usize,
+    pub fps: u32,
+    pub image: ImageSpec,
+    pub latent: LatentSpec,
+    pub schedule: DiffusionSchedule,
+    pub defaults: Defaults,
+    pub text: TextSpec,
+    pub graphs: Graphs,
+    /// The folder the graph files are relative to (not part of the JSON).
+    #[serde(skip)]
+    pub dir: PathBuf,
+}
+
+impl ModelPackage {
+    /// Parses and validates `model.json` text; `path` names it in errors.
+    pub fn parse(json: &str, path: &str) -> Result<Self, ModelError> {
+        let value: serde_json::Value = serde_json::from_str(json)
+            .map_err(|e| ModelError::Json { path: path.into(), message: e.to_string() })?;
+        let format = value.get("format").and_then(|f| f.as_str()).unwrap_or("(none)");
+        if format != PACKAGE_FORMAT {
+            return Err(ModelError::Invalid {
+                path: path.into(),
+                message: format!(
+                    "package format `{format}` is not supported; this build reads `{PACKAGE_FORMAT}` \
+                     (re-export the model with tools/model/package.py)"
+                ),
+            });
+        }
+        let package: Self = serde_json::from_value(value)
+            .map_err(|e| ModelError::Json { path: path.into(), message: e.to_string() })?;
+        package.validate().map_err(|message| ModelError::Invalid { path: path.into(), message })?;
+        Ok(package)
+    }
+
+    /// Reads `DIR/model.json` and checks that every graph file it names exists.
+    pub fn load(dir: &Path) -> Result<Self, ModelError> {
+        let path = dir.join("model.json");
+        let json = std::fs::read_to_string(&path)
+            .map_err(|source| ModelError::Missing { dir: dir.display().to_string(), source })?;
+        let mut package = Self::parse(&json, &path.display().to_string())?;
+        package.dir = dir.to_path_buf();
+        let g = &package.graphs;
+        let mut files = vec![&g.text_encoder.file, &g.unet.file, &g.decoder.file];
+        files.extend(g.unet.int8.as_ref());
+        for file in files {
+            let p = dir.join(file);
+            std::fs::metadata(&p)
+                .map_err(|source| ModelError::GraphMissing { path: p.display().to_string(), source })?;
+        }
+        Ok(package)
+    }
+
+    /// The UNet file for the chosen weights.
+    pub fn unet_path(&self, weights: Weights) -> Result<PathBuf, ModelError> {
+        match weights {
+            Weights::F32 => Ok(self.dir.join(&self.graphs.unet.file)),
+            Weights::Int8 => match &self.graphs.unet.int8 {
+                Some(file) => Ok(self.dir.join(file)),
+                None => Err(ModelError::NoInt8 { name: self.name.clone() }),
+            },
+        }
+    }
+
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.dir.join(file)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.name.trim().is_empty() {
+            return Err("`name` is empty".into());
+        }
+        if self.frames < 2 {
+            return Err(format!("`frames` (the UNet window) must be at least 2, got {}", self.frames));
+        }
+        if self.fps == 0 {
+            return Err("`fps` must be at least 1".into());
+        }
+        let i = &self.image;
+        if i.height == 0 || i.width == 0 || i.channels != 3 {
+            return Err(format!(
+                "`image` must be RGB (3 channels) with a non-zero size, got {}x{}x{}",
+                i.height, i.width, i.channels
+            ));
+        }
+        if !(i.range[0].is_finite() && i.range[1].is_finite() && i.range[0] < i.range[1]) {
+            return Err(format!("`image.range` must be [low, high] with low < high, got {:?}", i.range));
+        }
+        let l = &self.latent;
+        if l.frame_len() == 0 {
+            return Err("`latent` channels, height and width must be non-zero".into());
+        }
+        if !(l.scale_factor.is_finite() && l.scale_factor > 0.0) {
+            return Err(format!("`latent.scale_factor` must be a positive number, got {}", l.scale_factor));
+        }
+        self.schedule.validate().map_err(|e| format!("`schedule`: {e}"))?;
+        let d = &self.defaults;
+        if d.partitions == 0 || !d.guidance.is_finite() || !(d.eta.is_finite() && d.eta >= 0.0) {
+            return Err(format!("`defaults` out of range: {d:?}"));
+        }
+        let t = &self.text;
+        if t.tokenizer != "words" {
+            return Err(format!("text tokenizer `{}` is not supported (only `words`)", t.tokenizer));
+        }
+        if t.max_tokens == 0 || t.dim == 0 {
+            return Err("`text.max_tokens` and `text.dim` must be non-zero".into());
+        }
+        for (what, id) in [("pad_id", t.pad_id), ("empty_id", t.empty_id)] {
+            if id < 0 || id as usize >= t.vocabulary.len() {
+                return Err(format!(
+                    "`text.{what}` {id} is outside the vocabulary ({} words)",
+                    t.vocabulary.len()
+                ));
+            }
+        }
+        let g = &self.graphs;
+        let mut files = vec![&g.text_encoder.file, &g.unet.file, &g.decoder.file];
+        files.extend(g.unet.int8.as_ref());
+        for file in files {
+            let p = Path::new(file);
+            if file.is_empty() || p.is_absolute() || p.components().any(|c| c.as_os_str() == "..") {
+                return Err(format!("graph file `{file}` must be a plain path inside the package folder"));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,135 @@
+//! The UNet as the scheduler's [`Denoiser`]: one session per batch size, contexts per frame.
+
+use super::stats::Clock;
+use super::{f32_tensor, run_graph, session_err};
+use crate::fifo::{DenoiseRequest, Denoiser, DenoiserError};
+use crate::model::{ModelPackage, PromptContexts, UnetGraph};
+use crate::session::{ModelSource, Session, SessionOptions};
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+/// The package's UNet, built lazily for each batch size the scheduler asks for.
+pub struct UnetDenoiser {
+    graph: UnetGraph,
+    path: PathBuf,
+    options: SessionOptions,
+    /// `[C, H, W]` of one frame latent.
+    frame_shape: Vec<usize>,
+    tokens: usize,
+    dim: usize,
+    sessions: Vec<(usize, Session)>,
+    calls: u64,
+    seconds: f64,
+    context: Vec<f32>,
+}
+
+impl UnetDenoiser {
+    pub fn new(package: &ModelPackage, path: PathBuf, options: SessionOptions) -> Self {
+        Self {
+            graph: package.graphs.unet.clone(),
+            path,
+            options,
+            frame_shape: package.latent.frame_shape(),
+            tokens: package.text.max_tokens,
+            dim: package.text.dim,
+            sessions: Vec::new(),
+            calls: 0,
+            seconds: 0.0,
+            context: Vec::new(),
+        }
+    }
+
+    pub fn options(&self) -> &SessionOptions {
+        &self.options
+    }
+
+    /// Model calls so far.
+    pub fn calls(&self) -> u64 {
+        self.calls
+    }
+
+    /// Seconds spent in model calls (session builds included).
+    pub fn seconds(&self) -> f64 {
+        self.seconds
+    }
+
+    /// This denoiser with the run's prompt contexts, as the scheduler's [`Denoiser`].
+    pub fn with<'a>(&'a mut self, contexts: &'a PromptContexts) -> Conditioned<'a> {
+        Conditioned { unet: self, contexts }
+    }
+
+    /// Builds the session for one batch size now rather than on its first call.
+    pub fn prepare(&mut self, batch: usize, frames: usize) -> Result<(), super::PipelineError> {
+        let clock = Clock::start();
+        self.session(batch, frames)?;
+        self.seconds += clock.seconds();
+        Ok(())
+    }
+
+    fn session(&mut self, batch: usize, frames: usize) -> Result<&Session, super::PipelineError> {
+        if let Some(i) = self.sessions.iter().position(|(b, _)| *b == batch) {
+            return Ok(&self.sessions[i].1);
+        }
+        let g = &self.graph;
+        let mut latents = vec![batch, frames];
+        latents.extend(&self.frame_shape);
+        let shapes = HashMap::from([
+            (g.latents.clone(), latents),
+            (g.timesteps.clone(), vec![batch, frames]),
+            (g.context.clone(), vec![batch, frames, self.tokens, self.dim]),
+        ]);
+        let session = Session::build(ModelSource::Path(&self.path), &shapes, &self.options)
+            .map_err(session_err("UNet"))?;
+        self.sessions.push((batch, session));
+        Ok(&self.sessions.last().expect("just pushed").1)
+    }
+
+    async fn run(
+        &mut self,
+        contexts: &PromptContexts,
+        request: &DenoiseRequest<'_>,
+        output: &mut [f32],
+    ) -> Result<(), super::PipelineError> {
+        let (b, f) = (request.windows, request.frames);
+        let mut context = std::mem::take(&mut self.context);
+        context.clear();
+        for &c in request.conditioning {
+            contexts.extend_blend(c, &mut context);
+        }
+        let mut latent_shape = vec![b, f];
+        latent_shape.extend(&self.frame_shape);
+        let inputs = HashMap::from([
+            (self.graph.latents.clone(), f32_tensor("UNet", latent_shape, request.latents.to_vec())?),
+            (self.graph.timesteps.clone(), f32_tensor("UNet", vec![b, f], request.timesteps.to_vec())?),
+            (
+                self.graph.context.clone(),
+                f32_tensor("UNet", vec![b, f, self.tokens, self.dim], context.clone())?,
+            ),
+        ]);
+        self.context = context;
+        let name = self.graph.output.clone();
+        let values = run_graph("UNet", self.session(b, f)?, inputs, &name, output.len()).await?;
+        output.copy_from_slice(&values);
+        Ok(())
+    }
+}
+
+/// [`UnetDenoiser`] borrowed together with the prompt contexts of a run.
+pub struct Conditioned<'a> {
+    unet: &'a mut UnetDenoiser,
+    contexts: &'a PromptContexts,
+}
+
+impl Denoiser for Conditioned<'_> {
+    async fn denoise(
+        &mut self,
+        request: &DenoiseRequest<'_>,
+        output: &mut [f32],
+    ) -> Result<(), DenoiserError> {
+        let clock = Clock::start();
+        let result = self.unet.run(self.contexts, request, output).await;
+        self.unet.seconds += clock.seconds();
+        self.unet.calls += 1;
+        result.map_err(|e| DenoiserError(Box::new(e)))
+    }
+}

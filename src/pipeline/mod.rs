@@ -1,0 +1,322 @@
+//! Text to video: the text encoder, the FIFO loop driving the UNet, and the decoder.
+//!
+//! Prompt contexts are encoded once per run; every UNet call carries all of an iteration's
+//! windows, conditional and unconditional passes batched (the scheduler combines them and
+//! applies the model's prediction type). Each frame that leaves the queue is decoded at once.
+//! Sessions are reached only through [`Session::run_async`], so the GPU backend drops in.
+
+mod denoiser;
+mod stats;
+
+pub use denoiser::UnetDenoiser;
+pub use stats::{Clock, StageTimes};
+
+use crate::fifo::{FifoConfig, FifoError, FifoScheduler, PromptSchedule};
+use crate::model::{ModelError, ModelPackage, PromptContexts, TokenizeError, Tokenizer, Weights};
+use crate::session::{Backend, ModelSource, Session, SessionError, SessionOptions};
+use crate::tensor::Tensor;
+use std::collections::HashMap;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Tokenize(#[from] TokenizeError),
+    #[error("the {graph} graph: {source}")]
+    Session {
+        graph: &'static str,
+        #[source]
+        source: Box<SessionError>,
+    },
+    #[error("the {graph} graph returned {message}; the package's model.json does not match its graphs")]
+    Output { graph: &'static str, message: String },
+    #[error(transparent)]
+    Fifo(#[from] FifoError),
+    #[error(transparent)]
+    Checkpoint(#[from] crate::fifo::CheckpointError),
+}
+
+/// A decoded frame, `height * width * 3` RGB bytes, row-major.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Frame {
+    /// Position in the video (0 = first frame).
+    pub id: u64,
+    pub width: usize,
+    pub height: usize,
+    pub rgb: Vec<u8>,
+}
+
+/// How to run the package's graphs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunOptions {
+    pub backend: Backend,
+    pub weights: Weights,
+}
+
+pub(crate) fn session_err(graph: &'static str) -> impl Fn(SessionError) -> PipelineError {
+    move |source| PipelineError::Session { graph, source: Box::new(source) }
+}
+
+/// Runs `session` and returns its output `name` as f32 values, checked to hold `expected`.
+pub(crate) async fn run_graph(
+    graph: &'static str,
+    session: &Session,
+    inputs: HashMap<String, Tensor>,
+    name: &str,
+    expected: usize,
+) -> Result<Vec<f32>, PipelineError> {
+    let outputs = session.run_async(inputs).await.map_err(session_err(graph))?;
+    let tensor = outputs
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, t)| t)
+        .ok_or_else(|| PipelineError::Output { graph, message: format!("no output named `{name}`") })?;
+    let shape = tensor.shape().to_vec();
+    let values = tensor.as_f32().map_err(|e| PipelineError::Output { graph, message: e.to_string() })?;
+    if values.len() != expected {
+        return Err(PipelineError::Output {
+            graph,
+            message: format!("shape {shape:?} ({} values) where {expected} were expected", values.len()),
+        });
+    }
+    Ok(values.to_vec())
+}
+
+fn f32_tensor(graph: &'static str, shape: Vec<usize>, data: Vec<f32>) -> Result<Tensor, PipelineError> {
+    Tensor::from_f32(shape, data).map_err(|e| PipelineError::Output { graph, message: e.to_string() })
+}
+
+/// The graphs of a package, built for this run's batch sizes (UNet batches on first use).
+pub struct Models {
+    package: ModelPackage,
+    tokenizer: Tokenizer,
+    text: Session,
+    decoder: Session,
+    unet: UnetDenoiser,
+}
+
+impl Models {
+    /// Builds the text encoder and decoder now; UNet sessions are built per batch size on first use.
+    pub fn load(package: ModelPackage, options: RunOptions) -> Result<Self, PipelineError> {
+        let unet_path = package.unet_path(options.weights)?;
+        let session_options = SessionOptions { backend: options.backend, ..Default::default() };
+        let text_graph = &package.graphs.text_encoder;
+        let shapes = HashMap::from([(text_graph.input.clone(), vec![1, package.text.max_tokens])]);
+        let path = package.path(&text_graph.file);
+        let text = Session::build(ModelSource::Path(&path), &shapes, &session_options)
+            .map_err(session_err("text encoder"))?;
+        let (l, d) = (&package.latent, &package.graphs.decoder);
+        let shapes = HashMap::from([(d.input.clone(), vec![1, l.channels, l.height, l.width])]);
+        let path = package.path(&d.file);
+        let decoder = Session::build(ModelSource::Path(&path), &shapes, &session_options)
+            .map_err(session_err("decoder"))?;
+        let unet = UnetDenoiser::new(&package, unet_path, session_options);
+        Ok(Self { tokenizer: Tokenizer::new(&package.text), package, text, decoder, unet })
+    }
+
+    pub fn package(&self) -> &ModelPackage {
+        &self.package
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// Whether this error only says that the chosen backend is not available.
+    pub fn backend_unavailable(error: &PipelineError) -> bool {
+        matches!(error, PipelineError::Session { source, .. } if matches!(**source, SessionError::Backend(_)))
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.unet.options().backend
+    }
+
+    /// Builds the UNet for every batch size a run with `config` calls it with (the start clip's
+    /// and the FIFO loop's), so that a broken graph fails before any output is written.
+    pub fn prepare(&mut self, config: &FifoConfig) -> Result<(), PipelineError> {
+        let passes = if config.uses_guidance() { 2 } else { 1 };
+        let windows = crate::fifo::QueueLayout::new(config).windows().len();
+        if config.init == crate::fifo::InitMode::Clip {
+            self.unet.prepare(passes, config.window)?;
+        }
+        self.unet.prepare(windows * passes, config.window)
+    }
+
+    /// Checks every prompt of a schedule against the vocabulary without running anything.
+    pub fn check_prompts(&self, prompts: &PromptSchedule) -> Result<(), PipelineError> {
+        for p in prompts.prompts() {
+            self.tokenizer.encode(p)?;
+        }
+        Ok(())
+    }
+
+    /// Encodes every prompt of a schedule (index 0, the empty prompt, included).
+    pub async fn encode_prompts(&self, prompts: &PromptSchedule) -> Result<PromptContexts, PipelineError> {
+        let t = &self.package.text;
+        let g = &self.package.graphs.text_encoder;
+        let len = t.max_tokens * t.dim;
+        let mut contexts = Vec::with_capacity(prompts.prompts().len() * len);
+        for prompt in prompts.prompts() {
+            let ids = self.tokenizer.encode(prompt)?;
+            let ids = Tensor::from_i64(vec![1, t.max_tokens], ids)
+                .map_err(|e| PipelineError::Output { graph: "text encoder", message: e.to_string() })?;
+            let inputs = HashMap::from([(g.input.clone(), ids)]);
+            contexts.extend(run_graph("text encoder", &self.text, inputs, &g.output, len).await?);
+        }
+        Ok(PromptContexts::new(len, contexts))
+    }
+
+    /// Decodes one diffusion latent (scaled) into RGB bytes.
+    pub async fn decode(&self, id: u64, latent: &[f32]) -> Result<Frame, PipelineError> {
+        let (l, i, g) = (&self.package.latent, &self.package.image, &self.package.graphs.decoder);
+        let unscaled: Vec<f32> = latent.iter().map(|v| v / l.scale_factor).collect();
+        let input = f32_tensor("decoder", vec![1, l.channels, l.height, l.width], unscaled)?;
+        let plane = i.height * i.width;
+        let rgb = run_graph(
+            "decoder",
+            &self.decoder,
+            HashMap::from([(g.input.clone(), input)]),
+            &g.output,
+            3 * plane,
+        )
+        .await?;
+        let (low, high) = (i.range[0], i.range[1]);
+        let mut bytes = vec![0u8; 3 * plane];
+        for (p, px) in bytes.chunks_exact_mut(3).enumerate() {
+            for (c, out) in px.iter_mut().enumerate() {
+                let v = (rgb[c * plane + p] - low) / (high - low);
+                *out = (v * 255.0).round().clamp(0.0, 255.0) as u8;
+            }
+        }
+        Ok(Frame { id, width: i.width, height: i.height, rgb: bytes })
+    }
+}
+
+/// A running generation: the FIFO queue, the prompt contexts and the stage clocks.
+pub struct Generation {
+    models: Models,
+    contexts: PromptContexts,
+    scheduler: FifoScheduler,
+    times: StageTimes,
+}
+
+impl Generation {
+    /// The FIFO settings for this package: window, frame shape and schedule from `model.json`.
+    pub fn config(package: &ModelPackage) -> FifoConfig {
+        FifoConfig {
+            window: package.frames,
+            partitions: package.defaults.partitions,
+            lookahead: package.defaults.lookahead,
+            eta: package.defaults.eta,
+            guidance: package.defaults.guidance,
+            seed: 0,
+            init: package.defaults.init,
+            frame_shape: package.latent.frame_shape(),
+            schedule: package.schedule.clone(),
+        }
+    }
+
+    /// Encodes the prompts and fills the queue (sampling the start clip for `init = clip`).
+    pub async fn start(
+        models: Models,
+        config: FifoConfig,
+        prompts: PromptSchedule,
+    ) -> Result<Self, PipelineError> {
+        Self::check_config(&models, &config)?;
+        models.check_prompts(&prompts)?;
+        let mut models = models;
+        let mut times = StageTimes::default();
+        let unet_before = models.unet.seconds();
+        models.prepare(&config)?;
+        let clock = Clock::start();
+        let contexts = models.encode_prompts(&prompts).await?;
+        times.text += clock.seconds();
+        let clock = Clock::start();
+        let started = models.unet.seconds();
+        let scheduler = {
+            let mut denoiser = models.unet.with(&contexts);
+            FifoScheduler::start(config, prompts, &mut denoiser).await?
+        };
+        times.unet += models.unet.seconds() - unet_before;
+        times.scheduler += clock.seconds() - (models.unet.seconds() - started);
+        Ok(Self { models, contexts, scheduler, times })
+    }
+
+    /// Restores a run from [`Self::checkpoint`] bytes; refuses a checkpoint of another model.
+    pub async fn resume(mut models: Models, checkpoint: &[u8]) -> Result<Self, PipelineError> {
+        let scheduler = FifoScheduler::from_checkpoint(checkpoint, Some(&models.package.name))?;
+        Self::check_config(&models, scheduler.config())?;
+        let mut times = StageTimes::default();
+        let clock = Clock::start();
+        models.prepare(scheduler.config())?;
+        times.unet += clock.seconds();
+        let clock = Clock::start();
+        let contexts = models.encode_prompts(scheduler.prompts()).await?;
+        times.text += clock.seconds();
+        Ok(Self { models, contexts, scheduler, times })
+    }
+
+    fn check_config(models: &Models, config: &FifoConfig) -> Result<(), PipelineError> {
+        let p = &models.package;
+        if config.window != p.frames
+            || config.frame_shape != p.latent.frame_shape()
+            || config.schedule != p.schedule
+        {
+            return Err(FifoError::Config(format!(
+                "the settings do not match model `{}` (window {}, latent {:?}, its schedule)",
+                p.name,
+                p.frames,
+                p.latent.frame_shape()
+            ))
+            .into());
+        }
+        config.validate()?;
+        Ok(())
+    }
+
+    /// Runs iterations until the next frame leaves the queue, and decodes it.
+    pub async fn next_frame(&mut self) -> Result<Frame, PipelineError> {
+        let clock = Clock::start();
+        let unet_before = self.models.unet.seconds();
+        let (id, latent) = {
+            let mut denoiser = self.models.unet.with(&self.contexts);
+            let frame = self.scheduler.next_frame(&mut denoiser).await?;
+            (frame.id, frame.latent.to_vec())
+        };
+        let unet = self.models.unet.seconds() - unet_before;
+        self.times.unet += unet;
+        self.times.scheduler += clock.seconds() - unet;
+        let clock = Clock::start();
+        let frame = self.models.decode(id, &latent).await?;
+        self.times.decode += clock.seconds();
+        Ok(frame)
+    }
+
+    /// The whole queue state (between frames); resuming from it continues bit for bit.
+    pub fn checkpoint(&self) -> Result<Vec<u8>, PipelineError> {
+        Ok(self.scheduler.checkpoint(&self.models.package.name)?)
+    }
+
+    pub fn scheduler(&self) -> &FifoScheduler {
+        &self.scheduler
+    }
+
+    pub fn models(&self) -> &Models {
+        &self.models
+    }
+
+    /// Frames emitted so far (the id of the next frame).
+    pub fn frames_emitted(&self) -> u64 {
+        self.scheduler.frames_emitted()
+    }
+
+    pub fn times(&self) -> &StageTimes {
+        &self.times
+    }
+
+    /// UNet calls so far (each carries all windows of an iteration, or one start-clip step).
+    pub fn model_calls(&self) -> u64 {
+        self.models.unet.calls()
+    }
+}
