@@ -1,5 +1,6 @@
 //! `fifo`: FIFO-Diffusion on the command line.
 
+mod eval_cmd;
 mod npy;
 mod onnx_cmd;
 mod plan;
@@ -20,6 +21,8 @@ enum Command {
     /// Inspect or run ONNX models with the project's executor.
     #[command(subcommand)]
     Onnx(onnx_cmd::OnnxCommand),
+    /// Score a decoded video (.y4m or a folder of PNGs) against its prompts (shapes world).
+    Eval(eval_cmd::EvalArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -27,6 +30,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Plan(args) => plan::run(&args),
         Command::Onnx(cmd) => onnx_cmd::run(cmd).map_err(|e| format!("{e:#}")),
+        Command::Eval(args) => eval_cmd::run(&args).map_err(|e| format!("{e:#}")),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
