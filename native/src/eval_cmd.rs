@@ -218,8 +218,9 @@ mod tests {
         assert_eq!(frames.len(), 2);
         assert!(frames[0].rgb().iter().all(|&v| v.abs() < 1e-6));
         assert!(frames[1].rgb().iter().all(|&v| (v - 1.0).abs() < 1e-6));
-        let full = String::from_utf8(file.clone()).unwrap().replace("C420jpeg", "C420jpeg XCOLORRANGE=FULL");
-        let frames = read_y4m(full.as_bytes()).unwrap();
+        let mut full = b"YUV4MPEG2 W2 H2 F25:1 C420jpeg XCOLORRANGE=FULL".to_vec();
+        full.extend(&file[file.iter().position(|&b| b == b'\n').unwrap()..]);
+        let frames = read_y4m(&full).unwrap();
         assert!((frames[0].rgb()[0] - 16.0 / 255.0).abs() < 1e-6);
     }
 
