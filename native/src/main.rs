@@ -4,6 +4,7 @@ mod eval_cmd;
 mod npy;
 mod onnx_cmd;
 mod plan;
+mod quantize_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -23,6 +24,8 @@ enum Command {
     Onnx(onnx_cmd::OnnxCommand),
     /// Score a decoded video (.y4m or a folder of PNGs) against its prompts (shapes world).
     Eval(eval_cmd::EvalArgs),
+    /// Convert Conv/MatMul/Gemm weights to int8 (per output channel) or f16, as standard ONNX.
+    Quantize(quantize_cmd::QuantizeArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -31,6 +34,7 @@ fn main() -> std::process::ExitCode {
         Command::Plan(args) => plan::run(&args),
         Command::Onnx(cmd) => onnx_cmd::run(cmd).map_err(|e| format!("{e:#}")),
         Command::Eval(args) => eval_cmd::run(&args).map_err(|e| format!("{e:#}")),
+        Command::Quantize(args) => quantize_cmd::run(&args).map_err(|e| format!("{e:#}")),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
