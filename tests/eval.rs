@@ -329,3 +329,23 @@ fn bad_input_is_a_clear_error() {
     let empty = ev.evaluate(&[], &FramePrompts::single(w, PROMPT, 0).unwrap()).unwrap();
     assert_eq!(empty.overall, Scores::measure(w, &[], &[], 0..0));
 }
+
+/// A decoder's planar [-1, 1] output reads like the same frame as bytes.
+#[test]
+fn planar_signed_frames_are_detected_like_bytes() {
+    let ev = Evaluator::shapes_world();
+    let w = ev.world();
+    let rgb = w.render(4, w.colours[7].value, w.backgrounds[3].value, 11.0, 63.5, 20.25);
+    let plane = 64 * 64;
+    let mut chw = vec![0.0f32; 3 * plane];
+    for (i, v) in rgb.iter().enumerate() {
+        chw[(i % 3) * plane + i / 3] = v * 2.0 - 1.0;
+    }
+    let bytes: Vec<u8> = rgb.iter().map(|v| (v * 255.0).round() as u8).collect();
+    let a = ev.detect(&Frame::from_planar_signed(64, 64, &chw).unwrap()).unwrap();
+    let b = ev.detect(&Frame::from_rgb8(64, 64, &bytes).unwrap()).unwrap();
+    assert_eq!((a.colour, a.shape, a.background), (7, 4, 3));
+    assert_eq!((b.colour, b.shape, b.background), (7, 4, 3));
+    assert!(torus_error(w, a.x, a.y, 63.5, 20.25) < POSITION_TOLERANCE, "{a:?}");
+    assert!(torus_error(w, a.x, a.y, b.x, b.y) < 0.02);
+}

@@ -347,3 +347,67 @@ pub fn save_model(mut model: ModelProto, path: &Path, external: bool) -> Result<
     written.insert(0, path.display().to_string());
     Ok(written)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::onnx::generated::OperatorSetIdProto;
+
+    fn f32_init(name: &str, dims: &[usize], values: &[f32]) -> TensorProto {
+        raw_tensor(name.into(), DType::F32, dims, values.iter().flat_map(|v| v.to_le_bytes()).collect())
+    }
+
+    fn node(op: &str, inputs: &[&str], output: &str) -> NodeProto {
+        NodeProto {
+            op_type: Some(op.into()),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.into()],
+            ..Default::default()
+        }
+    }
+
+    /// x @ W and x @ V + V: W is converted, V (also read by Add) stays f32.
+    fn model() -> ModelProto {
+        ModelProto {
+            opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(18) }],
+            graph: Some(GraphProto {
+                node: vec![
+                    node("MatMul", &["x", "W"], "a"),
+                    node("MatMul", &["x", "V"], "b"),
+                    node("Add", &["b", "V"], "c"),
+                ],
+                initializer: vec![
+                    f32_init("W", &[2, 3], &[1.0, -0.5, 0.0, 0.25, 2.0, 0.0]),
+                    f32_init("V", &[2, 2], &[1.0, 2.0, 3.0, 4.0]),
+                ],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn shared_weights_stay_f32_and_columns_get_their_own_scales() {
+        let mut m = model();
+        let report = quantize_weights(&mut m, None, WeightFormat::Int8).unwrap();
+        assert_eq!(report.converted.len(), 1);
+        assert_eq!((report.converted[0].name.as_str(), report.converted[0].axis), ("W", Some(1)));
+        assert_eq!(report.kept.len(), 1);
+        assert!(report.kept[0].1.contains("Add"), "{:?}", report.kept);
+        let g = m.graph.unwrap();
+        assert_eq!(g.node[0].op_type(), "DequantizeLinear");
+        assert_eq!(g.node[0].output, ["W"]);
+        let scale = g.initializer.iter().find(|t| t.name() == "W_scale").unwrap();
+        let scales: Vec<f32> =
+            scale.raw_data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        // Column maxima 1, 2, 0 (an all-zero column keeps scale 1).
+        assert_eq!(scales, [1.0 / 127.0, 2.0 / 127.0, 1.0]);
+    }
+
+    #[test]
+    fn per_channel_values_round_half_to_even_and_saturate() {
+        let (q, s) = quantize_per_channel(&[127.0, 0.5, -63.5, 1.5, 3.0, -3.0], &[2, 3], 0);
+        assert_eq!(s, [1.0, 3.0 / 127.0]);
+        assert_eq!(q, [127, 0, -64, 64, 127, -127]);
+    }
+}
