@@ -328,6 +328,9 @@ fn bad_input_is_a_clear_error() {
     assert!(matches!(ev.evaluate(&[], &prompts), Err(EvalError::Length { frames: 0, prompts: 3 })));
     let empty = ev.evaluate(&[], &FramePrompts::single(w, PROMPT, 0).unwrap()).unwrap();
     assert_eq!(empty.overall, Scores::measure(w, &[], &[], 0..0));
+    // Ranges beyond the detections or the prompts are cut, not a panic.
+    let det = ev.detect(&Frame::from_rgb8(64, 64, &[0; 64 * 64 * 3]).unwrap()).unwrap();
+    assert_eq!(Scores::measure(w, &[det.clone(), det], &[None], 0..5).frames, 1);
 }
 
 /// A decoder's planar [-1, 1] output reads like the same frame as bytes.

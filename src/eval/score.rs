@@ -115,7 +115,9 @@ impl Scores {
         prompts: &[Option<Prompt>],
         range: Range<usize>,
     ) -> Scores {
-        let range = range.start.min(det.len())..range.end.min(det.len());
+        // Frames beyond either list are not scored (never an out-of-range panic).
+        let len = det.len().min(prompts.len());
+        let range = range.start.min(len)..range.end.min(len);
         let (d, p) = (&det[range.clone()], &prompts[range]);
         let scored: Vec<(&Detection, &Prompt)> =
             d.iter().zip(p).filter_map(|(d, p)| Some((d, p.as_ref()?))).collect();

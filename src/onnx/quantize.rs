@@ -311,7 +311,7 @@ pub const PROTOBUF_LIMIT: usize = (1 << 31) - 1;
 
 /// Writes `model` to `path`, inline; or with the large initializers in `<file name>.data` beside
 /// it when `external` is set or the inline model would pass protobuf's 2 GiB limit. Returns the
-/// files written.
+/// files written. Initializers are expected inline (as [`quantize_weights`] leaves them).
 pub fn save_model(mut model: ModelProto, path: &Path, external: bool) -> Result<Vec<String>, QuantizeError> {
     let io = |p: &Path| {
         let path = p.display().to_string();
