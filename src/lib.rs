@@ -8,6 +8,9 @@ pub mod gpu;
 pub mod rng;
 pub mod schedule;
 
+// The shapes-world evaluator: scores decoded videos against their prompts (pure Rust).
+pub mod eval;
+
 // The ONNX executor: tensors, ops with their CPU reference, graph phases and sessions.
 pub mod cpu;
 pub mod graph;

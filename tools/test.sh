@@ -29,6 +29,7 @@ cargo build --locked --target wasm32-unknown-unknown -p fifo-diffusion -p fifo-w
 
 step "reference fixtures regenerate bit for bit from tools/reference"
 python3 tools/reference/make_parity_fixtures.py --check
+python3 tools/eval_fixtures/make_fixtures.py --check  # skips itself where torch is not installed
 
 step "tests"
 log=$(mktemp)

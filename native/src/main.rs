@@ -1,9 +1,11 @@
 //! `fifo`: FIFO-Diffusion on the command line.
 
+mod eval_cmd;
 mod generate;
 mod npy;
 mod onnx_cmd;
 mod plan;
+mod quantize_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -23,6 +25,10 @@ enum Command {
     /// Inspect or run ONNX models with the project's executor.
     #[command(subcommand)]
     Onnx(onnx_cmd::OnnxCommand),
+    /// Score a decoded video (.y4m or a folder of PNGs) against its prompts (shapes world).
+    Eval(eval_cmd::EvalArgs),
+    /// Convert Conv/MatMul/Gemm weights to int8 (per output channel) or f16, as standard ONNX.
+    Quantize(quantize_cmd::QuantizeArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -31,6 +37,8 @@ fn main() -> std::process::ExitCode {
         Command::Generate(args) => generate::run(*args).map_err(|e| format!("{e:#}")),
         Command::Plan(args) => plan::run(&args),
         Command::Onnx(cmd) => onnx_cmd::run(cmd).map_err(|e| format!("{e:#}")),
+        Command::Eval(args) => eval_cmd::run(&args).map_err(|e| format!("{e:#}")),
+        Command::Quantize(args) => quantize_cmd::run(&args).map_err(|e| format!("{e:#}")),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -6,10 +6,15 @@ mod error;
 #[allow(clippy::all, missing_docs)]
 mod generated;
 mod load;
+mod quantize;
 mod tensor;
 
 pub use error::LoadError;
 pub use load::{load_model, model_metadata};
+pub use quantize::{
+    quantize_per_channel, quantize_weights, save_model, ConvertedWeight, QuantizeError, QuantizeReport,
+    WeightFormat,
+};
 pub use tensor::decode_tensor;
 
 /// The raw protobuf types, for tools that need them.
