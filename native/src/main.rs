@@ -32,6 +32,13 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    // SAFETY: restoring the default SIGPIPE action before any thread starts: a closed pipe
+    // (`fifo generate --out - | head -c 100`) then ends the process quietly instead of a panic in
+    // print!. Frames already written stay written.
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(args) => generate::run(*args).map_err(|e| format!("{e:#}")),
