@@ -496,13 +496,53 @@ impl<'a, 'c> Lowering<'a, 'c> {
             Op::Shape(_) | Op::Size(_) | Op::Constant(_) | Op::ConstantOfShape(_) | Op::Range(_) => {
                 unsupported("its inputs are only known at run time (shape arithmetic must fold at build)")
             }
-            Op::DequantizeLinear(_) => {
-                unsupported("the quantized input is a run-time value (only constant weights dequantize)")
-            }
+            Op::DequantizeLinear(d) => self.dequantize(node, d.axis),
             Op::QuantizeLinear(_) => {
                 unsupported("QuantizeLinear produces integers; the GPU backend does not")
             }
         }
+    }
+
+    /// y = (x - zero_point) * scale, per tensor or along `axis`, from an integer tensor.
+    fn dequantize(&mut self, node: &Node, axis: i64) -> R<()> {
+        let (x, s, y) = (Self::input(node, 0)?, Self::input(node, 1)?, Self::output(node, 0)?);
+        let shape = self.shape(x).to_vec();
+        let n: usize = shape.iter().product();
+        if n == 0 {
+            return Ok(());
+        }
+        let along = |t: GpuTensor, rank: usize| -> R<View> {
+            let mut strides = vec![0; shape.len()];
+            if rank == 1 && t.len() > 1 {
+                strides[normalize_axis(axis, shape.len())?] = 1;
+            } else if t.len() != 1 {
+                return unsupported("blocked quantization (scale of rank > 1)");
+            }
+            Ok(View { tensor: t, offset: 0, shape: shape.clone(), strides })
+        };
+        let xt = self.tensor(x)?;
+        let xf = if xt.dtype() == GDType::F32 {
+            xt.view(&shape)
+        } else {
+            let tmp = self.scratch("dequantize.x", GDType::F32, n)?;
+            ops::cast::cast(&mut self.b, &xt, &tmp)?;
+            tmp.view(&shape)
+        };
+        let centered = match Self::opt_input(node, 2) {
+            Some(zp) => {
+                let zp_f = match self.constant(zp) {
+                    Some(c) => along(self.upload_f32("zero_point", &c.to_f32_vec())?, c.rank())?,
+                    None => return unsupported("a run-time zero point"),
+                };
+                let tmp = self.scratch("dequantize.centered", GDType::F32, n)?.view(&shape);
+                ew::binary(&mut self.b, GBin::Sub, &xf, &zp_f, &tmp)?;
+                tmp
+            }
+            None => xf,
+        };
+        let sv = along(self.tensor(s)?, self.shape(s).len())?;
+        let out = self.view(y)?;
+        Ok(ew::binary(&mut self.b, GBin::Mul, &centered, &sv, &out)?)
     }
 
     fn affine(&mut self, node: &Node, d: usize, op: &str) -> R<Affine> {
@@ -563,9 +603,21 @@ impl<'a, 'c> Lowering<'a, 'c> {
             BinaryKind::And => GBin::And,
             BinaryKind::Or => GBin::Or,
             BinaryKind::Xor => GBin::Xor,
-            BinaryKind::Mod { .. } => return unsupported("Mod has no GPU kernel"),
+            BinaryKind::Mod { fmod: true } => GBin::Fmod,
+            BinaryKind::Mod { fmod: false } => GBin::Mod,
         };
         let inputs: Vec<ValueId> = node.inputs.iter().flatten().copied().collect();
+        if let (GBin::Pow, [base, e]) = (op, inputs.as_slice()) {
+            if self.float_operand(*base).is_ok() && device_dtype(self.dtype(*e)) == GDType::I32 {
+                // A float base with an integer exponent: the exponent as f32.
+                let (bv, out) = (self.view(*base)?, self.view(y)?);
+                let et = self.tensor(*e)?;
+                let ef = self.scratch("pow.exponent", GDType::F32, et.len())?;
+                ops::cast::cast(&mut self.b, &et, &ef)?;
+                let ev = ef.view(self.shape(*e));
+                return Ok(ew::binary(&mut self.b, op, &bv, &ev, &out)?);
+            }
+        }
         for &v in &inputs {
             self.float_operand(v)?;
         }
@@ -941,7 +993,7 @@ impl<'a, 'c> Lowering<'a, 'c> {
             ReduceKind::Max => ReduceOp::Max,
             ReduceKind::Min => ReduceOp::Min,
             ReduceKind::L2 => ReduceOp::L2,
-            ReduceKind::Prod => return unsupported("ReduceProd has no GPU kernel"),
+            ReduceKind::Prod => ReduceOp::Prod,
         };
         let Some(mask) = mask.filter(|m| m.iter().any(|&b| b)) else {
             return Ok(ops::copy::copy(&mut self.b, &xt.view(&[total]), &yt.view(&[total]))?);
