@@ -125,15 +125,24 @@ impl<'a, 'c> Lowering<'a, 'c> {
         self.b.context()
     }
 
-    pub fn lower_all(&mut self) -> Result<(), LowerError> {
-        for node in &self.graph.nodes {
+    /// Records every node into `self.b`; with `split`, each node into its own builder instead
+    /// (returned with its op type, for per-op timing).
+    pub fn lower_all(&mut self, split: bool) -> Result<Vec<(String, ProgramBuilder<'c>)>, LowerError> {
+        let graph = self.graph;
+        let mut parts = Vec::new();
+        for node in &graph.nodes {
             self.lower(node).map_err(|Reason(reason)| LowerError {
-                node: node.label(self.graph).to_string(),
+                node: node.label(graph).to_string(),
                 op_type: node.op_type.clone(),
                 reason,
             })?;
+            if split {
+                let fresh = ProgramBuilder::new(self.b.context());
+                let part = std::mem::replace(&mut self.b, fresh);
+                parts.push((node.op_type.clone(), part));
+            }
         }
-        Ok(())
+        Ok(parts)
     }
 
     fn shape(&self, v: ValueId) -> &'a [usize] {

@@ -46,6 +46,12 @@ pub struct GpuSession {
     /// Bytes of the pooled buffers (runtime values) and how many buffers.
     pub pool_bytes: u64,
     pub pool_buffers: usize,
+    /// With `FIFO_GPU_PROFILE=1`: one program per node, run one by one and timed (native only).
+    profile: Vec<(String, Program)>,
+}
+
+fn profile_enabled() -> bool {
+    cfg!(not(target_arch = "wasm32")) && std::env::var("FIFO_GPU_PROFILE").is_ok_and(|v| v == "1")
 }
 
 /// Whether buffer reuse is on (`FIFO_GPU_NO_REUSE=1` or `FIFO_NO_BUFFER_REUSE=1` turn it off).
@@ -96,7 +102,11 @@ impl GpuSession {
             dev[v] = Some(pool.tensor(index, &graph.values[v].name, device_dtype(ty.dtype), len)?);
         }
         let mut lowering = lower::Lowering::new(graph, &ctx, dev);
-        lowering.lower_all()?;
+        let parts = lowering.lower_all(profile_enabled())?;
+        let mut profile = Vec::with_capacity(parts.len());
+        for (op, part) in parts {
+            profile.push((op, part.build().await?));
+        }
         let describe = |v: ValueId, lowering: &mut lower::Lowering| -> Result<DeviceValue, GpuSessionError> {
             let value = &graph.values[v];
             let ty = value.ty.clone().ok_or_else(|| GpuSessionError::Input {
@@ -120,7 +130,7 @@ impl GpuSession {
         let outputs =
             graph.outputs.iter().map(|&v| describe(v, &mut lowering)).collect::<Result<Vec<_>, _>>()?;
         let program = lowering.b.build().await?;
-        Ok(GpuSession { ctx, program, inputs, outputs, pool_bytes, pool_buffers })
+        Ok(GpuSession { ctx, program, inputs, outputs, pool_bytes, pool_buffers, profile })
     }
 
     pub fn context(&self) -> &Arc<GpuContext> {
@@ -182,12 +192,44 @@ impl GpuSession {
             self.check_input(i, t.dtype(), t.shape())?;
             write(&self.ctx, &self.inputs[i], t)?;
         }
-        self.program.run(&self.ctx).await?;
+        if self.profile.is_empty() {
+            self.program.run(&self.ctx).await?;
+        } else {
+            self.run_profiled().await?;
+        }
         let mut out = Vec::with_capacity(self.outputs.len());
         for o in &self.outputs {
             out.push(download(&self.ctx, &o.tensor, o.dtype, &o.shape).await?);
         }
         Ok(out)
+    }
+
+    /// Runs node by node, waiting for each, and prints the time per op type to stderr.
+    async fn run_profiled(&self) -> Result<(), GpuError> {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let mut totals: std::collections::BTreeMap<&str, (usize, usize, f64)> = Default::default();
+            let whole = std::time::Instant::now();
+            for (op, program) in &self.profile {
+                let t = std::time::Instant::now();
+                program.run(&self.ctx).await?;
+                self.ctx.poll_wait()?;
+                let e = totals.entry(op.as_str()).or_default();
+                e.0 += 1;
+                e.1 += program.len();
+                e.2 += t.elapsed().as_secs_f64() * 1e3;
+            }
+            let mut rows: Vec<_> = totals.into_iter().collect();
+            rows.sort_by(|a, b| b.1 .2.total_cmp(&a.1 .2));
+            eprintln!(
+                "gpu profile: {:.1} ms for the whole run (one submission per node)",
+                whole.elapsed().as_secs_f64() * 1e3
+            );
+            for (op, (n, d, ms)) in rows {
+                eprintln!("  {op:<24} x{n:<5} {d:>5} dispatches {ms:>10.2} ms");
+            }
+        }
+        Ok(())
     }
 
     /// Device tensors in, device tensors out, nothing read back: the inputs are copied into the
