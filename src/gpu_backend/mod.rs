@@ -14,6 +14,7 @@ use crate::gpu::memory::{plan_reuse, BufferPool, Lifetime};
 use crate::gpu::{GpuContext, GpuError, GpuTensor, Program};
 use crate::graph::phases::BuiltGraph;
 use crate::graph::{ValueId, ValueKind};
+use crate::ops::Op;
 use crate::tensor::{DType, Tensor, TensorData};
 pub use lower::{device_dtype, LowerError, SUPPORTED};
 
@@ -50,6 +51,11 @@ pub struct GpuSession {
     profile: Vec<(String, Program)>,
 }
 
+/// Whether reshapes share their input's buffer (`FIFO_GPU_NO_ALIAS=1` copies instead).
+fn alias_enabled() -> bool {
+    cfg!(target_arch = "wasm32") || std::env::var("FIFO_GPU_NO_ALIAS").map_or(true, |v| v != "1")
+}
+
 fn profile_enabled() -> bool {
     cfg!(not(target_arch = "wasm32")) && std::env::var("FIFO_GPU_PROFILE").is_ok_and(|v| v == "1")
 }
@@ -78,8 +84,33 @@ impl GpuSession {
                 first[v].get_or_insert(step);
             }
         }
+        // Reshape-like nodes on run-time values move no data: their output shares the input's
+        // buffer (`root`), and the shared buffer lives as long as any of its values.
+        let mut root: Vec<ValueId> = (0..graph.values.len()).collect();
+        let runtime = |v: ValueId| graph.values[v].constant.is_none() && first[v].is_some();
+        for node in &graph.nodes {
+            let reshape = matches!(
+                node.op,
+                Some(Op::Reshape(_) | Op::Flatten(_) | Op::Squeeze(_) | Op::Unsqueeze(_) | Op::Identity(_))
+            );
+            let (Some(Some(x)), Some(Some(y))) = (node.inputs.first(), node.outputs.first()) else {
+                continue;
+            };
+            let same_type = graph.values[*x].ty.as_ref().map(|t| device_dtype(t.dtype))
+                == graph.values[*y].ty.as_ref().map(|t| device_dtype(t.dtype));
+            if reshape
+                && node.outputs.len() == 1
+                && runtime(*x)
+                && runtime(*y)
+                && same_type
+                && alias_enabled()
+            {
+                root[*y] = root[*x];
+            }
+        }
         let mut ids: Vec<ValueId> = Vec::new();
-        let mut lifetimes = Vec::new();
+        let mut group_of: Vec<Option<usize>> = vec![None; graph.values.len()];
+        let mut lifetimes: Vec<Lifetime> = Vec::new();
         for (v, value) in graph.values.iter().enumerate() {
             if value.constant.is_some() || value.kind == ValueKind::Initializer {
                 continue;
@@ -88,18 +119,32 @@ impl GpuSession {
             let len: usize = ty.shape.iter().product();
             let last = built.plan.last_use.get(v).copied().flatten().unwrap_or(start).max(start);
             let last = if graph.outputs.contains(&v) { steps + 1 } else { last };
+            let bytes = device_dtype(ty.dtype).storage_bytes(len);
+            let r = root[v];
+            match group_of[r] {
+                Some(g) => {
+                    let l = &mut lifetimes[g];
+                    (l.first, l.last, l.bytes) = (l.first.min(start), l.last.max(last), l.bytes.max(bytes));
+                    group_of[v] = Some(g);
+                }
+                None => {
+                    group_of[r] = Some(lifetimes.len());
+                    group_of[v] = Some(lifetimes.len());
+                    lifetimes.push(Lifetime { bytes, first: start, last });
+                }
+            }
             ids.push(v);
-            lifetimes.push(Lifetime { bytes: device_dtype(ty.dtype).storage_bytes(len), first: start, last });
         }
         let plan = plan_reuse(&lifetimes, reuse_enabled());
         let pool_bytes = plan.total_bytes();
         let pool_buffers = plan.slot_bytes.len();
         let pool = BufferPool::new(&ctx, plan)?;
         let mut dev: Vec<Option<GpuTensor>> = vec![None; graph.values.len()];
-        for (index, &v) in ids.iter().enumerate() {
+        for &v in &ids {
             let ty = graph.values[v].ty.as_ref().expect("filtered above");
             let len = ty.shape.iter().product();
-            dev[v] = Some(pool.tensor(index, &graph.values[v].name, device_dtype(ty.dtype), len)?);
+            let g = group_of[v].expect("assigned above");
+            dev[v] = Some(pool.tensor(g, &graph.values[v].name, device_dtype(ty.dtype), len)?);
         }
         let mut lowering = lower::Lowering::new(graph, &ctx, dev);
         let parts = lowering.lower_all(profile_enabled())?;
