@@ -83,6 +83,10 @@ fn check_model_on_gpu(name: &str) {
         pollster::block_on(Session::build_on(ctx, ModelSource::Path(&f.model), &f.input_shapes(), &options))
             .unwrap_or_else(|e| panic!("{}: {e}", f.name));
     assert_eq!(gpu.backend(), Backend::Gpu);
+    // The fused forms reach their kernels: streaming attention and the norm with SiLU.
+    let keys = gpu.gpu().unwrap().kernel_keys().join(" ");
+    assert!(keys.contains("attention"), "{}: no attention kernel in {keys}", f.name);
+    assert!(keys.contains("act=silu"), "{}: no fused SiLU in {keys}", f.name);
     let cpu =
         Session::build(ModelSource::Path(&f.model), &f.input_shapes(), &SessionOptions::default()).unwrap();
     let got = pollster::block_on(gpu.run_async(f.input_map())).unwrap();

@@ -19,6 +19,7 @@ use crate::gpu::{
 use crate::graph::{Graph, Node, ValueId};
 use crate::ops::elementwise::binary::BinaryKind;
 use crate::ops::elementwise::unary::UnaryKind;
+use crate::ops::fused::Fused;
 use crate::ops::layout::pad::PadMode;
 use crate::ops::layout::resize::{CoordinateMode, NearestMode, ResizeMode};
 use crate::ops::nn::pool::PoolKind;
@@ -316,61 +317,7 @@ impl<'a, 'c> Lowering<'a, 'c> {
                     &yt,
                 )?)
             }
-            Op::GroupNorm(g) => {
-                let x = Self::input(node, 0)?;
-                self.float_operand(x)?;
-                let shape = self.shape(x);
-                let c = *shape.get(1).ok_or("input needs [N, C, ...]")?;
-                let per_channel = |v: Option<Vec<f32>>| -> R<Vec<f32>> {
-                    let v = v.ok_or("scale and bias are required")?;
-                    if g.per_channel_affine || v.len() == c {
-                        return Ok(v);
-                    }
-                    if g.num_groups == 0 || v.len() != g.num_groups {
-                        return unsupported(format!("scale/bias of {} values for {c} channels", v.len()));
-                    }
-                    let per = c / g.num_groups;
-                    Ok((0..c).map(|ch| v[ch / per]).collect())
-                };
-                let gamma = per_channel(self.const_f32s(node, 1, "GroupNormalization scale")?)?;
-                let beta = per_channel(self.const_f32s(node, 2, "GroupNormalization bias")?)?;
-                let affine = Affine {
-                    gamma: self.upload_f32("gamma", &gamma)?,
-                    beta: self.upload_f32("beta", &beta)?,
-                };
-                let (xt, yt) = (self.tensor(x)?, self.tensor(Self::output(node, 0)?)?);
-                Ok(ops::norm::group_norm(
-                    &mut self.b,
-                    &xt,
-                    shape,
-                    g.num_groups,
-                    Some(&affine),
-                    g.epsilon,
-                    Activation::None,
-                    &yt,
-                )?)
-            }
-            Op::InstanceNorm(n) => {
-                let x = Self::input(node, 0)?;
-                self.float_operand(x)?;
-                let shape = self.shape(x);
-                let c = *shape.get(1).ok_or("input needs [N, C, ...]")?;
-                let affine = Affine {
-                    gamma: self.tensor(Self::input(node, 1)?)?,
-                    beta: self.tensor(Self::input(node, 2)?)?,
-                };
-                let (xt, yt) = (self.tensor(x)?, self.tensor(Self::output(node, 0)?)?);
-                Ok(ops::norm::group_norm(
-                    &mut self.b,
-                    &xt,
-                    shape,
-                    c,
-                    Some(&affine),
-                    n.epsilon,
-                    Activation::None,
-                    &yt,
-                )?)
-            }
+            Op::GroupNorm(_) | Op::InstanceNorm(_) => self.norm(node, op, Activation::None),
             Op::BatchNorm(bn) => {
                 let x = Self::input(node, 0)?;
                 self.float_operand(x)?;
@@ -512,7 +459,93 @@ impl<'a, 'c> Lowering<'a, 'c> {
             Op::QuantizeLinear(_) => {
                 unsupported("QuantizeLinear produces integers; the GPU backend does not")
             }
+            Op::Fused(Fused::Attention { scale }) => self.attention(node, *scale),
+            Op::Fused(Fused::Activated { base, activation }) => self.norm(node, base, *activation),
         }
+    }
+
+    /// GroupNormalization or InstanceNormalization, then `activation` (fused SiLU).
+    fn norm(&mut self, node: &Node, op: &Op, activation: Activation) -> R<()> {
+        let x = Self::input(node, 0)?;
+        self.float_operand(x)?;
+        let shape = self.shape(x);
+        let c = *shape.get(1).ok_or("input needs [N, C, ...]")?;
+        let (groups, eps, affine) = match op {
+            Op::GroupNorm(g) => {
+                let per_channel = |v: Option<Vec<f32>>| -> R<Vec<f32>> {
+                    let v = v.ok_or("scale and bias are required")?;
+                    if g.per_channel_affine || v.len() == c {
+                        return Ok(v);
+                    }
+                    if g.num_groups == 0 || v.len() != g.num_groups {
+                        return unsupported(format!("scale/bias of {} values for {c} channels", v.len()));
+                    }
+                    let per = c / g.num_groups;
+                    Ok((0..c).map(|ch| v[ch / per]).collect())
+                };
+                let gamma = per_channel(self.const_f32s(node, 1, "GroupNormalization scale")?)?;
+                let beta = per_channel(self.const_f32s(node, 2, "GroupNormalization bias")?)?;
+                let affine = Affine {
+                    gamma: self.upload_f32("gamma", &gamma)?,
+                    beta: self.upload_f32("beta", &beta)?,
+                };
+                (g.num_groups, g.epsilon, affine)
+            }
+            Op::InstanceNorm(n) => {
+                let affine = Affine {
+                    gamma: self.tensor(Self::input(node, 1)?)?,
+                    beta: self.tensor(Self::input(node, 2)?)?,
+                };
+                (c, n.epsilon, affine)
+            }
+            _ => return unsupported("an activation fused into this op"),
+        };
+        let (xt, yt) = (self.tensor(x)?, self.tensor(Self::output(node, 0)?)?);
+        Ok(ops::norm::group_norm(&mut self.b, &xt, shape, groups, Some(&affine), eps, activation, &yt)?)
+    }
+
+    /// softmax(scale * Q Kt) V through the streaming kernel (K is Kt's last two dims swapped);
+    /// shapes it does not take run as MatMul, Softmax, MatMul.
+    fn attention(&mut self, node: &Node, scale: f32) -> R<()> {
+        let (q, kt, v, y) =
+            (Self::input(node, 0)?, Self::input(node, 1)?, Self::input(node, 2)?, Self::output(node, 0)?);
+        for x in [q, kt, v] {
+            self.float_operand(x)?;
+        }
+        let (qv, ktv, vv, out) = (self.view(q)?, self.view(kt)?, self.view(v)?, self.view(y)?);
+        let r = ktv.shape.len();
+        let streams = (3..=4).contains(&out.shape.len())
+            && qv.shape.len() == out.shape.len()
+            && r == out.shape.len()
+            && vv.shape.len() == out.shape.len()
+            && qv.shape[..r - 2] == out.shape[..r - 2]
+            && qv.shape[r - 1] <= 256;
+        if streams {
+            let mut perm: Vec<usize> = (0..r).collect();
+            perm.swap(r - 1, r - 2);
+            let k = ktv.permute(&perm)?;
+            let a = ops::attention::Attention { q: qv.clone(), k, v: vv.clone(), out: out.clone(), scale };
+            return Ok(ops::attention::attention(&mut self.b, &a)?);
+        }
+        let q2 = if qv.shape.len() == 1 { qv.tensor.view(&[1, qv.shape[0]]) } else { qv };
+        let k2 = if ktv.shape.len() == 1 { ktv.tensor.view(&[ktv.shape[0], 1]) } else { ktv };
+        let (m, n) = (q2.shape[q2.shape.len() - 2], k2.shape[k2.shape.len() - 1]);
+        let batch = crate::tensor::shape::broadcast_shapes(
+            &q2.shape[..q2.shape.len() - 2],
+            &k2.shape[..k2.shape.len() - 2],
+        )?;
+        let sshape = [batch, vec![m, n]].concat();
+        let len = sshape.iter().product::<usize>();
+        let scores = self.scratch("attention.scores", GDType::F32, len)?;
+        let probs = self.scratch("attention.probs", GDType::F32, len)?;
+        let mut mm = ops::matmul::MatMul::new(q2, k2, scores.view(&sshape));
+        mm.alpha = scale;
+        ops::matmul::matmul(&mut self.b, &mm)?;
+        ops::reduce::softmax(&mut self.b, &scores, &sshape, sshape.len() - 1, false, &probs)?;
+        let v2 = if vv.shape.len() == 1 { vv.tensor.view(&[vv.shape[0], 1]) } else { vv };
+        let oshape = [sshape[..sshape.len() - 2].to_vec(), vec![m, v2.shape[v2.shape.len() - 1]]].concat();
+        let mm = ops::matmul::MatMul::new(probs.view(&sshape), v2, out.tensor.view(&oshape));
+        Ok(ops::matmul::matmul(&mut self.b, &mm)?)
     }
 
     /// y = (x - zero_point) * scale, per tensor or along `axis`, from an integer tensor.
