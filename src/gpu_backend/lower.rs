@@ -716,7 +716,7 @@ impl<'a, 'c> Lowering<'a, 'c> {
                 ops::cast::cast(&mut self.b, &xt, &tmp)?;
                 Ok(ops::cast::cast(&mut self.b, &tmp, &yt)?)
             }
-            (GDType::F32, GDType::F32) | (GDType::I32, GDType::I32) if !(to == DType::Bool) => {
+            (GDType::F32, GDType::F32) | (GDType::I32, GDType::I32) if to != DType::Bool => {
                 if matches!(to, DType::I8 | DType::U8) && from != to {
                     return unsupported(format!(
                         "cast from {} to {} (wrapping) has no GPU kernel",
@@ -840,7 +840,7 @@ impl<'a, 'c> Lowering<'a, 'c> {
                 let m: Vec<char> = lo.iter().copied().filter(|c| la.contains(c) && !lw.contains(c)).collect();
                 let n: Vec<char> = lo.iter().copied().filter(|c| lw.contains(c) && !la.contains(c)).collect();
                 let k: Vec<char> = la.iter().copied().filter(|c| lw.contains(c) && !lo.contains(c)).collect();
-                if la.iter().chain(lw.iter()).any(|c| !lo.contains(c) && !(la.contains(c) && lw.contains(c)))
+                if la.iter().chain(lw.iter()).any(|c| !lo.contains(c) && (!la.contains(c) || !lw.contains(c)))
                 {
                     return unsupported("a label summed within one operand");
                 }
@@ -953,8 +953,8 @@ impl<'a, 'c> Lowering<'a, 'c> {
         // Output padding: whatever makes the GPU's size formula give the inferred output.
         let xin = &self.shape(x)[2..];
         let mut output_padding = Vec::new();
-        for d in 0..xin.len() {
-            let base = (win.strides[d] * (xin[d] - 1) + win.dilations[d] * (win.kernel[d] - 1) + 1) as i64
+        for (d, &len) in xin.iter().enumerate() {
+            let base = (win.strides[d] * (len - 1) + win.dilations[d] * (win.kernel[d] - 1) + 1) as i64
                 - (win.pad_begin[d] + win.pad_end[d]) as i64;
             let extra = win.input[d] as i64 - base;
             if extra < 0 {
@@ -1001,6 +1001,7 @@ impl<'a, 'c> Lowering<'a, 'c> {
         };
         let win = attrs.resolve(&shape[2..], None)?;
         let mut pads_end = win.pad_end.clone();
+        #[allow(clippy::needless_range_loop)] // d indexes six per-dim vectors
         for d in 0..win.input.len() {
             // Ceil mode: extend the trailing pad so the floor formula yields the larger output.
             let span = win.dilations[d] * (win.kernel[d] - 1) + 1;

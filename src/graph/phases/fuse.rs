@@ -241,7 +241,7 @@ impl TorchGroupNormPass {
     /// tensor (shapes [C, 1, ...] or [1, C, 1, ...]).
     fn per_channel(t: &Tensor, c: usize, r: usize) -> Option<Vec<f32>> {
         let s = t.shape();
-        let trailing = s.len() < r && s.len() >= 1 && s[0] == c && s[1..].iter().all(|&d| d == 1);
+        let trailing = s.len() < r && !s.is_empty() && s[0] == c && s[1..].iter().all(|&d| d == 1);
         let full =
             s.len() == r && r >= 2 && s[1] == c && s.iter().enumerate().all(|(i, &d)| i == 1 || d == 1);
         (t.dtype().is_float() && (trailing || full || (c == 1 && t.len() == 1))).then(|| t.to_f32_vec())
