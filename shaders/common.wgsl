@@ -37,6 +37,10 @@ fn erf_f(x: f32) -> f32 {
     return sign(x) * (1.0 - poly * exp(-ax * ax));
 }
 
+fn mul_f(a: f32, b: f32) -> f32 {
+    return a * b;
+}
+
 fn sigmoid_f(x: f32) -> f32 {
     return 1.0 / (1.0 + exp(-x));
 }

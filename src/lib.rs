@@ -13,6 +13,7 @@ pub mod eval;
 
 // The ONNX executor: tensors, ops with their CPU reference, graph phases and sessions.
 pub mod cpu;
+pub mod gpu_backend;
 pub mod graph;
 pub mod onnx;
 pub mod ops;

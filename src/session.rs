@@ -1,9 +1,13 @@
 //! Sessions: build a model once for fixed input shapes, then run it many times.
 //!
-//! The CPU backend runs synchronously; [`Session::run_async`] has the shape the WebGPU backend
-//! will have, so callers can be written once for both.
+//! The CPU backend builds and runs synchronously ([`Session::build`], [`Session::run`]); the GPU
+//! backend builds with [`Session::build_async`] (or [`Session::build_on`] with a shared context).
+//! [`Session::run_async`] runs either, so callers can be written once for both. GPU sessions also
+//! run on device tensors ([`Session::run_device`]) so a loop can keep its latents on the device.
 
 use crate::cpu::executor::{execute, RunError};
+use crate::gpu::{GpuContext, GpuError, GpuOptions, GpuTensor};
+use crate::gpu_backend::{GpuSession, GpuSessionError};
 use crate::graph::phases::{build, parse, BuildOptions, BuiltGraph};
 use crate::graph::{BuildError, DeclaredType, Dim, Graph, NodeIssue};
 use crate::onnx::{load_model, LoadError};
@@ -11,6 +15,7 @@ use crate::tensor::{DType, Tensor};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -28,8 +33,10 @@ pub enum SessionError {
     Input { name: String, problem: String },
     #[error(transparent)]
     Run(#[from] RunError),
-    #[error("backend '{0}' is not available yet; use the cpu backend")]
+    #[error("{0}")]
     Backend(String),
+    #[error(transparent)]
+    Gpu(#[from] GpuSessionError),
 }
 
 /// Where the model comes from. A path lets external data files beside the model be found.
@@ -51,6 +58,8 @@ pub enum Backend {
 pub struct SessionOptions {
     pub backend: Backend,
     pub build: BuildOptions,
+    /// Adapter and kernel options of the GPU backend (ignored by the CPU backend).
+    pub gpu: GpuOptions,
 }
 
 /// An input or output as the session sees it.
@@ -95,6 +104,13 @@ pub struct ModelInfo {
 pub struct Session {
     built: BuiltGraph,
     info: ModelInfo,
+    gpu: Option<GpuSession>,
+}
+
+impl From<GpuError> for SessionError {
+    fn from(e: GpuError) -> SessionError {
+        SessionError::Gpu(GpuSessionError::Gpu(e))
+    }
 }
 
 fn read_model(source: ModelSource) -> Result<Graph, SessionError> {
@@ -167,13 +183,65 @@ impl Session {
         options: &SessionOptions,
     ) -> Result<Session, SessionError> {
         if options.backend != Backend::Cpu {
-            return Err(SessionError::Backend("gpu".into()));
+            return Err(SessionError::Backend(
+                "the gpu backend builds asynchronously: use Session::build_async (or build_on)".into(),
+            ));
         }
+        let (built, info) = Self::build_graph(model, input_shapes, options)?;
+        Ok(Session { built, info, gpu: None })
+    }
+
+    fn build_graph(
+        model: ModelSource,
+        input_shapes: &HashMap<String, Vec<usize>>,
+        options: &SessionOptions,
+    ) -> Result<(BuiltGraph, ModelInfo), SessionError> {
         let loaded = read_model(model)?;
         let mut info = describe(&loaded);
         let built = build(loaded, input_shapes, &options.build)?;
         info.record_build(&built);
-        Ok(Session { built, info })
+        Ok((built, info))
+    }
+
+    /// Builds for either backend; for the GPU one, opens the adapter `options.gpu` names.
+    /// The same async call natively (block on it with pollster) and on wasm32.
+    pub async fn build_async(
+        model: ModelSource<'_>,
+        input_shapes: &HashMap<String, Vec<usize>>,
+        options: &SessionOptions,
+    ) -> Result<Session, SessionError> {
+        match options.backend {
+            Backend::Cpu => Session::build(model, input_shapes, options),
+            Backend::Gpu => {
+                let ctx = Arc::new(GpuContext::new(&options.gpu).await?);
+                Session::build_on(ctx, model, input_shapes, options).await
+            }
+        }
+    }
+
+    /// Builds for the GPU backend on an open device (several sessions may share one).
+    pub async fn build_on(
+        ctx: Arc<GpuContext>,
+        model: ModelSource<'_>,
+        input_shapes: &HashMap<String, Vec<usize>>,
+        options: &SessionOptions,
+    ) -> Result<Session, SessionError> {
+        let (built, info) = Self::build_graph(model, input_shapes, options)?;
+        let gpu = GpuSession::build(ctx, &built).await?;
+        Ok(Session { built, info, gpu: Some(gpu) })
+    }
+
+    pub fn backend(&self) -> Backend {
+        if self.gpu.is_some() {
+            Backend::Gpu
+        } else {
+            Backend::Cpu
+        }
+    }
+
+    /// The compiled GPU program, for a GPU session.
+    pub fn gpu(&self) -> Option<&GpuSession> {
+        self.gpu.as_ref()
     }
 
     pub fn info(&self) -> &ModelInfo {
@@ -186,7 +254,22 @@ impl Session {
     }
 
     /// Runs the model; returns `(name, tensor)` per graph output, in the model's order.
-    pub fn run(&self, mut inputs: HashMap<String, Tensor>) -> Result<Vec<(String, Tensor)>, SessionError> {
+    pub fn run(&self, inputs: HashMap<String, Tensor>) -> Result<Vec<(String, Tensor)>, SessionError> {
+        if self.gpu.is_some() {
+            return Err(SessionError::Backend("a gpu session runs asynchronously: use run_async".into()));
+        }
+        let ordered = self.order_inputs(inputs)?;
+        let outputs = execute(&self.built, ordered)?;
+        Ok(self.name_outputs(outputs))
+    }
+
+    fn name_outputs<T>(&self, outputs: Vec<T>) -> Vec<(String, T)> {
+        let graph = &self.built.graph;
+        graph.outputs.iter().map(|&o| graph.values[o].name.clone()).zip(outputs).collect()
+    }
+
+    /// The inputs in graph order, checked against the built types.
+    fn order_inputs(&self, mut inputs: HashMap<String, Tensor>) -> Result<Vec<Tensor>, SessionError> {
         let graph = &self.built.graph;
         let mut ordered = Vec::with_capacity(graph.inputs.len());
         for &id in &graph.inputs {
@@ -211,16 +294,85 @@ impl Session {
                 problem: "is not an input of the model".into(),
             });
         }
-        let outputs = execute(&self.built, ordered)?;
-        Ok(graph.outputs.iter().map(|&o| graph.values[o].name.clone()).zip(outputs).collect())
+        Ok(ordered)
     }
 
-    /// [`Session::run`] behind the async signature the GPU backend will share.
+    /// Runs on either backend; `(name, tensor)` per graph output, in the model's order.
     pub async fn run_async(
         &self,
         inputs: HashMap<String, Tensor>,
     ) -> Result<Vec<(String, Tensor)>, SessionError> {
-        self.run(inputs)
+        match &self.gpu {
+            None => self.run(inputs),
+            Some(gpu) => {
+                let ordered = self.order_inputs(inputs)?;
+                let outputs = gpu.run(&ordered).await?;
+                Ok(self.name_outputs(outputs))
+            }
+        }
+    }
+
+    fn gpu_or_err(&self) -> Result<&GpuSession, SessionError> {
+        self.gpu.as_ref().ok_or_else(|| {
+            SessionError::Backend("this is a cpu session; device tensors need the gpu backend".into())
+        })
+    }
+
+    /// Uploads a host tensor for input `name` in its device form (f32 for floats and booleans,
+    /// i32 for integers), checked against the built type.
+    pub fn upload(&self, name: &str, tensor: &Tensor) -> Result<GpuTensor, SessionError> {
+        let gpu = self.gpu_or_err()?;
+        let slot = gpu.inputs().iter().find(|i| i.name == name).ok_or_else(|| SessionError::Input {
+            name: name.into(),
+            problem: "is not an input of the model".into(),
+        })?;
+        if tensor.dtype() != slot.dtype || tensor.shape() != slot.shape {
+            return Err(SessionError::Input {
+                name: name.into(),
+                problem: format!(
+                    "is {} {:?}; the session was built for {} {:?}",
+                    tensor.dtype(),
+                    tensor.shape(),
+                    slot.dtype,
+                    slot.shape
+                ),
+            });
+        }
+        Ok(gpu.upload(name, tensor)?)
+    }
+
+    /// Reads back a device tensor that [`Session::run_device`] returned for output `name`.
+    pub async fn download(&self, name: &str, tensor: &GpuTensor) -> Result<Tensor, SessionError> {
+        let gpu = self.gpu_or_err()?;
+        let slot = gpu.outputs().iter().find(|o| o.name == name).ok_or_else(|| SessionError::Input {
+            name: name.into(),
+            problem: "is not an output of the model".into(),
+        })?;
+        Ok(gpu.download(tensor, slot.dtype, &slot.shape).await?)
+    }
+
+    /// Runs a GPU session on device tensors (by input name), returning new device tensors per
+    /// output without reading anything back.
+    pub async fn run_device(
+        &self,
+        mut inputs: HashMap<String, GpuTensor>,
+    ) -> Result<Vec<(String, GpuTensor)>, SessionError> {
+        let gpu = self.gpu_or_err()?;
+        let mut ordered = Vec::with_capacity(gpu.inputs().len());
+        for slot in gpu.inputs() {
+            ordered.push(inputs.remove(&slot.name).ok_or_else(|| SessionError::Input {
+                name: slot.name.clone(),
+                problem: "is missing".into(),
+            })?);
+        }
+        if let Some(name) = inputs.keys().next() {
+            return Err(SessionError::Input {
+                name: name.clone(),
+                problem: "is not an input of the model".into(),
+            });
+        }
+        let outputs = gpu.run_device(&ordered).await?;
+        Ok(self.name_outputs(outputs))
     }
 }
 

@@ -1,5 +1,6 @@
 //! `fifo`: FIFO-Diffusion on the command line.
 
+mod devices;
 mod eval_cmd;
 mod generate;
 mod npy;
@@ -22,6 +23,8 @@ enum Command {
     Generate(Box<generate::GenerateArgs>),
     /// Show the diagonal-denoising plan: DDIM grid, noise levels, queue slots and windows.
     Plan(plan::PlanArgs),
+    /// List the GPU adapters (index for `--device`, backend, type, limits, features).
+    Devices(devices::DevicesArgs),
     /// Inspect or run ONNX models with the project's executor.
     #[command(subcommand)]
     Onnx(onnx_cmd::OnnxCommand),
@@ -43,6 +46,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Generate(args) => generate::run(*args).map_err(|e| format!("{e:#}")),
         Command::Plan(args) => plan::run(&args),
+        Command::Devices(args) => devices::run(&args).map_err(|e| format!("{e:#}")),
         Command::Onnx(cmd) => onnx_cmd::run(cmd).map_err(|e| format!("{e:#}")),
         Command::Eval(args) => eval_cmd::run(&args).map_err(|e| format!("{e:#}")),
         Command::Quantize(args) => quantize_cmd::run(&args).map_err(|e| format!("{e:#}")),

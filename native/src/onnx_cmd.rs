@@ -3,6 +3,7 @@
 use crate::npy;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
+use fifo_diffusion::gpu::{AdapterChoice, GpuOptions};
 use fifo_diffusion::session::{inspect, Backend, ModelInfo, ModelSource, Session, SessionOptions};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -86,22 +87,35 @@ pub fn run(cmd: OnnxCommand) -> Result<()> {
 
 fn run_model(args: RunArgs) -> Result<()> {
     let RunArgs { model, inputs, output_dir, backend, device, repeat } = args;
-    if matches!(backend, BackendArg::Gpu) {
-        bail!("the gpu backend is not available yet; use --backend cpu");
-    }
-    if device.is_some() {
-        bail!("--device selects a GPU adapter; it does not apply to the cpu backend");
-    }
+    let backend = match backend {
+        BackendArg::Cpu if device.is_some() => {
+            bail!("--device selects a GPU adapter; it does not apply to the cpu backend (add --backend gpu)")
+        }
+        BackendArg::Cpu => Backend::Cpu,
+        BackendArg::Gpu => Backend::Gpu,
+    };
     let tensors: HashMap<String, _> =
         inputs.into_iter().map(|(name, path)| Ok((name, npy::read(&path)?))).collect::<Result<_>>()?;
     let shapes = tensors.iter().map(|(n, t)| (n.clone(), t.shape().to_vec())).collect();
-    let options = SessionOptions { backend: Backend::Cpu, ..Default::default() };
-    let session = Session::build(ModelSource::Path(&model), &shapes, &options)?;
-    let outputs = session.run(tensors.clone())?;
+    let adapter = device.map_or(AdapterChoice::Default, AdapterChoice::Index);
+    let options =
+        SessionOptions { backend, gpu: GpuOptions { adapter, ..Default::default() }, ..Default::default() };
+    let started = std::time::Instant::now();
+    let session = pollster::block_on(Session::build_async(ModelSource::Path(&model), &shapes, &options))?;
+    if let Some(gpu) = session.gpu() {
+        eprintln!(
+            "gpu: {} ({} kernel launches per run, {:.1} MiB of buffers), built in {:.2} s",
+            gpu.context().describe(),
+            gpu.dispatches(),
+            gpu.pool_bytes as f64 / (1 << 20) as f64,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let outputs = pollster::block_on(session.run_async(tensors.clone()))?;
     if repeat > 0 {
         let start = std::time::Instant::now();
         for _ in 0..repeat {
-            session.run(tensors.clone())?;
+            pollster::block_on(session.run_async(tensors.clone()))?;
         }
         let mean = start.elapsed().as_secs_f64() * 1e3 / repeat as f64;
         println!("run: {mean:.2} ms (mean of {repeat} after one warm-up run)");

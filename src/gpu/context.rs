@@ -54,6 +54,12 @@ pub struct AdapterSummary {
     pub subgroups: bool,
     pub max_storage_binding: u64,
     pub max_buffer: u64,
+    pub max_storage_buffers_per_stage: u32,
+    pub max_workgroup_storage: u32,
+    pub max_invocations_per_workgroup: u32,
+    pub max_workgroups_per_dimension: u32,
+    /// WebGPU feature names the adapter offers among those the kernels may use.
+    pub features: Vec<&'static str>,
 }
 
 /// What went wrong asynchronously (device lost, uncaptured errors); checked before each run.
@@ -95,6 +101,20 @@ fn summary(index: usize, adapter: &wgpu::Adapter) -> AdapterSummary {
         subgroups: features.contains(wgpu::Features::SUBGROUP),
         max_storage_binding: limits.max_storage_buffer_binding_size,
         max_buffer: limits.max_buffer_size,
+        max_storage_buffers_per_stage: limits.max_storage_buffers_per_shader_stage,
+        max_workgroup_storage: limits.max_compute_workgroup_storage_size,
+        max_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
+        max_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
+        features: [
+            (wgpu::Features::SHADER_F16, "shader-f16"),
+            (wgpu::Features::SUBGROUP, "subgroups"),
+            (wgpu::Features::TIMESTAMP_QUERY, "timestamp-query"),
+            (wgpu::Features::FLOAT32_FILTERABLE, "float32-filterable"),
+        ]
+        .into_iter()
+        .filter(|(f, _)| features.contains(*f))
+        .map(|(_, name)| name)
+        .collect(),
     }
 }
 

@@ -9,6 +9,7 @@ mod error;
 mod registry;
 
 pub mod elementwise;
+pub mod fused;
 pub mod layout;
 pub mod linalg;
 pub mod nn;
@@ -188,4 +189,5 @@ op_enum! {
     Identity(source::identity::Identity),
     DequantizeLinear(quant::Dequantize),
     QuantizeLinear(quant::Quantize),
+    Fused(fused::Fused),
 }

@@ -20,6 +20,7 @@ fn cpu_reduce(op: ReduceOp, x: &[f32], shape: &[usize], first: usize, last: usiz
                 ReduceOp::L2 => vals.map(|v| v * v).sum::<f64>().sqrt(),
                 ReduceOp::Max => vals.fold(f64::NEG_INFINITY, f64::max),
                 ReduceOp::Min => vals.fold(f64::INFINITY, f64::min),
+                ReduceOp::Prod => vals.product(),
             }) as f32
         })
         .collect()
@@ -32,8 +33,15 @@ fn reductions_over_axis_runs() {
     let shape = [3, 5, 7, 2];
     let x = rng.vec(210, -2.0, 2.0);
     let gx = GpuTensor::from_f32(ctx, "x", &x).unwrap();
-    let ops =
-        [ReduceOp::Sum, ReduceOp::Mean, ReduceOp::Max, ReduceOp::Min, ReduceOp::SumSquare, ReduceOp::L2];
+    let ops = [
+        ReduceOp::Sum,
+        ReduceOp::Mean,
+        ReduceOp::Max,
+        ReduceOp::Min,
+        ReduceOp::SumSquare,
+        ReduceOp::L2,
+        ReduceOp::Prod,
+    ];
     let runs = [(0, 0), (1, 2), (3, 3), (0, 3), (1, 3)];
     let mut b = ProgramBuilder::new(ctx);
     let mut outs = Vec::new();

@@ -33,6 +33,50 @@ impl Tolerance {
         };
         Some(Tolerance { atol, rtol })
     }
+
+    /// The same names on the GPU backend. WGSL allows more error than libm: exp/log/pow and
+    /// division within a few ulps, tanh/erf/sigmoid built from exp; f16 values are held in f32.
+    pub fn named_gpu(name: &str) -> Option<Tolerance> {
+        let (atol, rtol) = match name {
+            "exact" => (0.0, 0.0),
+            // Division (2.5 ulp in WGSL) and pow through exp2/log2.
+            "elementwise" => (1e-6, 4e-6),
+            "transcendental" => (2e-5, 2e-5),
+            other => return Tolerance::named(other),
+        };
+        Some(Tolerance { atol, rtol })
+    }
+}
+
+const LAVAPIPE_ICD: &str = "/usr/share/vulkan/icd.d/lvp_icd.x86_64.json";
+
+/// The shared test device (Vulkan lavapipe when installed), or `None` after a loud skip message;
+/// `FIFO_REQUIRE_GPU=1` turns the skip into a failure.
+pub fn gpu_context() -> Option<std::sync::Arc<fifo_diffusion::gpu::GpuContext>> {
+    use fifo_diffusion::gpu::{AdapterChoice, GpuContext, GpuOptions};
+    use std::sync::{Arc, OnceLock};
+    static CTX: OnceLock<Option<Arc<GpuContext>>> = OnceLock::new();
+    CTX.get_or_init(|| {
+        if std::env::var_os("VK_DRIVER_FILES").is_none() && Path::new(LAVAPIPE_ICD).exists() {
+            // Runs once, before any wgpu instance reads the environment.
+            std::env::set_var("VK_DRIVER_FILES", LAVAPIPE_ICD);
+        }
+        let options = GpuOptions { adapter: AdapterChoice::Fallback, ..Default::default() };
+        match pollster::block_on(GpuContext::new(&options)) {
+            Ok(ctx) => {
+                eprintln!("GPU tests on {}", ctx.describe());
+                Some(Arc::new(ctx))
+            }
+            Err(e) => {
+                if std::env::var("FIFO_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+                    panic!("FIFO_REQUIRE_GPU=1 but no GPU adapter: {e}");
+                }
+                eprintln!("\n!!!!!!!! SKIPPING GPU TEST: no adapter ({e}) !!!!!!!!\n");
+                None
+            }
+        }
+    })
+    .clone()
 }
 
 fn values(t: &Tensor) -> Vec<f64> {

@@ -42,6 +42,10 @@ pub enum Binary {
     Mul,
     Div,
     Pow,
+    /// C's fmod: the sign of the dividend.
+    Fmod,
+    /// Python's %: the sign of the divisor.
+    Mod,
     Min,
     Max,
     Equal,
@@ -107,6 +111,8 @@ impl Binary {
             Binary::Mul => ("mul", "a * b"),
             Binary::Div => ("div", "a / b"),
             Binary::Pow => ("pow", "pow_f(a, b)"),
+            Binary::Fmod => ("fmod", "a - b * trunc(a / b)"),
+            Binary::Mod => ("mod", "a - b * floor(a / b)"),
             Binary::Min => ("min", "min(a, b)"),
             Binary::Max => ("max", "max(a, b)"),
             Binary::Equal => ("equal", "select(0.0, 1.0, a == b)"),

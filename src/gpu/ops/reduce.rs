@@ -15,6 +15,8 @@ pub enum ReduceOp {
     Mean,
     Max,
     Min,
+    /// Product (no compensation).
+    Prod,
     SumSquare,
     L2,
 }
@@ -31,6 +33,7 @@ impl ReduceOp {
             ReduceOp::SumSquare => sum(v, "sumsquare", "v * v", "sum"),
             ReduceOp::L2 => sum(v, "l2", "v * v", "sqrt(sum)"),
             ReduceOp::Max => v.tag("max").flag("EXTREME").define("PICK", "max"),
+            ReduceOp::Prod => v.tag("prod").flag("EXTREME").define("PICK", "mul_f"),
             ReduceOp::Min => v.tag("min").flag("EXTREME").define("PICK", "min"),
         }
     }

@@ -1,7 +1,24 @@
-//! Phase 4: pattern rewrites (attention, GroupNorm-as-InstanceNorm, bias + activation). The
-//! passes plug in here; none is registered yet, so the graph runs op by op.
+//! Phase 4: pattern rewrites into [`Fused`] ops. A pass rewrites the last node of a match in
+//! place (its inputs become the pattern's inputs, its op the fused one); the nodes before it lose
+//! their readers and the prune phase that follows removes them. A match needs every intermediate
+//! value to have exactly one reader and not be a graph output, so nothing is computed twice.
+//! `FIFO_NO_FUSION=1` (or `BuildOptions::fuse = false`) skips the passes.
+//!
+//! - [`AttentionPass`]: MatMul(Q, Kt) [* or / scalar] -> Softmax(last axis) -> MatMul(., V).
+//! - [`TorchGroupNormPass`]: torch's GroupNorm export, Reshape -> InstanceNormalization (unit
+//!   scale, zero bias) -> Reshape -> Mul(gamma) -> Add(beta), becomes GroupNormalization.
+//! - [`NormSiluPass`]: Group/InstanceNormalization -> Sigmoid and Mul (SiLU) becomes the norm with
+//!   the activation fused.
 
-use crate::graph::{BuildError, Graph};
+use crate::gpu::Activation;
+use crate::graph::{BuildError, Graph, ValueId, ValueKind};
+use crate::ops::elementwise::binary::BinaryKind;
+use crate::ops::elementwise::unary::UnaryKind;
+use crate::ops::fused::Fused;
+use crate::ops::norm::group_norm::GroupNorm;
+use crate::ops::{Op, TensorType};
+use crate::tensor::Tensor;
+use std::sync::Arc;
 
 /// One rewrite over the whole graph.
 pub trait FusionPass {
@@ -11,7 +28,7 @@ pub trait FusionPass {
 }
 
 pub fn default_passes() -> Vec<Box<dyn FusionPass>> {
-    Vec::new()
+    vec![Box::new(TorchGroupNormPass), Box::new(NormSiluPass), Box::new(AttentionPass)]
 }
 
 /// Runs every pass once; reports those that changed something.
@@ -27,4 +44,301 @@ pub fn fuse(
         }
     }
     Ok(applied)
+}
+
+/// Readers of each value (node indices) and whether it is a graph output.
+struct Uses {
+    readers: Vec<Vec<usize>>,
+    is_output: Vec<bool>,
+}
+
+impl Uses {
+    fn of(graph: &Graph) -> Uses {
+        let mut readers = vec![Vec::new(); graph.values.len()];
+        for (i, n) in graph.nodes.iter().enumerate() {
+            for &v in n.inputs.iter().flatten() {
+                if !readers[v].contains(&i) {
+                    readers[v].push(i);
+                }
+            }
+        }
+        let mut is_output = vec![false; graph.values.len()];
+        for &o in &graph.outputs {
+            is_output[o] = true;
+        }
+        Uses { readers, is_output }
+    }
+    /// The one node reading `v`, when `v` is an intermediate read by exactly one node.
+    fn only_reader(&self, v: ValueId) -> Option<usize> {
+        match self.readers[v].as_slice() {
+            [r] if !self.is_output[v] => Some(*r),
+            _ => None,
+        }
+    }
+}
+
+/// Producer node of each value.
+fn producers(graph: &Graph) -> Vec<Option<usize>> {
+    let mut p = vec![None; graph.values.len()];
+    for (i, n) in graph.nodes.iter().enumerate() {
+        for &v in n.outputs.iter().flatten() {
+            p[v] = Some(i);
+        }
+    }
+    p
+}
+
+fn input(graph: &Graph, node: usize, i: usize) -> Option<ValueId> {
+    graph.nodes[node].inputs.get(i).copied().flatten()
+}
+fn output(graph: &Graph, node: usize) -> Option<ValueId> {
+    graph.nodes[node].outputs.first().copied().flatten()
+}
+fn rank(graph: &Graph, v: ValueId) -> usize {
+    graph.values[v].ty.as_ref().map_or(0, |t| t.shape.len())
+}
+fn scalar_constant(graph: &Graph, v: ValueId) -> Option<f32> {
+    let c = graph.values[v].constant.as_ref()?;
+    (c.len() == 1 && c.dtype().is_float()).then(|| c.to_f32_vec()[0])
+}
+fn set_fused(graph: &mut Graph, node: usize, op_type: &str, inputs: Vec<Option<ValueId>>, op: Op) {
+    let n = &mut graph.nodes[node];
+    n.inputs = inputs;
+    n.op = Some(op);
+    n.op_type = op_type.to_string();
+    n.domain = "fifo.fused".to_string();
+    n.attributes.clear();
+}
+
+pub struct AttentionPass;
+
+impl FusionPass for AttentionPass {
+    fn name(&self) -> &'static str {
+        "attention"
+    }
+
+    fn apply(&self, graph: &mut Graph) -> Result<usize, BuildError> {
+        let mut count = 0;
+        let uses = Uses::of(graph);
+        let prod = producers(graph);
+        for s in 0..graph.nodes.len() {
+            let Some(Op::Softmax(sm)) = &graph.nodes[s].op else { continue };
+            if sm.log {
+                continue;
+            }
+            let (Some(t), Some(p)) = (input(graph, s, 0), output(graph, s)) else { continue };
+            let r = rank(graph, t);
+            let last = if sm.axis < 0 { sm.axis + r as i64 } else { sm.axis };
+            if r < 2 || last != r as i64 - 1 {
+                continue;
+            }
+            // The softmax feeds only the left side of the second MatMul.
+            let Some(f) = uses.only_reader(p) else { continue };
+            if !matches!(graph.nodes[f].op, Some(Op::MatMul(_))) || input(graph, f, 0) != Some(p) {
+                continue;
+            }
+            let Some(v) = input(graph, f, 1) else { continue };
+            if uses.only_reader(t) != Some(s) {
+                continue;
+            }
+            // Optional scaling by a constant scalar between the first MatMul and the softmax.
+            let Some(tn) = prod[t] else { continue };
+            let (mm, scale) = match &graph.nodes[tn].op {
+                Some(Op::MatMul(_)) => (tn, 1.0),
+                Some(Op::Binary(b)) if matches!(b.kind, BinaryKind::Mul | BinaryKind::Div) => {
+                    let (a, c) = (input(graph, tn, 0), input(graph, tn, 1));
+                    let (Some(a), Some(c)) = (a, c) else { continue };
+                    let (scores, k) = match (scalar_constant(graph, a), scalar_constant(graph, c)) {
+                        (_, Some(k)) => (a, k),
+                        (Some(k), None) if b.kind == BinaryKind::Mul => (c, k),
+                        _ => continue,
+                    };
+                    let k = if b.kind == BinaryKind::Div { 1.0 / k } else { k };
+                    let Some(m) = prod[scores] else { continue };
+                    if !matches!(graph.nodes[m].op, Some(Op::MatMul(_)))
+                        || uses.only_reader(scores) != Some(tn)
+                    {
+                        continue;
+                    }
+                    // The scale must not broadcast the scores to a larger shape.
+                    if rank(graph, scores) != r {
+                        continue;
+                    }
+                    (m, k)
+                }
+                _ => continue,
+            };
+            let (Some(q), Some(kt)) = (input(graph, mm, 0), input(graph, mm, 1)) else { continue };
+            if rank(graph, q) < 2 || rank(graph, kt) < 2 || rank(graph, v) < 2 {
+                continue;
+            }
+            set_fused(
+                graph,
+                f,
+                "FusedAttention",
+                vec![Some(q), Some(kt), Some(v)],
+                Op::Fused(Fused::Attention { scale }),
+            );
+            count += 1;
+        }
+        Ok(count)
+    }
+}
+
+pub struct NormSiluPass;
+
+impl FusionPass for NormSiluPass {
+    fn name(&self) -> &'static str {
+        "norm+silu"
+    }
+
+    fn apply(&self, graph: &mut Graph) -> Result<usize, BuildError> {
+        let mut count = 0;
+        let uses = Uses::of(graph);
+        for n in 0..graph.nodes.len() {
+            let Some(base @ (Op::GroupNorm(_) | Op::InstanceNorm(_))) = graph.nodes[n].op.clone() else {
+                continue;
+            };
+            if graph.nodes[n].outputs.len() != 1 {
+                continue;
+            }
+            let Some(y) = output(graph, n) else { continue };
+            if uses.is_output[y] {
+                continue;
+            }
+            // Readers of y: one Sigmoid(y) and one Mul(y, sigmoid) in either order.
+            let readers = &uses.readers[y];
+            if readers.len() != 2 {
+                continue;
+            }
+            let sig = readers
+                .iter()
+                .copied()
+                .find(|&r| matches!(&graph.nodes[r].op, Some(Op::Unary(u)) if u.kind == UnaryKind::Sigmoid));
+            let Some(sig) = sig else { continue };
+            let Some(mul) = readers.iter().copied().find(|&r| r != sig) else { continue };
+            let Some(sv) = output(graph, sig) else { continue };
+            let is_mul = matches!(&graph.nodes[mul].op, Some(Op::Binary(b)) if b.kind == BinaryKind::Mul);
+            let ins = (input(graph, mul, 0), input(graph, mul, 1));
+            let pairs = ins == (Some(y), Some(sv)) || ins == (Some(sv), Some(y));
+            if !is_mul || !pairs || uses.only_reader(sv) != Some(mul) {
+                continue;
+            }
+            let inputs = graph.nodes[n].inputs.clone();
+            let op = Op::Fused(Fused::Activated { base: Box::new(base), activation: Activation::Silu });
+            let op_type = format!("Fused{}Silu", graph.nodes[n].op_type);
+            set_fused(graph, mul, &op_type, inputs, op);
+            count += 1;
+        }
+        Ok(count)
+    }
+}
+
+pub struct TorchGroupNormPass;
+
+impl TorchGroupNormPass {
+    /// `t` as one value per channel of `c`, if it only varies along the channel axis of a rank-r
+    /// tensor (shapes [C, 1, ...] or [1, C, 1, ...]).
+    fn per_channel(t: &Tensor, c: usize, r: usize) -> Option<Vec<f32>> {
+        let s = t.shape();
+        let trailing = s.len() < r && !s.is_empty() && s[0] == c && s[1..].iter().all(|&d| d == 1);
+        let full =
+            s.len() == r && r >= 2 && s[1] == c && s.iter().enumerate().all(|(i, &d)| i == 1 || d == 1);
+        (t.dtype().is_float() && (trailing || full || (c == 1 && t.len() == 1))).then(|| t.to_f32_vec())
+    }
+}
+
+impl FusionPass for TorchGroupNormPass {
+    fn name(&self) -> &'static str {
+        "torch-groupnorm"
+    }
+
+    fn apply(&self, graph: &mut Graph) -> Result<usize, BuildError> {
+        let mut count = 0;
+        let uses = Uses::of(graph);
+        let prod = producers(graph);
+        for i in 0..graph.nodes.len() {
+            let Some(Op::InstanceNorm(inorm)) = graph.nodes[i].op.clone() else { continue };
+            let (Some(r1o), Some(y)) = (input(graph, i, 0), output(graph, i)) else { continue };
+            let Some(r1) = prod[r1o] else { continue };
+            if !matches!(graph.nodes[r1].op, Some(Op::Reshape(_))) || uses.only_reader(r1o) != Some(i) {
+                continue;
+            }
+            let Some(x) = input(graph, r1, 0) else { continue };
+            let unit = |v: Option<ValueId>, want: f32| {
+                v.and_then(|v| graph.values[v].constant.clone())
+                    .is_some_and(|t| t.to_f32_vec().iter().all(|&e| e == want))
+            };
+            if !unit(input(graph, i, 1), 1.0) || !unit(input(graph, i, 2), 0.0) {
+                continue;
+            }
+            let Some(r2) = uses.only_reader(y) else { continue };
+            if !matches!(graph.nodes[r2].op, Some(Op::Reshape(_))) {
+                continue;
+            }
+            let Some(r2o) = output(graph, r2) else { continue };
+            let (Some(xt), Some(r2t), Some(it)) =
+                (graph.values[x].ty.clone(), graph.values[r2o].ty.clone(), graph.values[r1o].ty.clone())
+            else {
+                continue;
+            };
+            if xt.shape != r2t.shape || xt.shape.len() < 2 || it.shape.len() < 2 {
+                continue;
+            }
+            let (c, groups) = (xt.shape[1], it.shape[1]);
+            if it.shape[0] != xt.shape[0] || groups == 0 || c % groups != 0 {
+                continue;
+            }
+            // Mul(gamma) then Add(beta), constants per channel.
+            let Some(mul) = uses.only_reader(r2o) else { continue };
+            let Some(mo) = output(graph, mul) else { continue };
+            let Some(add) = uses.only_reader(mo) else { continue };
+            let affine = |node: usize, kind: BinaryKind, from: ValueId| -> Option<Vec<f32>> {
+                let Some(Op::Binary(b)) = &graph.nodes[node].op else { return None };
+                if b.kind != kind {
+                    return None;
+                }
+                let (a, k) = (input(graph, node, 0)?, input(graph, node, 1)?);
+                let other = if a == from {
+                    k
+                } else if k == from {
+                    a
+                } else {
+                    return None;
+                };
+                Self::per_channel(graph.values[other].constant.as_ref()?, c, xt.shape.len())
+            };
+            let (Some(gamma), Some(beta)) =
+                (affine(mul, BinaryKind::Mul, r2o), affine(add, BinaryKind::Add, mo))
+            else {
+                continue;
+            };
+            let Some(ao) = output(graph, add) else { continue };
+            if graph.values[ao].ty.as_ref().map(|t| &t.shape) != Some(&xt.shape) {
+                continue;
+            }
+            let (Ok(gamma), Ok(beta)) = (Tensor::from_f32(vec![c], gamma), Tensor::from_f32(vec![c], beta))
+            else {
+                continue;
+            };
+            let base = graph.nodes[add].label(graph).to_string();
+            let mut constant = |name: String, t: Tensor| -> ValueId {
+                let id = graph.add_value(name, ValueKind::Initializer);
+                graph.values[id].ty = Some(TensorType::of(&t));
+                graph.values[id].constant = Some(Arc::new(t));
+                id
+            };
+            let g = constant(format!("{base}.gamma"), gamma);
+            let b = constant(format!("{base}.beta"), beta);
+            let op = Op::GroupNorm(GroupNorm {
+                num_groups: groups,
+                epsilon: inorm.epsilon,
+                per_channel_affine: true,
+            });
+            set_fused(graph, add, "GroupNormalization", vec![Some(x), Some(g), Some(b)], op);
+            graph.nodes[add].domain = String::new();
+            count += 1;
+        }
+        Ok(count)
+    }
 }

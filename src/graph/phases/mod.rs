@@ -20,6 +20,8 @@ pub struct BuildOptions {
     pub max_tensor_bytes: usize,
     /// Reuse buffers whose lifetimes do not overlap; off only to debug the plan.
     pub memory_reuse: bool,
+    /// Run the fusion passes (`FIFO_NO_FUSION=1` turns them off).
+    pub fuse: bool,
 }
 
 impl Default for BuildOptions {
@@ -30,6 +32,7 @@ impl Default for BuildOptions {
             max_tensor_bytes: usize::try_from(4u64 << 30).unwrap_or(usize::MAX),
             // FIFO_NO_MEMORY_REUSE=1 turns reuse off to tell a planning bug from a kernel bug.
             memory_reuse: std::env::var_os("FIFO_NO_MEMORY_REUSE").is_none_or(|v| v == "0"),
+            fuse: std::env::var_os("FIFO_NO_FUSION").is_none_or(|v| v == "0"),
         }
     }
 }
@@ -52,7 +55,8 @@ pub fn build(
     parse::parse_ops(&mut graph)?;
     propagate::propagate(&mut graph, input_shapes, options)?;
     prune::prune(&mut graph);
-    let fusions = fuse::fuse(&mut graph, &fuse::default_passes())?;
+    let passes = if options.fuse { fuse::default_passes() } else { Vec::new() };
+    let fusions = fuse::fuse(&mut graph, &passes)?;
     prune::prune(&mut graph);
     let plan = plan::plan(&graph, options.memory_reuse);
     Ok(BuiltGraph { graph, plan, fusions })

@@ -21,7 +21,7 @@ pub struct Pad {
 }
 
 /// Per dim `(begin, end)` padding from the pads and axes inputs.
-fn per_dim(rank: usize, pads: &[i64], axes: Option<Vec<i64>>) -> Result<Vec<(i64, i64)>, OpError> {
+pub(crate) fn per_dim(rank: usize, pads: &[i64], axes: Option<Vec<i64>>) -> Result<Vec<(i64, i64)>, OpError> {
     let axes = match axes {
         Some(a) => normalize_axes(&a, rank)?,
         None => (0..rank).collect(),

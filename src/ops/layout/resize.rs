@@ -38,13 +38,13 @@ pub struct Resize {
 }
 
 /// Output shape and per-dim scale factors.
-struct Plan {
-    shape: Vec<usize>,
-    scales: Vec<f32>,
+pub(crate) struct Plan {
+    pub(crate) shape: Vec<usize>,
+    pub(crate) scales: Vec<f32>,
 }
 
 impl Resize {
-    fn plan(
+    pub(crate) fn plan(
         &self,
         input: &[usize],
         scales: Option<Vec<f32>>,

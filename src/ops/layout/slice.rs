@@ -12,10 +12,10 @@ pub struct Slice;
 
 /// Per dim: first source index, step and length of the result.
 #[derive(Clone, Debug, PartialEq)]
-struct DimSlice {
-    start: i64,
-    step: i64,
-    len: usize,
+pub(crate) struct DimSlice {
+    pub(crate) start: i64,
+    pub(crate) step: i64,
+    pub(crate) len: usize,
 }
 
 fn clamp_dim(dim: usize, start: i64, end: i64, step: i64) -> DimSlice {
@@ -35,7 +35,7 @@ fn clamp_dim(dim: usize, start: i64, end: i64, step: i64) -> DimSlice {
     DimSlice { start, step, len: if d == 0 { 0 } else { len as usize } }
 }
 
-fn plan(
+pub(crate) fn plan(
     shape: &[usize],
     starts: &[i64],
     ends: &[i64],

@@ -17,15 +17,15 @@ pub struct ConvTranspose {
 
 /// Shapes of one transposed convolution. `window` is seen from the output side: its `input` is
 /// the output image and its `output` the input image, so col2im can reuse the conv geometry.
-struct Geometry {
-    batch: usize,
-    in_channels: usize,
-    out_channels: usize,
-    window: Window,
+pub(crate) struct Geometry {
+    pub(crate) batch: usize,
+    pub(crate) in_channels: usize,
+    pub(crate) out_channels: usize,
+    pub(crate) window: Window,
 }
 
 impl ConvTranspose {
-    fn geometry(&self, x: &[usize], w: &[usize]) -> Result<Geometry, OpError> {
+    pub(crate) fn geometry(&self, x: &[usize], w: &[usize]) -> Result<Geometry, OpError> {
         if x.len() < 3 || w.len() != x.len() || self.group == 0 || x[1] != w[0] || w[0] % self.group != 0 {
             return Err(OpError::invalid(format!(
                 "ConvTranspose cannot take X {x:?} and W {w:?} with group {}",

@@ -28,7 +28,11 @@ pub struct Reduce {
 }
 
 /// Which dims are reduced, or `None` for the no-op case.
-fn reduced_dims(r: &Reduce, rank: usize, input_axes: Option<Vec<i64>>) -> Result<Option<Vec<bool>>, OpError> {
+pub(crate) fn reduced_dims(
+    r: &Reduce,
+    rank: usize,
+    input_axes: Option<Vec<i64>>,
+) -> Result<Option<Vec<bool>>, OpError> {
     let axes = r.axes.clone().or(input_axes).unwrap_or_default();
     if axes.is_empty() {
         return Ok(if r.noop_with_empty_axes { None } else { Some(vec![true; rank]) });

@@ -1,0 +1,67 @@
+//! Fused forms made by the fusion passes (`graph::phases::fuse`), never parsed from a model. The
+//! CPU reference runs the unfused ops in sequence, so both backends stay comparable.
+
+use super::linalg::matmul::MatMul;
+use super::nn::softmax::Softmax;
+use super::{required, Op, OpError, OpSpec, TensorType, ValueInfo};
+use crate::gpu::Activation;
+use crate::tensor::{DType, Tensor};
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fused {
+    /// `softmax(scale * Q @ Kt, last axis) @ V`; inputs `[Q, Kt, V]`, `Kt` being the first
+    /// MatMul's right operand (K transposed).
+    Attention { scale: f32 },
+    /// `base` (GroupNorm or InstanceNorm) followed by `activation`; inputs are `base`'s.
+    Activated { base: Box<Op>, activation: Activation },
+}
+
+const LAST: Softmax = Softmax { axis: -1, coerce_2d: false, log: false };
+
+fn activate(t: Tensor, activation: Activation) -> Result<Tensor, OpError> {
+    let dtype = t.dtype();
+    let v: Vec<f32> = t.f32s().iter().map(|&x| activation.apply(x)).collect();
+    let out = Tensor::from_f32(t.shape().to_vec(), v)?;
+    Ok(if dtype == DType::F32 { out } else { out.cast(dtype) })
+}
+
+impl OpSpec for Fused {
+    fn infer(&self, inputs: &[Option<&ValueInfo>]) -> Result<Vec<TensorType>, OpError> {
+        match self {
+            Fused::Attention { .. } => {
+                let (q, kt) = (required(inputs, 0, "Q")?, required(inputs, 1, "Kt")?);
+                let v = required(inputs, 2, "V")?;
+                let scores = MatMul.infer(&[Some(q), Some(kt)])?.remove(0);
+                let scores = ValueInfo { ty: scores, value: None };
+                MatMul.infer(&[Some(&scores), Some(v)])
+            }
+            Fused::Activated { base, .. } => base.spec().infer(inputs),
+        }
+    }
+
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        match self {
+            Fused::Attention { scale } => {
+                let (q, kt) = (required(inputs, 0, "Q")?, required(inputs, 1, "Kt")?);
+                let v = required(inputs, 2, "V")?;
+                let scores = MatMul.run(&[Some(q), Some(kt)])?.remove(0);
+                let scores = activate_scaled(scores, *scale)?;
+                let p = LAST.run(&[Some(&scores)])?.remove(0);
+                MatMul.run(&[Some(&p), Some(v)])
+            }
+            Fused::Activated { base, activation } => {
+                let mut out = base.spec().run(inputs)?;
+                let y = out.remove(0);
+                out.insert(0, activate(y, *activation)?);
+                Ok(out)
+            }
+        }
+    }
+}
+
+fn activate_scaled(t: Tensor, scale: f32) -> Result<Tensor, OpError> {
+    let dtype = t.dtype();
+    let v: Vec<f32> = t.f32s().iter().map(|&x| x * scale).collect();
+    let out = Tensor::from_f32(t.shape().to_vec(), v)?;
+    Ok(if dtype == DType::F32 { out } else { out.cast(dtype) })
+}
