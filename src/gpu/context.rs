@@ -225,6 +225,12 @@ impl GpuContext {
     pub fn queue(&self) -> &wgpu::Queue {
         &self.queue
     }
+    /// Whether the adapter runs on the CPU (lavapipe, llvmpipe, SwiftShader, WARP): there the
+    /// project's CPU backend is the faster way to run a model.
+    pub fn is_cpu_adapter(&self) -> bool {
+        self.info().device_type == wgpu::DeviceType::Cpu
+    }
+
     pub fn info(&self) -> &wgpu::AdapterInfo {
         &self.info
     }

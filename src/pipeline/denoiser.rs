@@ -1,18 +1,22 @@
 //! The UNet as the scheduler's [`Denoiser`]: one session per batch size, contexts per frame.
 
 use super::stats::Clock;
-use super::{f32_tensor, run_graph, session_err};
+use super::{build_session, f32_tensor, run_graph, session_err};
 use crate::fifo::{DenoiseRequest, Denoiser, DenoiserError};
+use crate::gpu::GpuContext;
 use crate::model::{ModelPackage, PromptContexts, UnetGraph};
-use crate::session::{ModelSource, Session, SessionOptions};
+use crate::session::{Session, SessionOptions};
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// The package's UNet, built lazily for each batch size the scheduler asks for.
 pub struct UnetDenoiser {
     graph: UnetGraph,
     path: PathBuf,
     options: SessionOptions,
+    /// The device every batch size's session is built on (GPU backend).
+    gpu: Option<Arc<GpuContext>>,
     /// `[C, H, W]` of one frame latent.
     frame_shape: Vec<usize>,
     tokens: usize,
@@ -24,11 +28,17 @@ pub struct UnetDenoiser {
 }
 
 impl UnetDenoiser {
-    pub fn new(package: &ModelPackage, path: PathBuf, options: SessionOptions) -> Self {
+    pub fn new(
+        package: &ModelPackage,
+        path: PathBuf,
+        options: SessionOptions,
+        gpu: Option<Arc<GpuContext>>,
+    ) -> Self {
         Self {
             graph: package.graphs.unet.clone(),
             path,
             options,
+            gpu,
             frame_shape: package.latent.frame_shape(),
             tokens: package.text.max_tokens,
             dim: package.text.dim,
@@ -59,14 +69,14 @@ impl UnetDenoiser {
     }
 
     /// Builds the session for one batch size now rather than on its first call.
-    pub fn prepare(&mut self, batch: usize, frames: usize) -> Result<(), super::PipelineError> {
+    pub async fn prepare(&mut self, batch: usize, frames: usize) -> Result<(), super::PipelineError> {
         let clock = Clock::start();
-        self.session(batch, frames)?;
+        self.session(batch, frames).await?;
         self.seconds += clock.seconds();
         Ok(())
     }
 
-    fn session(&mut self, batch: usize, frames: usize) -> Result<&Session, super::PipelineError> {
+    async fn session(&mut self, batch: usize, frames: usize) -> Result<&Session, super::PipelineError> {
         if let Some(i) = self.sessions.iter().position(|(b, _)| *b == batch) {
             return Ok(&self.sessions[i].1);
         }
@@ -78,7 +88,8 @@ impl UnetDenoiser {
             (g.timesteps.clone(), vec![batch, frames]),
             (g.context.clone(), vec![batch, frames, self.tokens, self.dim]),
         ]);
-        let session = Session::build(ModelSource::Path(&self.path), &shapes, &self.options)
+        let session = build_session(&self.gpu, &self.path, &shapes, &self.options)
+            .await
             .map_err(session_err("UNet"))?;
         self.sessions.push((batch, session));
         Ok(&self.sessions.last().expect("just pushed").1)
@@ -108,7 +119,7 @@ impl UnetDenoiser {
         ]);
         self.context = context;
         let name = self.graph.output.clone();
-        let values = run_graph("UNet", self.session(b, f)?, inputs, &name, output.len()).await?;
+        let values = run_graph("UNet", self.session(b, f).await?, inputs, &name, output.len()).await?;
         output.copy_from_slice(&values);
         Ok(())
     }

@@ -12,10 +12,12 @@ pub use denoiser::UnetDenoiser;
 pub use stats::{Clock, StageTimes};
 
 use crate::fifo::{FifoConfig, FifoError, FifoScheduler, PromptSchedule};
+use crate::gpu::GpuContext;
 use crate::model::{ModelError, ModelPackage, PromptContexts, TokenizeError, Tokenizer, Weights};
 use crate::session::{Backend, ModelSource, Session, SessionError, SessionOptions};
 use crate::tensor::Tensor;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -48,10 +50,26 @@ pub struct Frame {
 }
 
 /// How to run the package's graphs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Default)]
 pub struct RunOptions {
     pub backend: Backend,
     pub weights: Weights,
+    /// For the GPU backend: an open device to build every graph on; `None` opens the default
+    /// adapter.
+    pub gpu: Option<Arc<GpuContext>>,
+}
+
+/// Builds one graph on the CPU, or on the shared GPU device when there is one.
+pub(crate) async fn build_session(
+    gpu: &Option<Arc<GpuContext>>,
+    path: &std::path::Path,
+    shapes: &HashMap<String, Vec<usize>>,
+    options: &SessionOptions,
+) -> Result<Session, SessionError> {
+    match gpu {
+        Some(ctx) => Session::build_on(ctx.clone(), ModelSource::Path(path), shapes, options).await,
+        None => Session::build(ModelSource::Path(path), shapes, options),
+    }
 }
 
 pub(crate) fn session_err(graph: &'static str) -> impl Fn(SessionError) -> PipelineError {
@@ -98,20 +116,31 @@ pub struct Models {
 
 impl Models {
     /// Builds the text encoder and decoder now; UNet sessions are built per batch size on first use.
-    pub fn load(package: ModelPackage, options: RunOptions) -> Result<Self, PipelineError> {
+    /// On the GPU backend every graph shares one device.
+    pub async fn load(package: ModelPackage, options: RunOptions) -> Result<Self, PipelineError> {
         let unet_path = package.unet_path(options.weights)?;
         let session_options = SessionOptions { backend: options.backend, ..Default::default() };
+        let gpu = match (options.backend, options.gpu) {
+            (Backend::Gpu, Some(ctx)) => Some(ctx),
+            (Backend::Gpu, None) => Some(Arc::new(
+                GpuContext::new(&session_options.gpu)
+                    .await
+                    .map_err(|e| session_err("UNet")(SessionError::from(e)))?,
+            )),
+            (Backend::Cpu, _) => None,
+        };
         let text_graph = &package.graphs.text_encoder;
         let shapes = HashMap::from([(text_graph.input.clone(), vec![1, package.text.max_tokens])]);
         let path = package.path(&text_graph.file);
-        let text = Session::build(ModelSource::Path(&path), &shapes, &session_options)
+        let text = build_session(&gpu, &path, &shapes, &session_options)
+            .await
             .map_err(session_err("text encoder"))?;
         let (l, d) = (&package.latent, &package.graphs.decoder);
         let shapes = HashMap::from([(d.input.clone(), vec![1, l.channels, l.height, l.width])]);
         let path = package.path(&d.file);
-        let decoder = Session::build(ModelSource::Path(&path), &shapes, &session_options)
-            .map_err(session_err("decoder"))?;
-        let unet = UnetDenoiser::new(&package, unet_path, session_options);
+        let decoder =
+            build_session(&gpu, &path, &shapes, &session_options).await.map_err(session_err("decoder"))?;
+        let unet = UnetDenoiser::new(&package, unet_path, session_options, gpu);
         Ok(Self { tokenizer: Tokenizer::new(&package.text), package, text, decoder, unet })
     }
 
@@ -134,13 +163,13 @@ impl Models {
 
     /// Builds the UNet for every batch size a run with `config` calls it with (the start clip's
     /// and the FIFO loop's), so that a broken graph fails before any output is written.
-    pub fn prepare(&mut self, config: &FifoConfig) -> Result<(), PipelineError> {
+    pub async fn prepare(&mut self, config: &FifoConfig) -> Result<(), PipelineError> {
         let passes = if config.uses_guidance() { 2 } else { 1 };
         let windows = crate::fifo::QueueLayout::new(config).windows().len();
         if config.init == crate::fifo::InitMode::Clip {
-            self.unet.prepare(passes, config.window)?;
+            self.unet.prepare(passes, config.window).await?;
         }
-        self.unet.prepare(windows * passes, config.window)
+        self.unet.prepare(windows * passes, config.window).await
     }
 
     /// Checks every prompt of a schedule against the vocabulary without running anything.
@@ -228,7 +257,7 @@ impl Generation {
         let mut models = models;
         let mut times = StageTimes::default();
         let unet_before = models.unet.seconds();
-        models.prepare(&config)?;
+        models.prepare(&config).await?;
         let clock = Clock::start();
         let contexts = models.encode_prompts(&prompts).await?;
         times.text += clock.seconds();
@@ -249,7 +278,7 @@ impl Generation {
         Self::check_config(&models, scheduler.config())?;
         let mut times = StageTimes::default();
         let clock = Clock::start();
-        models.prepare(scheduler.config())?;
+        models.prepare(scheduler.config()).await?;
         times.unet += clock.seconds();
         let clock = Clock::start();
         let contexts = models.encode_prompts(scheduler.prompts()).await?;
