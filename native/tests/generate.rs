@@ -355,8 +355,17 @@ fn missing_or_corrupt_model_files_fail_clearly() {
         assert!(!o.status.success() && err.contains(expected), "{}: {err}", model.display());
         assert!(!out_file.exists(), "{}", model.display());
     }
-    let o = fifo().args(["--quiet", PROMPT, "--backend", "gpu", "--out", "/tmp/x.y4m"]).output().unwrap();
+    // `--backend gpu` where wgpu finds no adapter (only a backend this OS lacks is allowed) fails
+    // with the fix named, and writes nothing.
+    let absent = if cfg!(target_os = "macos") { "dx12" } else { "metal" };
+    let out_file = dir.join("gpu.y4m");
+    let o = fifo()
+        .env("WGPU_BACKEND", absent)
+        .args(["--quiet", PROMPT, "--backend", "gpu", "--out", out_file.to_str().unwrap()])
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("--backend cpu"), "{err}");
+    assert!(!out_file.exists());
     std::fs::remove_dir_all(dir).unwrap();
 }

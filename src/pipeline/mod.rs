@@ -25,6 +25,8 @@ pub enum PipelineError {
     Model(#[from] ModelError),
     #[error(transparent)]
     Tokenize(#[from] TokenizeError),
+    #[error("cannot open the GPU: {0}")]
+    Device(#[source] Box<SessionError>),
     #[error("the {graph} graph: {source}")]
     Session {
         graph: &'static str,
@@ -125,7 +127,7 @@ impl Models {
             (Backend::Gpu, None) => Some(Arc::new(
                 GpuContext::new(&session_options.gpu)
                     .await
-                    .map_err(|e| session_err("UNet")(SessionError::from(e)))?,
+                    .map_err(|e| PipelineError::Device(Box::new(SessionError::from(e))))?,
             )),
             (Backend::Cpu, _) => None,
         };
