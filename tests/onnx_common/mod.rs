@@ -52,6 +52,7 @@ const LAVAPIPE_ICD: &str = "/usr/share/vulkan/icd.d/lvp_icd.x86_64.json";
 
 /// The shared test device (Vulkan lavapipe when installed), or `None` after a loud skip message;
 /// `FIFO_REQUIRE_GPU=1` turns the skip into a failure.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn gpu_context() -> Option<std::sync::Arc<fifo_diffusion::gpu::GpuContext>> {
     use fifo_diffusion::gpu::{AdapterChoice, GpuContext, GpuOptions};
     use std::sync::{Arc, OnceLock};
@@ -77,6 +78,14 @@ pub fn gpu_context() -> Option<std::sync::Arc<fifo_diffusion::gpu::GpuContext>> 
         }
     })
     .clone()
+}
+
+/// Under WASI there is no WebGPU: the GPU cases run in the native test run (on lavapipe), and the
+/// wasm32 run checks the CPU backend only.
+#[cfg(target_arch = "wasm32")]
+pub fn gpu_context() -> Option<std::sync::Arc<fifo_diffusion::gpu::GpuContext>> {
+    eprintln!("GPU cases skipped on wasm32-wasip1 (no WebGPU under WASI; they run natively)");
+    None
 }
 
 fn values(t: &Tensor) -> Vec<f64> {
