@@ -36,6 +36,14 @@ fn generate(args: &[&str]) -> std::process::Output {
     out
 }
 
+/// Continues the checkpoint `ckpt` up to frame 12 into `out`.
+fn resume_to(ckpt: &Path, out: &Path) {
+    let args =
+        ["--quiet", "--resume", ckpt.to_str().unwrap(), "--frames", "12", "--out", out.to_str().unwrap()];
+    let run = fifo().args(args).output().unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+}
+
 /// Mean absolute luma difference (0..255) allowed between H.264 and the lossless Y4M frames.
 const MP4_LUMA_TOLERANCE: f64 = 8.0;
 
@@ -150,19 +158,7 @@ fn short_video_decodes_with_its_frame_count_and_size_and_resumes_bit_for_bit() {
     // The checkpoint the run left at frame 10, resumed to frame 12 in a new file.
     let ckpt = dir.join("full.y4m.ckpt");
     let rest = dir.join("rest.y4m");
-    let out = fifo()
-        .args([
-            "--quiet",
-            "--resume",
-            ckpt.to_str().unwrap(),
-            "--frames",
-            "12",
-            "--out",
-            rest.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    resume_to(&ckpt, &rest);
     let rest_bytes = std::fs::read(&rest).unwrap();
     let (_, _, resumed) = read_y4m(&rest_bytes);
     assert_eq!(resumed.len(), 2, "frames 10 and 11");
@@ -170,19 +166,7 @@ fn short_video_decodes_with_its_frame_count_and_size_and_resumes_bit_for_bit() {
 
     // The same two frames as H.264 in a fragmented MP4: ftyp, moov, then one moof + mdat per frame.
     let mp4 = dir.join("rest.mp4");
-    let out = fifo()
-        .args([
-            "--quiet",
-            "--resume",
-            ckpt.to_str().unwrap(),
-            "--frames",
-            "12",
-            "--out",
-            mp4.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    resume_to(&ckpt, &mp4);
     let decoded = decode_mp4(&std::fs::read(&mp4).unwrap());
     assert_eq!(decoded.len(), 2);
     for (luma, want) in decoded.iter().zip(&resumed) {
