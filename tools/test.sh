@@ -4,6 +4,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 step() { printf '\n== %s\n' "$*"; }
 
+# A cold build needs about 6 GB under target/; a full disk shows up later as a linker crash
+# (signal 7), so say it plainly first.
+avail_kb=$(df -Pk . | awk 'NR==2 { print $4 }')
+if [ "${avail_kb:-0}" -lt 8000000 ]; then
+  echo "warning: only $((avail_kb / 1024)) MiB free here; a cold build needs about 6 GB (free space or set CARGO_TARGET_DIR elsewhere)" >&2
+fi
+
 step "toolchain: wasm32 targets"
 rustup target add wasm32-unknown-unknown wasm32-wasip1
 
