@@ -10,9 +10,9 @@ use crate::gpu::{GpuContext, GpuError, GpuOptions, GpuTensor};
 use crate::gpu_backend::{GpuSession, GpuSessionError};
 use crate::graph::phases::{build, parse, BuildOptions, BuiltGraph};
 use crate::graph::{BuildError, DeclaredType, Dim, Graph, NodeIssue};
-use crate::onnx::{load_model, LoadError};
+use crate::onnx::{load_model, load_model_with, ExternalData, LoadError};
 use crate::tensor::{DType, Tensor};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
@@ -44,9 +44,15 @@ pub enum SessionError {
 pub enum ModelSource<'a> {
     Bytes(&'a [u8]),
     Path(&'a Path),
+    /// A model held in memory with the external data files it names, by relative path (what a
+    /// browser fetched).
+    Memory {
+        model: &'a [u8],
+        files: &'a BTreeMap<String, Vec<u8>>,
+    },
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     #[default]
@@ -116,6 +122,7 @@ impl From<GpuError> for SessionError {
 fn read_model(source: ModelSource) -> Result<Graph, SessionError> {
     match source {
         ModelSource::Bytes(b) => Ok(load_model(b, None)?),
+        ModelSource::Memory { model, files } => Ok(load_model_with(model, ExternalData::Files(files))?),
         ModelSource::Path(p) => {
             let bytes = std::fs::read(p)
                 .map_err(|source| SessionError::Io { path: p.display().to_string(), source })?;

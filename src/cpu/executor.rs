@@ -77,6 +77,7 @@ struct Profile {
     totals: std::collections::BTreeMap<String, (usize, f64, f64)>,
     run_started: Option<Instant>,
     cpu_started: f64,
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     node_cpu_started: f64,
 }
 

@@ -9,7 +9,7 @@ mod tokenizer;
 
 pub use context::PromptContexts;
 pub use package::{
-    Defaults, GraphFile, Graphs, ImageSpec, LatentSpec, ModelError, ModelPackage, TextSpec, UnetGraph,
-    Weights, PACKAGE_FORMAT,
+    Defaults, GraphFile, GraphSource, Graphs, ImageSpec, LatentSpec, ModelError, ModelPackage, PackageFiles,
+    TextSpec, UnetGraph, Weights, PACKAGE_FORMAT,
 };
 pub use tokenizer::{TokenizeError, Tokenizer};

@@ -1,11 +1,14 @@
 //! `model.json`: what a model package holds and how to call its graphs.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::fifo::InitMode;
 use crate::schedule::DiffusionSchedule;
+use crate::session::ModelSource;
 
 /// The `format` string this build reads.
 pub const PACKAGE_FORMAT: &str = "fifo-diffusion-model/1";
@@ -28,6 +31,8 @@ pub enum ModelError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the model package has no file '{file}' (fetch every file model.json names, and the `.data` files beside them)")]
+    FileMissing { file: String },
     #[error(
         "the model package '{name}' has no int8 UNet (no graphs.unet.int8 in model.json); use --weights f32"
     )]
@@ -143,6 +148,60 @@ pub struct ModelPackage {
     /// The folder the graph files are relative to (not part of the JSON).
     #[serde(skip)]
     pub dir: PathBuf,
+    /// The package's files when it lives in memory rather than in `dir` (not part of the JSON).
+    #[serde(skip)]
+    pub files: Option<PackageFiles>,
+}
+
+/// A package's files held in memory, by path inside the package folder (`/`-separated).
+#[derive(Clone, Default)]
+pub struct PackageFiles(Arc<BTreeMap<String, Vec<u8>>>);
+
+impl PackageFiles {
+    pub fn new(files: BTreeMap<String, Vec<u8>>) -> Self {
+        Self(Arc::new(files))
+    }
+
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.0.get(name).map(Vec::as_slice)
+    }
+
+    pub fn map(&self) -> &BTreeMap<String, Vec<u8>> {
+        &self.0
+    }
+}
+
+// Names and sizes only: the bytes are megabytes.
+impl std::fmt::Debug for PackageFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.0.iter().map(|(k, v)| (k, v.len()))).finish()
+    }
+}
+
+impl PartialEq for PackageFiles {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+/// One graph of a package, on disk or in memory.
+#[derive(Clone, Debug)]
+pub enum GraphSource {
+    Path(PathBuf),
+    Memory { files: PackageFiles, file: String },
+}
+
+impl GraphSource {
+    /// The session's view of this graph; `Err` names a file missing from memory.
+    pub fn source(&self) -> Result<ModelSource<'_>, ModelError> {
+        match self {
+            GraphSource::Path(p) => Ok(ModelSource::Path(p)),
+            GraphSource::Memory { files, file } => {
+                let model = files.get(file).ok_or_else(|| ModelError::FileMissing { file: file.clone() })?;
+                Ok(ModelSource::Memory { model, files: files.map() })
+            }
+        }
+    }
 }
 
 impl ModelPackage {
@@ -173,10 +232,7 @@ impl ModelPackage {
             .map_err(|source| ModelError::Missing { dir: dir.display().to_string(), source })?;
         let mut package = Self::parse(&json, &path.display().to_string())?;
         package.dir = dir.to_path_buf();
-        let g = &package.graphs;
-        let mut files = vec![&g.text_encoder.file, &g.unet.file, &g.decoder.file];
-        files.extend(g.unet.int8.as_ref());
-        for file in files {
+        for file in package.graph_files() {
             let p = dir.join(file);
             std::fs::metadata(&p)
                 .map_err(|source| ModelError::GraphMissing { path: p.display().to_string(), source })?;
@@ -184,19 +240,58 @@ impl ModelPackage {
         Ok(package)
     }
 
+    /// Reads a package held in memory: `model.json` and the graph files it names, keyed by path
+    /// inside the package folder (what a browser fetched).
+    pub fn from_files(files: BTreeMap<String, Vec<u8>>) -> Result<Self, ModelError> {
+        let missing = |file: &str| ModelError::FileMissing { file: file.to_string() };
+        let json = files.get("model.json").ok_or_else(|| missing("model.json"))?;
+        let json = std::str::from_utf8(json).map_err(|e| ModelError::Json {
+            path: "model.json".into(),
+            message: format!("not UTF-8 text ({e})"),
+        })?;
+        let mut package = Self::parse(json, "model.json")?;
+        for file in package.graph_files() {
+            if !files.contains_key(file) {
+                return Err(missing(file));
+            }
+        }
+        package.files = Some(PackageFiles::new(files));
+        Ok(package)
+    }
+
+    fn graph_files(&self) -> Vec<&String> {
+        let g = &self.graphs;
+        let mut files = vec![&g.text_encoder.file, &g.unet.file, &g.decoder.file];
+        files.extend(g.unet.int8.as_ref());
+        files
+    }
+
     /// The UNet file for the chosen weights.
-    pub fn unet_path(&self, weights: Weights) -> Result<PathBuf, ModelError> {
+    pub fn unet_file(&self, weights: Weights) -> Result<&str, ModelError> {
         match weights {
-            Weights::F32 => Ok(self.dir.join(&self.graphs.unet.file)),
+            Weights::F32 => Ok(&self.graphs.unet.file),
             Weights::Int8 => match &self.graphs.unet.int8 {
-                Some(file) => Ok(self.dir.join(file)),
+                Some(file) => Ok(file),
                 None => Err(ModelError::NoInt8 { name: self.name.clone() }),
             },
         }
     }
 
+    /// The path of the UNet file for the chosen weights (a package on disk).
+    pub fn unet_path(&self, weights: Weights) -> Result<PathBuf, ModelError> {
+        Ok(self.dir.join(self.unet_file(weights)?))
+    }
+
     pub fn path(&self, file: &str) -> PathBuf {
         self.dir.join(file)
+    }
+
+    /// A graph file of this package, wherever the package lives.
+    pub fn graph(&self, file: &str) -> GraphSource {
+        match &self.files {
+            Some(files) => GraphSource::Memory { files: files.clone(), file: file.to_string() },
+            None => GraphSource::Path(self.dir.join(file)),
+        }
     }
 
     fn validate(&self) -> Result<(), String> {
@@ -246,10 +341,7 @@ impl ModelPackage {
                 ));
             }
         }
-        let g = &self.graphs;
-        let mut files = vec![&g.text_encoder.file, &g.unet.file, &g.decoder.file];
-        files.extend(g.unet.int8.as_ref());
-        for file in files {
+        for file in self.graph_files() {
             let p = Path::new(file);
             if file.is_empty() || p.is_absolute() || p.components().any(|c| c.as_os_str() == "..") {
                 return Err(format!("graph file `{file}` must be a plain path inside the package folder"));

@@ -1,10 +1,9 @@
 //! AttributeProto to [`AttrValue`].
 
 use super::generated::{attribute_proto::AttributeType, AttributeProto};
-use super::tensor::tensor_from_proto;
+use super::tensor::{tensor_from_proto, ExternalData};
 use super::LoadError;
 use crate::ops::AttrValue;
-use std::path::Path;
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -13,7 +12,7 @@ fn text(bytes: &[u8]) -> String {
 pub(crate) fn convert(
     node: &str,
     a: &AttributeProto,
-    base_dir: Option<&Path>,
+    external: ExternalData,
 ) -> Result<AttrValue, LoadError> {
     let fail = |problem: String| LoadError::Attribute {
         node: node.to_string(),
@@ -34,7 +33,7 @@ pub(crate) fn convert(
         AttributeType::Strings => AttrValue::Strings(a.strings.iter().map(|s| text(s)).collect()),
         AttributeType::Tensor => {
             let t = a.t.as_ref().ok_or_else(|| fail("tensor attribute without a tensor".into()))?;
-            AttrValue::Tensor(tensor_from_proto(t, base_dir).map_err(|e| fail(e.to_string()))?)
+            AttrValue::Tensor(tensor_from_proto(t, external).map_err(|e| fail(e.to_string()))?)
         }
         AttributeType::Graph | AttributeType::Graphs => AttrValue::Other("graph"),
         AttributeType::SparseTensor | AttributeType::SparseTensors => AttrValue::Other("sparse tensor"),

@@ -2,7 +2,7 @@
 
 use super::attributes::convert;
 use super::generated::{tensor_shape_proto::dimension, type_proto, ModelProto, ValueInfoProto};
-use super::tensor::tensor_from_proto;
+use super::tensor::{tensor_from_proto, ExternalData};
 use super::LoadError;
 use crate::graph::{DeclaredType, Dim, Graph, Node, ValueKind};
 use crate::tensor::DType;
@@ -14,6 +14,11 @@ use std::sync::Arc;
 /// Decodes an ONNX model. `base_dir` is the folder of the model file (external data lives
 /// there); `None` when the model came as bytes only.
 pub fn load_model(bytes: &[u8], base_dir: Option<&Path>) -> Result<Graph, LoadError> {
+    load_model_with(bytes, base_dir.into())
+}
+
+/// Decodes an ONNX model whose external data files come from `external`.
+pub fn load_model_with(bytes: &[u8], external: ExternalData) -> Result<Graph, LoadError> {
     let model = ModelProto::decode(bytes)?;
     let proto = model.graph.as_ref().ok_or(LoadError::NoGraph)?;
     let mut graph = Graph::default();
@@ -29,7 +34,7 @@ pub fn load_model(bytes: &[u8], base_dir: Option<&Path>) -> Result<Graph, LoadEr
     }
     let mut by_name: HashMap<String, usize> = HashMap::new();
     for init in &proto.initializer {
-        let tensor = tensor_from_proto(init, base_dir)?;
+        let tensor = tensor_from_proto(init, external)?;
         let id = graph.add_value(init.name().to_string(), ValueKind::Initializer);
         graph.values[id].constant = Some(Arc::new(tensor));
         if by_name.insert(init.name().to_string(), id).is_some() {
@@ -80,7 +85,7 @@ pub fn load_model(bytes: &[u8], base_dir: Option<&Path>) -> Result<Graph, LoadEr
         let attributes = n
             .attribute
             .iter()
-            .map(|a| Ok((a.name().to_string(), convert(&label, a, base_dir)?)))
+            .map(|a| Ok((a.name().to_string(), convert(&label, a, external)?)))
             .collect::<Result<_, LoadError>>()?;
         let domain = if n.domain() == "ai.onnx" { "" } else { n.domain() };
         graph.nodes.push(Node {

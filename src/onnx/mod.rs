@@ -10,12 +10,12 @@ mod quantize;
 mod tensor;
 
 pub use error::LoadError;
-pub use load::{load_model, model_metadata};
+pub use load::{load_model, load_model_with, model_metadata};
 pub use quantize::{
     quantize_per_channel, quantize_weights, save_model, ConvertedWeight, QuantizeError, QuantizeReport,
     WeightFormat,
 };
-pub use tensor::decode_tensor;
+pub use tensor::{decode_tensor, ExternalData};
 
 /// The raw protobuf types, for tools that need them.
 pub mod proto {

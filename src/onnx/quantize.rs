@@ -11,7 +11,7 @@ use super::generated::{
     attribute_proto::AttributeType, tensor_proto, AttributeProto, GraphProto, ModelProto, NodeProto,
     StringStringEntryProto, TensorProto,
 };
-use super::tensor::tensor_from_proto;
+use super::tensor::{tensor_from_proto, ExternalData};
 use super::LoadError;
 use crate::tensor::{DType, TensorData};
 use half::f16;
@@ -86,7 +86,7 @@ fn inline_initializers(graph: &mut GraphProto, base_dir: Option<&Path>) -> Resul
     for init in &mut graph.initializer {
         let external = init.data_location() == tensor_proto::DataLocation::External;
         if external || init.raw_data.is_none() {
-            let t = tensor_from_proto(init, base_dir)?;
+            let t = tensor_from_proto(init, base_dir.into())?;
             *init = raw_tensor(init.name().to_string(), t.dtype(), t.shape(), tensor_bytes(t.data()));
         }
     }
@@ -201,7 +201,7 @@ pub fn quantize_weights(
         if !weight_use || init.data_type() != DType::F32.onnx_code() {
             continue;
         }
-        let t = tensor_from_proto(init, None)?;
+        let t = tensor_from_proto(init, ExternalData::None)?;
         let shape = t.shape().to_vec();
         let axes: Result<Vec<usize>, String> =
             uses.iter().map(|&(n, slot)| weight_axis(&graph.node[n], slot, shape.len())).collect();

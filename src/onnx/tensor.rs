@@ -6,12 +6,13 @@ use crate::tensor::shape::checked_numel;
 use crate::tensor::{DType, Tensor, TensorData};
 use half::f16;
 use prost::Message;
+use std::collections::BTreeMap;
 use std::path::{Component, Path};
 
 /// Decodes a serialized TensorProto (the `.pb` files of ONNX test data).
 pub fn decode_tensor(bytes: &[u8]) -> Result<(String, Tensor), LoadError> {
     let proto = TensorProto::decode(bytes)?;
-    let tensor = tensor_from_proto(&proto, None)?;
+    let tensor = tensor_from_proto(&proto, ExternalData::None)?;
     Ok((proto.name().to_string(), tensor))
 }
 
@@ -27,8 +28,27 @@ fn dtype_of(proto: &TensorProto) -> Result<DType, LoadError> {
     })
 }
 
-/// Converts a TensorProto; `base_dir` is the model's folder, for external data.
-pub(crate) fn tensor_from_proto(proto: &TensorProto, base_dir: Option<&Path>) -> Result<Tensor, LoadError> {
+/// Where the external data files a model names are found.
+#[derive(Clone, Copy, Debug, Default)]
+pub enum ExternalData<'a> {
+    /// The model came as bytes alone: a tensor stored outside it is an error.
+    #[default]
+    None,
+    /// The folder of the model file.
+    Dir(&'a Path),
+    /// Files held in memory, by their path relative to the model (`/`-separated): a package the
+    /// browser fetched.
+    Files(&'a BTreeMap<String, Vec<u8>>),
+}
+
+impl<'a> From<Option<&'a Path>> for ExternalData<'a> {
+    fn from(dir: Option<&'a Path>) -> Self {
+        dir.map_or(ExternalData::None, ExternalData::Dir)
+    }
+}
+
+/// Converts a TensorProto; `external` says where its external data file lives.
+pub(crate) fn tensor_from_proto(proto: &TensorProto, external: ExternalData) -> Result<Tensor, LoadError> {
     let name = proto.name();
     let dtype = dtype_of(proto)?;
     if proto.segment.is_some() {
@@ -40,9 +60,8 @@ pub(crate) fn tensor_from_proto(proto: &TensorProto, base_dir: Option<&Path>) ->
         .map(|&d| usize::try_from(d).map_err(|_| LoadError::tensor(name, format!("negative dim {d}"))))
         .collect::<Result<_, _>>()?;
     let numel = checked_numel(&shape).map_err(|e| LoadError::tensor(name, e.to_string()))?;
-    let external = proto.data_location() == tensor_proto::DataLocation::External;
-    let data = if external {
-        let bytes = read_external(proto, base_dir, numel.checked_mul(dtype.size_bytes()))?;
+    let data = if proto.data_location() == tensor_proto::DataLocation::External {
+        let bytes = read_external(proto, external, numel.checked_mul(dtype.size_bytes()))?;
         from_le_bytes(dtype, &bytes)
     } else if let Some(raw) = &proto.raw_data {
         if Some(raw.len()) != numel.checked_mul(dtype.size_bytes()) {
@@ -99,7 +118,7 @@ fn from_typed_fields(p: &TensorProto, dtype: DType) -> Result<TensorData, LoadEr
 /// climb out of the model's folder are refused.
 fn read_external(
     proto: &TensorProto,
-    base_dir: Option<&Path>,
+    external: ExternalData,
     expected: Option<usize>,
 ) -> Result<Vec<u8>, LoadError> {
     let entry =
@@ -120,13 +139,35 @@ fn read_external(
     if location.is_empty() || !relative.components().all(|c| matches!(c, Component::Normal(_))) {
         return Err(fail("the location must be a relative path inside the model's folder".into()));
     }
-    let base =
-        base_dir.ok_or_else(|| fail("external data needs the model to be loaded from a file path".into()))?;
     let expected = expected.ok_or_else(|| fail("tensor too large".into()))?;
     if length.is_some_and(|l| l != expected as u64) {
         return Err(fail(format!("length {length:?} does not match the {expected} bytes the shape needs")));
     }
-    read_range(&base.join(relative), offset, expected).map_err(|e| fail(e.to_string()))
+    match external {
+        ExternalData::None => {
+            Err(fail("external data needs the model to be loaded from a file path, or with its files".into()))
+        }
+        ExternalData::Dir(base) => {
+            read_range(&base.join(relative), offset, expected).map_err(|e| fail(e.to_string()))
+        }
+        ExternalData::Files(files) => {
+            let key: Vec<_> = relative.components().map(|c| c.as_os_str().to_string_lossy()).collect();
+            let file = files
+                .get(&key.join("/"))
+                .ok_or_else(|| fail("no such file among the model's files".into()))?;
+            let range = usize::try_from(offset)
+                .ok()
+                .and_then(|start| Some(start..start.checked_add(expected)?))
+                .filter(|r| r.end <= file.len())
+                .ok_or_else(|| {
+                    fail(format!(
+                        "the file has {} bytes, fewer than offset {offset} + length {expected}",
+                        file.len()
+                    ))
+                })?;
+            Ok(file[range].to_vec())
+        }
+    }
 }
 
 fn read_range(path: &Path, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
@@ -169,17 +210,34 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let bytes: Vec<u8> = [0.0f32, 1.5, -2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
         std::fs::write(dir.join("weights.bin"), bytes).unwrap();
-        let t = tensor_from_proto(&external("weights.bin"), Some(&dir)).unwrap();
+        let t = tensor_from_proto(&external("weights.bin"), ExternalData::Dir(&dir)).unwrap();
         assert_eq!(t.to_f32_vec(), vec![1.5, -2.0]);
-        let short = tensor_from_proto(&TensorProto { dims: vec![3], ..external("weights.bin") }, Some(&dir));
+        let short = tensor_from_proto(
+            &TensorProto { dims: vec![3], ..external("weights.bin") },
+            ExternalData::Dir(&dir),
+        );
         assert!(short.unwrap_err().to_string().contains("length"));
         std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
+    fn external_data_reads_the_range_of_a_file_in_memory() {
+        let bytes: Vec<u8> = [0.0f32, 1.5, -2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let files = BTreeMap::from([("sub/weights.bin".to_string(), bytes)]);
+        let t = tensor_from_proto(&external("sub/weights.bin"), ExternalData::Files(&files)).unwrap();
+        assert_eq!(t.to_f32_vec(), vec![1.5, -2.0]);
+        let short = TensorProto { dims: vec![3], ..external("sub/weights.bin") };
+        let err = tensor_from_proto(&short, ExternalData::Files(&files)).unwrap_err().to_string();
+        assert!(err.contains("length"), "{err}");
+        let err = tensor_from_proto(&external("weights.bin"), ExternalData::Files(&files)).unwrap_err();
+        assert!(err.to_string().contains("no such file"), "{err}");
+    }
+
+    #[test]
     fn external_paths_may_not_leave_the_model_folder() {
         for location in ["../secret.bin", "/etc/passwd", "a/../../b", ""] {
-            let err = tensor_from_proto(&external(location), Some(Path::new("/tmp"))).unwrap_err();
+            let err =
+                tensor_from_proto(&external(location), ExternalData::Dir(Path::new("/tmp"))).unwrap_err();
             assert!(err.to_string().contains("inside the model's folder"), "{location}: {err}");
         }
     }
@@ -192,8 +250,11 @@ mod tests {
             raw_data: Some(vec![0; 8]),
             ..Default::default()
         };
-        assert!(tensor_from_proto(&t, None).unwrap_err().to_string().contains("raw_data has 8 bytes"));
+        assert!(tensor_from_proto(&t, ExternalData::None)
+            .unwrap_err()
+            .to_string()
+            .contains("raw_data has 8 bytes"));
         let huge = TensorProto { dims: vec![1 << 40, 1 << 40], ..t };
-        assert!(tensor_from_proto(&huge, None).is_err());
+        assert!(tensor_from_proto(&huge, ExternalData::None).is_err());
     }
 }

@@ -1,19 +1,18 @@
 //! The UNet as the scheduler's [`Denoiser`]: one session per batch size, contexts per frame.
 
 use super::stats::Clock;
-use super::{build_session, f32_tensor, run_graph, session_err};
+use super::{build_session, f32_tensor, run_graph};
 use crate::fifo::{DenoiseRequest, Denoiser, DenoiserError};
 use crate::gpu::GpuContext;
-use crate::model::{ModelPackage, PromptContexts, UnetGraph};
+use crate::model::{GraphSource, ModelPackage, PromptContexts, UnetGraph};
 use crate::session::{Session, SessionOptions};
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 /// The package's UNet, built lazily for each batch size the scheduler asks for.
 pub struct UnetDenoiser {
     graph: UnetGraph,
-    path: PathBuf,
+    source: GraphSource,
     options: SessionOptions,
     /// The device every batch size's session is built on (GPU backend).
     gpu: Option<Arc<GpuContext>>,
@@ -30,13 +29,13 @@ pub struct UnetDenoiser {
 impl UnetDenoiser {
     pub fn new(
         package: &ModelPackage,
-        path: PathBuf,
+        source: GraphSource,
         options: SessionOptions,
         gpu: Option<Arc<GpuContext>>,
     ) -> Self {
         Self {
             graph: package.graphs.unet.clone(),
-            path,
+            source,
             options,
             gpu,
             frame_shape: package.latent.frame_shape(),
@@ -88,9 +87,7 @@ impl UnetDenoiser {
             (g.timesteps.clone(), vec![batch, frames]),
             (g.context.clone(), vec![batch, frames, self.tokens, self.dim]),
         ]);
-        let session = build_session(&self.gpu, &self.path, &shapes, &self.options)
-            .await
-            .map_err(session_err("UNet"))?;
+        let session = build_session("UNet", &self.gpu, &self.source, &shapes, &self.options).await?;
         self.sessions.push((batch, session));
         Ok(&self.sessions.last().expect("just pushed").1)
     }

@@ -13,8 +13,10 @@ pub use stats::{Clock, StageTimes};
 
 use crate::fifo::{FifoConfig, FifoError, FifoScheduler, PromptSchedule};
 use crate::gpu::GpuContext;
-use crate::model::{ModelError, ModelPackage, PromptContexts, TokenizeError, Tokenizer, Weights};
-use crate::session::{Backend, ModelSource, Session, SessionError, SessionOptions};
+use crate::model::{
+    GraphSource, ModelError, ModelPackage, PromptContexts, TokenizeError, Tokenizer, Weights,
+};
+use crate::session::{Backend, Session, SessionError, SessionOptions};
 use crate::tensor::Tensor;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -63,15 +65,18 @@ pub struct RunOptions {
 
 /// Builds one graph on the CPU, or on the shared GPU device when there is one.
 pub(crate) async fn build_session(
+    graph: &'static str,
     gpu: &Option<Arc<GpuContext>>,
-    path: &std::path::Path,
+    source: &GraphSource,
     shapes: &HashMap<String, Vec<usize>>,
     options: &SessionOptions,
-) -> Result<Session, SessionError> {
+) -> Result<Session, PipelineError> {
+    let source = source.source()?;
     match gpu {
-        Some(ctx) => Session::build_on(ctx.clone(), ModelSource::Path(path), shapes, options).await,
-        None => Session::build(ModelSource::Path(path), shapes, options),
+        Some(ctx) => Session::build_on(ctx.clone(), source, shapes, options).await,
+        None => Session::build(source, shapes, options),
     }
+    .map_err(session_err(graph))
 }
 
 pub(crate) fn session_err(graph: &'static str) -> impl Fn(SessionError) -> PipelineError {
@@ -120,7 +125,7 @@ impl Models {
     /// Builds the text encoder and decoder now; UNet sessions are built per batch size on first use.
     /// On the GPU backend every graph shares one device.
     pub async fn load(package: ModelPackage, options: RunOptions) -> Result<Self, PipelineError> {
-        let unet_path = package.unet_path(options.weights)?;
+        let unet_graph = package.graph(package.unet_file(options.weights)?);
         let session_options = SessionOptions { backend: options.backend, ..Default::default() };
         let gpu = match (options.backend, options.gpu) {
             (Backend::Gpu, Some(ctx)) => Some(ctx),
@@ -133,16 +138,13 @@ impl Models {
         };
         let text_graph = &package.graphs.text_encoder;
         let shapes = HashMap::from([(text_graph.input.clone(), vec![1, package.text.max_tokens])]);
-        let path = package.path(&text_graph.file);
-        let text = build_session(&gpu, &path, &shapes, &session_options)
-            .await
-            .map_err(session_err("text encoder"))?;
+        let source = package.graph(&text_graph.file);
+        let text = build_session("text encoder", &gpu, &source, &shapes, &session_options).await?;
         let (l, d) = (&package.latent, &package.graphs.decoder);
         let shapes = HashMap::from([(d.input.clone(), vec![1, l.channels, l.height, l.width])]);
-        let path = package.path(&d.file);
-        let decoder =
-            build_session(&gpu, &path, &shapes, &session_options).await.map_err(session_err("decoder"))?;
-        let unet = UnetDenoiser::new(&package, unet_path, session_options, gpu);
+        let source = package.graph(&d.file);
+        let decoder = build_session("decoder", &gpu, &source, &shapes, &session_options).await?;
+        let unet = UnetDenoiser::new(&package, unet_graph, session_options, gpu);
         Ok(Self { tokenizer: Tokenizer::new(&package.text), package, text, decoder, unet })
     }
 
@@ -335,6 +337,11 @@ impl Generation {
 
     pub fn models(&self) -> &Models {
         &self.models
+    }
+
+    /// Ends the run and keeps its built graphs for the next one.
+    pub fn into_models(self) -> Models {
+        self.models
     }
 
     /// Frames emitted so far (the id of the next frame).

@@ -1,5 +1,10 @@
-//! Browser bindings (wasm32). The scheduler compiles for the browser today; the WebGPU executor
-//! and the generating page come with the executor and browser issues.
+//! Browser bindings (wasm32): the same scheduler and executor as natively, driving WebGPU or the
+//! wasm CPU backend in the page. `web/www/fifo.js` wraps them in a Web Worker; see web/README.md.
+
+mod generator;
+mod settings;
+
+pub use generator::{gpu_probe, Frame, Generator};
 
 use fifo_diffusion::fifo::{FifoConfig, QueueLayout};
 use fifo_diffusion::schedule::StepTable;
