@@ -101,7 +101,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         }
     }
     var acc: array<array<vec4<f32>, DV4>, ROWS>;
-    let neg_inf = bitcast<f32>(0xff800000u);
+    let neg_inf = f32_from_bits(0xff800000u);
     var m: array<f32, ROWS>;
     var l: array<f32, ROWS>;
     for (var r = 0u; r < ROWS; r++) {

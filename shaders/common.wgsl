@@ -9,6 +9,13 @@ fn at8i(a: array<vec4<i32>, 2>, d: u32) -> i32 {
     return a[d >> 2u][d & 3u];
 }
 
+// Infinities and NaN from their bits. `bitcast<f32>(0x7f800000u)` would be a const-expression,
+// and a const-expression that is not finite is a shader-creation error in Tint (Chromium's WGSL
+// compiler; naga accepts it); through a function parameter the value is a runtime one.
+fn f32_from_bits(bits: u32) -> f32 {
+    return bitcast<f32>(bits);
+}
+
 // Linear invocation index of a 1-D launch folded into x and y (more than 65535 workgroups).
 fn linear_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, wg: u32) -> u32 {
     return (wid.y * nwg.x + wid.x) * wg + lid;

@@ -37,14 +37,14 @@ fn pow_f(a: f32, b: f32) -> f32 {
         return 1.0;
     }
     if (a == 0.0) {
-        return select(bitcast<f32>(0x7f800000u), 0.0, b > 0.0); // +inf for negative b
+        return select(f32_from_bits(0x7f800000u), 0.0, b > 0.0); // +inf for negative b
     }
     let m = exp2(b * log2(abs(a)));
     if (a > 0.0) {
         return m;
     }
     if (b != floor(b)) {
-        return bitcast<f32>(0x7fc00000u); // NaN, as numpy
+        return f32_from_bits(0x7fc00000u); // NaN, as numpy
     }
     return select(m, -m, (i32(abs(b) % 2.0) == 1));
 }

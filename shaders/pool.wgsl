@@ -32,7 +32,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let start = vec3<i32>(vec3<u32>(od, oh, ow) * p.stride.xyz) - vec3<i32>(p.pad.xyz);
     let base = plane * p.in_dims.x * p.in_dims.y * p.in_dims.z;
 #ifdef MAX
-    var acc = bitcast<f32>(0xff800000u); // -inf
+    var acc = f32_from_bits(0xff800000u); // -inf
 #else
     var acc = 0.0;
 #endif

@@ -45,9 +45,22 @@ fn a_package_in_memory_generates_the_same_frames_as_on_disk() {
 #[cfg_attr(target_arch = "wasm32", ignore = "reads the shipped package from disk")]
 fn a_package_in_memory_names_the_file_it_lacks() {
     let mut files = shipped_files();
-    files.remove("unet.onnx");
+    files.remove("decoder.onnx");
     let err = ModelPackage::from_files(files).unwrap_err();
-    assert!(matches!(&err, ModelError::FileMissing { file } if file == "unet.onnx"), "{err}");
+    assert!(matches!(&err, ModelError::FileMissing { file } if file == "decoder.onnx"), "{err}");
+
+    // The UNet of the weights not chosen need not be fetched; the chosen one must be there.
+    let mut files = shipped_files();
+    files.remove("unet.int8.onnx");
+    let package = ModelPackage::from_files(files).unwrap();
+    assert!(two_frames(package).is_ok());
+    let mut files = shipped_files();
+    files.remove("unet.onnx");
+    let err = two_frames(ModelPackage::from_files(files).unwrap()).unwrap_err();
+    assert!(
+        matches!(&err, PipelineError::Model(ModelError::FileMissing { file }) if file == "unet.onnx"),
+        "{err}"
+    );
 
     let mut files = shipped_files();
     files.remove("decoder.onnx.data");

@@ -175,7 +175,13 @@ impl GpuContext {
     async fn from_adapter(adapter: &wgpu::Adapter, options: &GpuOptions) -> GpuResult<Self> {
         let info = adapter.get_info();
         let available = adapter.features();
-        let wanted = wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP;
+        // In the browser the WGSL goes to the browser's compiler (Tint), which wants an
+        // `enable subgroups;` that naga refuses: the subgroup variants stay native-only.
+        let wanted = if cfg!(target_arch = "wasm32") {
+            wgpu::Features::SHADER_F16
+        } else {
+            wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP
+        };
         let features = available & wanted;
         let desc = wgpu::DeviceDescriptor {
             label: Some("fifo-diffusion"),
@@ -247,9 +253,21 @@ impl GpuContext {
     pub fn has_subgroups(&self) -> bool {
         self.subgroups
     }
+    /// The adapter's name; browsers may give none (Chromium's SwiftShader), then its driver or
+    /// its kind.
+    pub fn name(&self) -> String {
+        let i = &self.info;
+        let driver = format!("{} {}", i.driver, i.driver_info).trim().to_string();
+        match (i.name.trim(), driver.is_empty()) {
+            ("", false) => driver,
+            ("", true) => format!("unnamed {:?} adapter", i.device_type).replace("Cpu", "CPU"),
+            (name, _) => name.to_string(),
+        }
+    }
+
     /// "llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, Cpu)".
     pub fn describe(&self) -> String {
-        format!("{} ({:?}, {:?})", self.info.name, self.info.backend, self.info.device_type)
+        format!("{} ({:?}, {:?})", self.name(), self.info.backend, self.info.device_type)
     }
 
     /// Fails with the first asynchronous fault (device lost, uncaptured error) seen so far.

@@ -5,9 +5,20 @@ use thiserror::Error;
 /// Everything that can fail on the GPU path. No GPU call in this layer panics.
 #[derive(Debug, Error)]
 pub enum GpuError {
-    #[error(
-        "no GPU adapter found ({wanted}); on Linux without a GPU install Mesa lavapipe \
-         (`apt-get install -y mesa-vulkan-drivers libvulkan1`) or use the CPU backend"
+    #[cfg_attr(
+        not(target_arch = "wasm32"),
+        error(
+            "no GPU adapter found ({wanted}); on Linux without a GPU install Mesa lavapipe \
+             (`apt-get install -y mesa-vulkan-drivers libvulkan1`) or use the CPU backend"
+        )
+    )]
+    #[cfg_attr(
+        target_arch = "wasm32",
+        error(
+            "the browser gives no WebGPU adapter ({wanted}): WebGPU is missing, disabled or \
+             blocklisted here (Chrome/Edge 113+ have it; headless Chromium needs \
+             --enable-unsafe-webgpu); use the CPU backend"
+        )
     )]
     NoAdapter { wanted: String },
     #[error("adapter index {index} does not exist: {count} adapter(s) found; list them with `fifo devices`")]

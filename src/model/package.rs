@@ -240,8 +240,9 @@ impl ModelPackage {
         Ok(package)
     }
 
-    /// Reads a package held in memory: `model.json` and the graph files it names, keyed by path
-    /// inside the package folder (what a browser fetched).
+    /// Reads a package held in memory: `model.json`, the text encoder and decoder graphs and the
+    /// UNet of the weights that will run, keyed by path inside the package folder (what a browser
+    /// fetched; the UNet is checked when the models load, which knows the weights).
     pub fn from_files(files: BTreeMap<String, Vec<u8>>) -> Result<Self, ModelError> {
         let missing = |file: &str| ModelError::FileMissing { file: file.to_string() };
         let json = files.get("model.json").ok_or_else(|| missing("model.json"))?;
@@ -250,7 +251,7 @@ impl ModelPackage {
             message: format!("not UTF-8 text ({e})"),
         })?;
         let mut package = Self::parse(json, "model.json")?;
-        for file in package.graph_files() {
+        for file in [&package.graphs.text_encoder.file, &package.graphs.decoder.file] {
             if !files.contains_key(file) {
                 return Err(missing(file));
             }

@@ -126,6 +126,7 @@ impl Models {
     /// On the GPU backend every graph shares one device.
     pub async fn load(package: ModelPackage, options: RunOptions) -> Result<Self, PipelineError> {
         let unet_graph = package.graph(package.unet_file(options.weights)?);
+        unet_graph.source()?; // a package in memory without this UNet fails now, not mid-run
         let session_options = SessionOptions { backend: options.backend, ..Default::default() };
         let gpu = match (options.backend, options.gpu) {
             (Backend::Gpu, Some(ctx)) => Some(ctx),

@@ -100,8 +100,7 @@ impl Generator {
             Backend::Cpu => None,
         };
         let adapter = gpu.as_ref().map(|g| {
-            let info = g.info();
-            json!({ "name": info.name, "backend": format!("{:?}", info.backend), "fallback": g.is_cpu_adapter() })
+            json!({ "name": g.name(), "backend": format!("{:?}", g.info().backend), "fallback": g.is_cpu_adapter() })
         });
         let p = &package;
         let info = json!({
@@ -213,7 +212,7 @@ pub async fn gpu_probe() -> String {
     match GpuContext::new(&GpuOptions::default()).await {
         Ok(g) => json!({
             "available": true,
-            "name": g.info().name,
+            "name": g.name(),
             "backend": format!("{:?}", g.info().backend),
             "fallback": g.is_cpu_adapter(),
             "reason": null,
