@@ -16,6 +16,33 @@ fn f32_from_bits(bits: u32) -> f32 {
     return bitcast<f32>(bits);
 }
 
+// sin and cos to about 1 ulp for |x| < 1e5 (timestep embeddings reach ~1e3). WGSL's builtins
+// promise only 2^-11 absolute error, and browsers' software adapters give that much.
+// Cody-Waite reduction by pi/2 in three parts (the first two exact for |k| < 2^16), then
+// minimax polynomials on [-pi/4, pi/4] (cephes sinf/cosf).
+fn sincos_f(x: f32) -> vec2<f32> {
+    let k = round(x * 0.636619772);
+    let r = ((x - k * 1.5703125) - k * 4.837512969970703125e-4) - k * 7.549789954891882e-8;
+    let z = r * r;
+    let s = ((-1.9515295891e-4 * z + 8.3321608736e-3) * z - 1.6666654611e-1) * z * r + r;
+    let c = ((2.443315711809948e-5 * z - 1.388731625493765e-3) * z + 4.166664568298827e-2) * z * z
+        - 0.5 * z + 1.0;
+    switch (i32(k) & 3) {
+        case 0: { return vec2<f32>(s, c); }
+        case 1: { return vec2<f32>(c, -s); }
+        case 2: { return vec2<f32>(-s, -c); }
+        default: { return vec2<f32>(-c, s); }
+    }
+}
+
+fn sin_f(x: f32) -> f32 {
+    return sincos_f(x).x;
+}
+
+fn cos_f(x: f32) -> f32 {
+    return sincos_f(x).y;
+}
+
 // Linear invocation index of a 1-D launch folded into x and y (more than 65535 workgroups).
 fn linear_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, wg: u32) -> u32 {
     return (wid.y * nwg.x + wid.x) * wg + lid;

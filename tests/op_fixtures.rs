@@ -5,10 +5,8 @@
 mod onnx_common;
 
 use fifo_diffusion::gpu::GpuContext;
-use fifo_diffusion::onnx::model_metadata;
 use fifo_diffusion::ops::supported_op_types;
-use fifo_diffusion::session::{Backend, ModelSource, Session, SessionOptions};
-use onnx_common::{compare, fixtures_root, gpu_context, load_fixture, Tolerance};
+use onnx_common::{fixtures_root, gpu_context, load_fixture, run_fixture, verdict};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -21,52 +19,12 @@ fn fixture_dirs() -> Vec<std::path::PathBuf> {
     dirs
 }
 
-/// Runs one fixture on the CPU backend, or on the GPU one with `gpu`; `Err` says what went wrong.
+/// Runs one fixture folder; `Err` says what went wrong.
 fn check(dir: &std::path::Path, gpu: Option<&Arc<GpuContext>>) -> Result<(), String> {
     let f = load_fixture(dir);
     let bytes = std::fs::read(&f.model).map_err(|e| e.to_string())?;
-    let meta = model_metadata(&bytes).map_err(|e| e.to_string())?;
-    let tol_name = meta.get("tolerance").ok_or("no tolerance in the model metadata")?;
-    let named = if gpu.is_some() { Tolerance::named_gpu } else { Tolerance::named };
-    let tol = named(tol_name).ok_or_else(|| format!("unknown tolerance '{tol_name}'"))?;
-    let model = ModelSource::Bytes(&bytes);
-    let outputs = match gpu {
-        None => Session::build(model, &f.input_shapes(), &SessionOptions::default())
-            .and_then(|s| s.run(f.input_map()))
-            .map_err(|e| e.to_string())?,
-        Some(ctx) => pollster::block_on(async {
-            let options = SessionOptions { backend: Backend::Gpu, ..Default::default() };
-            let s = Session::build_on(ctx.clone(), model, &f.input_shapes(), &options).await?;
-            s.run_async(f.input_map()).await
-        })
-        .map_err(|e| e.to_string())?,
-    };
-    if outputs.len() != f.outputs.len() {
-        return Err(format!("{} outputs, want {}", outputs.len(), f.outputs.len()));
-    }
-    for ((name, got), (_, want)) in outputs.iter().zip(&f.outputs) {
-        if let Some(diff) = compare(got, want, tol) {
-            return Err(format!("output '{name}': {diff}"));
-        }
-    }
-    Ok(())
+    pollster::block_on(run_fixture(&bytes, &f.inputs, &f.outputs, gpu))
 }
-
-/// Fixtures of integer arithmetic, integer casts and quantizing: the GPU backend holds integers
-/// only for data movement and refuses these at build, naming the node (checked below).
-const GPU_REFUSES: &[&str] = &[
-    "add_int64",
-    "cast_float_to_int8",
-    "cast_float_to_uint8",
-    "div_int64_truncates",
-    "equal_int64",
-    "mod_int_python_sign",
-    "neg_int64",
-    "quantize_per_axis_int8",
-    "quantize_per_tensor_int8",
-    "quantize_uint8_ties_even",
-    "where_int64",
-];
 
 fn check_all(gpu: Option<&Arc<GpuContext>>) {
     let dirs = fixture_dirs();
@@ -75,20 +33,7 @@ fn check_all(gpu: Option<&Arc<GpuContext>>) {
         .iter()
         .filter_map(|d| {
             let name = d.file_name().unwrap().to_string_lossy().to_string();
-            let result = check(d, gpu);
-            if gpu.is_some() && GPU_REFUSES.contains(&name.as_str()) {
-                return match result {
-                    Ok(()) => Some(format!("{name}: runs on the GPU now; remove it from GPU_REFUSES")),
-                    Err(e)
-                        if e.contains("cannot run on the GPU backend")
-                            && e.contains(&format!("'{name}_node'")) =>
-                    {
-                        None
-                    }
-                    Err(e) => Some(format!("{name}: expected a clear refusal, got: {e}")),
-                };
-            }
-            result.err().map(|e| format!("{name}: {e}"))
+            verdict(&name, check(d, gpu), gpu.is_some())
         })
         .collect();
     let backend = if gpu.is_some() { "gpu" } else { "cpu" };

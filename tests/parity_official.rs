@@ -5,40 +5,12 @@
 
 mod common;
 
+use common::parity::{assert_close, check_case, config, Case};
 use common::ToyDenoiser;
-use fifo_diffusion::fifo::{FifoConfig, FifoScheduler, InitMode, PromptSchedule};
+use fifo_diffusion::fifo::PromptSchedule;
 use fifo_diffusion::rng::{NoiseKey, NoisePurpose};
-use fifo_diffusion::schedule::{BetaSchedule, DiffusionSchedule, FinalAlpha, Prediction, TimestepSpacing};
 use pollster::block_on;
 use serde::Deserialize;
-
-/// Frames must match the float64 reference within this, relative to max(1, |reference|): the
-/// scheduler keeps latents in f32 as on the device; the drift measured is about 1e-6.
-const PARITY_TOLERANCE: f64 = 1e-5;
-
-#[derive(Deserialize)]
-struct Case {
-    case: String,
-    f: usize,
-    n: usize,
-    lookahead: bool,
-    init: String,
-    eta: f64,
-    guidance: f64,
-    seed: u64,
-    frame_shape: Vec<usize>,
-    #[serde(rename = "T")]
-    train_steps: usize,
-    beta_start: f64,
-    beta_end: f64,
-    prompt_value: f64,
-    frames: usize,
-    timesteps: Vec<usize>,
-    sigmas: Vec<f64>,
-    clip: Option<Vec<Vec<f64>>>,
-    initial_queue: Vec<Vec<f64>>,
-    output: Vec<Vec<f64>>,
-}
 
 fn cases() -> Vec<Case> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/parity");
@@ -53,63 +25,10 @@ fn cases() -> Vec<Case> {
     cases
 }
 
-fn config(case: &Case) -> FifoConfig {
-    FifoConfig {
-        window: case.f,
-        partitions: case.n,
-        lookahead: case.lookahead,
-        eta: case.eta,
-        guidance: case.guidance,
-        seed: case.seed,
-        init: if case.init == "clip" { InitMode::Clip } else { InitMode::Noise },
-        frame_shape: case.frame_shape.clone(),
-        schedule: DiffusionSchedule {
-            train_timesteps: case.train_steps,
-            betas: BetaSchedule::ScaledLinear { start: case.beta_start, end: case.beta_end },
-            prediction: Prediction::Epsilon,
-            spacing: TimestepSpacing::OfficialLinspace,
-            final_alpha: FinalAlpha::FirstTrainStep,
-        },
-    }
-}
-
-/// Asserts the tolerance and returns the largest error seen.
-fn assert_close(what: &str, got: &[f32], want: &[f64]) -> f64 {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let mut worst = 0.0f64;
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let err = (f64::from(g) - w).abs() / w.abs().max(1.0);
-        assert!(err <= PARITY_TOLERANCE, "{what}[{i}]: {g} vs reference {w} (error {err:.2e})");
-        worst = worst.max(err);
-    }
-    worst
-}
-
 #[test]
 fn scheduler_matches_the_official_loop_on_every_fixture() {
     for case in cases() {
-        let config = config(&case);
-        let table =
-            fifo_diffusion::schedule::StepTable::new(&config.schedule, config.steps(), config.eta).unwrap();
-        let grid: Vec<usize> = table.entries().iter().map(|e| e.timestep).collect();
-        assert_eq!(grid, case.timesteps, "{}: timestep grid", case.case);
-        for (e, &sigma) in table.entries().iter().zip(&case.sigmas) {
-            assert!((e.sigma - sigma).abs() < 1e-12, "{}: sigma {} vs {sigma}", case.case, e.sigma);
-        }
-
-        let prompts = PromptSchedule::single("the prompt").unwrap();
-        let mut model = ToyDenoiser::new(config.schedule.alphas_cumprod(), vec![0.0, case.prompt_value]);
-        let mut scheduler = block_on(FifoScheduler::start(config, prompts, &mut model)).unwrap();
-        for (slot, want) in case.initial_queue.iter().enumerate() {
-            assert_close(&format!("{}: initial slot {slot}", case.case), scheduler.slot(slot), want);
-        }
-        let mut worst = 0.0f64;
-        for (k, want) in case.output.iter().enumerate() {
-            let frame = block_on(scheduler.next_frame(&mut model)).unwrap();
-            assert_eq!(frame.id, k as u64);
-            worst = worst.max(assert_close(&format!("{}: frame {k}", case.case), frame.latent, want));
-        }
-        assert_eq!(case.output.len(), case.frames);
+        let worst = block_on(check_case(&case));
         eprintln!("{:<28} {} frames, largest relative error {worst:.2e}", case.case, case.frames);
     }
 }

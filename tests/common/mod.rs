@@ -1,6 +1,8 @@
 //! Denoisers shared by the scheduler tests.
 #![allow(dead_code)]
 
+pub mod parity;
+
 use fifo_diffusion::fifo::{DenoiseRequest, Denoiser, DenoiserError, FrameConditioning};
 
 /// The toy model of `tools/reference/fifo_official.py`: deterministic, mixes frames of a window,

@@ -114,6 +114,39 @@ fn unary_ops_match_cpu() {
     }
 }
 
+/// Sinusoidal timestep embeddings take sin/cos of arguments up to ~1e3; our WGSL versions keep
+/// them to f32 accuracy there (WGSL's builtins promise only 2^-11 absolute error).
+#[test]
+fn sin_and_cos_stay_accurate_over_timestep_embedding_arguments() {
+    let Some(ctx) = ctx() else { return };
+    let x: Vec<f32> =
+        Rng::new(9).vec(4096, -1000.0, 1000.0).into_iter().chain([0.0, 1e-30, -3.0e4]).collect();
+    let n = x.len();
+    let mut b = ProgramBuilder::new(ctx);
+    let input = GpuTensor::from_f32(ctx, "x", &x).unwrap();
+    let mut outs = Vec::new();
+    for op in [Unary::Sin, Unary::Cos] {
+        let out = GpuTensor::new(ctx, "out", fifo_diffusion::gpu::DType::F32, n).unwrap();
+        unary(&mut b, op, &input.view(&[n]), &out.view(&[n])).unwrap();
+        outs.push((op, out));
+    }
+    let program = run(b.build()).unwrap();
+    run(program.run(ctx)).unwrap();
+    for (op, out) in outs {
+        let got = run(ctx.read_f32(&out)).unwrap();
+        // Against f64 math on the f32 argument: the reduction's error grows with |x| (~|x| * 2^-40).
+        let worst = x
+            .iter()
+            .zip(&got)
+            .map(|(&a, &g)| {
+                let want = if op == Unary::Sin { f64::from(a).sin() } else { f64::from(a).cos() };
+                (f64::from(g) - want).abs()
+            })
+            .fold(0.0, f64::max);
+        assert!(worst < 1e-6, "{op:?}: largest error {worst:.2e} over |x| <= 3e4");
+    }
+}
+
 #[test]
 fn binary_ops_broadcast_like_numpy() {
     let Some(ctx) = ctx() else { return };

@@ -1,10 +1,13 @@
 #![allow(dead_code)] // each test binary uses a different part of these helpers
 //! Shared helpers of the integration tests: fixture loading and named tolerances.
 
-use fifo_diffusion::onnx::decode_tensor;
+use fifo_diffusion::gpu::GpuContext;
+use fifo_diffusion::onnx::{decode_tensor, model_metadata};
+use fifo_diffusion::session::{Backend, ModelSource, Session, SessionOptions};
 use fifo_diffusion::tensor::{Tensor, TensorData};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// How close an output must be to its reference: `|got - want| <= atol + rtol * |want|`.
 #[derive(Clone, Copy, Debug)]
@@ -160,4 +163,75 @@ impl Fixture {
 
 pub fn fixtures_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// Runs one fixture (model bytes, inputs, onnxruntime's outputs) on the CPU backend, or on the
+/// GPU one with `gpu`, with the tolerance its metadata names; `Err` says what went wrong.
+pub async fn run_fixture(
+    bytes: &[u8],
+    inputs: &[(String, Tensor)],
+    expected: &[(String, Tensor)],
+    gpu: Option<&Arc<GpuContext>>,
+) -> Result<(), String> {
+    let meta = model_metadata(&bytes).map_err(|e| e.to_string())?;
+    let tol_name = meta.get("tolerance").ok_or("no tolerance in the model metadata")?;
+    let named = if gpu.is_some() { Tolerance::named_gpu } else { Tolerance::named };
+    let tol = named(tol_name).ok_or_else(|| format!("unknown tolerance '{tol_name}'"))?;
+    let model = ModelSource::Bytes(bytes);
+    let shapes: HashMap<String, Vec<usize>> =
+        inputs.iter().map(|(n, t)| (n.clone(), t.shape().to_vec())).collect();
+    let input_map: HashMap<String, Tensor> = inputs.iter().cloned().collect();
+    let outputs = match gpu {
+        None => Session::build(model, &shapes, &SessionOptions::default()).and_then(|s| s.run(input_map)),
+        Some(ctx) => {
+            let options = SessionOptions { backend: Backend::Gpu, ..Default::default() };
+            match Session::build_on(ctx.clone(), model, &shapes, &options).await {
+                Ok(s) => s.run_async(input_map).await,
+                Err(e) => Err(e),
+            }
+        }
+    }
+    .map_err(|e| e.to_string())?;
+    if outputs.len() != expected.len() {
+        return Err(format!("{} outputs, want {}", outputs.len(), expected.len()));
+    }
+    for ((name, got), (_, want)) in outputs.iter().zip(expected) {
+        if let Some(diff) = compare(got, want, tol) {
+            return Err(format!("output '{name}': {diff}"));
+        }
+    }
+    Ok(())
+}
+
+/// Fixtures of integer arithmetic, integer casts and quantizing: the GPU backend holds integers
+/// only for data movement and refuses these at build, naming the node (checked below).
+pub const GPU_REFUSES: &[&str] = &[
+    "add_int64",
+    "cast_float_to_int8",
+    "cast_float_to_uint8",
+    "div_int64_truncates",
+    "equal_int64",
+    "mod_int_python_sign",
+    "neg_int64",
+    "quantize_per_axis_int8",
+    "quantize_per_tensor_int8",
+    "quantize_uint8_ties_even",
+    "where_int64",
+];
+
+/// `None` when a fixture's result is what it must be on this backend (a match, or on the GPU a
+/// clear refusal for the fixtures in [`GPU_REFUSES`]); otherwise what went wrong.
+pub fn verdict(name: &str, result: Result<(), String>, on_gpu: bool) -> Option<String> {
+    if on_gpu && GPU_REFUSES.contains(&name) {
+        return match result {
+            Ok(()) => Some(format!("{name}: runs on the GPU now; remove it from GPU_REFUSES")),
+            Err(e)
+                if e.contains("cannot run on the GPU backend") && e.contains(&format!("'{name}_node'")) =>
+            {
+                None
+            }
+            Err(e) => Some(format!("{name}: expected a clear refusal, got: {e}")),
+        };
+    }
+    result.err().map(|e| format!("{name}: {e}"))
 }
