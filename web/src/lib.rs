@@ -2,9 +2,11 @@
 //! wasm CPU backend in the page. `web/www/fifo.js` wraps them in a Web Worker; see web/README.md.
 
 mod generator;
+mod onnx_session;
 mod settings;
 
 pub use generator::{gpu_probe, Frame, Generator};
+pub use onnx_session::OnnxSession;
 
 use fifo_diffusion::fifo::{FifoConfig, QueueLayout};
 use fifo_diffusion::schedule::StepTable;
