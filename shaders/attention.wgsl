@@ -101,7 +101,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         }
     }
     var acc: array<array<vec4<f32>, DV4>, ROWS>;
-    let neg_inf = f32_from_bits(0xff800000u);
+    // The running max starts at, and a masked key scores, -3e38 (near the lowest f32) rather than
+    // -inf: WGSL lets implementations assume finite math (Tint does), and exp(-inf - -inf) is NaN.
+    let neg_inf = -3.0e38;
     var m: array<f32, ROWS>;
     var l: array<f32, ROWS>;
     for (var r = 0u; r < ROWS; r++) {
@@ -111,11 +113,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let ones = vec4<f32>(1.0);
     let last = p.lk - 1u;
     for (var j0 = 0u; j0 < p.lk; j0 += 2u) {
-        // Two keys at a time; past the last key, recompute it and mask its score to -inf.
+        // Two keys at a time; past the last key, recompute it and mask its score to -3e38.
         let k0 = k_base + j0 * p.k_strides.z;
         let k1 = k_base + min(j0 + 1u, last) * p.k_strides.z;
+        // Zeroed by hand each pass: SwiftShader (Chromium's software WebGPU) does not re-zero a
+        // `var` declared inside a loop on every iteration, as WGSL requires.
         var s0: array<vec4<f32>, ROWS>;
         var s1: array<vec4<f32>, ROWS>;
+        for (var r = 0u; r < ROWS; r++) {
+            s0[r] = vec4<f32>(0.0);
+            s1[r] = vec4<f32>(0.0);
+        }
         for (var c = 0u; c < DQ4; c++) {
             let x0 = load_k(k0, c);
             let x1 = load_k(k1, c);
