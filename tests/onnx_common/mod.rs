@@ -173,7 +173,7 @@ pub async fn run_fixture(
     expected: &[(String, Tensor)],
     gpu: Option<&Arc<GpuContext>>,
 ) -> Result<(), String> {
-    let meta = model_metadata(&bytes).map_err(|e| e.to_string())?;
+    let meta = model_metadata(bytes).map_err(|e| e.to_string())?;
     let tol_name = meta.get("tolerance").ok_or("no tolerance in the model metadata")?;
     let named = if gpu.is_some() { Tolerance::named_gpu } else { Tolerance::named };
     let tol = named(tol_name).ok_or_else(|| format!("unknown tolerance '{tol_name}'"))?;

@@ -29,7 +29,7 @@ fn js_error(error: PipelineError) -> JsError {
 }
 
 enum State {
-    Ready(Models),
+    Ready(Box<Models>),
     Running(Box<Generation>),
     /// Only while a call moves the models between the other two.
     Moving,
@@ -120,7 +120,7 @@ impl Generator {
         });
         let run = RunOptions { backend: options.backend, weights: options.weights, gpu };
         let models = Models::load(package, run).await.map_err(js_error)?;
-        Ok(Generator { state: State::Ready(models), info })
+        Ok(Generator { state: State::Ready(Box::new(models)), info })
     }
 
     /// The model and backend as JSON: name, frames, fps, width, height, vocabulary, grammar,
@@ -137,7 +137,7 @@ impl Generator {
         let (config, prompts) = match resolve(models.package(), &settings) {
             Ok(run) => run,
             Err(e) => {
-                self.state = State::Ready(models);
+                self.state = State::Ready(Box::new(models));
                 return Err(JsError::new(&e));
             }
         };
@@ -196,7 +196,7 @@ impl Generator {
 impl Generator {
     fn take_models(&mut self) -> Result<Models, JsError> {
         match std::mem::replace(&mut self.state, State::Moving) {
-            State::Ready(models) => Ok(models),
+            State::Ready(models) => Ok(*models),
             State::Running(g) => Ok(g.into_models()),
             State::Moving => {
                 Err(JsError::new("the generator was lost by an earlier failed start; load the model again"))
