@@ -353,3 +353,49 @@ fn missing_or_corrupt_model_files_fail_clearly() {
     assert!(!out_file.exists());
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// The GPU backend (lavapipe in CI) writes the CPU backend's frames, and `--stats` names the
+/// device and its peak tensor memory.
+#[test]
+fn the_gpu_backend_writes_the_frames_of_the_cpu_backend() {
+    let dir = temp_dir("gpu-frames");
+    let run = |backend: &str| {
+        let (out, stats) = (dir.join(format!("{backend}.y4m")), dir.join(format!("{backend}.json")));
+        let o = fifo()
+            .args([PROMPT, "--frames", "2", "--partitions", "1", "--no-lookahead", "--guidance", "1"])
+            .args(["--quiet", "--backend", backend, "--out", out.to_str().unwrap()])
+            .args(["--stats", stats.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let stats = o
+            .status
+            .success()
+            .then(|| serde_json::from_slice::<serde_json::Value>(&std::fs::read(&stats).unwrap()).unwrap());
+        (std::fs::read(&out).ok(), stats, String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let (Some(gpu), Some(stats), _) = run("gpu") else {
+        let (_, _, err) = run("gpu");
+        assert!(std::env::var("FIFO_REQUIRE_GPU").is_err(), "FIFO_REQUIRE_GPU=1 but: {err}");
+        eprintln!("\n!!!!!!!! SKIPPING: no GPU adapter for fifo generate ({err}) !!!!!!!!\n");
+        return;
+    };
+    let (cpu, _, err) = run("cpu");
+    let cpu = cpu.unwrap_or_else(|| panic!("the CPU run failed: {err}"));
+    let (_, _, cpu_frames) = read_y4m(&cpu);
+    let (_, _, gpu_frames) = read_y4m(&gpu);
+    assert_eq!(gpu_frames.len(), 2);
+    // The two backends sum in different orders; lavapipe has matched to the byte so far.
+    let worst = cpu_frames
+        .iter()
+        .zip(&gpu_frames)
+        .flat_map(|(c, g)| c.iter().zip(g.iter()).map(|(a, b)| a.abs_diff(*b)))
+        .max()
+        .unwrap();
+    assert!(worst <= 2, "GPU frames differ from the CPU's by up to {worst} levels");
+    assert_eq!(stats["backend"], "gpu");
+    assert_eq!(stats["devices"].as_array().unwrap().len(), 1);
+    let peak = stats["peak_device_bytes"][0].as_u64().unwrap();
+    // At least the UNet's weights (~10 MB of f32) live on the device.
+    assert!(peak > 8 << 20, "peak_device_bytes {peak}");
+    std::fs::remove_dir_all(dir).unwrap();
+}

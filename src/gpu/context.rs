@@ -76,6 +76,35 @@ pub struct GpuContext {
     subgroups: bool,
     fault: FaultSlot,
     pub(crate) pipelines: PipelineCache,
+    pub(crate) memory: Arc<DeviceMemory>,
+}
+
+/// Bytes of storage buffers (every tensor) alive on a device, and the most there ever were.
+/// Uniform arenas and read-back staging buffers are small and transient and not counted.
+#[derive(Debug, Default)]
+pub struct DeviceMemory {
+    live: std::sync::atomic::AtomicU64,
+    peak: std::sync::atomic::AtomicU64,
+}
+
+impl DeviceMemory {
+    pub(crate) fn allocated(&self, bytes: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let live = self.live.fetch_add(bytes, Relaxed) + bytes;
+        self.peak.fetch_max(live, Relaxed);
+    }
+
+    pub(crate) fn freed(&self, bytes: u64) {
+        self.live.fetch_sub(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn live_bytes(&self) -> u64 {
+        self.live.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn peak_bytes(&self) -> u64 {
+        self.peak.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 fn instance(backends: Option<wgpu::Backends>) -> wgpu::Instance {
@@ -222,6 +251,7 @@ impl GpuContext {
             info,
             style,
             fault,
+            memory: Arc::default(),
         })
     }
 
@@ -242,6 +272,10 @@ impl GpuContext {
     }
     pub fn limits(&self) -> &wgpu::Limits {
         &self.limits
+    }
+    /// The device's tensor memory: live and peak bytes.
+    pub fn memory(&self) -> &DeviceMemory {
+        &self.memory
     }
     pub fn style(&self) -> KernelStyle {
         self.style

@@ -49,7 +49,7 @@ mod program;
 mod shader;
 mod tensor;
 
-pub use context::{AdapterChoice, AdapterSummary, GpuContext, GpuOptions, KernelStyle};
+pub use context::{AdapterChoice, AdapterSummary, DeviceMemory, GpuContext, GpuOptions, KernelStyle};
 pub use error::{GpuError, GpuResult};
 pub use ops::Activation;
 pub use pipeline::UNIFORM_SLOT;

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::context::GpuContext;
+use super::context::{DeviceMemory, GpuContext};
 use super::error::{GpuError, GpuResult};
 
 /// Element type of a device buffer. Sub-word types are packed little-endian into u32 words so
@@ -56,6 +56,14 @@ pub struct GpuTensor {
 struct BufferInner {
     id: u64,
     buffer: wgpu::Buffer,
+    /// The device's meter, told when the buffer goes.
+    memory: Arc<DeviceMemory>,
+}
+
+impl Drop for BufferInner {
+    fn drop(&mut self) {
+        self.memory.freed(self.buffer.size());
+    }
 }
 
 impl GpuTensor {
@@ -74,7 +82,9 @@ impl GpuTensor {
             mapped_at_creation: false,
         });
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        Ok(Self { inner: Arc::new(BufferInner { id, buffer }), name: name.into(), dtype, len })
+        ctx.memory.allocated(bytes);
+        let inner = BufferInner { id, buffer, memory: ctx.memory.clone() };
+        Ok(Self { inner: Arc::new(inner), name: name.into(), dtype, len })
     }
 
     /// Another tensor living in this one's buffer (for memory reuse); fails if it does not fit.

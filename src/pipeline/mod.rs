@@ -115,6 +115,8 @@ fn f32_tensor(graph: &'static str, shape: Vec<usize>, data: Vec<f32>) -> Result<
 /// The graphs of a package, built for this run's batch sizes (UNet batches on first use).
 pub struct Models {
     package: ModelPackage,
+    /// The device every graph runs on (GPU backend).
+    gpu: Option<Arc<GpuContext>>,
     tokenizer: Tokenizer,
     text: Session,
     decoder: Session,
@@ -145,8 +147,8 @@ impl Models {
         let shapes = HashMap::from([(d.input.clone(), vec![1, l.channels, l.height, l.width])]);
         let source = package.graph(&d.file);
         let decoder = build_session("decoder", &gpu, &source, &shapes, &session_options).await?;
-        let unet = UnetDenoiser::new(&package, unet_graph, session_options, gpu);
-        Ok(Self { tokenizer: Tokenizer::new(&package.text), package, text, decoder, unet })
+        let unet = UnetDenoiser::new(&package, unet_graph, session_options, gpu.clone());
+        Ok(Self { tokenizer: Tokenizer::new(&package.text), package, gpu, text, decoder, unet })
     }
 
     pub fn package(&self) -> &ModelPackage {
@@ -155,6 +157,11 @@ impl Models {
 
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
+    }
+
+    /// The device the graphs run on, on the GPU backend.
+    pub fn gpu(&self) -> Option<&Arc<GpuContext>> {
+        self.gpu.as_ref()
     }
 
     /// Whether this error only says that the chosen backend is not available.

@@ -179,3 +179,27 @@ fn device_to_device_copy() {
     assert_eq!(run(ctx.read_f32(&b)).unwrap(), vec![0.0, 0.0, 2.0, 3.0, 4.0, 0.0]);
     assert!(run(ctx.copy_elements(&a, 3, &b, 0, 3)).is_err(), "past the end of the source");
 }
+
+/// The device meter counts every tensor buffer once (aliases share theirs) and forgets it when
+/// the last handle goes; the peak stays.
+#[test]
+fn device_memory_counts_live_and_peak_tensor_bytes() {
+    if ctx().is_none() {
+        return;
+    }
+    let options = GpuOptions { adapter: AdapterChoice::Fallback, ..Default::default() };
+    let own = run(GpuContext::new(&options)).unwrap();
+    let ctx = &own;
+    assert_eq!((ctx.memory().live_bytes(), ctx.memory().peak_bytes()), (0, 0));
+    let a = GpuTensor::new(ctx, "a", DType::F32, 1000).unwrap();
+    let alias = a.alias("a2", DType::F32, 500).unwrap();
+    let b = GpuTensor::new(ctx, "b", DType::F32, 250).unwrap();
+    let (live, peak) = (ctx.memory().live_bytes(), ctx.memory().peak_bytes());
+    assert!(live >= 5000 && live < 5200 && peak == live, "live {live}, peak {peak}");
+    drop(a);
+    assert_eq!(ctx.memory().live_bytes(), live, "the alias keeps the buffer alive");
+    drop(alias);
+    drop(b);
+    assert_eq!(ctx.memory().live_bytes(), 0);
+    assert_eq!(ctx.memory().peak_bytes(), peak);
+}

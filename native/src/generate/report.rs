@@ -125,6 +125,8 @@ pub struct Stats {
     pub iterations: u64,
     pub stages: Stages,
     pub peak_host_rss_bytes: Option<u64>,
+    /// Most tensor bytes held at once on each of `devices` (GPU backend; empty on the CPU).
+    pub peak_device_bytes: Vec<u64>,
     pub backend: Backend,
     pub devices: Vec<String>,
 }
@@ -150,10 +152,12 @@ impl Stats {
         backend: Backend,
     ) -> Self {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let devices = match backend {
-            Backend::Cpu => vec![format!("cpu ({threads} threads)")],
-            Backend::Gpu => vec!["gpu".into()],
+        let gpu = generation.models().gpu();
+        let devices = match (backend, gpu) {
+            (Backend::Gpu, Some(ctx)) => vec![ctx.describe()],
+            _ => vec![format!("cpu ({threads} threads)")],
         };
+        let peak_device_bytes = gpu.map(|ctx| ctx.memory().peak_bytes()).into_iter().collect();
         Self {
             frames,
             seconds,
@@ -167,6 +171,7 @@ impl Stats {
             iterations: generation.scheduler().iteration(),
             stages: Stages { load, run: *generation.times(), write },
             peak_host_rss_bytes: peak_rss(),
+            peak_device_bytes,
             backend,
             devices,
         }
