@@ -47,6 +47,22 @@ CARGO_TARGET_WASM32_WASIP1_RUNNER="node --no-warnings $PWD/tools/wasi/run-wasi-t
   cargo test --locked --target wasm32-wasip1 -p fifo-diffusion --lib \
   --test parity_official --test scheduler_invariants --test resume \
   --test op_fixtures --test model_parity --test build_errors --test corrupt_models 2>&1 | tee -a "$log"
+
+step "browser: build the page and run it in headless Chromium"
+if ! [ -x "${CHROMIUM:-/usr/bin/chromium}" ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+fi
+bash web/build.sh  # also installs wasm-bindgen-cli (and its test runner) at the lock file's version
+
+step "browser: scheduler and executor tests in headless Chromium (wasm CPU backend and WebGPU)"
+(cd web && CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=900 \
+  CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+  cargo test --locked --target wasm32-unknown-unknown -p fifo-web --test browser 2>&1) | tee -a "$log"
+
+step "browser: the page end to end in headless Chromium, frames against the native CLI"
+node web/tests/e2e.mjs
+
 # One closing line for the whole run (cargo prints one per test binary, the last often empty).
 awk '/^test result:/ { p += $4; f += $6 } END { printf "\ntests: %d passed, %d failed\n", p, f }' "$log"
 rm -f "$log"
