@@ -49,7 +49,7 @@ CARGO_TARGET_WASM32_WASIP1_RUNNER="node --no-warnings $PWD/tools/wasi/run-wasi-t
   --test op_fixtures --test model_parity --test build_errors --test corrupt_models 2>&1 | tee -a "$log"
 
 step "browser: build the page and run it in headless Chromium"
-if ! [ -x "${CHROMIUM:-/usr/bin/chromium}" ]; then
+if ! [ -x "${CHROMIUM:-/usr/bin/chromium}" ] || ! [ -x /usr/bin/chromedriver ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
 fi
