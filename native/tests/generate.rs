@@ -247,6 +247,9 @@ fn bad_prompts_and_settings_fail_clearly_before_any_work() {
     refuses(&[PROMPT, "--frames", "ten"], "`ten` is not a frame count");
     refuses(&[PROMPT, "--partitions", "0"], "partitions must be at least 1");
     refuses(&[PROMPT, "--partitions", "200"], "--partitions 200 does not fit this model");
+    refuses(&[PROMPT, "--steps", "12"], "use --steps 8 or 16");
+    refuses(&[PROMPT, "--steps", "0"], "FIFO-Diffusion takes f*n steps");
+    refuses(&[PROMPT, "--steps", "8", "--partitions", "1"], "cannot be used with");
     refuses(&[PROMPT, "--eta=-1"], "eta must be a finite number >= 0");
     refuses(&[PROMPT, "--checkpoint-every", "0"], "--checkpoint-every must be at least 1");
     let int8 = std::fs::read_to_string(model_dir().join("model.json")).unwrap().contains("\"int8\"");
@@ -397,5 +400,29 @@ fn the_gpu_backend_writes_the_frames_of_the_cpu_backend() {
     let peak = stats["peak_device_bytes"][0].as_u64().unwrap();
     // At least the UNet's weights (~10 MB of f32) live on the device.
     assert!(peak > 8 << 20, "peak_device_bytes {peak}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// `--steps S` is `--partitions S/f`: the sidecar records n and the frames are those of
+/// `--partitions`.
+#[test]
+fn steps_set_the_partitions() {
+    let dir = temp_dir("steps");
+    let run = |flag: [&str; 2], name: &str| {
+        let out = dir.join(name);
+        let o = fifo()
+            .args([PROMPT, "--frames", "1", "--no-lookahead", "--guidance", "1", "--quiet", "--backend=cpu"])
+            .args(flag)
+            .args(["--out", out.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{flag:?}: {}", String::from_utf8_lossy(&o.stderr));
+        std::fs::read(&out).unwrap()
+    };
+    let by_steps = run(["--steps", "8"], "steps.y4m");
+    let side: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("steps.y4m.json")).unwrap()).unwrap();
+    assert_eq!(side["settings"]["partitions"], 1);
+    assert!(by_steps == run(["--partitions", "1"], "partitions.y4m"));
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -38,6 +38,9 @@ pub struct GenerateArgs {
     /// Latent partitions n (the diagonal has f*n noise levels) [default: the model's].
     #[arg(long, conflicts_with = "resume")]
     pub partitions: Option<usize>,
+    /// DDIM steps, f*n in FIFO-Diffusion: a multiple of the model's window f, setting n = steps/f.
+    #[arg(long, conflicts_with_all = ["resume", "partitions"])]
+    pub steps: Option<usize>,
     /// Turn lookahead denoising off.
     #[arg(long, conflicts_with = "resume")]
     pub no_lookahead: bool,

@@ -138,6 +138,18 @@ pub fn resolve(args: &GenerateArgs) -> Result<Plan> {
     let mut config = from.cloned().unwrap_or_else(|| Generation::config(&package));
     if args.resume.is_none() {
         config.partitions = args.partitions.unwrap_or(config.partitions);
+        if let Some(steps) = args.steps {
+            let f = config.window;
+            if steps == 0 || steps % f != 0 {
+                let near = (steps / f).max(1) * f;
+                bail!(
+                    "--steps {steps}: FIFO-Diffusion takes f*n steps (window f = {f} for this model); \
+                     use --steps {near} or {} (or --partitions N)",
+                    near + f
+                );
+            }
+            config.partitions = steps / f;
+        }
         config.lookahead = config.lookahead && !args.no_lookahead;
         config.guidance = args.guidance.unwrap_or(config.guidance);
         config.eta = args.eta.unwrap_or(config.eta);
