@@ -24,12 +24,12 @@
 // The figures are only as quiet as the machine: the load average is printed with them.
 
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, statSync, writeFileSync, createReadStream } from 'node:fs';
-import { createServer } from 'node:http';
-import { dirname, extname, join, normalize, relative, resolve, sep } from 'node:path';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import os from 'node:os';
+import { CHROMIUM_ARGS, serveStatic } from '../tests/serve.mjs';
 
 const BENCH = dirname(fileURLToPath(import.meta.url));
 const ROOT = resolve(BENCH, '..', '..');
@@ -38,15 +38,6 @@ const DIST = process.env.FIFO_BENCH_DIST ? resolve(process.env.FIFO_BENCH_DIST) 
 const ORT_DIST = join(BENCH, 'node_modules', 'onnxruntime-web', 'dist');
 const MODEL_DIR = join(DIST, 'models', 'shapes-t2v-tiny');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const LAUNCH_ARGS = [
-  '--no-sandbox',
-  '--enable-unsafe-webgpu',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--disable-quic',
-  '--no-first-run',
-];
 
 // ---------------------------------------------------------------------------------------------
 // arguments
@@ -139,49 +130,12 @@ function ensureGraphs() {
 // ---------------------------------------------------------------------------------------------
 // static server: web/dist at /, web/bench at /bench/, onnxruntime-web's dist at /ort/
 
-const MIME = {
-  '.html': 'text/html; charset=utf-8',
-  '.js': 'text/javascript; charset=utf-8',
-  '.mjs': 'text/javascript; charset=utf-8',
-  '.css': 'text/css; charset=utf-8',
-  '.json': 'application/json; charset=utf-8',
-  '.map': 'application/json; charset=utf-8',
-  '.wasm': 'application/wasm',
-  '.png': 'image/png',
-  '.gif': 'image/gif',
-  '.mp4': 'video/mp4',
-  '.webm': 'video/webm',
-  '.md': 'text/plain; charset=utf-8',
-  '.txt': 'text/plain; charset=utf-8',
-};
-
 function serve() {
-  const mounts = [['/ort/', ORT_DIST], ['/bench/', BENCH], ['/', DIST]];
-  const server = createServer((req, res) => {
-    const path = decodeURIComponent(new URL(req.url, 'http://x').pathname);
-    const [prefix, dir] = mounts.find(([p]) => path.startsWith(p));
-    let file = normalize(join(dir, path.slice(prefix.length)));
-    if (file !== dir && !file.startsWith(dir + sep)) {
-      res.writeHead(403).end();
-      return;
-    }
-    if (existsSync(file) && statSync(file).isDirectory()) file = join(file, 'index.html');
-    if (!existsSync(file) || (prefix === '/bench/' && file.startsWith(join(BENCH, 'node_modules')))) {
-      res.writeHead(404, { 'Content-Type': 'text/plain' }).end(`not found: ${path}`);
-      return;
-    }
-    res.writeHead(200, {
-      'Content-Type': MIME[extname(file)] || 'application/octet-stream',
-      'Content-Length': statSync(file).size,
-      'Cross-Origin-Opener-Policy': 'same-origin',
-      'Cross-Origin-Embedder-Policy': 'require-corp',
-      'Cross-Origin-Resource-Policy': 'same-origin',
-      'Cache-Control': 'no-store',
-    });
-    if (req.method === 'HEAD') res.end();
-    else createReadStream(file).pipe(res);
-  });
-  return new Promise((ok) => server.listen(0, '127.0.0.1', () => ok(server)));
+  return serveStatic([
+    { prefix: '/ort/', dir: ORT_DIST },
+    { prefix: '/bench/', dir: BENCH, deny: [join(BENCH, 'node_modules')] }, // only ORT's dist, at /ort/
+    { prefix: '/', dir: DIST },
+  ]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -255,7 +209,7 @@ async function main() {
   const server = await serve();
   const base = `http://127.0.0.1:${server.address().port}`;
   log(`serving web/dist at ${base}/, web/bench at /bench/, onnxruntime-web ${ortVersion} at /ort/`);
-  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: LAUNCH_ARGS });
+  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
   log(`Chromium ${browser.version()}${opts.quick ? ' (--quick)' : ''}`);
 
   const results = {

@@ -13,13 +13,13 @@
 // FIFO_ARTIFACTS, FIFO_E2E_GPU=0 (skip step 4), FIFO_E2E_GPU_FRAMES (default GPU_FRAMES).
 
 import { spawnSync } from 'node:child_process';
-import { createServer } from 'node:http';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync, createReadStream } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, extname, join, normalize, resolve, sep } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 import { PNG } from 'pngjs';
+import { CHROMIUM_ARGS, serveStatic } from './serve.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = resolve(here, '..', '..');
@@ -54,15 +54,6 @@ const CPU_TOLERANCE = { max: 2, mean: 0.05 };
 const GPU_TOLERANCE = { max: 4, mean: 0.05 };
 
 const OVERALL_TIMEOUT_MS = 15 * 60 * 1000;
-const LAUNCH_ARGS = [
-  '--no-sandbox',
-  '--enable-unsafe-webgpu',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--disable-quic',
-  '--no-first-run',
-];
 
 const results = []; // {name, ok, detail}
 const figures = {}; // measured numbers for the summary
@@ -88,49 +79,6 @@ const hardTimeout = setTimeout(async () => {
 async function cleanup() {
   for (const b of browsers) await b.close().catch(() => {});
   if (server) server.close();
-}
-
-// ---------------------------------------------------------------------------------------------
-// static server
-
-const MIME = {
-  '.html': 'text/html; charset=utf-8',
-  '.js': 'text/javascript; charset=utf-8',
-  '.mjs': 'text/javascript; charset=utf-8',
-  '.css': 'text/css; charset=utf-8',
-  '.json': 'application/json',
-  '.wasm': 'application/wasm',
-  '.png': 'image/png',
-  '.md': 'text/markdown; charset=utf-8',
-};
-
-function serve(root) {
-  return new Promise((resolveServer) => {
-    const s = createServer((req, res) => {
-      const url = new URL(req.url, 'http://localhost');
-      let path = normalize(join(root, decodeURIComponent(url.pathname)));
-      if (!path.startsWith(root + sep) && path !== root) {
-        res.writeHead(403).end();
-        return;
-      }
-      if (existsSync(path) && statSync(path).isDirectory()) path = join(path, 'index.html');
-      if (!existsSync(path)) {
-        res.writeHead(404, { 'content-type': 'text/plain' }).end('not found');
-        return;
-      }
-      const size = statSync(path).size;
-      res.writeHead(200, {
-        'content-type': MIME[extname(path)] || 'application/octet-stream',
-        'content-length': size,
-        'cache-control': 'no-cache',
-        'cross-origin-opener-policy': 'same-origin',
-        'cross-origin-embedder-policy': 'require-corp',
-      });
-      if (req.method === 'HEAD') res.end();
-      else createReadStream(path).pipe(res);
-    });
-    s.listen(0, '127.0.0.1', () => resolveServer(s));
-  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -281,12 +229,12 @@ async function main() {
   const nativeInt8 = nativeFrames(fifoBin, 1, null, SETTINGS, 'int8');
   const nativeGpu = GPU_FRAMES > 0 ? nativeFrames(fifoBin, GPU_FRAMES, null, GPU_SETTINGS) : [];
 
-  server = await serve(dist);
+  server = await serveStatic([{ prefix: '/', dir: dist }]);
   const base = `http://127.0.0.1:${server.address().port}/`;
   log(`serving ${dist} at ${base}`);
 
   // --- 1. the page with WebGPU enabled (SwiftShader): loads in `auto` on the CPU backend -------
-  const browser = await launch(LAUNCH_ARGS);
+  const browser = await launch(CHROMIUM_ARGS);
   log(`browser: Chromium ${browser.version()}`);
   const { page, loaded } = await openPage(browser, base, 'main');
   try {
@@ -436,7 +384,7 @@ async function main() {
   }
 
   // --- 5. no WebGPU adapter at all: the page says so and still generates on the CPU ---------------
-  const bare = await launch(LAUNCH_ARGS.filter((a) => a !== '--enable-unsafe-webgpu'));
+  const bare = await launch(CHROMIUM_ARGS.filter((a) => a !== '--enable-unsafe-webgpu'));
   const { page: page2, loaded: loaded2 } = await openPage(bare, base, 'nogpu');
   try {
     const s = await page2.evaluate(() => window.fifoPage.state());
