@@ -260,6 +260,17 @@ impl<'a, 'c> Lowering<'a, 'c> {
                 let (xv, out) = (self.view(x)?, self.view(Self::output(node, 0)?)?);
                 Ok(ew::unary(&mut self.b, GUn::Clip(lo, hi), &xv, &out)?)
             }
+            Op::FloatClass(c) => {
+                let x = Self::input(node, 0)?;
+                self.float_operand(x)?;
+                let (xv, out) = (self.view(x)?, self.view(Self::output(node, 0)?)?);
+                let op = GUn::FloatClass {
+                    nan: c.nan,
+                    positive_infinity: c.positive_infinity,
+                    negative_infinity: c.negative_infinity,
+                };
+                Ok(ew::unary(&mut self.b, op, &xv, &out)?)
+            }
             Op::Where(_) => {
                 let (c, x, y) = (Self::input(node, 0)?, Self::input(node, 1)?, Self::input(node, 2)?);
                 self.float_operand(x)?;

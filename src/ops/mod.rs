@@ -154,6 +154,7 @@ op_enum! {
     Unary(elementwise::unary::Unary),
     Binary(elementwise::binary::Binary),
     Clip(elementwise::clip::Clip),
+    FloatClass(elementwise::classify::FloatClass),
     Where(elementwise::where_op::Where),
     Cast(elementwise::cast::Cast),
     MatMul(linalg::matmul::MatMul),

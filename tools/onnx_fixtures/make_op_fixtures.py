@@ -126,6 +126,10 @@ def elementwise():
     for op in ["And", "Or", "Xor"]:
         case(op.lower(), op, [("a", p), ("b", q)], tol="exact", out_dtypes=[TensorProto.BOOL])
     case("not", "Not", [("a", p)], tol="exact", out_dtypes=[TensorProto.BOOL])
+    special = np.array([[1.0, np.nan, np.inf], [-np.inf, -0.0, -np.nan]], np.float32)
+    case("isnan", "IsNaN", [("x", special)], tol="exact", out_dtypes=[TensorProto.BOOL])
+    case("isinf", "IsInf", [("x", special)], tol="exact", out_dtypes=[TensorProto.BOOL])
+    case("isinf_negative_only", "IsInf", [("x", special)], {"detect_positive": 0}, tol="exact", out_dtypes=[TensorProto.BOOL])
     case("where_broadcast", "Where", [("c", np.array([[True], [False], [True]])), ("x", f32(3, 4)), ("y", f32(4))], tol="exact", out_dtypes=[TensorProto.FLOAT])
     case("where_int64", "Where", [("c", p), ("x", i64(1, 2, 3, 4)), ("y", i64(-1))], tol="exact", out_dtypes=[TensorProto.INT64])
     casts = [("float_to_int64", f32(5, lo=-3, hi=3), TensorProto.INT64), ("float_to_float16", f32(5), TensorProto.FLOAT16),

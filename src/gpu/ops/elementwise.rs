@@ -31,6 +31,8 @@ pub enum Unary {
     Silu,
     Clip(f32, f32),
     Not,
+    /// 1 where the value is NaN (alpha != 0), +inf (beta's bit 1) or -inf (beta's bit 2).
+    FloatClass { nan: bool, positive_infinity: bool, negative_infinity: bool },
     Floor,
     Ceil,
 }
@@ -90,6 +92,13 @@ impl Unary {
             Unary::Silu => ("silu", "a * sigmoid_f(a)"),
             Unary::Clip(..) => ("clip", "min(max(a, alpha), beta)"),
             Unary::Not => ("not", "select(0.0, 1.0, a == 0.0)"),
+            // On the bits: compilers may fold `a != a` away under fast-math assumptions.
+            Unary::FloatClass { .. } => (
+                "floatclass",
+                "select(0.0, 1.0, (alpha != 0.0 && (bitcast<u32>(f32(a)) & 0x7fffffffu) > 0x7f800000u) \
+                 || ((u32(beta) & 1u) != 0u && bitcast<u32>(f32(a)) == 0x7f800000u) \
+                 || ((u32(beta) & 2u) != 0u && bitcast<u32>(f32(a)) == 0xff800000u))",
+            ),
             Unary::Floor => ("floor", "floor(a)"),
             Unary::Ceil => ("ceil", "ceil(a)"),
         }
@@ -98,6 +107,9 @@ impl Unary {
         match self {
             Unary::LeakyRelu(a) => (a, 0.0),
             Unary::Clip(lo, hi) => (lo, hi),
+            Unary::FloatClass { nan, positive_infinity, negative_infinity } => {
+                (nan as u8 as f32, (positive_infinity as u8 + 2 * negative_infinity as u8) as f32)
+            }
             _ => (0.0, 0.0),
         }
     }

@@ -2,6 +2,7 @@
 
 pub mod binary;
 pub mod cast;
+pub mod classify;
 pub mod clip;
 pub mod unary;
 pub mod where_op;
@@ -23,4 +24,4 @@ pub(crate) fn map_float(x: &Tensor, f: impl Fn(f32) -> f32 + Sync + Send) -> Opt
 pub(crate) const NUMERIC: &[DType] = &[DType::F32, DType::F16, DType::I8, DType::U8, DType::I32, DType::I64];
 
 pub(crate) const DEFS: &[&[crate::ops::OpDef]] =
-    &[binary::DEFS, cast::DEFS, clip::DEFS, unary::DEFS, where_op::DEFS];
+    &[binary::DEFS, cast::DEFS, classify::DEFS, clip::DEFS, unary::DEFS, where_op::DEFS];
