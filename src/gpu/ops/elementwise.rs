@@ -31,7 +31,7 @@ pub enum Unary {
     Silu,
     Clip(f32, f32),
     Not,
-    /// 1 where the value is NaN (alpha != 0), +inf (beta's bit 1) or -inf (beta's bit 2).
+    /// 1 where the value is in a chosen class (IsNaN, IsInf); the flags reach the shader as alpha/beta.
     FloatClass { nan: bool, positive_infinity: bool, negative_infinity: bool },
     Floor,
     Ceil,
