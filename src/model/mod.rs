@@ -10,6 +10,6 @@ mod tokenizer;
 pub use context::PromptContexts;
 pub use package::{
     Defaults, GraphFile, GraphSource, Graphs, ImageSpec, LatentSpec, ModelError, ModelPackage, PackageFiles,
-    TextSpec, UnetGraph, Weights, PACKAGE_FORMAT,
+    TextSpec, TokenizerKind, UnetGraph, Weights, PACKAGE_FORMAT,
 };
-pub use tokenizer::{TokenizeError, Tokenizer};
+pub use tokenizer::{HuggingFaceTokenizer, TokenizeError, Tokenizer, WordsTokenizer};

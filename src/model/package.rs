@@ -1,5 +1,6 @@
 //! `model.json`: what a model package holds and how to call its graphs.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,6 +38,11 @@ pub enum ModelError {
         "the model package '{name}' has no int8 UNet (no graphs.unet.int8 in model.json); use --weights f32"
     )]
     NoInt8 { name: String },
+    #[error(
+        "the tokenizer file '{file}' cannot be used: {message}; export it again with transformers' \
+         `tokenizer.save_pretrained(DIR)` (DIR/tokenizer.json) or tokenizers' `Tokenizer.save(PATH)`"
+    )]
+    Tokenizer { file: String, message: String },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -76,19 +82,92 @@ pub struct Defaults {
     pub init: InitMode,
 }
 
+/// `model.json` `text`: how prompts become the text encoder's `max_tokens` ids.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TextSpec {
-    /// Only `words` (lowercase, split on whitespace, one id per word) exists so far.
+    /// The kind of tokenizer: `words` or `huggingface` (see [`TokenizerKind`]).
     pub tokenizer: String,
+    /// `huggingface`: the tokenizer's file in the package; `tokenizer.json` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// `words`: the words by id (`huggingface` tokenizers carry their own vocabulary).
+    #[serde(default)]
     pub vocabulary: Vec<String>,
     pub max_tokens: usize,
     /// Width of one token's context vector.
     pub dim: usize,
+    /// Fills the ids after the prompt's up to `max_tokens`.
     pub pad_id: i64,
-    pub empty_id: i64,
+    /// `words`: the id the empty prompt (the unconditional input) starts with. A `huggingface`
+    /// tokenizer encodes the empty prompt like any other, as diffusers does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub empty_id: Option<i64>,
     /// A human-readable pattern for prompts, shown in errors.
     #[serde(default)]
     pub grammar: Option<String>,
+}
+
+/// The tokenizer kinds this build knows, as `text.tokenizer` names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenizerKind<'a> {
+    /// `words`: lowercase, split on whitespace, one id per word of `text.vocabulary`.
+    Words,
+    /// `huggingface`: the Hugging Face `tokenizer.json` at this path in the package.
+    HuggingFace { file: &'a str },
+}
+
+impl TextSpec {
+    pub const DEFAULT_TOKENIZER_FILE: &'static str = "tokenizer.json";
+
+    /// What `tokenizer` names; `Err` says which kinds exist.
+    pub fn kind(&self) -> Result<TokenizerKind<'_>, String> {
+        match self.tokenizer.as_str() {
+            "words" => Ok(TokenizerKind::Words),
+            "huggingface" => Ok(TokenizerKind::HuggingFace {
+                file: self.file.as_deref().unwrap_or(Self::DEFAULT_TOKENIZER_FILE),
+            }),
+            other => Err(format!(
+                "text tokenizer `{other}` is not supported; use `words` (with `text.vocabulary`) or \
+                 `huggingface` (a Hugging Face tokenizer.json in the package, named by `text.file`)"
+            )),
+        }
+    }
+
+    /// The package file the tokenizer is read from, for kinds that have one.
+    pub fn tokenizer_file(&self) -> Option<&str> {
+        match self.kind() {
+            Ok(TokenizerKind::HuggingFace { file }) => Some(file),
+            _ => None,
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.max_tokens == 0 || self.dim == 0 {
+            return Err("`text.max_tokens` and `text.dim` must be non-zero".into());
+        }
+        match self.kind()? {
+            TokenizerKind::Words => {
+                let Some(empty_id) = self.empty_id else {
+                    return Err("`text.empty_id` is missing; the `words` tokenizer needs it".into());
+                };
+                for (what, id) in [("pad_id", self.pad_id), ("empty_id", empty_id)] {
+                    if id < 0 || id as usize >= self.vocabulary.len() {
+                        return Err(format!(
+                            "`text.{what}` {id} is outside the vocabulary ({} words)",
+                            self.vocabulary.len()
+                        ));
+                    }
+                }
+            }
+            // The vocabulary is in the file: the tokenizer checks `pad_id` against it when it loads.
+            TokenizerKind::HuggingFace { .. } => {
+                if self.pad_id < 0 {
+                    return Err(format!("`text.pad_id` must be a token id, got {}", self.pad_id));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A graph with one input and one output.
@@ -225,14 +304,14 @@ impl ModelPackage {
         Ok(package)
     }
 
-    /// Reads `DIR/model.json` and checks that every graph file it names exists.
+    /// Reads `DIR/model.json` and checks that every file it names (graphs, tokenizer) exists.
     pub fn load(dir: &Path) -> Result<Self, ModelError> {
         let path = dir.join("model.json");
         let json = std::fs::read_to_string(&path)
             .map_err(|source| ModelError::Missing { dir: dir.display().to_string(), source })?;
         let mut package = Self::parse(&json, &path.display().to_string())?;
         package.dir = dir.to_path_buf();
-        for file in package.graph_files() {
+        for file in package.files_needed() {
             let p = dir.join(file);
             std::fs::metadata(&p)
                 .map_err(|source| ModelError::GraphMissing { path: p.display().to_string(), source })?;
@@ -240,9 +319,10 @@ impl ModelPackage {
         Ok(package)
     }
 
-    /// Reads a package held in memory: `model.json`, the text encoder and decoder graphs and the
-    /// UNet of the weights that will run, keyed by path inside the package folder (what a browser
-    /// fetched; the UNet is checked when the models load, which knows the weights).
+    /// Reads a package held in memory: `model.json`, the text encoder and decoder graphs, the
+    /// tokenizer's file (if its kind has one) and the UNet of the weights that will run, keyed by
+    /// path inside the package folder (what a browser fetched; the UNet is checked when the
+    /// models load, which knows the weights).
     pub fn from_files(files: BTreeMap<String, Vec<u8>>) -> Result<Self, ModelError> {
         let missing = |file: &str| ModelError::FileMissing { file: file.to_string() };
         let json = files.get("model.json").ok_or_else(|| missing("model.json"))?;
@@ -251,7 +331,8 @@ impl ModelPackage {
             message: format!("not UTF-8 text ({e})"),
         })?;
         let mut package = Self::parse(json, "model.json")?;
-        for file in [&package.graphs.text_encoder.file, &package.graphs.decoder.file] {
+        let graphs = [package.graphs.text_encoder.file.as_str(), &package.graphs.decoder.file];
+        for file in graphs.into_iter().chain(package.text.tokenizer_file()) {
             if !files.contains_key(file) {
                 return Err(missing(file));
             }
@@ -260,11 +341,42 @@ impl ModelPackage {
         Ok(package)
     }
 
-    fn graph_files(&self) -> Vec<&String> {
+    fn graph_files(&self) -> Vec<&str> {
         let g = &self.graphs;
-        let mut files = vec![&g.text_encoder.file, &g.unet.file, &g.decoder.file];
-        files.extend(g.unet.int8.as_ref());
+        let mut files = vec![g.text_encoder.file.as_str(), &g.unet.file, &g.decoder.file];
+        files.extend(g.unet.int8.as_deref());
         files
+    }
+
+    /// Every file model.json names: the graphs and the tokenizer's file, if it has one.
+    fn files_needed(&self) -> Vec<&str> {
+        let mut files = self.graph_files();
+        files.extend(self.text.tokenizer_file());
+        files
+    }
+
+    /// The bytes of a file of this package, wherever the package lives (a borrow when in memory).
+    pub fn read(&self, file: &str) -> Result<Cow<'_, [u8]>, ModelError> {
+        match &self.files {
+            Some(files) => files
+                .get(file)
+                .map(Cow::Borrowed)
+                .ok_or_else(|| ModelError::FileMissing { file: file.into() }),
+            None => {
+                let path = self.dir.join(file);
+                std::fs::read(&path)
+                    .map(Cow::Owned)
+                    .map_err(|source| ModelError::GraphMissing { path: path.display().to_string(), source })
+            }
+        }
+    }
+
+    /// How errors name a file of this package: its path on disk, or its name in memory.
+    pub fn display_path(&self, file: &str) -> String {
+        match &self.files {
+            Some(_) => file.to_string(),
+            None => self.dir.join(file).display().to_string(),
+        }
     }
 
     /// The UNet file for the chosen weights.
@@ -327,25 +439,11 @@ impl ModelPackage {
         if d.partitions == 0 || !d.guidance.is_finite() || !(d.eta.is_finite() && d.eta >= 0.0) {
             return Err(format!("`defaults` out of range: {d:?}"));
         }
-        let t = &self.text;
-        if t.tokenizer != "words" {
-            return Err(format!("text tokenizer `{}` is not supported (only `words`)", t.tokenizer));
-        }
-        if t.max_tokens == 0 || t.dim == 0 {
-            return Err("`text.max_tokens` and `text.dim` must be non-zero".into());
-        }
-        for (what, id) in [("pad_id", t.pad_id), ("empty_id", t.empty_id)] {
-            if id < 0 || id as usize >= t.vocabulary.len() {
-                return Err(format!(
-                    "`text.{what}` {id} is outside the vocabulary ({} words)",
-                    t.vocabulary.len()
-                ));
-            }
-        }
-        for file in self.graph_files() {
+        self.text.validate()?;
+        for file in self.files_needed() {
             let p = Path::new(file);
             if file.is_empty() || p.is_absolute() || p.components().any(|c| c.as_os_str() == "..") {
-                return Err(format!("graph file `{file}` must be a plain path inside the package folder"));
+                return Err(format!("file `{file}` must be a plain path inside the package folder"));
             }
         }
         Ok(())

@@ -129,6 +129,7 @@ impl Models {
     pub async fn load(package: ModelPackage, options: RunOptions) -> Result<Self, PipelineError> {
         let unet_graph = package.graph(package.unet_file(options.weights)?);
         unet_graph.source()?; // a package in memory without this UNet fails now, not mid-run
+        let tokenizer = Tokenizer::load(&package)?;
         let session_options = SessionOptions { backend: options.backend, ..Default::default() };
         let gpu = match (options.backend, options.gpu) {
             (Backend::Gpu, Some(ctx)) => Some(ctx),
@@ -148,7 +149,7 @@ impl Models {
         let source = package.graph(&d.file);
         let decoder = build_session("decoder", &gpu, &source, &shapes, &session_options).await?;
         let unet = UnetDenoiser::new(&package, unet_graph, session_options, gpu.clone());
-        Ok(Self { tokenizer: Tokenizer::new(&package.text), package, gpu, text, decoder, unet })
+        Ok(Self { tokenizer, package, gpu, text, decoder, unet })
     }
 
     pub fn package(&self) -> &ModelPackage {

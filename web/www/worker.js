@@ -318,6 +318,9 @@ async function fetchModel(modelUrl, weights) {
     add(graphs.unet && graphs.unet.file);
   }
   add(graphs.decoder && graphs.decoder.file);
+  // A Hugging Face tokenizer lives in its own file (CLIP BPE, T5 unigram); `words` is inline.
+  const text = model.text || {};
+  if (text.tokenizer === 'huggingface') add(text.file || 'tokenizer.json');
 
   const wanted = []; // {name, size|null, sha256|null, optional}
   for (const file of need) {

@@ -84,7 +84,7 @@ fn read_prompts(
     sidecar: Option<&Sidecar>,
     package: &ModelPackage,
 ) -> Result<PromptSchedule> {
-    let tokenizer = Tokenizer::new(&package.text);
+    let tokenizer = Tokenizer::load(package)?;
     let prompts = if let Some(path) = &args.prompt_schedule {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read --prompt-schedule {}", path.display()))?;
