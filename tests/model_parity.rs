@@ -6,15 +6,8 @@ mod onnx_common;
 use fifo_diffusion::gpu::GpuTensor;
 use fifo_diffusion::session::{Backend, ModelSource, Session, SessionOptions};
 use fifo_diffusion::tensor::Tensor;
-use onnx_common::{compare, fixtures_root, load_fixture, Tolerance};
+use onnx_common::{compare, fixtures_root, load_fixture, relative_l2, Tolerance};
 use std::collections::HashMap;
-
-fn relative_l2(got: &Tensor, want: &Tensor) -> f64 {
-    let (g, w) = (got.to_f32_vec(), want.to_f32_vec());
-    let err: f64 = g.iter().zip(&w).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
-    let norm: f64 = w.iter().map(|b| (*b as f64).powi(2)).sum();
-    (err / norm).sqrt()
-}
 
 fn check_model(name: &str) {
     let f = load_fixture(&fixtures_root().join("models").join(name));

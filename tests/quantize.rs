@@ -7,7 +7,7 @@ use fifo_diffusion::onnx::proto::{ModelProto, OperatorSetIdProto};
 use fifo_diffusion::onnx::{quantize_weights, save_model, QuantizeError, WeightFormat};
 use fifo_diffusion::session::{ModelSource, Session, SessionOptions};
 use fifo_diffusion::tensor::Tensor;
-use onnx_common::{compare, fixtures_root, load_fixture, Tolerance};
+use onnx_common::{compare, fixtures_root, load_fixture, relative_l2, Tolerance};
 use prost::Message;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -35,13 +35,6 @@ fn fixture_name(format: WeightFormat) -> &'static str {
         WeightFormat::Int8 => "unet_dynamo_op18_int8",
         WeightFormat::F16 => "unet_dynamo_op18_f16",
     }
-}
-
-fn relative_l2(got: &Tensor, want: &Tensor) -> f64 {
-    let (g, w) = (got.to_f32_vec(), want.to_f32_vec());
-    let err: f64 = g.iter().zip(&w).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
-    let norm: f64 = w.iter().map(|b| (*b as f64).powi(2)).sum();
-    (err / norm).sqrt()
 }
 
 fn temp_dir(tag: &str) -> PathBuf {

@@ -33,6 +33,11 @@ fn cpu_unary(op: Unary, a: f32) -> f32 {
         Unary::Silu => a / (1.0 + (-a).exp()),
         Unary::Clip(lo, hi) => a.max(lo).min(hi),
         Unary::Not => (a == 0.0) as u8 as f32,
+        Unary::FloatClass { nan, positive_infinity, negative_infinity } => {
+            ((nan && a.is_nan())
+                || (positive_infinity && a == f32::INFINITY)
+                || (negative_infinity && a == f32::NEG_INFINITY)) as u8 as f32
+        }
         Unary::Floor => a.floor(),
         Unary::Ceil => a.ceil(),
     }

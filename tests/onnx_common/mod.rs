@@ -123,6 +123,14 @@ pub fn compare(got: &Tensor, want: &Tensor, tol: Tolerance) -> Option<String> {
     worst.map(|(i, e)| format!("element {i}: got {} want {} (|diff| {e:.3e}, tolerance {tol:?})", g[i], w[i]))
 }
 
+/// ||got - want|| / ||want||, in f64.
+pub fn relative_l2(got: &Tensor, want: &Tensor) -> f64 {
+    let (g, w) = (got.to_f32_vec(), want.to_f32_vec());
+    let err: f64 = g.iter().zip(&w).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
+    let norm: f64 = w.iter().map(|b| (*b as f64).powi(2)).sum();
+    (err / norm).sqrt()
+}
+
 /// A model folder in the ONNX backend-test layout.
 pub struct Fixture {
     pub name: String,
@@ -131,7 +139,7 @@ pub struct Fixture {
     pub outputs: Vec<(String, Tensor)>,
 }
 
-fn read_tensors(dir: &Path, prefix: &str) -> Vec<(String, Tensor)> {
+pub fn read_tensors(dir: &Path, prefix: &str) -> Vec<(String, Tensor)> {
     (0..)
         .map(|k| dir.join(format!("{prefix}_{k}.pb")))
         .take_while(|p| p.exists())

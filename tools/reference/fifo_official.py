@@ -163,10 +163,12 @@ def ddim_step(sched, sample, noise_pred, indices, frame_ids, seed, purpose):
     return np.stack(x_prevs, axis=0)
 
 
-def fifo_onestep(sched, latents, timesteps, indices, frame_ids, prompt_value, guidance, seed):
+def fifo_onestep(sched, latents, timesteps, indices, frame_ids, prompt_value, guidance, seed, model=None):
     """DDIMSampler.fifo_onestep: one model call on a window with per-frame timesteps, then
-    ddim_step with per-frame DDIM indices."""
-    noise_pred = unet(latents, timesteps, prompt_value, guidance, sched.alphas_cumprod)
+    ddim_step with per-frame DDIM indices. `model(x, t)`, when given, replaces the toy UNet and
+    its guidance (a real package's guided epsilon, see package_fifo.py)."""
+    noise_pred = model(latents, timesteps) if model else unet(latents, timesteps, prompt_value, guidance,
+                                                               sched.alphas_cumprod)
     return ddim_step(sched, latents, noise_pred, indices, frame_ids, seed, STEP)
 
 
@@ -174,7 +176,7 @@ def fifo_onestep(sched, latents, timesteps, indices, frame_ids, prompt_value, gu
 # Base clip sampler (base_ddim_sampling -> DDIMSampler.sample -> ddim_sampling -> p_sample_ddim)
 # --------------------------------------------------------------------------------------------
 
-def base_ddim_sampling(sched, f, D, prompt_value, guidance, seed):
+def base_ddim_sampling(sched, f, D, prompt_value, guidance, seed, model=None):
     """Ordinary f-frame clip with S DDIM steps, all frames at the same index.
 
     ddim_sampling: img = torch.randn(shape)  -> noise(seed, j, S-1, CLIP_INIT) per clip frame j
@@ -194,7 +196,7 @@ def base_ddim_sampling(sched, f, D, prompt_value, guidance, seed):
     for i, step in enumerate(np.flip(timesteps)):
         index = total_steps - i - 1
         ts = np.full(f, step, dtype=np.int64)
-        e_t = unet(img, ts, prompt_value, guidance, sched.alphas_cumprod)
+        e_t = model(img, ts) if model else unet(img, ts, prompt_value, guidance, sched.alphas_cumprod)
         img = ddim_step(sched, img, e_t, np.full(f, index), clip_ids, seed, CLIP_STEP)
     return img
 
@@ -257,7 +259,7 @@ def shift_latents(latents, ids, seed, S):
 # --------------------------------------------------------------------------------------------
 
 def fifo_sampling(f, n, lookahead, init, eta, guidance, seed, D, prompt_value, num_frames,
-                  T=1000, beta_start=0.00085, beta_end=0.012, snapshot=False, trace=None):
+                  T=1000, beta_start=0.00085, beta_end=0.012, snapshot=False, trace=None, model=None):
     """Run FIFO-Diffusion and return a dict with the emitted frames (float64 [N, D]) etc.
 
     init = "clip"  : VideoCrafter2 path, E = S - f (the official loop runs
@@ -269,6 +271,7 @@ def fifo_sampling(f, n, lookahead, init, eta, guidance, seed, D, prompt_value, n
     iteration (the official multi-GPU variant / a batched Jacobi update) instead of the in-place
     tail-to-head order; the two must agree bit for bit (checked in the self-test).
     trace: optional list; per iteration a dict of the labels used and the slots written.
+    model: optional `model(x [f, D], t [f]) -> guided epsilon [f, D]` replacing the toy UNet.
     """
     assert init in ("clip", "noise")
     S = f * n                                  # videocrafter_main: num_inference_steps = f * n
@@ -288,7 +291,7 @@ def fifo_sampling(f, n, lookahead, init, eta, guidance, seed, D, prompt_value, n
 
     clip = None
     if init == "clip":
-        clip = base_ddim_sampling(sched, f, D, prompt_value, guidance, seed)
+        clip = base_ddim_sampling(sched, f, D, prompt_value, guidance, seed, model)
         latents = prepare_latents(sched, clip, f, lookahead, seed, E)
     else:
         latents = initial_noise(L, D, h, E, S, seed)
@@ -320,7 +323,7 @@ def fifo_sampling(f, n, lookahead, init, eta, guidance, seed, D, prompt_value, n
             idx = curr_indices[start_idx:end_idx]
             input_latents = source[start_idx:end_idx].copy()
             output_latents = fifo_onestep(sched, input_latents, t, idx, ids[start_idx:end_idx],
-                                          prompt_value, guidance, seed)
+                                          prompt_value, guidance, seed, model)
             if lookahead:
                 latents[midpoint_idx:end_idx] = output_latents[-(num_frames_per_gpu // 2):]
                 written[midpoint_idx:end_idx] += 1

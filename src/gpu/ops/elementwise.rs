@@ -32,7 +32,11 @@ pub enum Unary {
     Clip(f32, f32),
     Not,
     /// 1 where the value is in a chosen class (IsNaN, IsInf); the flags reach the shader as alpha/beta.
-    FloatClass { nan: bool, positive_infinity: bool, negative_infinity: bool },
+    FloatClass {
+        nan: bool,
+        positive_infinity: bool,
+        negative_infinity: bool,
+    },
     Floor,
     Ceil,
 }

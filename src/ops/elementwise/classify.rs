@@ -57,7 +57,8 @@ mod tests {
 
     #[test]
     fn masks_nan_and_each_infinity() {
-        let x = Tensor::from_f32(vec![5], vec![1.0, f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0]).unwrap();
+        let x =
+            Tensor::from_f32(vec![5], vec![1.0, f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0]).unwrap();
         let run = |c: FloatClass| match c.run(&[Some(&x)]).unwrap().remove(0).data() {
             TensorData::Bool(v) => v.clone(),
             other => panic!("expected bools, got {other:?}"),

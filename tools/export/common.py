@@ -1,0 +1,86 @@
+"""Shared pieces of the model-family exporters: ONNX export checked against PyTorch, golden
+input/output pairs for the Rust parity tests, and the package's model.json.
+
+Every exporter writes the interfaces of docs/model-package.md, so the runtime needs nothing
+special per family:
+  text_encoder.onnx  ids int64 [B, T]                                  -> context [B, T, D]
+  unet.onnx          latents [B, F, C, H, W], timesteps [B, F] (one per frame), context [B, F, T, D]
+                                                                       -> prediction [B, F, C, H, W]
+  decoder.onnx       unscaled latents [B, C, H, W]                     -> rgb [B, 3, height, width]
+  encoder.onnx       rgb [B, 3, height, width]                         -> unscaled latents [B, C, H, W]
+"""
+import inspect
+import json
+import os
+
+import numpy as np
+import torch
+
+OPSET = 18
+
+
+def export_graph(module, inputs, names, output, path, check_batches=(1, 2)):
+    """Export `module` with a symbolic batch dim on every input, then run the graph in onnxruntime
+    at two batch sizes and return the max abs error against PyTorch (raises if the graph fails)."""
+    import onnxruntime as ort
+    module.eval()
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    params = list(inspect.signature(module.forward).parameters)
+    dynamic = {params[i]: {0: batch} for i in range(len(names))}
+    with torch.no_grad():
+        torch.onnx.export(module, inputs, path, input_names=names, output_names=[output],
+                          opset_version=OPSET, dynamo=True, external_data=True, optimize=True,
+                          dynamic_shapes=dynamic)
+    strip_metadata(path)
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    err = 0.0
+    for b in check_batches:
+        xs = [torch.cat([x] * b)[:b] for x in inputs]
+        with torch.no_grad():
+            want = module(*xs)
+        got = sess.run(None, {n: x.numpy() for n, x in zip(names, xs)})[0]
+        err = max(err, float(np.abs(got - want.numpy()).max()))
+    return err
+
+
+def op_summary(path):
+    import onnx
+    m = onnx.load(path, load_external_data=False)
+    return len(m.graph.node), sorted({n.op_type for n in m.graph.node})
+
+
+def save_golden(folder, inputs, names, output_name, output):
+    """Inputs and PyTorch's output in the ONNX backend-test layout the Rust tests read:
+    folder/input_<k>.pb, folder/output_0.pb (TensorProtos carrying their names)."""
+    from onnx import numpy_helper
+    os.makedirs(folder, exist_ok=True)
+    tensors = [(f"input_{k}", n, x) for k, (n, x) in enumerate(zip(names, inputs))]
+    tensors.append(("output_0", output_name, output))
+    for file, name, x in tensors:
+        proto = numpy_helper.from_array(x.detach().cpu().numpy(), name)
+        with open(os.path.join(folder, f"{file}.pb"), "wb") as f:
+            f.write(proto.SerializeToString())
+
+
+def strip_metadata(path):
+    """Drops the exporter's per-node stack traces and doc strings (most of a small graph's bytes);
+    weights stay in the external data file."""
+    import onnx
+    m = onnx.load(path, load_external_data=False)
+    for node in m.graph.node:
+        node.doc_string = ""
+        del node.metadata_props[:]
+    for v in list(m.graph.value_info):
+        v.doc_string = ""
+    del m.graph.value_info[:]  # shapes are re-inferred by the runtime
+    onnx.save(m, path)
+
+
+def write_manifest(out, manifest):
+    with open(os.path.join(out, "model.json"), "w") as f:
+        json.dump(manifest, f, indent=1)
+        f.write("\n")
+
+
+def parameter_bytes(module):
+    return sum(p.numel() for p in module.parameters()) * 4
