@@ -138,7 +138,8 @@ def main():
     src.add_argument("--checkpoint", help="local diffusers folder (unet/, text_encoder/, tokenizer/, vae/)")
     src.add_argument("--tiny", action="store_true", help="reduced config with random weights (tests)")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--frames", type=int, help="window f (default: 16 for real models, 4 for --tiny)")
+    ap.add_argument("--frames", type=int, help="window f the model was trained with (ModelScope T2V 16, "
+                    "zeroscope v2 576w 24; default 16, --tiny 4)")
     ap.add_argument("--height", type=int, help="video height in pixels (default 320, --tiny 32)")
     ap.add_argument("--width", type=int, help="video width in pixels (default 576, --tiny 32)")
     ap.add_argument("--fps", type=int, default=8)
