@@ -14,15 +14,15 @@ Graphs (opset 18, torch.onnx.export(dynamo=True), weights in .onnx.data files be
   python tools/model/export.py --out models/shapes-t2v-tiny
 """
 import argparse
-import inspect
 import json
 import os
 import sys
 
-import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "export"))
+import common  # noqa: E402  (export checked against PyTorch, shared with the family exporters)
 import diffusion  # noqa: E402
 import sample  # noqa: E402
 import world  # noqa: E402
@@ -35,33 +35,6 @@ class TextGraph(torch.nn.Module):
 
     def forward(self, ids):
         return self.text(ids)
-
-
-def export_one(module, inputs, names, outputs, path, dyn_names, check_batches=(1, 3)):
-    """Export with a symbolic batch dim on the inputs named in dyn_names, then run the graph in
-    onnxruntime at two batch sizes and return the max abs error against torch."""
-    import onnxruntime as ort
-    module.eval()
-    batch = torch.export.Dim("batch", min=1, max=1024)
-    params = list(inspect.signature(module.forward).parameters)
-    dynamic = {params[i]: ({0: batch} if n in dyn_names else {}) for i, n in enumerate(names)}
-    torch.onnx.export(module, inputs, path, input_names=names, output_names=outputs, opset_version=18,
-                      dynamo=True, external_data=True, optimize=True, dynamic_shapes=dynamic)
-    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    err = 0.0
-    for b in check_batches:
-        xs = [torch.cat([x] * b)[:b] if n in dyn_names else x for n, x in zip(names, inputs)]
-        with torch.no_grad():
-            want = module(*xs)
-        got = sess.run(None, {n: x.numpy() for n, x in zip(names, xs)})[0]
-        err = max(err, float(np.abs(got - want.numpy()).max()))
-    return err
-
-
-def op_types(path):
-    import onnx
-    m = onnx.load(path, load_external_data=False)
-    return len(m.graph.node), sorted({n.op_type for n in m.graph.node})
 
 
 def main():
@@ -84,25 +57,27 @@ def main():
     out = lambda name: os.path.join(args.out, name)
 
     ids = model.tokenizer(["a red circle moving right on a black background", ""])
-    report["text_encoder.onnx"] = export_one(TextGraph(model.text), (ids,), ["ids"], ["context"],
-                                             out("text_encoder.onnx"), {"ids"})
+    report["text_encoder.onnx"] = common.export_graph(TextGraph(model.text), (ids,), ["ids"], "context",
+                                                      out("text_encoder.onnx"))
     x = torch.randn(2, f, zc, size, size, generator=g)
     t = torch.randint(0, 1000, (2, f), generator=g).float()
     ctx = torch.randn(2, f, tokens, d, generator=g)
     names = ["latents", "timesteps", "context"]
-    report["unet.onnx"] = export_one(model.unet, (x, t, ctx), names, ["v"], out("unet.onnx"), set(names))
+    report["unet.onnx"] = common.export_graph(model.unet, (x, t, ctx), names, "v", out("unet.onnx"))
     z = torch.randn(2, zc, size, size, generator=g) / ae.scale
-    report["decoder.onnx"] = export_one(ae.decoder, (z,), ["latents"], ["rgb"], out("decoder.onnx"), {"latents"})
+    report["decoder.onnx"] = common.export_graph(ae.decoder, (z,), ["latents"], "rgb", out("decoder.onnx"))
     rgb = world.sample_clips(2, g).render([0])[:, 0]
-    report["encoder.onnx"] = export_one(ae.encoder, (rgb,), ["rgb"], ["latents"], out("encoder.onnx"), {"rgb"})
+    report["encoder.onnx"] = common.export_graph(ae.encoder, (rgb,), ["rgb"], "latents", out("encoder.onnx"))
     for name, err in report.items():
-        nodes, ops = op_types(out(name))
+        nodes, ops = common.op_summary(out(name))
         print(f"{name}: max abs error vs torch {err:.2e}; {nodes} nodes, ops {' '.join(ops)}")
 
     unet = {"file": "unet.onnx", "latents": "latents", "timesteps": "timesteps", "context": "context",
             "output": "v"}
     if os.path.exists(out("unet.int8.onnx")):  # made by `fifo quantize`, kept across re-exports
         unet["int8"] = "unet.int8.onnx"
+    if os.path.exists(out("unet.f16.onnx")):  # likewise (`fifo quantize --weights f16`)
+        unet["f16"] = "unet.f16.onnx"
     manifest = {
         "format": "fifo-diffusion-model/1",
         "name": os.path.basename(os.path.normpath(args.out)),
