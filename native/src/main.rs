@@ -3,6 +3,7 @@
 mod devices;
 mod eval_cmd;
 mod generate;
+mod models_cmd;
 mod npy;
 mod onnx_cmd;
 mod plan;
@@ -21,6 +22,8 @@ struct Cli {
 enum Command {
     /// Generate a video from a prompt (or a prompt schedule) with a model package.
     Generate(Box<generate::GenerateArgs>),
+    /// List the model packages `generate` can find: shapes, tokenizer, UNet weights and sizes.
+    Models(models_cmd::ModelsArgs),
     /// Show the diagonal-denoising plan: DDIM grid, noise levels, queue slots and windows.
     Plan(plan::PlanArgs),
     /// List the GPU adapters (index for `--device`, backend, type, limits, features).
@@ -45,6 +48,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(args) => generate::run(*args).map_err(|e| format!("{e:#}")),
+        Command::Models(args) => models_cmd::run(&args).map_err(|e| format!("{e:#}")),
         Command::Plan(args) => plan::run(&args),
         Command::Devices(args) => devices::run(&args).map_err(|e| format!("{e:#}")),
         Command::Onnx(cmd) => onnx_cmd::run(cmd).map_err(|e| format!("{e:#}")),

@@ -139,3 +139,74 @@ fn gpu_backend_and_bad_inputs_fail_clearly() {
     let out = fifo(&["onnx", "run", model, "--input", "x=/nonexistent.npy", "--output-dir", "/tmp/unused"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot open /nonexistent.npy"));
 }
+
+/// `fifo models` with the fixtures folder and a folder holding a broken package added.
+#[test]
+fn models_lists_packages_their_weights_and_broken_ones() {
+    let broken_root = temp_dir("models");
+    let broken = broken_root.join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(broken.join("model.json"), "{ \"format\": ").unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/packages");
+    let out = Command::new(env!("CARGO_BIN_EXE_fifo"))
+        .env_remove("FIFO_MODEL_DIR")
+        .args(["models", "--json", "--dir", fixtures.to_str().unwrap(), "--dir"])
+        .arg(&broken_root)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listing: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let packages = listing["packages"].as_array().unwrap();
+    let find = |name: &str| {
+        packages.iter().find(|p| p["name"] == name).unwrap_or_else(|| panic!("no {name} in {listing:#}"))
+    };
+    let weights = |p: &serde_json::Value| -> Vec<String> {
+        p["weights"].as_array().unwrap().iter().map(|w| w.as_str().unwrap().to_string()).collect()
+    };
+
+    let modelscope = find("modelscope-tiny");
+    assert_eq!(weights(modelscope), ["f32"]);
+    assert_eq!(modelscope["family"], "modelscope-t2v");
+    assert_eq!(modelscope["tokenizer"], "huggingface");
+    assert_eq!(modelscope["default"], false);
+    assert!(modelscope["bytes"]["f32"].as_u64().unwrap() > 0);
+
+    // The shipped model is found without --dir, as `fifo generate` finds it, and is the default.
+    let shipped_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/shapes-t2v-tiny");
+    let json = std::fs::read_to_string(shipped_dir.join("model.json")).unwrap();
+    let shipped = find("shapes-t2v-tiny");
+    assert_eq!(shipped["default"], true);
+    assert_eq!(shipped["family"], serde_json::Value::Null);
+    assert_eq!(
+        (shipped["frames"].as_u64(), shipped["image"].clone()),
+        (Some(8), serde_json::json!([64, 64]))
+    );
+    assert_eq!(shipped["latent"], serde_json::json!([4, 16, 16]));
+    let mut expected = vec!["f32", "int8"];
+    if json.contains("\"f16\"") {
+        expected.push("f16");
+    }
+    assert_eq!(weights(shipped), expected);
+    // int8 and f16 UNets read fewer bytes than f32 (the text encoder and decoder are shared).
+    let bytes = &shipped["bytes"];
+    for w in &expected[1..] {
+        assert!(bytes[w].as_u64().unwrap() < bytes["f32"].as_u64().unwrap(), "{bytes}");
+    }
+
+    let broken = find("broken");
+    assert!(broken["error"].as_str().unwrap().contains("is not a valid model.json"), "{broken}");
+    assert!(broken.get("weights").is_none());
+
+    // The text form marks the default and shows the error.
+    let out = Command::new(env!("CARGO_BIN_EXE_fifo"))
+        .env_remove("FIFO_MODEL_DIR")
+        .args(["models", "--dir"])
+        .arg(&broken_root)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("shapes-t2v-tiny (default)") && text.contains("f32 ("), "{text}");
+    assert!(text.contains("error      ") && text.contains("is not a valid model.json"), "{text}");
+    std::fs::remove_dir_all(broken_root).unwrap();
+}

@@ -426,3 +426,71 @@ fn steps_set_the_partitions() {
     assert!(by_steps == run(["--partitions", "1"], "partitions.y4m"));
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Largest per-byte difference (0..255 levels, over every Y4M byte) allowed between the f16 and
+/// the f32 UNet's frames. f16 keeps 11 significant bits (weight error under 5e-4 of a weight's
+/// largest |w|, as `fifo quantize` reports), which moves a few pixels by a rounding step: measured
+/// 1 level at most over 2 frames (mean 0.005). 4 leaves room for other CPUs' summation orders
+/// while still catching a wrong cast or scale, which moves whole frames.
+const F16_MAX_ABS_LEVELS: u8 = 4;
+
+#[test]
+fn f16_weights_give_the_f32_frames_and_a_package_without_them_says_how_to_make_them() {
+    let dir = temp_dir("f16");
+    let json = std::fs::read_to_string(model_dir().join("model.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    if v["graphs"]["unet"]["f16"].is_string() {
+        let run = |weights: &str| {
+            let out = dir.join(format!("{weights}.y4m"));
+            generate(&[PROMPT, "--frames", "2", "--weights", weights, "--out", out.to_str().unwrap()]);
+            std::fs::read(out).unwrap()
+        };
+        let (f32_video, f16_video) = (run("f32"), run("f16"));
+        let (w, h, f32_frames) = read_y4m(&f32_video);
+        let (w16, h16, f16_frames) = read_y4m(&f16_video);
+        assert_eq!((f32_frames.len(), w16, h16), (2, w, h));
+        let worst = f32_frames
+            .iter()
+            .zip(&f16_frames)
+            .flat_map(|(a, b)| a.iter().zip(b.iter()).map(|(x, y)| x.abs_diff(*y)))
+            .max()
+            .unwrap();
+        assert!(worst <= F16_MAX_ABS_LEVELS, "f16 frames differ from f32 by up to {worst} levels");
+        assert!(f32_video != f16_video, "the f16 run must actually use the f16 weights");
+    } else {
+        eprintln!("\n!!!!!!!! {}: no f16 UNet; only its error is checked !!!!!!!!\n", model_dir().display());
+    }
+
+    // The same package without graphs.unet.f16: the error names the variant and how to make it.
+    let package = dir.join("no-f16");
+    std::fs::create_dir(&package).unwrap();
+    for entry in std::fs::read_dir(model_dir()).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() != "model.json" {
+            std::os::unix::fs::symlink(entry.path().canonicalize().unwrap(), package.join(entry.file_name()))
+                .unwrap();
+        }
+    }
+    v["graphs"]["unet"].as_object_mut().unwrap().remove("f16");
+    std::fs::write(package.join("model.json"), serde_json::to_string_pretty(&v).unwrap()).unwrap();
+    let out_file = dir.join("out.y4m");
+    let o = Command::cargo_bin("fifo")
+        .unwrap()
+        .args(["generate", PROMPT, "--model", package.to_str().unwrap(), "--weights", "f16"])
+        .args(FAST)
+        .args(["--out", out_file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    for expected in [
+        "has no f16 UNet (no graphs.unet.f16 in model.json)",
+        "use --weights f32",
+        &format!("fifo quantize --weights f16 {0}/unet.onnx {0}/unet.f16.onnx", package.display()),
+        r#"`"f16": "unet.f16.onnx"` to graphs.unet in model.json"#,
+    ] {
+        assert!(err.contains(expected), "expected `{expected}` in:\n{err}");
+    }
+    assert!(!out_file.exists());
+    std::fs::remove_dir_all(dir).unwrap();
+}

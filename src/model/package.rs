@@ -35,9 +35,21 @@ pub enum ModelError {
     #[error("the model package has no file '{file}' (fetch every file model.json names, and the `.data` files beside them)")]
     FileMissing { file: String },
     #[error(
-        "the model package '{name}' has no int8 UNet (no graphs.unet.int8 in model.json); use --weights f32"
+        "the model package '{name}' has no {weights} UNet (no graphs.unet.{weights} in model.json); use \
+         --weights f32, or make one: `fifo quantize --weights {weights} {dir}/{base} {dir}/{file}` and add \
+         `\"{weights}\": \"{file}\"` to graphs.unet in model.json"
     )]
-    NoInt8 { name: String },
+    NoVariant {
+        name: String,
+        /// The missing weights, as `--weights` names them (`int8`, `f16`).
+        weights: &'static str,
+        /// The package folder (`DIR` for a package held in memory).
+        dir: String,
+        /// The f32 UNet file the variant is made from.
+        base: String,
+        /// The file name the variant conventionally has (`unet.int8.onnx`).
+        file: String,
+    },
     #[error(
         "the tokenizer file '{file}' cannot be used: {message}; export it again with transformers' \
          `tokenizer.save_pretrained(DIR)` (DIR/tokenizer.json) or tokenizers' `Tokenizer.save(PATH)`"
@@ -184,6 +196,10 @@ pub struct UnetGraph {
     /// The int8-weight variant, when the package ships one.
     #[serde(default)]
     pub int8: Option<String>,
+    /// The f16-weight variant (f16 weights cast to f32 when the graph loads), when the package
+    /// ships one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub f16: Option<String>,
     pub latents: String,
     pub timesteps: String,
     pub context: String,
@@ -206,6 +222,27 @@ pub enum Weights {
     #[default]
     F32,
     Int8,
+    F16,
+}
+
+impl Weights {
+    /// Every kind, f32 first.
+    pub const ALL: [Weights; 3] = [Weights::F32, Weights::Int8, Weights::F16];
+
+    /// The name `--weights` and `model.json` use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Weights::F32 => "f32",
+            Weights::Int8 => "int8",
+            Weights::F16 => "f16",
+        }
+    }
+}
+
+impl std::fmt::Display for Weights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// A parsed and validated `model.json`. Keys this build does not know are ignored.
@@ -345,6 +382,7 @@ impl ModelPackage {
         let g = &self.graphs;
         let mut files = vec![g.text_encoder.file.as_str(), &g.unet.file, &g.decoder.file];
         files.extend(g.unet.int8.as_deref());
+        files.extend(g.unet.f16.as_deref());
         files
     }
 
@@ -379,15 +417,32 @@ impl ModelPackage {
         }
     }
 
-    /// The UNet file for the chosen weights.
-    pub fn unet_file(&self, weights: Weights) -> Result<&str, ModelError> {
+    /// The UNet file model.json names for the chosen weights, if any.
+    pub fn unet_variant(&self, weights: Weights) -> Option<&str> {
+        let unet = &self.graphs.unet;
         match weights {
-            Weights::F32 => Ok(&self.graphs.unet.file),
-            Weights::Int8 => match &self.graphs.unet.int8 {
-                Some(file) => Ok(file),
-                None => Err(ModelError::NoInt8 { name: self.name.clone() }),
-            },
+            Weights::F32 => Some(&unet.file),
+            Weights::Int8 => unet.int8.as_deref(),
+            Weights::F16 => unet.f16.as_deref(),
         }
+    }
+
+    /// The UNet file for the chosen weights; `Err` says how to make a missing variant.
+    pub fn unet_file(&self, weights: Weights) -> Result<&str, ModelError> {
+        self.unet_variant(weights).ok_or_else(|| {
+            let base = &self.graphs.unet.file;
+            let stem = base.strip_suffix(".onnx").unwrap_or(base);
+            ModelError::NoVariant {
+                name: self.name.clone(),
+                weights: weights.name(),
+                dir: match &self.files {
+                    None if !self.dir.as_os_str().is_empty() => self.dir.display().to_string(),
+                    _ => "DIR".into(),
+                },
+                base: base.clone(),
+                file: format!("{stem}.{}.onnx", weights.name()),
+            }
+        })
     }
 
     /// The path of the UNet file for the chosen weights (a package on disk).

@@ -309,11 +309,11 @@ async function fetchModel(modelUrl, weights) {
     if (typeof file === 'string' && file && !need.includes(file)) need.push(file);
   };
   add(graphs.text_encoder && graphs.text_encoder.file);
-  if (weights === 'int8') {
-    if (!(graphs.unet && graphs.unet.int8)) {
-      throw new Error(`the model package '${model.name}' has no int8 UNet (no graphs.unet.int8 in model.json); choose f32 weights`);
+  if (weights === 'int8' || weights === 'f16') {
+    if (!(graphs.unet && graphs.unet[weights])) {
+      throw new Error(`the model package '${model.name}' has no ${weights} UNet (no graphs.unet.${weights} in model.json); choose f32 weights`);
     }
-    add(graphs.unet.int8);
+    add(graphs.unet[weights]);
   } else {
     add(graphs.unet && graphs.unet.file);
   }

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-pub use settings::FrameCount;
+pub use settings::{default_model_dir, model_roots, FrameCount};
 
 #[derive(Args)]
 pub struct GenerateArgs {
@@ -59,7 +59,7 @@ pub struct GenerateArgs {
     /// The model package folder [default: $FIFO_MODEL_DIR, else models/shapes-t2v-tiny].
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// UNet weights.
+    /// UNet weights: f32, or the package's int8 or f16 variant (`fifo models` lists them).
     #[arg(long, value_enum, default_value_t = WeightsArg::F32)]
     pub weights: WeightsArg,
     /// Where the model runs: `auto` takes the GPU when one is available, else the CPU.
@@ -95,6 +95,7 @@ pub enum InitArg {
 pub enum WeightsArg {
     F32,
     Int8,
+    F16,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]

@@ -64,19 +64,40 @@ fn model_dir(args: &GenerateArgs, sidecar: Option<&Sidecar>) -> PathBuf {
     {
         return dir;
     }
-    if let Some(dir) = std::env::var_os("FIFO_MODEL_DIR") {
-        return PathBuf::from(dir);
+    match sidecar {
+        Some(s) if std::env::var_os("FIFO_MODEL_DIR").is_none() => find_model(&s.model.name),
+        _ => default_model_dir(),
     }
-    let name = sidecar.map_or(DEFAULT_MODEL, |s| s.model.name.as_str());
+}
+
+/// The package used without --model: $FIFO_MODEL_DIR, else [`DEFAULT_MODEL`] in the first of
+/// [`model_roots`] that holds it.
+pub fn default_model_dir() -> PathBuf {
+    match std::env::var_os("FIFO_MODEL_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => find_model(DEFAULT_MODEL),
+    }
+}
+
+/// The folders searched for packages by name: every `models/` above the executable, then the
+/// source tree's `models/` (which need not exist).
+pub fn model_roots() -> Vec<PathBuf> {
+    let mut roots = Vec::new();
     if let Ok(exe) = std::env::current_exe() {
-        for ancestor in exe.ancestors().skip(1) {
-            let dir = ancestor.join("models").join(name);
-            if dir.join("model.json").is_file() {
-                return dir;
-            }
-        }
+        roots.extend(exe.ancestors().skip(1).map(|a| a.join("models")).filter(|d| d.is_dir()));
     }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models").join(name)
+    roots.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../models"));
+    roots
+}
+
+/// The package `name` in the first root holding it, else where the source tree would hold it.
+fn find_model(name: &str) -> PathBuf {
+    let roots = model_roots();
+    roots
+        .iter()
+        .map(|root| root.join(name))
+        .find(|dir| dir.join("model.json").is_file())
+        .unwrap_or_else(|| roots[roots.len() - 1].join(name))
 }
 
 fn read_prompts(
@@ -124,6 +145,7 @@ pub fn resolve(args: &GenerateArgs) -> Result<Plan> {
     let package = ModelPackage::load(&dir)?;
     let weights = match (args.weights, sidecar.as_ref()) {
         (WeightsArg::Int8, _) => Weights::Int8,
+        (WeightsArg::F16, _) => Weights::F16,
         (WeightsArg::F32, Some(s)) => s.model.weights,
         (WeightsArg::F32, None) => Weights::F32,
     };
