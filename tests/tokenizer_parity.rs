@@ -73,11 +73,14 @@ fn huggingface_text(f: &Fixture) -> Value {
 
 /// A package in memory: model.json, placeholder graphs (nothing here runs them) and `extra`.
 fn files(model_json: String, extra: &[(&str, &[u8])]) -> BTreeMap<String, Vec<u8>> {
-    let mut files: BTreeMap<String, Vec<u8>> =
-        ["text_encoder.onnx", "decoder.onnx", "unet.onnx", "unet.int8.onnx"]
-            .iter()
-            .map(|f| (f.to_string(), vec![]))
-            .collect();
+    // Every graph file model.json names (the UNet's weight variants included).
+    let package: Value = serde_json::from_str(&model_json).unwrap();
+    let graphs = package["graphs"].as_object().unwrap().values();
+    let mut files: BTreeMap<String, Vec<u8>> = graphs
+        .flat_map(|g| ["file", "int8", "f16"].map(|k| g[k].as_str().map(String::from)))
+        .flatten()
+        .map(|f| (f, vec![]))
+        .collect();
     files.insert("model.json".into(), model_json.into_bytes());
     files.extend(extra.iter().map(|(name, bytes)| (name.to_string(), bytes.to_vec())));
     files
