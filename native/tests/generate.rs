@@ -357,8 +357,9 @@ fn missing_or_corrupt_model_files_fail_clearly() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-/// The GPU backend (lavapipe in CI) writes the CPU backend's frames, and `--stats` names the
-/// device and its peak tensor memory.
+/// The GPU backend (lavapipe in CI) writes the CPU backend's frames with the queue resident on
+/// the device (one submission per iteration, only frames read back), and `--stats` names the
+/// device, its peak tensor memory and the traffic.
 #[test]
 fn the_gpu_backend_writes_the_frames_of_the_cpu_backend() {
     let dir = temp_dir("gpu-frames");
@@ -400,6 +401,8 @@ fn the_gpu_backend_writes_the_frames_of_the_cpu_backend() {
     let peak = stats["peak_device_bytes"][0].as_u64().unwrap();
     // At least the UNet's weights (~10 MB of f32) live on the device.
     assert!(peak > 8 << 20, "peak_device_bytes {peak}");
+    // tests/device_loop.rs checks the device loop's traffic exactly.
+    assert_eq!(stats["queue"], "device");
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -6,6 +6,7 @@ mod conditioning;
 mod config;
 mod denoiser;
 mod layout;
+mod plan;
 mod ring;
 mod scheduler;
 
@@ -15,6 +16,7 @@ pub use conditioning::{FrameConditioning, PromptChange, PromptId, PromptSchedule
 pub use config::{FifoConfig, InitMode};
 pub use denoiser::{DenoiseRequest, Denoiser, DenoiserError};
 pub use layout::{QueueLayout, Window};
+pub use plan::{IterationPlan, SlotUpdate};
 pub use scheduler::{EmittedFrame, FifoScheduler};
 
 use crate::schedule::ScheduleError;

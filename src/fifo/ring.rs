@@ -22,10 +22,24 @@ impl LatentRing {
         self.frame_len
     }
 
-    fn range(&self, slot: usize) -> std::ops::Range<usize> {
+    /// Physical index of a logical slot (0 = head).
+    pub fn physical(&self, slot: usize) -> usize {
         debug_assert!(slot < self.slots);
-        let physical = (self.head + slot) % self.slots;
+        (self.head + slot) % self.slots
+    }
+
+    fn range(&self, slot: usize) -> std::ops::Range<usize> {
+        let physical = self.physical(slot);
         physical * self.frame_len..(physical + 1) * self.frame_len
+    }
+
+    /// Every frame in physical order.
+    pub fn data(&self) -> &[f32] {
+        &self.data
+    }
+
+    pub fn data_mut(&mut self) -> &mut [f32] {
+        &mut self.data
     }
 
     pub fn frame(&self, slot: usize) -> &[f32] {

@@ -77,6 +77,23 @@ pub struct GpuContext {
     fault: FaultSlot,
     pub(crate) pipelines: PipelineCache,
     pub(crate) memory: Arc<DeviceMemory>,
+    traffic: TrafficCounters,
+}
+
+/// Host-device traffic of a context since it was opened: what "one submission per iteration,
+/// only the frame read back" is checked against.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Traffic {
+    pub submissions: u64,
+    pub bytes_written: u64,
+    pub bytes_read: u64,
+}
+
+#[derive(Debug, Default)]
+struct TrafficCounters {
+    submissions: std::sync::atomic::AtomicU64,
+    written: std::sync::atomic::AtomicU64,
+    read: std::sync::atomic::AtomicU64,
 }
 
 /// Bytes of storage buffers (every tensor) alive on a device, and the most there ever were.
@@ -252,6 +269,7 @@ impl GpuContext {
             style,
             fault,
             memory: Arc::default(),
+            traffic: TrafficCounters::default(),
         })
     }
 
@@ -302,6 +320,32 @@ impl GpuContext {
     /// "llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, Cpu)".
     pub fn describe(&self) -> String {
         format!("{} ({:?}, {:?})", self.name(), self.info.backend, self.info.device_type)
+    }
+
+    /// Submissions and bytes moved so far.
+    pub fn traffic(&self) -> Traffic {
+        use std::sync::atomic::Ordering::Relaxed;
+        Traffic {
+            submissions: self.traffic.submissions.load(Relaxed),
+            bytes_written: self.traffic.written.load(Relaxed),
+            bytes_read: self.traffic.read.load(Relaxed),
+        }
+    }
+
+    /// Every submission goes through here, so that [`Self::traffic`] counts it.
+    pub(crate) fn submit(&self, commands: wgpu::CommandBuffer) {
+        self.traffic.submissions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.queue.submit([commands]);
+    }
+
+    /// Every host-to-device write goes through here (lands before the next submission).
+    pub(crate) fn write_buffer(&self, buffer: &wgpu::Buffer, offset: u64, bytes: &[u8]) {
+        self.traffic.written.fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.queue.write_buffer(buffer, offset, bytes);
+    }
+
+    pub(crate) fn count_read(&self, bytes: u64) {
+        self.traffic.read.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Fails with the first asynchronous fault (device lost, uncaptured error) seen so far.

@@ -49,7 +49,9 @@ mod program;
 mod shader;
 mod tensor;
 
-pub use context::{AdapterChoice, AdapterSummary, DeviceMemory, GpuContext, GpuOptions, KernelStyle};
+pub use context::{
+    AdapterChoice, AdapterSummary, DeviceMemory, GpuContext, GpuOptions, KernelStyle, Traffic,
+};
 pub use error::{GpuError, GpuResult};
 pub use ops::Activation;
 pub use pipeline::UNIFORM_SLOT;

@@ -127,7 +127,7 @@ fn build_inner(ctx: &GpuContext, steps: &[Step]) -> GpuResult<(Vec<Dispatch>, wg
         usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
         mapped_at_creation: false,
     });
-    ctx.queue.write_buffer(&uniforms, 0, &arena);
+    ctx.write_buffer(&uniforms, 0, &arena);
     // The same kernel on the same buffers (e.g. a repeated block) shares one bind group.
     let mut groups: HashMap<(u32, u32, Vec<u64>), wgpu::BindGroup> = HashMap::new();
     let mut dispatches = Vec::with_capacity(steps.len());
@@ -193,7 +193,7 @@ impl Program {
             let mut encoder =
                 ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("run") });
             self.encode(&mut encoder);
-            ctx.queue.submit([encoder.finish()]);
+            ctx.submit(encoder.finish());
         })
         .await
     }
@@ -250,7 +250,7 @@ impl GpuContext {
             let mut encoder = self.device.create_command_encoder(&Default::default());
             let (from, to, bytes) = (src_start as u64 * 4, dst_start as u64 * 4, len as u64 * 4);
             encoder.copy_buffer_to_buffer(src.buffer(), from, dst.buffer(), to, bytes);
-            self.queue.submit([encoder.finish()]);
+            self.submit(encoder.finish());
         })
         .await
     }
@@ -295,7 +295,7 @@ impl GpuContext {
         self.scoped("reading back a tensor", || {
             let mut encoder = self.device.create_command_encoder(&Default::default());
             encoder.copy_buffer_to_buffer(tensor.buffer(), 0, &staging, 0, size);
-            self.queue.submit([encoder.finish()]);
+            self.submit(encoder.finish());
         })
         .await?;
         let (tx, rx) = futures_channel::oneshot::channel();
@@ -308,6 +308,7 @@ impl GpuContext {
             .map_err(|e| err(e.to_string()))?;
         let bytes = staging.get_mapped_range(..).map_err(|e| err(e.to_string()))?.to_vec();
         staging.unmap();
+        self.count_read(size);
         self.check_fault()?;
         Ok(bytes)
     }

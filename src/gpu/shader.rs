@@ -23,6 +23,7 @@ pub(crate) fn family_source(family: &str) -> Option<&'static str> {
         "attention" => include_str!("../../shaders/attention.wgsl"),
         "resize" => include_str!("../../shaders/resize.wgsl"),
         "cast" => include_str!("../../shaders/cast.wgsl"),
+        "fifo" => include_str!("../../shaders/fifo.wgsl"),
         _ => return None,
     })
 }

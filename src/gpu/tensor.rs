@@ -120,7 +120,7 @@ impl GpuTensor {
 
     pub fn from_i32(ctx: &GpuContext, name: &str, data: &[i32]) -> GpuResult<Self> {
         let t = Self::new(ctx, name, DType::I32, data.len())?;
-        ctx.queue.write_buffer(t.buffer(), 0, &pad_words(bytemuck::cast_slice(data)));
+        ctx.write_buffer(t.buffer(), 0, &pad_words(bytemuck::cast_slice(data)));
         Ok(t)
     }
 
@@ -144,7 +144,7 @@ impl GpuTensor {
             DType::F16 => data.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect(),
             DType::I8 => data.iter().map(|&v| (v.round().clamp(-128.0, 127.0) as i8) as u8).collect(),
         };
-        ctx.queue.write_buffer(self.buffer(), 0, &pad_words(&bytes));
+        ctx.write_buffer(self.buffer(), 0, &pad_words(&bytes));
         Ok(())
     }
 

@@ -187,6 +187,12 @@ impl GpuSession {
     pub fn outputs(&self) -> &[DeviceValue] {
         &self.outputs
     }
+    /// Records the whole graph into `encoder` (one compute pass) for a caller that submits it
+    /// together with its own work; inputs and outputs stay in [`Self::inputs`]/[`Self::outputs`].
+    pub fn encode(&self, encoder: &mut wgpu::CommandEncoder) {
+        self.program.encode(encoder);
+    }
+
     /// Kernel launches per run.
     pub fn dispatches(&self) -> usize {
         self.program.len()
@@ -321,7 +327,7 @@ impl GpuSession {
                 let bytes = t.dtype().storage_bytes(t.len());
                 encoder.copy_buffer_to_buffer(slot.tensor.buffer(), 0, t.buffer(), 0, bytes);
             }
-            ctx.queue.submit([encoder.finish()]);
+            ctx.submit(encoder.finish());
         })
         .await?;
         Ok(outputs)
@@ -338,7 +344,7 @@ fn write(ctx: &GpuContext, slot: &DeviceValue, t: &Tensor) -> Result<(), GpuErro
                     message: format!("input '{}' holds {v}, which does not fit 32 bits", slot.name),
                 })?);
             }
-            ctx.queue.write_buffer(slot.tensor.buffer(), 0, &pad_words(bytemuck::cast_slice(&data)));
+            ctx.write_buffer(slot.tensor.buffer(), 0, &pad_words(bytemuck::cast_slice(&data)));
             Ok(())
         }
         _ => slot.tensor.write_f32(ctx, &t.f32s()),

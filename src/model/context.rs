@@ -25,6 +25,11 @@ impl PromptContexts {
         self.contexts.is_empty()
     }
 
+    /// Every context, prompt-major.
+    pub fn data(&self) -> &[f32] {
+        &self.contexts
+    }
+
     pub fn prompts(&self) -> usize {
         self.contexts.len() / self.len
     }

@@ -75,6 +75,17 @@ impl UnetDenoiser {
         Ok(())
     }
 
+    /// The session already built for `batch` windows.
+    pub(crate) fn built(&self, batch: usize) -> Option<&Session> {
+        self.sessions.iter().find(|(b, _)| *b == batch).map(|(_, s)| s)
+    }
+
+    /// Counts one model call made outside [`Conditioned`] (the device-resident loop).
+    pub(crate) fn count_call(&mut self, seconds: f64) {
+        self.calls += 1;
+        self.seconds += seconds;
+    }
+
     async fn session(&mut self, batch: usize, frames: usize) -> Result<&Session, super::PipelineError> {
         if let Some(i) = self.sessions.iter().position(|(b, _)| *b == batch) {
             return Ok(&self.sessions[i].1);

@@ -6,6 +6,7 @@
 //! Sessions are reached only through [`Session::run_async`], so the GPU backend drops in.
 
 mod denoiser;
+mod device_loop;
 mod stats;
 
 pub use denoiser::UnetDenoiser;
@@ -61,6 +62,9 @@ pub struct RunOptions {
     /// For the GPU backend: an open device to build every graph on; `None` opens the default
     /// adapter.
     pub gpu: Option<Arc<GpuContext>>,
+    /// On the GPU backend, keep the FIFO queue on the host and run the scheduler's own loop (one
+    /// upload and read-back per model call) instead of the device-resident loop; for comparisons.
+    pub host_queue: bool,
 }
 
 /// Builds one graph on the CPU, or on the shared GPU device when there is one.
@@ -121,6 +125,7 @@ pub struct Models {
     text: Session,
     decoder: Session,
     unet: UnetDenoiser,
+    host_queue: bool,
 }
 
 impl Models {
@@ -149,7 +154,7 @@ impl Models {
         let source = package.graph(&d.file);
         let decoder = build_session("decoder", &gpu, &source, &shapes, &session_options).await?;
         let unet = UnetDenoiser::new(&package, unet_graph, session_options, gpu.clone());
-        Ok(Self { tokenizer, package, gpu, text, decoder, unet })
+        Ok(Self { tokenizer, package, gpu, text, decoder, unet, host_queue: options.host_queue })
     }
 
     pub fn package(&self) -> &ModelPackage {
@@ -223,6 +228,13 @@ impl Models {
             3 * plane,
         )
         .await?;
+        Ok(self.frame_from_planes(id, &rgb))
+    }
+
+    /// Planar decoder output in the package's range to interleaved RGB bytes.
+    fn frame_from_planes(&self, id: u64, rgb: &[f32]) -> Frame {
+        let i = &self.package.image;
+        let plane = i.height * i.width;
         let (low, high) = (i.range[0], i.range[1]);
         let mut bytes = vec![0u8; 3 * plane];
         for (p, px) in bytes.chunks_exact_mut(3).enumerate() {
@@ -231,7 +243,7 @@ impl Models {
                 *out = (v * 255.0).round().clamp(0.0, 255.0) as u8;
             }
         }
-        Ok(Frame { id, width: i.width, height: i.height, rgb: bytes })
+        Frame { id, width: i.width, height: i.height, rgb: bytes }
     }
 }
 
@@ -241,6 +253,11 @@ pub struct Generation {
     contexts: PromptContexts,
     scheduler: FifoScheduler,
     times: StageTimes,
+    /// The device-resident loop (GPU backend, unless the host queue was asked for or the
+    /// graphs' inputs are not plain f32 tensors).
+    device: Option<device_loop::DeviceLoop>,
+    /// Why the queue stays on the host on the GPU backend.
+    host_queue_reason: Option<String>,
 }
 
 impl Generation {
@@ -282,7 +299,50 @@ impl Generation {
         };
         times.unet += models.unet.seconds() - unet_before;
         times.scheduler += clock.seconds() - (models.unet.seconds() - started);
-        Ok(Self { models, contexts, scheduler, times })
+        let (device, host_queue_reason) = Self::device_loop(&models, &scheduler, &contexts).await?;
+        Ok(Self { models, contexts, scheduler, times, device, host_queue_reason })
+    }
+
+    /// The device-resident loop for this run, where the backend and the graphs allow it.
+    async fn device_loop(
+        models: &Models,
+        scheduler: &FifoScheduler,
+        contexts: &PromptContexts,
+    ) -> Result<(Option<device_loop::DeviceLoop>, Option<String>), PipelineError> {
+        if models.gpu.is_none() {
+            return Ok((None, None));
+        }
+        if models.host_queue {
+            return Ok((None, Some("asked for".into())));
+        }
+        let config = scheduler.config();
+        let passes = if config.uses_guidance() { 2 } else { 1 };
+        let batch = scheduler.windows().len() * passes;
+        let (Some(unet), Some(decoder)) =
+            (models.unet.built(batch).and_then(Session::gpu), models.decoder.gpu())
+        else {
+            return Ok((None, Some("the graphs were not built on the GPU".into())));
+        };
+        Ok(match device_loop::DeviceLoop::new(&models.package, unet, decoder, scheduler, contexts).await? {
+            Ok(device) => (Some(device), None),
+            Err(why) => (None, Some(why)),
+        })
+    }
+
+    /// Where the queue lives between iterations: `"device"` (one submission per iteration) or
+    /// `"host"` (the scheduler's own loop).
+    pub fn queue_placement(&self) -> &'static str {
+        if self.device.is_some() {
+            "device"
+        } else {
+            "host"
+        }
+    }
+
+    /// On the GPU backend with the queue on the host: why (asked for, or what in the graphs'
+    /// inputs and outputs the device loop cannot feed).
+    pub fn host_queue_reason(&self) -> Option<&str> {
+        self.host_queue_reason.as_deref()
     }
 
     /// Restores a run from [`Self::checkpoint`] bytes; refuses a checkpoint of another model.
@@ -296,7 +356,8 @@ impl Generation {
         let clock = Clock::start();
         let contexts = models.encode_prompts(scheduler.prompts()).await?;
         times.text += clock.seconds();
-        Ok(Self { models, contexts, scheduler, times })
+        let (device, host_queue_reason) = Self::device_loop(&models, &scheduler, &contexts).await?;
+        Ok(Self { models, contexts, scheduler, times, device, host_queue_reason })
     }
 
     fn check_config(models: &Models, config: &FifoConfig) -> Result<(), PipelineError> {
@@ -319,6 +380,9 @@ impl Generation {
 
     /// Runs iterations until the next frame leaves the queue, and decodes it.
     pub async fn next_frame(&mut self) -> Result<Frame, PipelineError> {
+        if self.device.is_some() {
+            return self.next_frame_on_device().await;
+        }
         let clock = Clock::start();
         let unet_before = self.models.unet.seconds();
         let (id, latent) = {
@@ -335,8 +399,40 @@ impl Generation {
         Ok(frame)
     }
 
-    /// The whole queue state (between frames); resuming from it continues bit for bit.
-    pub fn checkpoint(&self) -> Result<Vec<u8>, PipelineError> {
+    /// [`Self::next_frame`] on the device-resident loop: iterations until one emits.
+    async fn next_frame_on_device(&mut self) -> Result<Frame, PipelineError> {
+        let device = self.device.as_mut().expect("checked by the caller");
+        let config = self.scheduler.config();
+        let batch = self.scheduler.windows().len() * if config.uses_guidance() { 2 } else { 1 };
+        let unet = self.models.unet.built(batch).and_then(Session::gpu);
+        let (Some(unet), Some(decoder)) = (unet, self.models.decoder.gpu()) else {
+            unreachable!("the device loop is only made with both sessions on the GPU");
+        };
+        let (mut calls, before) = (0, self.times.unet);
+        let emitted = loop {
+            calls += 1;
+            match device.iterate(unet, decoder, &mut self.scheduler, &mut self.times).await {
+                Ok(Some(frame)) => break Ok(frame),
+                Ok(None) => {}
+                Err(e) => break Err(e),
+            }
+        };
+        for _ in 0..calls {
+            self.models.unet.count_call((self.times.unet - before) / calls as f64);
+        }
+        let (id, rgb) = emitted?;
+        let clock = Clock::start();
+        let frame = self.models.frame_from_planes(id, &rgb);
+        self.times.decode += clock.seconds();
+        Ok(frame)
+    }
+
+    /// The whole queue state (between frames); resuming from it continues bit for bit. On the
+    /// device-resident loop the queue is read back first.
+    pub async fn checkpoint(&mut self) -> Result<Vec<u8>, PipelineError> {
+        if let Some(device) = &mut self.device {
+            device.sync(&mut self.scheduler).await?;
+        }
         Ok(self.scheduler.checkpoint(&self.models.package.name)?)
     }
 

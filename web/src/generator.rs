@@ -118,7 +118,7 @@ impl Generator {
             "backend": options.backend,
             "adapter": adapter,
         });
-        let run = RunOptions { backend: options.backend, weights: options.weights, gpu };
+        let run = RunOptions { backend: options.backend, weights: options.weights, gpu, host_queue: false };
         let models = Models::load(package, run).await.map_err(js_error)?;
         Ok(Generator { state: State::Ready(Box::new(models)), info })
     }
@@ -169,9 +169,9 @@ impl Generator {
     }
 
     /// The running video's whole state, between frames.
-    pub fn checkpoint(&self) -> Result<Vec<u8>, JsError> {
-        match &self.state {
-            State::Running(g) => g.checkpoint().map_err(js_error),
+    pub async fn checkpoint(&mut self) -> Result<Vec<u8>, JsError> {
+        match &mut self.state {
+            State::Running(g) => g.checkpoint().await.map_err(js_error),
             _ => Err(JsError::new("no video is running: nothing to checkpoint")),
         }
     }
@@ -184,6 +184,7 @@ impl Generator {
                 json!({
                     "frames": g.frames_emitted(),
                     "unet_calls": g.model_calls(),
+                    "queue": g.queue_placement(),
                     "seconds": { "text": t.text, "unet": t.unet, "scheduler": t.scheduler, "decode": t.decode },
                 })
                 .to_string()

@@ -582,7 +582,7 @@ async function runPendingOps() {
 async function runOp(op) {
   if (!generator) throw new Error('init() first: no model is loaded');
   if (op.type === 'checkpoint') {
-    const c = generator.checkpoint();
+    const c = await generator.checkpoint();
     const bytes = c instanceof Uint8Array ? c.slice() : new Uint8Array(c);
     return bytes;
   }

@@ -65,6 +65,10 @@ pub struct GenerateArgs {
     /// Where the model runs: `auto` takes the GPU when one is available, else the CPU.
     #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
     pub backend: BackendArg,
+    /// On the GPU backend, keep the FIFO queue on the host (an upload and a read-back per
+    /// iteration) instead of on the device; for comparing the two loops.
+    #[arg(long)]
+    pub host_queue: bool,
     /// Write a checkpoint every K frames (to --checkpoint).
     #[arg(long, value_name = "K")]
     pub checkpoint_every: Option<u64>,
@@ -108,9 +112,14 @@ pub enum BackendArg {
 /// Loads the graphs on the chosen backend. `auto` takes a hardware GPU when wgpu finds one and the
 /// CPU backend otherwise: on a CPU adapter (lavapipe, SwiftShader) the CPU backend runs the
 /// shipped UNet about 26x faster (docs/executor.md), and a GPU build that fails falls back too.
-fn load_models(package: &ModelPackage, backend: BackendArg, weights: Weights) -> Result<Models> {
+fn load_models(
+    package: &ModelPackage,
+    backend: BackendArg,
+    weights: Weights,
+    host_queue: bool,
+) -> Result<Models> {
     let load = |backend, gpu| {
-        pollster::block_on(Models::load(package.clone(), RunOptions { backend, weights, gpu }))
+        pollster::block_on(Models::load(package.clone(), RunOptions { backend, weights, gpu, host_queue }))
     };
     match backend {
         BackendArg::Cpu => Ok(load(Backend::Cpu, None)?),
@@ -172,7 +181,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         (None, ..) => None,
     };
     let load_clock = Clock::start();
-    let models = load_models(&plan.package, args.backend, plan.weights)?;
+    let models = load_models(&plan.package, args.backend, plan.weights, args.host_queue)?;
     let backend = models.backend();
     let load_seconds = load_clock.seconds();
     let mut generation = match &plan.resume {
@@ -211,7 +220,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         let done = generation.frames_emitted();
         if let (Some(k), Some(path)) = (args.checkpoint_every, &checkpoint_path) {
             if done % k == 0 {
-                write_atomic(path, &generation.checkpoint()?)?;
+                write_atomic(path, &pollster::block_on(generation.checkpoint())?)?;
             }
         }
         bar.set_position(done);

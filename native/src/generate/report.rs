@@ -3,6 +3,7 @@
 use super::settings::Plan;
 use anyhow::{Context, Result};
 use fifo_diffusion::fifo::{FifoConfig, PromptSchedule};
+use fifo_diffusion::gpu::Traffic;
 use fifo_diffusion::model::Weights;
 use fifo_diffusion::pipeline::{Generation, StageTimes};
 use fifo_diffusion::session::Backend;
@@ -129,6 +130,13 @@ pub struct Stats {
     pub peak_device_bytes: Vec<u64>,
     pub backend: Backend,
     pub devices: Vec<String>,
+    /// Where the FIFO queue lived: `device` (one submission per iteration, only frames read
+    /// back) or `host`; with `host_queue_reason` on the GPU backend.
+    pub queue: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_queue_reason: Option<String>,
+    /// Host-device traffic per device (GPU backend): submissions and bytes each way.
+    pub traffic: Vec<Traffic>,
 }
 
 /// VmHWM from /proc (Linux); None elsewhere.
@@ -174,6 +182,9 @@ impl Stats {
             peak_device_bytes,
             backend,
             devices,
+            queue: generation.queue_placement(),
+            host_queue_reason: generation.host_queue_reason().map(str::to_string),
+            traffic: gpu.map(|ctx| ctx.traffic()).into_iter().collect(),
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod cast;
 pub mod conv;
 pub mod copy;
 pub mod elementwise;
+pub mod fifo;
 pub mod matmul;
 pub mod norm;
 pub mod pool;
