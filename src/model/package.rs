@@ -55,6 +55,11 @@ pub enum ModelError {
          `tokenizer.save_pretrained(DIR)` (DIR/tokenizer.json) or tokenizers' `Tokenizer.save(PATH)`"
     )]
     Tokenizer { file: String, message: String },
+    #[error(
+        "model '{name}' has no image encoder (graphs.encoder in model.json), so it cannot start from \
+         an image or a video; drop --init-image/--init-video, or export the model with its encoder"
+    )]
+    NoEncoder { name: String },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -126,15 +126,28 @@ pub struct Models {
     decoder: Session,
     unet: UnetDenoiser,
     host_queue: bool,
+    /// The image encoder, built on first use (`--init-image`, `--init-video`).
+    encoder: Option<Session>,
+    session_options: SessionOptions,
 }
 
 impl Models {
     /// Builds the text encoder and decoder now; UNet sessions are built per batch size on first use.
     /// On the GPU backend every graph shares one device.
     pub async fn load(package: ModelPackage, options: RunOptions) -> Result<Self, PipelineError> {
+        let tokenizer = Tokenizer::load(&package)?;
+        Self::load_with(package, tokenizer, options).await
+    }
+
+    /// [`Self::load`] with the package's tokenizer already loaded (a caller that checked the
+    /// prompts with it; a Hugging Face `tokenizer.json` is worth parsing once).
+    pub async fn load_with(
+        package: ModelPackage,
+        tokenizer: Tokenizer,
+        options: RunOptions,
+    ) -> Result<Self, PipelineError> {
         let unet_graph = package.graph(package.unet_file(options.weights)?);
         unet_graph.source()?; // a package in memory without this UNet fails now, not mid-run
-        let tokenizer = Tokenizer::load(&package)?;
         let session_options = SessionOptions { backend: options.backend, ..Default::default() };
         let gpu = match (options.backend, options.gpu) {
             (Backend::Gpu, Some(ctx)) => Some(ctx),
@@ -153,8 +166,18 @@ impl Models {
         let shapes = HashMap::from([(d.input.clone(), vec![1, l.channels, l.height, l.width])]);
         let source = package.graph(&d.file);
         let decoder = build_session("decoder", &gpu, &source, &shapes, &session_options).await?;
-        let unet = UnetDenoiser::new(&package, unet_graph, session_options, gpu.clone());
-        Ok(Self { tokenizer, package, gpu, text, decoder, unet, host_queue: options.host_queue })
+        let unet = UnetDenoiser::new(&package, unet_graph, session_options.clone(), gpu.clone());
+        Ok(Self {
+            tokenizer,
+            package,
+            gpu,
+            text,
+            decoder,
+            unet,
+            host_queue: options.host_queue,
+            encoder: None,
+            session_options,
+        })
     }
 
     pub fn package(&self) -> &ModelPackage {
@@ -229,6 +252,51 @@ impl Models {
         )
         .await?;
         Ok(self.frame_from_planes(id, &rgb))
+    }
+
+    /// Encodes RGB frames (`height * width * 3` bytes each, the package's image size) into a clip
+    /// of diffusion latents (scaled), frame-major: the start clip of [`Generation::start_from_clip`].
+    pub async fn encode_frames(&mut self, frames: &[Vec<u8>]) -> Result<Vec<f32>, PipelineError> {
+        let (l, i) = (&self.package.latent, &self.package.image);
+        let Some(g) = self.package.graphs.encoder.clone() else {
+            return Err(ModelError::NoEncoder { name: self.package.name.clone() }.into());
+        };
+        if self.encoder.is_none() {
+            let shapes = HashMap::from([(g.input.clone(), vec![1, 3, i.height, i.width])]);
+            let source = self.package.graph(&g.file);
+            self.encoder =
+                Some(build_session("encoder", &self.gpu, &source, &shapes, &self.session_options).await?);
+        }
+        let encoder = self.encoder.as_ref().expect("built above");
+        let (plane, len) = (i.height * i.width, l.channels * l.height * l.width);
+        let (low, high) = (i.range[0], i.range[1]);
+        let mut clip = Vec::with_capacity(frames.len() * len);
+        for (n, rgb) in frames.iter().enumerate() {
+            if rgb.len() != 3 * plane {
+                return Err(PipelineError::Output {
+                    graph: "encoder",
+                    message: format!(
+                        "frame {n} holds {} bytes, {}x{} RGB needs {}",
+                        rgb.len(),
+                        i.width,
+                        i.height,
+                        3 * plane
+                    ),
+                });
+            }
+            let mut planar = vec![0f32; 3 * plane];
+            for (p, px) in rgb.chunks_exact(3).enumerate() {
+                for c in 0..3 {
+                    planar[c * plane + p] = low + (high - low) * f32::from(px[c]) / 255.0;
+                }
+            }
+            let input = f32_tensor("encoder", vec![1, 3, i.height, i.width], planar)?;
+            let latent =
+                run_graph("encoder", encoder, HashMap::from([(g.input.clone(), input)]), &g.output, len)
+                    .await?;
+            clip.extend(latent.iter().map(|v| v * l.scale_factor));
+        }
+        Ok(clip)
     }
 
     /// Planar decoder output in the package's range to interleaved RGB bytes.
@@ -343,6 +411,30 @@ impl Generation {
     /// inputs and outputs the device loop cannot feed).
     pub fn host_queue_reason(&self) -> Option<&str> {
         self.host_queue_reason.as_deref()
+    }
+
+    /// Starts from a given clip of `f` latents (frame-major, scaled; e.g. [`Models::encode_frames`]
+    /// of an image repeated or of a video's last frames) forward-noised onto the diagonal, as the
+    /// official clip start does with its sampled clip. `config.init` must be `clip`.
+    pub async fn start_from_clip(
+        models: Models,
+        config: FifoConfig,
+        prompts: PromptSchedule,
+        clip: &[f32],
+    ) -> Result<Self, PipelineError> {
+        Self::check_config(&models, &config)?;
+        models.check_prompts(&prompts)?;
+        let mut models = models;
+        let mut times = StageTimes::default();
+        let clock = Clock::start();
+        models.prepare(&FifoConfig { init: crate::fifo::InitMode::Noise, ..config.clone() }).await?;
+        times.unet += clock.seconds();
+        let clock = Clock::start();
+        let contexts = models.encode_prompts(&prompts).await?;
+        times.text += clock.seconds();
+        let scheduler = FifoScheduler::from_clip(config, prompts, clip)?;
+        let (device, host_queue_reason) = Self::device_loop(&models, &scheduler, &contexts).await?;
+        Ok(Self { models, contexts, scheduler, times, device, host_queue_reason })
     }
 
     /// Restores a run from [`Self::checkpoint`] bytes; refuses a checkpoint of another model.

@@ -77,7 +77,7 @@ impl Frame {
 impl Generator {
     /// Builds the package's graphs from its files: `names[i]` is the path of `files[i]` inside
     /// the package folder (`model.json`, the graphs it names and their `.data` files).
-    /// `options`: `{"backend": "gpu"|"cpu", "weights": "f32"|"int8"}`.
+    /// `options`: `{"backend": "gpu"|"cpu", "weights": "f32"|"f16"|"int8"}`.
     pub async fn load(
         names: Vec<String>,
         files: Vec<js_sys::Uint8Array>,
@@ -115,6 +115,7 @@ impl Generator {
             "defaults": p.defaults,
             "weights": options.weights,
             "int8": p.graphs.unet.int8.is_some(),
+            "f16": p.graphs.unet.f16.is_some(),
             "backend": options.backend,
             "adapter": adapter,
         });

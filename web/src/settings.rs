@@ -40,7 +40,7 @@ pub fn parse_load_options(json: &str) -> Result<LoadOptions, String> {
     }
     serde_json::from_str(json).map_err(|e| {
         format!(
-            "load options: {e} (expected {{\"backend\": \"gpu\"|\"cpu\", \"weights\": \"f32\"|\"int8\"}})"
+            "load options: {e} (expected {{\"backend\": \"gpu\"|\"cpu\", \"weights\": \"f32\"|\"f16\"|\"int8\"}})"
         )
     })
 }

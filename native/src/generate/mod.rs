@@ -1,5 +1,6 @@
 //! `fifo generate`: text to an endless video on the CPU (and, when it lands, the GPU).
 
+mod init;
 mod mp4;
 mod output;
 mod report;
@@ -7,8 +8,9 @@ mod settings;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
+use fifo_diffusion::fifo::{FifoConfig, InitMode};
 use fifo_diffusion::gpu::{GpuContext, GpuOptions};
-use fifo_diffusion::model::{ModelPackage, Weights};
+use fifo_diffusion::model::{ModelError, ModelPackage, Tokenizer, Weights};
 use fifo_diffusion::pipeline::{Clock, Generation, Models, RunOptions};
 use fifo_diffusion::session::Backend;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -53,6 +55,14 @@ pub struct GenerateArgs {
     /// Queue start: `clip` (re-noise a sampled clip) or `noise` (warm up from pure noise).
     #[arg(long, value_enum, conflicts_with = "resume")]
     pub init: Option<InitArg>,
+    /// Start from an image (PNG, JPEG, GIF, WebP): fitted to the model's size, encoded, repeated
+    /// over the window and re-noised onto the diagonal (needs the model's image encoder).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["resume", "init", "init_video"])]
+    pub init_image: Option<PathBuf>,
+    /// Continue a video (animated GIF, Y4M, or a folder of images): its last f frames are
+    /// encoded and re-noised onto the diagonal, so the output re-renders them and goes on.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["resume", "init"])]
+    pub init_video: Option<PathBuf>,
     /// A prompt schedule file: `FRAME: prompt` cuts and `FRAME..END: prompt` blends, one a line.
     #[arg(long, conflicts_with_all = ["resume", "prompt"])]
     pub prompt_schedule: Option<PathBuf>,
@@ -114,12 +124,19 @@ pub enum BackendArg {
 /// shipped UNet about 26x faster (docs/executor.md), and a GPU build that fails falls back too.
 fn load_models(
     package: &ModelPackage,
+    tokenizer: Option<Tokenizer>,
     backend: BackendArg,
     weights: Weights,
     host_queue: bool,
 ) -> Result<Models> {
     let load = |backend, gpu| {
-        pollster::block_on(Models::load(package.clone(), RunOptions { backend, weights, gpu, host_queue }))
+        let options = RunOptions { backend, weights, gpu, host_queue };
+        pollster::block_on(async {
+            match tokenizer.clone() {
+                Some(tokenizer) => Models::load_with(package.clone(), tokenizer, options).await,
+                None => Models::load(package.clone(), options).await,
+            }
+        })
     };
     match backend {
         BackendArg::Cpu => Ok(load(Backend::Cpu, None)?),
@@ -169,9 +186,27 @@ fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
         .with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))
 }
 
+/// The start clip's RGB frames of `--init-image` / `--init-video`, read (and checked against the
+/// model) before any model is loaded.
+fn read_init_clip(plan: &settings::Plan) -> Result<Option<Vec<Vec<u8>>>> {
+    if plan.init_image.is_none() && plan.init_video.is_none() {
+        return Ok(None);
+    }
+    let p = &plan.package;
+    if p.graphs.encoder.is_none() {
+        return Err(ModelError::NoEncoder { name: p.name.clone() }.into());
+    }
+    let (f, w, h) = (p.frames, p.image.width, p.image.height);
+    Ok(Some(match (&plan.init_image, &plan.init_video) {
+        (Some(image), _) => init::clip_from_image(image, f, w, h)?,
+        (None, Some(video)) => init::clip_from_video(video, f, w, h)?,
+        (None, None) => unreachable!("checked above"),
+    }))
+}
+
 pub fn run(args: GenerateArgs) -> Result<()> {
     let total_clock = Clock::start();
-    let plan = settings::resolve(&args)?;
+    let mut plan = settings::resolve(&args)?;
     let kind = output::OutputKind::parse(&args.out)?;
     let checkpoint_path = match (args.checkpoint_every, &args.checkpoint, kind.path()) {
         (Some(0), ..) => bail!("--checkpoint-every must be at least 1 frame"),
@@ -180,13 +215,23 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         (Some(_), None, None) => bail!("--checkpoint-every with --out - needs --checkpoint FILE"),
         (None, ..) => None,
     };
+    let init_clip = if plan.resume.is_some() { None } else { read_init_clip(&plan)? };
     let load_clock = Clock::start();
-    let models = load_models(&plan.package, args.backend, plan.weights, args.host_queue)?;
+    let models =
+        load_models(&plan.package, plan.tokenizer.take(), args.backend, plan.weights, args.host_queue)?;
     let backend = models.backend();
     let load_seconds = load_clock.seconds();
-    let mut generation = match &plan.resume {
-        Some(bytes) => pollster::block_on(Generation::resume(models, bytes))?,
-        None => pollster::block_on(Generation::start(models, plan.config.clone(), plan.prompts.clone()))?,
+    let mut generation = match (&plan.resume, init_clip) {
+        (Some(bytes), _) => pollster::block_on(Generation::resume(models, bytes))?,
+        (None, Some(frames)) => pollster::block_on(async {
+            let mut models = models;
+            let clip = models.encode_frames(&frames).await?;
+            let config = FifoConfig { init: InitMode::Clip, ..plan.config.clone() };
+            Generation::start_from_clip(models, config, plan.prompts.clone(), &clip).await
+        })?,
+        (None, None) => {
+            pollster::block_on(Generation::start(models, plan.config.clone(), plan.prompts.clone()))?
+        }
     };
     let first = generation.frames_emitted();
     let end = match plan.frames {

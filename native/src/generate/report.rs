@@ -35,6 +35,10 @@ pub struct FrameRange {
     pub requested: String,
 }
 
+fn absolute(path: &Path) -> String {
+    path.canonicalize().unwrap_or_else(|_| path.to_path_buf()).display().to_string()
+}
+
 /// `<out>.json`, written when the output opens and again when it is finished.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Sidecar {
@@ -45,6 +49,11 @@ pub struct Sidecar {
     pub fps: u32,
     pub frames: FrameRange,
     pub out: String,
+    /// The start files (`--init-image` / `--init-video`), absolute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_video: Option<String>,
 }
 
 impl Sidecar {
@@ -72,6 +81,8 @@ impl Sidecar {
             fps: plan.fps,
             frames: FrameRange { first, end: first, requested: plan.frames.to_string() },
             out: out.into(),
+            init_image: plan.init_image.as_deref().map(absolute),
+            init_video: plan.init_video.as_deref().map(absolute),
         }
     }
 

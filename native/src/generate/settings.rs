@@ -52,6 +52,11 @@ pub struct Plan {
     pub fps: u32,
     /// Checkpoint bytes for --resume.
     pub resume: Option<Vec<u8>>,
+    /// The package's tokenizer, loaded once to check the prompts and kept for the run.
+    pub tokenizer: Option<Tokenizer>,
+    /// `--init-image` / `--init-video`, or the `--from` sidecar's.
+    pub init_image: Option<PathBuf>,
+    pub init_video: Option<PathBuf>,
 }
 
 /// The model folder: --model, the sidecar's, $FIFO_MODEL_DIR, `models/` above the executable,
@@ -104,7 +109,7 @@ fn read_prompts(
     args: &GenerateArgs,
     sidecar: Option<&Sidecar>,
     package: &ModelPackage,
-) -> Result<PromptSchedule> {
+) -> Result<(PromptSchedule, Tokenizer)> {
     let tokenizer = Tokenizer::load(package)?;
     let prompts = if let Some(path) = &args.prompt_schedule {
         let text = std::fs::read_to_string(path)
@@ -128,7 +133,7 @@ fn read_prompts(
     for text in prompts.prompts() {
         tokenizer.encode(text)?;
     }
-    Ok(prompts)
+    Ok((prompts, tokenizer))
 }
 
 /// How the model's prompts look, for error messages.
@@ -189,9 +194,12 @@ pub fn resolve(args: &GenerateArgs) -> Result<Plan> {
             anyhow::anyhow!("--partitions {} does not fit this model: {e}", config.partitions)
         })?;
     }
-    let prompts = match args.resume {
-        Some(_) => PromptSchedule::single("unused").expect("a valid prompt"),
-        None => read_prompts(args, sidecar.as_ref(), &package)?,
+    let (prompts, tokenizer) = match args.resume {
+        Some(_) => (PromptSchedule::single("unused").expect("a valid prompt"), None),
+        None => {
+            let (prompts, tokenizer) = read_prompts(args, sidecar.as_ref(), &package)?;
+            (prompts, Some(tokenizer))
+        }
     };
     let frames = args.frames.or(sidecar.as_ref().and_then(|s| s.frames.requested.parse().ok()));
     let fps = args.fps.or(sidecar.as_ref().map(|s| s.fps)).unwrap_or(package.fps);
@@ -206,5 +214,24 @@ pub fn resolve(args: &GenerateArgs) -> Result<Plan> {
         frames: frames.unwrap_or(FrameCount::Count(DEFAULT_FRAMES)),
         fps,
         resume,
+        tokenizer,
+        init_image: args
+            .init_image
+            .clone()
+            .or_else(|| sidecar_path(sidecar.as_ref(), |s| &s.init_image, args)),
+        init_video: args
+            .init_video
+            .clone()
+            .or_else(|| sidecar_path(sidecar.as_ref(), |s| &s.init_video, args)),
     })
+}
+
+/// A start file the `--from` sidecar names, unless the command line chose another start.
+fn sidecar_path(
+    sidecar: Option<&Sidecar>,
+    field: fn(&Sidecar) -> &Option<String>,
+    args: &GenerateArgs,
+) -> Option<PathBuf> {
+    let chosen = args.init.is_some() || args.init_image.is_some() || args.init_video.is_some();
+    sidecar.filter(|_| !chosen).and_then(|s| field(s).as_ref().map(PathBuf::from))
 }
