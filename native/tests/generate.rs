@@ -497,3 +497,29 @@ fn f16_weights_give_the_f32_frames_and_a_package_without_them_says_how_to_make_t
     assert!(!out_file.exists());
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// A full disk mid-run (stdout on /dev/full: every write fails with ENOSPC) stops with an error
+/// that names the frame, what was kept and how to go on; no panic.
+#[test]
+#[cfg(target_os = "linux")]
+fn a_full_disk_stops_with_an_error_naming_what_was_kept() {
+    let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+        eprintln!("no /dev/full here; skipped");
+        return;
+    };
+    let o = std::process::Command::new(assert_cmd::cargo::cargo_bin("fifo"))
+        .env_remove("FIFO_MODEL_DIR")
+        .args(["generate", "--model", model_dir().to_str().unwrap()])
+        .args(FAST)
+        .args([PROMPT, "--frames", "3", "--out", "-"])
+        .stdout(full)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    for expected in ["cannot write frame 0 to -", "No space left on device", "--checkpoint-every K"] {
+        assert!(err.contains(expected), "expected `{expected}` in:\n{err}");
+    }
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -256,28 +256,65 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let mut write_seconds = 0.0;
     let mut first_frame_seconds = None;
     let loop_clock = Clock::start();
+    // A failure mid-run (a full disk, a lost device) still finalises the output and the sidecar:
+    // the frames already written stay playable, and the error says how to go on.
+    let mut failure: Option<anyhow::Error> = None;
+    let mut written = 0u64;
     while end.is_none_or(|end| generation.frames_emitted() < end) && !stop.load(Ordering::SeqCst) {
-        let frame = pollster::block_on(generation.next_frame())?;
+        let id = generation.frames_emitted();
+        let frame = match pollster::block_on(generation.next_frame()) {
+            Ok(frame) => frame,
+            Err(e) => {
+                failure = Some(anyhow::Error::from(e).context(format!("generating frame {id} failed")));
+                break;
+            }
+        };
         first_frame_seconds.get_or_insert_with(|| loop_clock.seconds());
         let clock = Clock::start();
-        writer.write(&frame)?;
+        if let Err(e) = writer.write(&frame) {
+            failure = Some(e.context(format!("cannot write frame {id} to {}", args.out)));
+            break;
+        }
+        written += 1;
         write_seconds += clock.seconds();
         let done = generation.frames_emitted();
         if let (Some(k), Some(path)) = (args.checkpoint_every, &checkpoint_path) {
             if done % k == 0 {
-                write_atomic(path, &pollster::block_on(generation.checkpoint())?)?;
+                let written = pollster::block_on(generation.checkpoint())
+                    .map_err(anyhow::Error::from)
+                    .and_then(|bytes| write_atomic(path, &bytes));
+                if let Err(e) = written {
+                    failure = Some(e.context(format!("cannot write the checkpoint after frame {id}")));
+                    break;
+                }
             }
         }
         bar.set_position(done);
     }
     let clock = Clock::start();
-    writer.finish()?;
+    let finished = writer.finish();
     write_seconds += clock.seconds();
     bar.finish_and_clear();
-    let written = generation.frames_emitted() - first;
-    if let Some(path) = kind.path() {
-        sidecar.write(path, generation.frames_emitted())?;
+    let sidecar_written = match kind.path() {
+        Some(path) => sidecar.write(path, generation.frames_emitted()),
+        None => Ok(()),
+    };
+    if let Some(error) = failure {
+        let kept = match (&finished, kind.path()) {
+            (Ok(()), Some(_)) => format!("the {written} frames before it are in {}, finalised", args.out),
+            (Ok(()), None) => format!("the {written} frames before it went to stdout"),
+            (Err(_), _) => format!("the {written} frames before it were written to {}", args.out),
+        };
+        let next = match &checkpoint_path {
+            Some(path) if path.is_file() => {
+                format!("continue with `fifo generate --resume {} --out NEW_FILE`", path.display())
+            }
+            _ => "--checkpoint-every K makes a run resumable".to_string(),
+        };
+        bail!("{error:#}; {kept}; {next}");
     }
+    finished?;
+    sidecar_written?;
     if stop.load(Ordering::SeqCst) && !args.quiet {
         eprintln!("interrupted: {written} frames written and the output finalised");
     }
