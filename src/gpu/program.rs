@@ -285,7 +285,8 @@ impl GpuContext {
     /// The raw bytes of `tensor` (whole words), after all submitted work.
     pub async fn read_bytes(&self, tensor: &GpuTensor) -> GpuResult<Vec<u8>> {
         let err = |reason: String| GpuError::Readback { name: tensor.name().to_string(), reason };
-        let size = tensor.buffer().size();
+        // The tensor's own bytes: a pooled buffer may be larger (shared with bigger values).
+        let size = tensor.dtype().storage_bytes(tensor.len()).min(tensor.buffer().size());
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
             size,

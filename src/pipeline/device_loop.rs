@@ -155,7 +155,8 @@ impl DeviceLoop {
         let refill = b.build().await.map_err(gpu)?;
         let staging = ctx.device().create_buffer(&wgpu::BufferDescriptor {
             label: Some("decoded frame"),
-            size: decoded.buffer().size(),
+            // The frame's bytes only: the decoder's output may sit in a larger pooled buffer.
+            size: decoded.dtype().storage_bytes(decoded.len()),
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
@@ -254,7 +255,7 @@ impl DeviceLoop {
             if emit.is_some() {
                 self.emit.encode(&mut encoder);
                 decoder.encode(&mut encoder);
-                let size = self.decoded.buffer().size();
+                let size = self.staging.size();
                 encoder.copy_buffer_to_buffer(self.decoded.buffer(), 0, &self.staging, 0, size);
             }
             self.refill.encode(&mut encoder);
