@@ -23,8 +23,8 @@ pub struct SlotUpdate {
     pub row: u32,
     /// DDIM index, the row of the step table.
     pub index: u32,
-    /// Whether the step adds noise (row `k` of the plan's noise holds it for update `k`).
-    pub noisy: bool,
+    /// The frame of the plan's noise this step adds, if it adds any.
+    pub noise: Option<u32>,
 }
 
 /// What iteration [`Self::iteration`] does, as tables an executor uploads.
@@ -43,10 +43,11 @@ pub struct IterationPlan {
     /// The frame leaving the queue at the end of this iteration: its id and physical slot.
     pub emit: Option<(u64, u32)>,
     /// Physical slot of the new tail after the dequeue (the old head's storage); its fresh noise
-    /// is the last frame of the plan's noise.
+    /// is frame [`Self::tail_noise`] of the plan's noise.
     pub tail: u32,
     /// Noise frames: one per noisy update (in update order), then the tail's.
     pub noise: Vec<f32>,
+    pub tail_noise: u32,
 }
 
 impl IterationPlan {
@@ -54,6 +55,14 @@ impl IterationPlan {
     pub fn batch_rows(&self) -> usize {
         self.rows.len()
     }
+}
+
+/// Appends one frame drawn from `key` to `noise` and returns its frame number.
+fn draw(noise: &mut Vec<f32>, frame_len: usize, key: NoiseKey) -> u32 {
+    let at = noise.len();
+    noise.resize(at + frame_len, 0.0);
+    key.fill_normal(&mut noise[at..]);
+    (at / frame_len) as u32
 }
 
 impl FifoScheduler {
@@ -79,18 +88,25 @@ impl FifoScheduler {
                 }
             }
         }
-        let mut noisy = 0;
+        plan.noise.clear();
         for (position, window) in self.layout.windows().iter().enumerate() {
             for offset in window.write_from..f {
                 let slot = window.start + offset;
                 let index = self.layout.label(slot, it);
-                let noise = self.table.entry(index).c_noise != 0.0;
-                noisy += usize::from(noise);
+                let noise = (self.table.entry(index).c_noise != 0.0).then(|| {
+                    let key = NoiseKey {
+                        seed: self.config.seed,
+                        frame: self.layout.frame_id(slot, it),
+                        index: index as u16,
+                        purpose: NoisePurpose::Step,
+                    };
+                    draw(&mut plan.noise, frame_len, key)
+                });
                 plan.updates.push(SlotUpdate {
                     slot: self.ring.physical(slot) as u32,
                     row: (position * f + offset) as u32,
                     index: index as u32,
-                    noisy: noise,
+                    noise,
                 });
             }
         }
@@ -99,31 +115,13 @@ impl FifoScheduler {
             .then(|| (it - self.layout.first_emit, self.ring.physical(head) as u32));
         // After the dequeue, logical slot L - 1 is the old head's storage: physical slot 0.
         plan.tail = self.ring.physical(0) as u32;
-        plan.noise.resize((noisy + 1) * frame_len, 0.0);
-        let mut frames = plan.noise.chunks_exact_mut(frame_len);
-        for (u, window) in plan.updates.iter().zip(self.written_slots_in_window_order()) {
-            if u.noisy {
-                let key = NoiseKey {
-                    seed: self.config.seed,
-                    frame: self.layout.frame_id(window, it),
-                    index: u.index as u16,
-                    purpose: NoisePurpose::Step,
-                };
-                key.fill_normal(frames.next().expect("sized above"));
-            }
-        }
         let tail = NoiseKey {
             seed: self.config.seed,
             frame: self.layout.frame_id(self.layout.len() - 1, it + 1),
             index: (self.table.len() - 1) as u16,
             purpose: NoisePurpose::Enqueue,
         };
-        tail.fill_normal(frames.next().expect("sized above"));
-    }
-
-    fn written_slots_in_window_order(&self) -> impl Iterator<Item = usize> + '_ {
-        let f = self.layout.window;
-        self.layout.windows().iter().flat_map(move |w| w.start + w.write_from..w.start + f)
+        plan.tail_noise = draw(&mut plan.noise, frame_len, tail);
     }
 
     /// Ends an iteration that an executor carried out on its own copy of the queue: advances the
@@ -202,7 +200,7 @@ mod tests {
             conditioning: &plan.conditioning,
         };
         pollster::block_on(Mixer.denoise(&request, &mut model)).unwrap();
-        let mut noise = plan.noise.chunks_exact(frame_len);
+        let noise = |k: u32| &plan.noise[k as usize * frame_len..(k as usize + 1) * frame_len];
         for u in &plan.updates {
             let at = u.row as usize * frame_len;
             let m: Vec<f32> = match guidance {
@@ -214,15 +212,16 @@ mod tests {
                     .collect(),
                 None => model[at..at + frame_len].to_vec(),
             };
-            let z = if u.noisy { noise.next() } else { None };
+            let z = u.noise.map(noise);
             let x = &mut queue[u.slot as usize * frame_len..(u.slot as usize + 1) * frame_len];
             table.apply(u.index as usize, x, &m, z);
         }
         let emitted =
             plan.emit.map(|(_, s)| queue[s as usize * frame_len..(s as usize + 1) * frame_len].to_vec());
-        let tail = noise.next().unwrap();
+        let tail = noise(plan.tail_noise);
         queue[plan.tail as usize * frame_len..(plan.tail as usize + 1) * frame_len].copy_from_slice(tail);
-        assert!(noise.next().is_none(), "the plan drew noise nobody used");
+        let used = plan.updates.iter().filter(|u| u.noise.is_some()).count() + 1;
+        assert_eq!(used * frame_len, plan.noise.len(), "the plan drew noise nobody used");
         emitted
     }
 

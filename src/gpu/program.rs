@@ -284,7 +284,6 @@ impl GpuContext {
 
     /// The raw bytes of `tensor` (whole words), after all submitted work.
     pub async fn read_bytes(&self, tensor: &GpuTensor) -> GpuResult<Vec<u8>> {
-        let err = |reason: String| GpuError::Readback { name: tensor.name().to_string(), reason };
         // The tensor's own bytes: a pooled buffer may be larger (shared with bigger values).
         let size = tensor.dtype().storage_bytes(tensor.len()).min(tensor.buffer().size());
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
@@ -299,6 +298,13 @@ impl GpuContext {
             self.submit(encoder.finish());
         })
         .await?;
+        self.read_staging(&staging, tensor.name()).await
+    }
+
+    /// Maps a `MAP_READ` buffer whose copy was submitted, returns its bytes and unmaps it (so it
+    /// can be reused), counting them as read back. `name` names the data in errors.
+    pub(crate) async fn read_staging(&self, staging: &wgpu::Buffer, name: &str) -> GpuResult<Vec<u8>> {
+        let err = |reason: String| GpuError::Readback { name: name.to_string(), reason };
         let (tx, rx) = futures_channel::oneshot::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
             let _ = tx.send(r);
@@ -309,7 +315,7 @@ impl GpuContext {
             .map_err(|e| err(e.to_string()))?;
         let bytes = staging.get_mapped_range(..).map_err(|e| err(e.to_string()))?.to_vec();
         staging.unmap();
-        self.count_read(size);
+        self.count_read(staging.size());
         self.check_fault()?;
         Ok(bytes)
     }

@@ -80,9 +80,9 @@ impl UnetDenoiser {
         self.sessions.iter().find(|(b, _)| *b == batch).map(|(_, s)| s)
     }
 
-    /// Counts one model call made outside [`Conditioned`] (the device-resident loop).
-    pub(crate) fn count_call(&mut self, seconds: f64) {
-        self.calls += 1;
+    /// Counts model calls made outside [`Conditioned`] (the device-resident loop).
+    pub(crate) fn count_calls(&mut self, calls: u64, seconds: f64) {
+        self.calls += calls;
         self.seconds += seconds;
     }
 

@@ -181,50 +181,25 @@ impl DeviceLoop {
         }))
     }
 
-    fn upload_words(&mut self, tensor_of: fn(&Self) -> &GpuTensor) {
-        let bytes = bytemuck::cast_slice(&self.words).to_vec();
-        self.ctx.write_buffer(tensor_of(self).buffer(), 0, &bytes);
-    }
-
     /// Writes this iteration's tables and noise (they land before the next submission).
     fn upload_plan(&mut self) {
-        let plan = &self.plan;
-        self.words.clear();
-        self.words.extend(&plan.rows);
-        self.upload_words(|s| &s.rows);
-        let plan = &self.plan;
-        let ts = &self.timesteps.tensor;
-        match ts.dtype() {
-            DType::I32 => {
-                let ints: Vec<i32> = plan.timesteps.iter().map(|&t| t as i32).collect();
-                self.ctx.write_buffer(ts.buffer(), 0, bytemuck::cast_slice(&ints));
-            }
-            _ => self.ctx.write_buffer(ts.buffer(), 0, bytemuck::cast_slice(&plan.timesteps)),
-        }
-        self.words.clear();
-        for c in &plan.conditioning {
-            self.words.extend([c.from, c.to, c.mix.to_bits(), 0]);
-        }
-        self.upload_words(|s| &s.blends);
-        let plan = &self.plan;
-        self.words.clear();
-        let mut noisy = 0u32;
-        for u in &plan.updates {
-            let frame = if u.noisy {
-                noisy += 1;
-                noisy - 1
-            } else {
-                NO_NOISE
-            };
-            self.words.extend([u.slot, u.row, u.index, frame]);
-        }
-        self.upload_words(|s| &s.updates);
-        let plan = &self.plan;
-        self.ctx.write_buffer(self.noise.buffer(), 0, bytemuck::cast_slice(&plan.noise));
-        let emit_from = plan.emit.map_or(0, |(_, slot)| slot);
-        self.words.clear();
-        self.words.extend([emit_from, 0, noisy, plan.tail]);
-        self.upload_words(|s| &s.moves);
+        let Self { ctx, plan, words, rows, blends, updates, noise, moves, timesteps, .. } = self;
+        let mut put = |tensor: &GpuTensor, fill: &dyn Fn(&mut Vec<u32>)| {
+            words.clear();
+            fill(words);
+            ctx.write_buffer(tensor.buffer(), 0, bytemuck::cast_slice(words));
+        };
+        put(rows, &|w| w.extend(&plan.rows));
+        put(&timesteps.tensor, &|w| match timesteps.tensor.dtype() {
+            DType::I32 => w.extend(plan.timesteps.iter().map(|&t| t as i32 as u32)),
+            _ => w.extend(plan.timesteps.iter().map(|t| t.to_bits())),
+        });
+        put(blends, &|w| plan.conditioning.iter().for_each(|c| w.extend([c.from, c.to, c.mix.to_bits(), 0])));
+        put(updates, &|w| {
+            plan.updates.iter().for_each(|u| w.extend([u.slot, u.row, u.index, u.noise.unwrap_or(NO_NOISE)]))
+        });
+        put(moves, &|w| w.extend([plan.emit.map_or(0, |(_, slot)| slot), 0, plan.tail_noise, plan.tail]));
+        ctx.write_buffer(noise.buffer(), 0, bytemuck::cast_slice(&plan.noise));
     }
 
     /// One iteration in one submission; returns the emitted frame's id and decoded values
@@ -284,23 +259,8 @@ impl DeviceLoop {
     }
 
     async fn read_frame(&self) -> Result<Vec<f32>, GpuError> {
-        let (tx, rx) = futures_channel::oneshot::channel();
-        self.staging.map_async(wgpu::MapMode::Read, .., move |r| {
-            let _ = tx.send(r);
-        });
-        self.ctx.poll_wait()?;
-        let lost = |reason: String| GpuError::Readback { name: "decoded frame".into(), reason };
-        rx.await
-            .map_err(|_| lost("the device dropped the mapping".into()))?
-            .map_err(|e| lost(e.to_string()))?;
-        let values = {
-            let range = self.staging.get_mapped_range(..).map_err(|e| lost(e.to_string()))?;
-            bytemuck::cast_slice::<u8, f32>(&range)[..self.decoded.len()].to_vec()
-        };
-        self.staging.unmap();
-        self.ctx.count_read(self.staging.size());
-        self.ctx.check_fault()?;
-        Ok(values)
+        let bytes = self.ctx.read_staging(&self.staging, "decoded frame").await?;
+        Ok(bytemuck::cast_slice::<u8, f32>(&bytes)[..self.decoded.len()].to_vec())
     }
 
     /// Reads the device queue back into the scheduler (for a checkpoint).

@@ -14,6 +14,7 @@ pub use stats::{Clock, StageTimes};
 
 use crate::fifo::{FifoConfig, FifoError, FifoScheduler, PromptSchedule};
 use crate::gpu::GpuContext;
+use crate::gpu_backend::GpuSession;
 use crate::model::{
     GraphSource, ModelError, ModelPackage, PromptContexts, TokenizeError, Tokenizer, Weights,
 };
@@ -116,6 +117,20 @@ fn f32_tensor(graph: &'static str, shape: Vec<usize>, data: Vec<f32>) -> Result<
     Tensor::from_f32(shape, data).map_err(|e| PipelineError::Output { graph, message: e.to_string() })
 }
 
+/// Model passes per window: conditional and unconditional with guidance, else conditional only.
+fn guidance_passes(config: &FifoConfig) -> usize {
+    if config.uses_guidance() {
+        2
+    } else {
+        1
+    }
+}
+
+/// Windows per UNet call in the FIFO loop: every window of an iteration, every guidance pass.
+fn iteration_batch(config: &FifoConfig) -> usize {
+    crate::fifo::QueueLayout::new(config).windows().len() * guidance_passes(config)
+}
+
 /// The graphs of a package, built for this run's batch sizes (UNet batches on first use).
 pub struct Models {
     package: ModelPackage,
@@ -205,12 +220,16 @@ impl Models {
     /// Builds the UNet for every batch size a run with `config` calls it with (the start clip's
     /// and the FIFO loop's), so that a broken graph fails before any output is written.
     pub async fn prepare(&mut self, config: &FifoConfig) -> Result<(), PipelineError> {
-        let passes = if config.uses_guidance() { 2 } else { 1 };
-        let windows = crate::fifo::QueueLayout::new(config).windows().len();
         if config.init == crate::fifo::InitMode::Clip {
-            self.unet.prepare(passes, config.window).await?;
+            self.unet.prepare(guidance_passes(config), config.window).await?;
         }
-        self.unet.prepare(windows * passes, config.window).await
+        self.unet.prepare(iteration_batch(config), config.window).await
+    }
+
+    /// The GPU sessions of the device-resident loop: the UNet for a whole iteration of `config`
+    /// (built by [`Self::prepare`]) and the decoder.
+    fn loop_sessions(&self, config: &FifoConfig) -> Option<(&GpuSession, &GpuSession)> {
+        Some((self.unet.built(iteration_batch(config))?.gpu()?, self.decoder.gpu()?))
     }
 
     /// Checks every prompt of a schedule against the vocabulary without running anything.
@@ -367,6 +386,16 @@ impl Generation {
         };
         times.unet += models.unet.seconds() - unet_before;
         times.scheduler += clock.seconds() - (models.unet.seconds() - started);
+        Self::assemble(models, contexts, scheduler, times).await
+    }
+
+    /// The run from its parts, on the device-resident loop where the backend and graphs allow.
+    async fn assemble(
+        models: Models,
+        contexts: PromptContexts,
+        scheduler: FifoScheduler,
+        times: StageTimes,
+    ) -> Result<Self, PipelineError> {
         let (device, host_queue_reason) = Self::device_loop(&models, &scheduler, &contexts).await?;
         Ok(Self { models, contexts, scheduler, times, device, host_queue_reason })
     }
@@ -383,12 +412,7 @@ impl Generation {
         if models.host_queue {
             return Ok((None, Some("asked for".into())));
         }
-        let config = scheduler.config();
-        let passes = if config.uses_guidance() { 2 } else { 1 };
-        let batch = scheduler.windows().len() * passes;
-        let (Some(unet), Some(decoder)) =
-            (models.unet.built(batch).and_then(Session::gpu), models.decoder.gpu())
-        else {
+        let Some((unet, decoder)) = models.loop_sessions(scheduler.config()) else {
             return Ok((None, Some("the graphs were not built on the GPU".into())));
         };
         Ok(match device_loop::DeviceLoop::new(&models.package, unet, decoder, scheduler, contexts).await? {
@@ -427,14 +451,14 @@ impl Generation {
         let mut models = models;
         let mut times = StageTimes::default();
         let clock = Clock::start();
+        // The clip is given: only the FIFO loop's batch is needed, not the clip sampler's.
         models.prepare(&FifoConfig { init: crate::fifo::InitMode::Noise, ..config.clone() }).await?;
         times.unet += clock.seconds();
         let clock = Clock::start();
         let contexts = models.encode_prompts(&prompts).await?;
         times.text += clock.seconds();
         let scheduler = FifoScheduler::from_clip(config, prompts, clip)?;
-        let (device, host_queue_reason) = Self::device_loop(&models, &scheduler, &contexts).await?;
-        Ok(Self { models, contexts, scheduler, times, device, host_queue_reason })
+        Self::assemble(models, contexts, scheduler, times).await
     }
 
     /// Restores a run from [`Self::checkpoint`] bytes; refuses a checkpoint of another model.
@@ -448,8 +472,7 @@ impl Generation {
         let clock = Clock::start();
         let contexts = models.encode_prompts(scheduler.prompts()).await?;
         times.text += clock.seconds();
-        let (device, host_queue_reason) = Self::device_loop(&models, &scheduler, &contexts).await?;
-        Ok(Self { models, contexts, scheduler, times, device, host_queue_reason })
+        Self::assemble(models, contexts, scheduler, times).await
     }
 
     fn check_config(models: &Models, config: &FifoConfig) -> Result<(), PipelineError> {
@@ -494,10 +517,7 @@ impl Generation {
     /// [`Self::next_frame`] on the device-resident loop: iterations until one emits.
     async fn next_frame_on_device(&mut self) -> Result<Frame, PipelineError> {
         let device = self.device.as_mut().expect("checked by the caller");
-        let config = self.scheduler.config();
-        let batch = self.scheduler.windows().len() * if config.uses_guidance() { 2 } else { 1 };
-        let unet = self.models.unet.built(batch).and_then(Session::gpu);
-        let (Some(unet), Some(decoder)) = (unet, self.models.decoder.gpu()) else {
+        let Some((unet, decoder)) = self.models.loop_sessions(self.scheduler.config()) else {
             unreachable!("the device loop is only made with both sessions on the GPU");
         };
         let (mut calls, before) = (0, self.times.unet);
@@ -509,9 +529,7 @@ impl Generation {
                 Err(e) => break Err(e),
             }
         };
-        for _ in 0..calls {
-            self.models.unet.count_call((self.times.unet - before) / calls as f64);
-        }
+        self.models.unet.count_calls(calls, self.times.unet - before);
         let (id, rgb) = emitted?;
         let clock = Clock::start();
         let frame = self.models.frame_from_planes(id, &rgb);
