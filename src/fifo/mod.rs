@@ -9,6 +9,7 @@ mod layout;
 mod plan;
 mod ring;
 mod scheduler;
+mod split;
 
 pub use checkpoint::{CheckpointError, CHECKPOINT_FORMAT};
 pub use clip::{sample_clip, sample_clip_at};
@@ -18,6 +19,7 @@ pub use denoiser::{DenoiseRequest, Denoiser, DenoiserError};
 pub use layout::{QueueLayout, Window};
 pub use plan::{IterationPlan, SlotUpdate};
 pub use scheduler::{EmittedFrame, FifoScheduler};
+pub use split::{Transfer, WindowSplit};
 
 use crate::schedule::ScheduleError;
 

@@ -68,6 +68,12 @@ fn draw(noise: &mut Vec<f32>, frame_len: usize, key: NoiseKey) -> u32 {
 impl FifoScheduler {
     /// Fills `plan` with the current iteration (allocations are reused).
     pub fn plan_iteration(&self, plan: &mut IterationPlan) {
+        self.plan_windows(0..self.layout.windows().len(), plan);
+    }
+
+    /// [`Self::plan_iteration`] for some windows only (one device's share of a split): rows and
+    /// updates of those windows, the emitted head and the new tail as always.
+    pub fn plan_windows(&self, windows: std::ops::Range<usize>, plan: &mut IterationPlan) {
         let it = self.iteration;
         let (f, frame_len) = (self.layout.window, self.config.frame_len());
         let passes = if self.config.uses_guidance() { 2 } else { 1 };
@@ -76,8 +82,9 @@ impl FifoScheduler {
         plan.timesteps.clear();
         plan.conditioning.clear();
         plan.updates.clear();
+        let windows = &self.layout.windows()[windows];
         for pass in 0..passes {
-            for window in self.layout.windows() {
+            for window in windows {
                 for slot in window.start..window.start + f {
                     plan.rows.push(self.ring.physical(slot) as u32);
                     plan.timesteps.push(self.table.entry(self.layout.label(slot, it)).timestep as f32);
@@ -89,7 +96,7 @@ impl FifoScheduler {
             }
         }
         plan.noise.clear();
-        for (position, window) in self.layout.windows().iter().enumerate() {
+        for (position, window) in windows.iter().enumerate() {
             for offset in window.write_from..f {
                 let slot = window.start + offset;
                 let index = self.layout.label(slot, it);
@@ -133,6 +140,11 @@ impl FifoScheduler {
         self.iteration += 1;
         self.ring.advance();
         id
+    }
+
+    /// Physical ring slot of a logical slot (0 = head) in the current iteration.
+    pub fn physical_slot(&self, slot: usize) -> usize {
+        self.ring.physical(slot)
     }
 
     /// The queue in physical order (the layout [`IterationPlan`] indexes), `L * frame_len` values.
@@ -278,6 +290,67 @@ mod tests {
             planned.load_queue(&queue).unwrap();
             assert_eq!(planned.queue(), host.queue(), "the loaded queue is the host loop's queue");
             assert!(planned.load_queue(&queue[1..]).is_err());
+        }
+    }
+
+    /// Each device's share of the plan executed on its own copy of the queue, with the split's
+    /// transfers between iterations, emits exactly the frames of the scheduler's own loop.
+    #[test]
+    fn split_plans_with_transfers_reproduce_the_host_loop() {
+        use crate::fifo::WindowSplit;
+        for (lookahead, guidance, counts) in [
+            (true, 3.0, vec![1, 3]),
+            (true, 1.0, vec![2, 1, 1]),
+            (false, 7.5, vec![1, 2]),
+            (true, 2.0, vec![3, 0, 1]),
+        ] {
+            let config = FifoConfig {
+                window: 4,
+                partitions: if lookahead { 2 } else { 3 },
+                lookahead,
+                guidance,
+                eta: 1.0,
+                init: InitMode::Noise,
+                seed: 5,
+                frame_shape: vec![2, 3],
+                ..FifoConfig::official(vec![2, 3])
+            };
+            let prompts = PromptSchedule::parse("0: a b\n3..9: c d").unwrap();
+            let mut host = FifoScheduler::from_noise(config.clone(), prompts.clone()).unwrap();
+            let mut planned = FifoScheduler::from_noise(config.clone(), prompts).unwrap();
+            let split = WindowSplit::new(planned.layout(), &counts).unwrap();
+            let transfers = split.transfers(planned.layout());
+            let frame_len = config.frame_len();
+            let mut copies = vec![planned.queue().to_vec(); split.devices()];
+            let g = config.uses_guidance().then_some(guidance as f32);
+            let mut plan = IterationPlan::default();
+            let (mut host_frames, mut planned_frames) = (Vec::new(), Vec::new());
+            for _ in 0..30 {
+                if let Some(frame) = pollster::block_on(host.step(&mut Mixer)).unwrap() {
+                    host_frames.push((frame.id, frame.latent.to_vec()));
+                }
+                let mut emitted = None;
+                for (d, copy) in copies.iter_mut().enumerate() {
+                    if split.windows(d).is_empty() {
+                        continue;
+                    }
+                    planned.plan_windows(split.windows(d), &mut plan);
+                    let frame = execute(&plan, copy, frame_len, planned.table(), g);
+                    if d == split.head_device() {
+                        emitted = frame;
+                    }
+                }
+                let snapshot = copies.clone();
+                for t in &transfers {
+                    let p = planned.physical_slot(t.slot) * frame_len;
+                    copies[t.to][p..p + frame_len].copy_from_slice(&snapshot[t.from][p..p + frame_len]);
+                }
+                if let (Some(id), Some(latent)) = (planned.finish_external_iteration(), emitted) {
+                    planned_frames.push((id, latent));
+                }
+            }
+            assert!(host_frames.len() > 5);
+            assert_eq!(host_frames, planned_frames, "lookahead {lookahead} split {counts:?}");
         }
     }
 }
