@@ -176,12 +176,15 @@ mod tests {
     struct Mixer;
     impl Denoiser for Mixer {
         async fn denoise(&mut self, r: &DenoiseRequest<'_>, out: &mut [f32]) -> Result<(), DenoiserError> {
-            for (row, chunk) in out.chunks_exact_mut(r.frame_len).enumerate() {
-                let x = &r.latents[row * r.frame_len..(row + 1) * r.frame_len];
+            let len = r.frame_len;
+            for (row, chunk) in out.chunks_exact_mut(len).enumerate() {
+                let x = &r.latents[row * len..(row + 1) * len];
+                // The window's first frame mixes in, so that its context frames matter too.
+                let first = row / r.frames * r.frames * len;
                 let c = r.conditioning[row];
                 let bias = r.timesteps[row] * 1e-3 + c.from as f32 * 0.1 + c.to as f32 * 0.01 + c.mix;
                 for (i, (o, &v)) in chunk.iter_mut().zip(x).enumerate() {
-                    *o = 0.5 * v + bias + (i % 3) as f32 * 0.05;
+                    *o = 0.5 * v + 0.2 * r.latents[first + i] + bias + (i % 3) as f32 * 0.05;
                 }
             }
             Ok(())
@@ -193,6 +196,7 @@ mod tests {
         plan: &IterationPlan,
         queue: &mut [f32],
         frame_len: usize,
+        f: usize,
         table: &crate::schedule::StepTable,
         guidance: Option<f32>,
     ) -> Option<Vec<f32>> {
@@ -202,9 +206,8 @@ mod tests {
         for &s in &plan.rows {
             latents.extend_from_slice(&queue[s as usize * frame_len..(s as usize + 1) * frame_len]);
         }
-        let f = 1;
         let request = DenoiseRequest {
-            windows: rows,
+            windows: rows / f,
             frames: f,
             frame_len,
             latents: &latents,
@@ -278,7 +281,7 @@ mod tests {
                     host_frames.push((frame.id, frame.latent.to_vec()));
                 }
                 planned.plan_iteration(&mut plan);
-                let emitted = execute(&plan, &mut queue, frame_len, planned.table(), g);
+                let emitted = execute(&plan, &mut queue, frame_len, config.window, planned.table(), g);
                 let id = planned.finish_external_iteration();
                 assert_eq!(id, plan.emit.map(|(id, _)| id));
                 if let (Some(id), Some(latent)) = (id, emitted) {
@@ -335,7 +338,7 @@ mod tests {
                         continue;
                     }
                     planned.plan_windows(split.windows(d), &mut plan);
-                    let frame = execute(&plan, copy, frame_len, planned.table(), g);
+                    let frame = execute(&plan, copy, frame_len, config.window, planned.table(), g);
                     if d == split.head_device() {
                         emitted = frame;
                     }
