@@ -52,6 +52,11 @@ impl UnetDenoiser {
         &self.options
     }
 
+    /// The device its sessions are built on (GPU backend).
+    pub fn gpu(&self) -> Option<&Arc<GpuContext>> {
+        self.gpu.as_ref()
+    }
+
     /// Model calls so far.
     pub fn calls(&self) -> u64 {
         self.calls

@@ -1,4 +1,4 @@
-//! The FIFO loop with the queue resident on the GPU: one submission per iteration.
+//! The FIFO loop with the queue resident on the GPU(s): one submission per device and iteration.
 //!
 //! Each iteration the host draws the plan ([`IterationPlan`]: rows, timesteps, prompt blends,
 //! written slots, noise) and uploads only those small tables and the noise; one command buffer
@@ -6,47 +6,37 @@
 //! guidance and the DDIM step in place, moves the emitted head into the decoder, runs it and
 //! refills the tail. Only the decoded frame is read back. The scheduler's own copy of the queue
 //! goes stale and is read back for checkpoints ([`DeviceLoop::sync`]).
+//!
+//! With several devices each takes a contiguous range of windows ([`WindowSplit`]) and runs its
+//! share of the plan on its own copy of the queue; between iterations only the frames of the
+//! split's transfers move (through the host), a few per device boundary whatever the queue
+//! length. The first iterations run the devices one after another and time them; the split is
+//! then balanced by measured window time ([`DeviceLoop::balanced_split`]).
 
 use super::stats::Clock;
 use super::{PipelineError, StageTimes};
-use crate::fifo::{FifoScheduler, IterationPlan};
+use crate::fifo::{FifoScheduler, IterationPlan, Transfer, WindowSplit};
 use crate::gpu::ops::copy::gather;
 use crate::gpu::ops::fifo::{blend_contexts, ddim_step, move_frame, NO_NOISE};
 use crate::gpu::{DType, GpuContext, GpuError, GpuTensor, Program, ProgramBuilder};
 use crate::gpu_backend::{DeviceValue, GpuSession};
 use crate::model::{ModelPackage, PromptContexts};
+use std::ops::Range;
 use std::sync::Arc;
 
-/// The graphs' device inputs and outputs the loop writes and reads.
-struct Io<'a> {
-    latents: &'a GpuTensor,
-    context: &'a GpuTensor,
-    output: &'a GpuTensor,
-    timesteps: DeviceValue,
-    decoder_in: &'a GpuTensor,
-    decoded: GpuTensor,
+/// The sessions one device runs: the UNet for its share of the windows, and the decoder on the
+/// device that holds the head.
+#[derive(Clone, Copy)]
+pub(crate) struct DeviceSessions<'a> {
+    pub unet: &'a GpuSession,
+    pub decoder: Option<&'a GpuSession>,
 }
 
-pub(crate) struct DeviceLoop {
-    ctx: Arc<GpuContext>,
-    /// The queue, `L` frames in the scheduler's physical order.
-    queue: GpuTensor,
-    rows: GpuTensor,
-    blends: GpuTensor,
-    updates: GpuTensor,
-    noise: GpuTensor,
-    moves: GpuTensor,
-    timesteps: DeviceValue,
-    before_unet: Program,
-    after_unet: Program,
-    emit: Program,
-    refill: Program,
-    decoded: GpuTensor,
-    staging: wgpu::Buffer,
-    plan: IterationPlan,
-    words: Vec<u32>,
-    /// Whether the scheduler's host copy of the queue is current.
-    synced: bool,
+/// Iterations at the start that run the devices one after another; the last two are timed.
+const TIMED_ITERATIONS: usize = 3;
+
+fn gpu_err(e: GpuError) -> PipelineError {
+    PipelineError::Device(Box::new(e.into()))
 }
 
 fn named<'a>(values: &'a [DeviceValue], name: &str, graph: &str) -> Result<&'a DeviceValue, String> {
@@ -70,61 +60,110 @@ fn f32_value<'a>(
     Ok(&v.tensor)
 }
 
-/// Finds the values the loop feeds, or says why this package's graphs do not fit it.
-fn io<'a>(
-    package: &ModelPackage,
-    unet: &'a GpuSession,
-    decoder: &'a GpuSession,
-    rows: usize,
-    frame_len: usize,
-    context_len: usize,
-) -> Result<Io<'a>, String> {
-    let g = &package.graphs.unet;
-    let timesteps = named(unet.inputs(), &g.timesteps, "UNet")?.clone();
-    if timesteps.tensor.len() != rows || !matches!(timesteps.tensor.dtype(), DType::F32 | DType::I32) {
-        return Err("the UNet's timesteps are neither f32 nor integers, one per row".into());
-    }
-    let d = &package.graphs.decoder;
-    let plane = package.image.height * package.image.width;
-    Ok(Io {
-        latents: f32_value(unet.inputs(), &g.latents, "UNet", rows * frame_len)?,
-        context: f32_value(unet.inputs(), &g.context, "UNet", rows * context_len)?,
-        output: f32_value(unet.outputs(), &g.output, "UNet", rows * frame_len)?,
-        timesteps,
-        decoder_in: f32_value(decoder.inputs(), &d.input, "decoder", frame_len)?,
-        decoded: f32_value(decoder.outputs(), &d.output, "decoder", 3 * plane)?.clone(),
+fn map_read_buffer(ctx: &GpuContext, label: &str, size: u64) -> wgpu::Buffer {
+    ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
     })
 }
 
-impl DeviceLoop {
-    /// Builds the loop's buffers and programs around the UNet session for the scheduler's
-    /// whole-iteration batch and the decoder session, and uploads the queue and the contexts.
-    /// `Ok(Err(why))` when the graphs' inputs and outputs do not fit the loop (the scheduler's
-    /// host loop then runs them).
-    pub(crate) async fn new(
+/// The head device's extra work: move the emitted frame into the decoder, decode, read back.
+struct Emit {
+    program: Program,
+    decoded: GpuTensor,
+    /// The frame's bytes only: the decoder's output may sit in a larger pooled buffer.
+    staging: wgpu::Buffer,
+}
+
+/// The frames a device sends to others after each iteration.
+struct Outbox {
+    /// Logical slots, in the order they are copied into `staging`.
+    slots: Vec<usize>,
+    staging: wgpu::Buffer,
+}
+
+/// One device's part of the loop: its copy of the queue (only the slots its windows read are
+/// current), tables and programs.
+struct Share {
+    ctx: Arc<GpuContext>,
+    windows: Range<usize>,
+    /// The queue, `L` frames in the scheduler's physical order.
+    queue: GpuTensor,
+    rows: GpuTensor,
+    blends: GpuTensor,
+    updates: GpuTensor,
+    noise: GpuTensor,
+    moves: GpuTensor,
+    timesteps: DeviceValue,
+    before_unet: Program,
+    after_unet: Program,
+    emit: Option<Emit>,
+    refill: Option<Program>,
+    outbox: Option<Outbox>,
+    words: Vec<u32>,
+}
+
+/// What a device's iteration brought back: the decoded frame (head device, emitting iterations)
+/// and the bytes of its outbox.
+#[derive(Default)]
+struct Collected {
+    frame: Option<Vec<f32>>,
+    outbox: Vec<u8>,
+}
+
+impl Share {
+    #[allow(clippy::too_many_arguments)]
+    async fn new(
         package: &ModelPackage,
-        unet: &GpuSession,
-        decoder: &GpuSession,
+        sessions: DeviceSessions<'_>,
         scheduler: &FifoScheduler,
         contexts: &PromptContexts,
+        windows: Range<usize>,
+        refills: bool,
+        sends: Vec<usize>,
     ) -> Result<Result<Self, String>, PipelineError> {
-        let ctx = unet.context().clone();
-        let gpu = |e: GpuError| PipelineError::Device(Box::new(e.into()));
+        let ctx = sessions.unet.context().clone();
         let config = scheduler.config();
         let frame_len = config.frame_len();
         let mut plan = IterationPlan::default();
-        scheduler.plan_iteration(&mut plan);
+        scheduler.plan_windows(windows.clone(), &mut plan);
         let (rows, updates) = (plan.rows.len(), plan.updates.len());
         let slots = scheduler.layout().len();
-        let Io { latents, context, output, timesteps, decoder_in, decoded } =
-            match io(package, unet, decoder, rows, frame_len, contexts.len()) {
-                Ok(io) => io,
-                Err(why) => return Ok(Err(why)),
+        let g = &package.graphs.unet;
+        let unet = sessions.unet;
+        let io = (|| {
+            let timesteps = named(unet.inputs(), &g.timesteps, "UNet")?.clone();
+            if timesteps.tensor.len() != rows || !matches!(timesteps.tensor.dtype(), DType::F32 | DType::I32)
+            {
+                return Err("the UNet's timesteps are neither f32 nor integers, one per row".to_string());
+            }
+            let latents = f32_value(unet.inputs(), &g.latents, "UNet", rows * frame_len)?;
+            let context = f32_value(unet.inputs(), &g.context, "UNet", rows * contexts.len())?;
+            let output = f32_value(unet.outputs(), &g.output, "UNet", rows * frame_len)?;
+            let decoder = match sessions.decoder {
+                Some(decoder) => {
+                    let d = &package.graphs.decoder;
+                    let plane = package.image.height * package.image.width;
+                    Some((
+                        f32_value(decoder.inputs(), &d.input, "decoder", frame_len)?,
+                        f32_value(decoder.outputs(), &d.output, "decoder", 3 * plane)?.clone(),
+                    ))
+                }
+                None => None,
             };
+            Ok((timesteps, latents, context, output, decoder))
+        })();
+        let (timesteps, latents, context, output, decoder) = match io {
+            Ok(io) => io,
+            Err(why) => return Ok(Err(why)),
+        };
 
-        let new = |name: &str, dtype: DType, len: usize| GpuTensor::new(&ctx, name, dtype, len).map_err(gpu);
-        let queue = GpuTensor::from_f32(&ctx, "fifo queue", scheduler.queue()).map_err(gpu)?;
-        let prompts = GpuTensor::from_f32(&ctx, "prompt contexts", contexts.data()).map_err(gpu)?;
+        let new =
+            |name: &str, dtype: DType, len: usize| GpuTensor::new(&ctx, name, dtype, len).map_err(gpu_err);
+        let queue = GpuTensor::from_f32(&ctx, "fifo queue", scheduler.queue()).map_err(gpu_err)?;
+        let prompts = GpuTensor::from_f32(&ctx, "prompt contexts", contexts.data()).map_err(gpu_err)?;
         let row_slots = new("fifo rows", DType::I32, rows)?;
         let blends = new("fifo blends", DType::I32, 4 * rows)?;
         let update_table = new("fifo updates", DType::I32, 4 * updates)?;
@@ -135,33 +174,43 @@ impl DeviceLoop {
         for e in table.entries() {
             coefficients.extend([e.c_x as f32, e.c_model as f32, e.c_noise as f32, 0.0]);
         }
-        let coefficients = GpuTensor::from_f32(&ctx, "ddim coefficients", &coefficients).map_err(gpu)?;
+        let coefficients = GpuTensor::from_f32(&ctx, "ddim coefficients", &coefficients).map_err(gpu_err)?;
 
         let mut b = ProgramBuilder::new(&ctx);
-        gather(&mut b, &queue, &[slots, frame_len], 0, &row_slots, latents).map_err(gpu)?;
-        blend_contexts(&mut b, &prompts, &blends, rows, contexts.len(), context).map_err(gpu)?;
-        let before_unet = b.build().await.map_err(gpu)?;
+        gather(&mut b, &queue, &[slots, frame_len], 0, &row_slots, latents).map_err(gpu_err)?;
+        blend_contexts(&mut b, &prompts, &blends, rows, contexts.len(), context).map_err(gpu_err)?;
+        let before_unet = b.build().await.map_err(gpu_err)?;
         let mut b = ProgramBuilder::new(&ctx);
         let guidance = config.uses_guidance().then_some((config.guidance as f32, rows / 2));
         ddim_step(&mut b, output, &noise, &update_table, &coefficients, &queue, updates, frame_len, guidance)
-            .map_err(gpu)?;
-        let after_unet = b.build().await.map_err(gpu)?;
-        let mut b = ProgramBuilder::new(&ctx);
-        move_frame(&mut b, &queue, &moves, 0, frame_len, package.latent.scale_factor, decoder_in)
-            .map_err(gpu)?;
-        let emit = b.build().await.map_err(gpu)?;
-        let mut b = ProgramBuilder::new(&ctx);
-        move_frame(&mut b, &noise, &moves, 1, frame_len, 1.0, &queue).map_err(gpu)?;
-        let refill = b.build().await.map_err(gpu)?;
-        let staging = ctx.device().create_buffer(&wgpu::BufferDescriptor {
-            label: Some("decoded frame"),
-            // The frame's bytes only: the decoder's output may sit in a larger pooled buffer.
-            size: decoded.dtype().storage_bytes(decoded.len()),
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
+            .map_err(gpu_err)?;
+        let after_unet = b.build().await.map_err(gpu_err)?;
+        let emit = match decoder {
+            Some((decoder_in, decoded)) => {
+                let mut b = ProgramBuilder::new(&ctx);
+                let scale = package.latent.scale_factor;
+                move_frame(&mut b, &queue, &moves, 0, frame_len, scale, decoder_in).map_err(gpu_err)?;
+                let program = b.build().await.map_err(gpu_err)?;
+                let size = decoded.dtype().storage_bytes(decoded.len());
+                let staging = map_read_buffer(&ctx, "decoded frame", size);
+                Some(Emit { program, decoded, staging })
+            }
+            None => None,
+        };
+        let refill = if refills {
+            let mut b = ProgramBuilder::new(&ctx);
+            move_frame(&mut b, &noise, &moves, 1, frame_len, 1.0, &queue).map_err(gpu_err)?;
+            Some(b.build().await.map_err(gpu_err)?)
+        } else {
+            None
+        };
+        let outbox = (!sends.is_empty()).then(|| {
+            let size = DType::F32.storage_bytes(sends.len() * frame_len);
+            Outbox { staging: map_read_buffer(&ctx, "fifo outbox", size), slots: sends }
         });
         Ok(Ok(Self {
             ctx,
+            windows,
             queue,
             rows: row_slots,
             blends,
@@ -173,17 +222,14 @@ impl DeviceLoop {
             after_unet,
             emit,
             refill,
-            decoded,
-            staging,
-            plan,
+            outbox,
             words: Vec::new(),
-            synced: true,
         }))
     }
 
     /// Writes this iteration's tables and noise (they land before the next submission).
-    fn upload_plan(&mut self) {
-        let Self { ctx, plan, words, rows, blends, updates, noise, moves, timesteps, .. } = self;
+    fn upload(&mut self, plan: &IterationPlan) {
+        let Self { ctx, words, rows, blends, updates, noise, moves, timesteps, .. } = self;
         let mut put = |tensor: &GpuTensor, fill: &dyn Fn(&mut Vec<u32>)| {
             words.clear();
             fill(words);
@@ -202,46 +248,174 @@ impl DeviceLoop {
         ctx.write_buffer(noise.buffer(), 0, bytemuck::cast_slice(&plan.noise));
     }
 
-    /// One iteration in one submission; returns the emitted frame's id and decoded values
-    /// (`3 * height * width`, planar, in the decoder's range) once the queue emits.
-    pub(crate) async fn iterate(
+    /// Encodes and submits this device's iteration in one command buffer.
+    async fn submit(
         &mut self,
-        unet: &GpuSession,
-        decoder: &GpuSession,
-        scheduler: &mut FifoScheduler,
-        times: &mut StageTimes,
-    ) -> Result<Option<(u64, Vec<f32>)>, PipelineError> {
-        let gpu = |e: GpuError| PipelineError::Device(Box::new(e.into()));
-        let clock = Clock::start();
-        scheduler.plan_iteration(&mut self.plan);
-        self.upload_plan();
-        let emit = self.plan.emit;
-        times.scheduler += clock.seconds();
-        let clock = Clock::start();
-        self.ctx.check_fault().map_err(gpu)?;
+        sessions: DeviceSessions<'_>,
+        plan: &IterationPlan,
+        scheduler: &FifoScheduler,
+        frame_len: usize,
+    ) -> Result<(), GpuError> {
+        self.upload(plan);
+        self.ctx.check_fault()?;
         let ctx = self.ctx.clone();
+        let emits = plan.emit.is_some();
         ctx.scoped("running a FIFO iteration", || {
             let mut encoder = ctx
                 .device()
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("fifo iteration") });
             self.before_unet.encode(&mut encoder);
-            unet.encode(&mut encoder);
+            sessions.unet.encode(&mut encoder);
             self.after_unet.encode(&mut encoder);
-            if emit.is_some() {
-                self.emit.encode(&mut encoder);
+            if let (Some(emit), Some(decoder), true) = (&self.emit, sessions.decoder, emits) {
+                emit.program.encode(&mut encoder);
                 decoder.encode(&mut encoder);
-                let size = self.staging.size();
-                encoder.copy_buffer_to_buffer(self.decoded.buffer(), 0, &self.staging, 0, size);
+                let size = emit.staging.size();
+                encoder.copy_buffer_to_buffer(emit.decoded.buffer(), 0, &emit.staging, 0, size);
             }
-            self.refill.encode(&mut encoder);
+            // The outbox is copied after the step and before the refill: the frames as this
+            // iteration left them.
+            if let Some(outbox) = &self.outbox {
+                let bytes = DType::F32.storage_bytes(frame_len);
+                for (n, &slot) in outbox.slots.iter().enumerate() {
+                    let at = scheduler.physical_slot(slot) as u64 * bytes;
+                    encoder.copy_buffer_to_buffer(
+                        self.queue.buffer(),
+                        at,
+                        &outbox.staging,
+                        n as u64 * bytes,
+                        bytes,
+                    );
+                }
+            }
+            if let Some(refill) = &self.refill {
+                refill.encode(&mut encoder);
+            }
             ctx.submit(encoder.finish());
         })
         .await
-        .map_err(gpu)?;
+    }
+
+    /// Waits for the submitted iteration and reads back its frame and outbox.
+    async fn collect(&self, emits: bool) -> Result<Collected, GpuError> {
+        let mut collected = Collected::default();
+        if let (Some(emit), true) = (&self.emit, emits) {
+            let bytes = self.ctx.read_staging(&emit.staging, "decoded frame").await?;
+            collected.frame = Some(bytemuck::cast_slice::<u8, f32>(&bytes)[..emit.decoded.len()].to_vec());
+        }
+        if let Some(outbox) = &self.outbox {
+            collected.outbox = self.ctx.read_staging(&outbox.staging, "fifo outbox").await?;
+        }
+        Ok(collected)
+    }
+}
+
+pub(crate) struct DeviceLoop {
+    shares: Vec<Share>,
+    split: WindowSplit,
+    transfers: Vec<Transfer>,
+    frame_len: usize,
+    plan: IterationPlan,
+    /// Whether the scheduler's host copy of the queue is current.
+    synced: bool,
+    /// Iterations still to run one device after another (with several devices, when balancing).
+    sequential_left: usize,
+    /// Per device, the seconds per window of each timed iteration.
+    window_seconds: Vec<Vec<f64>>,
+}
+
+impl DeviceLoop {
+    /// Builds each device's share of the loop around its sessions (`sessions[d]` runs the UNet
+    /// for `split.windows(d)`; the first device also decodes) and uploads the queue and contexts.
+    /// With `balance`, the first iterations are timed for [`Self::balanced_split`].
+    /// `Ok(Err(why))` when the graphs' inputs and outputs do not fit the loop (the scheduler's
+    /// host loop then runs them).
+    pub(crate) async fn new(
+        package: &ModelPackage,
+        sessions: &[DeviceSessions<'_>],
+        scheduler: &FifoScheduler,
+        contexts: &PromptContexts,
+        split: WindowSplit,
+        balance: bool,
+    ) -> Result<Result<Self, String>, PipelineError> {
+        let layout = scheduler.layout();
+        let transfers = split.transfers(layout);
+        let mut shares = Vec::with_capacity(split.devices());
+        for (d, &device) in sessions.iter().enumerate().take(split.devices()) {
+            let sends = transfers.iter().filter(|t| t.from == d).map(|t| t.slot).collect();
+            let refills = d == split.tail_device();
+            let device =
+                DeviceSessions { decoder: device.decoder.filter(|_| d == split.head_device()), ..device };
+            match Share::new(package, device, scheduler, contexts, split.windows(d), refills, sends).await? {
+                Ok(share) => shares.push(share),
+                Err(why) => return Ok(Err(why)),
+            }
+        }
+        if shares.first().is_none_or(|s| s.emit.is_none()) {
+            return Ok(Err("the decoder was not built on the head device".into()));
+        }
+        Ok(Ok(Self {
+            window_seconds: vec![Vec::new(); shares.len()],
+            sequential_left: if shares.len() > 1 && balance { TIMED_ITERATIONS } else { 0 },
+            shares,
+            split,
+            transfers,
+            frame_len: scheduler.config().frame_len(),
+            plan: IterationPlan::default(),
+            synced: true,
+        }))
+    }
+
+    pub(crate) fn split(&self) -> &WindowSplit {
+        &self.split
+    }
+
+    /// Frames moved between devices per iteration.
+    pub(crate) fn transfers_per_iteration(&self) -> usize {
+        self.transfers.len()
+    }
+
+    /// One iteration, one submission per device; returns the emitted frame's id and decoded
+    /// values (`3 * height * width`, planar, in the decoder's range) once the queue emits.
+    pub(crate) async fn iterate(
+        &mut self,
+        sessions: &[DeviceSessions<'_>],
+        scheduler: &mut FifoScheduler,
+        times: &mut StageTimes,
+    ) -> Result<Option<(u64, Vec<f32>)>, PipelineError> {
+        let clock = Clock::start();
+        let sequential = self.sequential_left > 0;
+        let timed = sequential && self.sequential_left < TIMED_ITERATIONS;
+        let mut emit = None;
+        let mut collected = Vec::with_capacity(self.shares.len());
+        let mut scheduler_seconds = 0.0;
+        for (share, &device) in self.shares.iter_mut().zip(sessions) {
+            let planning = Clock::start();
+            scheduler.plan_windows(share.windows.clone(), &mut self.plan);
+            emit = self.plan.emit;
+            scheduler_seconds += planning.seconds();
+            let device_clock = Clock::start();
+            share.submit(device, &self.plan, scheduler, self.frame_len).await.map_err(gpu_err)?;
+            if sequential {
+                collected.push(share.collect(emit.is_some()).await.map_err(gpu_err)?);
+                // A device that reads nothing back this iteration has not been waited for yet.
+                share.ctx.wait_idle().await.map_err(gpu_err)?;
+                if timed {
+                    let per_window = device_clock.seconds() / share.windows.len().max(1) as f64;
+                    self.window_seconds[collected.len() - 1].push(per_window);
+                }
+            }
+        }
+        if !sequential {
+            for share in &self.shares {
+                collected.push(share.collect(emit.is_some()).await.map_err(gpu_err)?);
+            }
+        }
+        self.sequential_left = self.sequential_left.saturating_sub(1);
+        self.exchange(scheduler, &collected);
         self.synced = false;
-        let frame = match emit {
-            Some((id, _)) => {
-                let values = self.read_frame().await.map_err(gpu)?;
+        let frame = match (emit, collected.into_iter().next().and_then(|c| c.frame)) {
+            (Some((id, _)), Some(values)) => {
                 if values.iter().any(|v| !v.is_finite()) {
                     return Err(PipelineError::Output {
                         graph: "UNet",
@@ -250,30 +424,60 @@ impl DeviceLoop {
                 }
                 Some((id, values))
             }
-            None => None,
+            _ => None,
         };
-        times.unet += clock.seconds();
+        times.scheduler += scheduler_seconds;
+        times.unet += clock.seconds() - scheduler_seconds;
         let id = scheduler.finish_external_iteration();
         debug_assert_eq!(id, emit.map(|(id, _)| id));
         Ok(frame)
     }
 
-    async fn read_frame(&self) -> Result<Vec<f32>, GpuError> {
-        let bytes = self.ctx.read_staging(&self.staging, "decoded frame").await?;
-        Ok(bytemuck::cast_slice::<u8, f32>(&bytes)[..self.decoded.len()].to_vec())
+    /// Writes each transferred frame into its receiver's queue (lands before its next submission).
+    fn exchange(&self, scheduler: &FifoScheduler, collected: &[Collected]) {
+        let bytes = DType::F32.storage_bytes(self.frame_len) as usize;
+        let mut sent = vec![0usize; self.shares.len()];
+        for t in &self.transfers {
+            let n = sent[t.from];
+            sent[t.from] += 1;
+            let frame = &collected[t.from].outbox[n * bytes..(n + 1) * bytes];
+            let at = (scheduler.physical_slot(t.slot) * bytes) as u64;
+            self.shares[t.to].ctx.write_buffer(self.shares[t.to].queue.buffer(), at, frame);
+        }
     }
 
-    /// Reads the device queue back into the scheduler (for a checkpoint).
-    pub(crate) async fn sync(&mut self, scheduler: &mut FifoScheduler) -> Result<(), PipelineError> {
-        if !self.synced {
-            let data = self
-                .ctx
-                .read_f32(&self.queue)
-                .await
-                .map_err(|e| PipelineError::Device(Box::new(e.into())))?;
-            scheduler.load_queue(&data[..scheduler.queue().len()])?;
-            self.synced = true;
+    /// After the timed iterations, the split balanced by the measured seconds per window of each
+    /// device, if it differs from the current one (once; `None` afterwards).
+    pub(crate) fn balanced_split(&mut self, scheduler: &FifoScheduler) -> Option<WindowSplit> {
+        if self.sequential_left > 0 || self.window_seconds.iter().all(Vec::is_empty) {
+            return None;
         }
+        let per_window: Vec<f64> =
+            self.window_seconds.iter().map(|s| s.iter().copied().fold(f64::INFINITY, f64::min)).collect();
+        self.window_seconds.iter_mut().for_each(Vec::clear);
+        let fixed = vec![0.0; per_window.len()];
+        let split = WindowSplit::balanced(scheduler.layout(), &per_window, &fixed);
+        (split != self.split).then_some(split)
+    }
+
+    /// Reads the device queues back into the scheduler (for a checkpoint or a new split): each
+    /// slot from the device that holds it.
+    pub(crate) async fn sync(&mut self, scheduler: &mut FifoScheduler) -> Result<(), PipelineError> {
+        if self.synced {
+            return Ok(());
+        }
+        let layout = scheduler.layout().clone();
+        let len = self.frame_len;
+        let mut queue = scheduler.queue().to_vec();
+        for (d, share) in self.shares.iter().enumerate() {
+            let data = share.ctx.read_f32(&share.queue).await.map_err(gpu_err)?;
+            for slot in (0..layout.len()).filter(|&s| self.split.holder(&layout, s) == d) {
+                let p = scheduler.physical_slot(slot) * len;
+                queue[p..p + len].copy_from_slice(&data[p..p + len]);
+            }
+        }
+        scheduler.load_queue(&queue)?;
+        self.synced = true;
         Ok(())
     }
 }

@@ -12,9 +12,8 @@ mod stats;
 pub use denoiser::UnetDenoiser;
 pub use stats::{Clock, StageTimes};
 
-use crate::fifo::{FifoConfig, FifoError, FifoScheduler, PromptSchedule};
+use crate::fifo::{FifoConfig, FifoError, FifoScheduler, PromptSchedule, WindowSplit};
 use crate::gpu::GpuContext;
-use crate::gpu_backend::GpuSession;
 use crate::model::{
     GraphSource, ModelError, ModelPackage, PromptContexts, TokenizeError, Tokenizer, Weights,
 };
@@ -43,6 +42,8 @@ pub enum PipelineError {
     Fifo(#[from] FifoError),
     #[error(transparent)]
     Checkpoint(#[from] crate::fifo::CheckpointError),
+    #[error("{0}")]
+    Devices(String),
 }
 
 /// A decoded frame, `height * width * 3` RGB bytes, row-major.
@@ -63,6 +64,12 @@ pub struct RunOptions {
     /// For the GPU backend: an open device to build every graph on; `None` opens the default
     /// adapter.
     pub gpu: Option<Arc<GpuContext>>,
+    /// Further devices that share each iteration's windows with `gpu` (native `--devices`); the
+    /// text encoder and decoder stay on `gpu`.
+    pub extra_gpus: Vec<Arc<GpuContext>>,
+    /// Windows per iteration on each device (`gpu` first); `None` starts even and then balances
+    /// by measured window time.
+    pub window_split: Option<Vec<usize>>,
     /// On the GPU backend, keep the FIFO queue on the host and run the scheduler's own loop (one
     /// upload and read-back per model call) instead of the device-resident loop; for comparisons.
     pub host_queue: bool,
@@ -131,6 +138,34 @@ fn iteration_batch(config: &FifoConfig) -> usize {
     crate::fifo::QueueLayout::new(config).windows().len() * guidance_passes(config)
 }
 
+/// The split a run over `devices` devices starts with: the one asked for, else windows shared
+/// evenly (a device beyond the window count gets none and is left out).
+fn initial_split(
+    config: &FifoConfig,
+    devices: usize,
+    asked: Option<&[usize]>,
+) -> Result<WindowSplit, PipelineError> {
+    let layout = crate::fifo::QueueLayout::new(config);
+    match asked {
+        None => Ok(WindowSplit::even(&layout, devices)),
+        Some(counts) if counts.len() == devices && counts.iter().all(|&c| c > 0) => {
+            WindowSplit::new(&layout, counts).map_err(|_| {
+                PipelineError::Devices(format!(
+                    "a split of {counts:?} windows does not add up to the {} windows of an iteration \
+                     (f = {}, n = {}, lookahead {})",
+                    layout.windows().len(),
+                    config.window,
+                    config.partitions,
+                    if config.lookahead { "on" } else { "off" }
+                ))
+            })
+        }
+        Some(counts) => Err(PipelineError::Devices(format!(
+            "a split of {counts:?} windows needs one count of at least 1 per device ({devices} devices)"
+        ))),
+    }
+}
+
 /// The graphs of a package, built for this run's batch sizes (UNet batches on first use).
 pub struct Models {
     package: ModelPackage,
@@ -140,6 +175,9 @@ pub struct Models {
     text: Session,
     decoder: Session,
     unet: UnetDenoiser,
+    /// The UNet on each further device of `RunOptions::extra_gpus`.
+    extra: Vec<UnetDenoiser>,
+    window_split: Option<Vec<usize>>,
     host_queue: bool,
     /// The image encoder, built on first use (`--init-image`, `--init-video`).
     encoder: Option<Session>,
@@ -181,8 +219,25 @@ impl Models {
         let shapes = HashMap::from([(d.input.clone(), vec![1, l.channels, l.height, l.width])]);
         let source = package.graph(&d.file);
         let decoder = build_session("decoder", &gpu, &source, &shapes, &session_options).await?;
+        let extra = match options.backend {
+            Backend::Gpu => options
+                .extra_gpus
+                .iter()
+                .map(|ctx| {
+                    UnetDenoiser::new(
+                        &package,
+                        unet_graph.clone(),
+                        session_options.clone(),
+                        Some(ctx.clone()),
+                    )
+                })
+                .collect(),
+            Backend::Cpu => Vec::new(),
+        };
         let unet = UnetDenoiser::new(&package, unet_graph, session_options.clone(), gpu.clone());
         Ok(Self {
+            extra,
+            window_split: options.window_split,
             tokenizer,
             package,
             gpu,
@@ -208,6 +263,39 @@ impl Models {
         self.gpu.as_ref()
     }
 
+    /// Every device of the run, the head device (text encoder, decoder) first.
+    pub fn devices(&self) -> Vec<&Arc<GpuContext>> {
+        self.gpu.iter().chain(self.extra.iter().filter_map(|u| u.gpu())).collect()
+    }
+
+    /// The UNet on device `d` of [`Self::devices`].
+    fn unet_on(&mut self, d: usize) -> &mut UnetDenoiser {
+        match d {
+            0 => &mut self.unet,
+            d => &mut self.extra[d - 1],
+        }
+    }
+
+    fn unet_ref(&self, d: usize) -> &UnetDenoiser {
+        match d {
+            0 => &self.unet,
+            d => &self.extra[d - 1],
+        }
+    }
+
+    /// Builds the UNet of each device in `devices` for its `counts` windows of `config`'s loop.
+    async fn prepare_split(
+        &mut self,
+        config: &FifoConfig,
+        devices: &[usize],
+        counts: &[usize],
+    ) -> Result<(), PipelineError> {
+        for (&d, &count) in devices.iter().zip(counts) {
+            self.unet_on(d).prepare(count * guidance_passes(config), config.window).await?;
+        }
+        Ok(())
+    }
+
     /// Whether this error only says that the chosen backend is not available.
     pub fn backend_unavailable(error: &PipelineError) -> bool {
         matches!(error, PipelineError::Session { source, .. } if matches!(**source, SessionError::Backend(_)))
@@ -223,13 +311,32 @@ impl Models {
         if config.init == crate::fifo::InitMode::Clip {
             self.unet.prepare(guidance_passes(config), config.window).await?;
         }
-        self.unet.prepare(iteration_batch(config), config.window).await
+        if self.extra.is_empty() || self.host_queue {
+            return self.unet.prepare(iteration_batch(config), config.window).await;
+        }
+        let split = initial_split(config, 1 + self.extra.len(), self.window_split.as_deref())?;
+        let devices: Vec<usize> = (0..split.devices()).collect();
+        self.prepare_split(config, &devices, &split.counts()).await
     }
 
-    /// The GPU sessions of the device-resident loop: the UNet for a whole iteration of `config`
-    /// (built by [`Self::prepare`]) and the decoder.
-    fn loop_sessions(&self, config: &FifoConfig) -> Option<(&GpuSession, &GpuSession)> {
-        Some((self.unet.built(iteration_batch(config))?.gpu()?, self.decoder.gpu()?))
+    /// The GPU sessions of the device-resident loop on `devices` with `counts` windows each (built
+    /// by [`Self::prepare`] or [`Self::prepare_split`]); the decoder on the first.
+    fn loop_sessions(
+        &self,
+        config: &FifoConfig,
+        devices: &[usize],
+        counts: &[usize],
+    ) -> Option<Vec<device_loop::DeviceSessions<'_>>> {
+        let decoder = self.decoder.gpu()?;
+        devices
+            .iter()
+            .zip(counts)
+            .enumerate()
+            .map(|(n, (&d, &count))| {
+                let unet = self.unet_ref(d).built(count * guidance_passes(config))?.gpu()?;
+                Some(device_loop::DeviceSessions { unet, decoder: (n == 0).then_some(decoder) })
+            })
+            .collect()
     }
 
     /// Checks every prompt of a schedule against the vocabulary without running anything.
@@ -343,6 +450,8 @@ pub struct Generation {
     /// The device-resident loop (GPU backend, unless the host queue was asked for or the
     /// graphs' inputs are not plain f32 tensors).
     device: Option<device_loop::DeviceLoop>,
+    /// The devices (of [`Models::devices`]) that run the device loop, head first.
+    active: Vec<usize>,
     /// Why the queue stays on the host on the GPU backend.
     host_queue_reason: Option<String>,
 }
@@ -396,33 +505,80 @@ impl Generation {
         scheduler: FifoScheduler,
         times: StageTimes,
     ) -> Result<Self, PipelineError> {
-        let (device, host_queue_reason) = Self::device_loop(&models, &scheduler, &contexts).await?;
-        Ok(Self { models, contexts, scheduler, times, device, host_queue_reason })
+        let split =
+            initial_split(scheduler.config(), models.devices().len(), models.window_split.as_deref())?;
+        let balance = models.window_split.is_none();
+        let active: Vec<usize> = (0..split.devices()).collect();
+        let mut run =
+            Self { models, contexts, scheduler, times, device: None, active, host_queue_reason: None };
+        if run.models.gpu.is_none() {
+            return Ok(run);
+        }
+        if run.models.host_queue {
+            run.host_queue_reason = Some("asked for".into());
+        } else {
+            match run.device_loop(split, balance).await? {
+                Ok(device) => run.device = Some(device),
+                Err(why) => run.host_queue_reason = Some(why),
+            }
+        }
+        if run.device.is_none() && run.models.devices().len() > 1 {
+            return Err(PipelineError::Devices(format!(
+                "splitting the windows over several devices needs the queue on the devices, but it \
+                 stays on the host ({}); run on one device",
+                run.host_queue_reason.as_deref().unwrap_or("")
+            )));
+        }
+        Ok(run)
     }
 
-    /// The device-resident loop for this run, where the backend and the graphs allow it.
+    /// The device-resident loop on the active devices with `split`, where the graphs allow it.
     async fn device_loop(
-        models: &Models,
-        scheduler: &FifoScheduler,
-        contexts: &PromptContexts,
-    ) -> Result<(Option<device_loop::DeviceLoop>, Option<String>), PipelineError> {
-        if models.gpu.is_none() {
-            return Ok((None, None));
-        }
-        if models.host_queue {
-            return Ok((None, Some("asked for".into())));
-        }
-        let Some((unet, decoder)) = models.loop_sessions(scheduler.config()) else {
-            return Ok((None, Some("the graphs were not built on the GPU".into())));
+        &self,
+        split: WindowSplit,
+        balance: bool,
+    ) -> Result<Result<device_loop::DeviceLoop, String>, PipelineError> {
+        let Some(sessions) =
+            self.models.loop_sessions(self.scheduler.config(), &self.active, &split.counts())
+        else {
+            return Ok(Err("the graphs were not built on the GPU".into()));
         };
-        Ok(match device_loop::DeviceLoop::new(&models.package, unet, decoder, scheduler, contexts).await? {
-            Ok(device) => (Some(device), None),
-            Err(why) => (None, Some(why)),
-        })
+        let package = &self.models.package;
+        device_loop::DeviceLoop::new(package, &sessions, &self.scheduler, &self.contexts, split, balance)
+            .await
+    }
+
+    /// Moves the loop to the split balanced by measured window time once the devices are timed:
+    /// the queue is read back, each device gets the UNet for its new share, and a device given no
+    /// window leaves the run.
+    async fn rebalance(&mut self) -> Result<(), PipelineError> {
+        let Some(device) = &mut self.device else { return Ok(()) };
+        let Some(split) = device.balanced_split(&self.scheduler) else { return Ok(()) };
+        let clock = Clock::start();
+        device.sync(&mut self.scheduler).await?;
+        let counts = split.counts();
+        let active: Vec<usize> =
+            self.active.iter().zip(&counts).filter(|(_, &c)| c > 0).map(|(&d, _)| d).collect();
+        let counts: Vec<usize> = counts.into_iter().filter(|&c| c > 0).collect();
+        let config = self.scheduler.config().clone();
+        self.models.prepare_split(&config, &active, &counts).await?;
+        self.active = active;
+        let split = WindowSplit::new(self.scheduler.layout(), &counts)?;
+        let device = self.device_loop(split, false).await?.map_err(PipelineError::Devices)?;
+        self.device = Some(device);
+        self.times.unet += clock.seconds();
+        Ok(())
     }
 
     /// Where the queue lives between iterations: `"device"` (one submission per iteration) or
     /// `"host"` (the scheduler's own loop).
+    /// The devices running the loop (indices of [`Models::devices`], head first), with their
+    /// windows per iteration, and the frames moved between them per iteration.
+    pub fn device_split(&self) -> Option<(Vec<usize>, Vec<usize>, usize)> {
+        let device = self.device.as_ref()?;
+        Some((self.active.clone(), device.split().counts(), device.transfers_per_iteration()))
+    }
+
     pub fn queue_placement(&self) -> &'static str {
         if self.device.is_some() {
             "device"
@@ -516,14 +672,19 @@ impl Generation {
 
     /// [`Self::next_frame`] on the device-resident loop: iterations until one emits.
     async fn next_frame_on_device(&mut self) -> Result<Frame, PipelineError> {
-        let device = self.device.as_mut().expect("checked by the caller");
-        let Some((unet, decoder)) = self.models.loop_sessions(self.scheduler.config()) else {
-            unreachable!("the device loop is only made with both sessions on the GPU");
-        };
         let (mut calls, before) = (0, self.times.unet);
         let emitted = loop {
+            if let Err(e) = self.rebalance().await {
+                break Err(e);
+            }
+            let device = self.device.as_mut().expect("checked by the caller");
+            let counts = device.split().counts();
+            let Some(sessions) = self.models.loop_sessions(self.scheduler.config(), &self.active, &counts)
+            else {
+                unreachable!("the device loop is only made with its sessions on the GPU");
+            };
             calls += 1;
-            match device.iterate(unet, decoder, &mut self.scheduler, &mut self.times).await {
+            match device.iterate(&sessions, &mut self.scheduler, &mut self.times).await {
                 Ok(Some(frame)) => break Ok(frame),
                 Ok(None) => {}
                 Err(e) => break Err(e),

@@ -119,7 +119,8 @@ impl Generator {
             "backend": options.backend,
             "adapter": adapter,
         });
-        let run = RunOptions { backend: options.backend, weights: options.weights, gpu, host_queue: false };
+        let run =
+            RunOptions { backend: options.backend, weights: options.weights, gpu, ..Default::default() };
         let models = Models::load(package, run).await.map_err(js_error)?;
         Ok(Generator { state: State::Ready(Box::new(models)), info })
     }

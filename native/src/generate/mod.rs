@@ -9,7 +9,7 @@ mod settings;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use fifo_diffusion::fifo::{FifoConfig, InitMode};
-use fifo_diffusion::gpu::{GpuContext, GpuOptions};
+use fifo_diffusion::gpu::{AdapterChoice, GpuContext, GpuOptions};
 use fifo_diffusion::model::{ModelError, ModelPackage, Tokenizer, Weights};
 use fifo_diffusion::pipeline::{Clock, Generation, Models, RunOptions};
 use fifo_diffusion::session::Backend;
@@ -75,6 +75,15 @@ pub struct GenerateArgs {
     /// Where the model runs: `auto` takes the GPU when one is available, else the CPU.
     #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
     pub backend: BackendArg,
+    /// GPU adapters that split each iteration's windows: `all`, or indices from `fifo devices`
+    /// (`0,1`; an index may repeat to open two devices on one adapter). The first also runs the
+    /// text encoder and decoder. Implies the GPU backend.
+    #[arg(long, value_name = "all|I,J")]
+    pub devices: Option<DeviceList>,
+    /// With --devices: windows per iteration on each device, in order (e.g. `6,2`) [default:
+    /// even, then balanced by measured window time].
+    #[arg(long, value_name = "W,W", value_delimiter = ',', requires = "devices")]
+    pub split: Option<Vec<usize>>,
     /// On the GPU backend, keep the FIFO queue on the host (an upload and a read-back per
     /// iteration) instead of on the device; for comparing the two loops.
     #[arg(long)]
@@ -97,6 +106,52 @@ pub struct GenerateArgs {
     /// Take prompt and settings from a sidecar `<video>.json` of an earlier run (flags override).
     #[arg(long, value_name = "SIDE.json")]
     pub from: Option<PathBuf>,
+}
+
+/// `--devices`: every adapter, or adapter indices in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeviceList {
+    All,
+    Indices(Vec<usize>),
+}
+
+impl std::str::FromStr for DeviceList {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "all" {
+            return Ok(Self::All);
+        }
+        let indices: Result<Vec<usize>, _> = s.split(',').map(|i| i.trim().parse::<usize>()).collect();
+        match indices {
+            Ok(list) if !list.is_empty() => Ok(Self::Indices(list)),
+            _ => Err(format!(
+                "`{s}` is not a device list: use `all` or adapter indices like `0,1` (see `fifo devices`)"
+            )),
+        }
+    }
+}
+
+/// Opens one device per entry of `--devices`.
+fn open_devices(list: &DeviceList) -> Result<Vec<Arc<GpuContext>>> {
+    let indices = match list {
+        DeviceList::Indices(list) => list.clone(),
+        DeviceList::All => {
+            let count = pollster::block_on(GpuContext::adapters()).len();
+            if count == 0 {
+                bail!("--devices all: no GPU adapter found; `fifo devices` says how to get one, or use --backend cpu");
+            }
+            (0..count).collect()
+        }
+    };
+    indices
+        .iter()
+        .map(|&index| {
+            let options = GpuOptions { adapter: AdapterChoice::Index(index), ..Default::default() };
+            pollster::block_on(GpuContext::new(&options))
+                .map(Arc::new)
+                .with_context(|| format!("--devices: cannot open adapter {index}"))
+        })
+        .collect()
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -125,12 +180,34 @@ pub enum BackendArg {
 fn load_models(
     package: &ModelPackage,
     tokenizer: Option<Tokenizer>,
-    backend: BackendArg,
+    args: &GenerateArgs,
     weights: Weights,
-    host_queue: bool,
 ) -> Result<Models> {
+    let (backend, host_queue) = (args.backend, args.host_queue);
+    if let Some(list) = &args.devices {
+        if backend == BackendArg::Cpu {
+            bail!("--devices picks GPU adapters; leave out --backend cpu, or --devices");
+        }
+        let mut devices = open_devices(list)?;
+        let gpu = Some(devices.remove(0));
+        let options = RunOptions {
+            backend: Backend::Gpu,
+            weights,
+            gpu,
+            extra_gpus: devices,
+            window_split: args.split.clone(),
+            host_queue,
+        };
+        return pollster::block_on(async {
+            match tokenizer {
+                Some(tokenizer) => Models::load_with(package.clone(), tokenizer, options).await,
+                None => Models::load(package.clone(), options).await,
+            }
+        })
+        .map_err(|e| anyhow::anyhow!("{e}; `fifo devices` lists the adapters"));
+    }
     let load = |backend, gpu| {
-        let options = RunOptions { backend, weights, gpu, host_queue };
+        let options = RunOptions { backend, weights, gpu, host_queue, ..Default::default() };
         pollster::block_on(async {
             match tokenizer.clone() {
                 Some(tokenizer) => Models::load_with(package.clone(), tokenizer, options).await,
@@ -217,8 +294,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     };
     let init_clip = if plan.resume.is_some() { None } else { read_init_clip(&plan)? };
     let load_clock = Clock::start();
-    let models =
-        load_models(&plan.package, plan.tokenizer.take(), args.backend, plan.weights, args.host_queue)?;
+    let models = load_models(&plan.package, plan.tokenizer.take(), &args, plan.weights)?;
     let backend = models.backend();
     let load_seconds = load_clock.seconds();
     let mut generation = match (&plan.resume, init_clip) {

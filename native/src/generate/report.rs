@@ -148,6 +148,18 @@ pub struct Stats {
     pub host_queue_reason: Option<String>,
     /// Host-device traffic per device (GPU backend): submissions and bytes each way.
     pub traffic: Vec<Traffic>,
+    /// With several devices: how the windows were split at the end of the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub split: Option<Split>,
+}
+
+/// Windows per iteration on each device of the run (indices into `devices`) and the frames
+/// moved between them per iteration.
+#[derive(Clone, Debug, Serialize)]
+pub struct Split {
+    pub devices: Vec<usize>,
+    pub windows: Vec<usize>,
+    pub frames_exchanged_per_iteration: usize,
 }
 
 /// VmHWM from /proc (Linux); None elsewhere.
@@ -171,12 +183,15 @@ impl Stats {
         backend: Backend,
     ) -> Self {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let gpu = generation.models().gpu();
-        let devices = match (backend, gpu) {
-            (Backend::Gpu, Some(ctx)) => vec![ctx.describe()],
+        let gpus = generation.models().devices();
+        let devices = match backend {
+            Backend::Gpu if !gpus.is_empty() => gpus.iter().map(|ctx| ctx.describe()).collect(),
             _ => vec![format!("cpu ({threads} threads)")],
         };
-        let peak_device_bytes = gpu.map(|ctx| ctx.memory().peak_bytes()).into_iter().collect();
+        let peak_device_bytes = gpus.iter().map(|ctx| ctx.memory().peak_bytes()).collect();
+        let split = generation.device_split().filter(|_| gpus.len() > 1).map(|(devices, windows, moved)| {
+            Split { devices, windows, frames_exchanged_per_iteration: moved }
+        });
         Self {
             frames,
             seconds,
@@ -195,7 +210,8 @@ impl Stats {
             devices,
             queue: generation.queue_placement(),
             host_queue_reason: generation.host_queue_reason().map(str::to_string),
-            traffic: gpu.map(|ctx| ctx.traffic()).into_iter().collect(),
+            traffic: gpus.iter().map(|ctx| ctx.traffic()).collect(),
+            split,
         }
     }
 }
