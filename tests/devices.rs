@@ -168,3 +168,28 @@ fn a_checkpoint_of_a_split_run_resumes_on_one_device() {
     assert_same(&head, &want[..3], "the split run");
     assert_same(&frames(&mut resumed, 3), &want[3..], "resumed on one device");
 }
+
+/// A device lost mid-run: the next frame fails with a device-lost error, and the run continues
+/// on the device left from a checkpoint taken earlier, giving the frames of an uninterrupted
+/// run; whether the lost device held the head (text encoder, decoder) or the tail.
+#[test]
+fn a_lost_device_leaves_the_run_to_the_others() {
+    let Some(ctx) = onnx_common::gpu_context() else { return };
+    let layout = LAYOUTS[0];
+    let want = frames(&mut start(std::slice::from_ref(&ctx), layout, None), 8);
+    for lost in [1, 0] {
+        let two = [open(AdapterChoice::Fallback), open(AdapterChoice::Fallback)];
+        let mut run = start(&two, layout, Some(&[2, 2]));
+        let mut got = frames(&mut run, 2);
+        let checkpoint = pollster::block_on(run.checkpoint()).unwrap();
+        got.extend(frames(&mut run, 2));
+        two[lost].destroy();
+        let error = pollster::block_on(run.next_frame()).unwrap_err().to_string();
+        assert!(error.contains("lost"), "device {lost}: {error}");
+        pollster::block_on(run.recover(&checkpoint, 4)).unwrap();
+        assert_eq!(run.models().devices().len(), 1, "the lost device left the run");
+        assert!(!run.models().devices()[0].is_lost());
+        got.extend(frames(&mut run, 4));
+        assert_same(&got, &want, &format!("device {lost} lost after frame 3"));
+    }
+}

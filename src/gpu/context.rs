@@ -75,6 +75,8 @@ pub struct GpuContext {
     shader_f16: bool,
     subgroups: bool,
     fault: FaultSlot,
+    /// Set once the device is lost (by the driver, or [`GpuContext::destroy`]); never cleared.
+    lost: Arc<std::sync::atomic::AtomicBool>,
     pub(crate) pipelines: PipelineCache,
     pub(crate) memory: Arc<DeviceMemory>,
     traffic: TrafficCounters,
@@ -249,7 +251,10 @@ impl GpuContext {
             );
         }));
         let slot = fault.clone();
+        let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = lost.clone();
         device.set_device_lost_callback(move |reason, message| {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
             if reason != wgpu::DeviceLostReason::Destroyed {
                 record_fault(&slot, GpuError::DeviceLost { reason: format!("{reason:?}: {message}") });
             }
@@ -268,6 +273,7 @@ impl GpuContext {
             info,
             style,
             fault,
+            lost,
             memory: Arc::default(),
             traffic: TrafficCounters::default(),
         })
@@ -348,11 +354,26 @@ impl GpuContext {
         self.traffic.read.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Whether the device was lost: every later use of it fails, and a run that had other
+    /// devices continues on them.
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Destroys the device, as a driver reset or an unplugged GPU would lose it: every later
+    /// submission fails with `GpuError::DeviceLost` (how the device-lost paths are tested).
+    pub fn destroy(&self) {
+        record_fault(&self.fault, GpuError::DeviceLost { reason: "the device was destroyed".into() });
+        self.lost.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.device.destroy();
+    }
+
     /// Fails with the first asynchronous fault (device lost, uncaptured error) seen so far.
     pub fn check_fault(&self) -> GpuResult<()> {
         let mut slot = self.fault.lock().unwrap_or_else(|p| p.into_inner());
         match slot.take() {
             Some(e) => Err(e),
+            None if self.is_lost() => Err(GpuError::DeviceLost { reason: "lost earlier in this run".into() }),
             None => Ok(()),
         }
     }

@@ -178,6 +178,7 @@ pub struct Models {
     /// The UNet on each further device of `RunOptions::extra_gpus`.
     extra: Vec<UnetDenoiser>,
     window_split: Option<Vec<usize>>,
+    weights: Weights,
     host_queue: bool,
     /// The image encoder, built on first use (`--init-image`, `--init-video`).
     encoder: Option<Session>,
@@ -238,6 +239,7 @@ impl Models {
         Ok(Self {
             extra,
             window_split: options.window_split,
+            weights: options.weights,
             tokenizer,
             package,
             gpu,
@@ -266,6 +268,36 @@ impl Models {
     /// Every device of the run, the head device (text encoder, decoder) first.
     pub fn devices(&self) -> Vec<&Arc<GpuContext>> {
         self.gpu.iter().chain(self.extra.iter().filter_map(|u| u.gpu())).collect()
+    }
+
+    /// Leaves out the devices that were lost: the graphs stay built on the others, or, when the
+    /// head device (text encoder, decoder) was lost, are built again on the first one left.
+    /// A fixed split no longer fits and gives way to a balanced one.
+    async fn drop_lost_devices(&mut self) -> Result<(), PipelineError> {
+        let devices = self.devices();
+        let alive: Vec<Arc<GpuContext>> =
+            devices.iter().filter(|c| !c.is_lost()).map(|&c| c.clone()).collect();
+        if alive.len() == devices.len() {
+            return Ok(());
+        }
+        if alive.is_empty() {
+            return Err(PipelineError::Devices("every device of the run was lost".into()));
+        }
+        self.window_split = None;
+        if self.gpu.as_ref().is_some_and(|c| !c.is_lost()) {
+            self.extra.retain(|u| u.gpu().is_some_and(|c| !c.is_lost()));
+            return Ok(());
+        }
+        let options = RunOptions {
+            backend: Backend::Gpu,
+            weights: self.weights,
+            gpu: Some(alive[0].clone()),
+            extra_gpus: alive[1..].to_vec(),
+            window_split: None,
+            host_queue: self.host_queue,
+        };
+        *self = Self::load_with(self.package.clone(), self.tokenizer.clone(), options).await?;
+        Ok(())
     }
 
     /// The UNet on device `d` of [`Self::devices`].
@@ -505,31 +537,73 @@ impl Generation {
         scheduler: FifoScheduler,
         times: StageTimes,
     ) -> Result<Self, PipelineError> {
+        let mut run = Self {
+            models,
+            contexts,
+            scheduler,
+            times,
+            device: None,
+            active: Vec::new(),
+            host_queue_reason: None,
+        };
+        run.place_queue().await?;
+        Ok(run)
+    }
+
+    /// Puts the queue on the device(s) where the backend and the graphs allow it: the split over
+    /// the models' devices, asked for or even (and then balanced by measured time).
+    async fn place_queue(&mut self) -> Result<(), PipelineError> {
+        let models = &self.models;
         let split =
-            initial_split(scheduler.config(), models.devices().len(), models.window_split.as_deref())?;
+            initial_split(self.scheduler.config(), models.devices().len(), models.window_split.as_deref())?;
         let balance = models.window_split.is_none();
-        let active: Vec<usize> = (0..split.devices()).collect();
-        let mut run =
-            Self { models, contexts, scheduler, times, device: None, active, host_queue_reason: None };
-        if run.models.gpu.is_none() {
-            return Ok(run);
+        self.active = (0..split.devices()).collect();
+        (self.device, self.host_queue_reason) = (None, None);
+        if models.gpu.is_none() {
+            return Ok(());
         }
-        if run.models.host_queue {
-            run.host_queue_reason = Some("asked for".into());
+        if models.host_queue {
+            self.host_queue_reason = Some("asked for".into());
         } else {
-            match run.device_loop(split, balance).await? {
-                Ok(device) => run.device = Some(device),
-                Err(why) => run.host_queue_reason = Some(why),
+            match self.device_loop(split, balance).await? {
+                Ok(device) => self.device = Some(device),
+                Err(why) => self.host_queue_reason = Some(why),
             }
         }
-        if run.device.is_none() && run.models.devices().len() > 1 {
+        if self.device.is_none() && self.models.devices().len() > 1 {
             return Err(PipelineError::Devices(format!(
                 "splitting the windows over several devices needs the queue on the devices, but it \
                  stays on the host ({}); run on one device",
-                run.host_queue_reason.as_deref().unwrap_or("")
+                self.host_queue_reason.as_deref().unwrap_or("")
             )));
         }
-        Ok(run)
+        Ok(())
+    }
+
+    /// Continues after a device of the run was lost: the devices left restart from `checkpoint`
+    /// (taken earlier in this run) and run up to frame `upto` again, dropping the frames that
+    /// were already delivered, so that the next frame is frame `upto`. On devices of the lost
+    /// one's kind these are the frames the lost run would have made, bit for bit.
+    pub async fn recover(&mut self, checkpoint: &[u8], upto: u64) -> Result<(), PipelineError> {
+        self.device = None;
+        self.models.drop_lost_devices().await?;
+        let scheduler = FifoScheduler::from_checkpoint(checkpoint, Some(&self.models.package.name))?;
+        if scheduler.frames_emitted() > upto {
+            return Err(PipelineError::Devices(format!(
+                "the recovery checkpoint is at frame {}, past frame {upto}",
+                scheduler.frames_emitted()
+            )));
+        }
+        self.scheduler = scheduler;
+        let clock = Clock::start();
+        let config = self.scheduler.config().clone();
+        self.models.prepare(&config).await?;
+        self.times.unet += clock.seconds();
+        self.place_queue().await?;
+        while self.frames_emitted() < upto {
+            self.next_frame().await?;
+        }
+        Ok(())
     }
 
     /// The device-resident loop on the active devices with `split`, where the graphs allow it.

@@ -233,6 +233,20 @@ fn load_models(
     }
 }
 
+/// Frames between the in-memory checkpoints of a run on several devices (without
+/// --checkpoint-every): at most this many frames are recomputed after a device is lost.
+const RECOVERY_EVERY: u64 = 16;
+
+mod test_hooks {
+    /// `FIFO_TEST_LOSE_DEVICE=D@F` destroys device D of the run once frame F is written, as a
+    /// driver reset would lose it: how the device-lost path is tested through the binary.
+    pub fn lose_device() -> Option<(usize, u64)> {
+        let spec = std::env::var("FIFO_TEST_LOSE_DEVICE").ok()?;
+        let (device, frame) = spec.split_once('@')?;
+        Some((device.parse().ok()?, frame.parse().ok()?))
+    }
+}
+
 fn progress(quiet: bool, total: Option<u64>, done: u64) -> ProgressBar {
     if quiet {
         return ProgressBar::hidden();
@@ -336,11 +350,35 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     // the frames already written stay playable, and the error says how to go on.
     let mut failure: Option<anyhow::Error> = None;
     let mut written = 0u64;
+    // With several devices a recent checkpoint stays in memory: a lost device then leaves the
+    // run to the others, which recompute from it the frames already written.
+    let several = generation.models().devices().len() > 1;
+    let recovery_every = several.then(|| args.checkpoint_every.unwrap_or(RECOVERY_EVERY));
+    let mut recovery = match several {
+        true => Some((first, pollster::block_on(generation.checkpoint())?)),
+        false => None,
+    };
+    let lose_device = test_hooks::lose_device();
     while end.is_none_or(|end| generation.frames_emitted() < end) && !stop.load(Ordering::SeqCst) {
         let id = generation.frames_emitted();
         let frame = match pollster::block_on(generation.next_frame()) {
             Ok(frame) => frame,
             Err(e) => {
+                let lost = generation.models().devices().iter().any(|c| c.is_lost());
+                if let (true, Some((at, checkpoint))) = (lost, &recovery) {
+                    if !args.quiet {
+                        eprintln!("warning: {e}; continuing on the devices left from frame {at}");
+                    }
+                    match pollster::block_on(generation.recover(checkpoint, id)) {
+                        Ok(()) => continue,
+                        Err(again) => {
+                            failure = Some(anyhow::Error::from(again).context(format!(
+                                "a device was lost at frame {id} ({e}) and the devices left could not go on"
+                            )));
+                            break;
+                        }
+                    }
+                }
                 failure = Some(anyhow::Error::from(e).context(format!("generating frame {id} failed")));
                 break;
             }
@@ -354,15 +392,28 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         written += 1;
         write_seconds += clock.seconds();
         let done = generation.frames_emitted();
-        if let (Some(k), Some(path)) = (args.checkpoint_every, &checkpoint_path) {
-            if done % k == 0 {
-                let written = pollster::block_on(generation.checkpoint())
-                    .map_err(anyhow::Error::from)
-                    .and_then(|bytes| write_atomic(path, &bytes));
-                if let Err(e) = written {
+        if let Some((device, _)) = lose_device.filter(|&(_, at)| at == id) {
+            generation.models().devices().get(device).map(|ctx| ctx.destroy());
+        }
+        let to_file = args.checkpoint_every.is_some_and(|k| done % k == 0);
+        if to_file || recovery_every.is_some_and(|k| done % k == 0) {
+            let bytes = match pollster::block_on(generation.checkpoint()) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    failure = Some(
+                        anyhow::Error::from(e).context(format!("cannot take a checkpoint after frame {id}")),
+                    );
+                    break;
+                }
+            };
+            if let (true, Some(path)) = (to_file, &checkpoint_path) {
+                if let Err(e) = write_atomic(path, &bytes) {
                     failure = Some(e.context(format!("cannot write the checkpoint after frame {id}")));
                     break;
                 }
+            }
+            if several {
+                recovery = Some((done, bytes));
             }
         }
         bar.set_position(done);
