@@ -72,7 +72,7 @@ fn assert_same(got: &[Frame], want: &[Frame], what: &str) {
             g == w,
             "{what}: frame {} differs by up to {} levels",
             w.id,
-            max_level_diff(&[g.clone()], &[w.clone()])
+            max_level_diff(std::slice::from_ref(g), std::slice::from_ref(w))
         );
     }
 }

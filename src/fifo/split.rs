@@ -197,12 +197,9 @@ mod tests {
         let mut copies = vec![truth.clone(); split.devices()];
         let transfers = split.transfers(l);
         for it in 0..3 * len as u64 {
-            for d in 0..split.devices() {
+            for (d, copy) in copies.iter().enumerate() {
                 for s in split.reads(l, d) {
-                    assert_eq!(
-                        copies[d][s], truth[s],
-                        "{counts:?}: device {d} reads a stale slot {s} at {it}"
-                    );
+                    assert_eq!(copy[s], truth[s], "{counts:?}: device {d} reads a stale slot {s} at {it}");
                 }
             }
             for s in l.written_slots() {

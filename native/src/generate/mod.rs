@@ -393,7 +393,9 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         write_seconds += clock.seconds();
         let done = generation.frames_emitted();
         if let Some((device, _)) = lose_device.filter(|&(_, at)| at == id) {
-            generation.models().devices().get(device).map(|ctx| ctx.destroy());
+            if let Some(ctx) = generation.models().devices().get(device) {
+                ctx.destroy();
+            }
         }
         let to_file = args.checkpoint_every.is_some_and(|k| done % k == 0);
         if to_file || recovery_every.is_some_and(|k| done % k == 0) {
