@@ -1,4 +1,4 @@
-//! `fifo devices`: the GPU adapters this machine offers, with the indices `--device` takes.
+//! `fifo devices`: the GPU adapters this machine offers, with the indices `--devices` takes.
 
 use anyhow::Result;
 use clap::Args;
