@@ -43,24 +43,32 @@ fn two_devices_write_one_devices_video_byte_for_byte() {
         return;
     }
     let want = std::fs::read(dir.join("one.y4m")).unwrap();
-    for (name, args) in
-        [("even", vec!["--devices", "0,0"]), ("fixed", vec!["--devices", "0,0", "--split", "1,3"])]
-    {
+    for (name, args) in [
+        ("even", vec!["--devices", "0,0"]),
+        ("fixed", vec!["--devices", "0,0", "--split", "1,3"]),
+        // The first device takes no window: the second is the head and decodes.
+        ("moved head", vec!["--devices", "0,0,0", "--split", "0,2,2"]),
+    ] {
         let o = generate(&dir, name, &args);
         assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
         let got = std::fs::read(dir.join(format!("{name}.y4m"))).unwrap();
         assert!(got == want, "{args:?}: the video differs from one device's");
         let stats: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.join(format!("{name}.json"))).unwrap()).unwrap();
-        assert_eq!(stats["devices"].as_array().unwrap().len(), 2, "{stats}");
-        assert_eq!(stats["traffic"].as_array().unwrap().len(), 2, "{stats}");
-        assert_eq!(stats["peak_device_bytes"].as_array().unwrap().len(), 2, "{stats}");
+        let devices = if name == "moved head" { 3 } else { 2 };
+        assert_eq!(stats["devices"].as_array().unwrap().len(), devices, "{stats}");
+        assert_eq!(stats["traffic"].as_array().unwrap().len(), devices, "{stats}");
+        assert_eq!(stats["peak_device_bytes"].as_array().unwrap().len(), devices, "{stats}");
         let windows: Vec<u64> =
             stats["split"]["windows"].as_array().unwrap().iter().map(|w| w.as_u64().unwrap()).collect();
         // The micro package's default layout: f = 4, n = 2 with lookahead, 4 windows.
         assert_eq!(windows.iter().sum::<u64>(), 4, "{stats}");
-        if name == "fixed" {
-            assert_eq!(windows, [1, 3]);
+        let used: Vec<u64> =
+            stats["split"]["devices"].as_array().unwrap().iter().map(|w| w.as_u64().unwrap()).collect();
+        match name {
+            "fixed" => assert_eq!((used, windows), (vec![0, 1], vec![1, 3])),
+            "moved head" => assert_eq!((used, windows), (vec![1, 2], vec![2, 2])),
+            _ => {}
         }
     }
     std::fs::remove_dir_all(dir).unwrap();
@@ -77,7 +85,8 @@ fn bad_device_settings_fail_clearly() {
         (vec!["--devices", "0", "--backend", "cpu"], "--devices picks GPU adapters"),
         (vec!["--split", "2,2"], "--devices"),
         (vec!["--devices", "0,0", "--split", "3,3"], "does not add up to the 4 windows"),
-        (vec!["--devices", "0,0", "--split", "4,0"], "one count of at least 1 per device"),
+        (vec!["--devices", "0,0", "--split", "0,0"], "does not add up to the 4 windows"),
+        (vec!["--devices", "0,0", "--split", "4"], "needs one count per device (2 devices)"),
     ] {
         let o = generate(&dir, "bad", &args);
         let err = String::from_utf8_lossy(&o.stderr);

@@ -446,18 +446,16 @@ impl DeviceLoop {
         }
     }
 
-    /// After the timed iterations, the split balanced by the measured seconds per window of each
-    /// device, if it differs from the current one (once; `None` afterwards).
-    pub(crate) fn balanced_split(&mut self, scheduler: &FifoScheduler) -> Option<WindowSplit> {
+    /// After the timed iterations, the measured seconds per window of each device (once; `None`
+    /// before and afterwards).
+    pub(crate) fn measured_window_seconds(&mut self) -> Option<Vec<f64>> {
         if self.sequential_left > 0 || self.window_seconds.iter().all(Vec::is_empty) {
             return None;
         }
-        let per_window: Vec<f64> =
+        let per_window =
             self.window_seconds.iter().map(|s| s.iter().copied().fold(f64::INFINITY, f64::min)).collect();
         self.window_seconds.iter_mut().for_each(Vec::clear);
-        let fixed = vec![0.0; per_window.len()];
-        let split = WindowSplit::balanced(scheduler.layout(), &per_window, &fixed);
-        (split != self.split).then_some(split)
+        Some(per_window)
     }
 
     /// Reads the device queues back into the scheduler (for a checkpoint or a new split): each

@@ -138,32 +138,37 @@ fn iteration_batch(config: &FifoConfig) -> usize {
     crate::fifo::QueueLayout::new(config).windows().len() * guidance_passes(config)
 }
 
-/// The split a run over `devices` devices starts with: the one asked for, else windows shared
-/// evenly (a device beyond the window count gets none and is left out).
+/// The devices (of `devices`) a run starts on, head first, and their split: the split asked for
+/// (a device given no window is left out), else windows shared evenly (a device beyond the window
+/// count gets none).
 fn initial_split(
     config: &FifoConfig,
     devices: usize,
     asked: Option<&[usize]>,
-) -> Result<WindowSplit, PipelineError> {
+) -> Result<(Vec<usize>, WindowSplit), PipelineError> {
     let layout = crate::fifo::QueueLayout::new(config);
-    match asked {
-        None => Ok(WindowSplit::even(&layout, devices)),
-        Some(counts) if counts.len() == devices && counts.iter().all(|&c| c > 0) => {
-            WindowSplit::new(&layout, counts).map_err(|_| {
-                PipelineError::Devices(format!(
-                    "a split of {counts:?} windows does not add up to the {} windows of an iteration \
-                     (f = {}, n = {}, lookahead {})",
-                    layout.windows().len(),
-                    config.window,
-                    config.partitions,
-                    if config.lookahead { "on" } else { "off" }
-                ))
-            })
+    let counts = match asked {
+        None => WindowSplit::even(&layout, devices).counts(),
+        Some(counts) if counts.len() == devices => counts.to_vec(),
+        Some(counts) => {
+            return Err(PipelineError::Devices(format!(
+                "a split of {counts:?} windows needs one count per device ({devices} devices)"
+            )))
         }
-        Some(counts) => Err(PipelineError::Devices(format!(
-            "a split of {counts:?} windows needs one count of at least 1 per device ({devices} devices)"
-        ))),
-    }
+    };
+    let active: Vec<usize> = (0..counts.len()).filter(|&d| counts[d] > 0).collect();
+    let kept: Vec<usize> = counts.iter().copied().filter(|&c| c > 0).collect();
+    let split = WindowSplit::new(&layout, &kept).map_err(|_| {
+        PipelineError::Devices(format!(
+            "a split of {counts:?} windows does not add up to the {} windows of an iteration \
+             (f = {}, n = {}, lookahead {})",
+            layout.windows().len(),
+            config.window,
+            config.partitions,
+            if config.lookahead { "on" } else { "off" }
+        ))
+    })?;
+    Ok((active, split))
 }
 
 /// The graphs of a package, built for this run's batch sizes (UNet batches on first use).
@@ -177,6 +182,8 @@ pub struct Models {
     unet: UnetDenoiser,
     /// The UNet on each further device of `RunOptions::extra_gpus`.
     extra: Vec<UnetDenoiser>,
+    /// The decoder on each further device, built when the device becomes the head.
+    extra_decoders: Vec<Option<Session>>,
     window_split: Option<Vec<usize>>,
     weights: Weights,
     host_queue: bool,
@@ -237,6 +244,7 @@ impl Models {
         };
         let unet = UnetDenoiser::new(&package, unet_graph, session_options.clone(), gpu.clone());
         Ok(Self {
+            extra_decoders: extra.iter().map(|_| None).collect(),
             extra,
             window_split: options.window_split,
             weights: options.weights,
@@ -285,7 +293,13 @@ impl Models {
         }
         self.window_split = None;
         if self.gpu.as_ref().is_some_and(|c| !c.is_lost()) {
-            self.extra.retain(|u| u.gpu().is_some_and(|c| !c.is_lost()));
+            let extra = std::mem::take(&mut self.extra);
+            let decoders = std::mem::take(&mut self.extra_decoders);
+            (self.extra, self.extra_decoders) = extra
+                .into_iter()
+                .zip(decoders)
+                .filter(|(u, _)| u.gpu().is_some_and(|c| !c.is_lost()))
+                .unzip();
             return Ok(());
         }
         let options = RunOptions {
@@ -298,6 +312,27 @@ impl Models {
         };
         *self = Self::load_with(self.package.clone(), self.tokenizer.clone(), options).await?;
         Ok(())
+    }
+
+    /// Builds the decoder on device `d` of [`Self::devices`] (the head of a split) if not there yet.
+    async fn ensure_decoder(&mut self, d: usize) -> Result<(), PipelineError> {
+        if d == 0 || self.extra_decoders[d - 1].is_some() {
+            return Ok(());
+        }
+        let (l, g) = (&self.package.latent, &self.package.graphs.decoder);
+        let shapes = HashMap::from([(g.input.clone(), vec![1, l.channels, l.height, l.width])]);
+        let gpu = self.extra[d - 1].gpu().cloned();
+        let source = self.package.graph(&g.file);
+        let decoder = build_session("decoder", &gpu, &source, &shapes, &self.session_options).await?;
+        self.extra_decoders[d - 1] = Some(decoder);
+        Ok(())
+    }
+
+    fn decoder_on(&self, d: usize) -> Option<&Session> {
+        match d {
+            0 => Some(&self.decoder),
+            d => self.extra_decoders[d - 1].as_ref(),
+        }
     }
 
     /// The UNet on device `d` of [`Self::devices`].
@@ -346,8 +381,7 @@ impl Models {
         if self.extra.is_empty() || self.host_queue {
             return self.unet.prepare(iteration_batch(config), config.window).await;
         }
-        let split = initial_split(config, 1 + self.extra.len(), self.window_split.as_deref())?;
-        let devices: Vec<usize> = (0..split.devices()).collect();
+        let (devices, split) = initial_split(config, 1 + self.extra.len(), self.window_split.as_deref())?;
         self.prepare_split(config, &devices, &split.counts()).await
     }
 
@@ -359,7 +393,7 @@ impl Models {
         devices: &[usize],
         counts: &[usize],
     ) -> Option<Vec<device_loop::DeviceSessions<'_>>> {
-        let decoder = self.decoder.gpu()?;
+        let decoder = self.decoder_on(*devices.first()?)?.gpu()?;
         devices
             .iter()
             .zip(counts)
@@ -554,10 +588,12 @@ impl Generation {
     /// the models' devices, asked for or even (and then balanced by measured time).
     async fn place_queue(&mut self) -> Result<(), PipelineError> {
         let models = &self.models;
-        let split =
+        let (active, split) =
             initial_split(self.scheduler.config(), models.devices().len(), models.window_split.as_deref())?;
         let balance = models.window_split.is_none();
-        self.active = (0..split.devices()).collect();
+        self.models.ensure_decoder(active[0]).await?;
+        let models = &self.models;
+        self.active = active;
         (self.device, self.host_queue_reason) = (None, None);
         if models.gpu.is_none() {
             return Ok(());
@@ -627,15 +663,25 @@ impl Generation {
     /// window leaves the run.
     async fn rebalance(&mut self) -> Result<(), PipelineError> {
         let Some(device) = &mut self.device else { return Ok(()) };
-        let Some(split) = device.balanced_split(&self.scheduler) else { return Ok(()) };
-        let clock = Clock::start();
-        device.sync(&mut self.scheduler).await?;
+        let Some(per_window) = device.measured_window_seconds() else { return Ok(()) };
+        // The fastest device becomes the head (it also decodes); then each window goes where it
+        // finishes first.
+        let mut order: Vec<usize> = (0..per_window.len()).collect();
+        order.sort_by(|&a, &b| per_window[a].total_cmp(&per_window[b]));
+        let sorted: Vec<f64> = order.iter().map(|&i| per_window[i]).collect();
+        let split = WindowSplit::balanced(self.scheduler.layout(), &sorted, &vec![0.0; sorted.len()]);
         let counts = split.counts();
         let active: Vec<usize> =
-            self.active.iter().zip(&counts).filter(|(_, &c)| c > 0).map(|(&d, _)| d).collect();
+            order.iter().zip(&counts).filter(|(_, &c)| c > 0).map(|(&i, _)| self.active[i]).collect();
         let counts: Vec<usize> = counts.into_iter().filter(|&c| c > 0).collect();
+        if active == self.active && counts == device.split().counts() {
+            return Ok(());
+        }
+        let clock = Clock::start();
+        device.sync(&mut self.scheduler).await?;
         let config = self.scheduler.config().clone();
         self.models.prepare_split(&config, &active, &counts).await?;
+        self.models.ensure_decoder(active[0]).await?;
         self.active = active;
         let split = WindowSplit::new(self.scheduler.layout(), &counts)?;
         let device = self.device_loop(split, false).await?.map_err(PipelineError::Devices)?;
@@ -644,8 +690,6 @@ impl Generation {
         Ok(())
     }
 
-    /// Where the queue lives between iterations: `"device"` (one submission per iteration) or
-    /// `"host"` (the scheduler's own loop).
     /// The devices running the loop (indices of [`Models::devices`], head first), with their
     /// windows per iteration, and the frames moved between them per iteration.
     pub fn device_split(&self) -> Option<(Vec<usize>, Vec<usize>, usize)> {
@@ -653,6 +697,8 @@ impl Generation {
         Some((self.active.clone(), device.split().counts(), device.transfers_per_iteration()))
     }
 
+    /// Where the queue lives between iterations: `"device"` (one submission per iteration) or
+    /// `"host"` (the scheduler's own loop).
     pub fn queue_placement(&self) -> &'static str {
         if self.device.is_some() {
             "device"
