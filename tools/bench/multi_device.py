@@ -5,8 +5,8 @@ side in one run on the adapters this machine has, then projected to k real GPUs.
   cargo build --release -p fifo-cli
   python3 tools/bench/multi_device.py [--frames 4] [--partitions 2] [--model DIR] [-- extra fifo args]
 
-Measured: steady-state frames/s of each device set (the slope between a run of --frames and one
-of twice as many, so session builds, the timed first iterations and the start clip cancel out),
+Measured: steady-state frames/s of each device set (`--stats`' frames after the first over their
+time, from the run of twice --frames; the timed first iterations fall before the first frame),
 the ratio to the first adapter alone, the split the run settled on and the frames exchanged per
 iteration. On this machine every adapter is the same two CPU cores (lavapipe, llvmpipe GL), so
 two devices cannot be faster than one here: the point of the measured rows is that the split
@@ -55,13 +55,14 @@ def run(label, devices, args, tmp, frames):
 
 
 def steady(short, long):
-    """Frames/s and per-iteration seconds of each stage between the two runs."""
+    """Frames/s after the first frame (the timed first iterations and a new split fall before it
+    once the queue is filled), and the per-iteration UNet and per-frame decode seconds between the
+    two runs (session builds cancel out)."""
     (a, _), (b, _) = short, long
     frames = b["frames"] - a["frames"]
     iterations = b["iterations"] - a["iterations"]
-    seconds = (b["seconds"] - b["stages"]["load"]) - (a["seconds"] - a["stages"]["load"])
-    stage = lambda k: (b["stages"][k] - a["stages"][k]) / iterations
-    return frames / seconds, stage("unet"), stage("decode") * iterations / frames
+    stage = lambda k: (b["stages"][k] - a["stages"][k])
+    return b["frames_per_second"], stage("unet") / iterations, stage("decode") / frames
 
 
 def main():
@@ -92,15 +93,16 @@ def main():
     base_video = runs[base_name][1][1]
     stats = runs[base_name][1][0]
     print(f"\n{args.frames} and {2 * args.frames} frames, n = {args.partitions}, model {args.model or 'shipped'}")
-    print(f"{'devices':<40} {'frames/s':>9} {'ratio':>6} {'split':>10} {'exchanged/it':>13}  same video")
+    print(f"{'devices':<40} {'frames/s':>9} {'ratio':>6} {'split (dev:win)':>16} {'exchanged/it':>13}  same video")
     for name, (short, long) in runs.items():
         fps, _, _ = steady(short, long)
         s = long[0]
         split = s.get("split") or {}
-        windows = ",".join(map(str, split.get("windows", []))) or "-"
+        # device index (in --devices order) : windows, head first
+        windows = " ".join(f"{d}:{w}" for d, w in zip(split.get("devices", []), split.get("windows", []))) or "-"
         moved = split.get("frames_exchanged_per_iteration", 0)
         same = "yes" if long[1] == base_video else "no"
-        print(f"{name:<40} {fps:9.3f} {fps / base_fps:6.2f} {windows:>10} {moved:>13}  {same}")
+        print(f"{name:<40} {fps:9.3f} {fps / base_fps:6.2f} {windows:>16} {moved:>13}  {same}")
 
     # The projection, from the single-device run's measured window and decode times.
     package = json.loads((pathlib.Path(args.model or ROOT / "models" / "shapes-t2v-tiny") / "model.json").read_text())
