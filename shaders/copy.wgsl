@@ -39,17 +39,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var inside = true;
     for (var d = i32(p.rank) - 1; d >= 0; d--) {
         let du = u32(d);
-        let n = at8(p.shape, du);
+        let n = p.shape[du >> 2u][du & 3u];
         let idx = rest % n;
         rest = rest / n;
-        o += idx * at8(p.out_strides, du);
-        let extent = i32(at8(p.in_dims, du));
-        var c = i32(idx) * at8i(p.step, du) + at8i(p.start, du);
+        o += idx * p.out_strides[du >> 2u][du & 3u];
+        let extent = i32(p.in_dims[du >> 2u][du & 3u]);
+        var c = i32(idx) * p.step[du >> 2u][du & 3u] + p.start[du >> 2u][du & 3u];
         if (((p.wrap >> du) & 1u) == 1u) {
             c = ((c % extent) + extent) % extent;
         }
         inside = inside && c >= 0 && c < extent;
-        s += u32(max(c, 0)) * at8(p.in_strides, du);
+        s += u32(max(c, 0)) * p.in_strides[du >> 2u][du & 3u];
     }
     dst[o] = select(p.pad_value, src[s], inside);
 }

@@ -66,13 +66,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var ib = p.offsets.z;
     var ic = p.offsets.w;
     for (var d = i32(p.rank) - 1; d >= 0; d--) {
-        let n = at8(p.shape, u32(d));
+        let n = p.shape[u32(d) >> 2u][u32(d) & 3u];
         let idx = rest % n;
         rest = rest / n;
-        o += idx * at8(p.out_strides, u32(d));
-        ia += idx * at8(p.a_strides, u32(d));
-        ib += idx * at8(p.b_strides, u32(d));
-        ic += idx * at8(p.c_strides, u32(d));
+        o += idx * p.out_strides[u32(d) >> 2u][u32(d) & 3u];
+        ia += idx * p.a_strides[u32(d) >> 2u][u32(d) & 3u];
+        ib += idx * p.b_strides[u32(d) >> 2u][u32(d) & 3u];
+        ic += idx * p.c_strides[u32(d) >> 2u][u32(d) & 3u];
     }
     var b = 0.0;
     var c = 0.0;

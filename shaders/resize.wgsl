@@ -28,8 +28,8 @@ fn scale_at(d: u32) -> f32 {
 
 fn source_coord(o: u32, d: u32) -> f32 {
     let s = scale_at(d);
-    let n_in = f32(at8(p.in_shape, d));
-    let n_out = f32(at8(p.out_shape, d));
+    let n_in = f32(p.in_shape[d >> 2u][d & 3u]);
+    let n_out = f32(p.out_shape[d >> 2u][d & 3u]);
     let pos = f32(o);
     switch p.coord_mode {
         case 1u: { return pos / s; }
@@ -69,10 +69,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var stride = 1u;
     for (var d = i32(p.rank) - 1; d >= 0; d--) {
         let du = u32(d);
-        let n_out = at8(p.out_shape, du);
+        let n_out = p.out_shape[du >> 2u][du & 3u];
         let o = rest % n_out;
         rest /= n_out;
-        let n_in = at8(p.in_shape, du);
+        let n_in = p.in_shape[du >> 2u][du & 3u];
         in_strides[du] = stride;
         stride *= n_in;
         let c = source_coord(o, du);

@@ -50,7 +50,8 @@ def graph(name, nodes, inputs, output, out_shape, inits=()):
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)])
     m.ir_version = 7
     onnx.checker.check_model(m)
-    return m
+    # wonnx needs the shape of every intermediate value spelled out.
+    return onnx.shape_inference.infer_shapes(m)
 
 
 def graphs(rng):
@@ -58,7 +59,7 @@ def graphs(rng):
     w = lambda *s: (rng.standard_normal(s) * 0.05).astype(np.float32)
     out = []
     x = {"x": [1, 64, 32, 32]}
-    out.append(("conv3x3", graph("conv3x3", [helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1])],
+    out.append(("conv3x3", graph("conv3x3", [helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])],
                                  x, "y", [1, 64, 32, 32], [("w", w(64, 64, 3, 3)), ("b", w(64))]),
                 x, 2 * 64 * 64 * 9 * 32 * 32))
     ab = {"a": [8, 1024, 40], "b": [8, 40, 1024]}
