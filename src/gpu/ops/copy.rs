@@ -74,17 +74,20 @@ pub fn strided_copy(
         _ => pad_value.to_bits(),
     };
     let total = out.numel();
+    // The kernel walks runs along the last dimension: a scalar is a one-element vector.
+    let one = |v: &[usize]| if rank == 0 { vec![1] } else { v.to_vec() };
+    let (step, start) = if rank == 0 { (&[0][..], &[0][..]) } else { (step, start) };
     let params = Params {
-        shape: dims8(OP, &out.shape)?,
-        out_strides: dims8(OP, &out.strides)?,
-        in_dims: dims8(OP, &src.shape)?,
-        in_strides: dims8(OP, &src.strides)?,
+        shape: dims8(OP, &one(&out.shape))?,
+        out_strides: dims8(OP, &one(&out.strides))?,
+        in_dims: dims8(OP, &one(&src.shape))?,
+        in_strides: dims8(OP, &one(&src.strides))?,
         step: i32s(OP, step)?,
         start: i32s(OP, start)?,
         out_offset: u32_of(OP, out.offset)?,
         in_offset: u32_of(OP, src.offset)?,
         total: u32_of(OP, total)?,
-        rank: rank as u32,
+        rank: rank.max(1) as u32,
         pad_value: pad_bits,
         wrap: wrap.iter().enumerate().map(|(d, &w)| (w as u32) << d).sum(),
         _pad: [0; 2],
@@ -94,8 +97,14 @@ pub fn strided_copy(
         .define("WG", WG_LINEAR)
         .define("ACT", "x")
         .tag(&format!("wg{WG_LINEAR}"));
-    b.push(variant, &params, &[&src.tensor], &[&out.tensor], linear_workgroups(total, WG_LINEAR))
+    // One invocation per run of up to RUN (4) elements of a row of the last dimension.
+    let last = out.shape.last().copied().unwrap_or(1);
+    let invocations = if total == 0 { 0 } else { total / last * last.div_ceil(COPY_RUN) };
+    b.push(variant, &params, &[&src.tensor], &[&out.tensor], linear_workgroups(invocations, WG_LINEAR))
 }
+
+/// Elements per invocation of the copy kernel (`RUN` in shaders/copy.wgsl).
+const COPY_RUN: usize = 4;
 
 /// out = src, element by element (src may be permuted or broadcast; out may be a window).
 pub fn copy(b: &mut ProgramBuilder, src: &View, out: &View) -> GpuResult<()> {
