@@ -101,6 +101,19 @@ fn bad_device_settings_fail_clearly() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// `generate`'s 10 frames on `devices`, with device D destroyed after frame F (`lost` = "D@F").
+fn losing(lost: &str, devices: &str, out: &Path) -> std::process::Output {
+    Command::cargo_bin("fifo")
+        .unwrap()
+        .env("FIFO_TEST_LOSE_DEVICE", lost)
+        .args(["generate", PROMPT, "--frames", "10", "--seed", "4", "--devices", devices])
+        .arg("--model")
+        .arg(micro_package())
+        .args(["--out", out.to_str().unwrap()])
+        .output()
+        .unwrap()
+}
+
 /// A device lost mid-run (destroyed through the binary's test hook after frame 4): with two
 /// devices the other one finishes the video, identical to one device's; with one device the
 /// run stops, the frames written stay playable and the error says how to make a run resumable.
@@ -114,29 +127,13 @@ fn a_lost_device_is_survived_with_two_devices_and_reported_with_one() {
     }
     let want = std::fs::read(dir.join("one.y4m")).unwrap();
     for lost in ["0@4", "1@4"] {
-        let o = Command::cargo_bin("fifo")
-            .unwrap()
-            .env("FIFO_TEST_LOSE_DEVICE", lost)
-            .args(["generate", PROMPT, "--frames", "10", "--seed", "4", "--devices", "0,0"])
-            .arg("--model")
-            .arg(micro_package())
-            .args(["--out", dir.join("two.y4m").to_str().unwrap()])
-            .output()
-            .unwrap();
+        let o = losing(lost, "0,0", &dir.join("two.y4m"));
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(o.status.success(), "device {lost}: {err}");
         assert!(err.contains("continuing on the devices left from frame 0"), "{err}");
         assert!(std::fs::read(dir.join("two.y4m")).unwrap() == want, "device {lost}: the video differs");
     }
-    let o = Command::cargo_bin("fifo")
-        .unwrap()
-        .env("FIFO_TEST_LOSE_DEVICE", "0@4")
-        .args(["generate", PROMPT, "--frames", "10", "--seed", "4", "--devices", "0", "--quiet"])
-        .arg("--model")
-        .arg(micro_package())
-        .args(["--out", dir.join("single.y4m").to_str().unwrap()])
-        .output()
-        .unwrap();
+    let o = losing("0@4", "0", &dir.join("single.y4m"));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
     assert!(err.contains("generating frame 5 failed") && err.contains("lost"), "{err}");
