@@ -19,6 +19,27 @@ import torch
 OPSET = 18
 
 
+# The SD-style VAE (AutoencoderKL) of ModelScope, zeroscope and Latte.
+class VaeDecoder(torch.nn.Module):
+    def __init__(self, vae):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, latents):
+        return self.vae.decode(latents).sample
+
+
+class VaeEncoder(torch.nn.Module):
+    """The posterior's mean: deterministic, as FIFO's clip start re-noises it anyway."""
+
+    def __init__(self, vae):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, rgb):
+        return self.vae.encode(rgb).latent_dist.mean
+
+
 def export_graph(module, inputs, names, output, path, check_batches=(1, 2)):
     """Export `module` with a symbolic batch dim on every input, then run the graph in onnxruntime
     at two batch sizes and return the max abs error against PyTorch (raises if the graph fails)."""

@@ -78,26 +78,6 @@ class ClipText(torch.nn.Module):
         return self.text(input_ids=ids).last_hidden_state
 
 
-class VaeDecoder(torch.nn.Module):
-    def __init__(self, vae):
-        super().__init__()
-        self.vae = vae
-
-    def forward(self, latents):
-        return self.vae.decode(latents).sample
-
-
-class VaeEncoder(torch.nn.Module):
-    """The posterior's mean: deterministic, as FIFO's clip start re-noises it anyway."""
-
-    def __init__(self, vae):
-        super().__init__()
-        self.vae = vae
-
-    def forward(self, rgb):
-        return self.vae.encode(rgb).latent_dist.mean
-
-
 def tiny_models(seed):
     """Reduced configs with the real configs' block types and code paths."""
     from diffusers import AutoencoderKL, UNet3DConditionModel
@@ -201,8 +181,8 @@ def main():
     graphs = [
         ("text_encoder", ClipText(text), (ids,), ["ids"], "context"),
         ("unet", PerFrameUNet3D(unet), (x, t, ctx), ["latents", "timesteps", "context"], "epsilon"),
-        ("decoder", VaeDecoder(vae), (z,), ["latents"], "rgb"),
-        ("encoder", VaeEncoder(vae), (rgb,), ["rgb"], "latents"),
+        ("decoder", common.VaeDecoder(vae), (z,), ["latents"], "rgb"),
+        ("encoder", common.VaeEncoder(vae), (rgb,), ["rgb"], "latents"),
     ]
     report = {}
     for gname, module, inputs, names, output in graphs:

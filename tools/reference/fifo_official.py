@@ -44,7 +44,10 @@ def set_dtype(dtype):
 # Schedule  (lvdm/models/utils_diffusion.py, lvdm/models/ddpm3d.py register_schedule)
 # --------------------------------------------------------------------------------------------
 
-def make_beta_schedule(n_timestep, linear_start, linear_end):
+def make_beta_schedule(n_timestep, linear_start, linear_end, kind="scaled_linear"):
+    if kind == "linear":  # diffusers "linear" (the original DDPM's, Latte's): linspace of the betas
+        return np.linspace(linear_start, linear_end, n_timestep, dtype=np.float64)
+    assert kind == "scaled_linear", kind
     # utils_diffusion.make_beta_schedule("linear"):
     #   torch.linspace(linear_start ** 0.5, linear_end ** 0.5, n_timestep, dtype=float64) ** 2
     # (diffusers calls this "scaled_linear").  numpy linspace here; it may differ from torch's
@@ -78,11 +81,11 @@ def make_ddim_sampling_parameters(alphacums, ddim_timesteps, eta):
 class Schedule:
     """DDIMSampler.make_schedule (ddim.py), float64 instead of float32 buffers."""
 
-    def __init__(self, S, eta, T=1000, beta_start=0.00085, beta_end=0.012):
+    def __init__(self, S, eta, T=1000, beta_start=0.00085, beta_end=0.012, beta_kind="scaled_linear"):
         self.T = T
         self.S = S
         self.eta = eta
-        self.betas = make_beta_schedule(T, beta_start, beta_end)
+        self.betas = make_beta_schedule(T, beta_start, beta_end, beta_kind)
         self.alphas_cumprod = make_alphas_cumprod(self.betas)
         self.ddim_timesteps = make_ddim_timesteps(S, T)
         self.ddim_sigmas, self.ddim_alphas, self.ddim_alphas_prev = make_ddim_sampling_parameters(
@@ -259,7 +262,8 @@ def shift_latents(latents, ids, seed, S):
 # --------------------------------------------------------------------------------------------
 
 def fifo_sampling(f, n, lookahead, init, eta, guidance, seed, D, prompt_value, num_frames,
-                  T=1000, beta_start=0.00085, beta_end=0.012, snapshot=False, trace=None, model=None):
+                  T=1000, beta_start=0.00085, beta_end=0.012, snapshot=False, trace=None, model=None,
+                  beta_kind="scaled_linear"):
     """Run FIFO-Diffusion and return a dict with the emitted frames (float64 [N, D]) etc.
 
     init = "clip"  : VideoCrafter2 path, E = S - f (the official loop runs
@@ -272,10 +276,11 @@ def fifo_sampling(f, n, lookahead, init, eta, guidance, seed, D, prompt_value, n
     tail-to-head order; the two must agree bit for bit (checked in the self-test).
     trace: optional list; per iteration a dict of the labels used and the slots written.
     model: optional `model(x [f, D], t [f]) -> guided epsilon [f, D]` replacing the toy UNet.
+    beta_kind: "scaled_linear" (VideoCrafter's "linear") or "linear" (diffusers' linear betas).
     """
     assert init in ("clip", "noise")
     S = f * n                                  # videocrafter_main: num_inference_steps = f * n
-    sched = Schedule(S, eta, T, beta_start, beta_end)
+    sched = Schedule(S, eta, T, beta_start, beta_end, beta_kind)
     h = f // 2 if lookahead else 0
     L = S + h                                  # queue length (max_queue_length in Latte)
     E = S - f if init == "clip" else L         # first emitting iteration

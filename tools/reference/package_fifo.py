@@ -7,7 +7,7 @@ exported packages (tests compare the CLI's frames with this script's).
 
 Writes DIR/frame_000000.png ... (the frames and names `fifo generate --out DIR/` writes) and
 DIR/run.json (the settings, which the Rust test replays through the CLI). Supports packages with
-`betas` scaled_linear, `spacing` official_linspace, `final_alpha` first_train_step (the official
+`betas` scaled_linear or linear, `spacing` official_linspace, `final_alpha` first_train_step (the official
 VideoCrafter schedule fifo_official.py transcribes) and epsilon or v prediction.
 """
 import argparse
@@ -34,7 +34,7 @@ class Package:
             self.sessions[name] = ort.InferenceSession(os.path.join(folder, graph["file"]), opts,
                                                        providers=["CPUExecutionProvider"])
         s = self.spec["schedule"]
-        assert s["betas"]["kind"] == "scaled_linear" and s["spacing"]["kind"] == "official_linspace", s
+        assert s["betas"]["kind"] in ("scaled_linear", "linear") and s["spacing"]["kind"] == "official_linspace", s
         assert s["final_alpha"] == "first_train_step" and s["train_timesteps"] == 1000, s
         lat = self.spec["latent"]
         self.frame_shape = (lat["channels"], lat["height"], lat["width"])
@@ -106,12 +106,12 @@ def main():
     guidance = d["guidance"] if args.guidance is None else args.guidance
     eta = d["eta"] if args.eta is None else args.eta
     betas = pkg.spec["schedule"]["betas"]
-    sched = fifo_official.Schedule(f * n, eta, 1000, betas["start"], betas["end"])
+    sched = fifo_official.Schedule(f * n, eta, 1000, betas["start"], betas["end"], betas["kind"])
     model = pkg.guided_model(args.prompt, guidance, sched.alphas_cumprod)
     D = int(np.prod(pkg.frame_shape))
     run = fifo_official.fifo_sampling(f, n, not args.no_lookahead and d["lookahead"], args.init or d["init"], eta,
                                       guidance, args.seed, D, None, args.frames, beta_start=betas["start"],
-                                      beta_end=betas["end"], model=model)
+                                      beta_end=betas["end"], model=model, beta_kind=betas["kind"])
     os.makedirs(args.out, exist_ok=True)
     from PIL import Image
     for i, latent in enumerate(run["output"]):
