@@ -40,16 +40,38 @@ class VaeEncoder(torch.nn.Module):
         return self.vae.encode(rgb).latent_dist.mean
 
 
+class MaskedT5Text(torch.nn.Module):
+    """A T5/umT5 encoder under the prompt's attention mask, padding positions zeroed: what the
+    Latte (`mask_feature`) and Wan pipelines feed their denoisers."""
+
+    def __init__(self, text, pad_id):
+        super().__init__()
+        self.text = text
+        self.pad_id = pad_id
+
+    def forward(self, ids):
+        keep = (ids != self.pad_id).to(torch.int64)
+        hidden = self.text(input_ids=ids, attention_mask=keep).last_hidden_state
+        return hidden * keep.unsqueeze(-1).to(hidden.dtype)
+
+
 def export_graph(module, inputs, names, output, path, check_batches=(1, 2)):
     """Export `module` with a symbolic batch dim on every input, then run the graph in onnxruntime
-    at two batch sizes and return the max abs error against PyTorch (raises if the graph fails)."""
+    at two batch sizes and return the max abs error against PyTorch (raises if the graph fails).
+    `output` names the output, or is a list naming each of a tuple of outputs."""
     import onnxruntime as ort
     module.eval()
+    outputs = output if isinstance(output, list) else [output]
     batch = torch.export.Dim("batch", min=1, max=1024)
-    params = list(inspect.signature(module.forward).parameters)
-    dynamic = {params[i]: {0: batch} for i in range(len(names))}
+    params = list(inspect.signature(module.forward).parameters.values())
+    dynamic = {}
+    for i, p in enumerate(params[:len(names)]):
+        if p.kind == p.VAR_POSITIONAL:  # forward(self, x, *states): one spec per remaining input
+            dynamic[p.name] = tuple({0: batch} for _ in range(len(names) - i))
+            break
+        dynamic[p.name] = {0: batch}
     with torch.no_grad():
-        torch.onnx.export(module, inputs, path, input_names=names, output_names=[output],
+        torch.onnx.export(module, inputs, path, input_names=names, output_names=outputs,
                           opset_version=OPSET, dynamo=True, external_data=True, optimize=True,
                           dynamic_shapes=dynamic)
     strip_metadata(path)
@@ -59,8 +81,10 @@ def export_graph(module, inputs, names, output, path, check_batches=(1, 2)):
         xs = [torch.cat([x] * b)[:b] for x in inputs]
         with torch.no_grad():
             want = module(*xs)
-        got = sess.run(None, {n: x.numpy() for n, x in zip(names, xs)})[0]
-        err = max(err, float(np.abs(got - want.numpy()).max()))
+        want = want if isinstance(want, (tuple, list)) else [want]
+        got = sess.run(outputs, {n: x.numpy() for n, x in zip(names, xs)})
+        for g, w in zip(got, want):
+            err = max(err, float(np.abs(g - w.numpy()).max()))
     return err
 
 
@@ -71,12 +95,15 @@ def op_summary(path):
 
 
 def save_golden(folder, inputs, names, output_name, output):
-    """Inputs and PyTorch's output in the ONNX backend-test layout the Rust tests read:
-    folder/input_<k>.pb, folder/output_0.pb (TensorProtos carrying their names)."""
+    """Inputs and PyTorch's output(s) in the ONNX backend-test layout the Rust tests read:
+    folder/input_<k>.pb, folder/output_<k>.pb (TensorProtos carrying their names). `output_name`
+    and `output` may be lists."""
     from onnx import numpy_helper
     os.makedirs(folder, exist_ok=True)
     tensors = [(f"input_{k}", n, x) for k, (n, x) in enumerate(zip(names, inputs))]
-    tensors.append(("output_0", output_name, output))
+    if not isinstance(output_name, list):
+        output_name, output = [output_name], [output]
+    tensors += [(f"output_{k}", n, x) for k, (n, x) in enumerate(zip(output_name, output))]
     for file, name, x in tensors:
         proto = numpy_helper.from_array(x.detach().cpu().numpy(), name)
         with open(os.path.join(folder, f"{file}.pb"), "wb") as f:

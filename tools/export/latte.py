@@ -94,21 +94,6 @@ class PerFrameLatte(torch.nn.Module):
         return x[:, : self.latent_channels].reshape(b, f, self.latent_channels, h, w)
 
 
-class T5Text(torch.nn.Module):
-    """T5 encoder under the prompt's attention mask, padding positions zeroed (the denoiser masks
-    all-zero rows out of its cross-attention)."""
-
-    def __init__(self, text, pad_id):
-        super().__init__()
-        self.text = text
-        self.pad_id = pad_id
-
-    def forward(self, ids):
-        keep = (ids != self.pad_id).to(torch.int64)
-        hidden = self.text(input_ids=ids, attention_mask=keep).last_hidden_state
-        return hidden * keep.unsqueeze(-1).to(hidden.dtype)
-
-
 def check_against_diffusers(transformer, wrapper, latents, t, ctx, keep_tokens):
     """With one timestep per clip and the first row's context (its first `keep_tokens` tokens
     real), the wrapper must be diffusers' forward pass on the cut context (its epsilon half)."""
@@ -216,7 +201,7 @@ def main():
     prompts = ["a red panda eating bamboo, 4k", ""]
     ids = torch.tensor([tok(p, padding="max_length", max_length=max_tokens, truncation=True)["input_ids"]
                         for p in prompts])
-    text_wrapper, denoiser = T5Text(text, pad_id), PerFrameLatte(transformer, zc)
+    text_wrapper, denoiser = common.MaskedT5Text(text, pad_id), PerFrameLatte(transformer, zc)
     x = torch.randn(2, f, zc, zh, zw, generator=g)
     t = torch.stack([torch.linspace(999, 1, f), torch.linspace(500, 20, f)]).round()
     with torch.no_grad():
