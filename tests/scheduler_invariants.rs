@@ -136,8 +136,8 @@ fn each_frame_carries_its_own_conditioning_and_timestep() {
                 assert_eq!(cond, schedule.at(layout.frame_id(slot, it)), "iteration {it} slot {slot}");
                 let uncond = conds[(layout.windows().len() + w) * f + j];
                 assert_eq!((uncond.from, uncond.to), (0, 0));
-                let t = times[w * f + j] as usize;
-                assert_eq!(t, s.table().entry(layout.label(slot, it)).timestep);
+                let t = times[w * f + j];
+                assert_eq!(t, s.table().entry(layout.label(slot, it)).timestep as f32);
                 prompts_in_queue.insert(cond.to);
             }
         }

@@ -27,6 +27,10 @@ pub struct PlanArgs {
     /// Timestep spacing: official, leading or trailing.
     #[arg(long, default_value = "official")]
     spacing: String,
+    /// Rectified flow (Wan 2.1) with this shift (3 at 480p, 5 at 720p) instead of --betas,
+    /// --prediction and --spacing; needs --eta 0.
+    #[arg(long)]
+    flow_shift: Option<f64>,
     /// Queue start: clip (re-noise a sampled clip) or noise (warm up from pure noise).
     #[arg(long, default_value = "clip")]
     init: String,
@@ -65,7 +69,10 @@ fn parse_config(a: &PlanArgs) -> Result<FifoConfig, String> {
         lookahead: !a.no_lookahead,
         eta: a.eta,
         init,
-        schedule: DiffusionSchedule { betas, prediction, spacing, ..DiffusionSchedule::videocrafter() },
+        schedule: match a.flow_shift {
+            Some(shift) => DiffusionSchedule::rectified_flow(shift),
+            None => DiffusionSchedule { betas, prediction, spacing, ..DiffusionSchedule::videocrafter() },
+        },
         ..FifoConfig::official(vec![1])
     };
     config.validate().map_err(|e| e.to_string())?;
@@ -94,7 +101,8 @@ pub fn run(args: &PlanArgs) -> Result<(), String> {
             .iter()
             .map(|e| {
                 serde_json::json!({"timestep": e.timestep, "alpha": e.alpha, "alpha_prev": e.alpha_prev,
-                "sigma": e.sigma, "c_x": e.c_x, "c_model": e.c_model, "c_noise": e.c_noise})
+                "sigma": e.sigma, "signal": e.signal, "noise_scale": e.noise_scale,
+                "c_x": e.c_x, "c_model": e.c_model, "c_noise": e.c_noise})
             })
             .collect();
         let plan = serde_json::json!({
@@ -116,9 +124,12 @@ pub fn run(args: &PlanArgs) -> Result<(), String> {
         layout.windows().len()
     );
     println!("first frame emitted after {} iterations ({:?} start)", layout.first_emit + 1, config.init);
-    println!("{:>5} {:>8} {:>10} {:>10} {:>9}", "index", "timestep", "alphabar", "sigma", "c_model");
+    println!("{:>5} {:>9} {:>10} {:>10} {:>9}", "index", "timestep", "alphabar", "sigma", "c_model");
     for (i, e) in table.entries().iter().enumerate() {
-        println!("{i:>5} {:>8} {:>10.6} {:>10.6} {:>9.5}", e.timestep, e.alpha, e.sigma, e.c_model);
+        // Flow timesteps are not integers.
+        let t =
+            if e.timestep.fract() == 0.0 { format!("{}", e.timestep) } else { format!("{:.3}", e.timestep) };
+        println!("{i:>5} {t:>9} {:>10.6} {:>10.6} {:>9.5}", e.alpha, e.sigma, e.c_model);
     }
     for (i, w) in windows.iter().enumerate() {
         println!("window {i}: slots {} writes {}", w["slots"], w["writes"]);

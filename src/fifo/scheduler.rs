@@ -132,7 +132,9 @@ impl FifoScheduler {
     }
 
     /// Forward-noises an f-frame clip (frame-major, at the cleanest level) onto the diagonal:
-    /// slot at index `i` gets clip frame `max(0, i - (S - f))`, head slots get frame 0 at index 0.
+    /// slot at index `i` gets clip frame `max(0, i - (S - f))`, head slots get frame 0 at index 0,
+    /// each as `signal x0 + noise_scale z` of its index (DDPM: `sqrt(a) x0 + sqrt(1-a) z`;
+    /// rectified flow: `(1 - s) x0 + s z`).
     /// The clip may come from [`super::sample_clip`], an encoded video or a repeated image.
     pub fn from_clip(config: FifoConfig, prompts: PromptSchedule, clip: &[f32]) -> Result<Self, FifoError> {
         if config.init != InitMode::Clip {
@@ -152,8 +154,8 @@ impl FifoScheduler {
         for slot in 0..scheduler.layout.len() {
             let index = scheduler.layout.base_label(slot);
             let source = if slot < head { 0 } else { index.saturating_sub(steps - f) };
-            let alpha = scheduler.table.entry(index).alpha;
-            let (signal, noise_scale) = (alpha.sqrt() as f32, (1.0 - alpha).sqrt() as f32);
+            let entry = scheduler.table.entry(index);
+            let (signal, noise_scale) = (entry.signal as f32, entry.noise_scale as f32);
             let key = scheduler.key(slot, 0, index, NoisePurpose::Renoise);
             let frame = scheduler.ring.frame_mut(slot);
             key.fill_normal(frame);

@@ -499,6 +499,7 @@ impl ModelPackage {
         if d.partitions == 0 || !d.guidance.is_finite() || !(d.eta.is_finite() && d.eta >= 0.0) {
             return Err(format!("`defaults` out of range: {d:?}"));
         }
+        self.schedule.check_eta(d.eta).map_err(|e| format!("`defaults.eta`: {e}"))?;
         self.text.validate()?;
         for file in self.files_needed() {
             let p = Path::new(file);

@@ -4,8 +4,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{linspace, ScheduleError};
 
-/// The DDIM timestep grid, listed ascending (index 0 = cleanest).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The sampler's grid of noise levels, listed ascending (index 0 = cleanest).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TimestepSpacing {
     /// `round(linspace(0, T-1, S))` with round-half-to-even: FIFO-Diffusion's official grid.
@@ -14,6 +14,26 @@ pub enum TimestepSpacing {
     Leading { offset: usize },
     /// diffusers "trailing": `round(T - i * T / S) - 1`, so the noisiest step is `T - 1`.
     Trailing,
+    /// Rectified flow only: the noise levels of diffusers' `FlowMatchEulerDiscreteScheduler`
+    /// (`use_dynamic_shifting` off): `linspace(1, shift(1/T), S)` shifted by
+    /// `shift(s) = shift s / (1 + (shift - 1) s)`, then a final step to 0. See [`flow_sigmas`].
+    /// `model.json` writes it as `"process": {"kind": "rectified_flow", "shift": ..}`.
+    #[serde(skip)]
+    FlowShift { shift: f64 },
+}
+
+/// The `S` noise levels of a [`TimestepSpacing::FlowShift`] grid, ascending (index 0 = cleanest,
+/// index `S - 1` = 1), in f64. diffusers (in f32) builds its training sigmas as `shift(t / T)`
+/// for `t = 1..=T`, then samples `linspace(T shift(1), T shift(1/T), S) / T` and shifts that
+/// again; the sampler's last step goes to 0.
+pub fn flow_sigmas(shift: f64, train: usize, steps: usize) -> Vec<f64> {
+    let shifted = |s: f64| shift * s / (1.0 + (shift - 1.0) * s);
+    let t = train as f64;
+    let (sigma_max, sigma_min) = (shifted(1.0), shifted(1.0 / t));
+    let mut sigmas: Vec<f64> =
+        linspace(sigma_max * t, sigma_min * t, steps).map(|x| shifted(x / t)).collect();
+    sigmas.reverse();
+    sigmas
 }
 
 impl TimestepSpacing {
@@ -34,6 +54,7 @@ impl TimestepSpacing {
                 }
                 (0..steps).map(|i| i * ratio + offset).collect()
             }
+            Self::FlowShift { .. } => return Err(ScheduleError::NotATimestepGrid(*self)),
             Self::Trailing => {
                 let ratio = train as f64 / steps as f64;
                 let mut grid: Vec<usize> = (0..steps)

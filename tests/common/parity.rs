@@ -72,8 +72,9 @@ pub async fn check_case(case: &Case) -> f64 {
     let config = config(case);
     let table =
         fifo_diffusion::schedule::StepTable::new(&config.schedule, config.steps(), config.eta).unwrap();
-    let grid: Vec<usize> = table.entries().iter().map(|e| e.timestep).collect();
-    assert_eq!(grid, case.timesteps, "{}: timestep grid", case.case);
+    let grid: Vec<f64> = table.entries().iter().map(|e| e.timestep).collect();
+    let want: Vec<f64> = case.timesteps.iter().map(|&t| t as f64).collect();
+    assert_eq!(grid, want, "{}: timestep grid", case.case);
     for (e, &sigma) in table.entries().iter().zip(&case.sigmas) {
         assert!((e.sigma - sigma).abs() < 1e-12, "{}: sigma {} vs {sigma}", case.case, e.sigma);
     }

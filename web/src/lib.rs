@@ -12,14 +12,14 @@ use fifo_diffusion::fifo::{FifoConfig, QueueLayout};
 use fifo_diffusion::schedule::StepTable;
 use wasm_bindgen::prelude::*;
 
-/// The DDIM timesteps and noise levels the scheduler uses for a JSON `FifoConfig`.
+/// The model timesteps and DDIM noise levels the scheduler uses for a JSON `FifoConfig`.
 #[wasm_bindgen]
 pub fn fifo_plan(config_json: &str) -> Result<String, JsError> {
     let config: FifoConfig = serde_json::from_str(config_json)?;
     config.validate()?;
     let table = StepTable::new(&config.schedule, config.steps(), config.eta)?;
     let layout = QueueLayout::new(&config);
-    let timesteps: Vec<usize> = table.entries().iter().map(|e| e.timestep).collect();
+    let timesteps: Vec<f64> = table.entries().iter().map(|e| e.timestep).collect();
     let sigmas: Vec<f64> = table.entries().iter().map(|e| e.sigma).collect();
     Ok(serde_json::json!({
         "queue_slots": layout.len(),
