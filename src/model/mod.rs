@@ -9,7 +9,7 @@ mod tokenizer;
 
 pub use context::PromptContexts;
 pub use package::{
-    Defaults, GraphFile, GraphSource, Graphs, ImageSpec, LatentSpec, ModelError, ModelPackage, PackageFiles,
-    TextSpec, TokenizerKind, UnetGraph, Weights, PACKAGE_FORMAT,
+    DecoderGraph, Defaults, GraphFile, GraphSource, Graphs, ImageSpec, LatentSpec, ModelError, ModelPackage,
+    PackageFiles, TextSpec, TokenizerKind, UnetGraph, Weights, PACKAGE_FORMAT,
 };
 pub use tokenizer::{HuggingFaceTokenizer, TokenizeError, Tokenizer, WordsTokenizer};

@@ -211,11 +211,78 @@ pub struct UnetGraph {
     pub output: String,
 }
 
+/// The latent-to-RGB decoder. A plain decoder turns one latent `[B, C, H, W]` into one frame
+/// `[B, 3, height, width]`. A causal video decoder (Wan's VAE) carries state from latent to latent
+/// and turns each into several frames `[B, frames, 3, height, width]`: `first` decodes the first
+/// latent (`first_frames` frames, no state in, the initial state out); `file` decodes each
+/// following one (`frames_per_latent` frames) from the latent and `state`, writing `next_state`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DecoderGraph {
+    pub file: String,
+    pub input: String,
+    pub output: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first: Option<String>,
+    /// The state inputs of `file`, in the order of `next_state`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub state: Vec<String>,
+    /// The state outputs of both graphs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub next_state: Vec<String>,
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub frames_per_latent: usize,
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub first_frames: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
+}
+
+impl DecoderGraph {
+    /// Whether the decoder carries state from latent to latent.
+    pub fn is_causal(&self) -> bool {
+        self.first.is_some()
+    }
+
+    /// Frames decoded from latent `index` (0: the first one).
+    pub fn frames_from(&self, index: u64) -> usize {
+        if self.is_causal() && index == 0 {
+            self.first_frames
+        } else {
+            self.frames_per_latent
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.state.len() != self.next_state.len() {
+            return Err(format!(
+                "`graphs.decoder`: `state` names {} inputs but `next_state` {} outputs",
+                self.state.len(),
+                self.next_state.len()
+            ));
+        }
+        if self.frames_per_latent == 0 || self.first_frames == 0 {
+            return Err("`graphs.decoder`: `frames_per_latent` and `first_frames` must be at least 1".into());
+        }
+        if self.first.is_none() && (!self.state.is_empty() || self.first_frames != 1) {
+            return Err(
+                "`graphs.decoder`: a decoder with `state` or `first_frames` needs its `first` graph".into()
+            );
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Graphs {
     pub text_encoder: GraphFile,
     pub unet: UnetGraph,
-    pub decoder: GraphFile,
+    pub decoder: DecoderGraph,
     #[serde(default)]
     pub encoder: Option<GraphFile>,
 }
@@ -373,8 +440,9 @@ impl ModelPackage {
             message: format!("not UTF-8 text ({e})"),
         })?;
         let mut package = Self::parse(json, "model.json")?;
-        let graphs = [package.graphs.text_encoder.file.as_str(), &package.graphs.decoder.file];
-        for file in graphs.into_iter().chain(package.text.tokenizer_file()) {
+        let d = &package.graphs.decoder;
+        let graphs = [package.graphs.text_encoder.file.as_str(), &d.file];
+        for file in graphs.into_iter().chain(d.first.as_deref()).chain(package.text.tokenizer_file()) {
             if !files.contains_key(file) {
                 return Err(missing(file));
             }
@@ -386,6 +454,7 @@ impl ModelPackage {
     fn graph_files(&self) -> Vec<&str> {
         let g = &self.graphs;
         let mut files = vec![g.text_encoder.file.as_str(), &g.unet.file, &g.decoder.file];
+        files.extend(g.decoder.first.as_deref());
         files.extend(g.unet.int8.as_deref());
         files.extend(g.unet.f16.as_deref());
         files
@@ -501,6 +570,7 @@ impl ModelPackage {
         }
         self.schedule.check_eta(d.eta).map_err(|e| format!("`defaults.eta`: {e}"))?;
         self.text.validate()?;
+        self.graphs.decoder.validate()?;
         for file in self.files_needed() {
             let p = Path::new(file);
             if file.is_empty() || p.is_absolute() || p.components().any(|c| c.as_os_str() == "..") {

@@ -173,6 +173,11 @@ impl Generation {
         }
         if models.host_queue {
             self.host_queue_reason = Some("asked for".into());
+        } else if models.package.graphs.decoder.is_causal() {
+            self.host_queue_reason = Some(
+                "the decoder carries state from latent to latent, which the device loop does not feed yet"
+                    .into(),
+            );
         } else {
             match self.device_loop(split, balance).await? {
                 Ok(device) => self.device = Some(device),

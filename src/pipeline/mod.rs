@@ -46,6 +46,15 @@ pub enum PipelineError {
     Checkpoint(#[from] crate::fifo::CheckpointError),
     #[error("{0}")]
     Devices(String),
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+fn causal_checkpoint_error(model: &str) -> PipelineError {
+    PipelineError::Unsupported(format!(
+        "model `{model}` decodes with a causal decoder whose state checkpoints do not hold yet: \
+         a run of it cannot be saved or resumed after its first frame; run it from the start"
+    ))
 }
 
 /// A decoded frame, `height * width * 3` RGB bytes, row-major.
@@ -148,6 +157,8 @@ pub struct Models {
     tokenizer: Tokenizer,
     text: Session,
     decoder: Session,
+    /// A causal decoder's graph for the first latent (see [`crate::model::DecoderGraph`]).
+    decoder_first: Option<Session>,
     unet: UnetDenoiser,
     /// The UNet on each further device of `RunOptions::extra_gpus`.
     extra: Vec<UnetDenoiser>,
@@ -193,7 +204,26 @@ impl Models {
         let source = package.graph(&text_graph.file);
         let text = build_session("text encoder", &gpu, &source, &shapes, &session_options).await?;
         let (l, d) = (&package.latent, &package.graphs.decoder);
-        let shapes = HashMap::from([(d.input.clone(), vec![1, l.channels, l.height, l.width])]);
+        let mut shapes = HashMap::from([(d.input.clone(), vec![1, l.channels, l.height, l.width])]);
+        let decoder_first = match &d.first {
+            Some(file) => {
+                let first =
+                    build_session("decoder", &gpu, &package.graph(file), &shapes, &session_options).await?;
+                // The state's shapes are those the first graph writes.
+                for (input, output) in d.state.iter().zip(&d.next_state) {
+                    let info = first.info().outputs.iter().find(|o| &o.name == output);
+                    let shape = info.and_then(|o| o.shape.clone()).ok_or_else(|| PipelineError::Output {
+                        graph: "decoder",
+                        message: format!(
+                            "no output named `{output}` in `{file}` (`graphs.decoder.next_state`)"
+                        ),
+                    })?;
+                    shapes.insert(input.clone(), shape);
+                }
+                Some(first)
+            }
+            None => None,
+        };
         let source = package.graph(&d.file);
         let decoder = build_session("decoder", &gpu, &source, &shapes, &session_options).await?;
         let extra = match options.backend {
@@ -222,6 +252,7 @@ impl Models {
             gpu,
             text,
             decoder,
+            decoder_first,
             unet,
             host_queue: options.host_queue,
             encoder: None,
@@ -305,6 +336,60 @@ impl Models {
         Ok(self.frame_from_planes(id, &rgb))
     }
 
+    /// Decodes one latent with a causal decoder: the first latent through the `first` graph
+    /// (`state` is `None` and becomes the initial state), each later one from `state`, which
+    /// moves on. Returns the frames, numbered from `first_id`.
+    async fn decode_causal(
+        &self,
+        state: &mut Option<Vec<Tensor>>,
+        first_id: u64,
+        latent: &[f32],
+    ) -> Result<Vec<Frame>, PipelineError> {
+        let (l, i, g) = (&self.package.latent, &self.package.image, &self.package.graphs.decoder);
+        let unscaled: Vec<f32> = latent.iter().map(|v| v / l.scale_factor).collect();
+        let input = f32_tensor("decoder", vec![1, l.channels, l.height, l.width], unscaled)?;
+        let mut feeds = HashMap::from([(g.input.clone(), input)]);
+        let (session, frames) = match state.take() {
+            None => (self.decoder_first.as_ref().expect("built for a causal decoder"), g.first_frames),
+            Some(values) => {
+                feeds.extend(g.state.iter().cloned().zip(values));
+                (&self.decoder, g.frames_per_latent)
+            }
+        };
+        let mut outputs: HashMap<String, Tensor> =
+            session.run_async(feeds).await.map_err(session_err("decoder"))?.into_iter().collect();
+        let missing = |name: &str| PipelineError::Output {
+            graph: "decoder",
+            message: format!("no output named `{name}`"),
+        };
+        let next: Vec<Tensor> = g
+            .next_state
+            .iter()
+            .map(|n| outputs.remove(n).ok_or_else(|| missing(n)))
+            .collect::<Result<_, _>>()?;
+        let rgb = outputs.remove(&g.output).ok_or_else(|| missing(&g.output))?;
+        let plane = 3 * i.height * i.width;
+        let values =
+            rgb.as_f32().map_err(|e| PipelineError::Output { graph: "decoder", message: e.to_string() })?;
+        if values.len() != frames * plane {
+            return Err(PipelineError::Output {
+                graph: "decoder",
+                message: format!(
+                    "shape {:?} where {frames} frames of 3x{}x{} were expected",
+                    rgb.shape(),
+                    i.height,
+                    i.width
+                ),
+            });
+        }
+        *state = Some(next);
+        Ok(values
+            .chunks_exact(plane)
+            .zip(first_id..)
+            .map(|(planes, id)| self.frame_from_planes(id, planes))
+            .collect())
+    }
+
     /// Encodes RGB frames (`height * width * 3` bytes each, the package's image size) into a clip
     /// of diffusion latents (scaled), frame-major: the start clip of [`Generation::start_from_clip`].
     pub async fn encode_frames(&mut self, frames: &[Vec<u8>]) -> Result<Vec<f32>, PipelineError> {
@@ -379,6 +464,18 @@ pub struct Generation {
     active: Vec<usize>,
     /// Why the queue stays on the host on the GPU backend.
     host_queue_reason: Option<String>,
+    /// A causal decoder's state and the frames it decoded ahead.
+    causal: CausalDecoding,
+}
+
+/// The run's side of a causal decoder: each dequeued latent becomes several frames, handed out
+/// one per [`Generation::next_frame`].
+#[derive(Default)]
+struct CausalDecoding {
+    state: Option<Vec<Tensor>>,
+    pending: std::collections::VecDeque<Frame>,
+    /// Frames decoded so far (the id of the next frame decoded).
+    decoded: u64,
 }
 
 impl Generation {
@@ -438,6 +535,7 @@ impl Generation {
             device: None,
             active: Vec::new(),
             host_queue_reason: None,
+            causal: CausalDecoding::default(),
         };
         run.place_queue().await?;
         Ok(run)
@@ -487,6 +585,9 @@ impl Generation {
     pub async fn resume(mut models: Models, checkpoint: &[u8]) -> Result<Self, PipelineError> {
         let scheduler = FifoScheduler::from_checkpoint(checkpoint, Some(&models.package.name))?;
         Self::check_config(&models, scheduler.config())?;
+        if models.package.graphs.decoder.is_causal() && scheduler.frames_emitted() > 0 {
+            return Err(causal_checkpoint_error(&models.package.name));
+        }
         let mut times = StageTimes::default();
         let clock = Clock::start();
         models.prepare(scheduler.config()).await?;
@@ -515,8 +616,12 @@ impl Generation {
         Ok(())
     }
 
-    /// Runs iterations until the next frame leaves the queue, and decodes it.
+    /// Runs iterations until the next frame leaves the queue, and decodes it. With a causal
+    /// decoder a dequeued latent decodes into several frames, handed out one per call.
     pub async fn next_frame(&mut self) -> Result<Frame, PipelineError> {
+        if self.models.package.graphs.decoder.is_causal() {
+            return self.next_causal_frame().await;
+        }
         if self.device.is_some() {
             return self.next_frame_on_device().await;
         }
@@ -534,6 +639,28 @@ impl Generation {
         let frame = self.models.decode(id, &latent).await?;
         self.times.decode += clock.seconds();
         Ok(frame)
+    }
+
+    /// The next latent's iterations run on the host queue (see `place_queue`).
+    async fn next_causal_frame(&mut self) -> Result<Frame, PipelineError> {
+        if let Some(frame) = self.causal.pending.pop_front() {
+            return Ok(frame);
+        }
+        let clock = Clock::start();
+        let unet_before = self.models.unet.seconds();
+        let latent = {
+            let mut denoiser = self.models.unet.with(&self.contexts);
+            self.scheduler.next_frame(&mut denoiser).await?.latent.to_vec()
+        };
+        let unet = self.models.unet.seconds() - unet_before;
+        self.times.unet += unet;
+        self.times.scheduler += clock.seconds() - unet;
+        let clock = Clock::start();
+        let frames = self.models.decode_causal(&mut self.causal.state, self.causal.decoded, &latent).await?;
+        self.times.decode += clock.seconds();
+        self.causal.decoded += frames.len() as u64;
+        self.causal.pending.extend(frames);
+        Ok(self.causal.pending.pop_front().expect("a decoder graph makes at least one frame"))
     }
 
     /// [`Self::next_frame`] on the device-resident loop: iterations until one emits.
@@ -567,6 +694,9 @@ impl Generation {
     /// The whole queue state (between frames); resuming from it continues bit for bit. On the
     /// device-resident loop the queue is read back first.
     pub async fn checkpoint(&mut self) -> Result<Vec<u8>, PipelineError> {
+        if self.causal.decoded > 0 {
+            return Err(causal_checkpoint_error(&self.models.package.name));
+        }
         if let Some(device) = &mut self.device {
             device.sync(&mut self.scheduler).await?;
         }
@@ -588,7 +718,11 @@ impl Generation {
 
     /// Frames emitted so far (the id of the next frame).
     pub fn frames_emitted(&self) -> u64 {
-        self.scheduler.frames_emitted()
+        if self.models.package.graphs.decoder.is_causal() {
+            self.causal.decoded - self.causal.pending.len() as u64
+        } else {
+            self.scheduler.frames_emitted()
+        }
     }
 
     pub fn times(&self) -> &StageTimes {
