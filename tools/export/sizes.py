@@ -65,6 +65,22 @@ def sizes(module):
     return params, 4 * params, f16, i8, largest
 
 
+def wan_decoder_state(height=480, width=832):
+    """The causal Wan VAE decoder's caches (what `tools/export/wan.py` makes explicit state) at a
+    video size: (tensors, f32 bytes, largest tensor bytes), on the meta device."""
+    from diffusers import AutoencoderKLWan
+    with torch.device("meta"):
+        vae = AutoencoderKLWan(base_dim=96, z_dim=16)
+        x = vae.post_quant_conv(torch.zeros(1, 16, 2, height // 8, width // 8))
+    vae.clear_cache()
+    with torch.no_grad():
+        for i in range(2):
+            vae._conv_idx = [0]
+            vae.decoder(x[:, :, i:i + 1], feat_cache=vae._feat_map, feat_idx=vae._conv_idx, first_chunk=i == 0)
+    sizes = [4 * t.numel() for t in vae._feat_map if t is not None]
+    return len(sizes), sum(sizes), max(sizes)
+
+
 def main():
     gib = lambda b: f"{b / 2**30:.2f}"
     print("| model | component | parameters | f32 GiB | f16 GiB | int8 GiB | largest tensor (f32) |")
@@ -80,6 +96,9 @@ def main():
             print(f"| {family} | {name} | {p / 1e6:.0f} M | {gib(b32)} | {gib(b16)} | {gib(b8)} | "
                   f"{largest / 2**20:.0f} MiB{over} |")
         print(f"| {family} | **total** | {total[0] / 1e6:.0f} M | {gib(total[1])} | {gib(total[2])} | {gib(total[3])} | |")
+    n, total, largest = wan_decoder_state()
+    print(f"\nWan VAE decoder state at 480x832 (carried from latent to latent): {n} tensors, "
+          f"{gib(total)} GiB f32, largest {largest / 2**20:.0f} MiB")
 
 
 if __name__ == "__main__":
