@@ -27,7 +27,8 @@ struct Golden {
     graph: &'static str,
     model: PathBuf,
     inputs: Vec<(String, Tensor)>,
-    output: Tensor,
+    /// By name: a causal decoder also writes its next state.
+    outputs: Vec<(String, Tensor)>,
 }
 
 impl Golden {
@@ -61,18 +62,19 @@ fn goldens() -> Vec<Golden> {
             ("unet", &g.unet.file),
             ("decoder", &g.decoder.file),
         ];
+        graphs.extend(g.decoder.first.as_ref().map(|f| ("decoder_first", f)));
         graphs.extend(g.encoder.as_ref().map(|e| ("encoder", &e.file)));
         for (graph, file) in graphs {
             let data = dir.join("golden").join(graph);
             assert!(data.is_dir(), "{}: no golden pair for {graph}; export with --golden", dir.display());
-            let mut outputs = read_tensors(&data, "output");
-            assert_eq!(outputs.len(), 1, "{}", data.display());
+            let outputs = read_tensors(&data, "output");
+            assert!(!outputs.is_empty(), "{}", data.display());
             all.push(Golden {
                 package: package.name.clone(),
                 graph,
                 model: dir.join(file),
                 inputs: read_tensors(&data, "input"),
-                output: outputs.remove(0).1,
+                outputs,
             });
         }
     }
@@ -80,32 +82,36 @@ fn goldens() -> Vec<Golden> {
     all
 }
 
-fn check(what: &str, golden: &Golden, got: &Tensor, budget: f64) {
-    assert_eq!(got.shape(), golden.output.shape(), "{what}: {}/{}", golden.package, golden.graph);
-    let rel = relative_l2(got, &golden.output);
-    eprintln!("{what}: {}/{} relative L2 {rel:.2e}", golden.package, golden.graph);
-    assert!(
-        rel <= budget,
-        "{what}: {}/{} relative L2 error {rel:.2e} against PyTorch (budget {budget:.0e})",
-        golden.package,
-        golden.graph
-    );
+/// Every output the golden pair names against what the session returned.
+fn check(what: &str, golden: &Golden, got: &[(String, Tensor)], budget: f64) {
+    for (name, want) in &golden.outputs {
+        let (pkg, graph) = (&golden.package, golden.graph);
+        let got = got.iter().find(|(n, _)| n == name).map(|(_, t)| t);
+        let got = got.unwrap_or_else(|| panic!("{what}: {pkg}/{graph} has no output `{name}`"));
+        assert_eq!(got.shape(), want.shape(), "{what}: {pkg}/{graph} output {name}");
+        let rel = relative_l2(got, want);
+        eprintln!("{what}: {pkg}/{graph} {name} relative L2 {rel:.2e}");
+        assert!(
+            rel <= budget,
+            "{what}: {pkg}/{graph} output {name}: relative L2 error {rel:.2e} against PyTorch (budget {budget:.0e})"
+        );
+    }
 }
 
-fn run_cpu(model: &Path, golden: &Golden) -> Tensor {
+fn run_cpu(model: &Path, golden: &Golden) -> Vec<(String, Tensor)> {
     let session = Session::build(ModelSource::Path(model), &golden.shapes(), &SessionOptions::default())
         .unwrap_or_else(|e| panic!("{}: {e}", model.display()));
-    session.run(golden.feeds()).unwrap().remove(0).1
+    session.run(golden.feeds()).unwrap()
 }
 
-fn run_gpu(model: &Path, golden: &Golden) -> Option<Tensor> {
+fn run_gpu(model: &Path, golden: &Golden) -> Option<Vec<(String, Tensor)>> {
     let ctx = onnx_common::gpu_context()?;
     let options = SessionOptions { backend: Backend::Gpu, ..Default::default() };
     let session =
         pollster::block_on(Session::build_on(ctx, ModelSource::Path(model), &golden.shapes(), &options))
             .unwrap_or_else(|e| panic!("{}: {e}", model.display()));
     assert_eq!(session.backend(), Backend::Gpu);
-    Some(pollster::block_on(session.run_async(golden.feeds())).unwrap().remove(0).1)
+    Some(pollster::block_on(session.run_async(golden.feeds())).unwrap())
 }
 
 #[test]
