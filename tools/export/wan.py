@@ -241,8 +241,8 @@ def main():
     src.add_argument("--tiny", action="store_true", help="reduced config with random weights (tests)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--frames", type=int, help="latent frames per window (Wan 2.1: 21 = 81 video frames; --tiny 4)")
-    ap.add_argument("--height", type=int, help="video height in pixels (default 480, --tiny 64)")
-    ap.add_argument("--width", type=int, help="video width in pixels (default 832, --tiny 64)")
+    ap.add_argument("--height", type=int, help="video height in pixels (default 480, --tiny 32)")
+    ap.add_argument("--width", type=int, help="video width in pixels (default 832, --tiny 32)")
     ap.add_argument("--max-tokens", type=int, help="umT5 context length (WanPipeline: 512; --tiny 24)")
     ap.add_argument("--shift", type=float, help="flow shift of the sigma grid (Wan: 3.0 at 480p, 5.0 at 720p)")
     ap.add_argument("--fps", type=int, default=16)
@@ -263,7 +263,7 @@ def main():
         max_tokens = args.max_tokens or TINY_TOKENS
         f = args.frames or TINY_FRAMES
         transformer, text, vae = tiny_models(args.seed, len(tok.get_vocab()), max_tokens, f)
-        height, width = args.height or 64, args.width or 64
+        height, width = args.height or 32, args.width or 32
         name, shift = "wan-tiny", args.shift or 3.0
         description = "Wan 2.1 reduced config with random weights (export and parity tests only)"
     else:

@@ -130,33 +130,37 @@ def frame_id(slot, it, h, E):
     return it + slot - h - E
 
 
-def clip_sampling(sched, f, prompt_value, guidance, seed):
+def clip_sampling(sched, f, model, seed, dim=D):
     """Ordinary f-frame clip: noise(seed, j, S-1, CLIP_INIT), then S Euler steps, k = S-1..0."""
-    img = np.stack([philox.noise(seed, j, sched.S - 1, CLIP_INIT, D).astype(np.float64)
+    img = np.stack([philox.noise(seed, j, sched.S - 1, CLIP_INIT, dim).astype(np.float64)
                     for j in range(f)])
     for k in reversed(range(sched.S)):
         idx = np.full(f, k)
-        img = euler(sched, img, guided(img, sched.timesteps[idx], prompt_value, guidance), idx)
+        img = euler(sched, img, model(img, sched.timesteps[idx]), idx)
     return img
 
 
-def prepare_latents(sched, clip, f, lookahead, seed, E):
+def prepare_latents(sched, clip, f, lookahead, seed, E, dim=D):
     """Head slots p < h: (1-s_0) clip[0] + s_0 noise(seed, id, 0, RENOISE); slot h+i:
     (1-s_i) clip[max(0, i-(S-f))] + s_i noise(seed, id, i, RENOISE)."""
     S, h = sched.S, (f // 2 if lookahead else 0)
     out = []
     for p in range(h):
         s = sched.sigmas[0]
-        z = philox.noise(seed, frame_id(p, 0, h, E), 0, RENOISE, D).astype(np.float64)
+        z = philox.noise(seed, frame_id(p, 0, h, E), 0, RENOISE, dim).astype(np.float64)
         out.append((1 - s) * clip[0] + s * z)
     for i in range(S):
         s = sched.sigmas[i]
-        z = philox.noise(seed, frame_id(h + i, 0, h, E), i, RENOISE, D).astype(np.float64)
+        z = philox.noise(seed, frame_id(h + i, 0, h, E), i, RENOISE, dim).astype(np.float64)
         out.append((1 - s) * clip[max(0, i - (S - f))] + s * z)
     return np.stack(out)
 
 
-def fifo_flow(f, n, lookahead, init, guidance, seed, shift, num_frames, snapshot=False):
+def fifo_flow(f, n, lookahead, init, guidance, seed, shift, num_frames, snapshot=False, model=None, dim=D):
+    """model: optional `model(x [f, dim], t [f]) -> guided velocity [f, dim]` replacing the toy
+    model (tools/reference/package_fifo.py passes a package's graphs)."""
+    if model is None:
+        model = lambda x, t: guided(x, t, PROMPT_VALUE, guidance)  # noqa: E731
     S = f * n
     sched = FlowSchedule(S, T, shift)
     h = f // 2 if lookahead else 0
@@ -165,10 +169,10 @@ def fifo_flow(f, n, lookahead, init, guidance, seed, shift, num_frames, snapshot
     indices = np.concatenate([np.zeros(h, dtype=np.int64), np.arange(S)])
     clip = None
     if init == "clip":
-        clip = clip_sampling(sched, f, PROMPT_VALUE, guidance, seed)
-        latents = prepare_latents(sched, clip, f, lookahead, seed, E)
+        clip = clip_sampling(sched, f, model, seed, dim)
+        latents = prepare_latents(sched, clip, f, lookahead, seed, E, dim)
     else:
-        latents = np.stack([philox.noise(seed, frame_id(p, 0, h, E), S - 1, ENQUEUE, D)
+        latents = np.stack([philox.noise(seed, frame_id(p, 0, h, E), S - 1, ENQUEUE, dim)
                             .astype(np.float64) for p in range(L)])
     ids = np.array([frame_id(p, 0, h, E) for p in range(L)], dtype=np.int64)
     initial_queue = latents.copy()
@@ -184,7 +188,7 @@ def fifo_flow(f, n, lookahead, init, guidance, seed, shift, num_frames, snapshot
             mid, end = start + f // 2, start + f
             idx = curr[start:end]
             x = source[start:end].copy()
-            out = euler(sched, x, guided(x, sched.timesteps[idx], PROMPT_VALUE, guidance), idx)
+            out = euler(sched, x, model(x, sched.timesteps[idx]), idx)
             if lookahead:
                 latents[mid:end] = out[f // 2:]
                 written[mid:end] += 1
@@ -198,7 +202,7 @@ def fifo_flow(f, n, lookahead, init, guidance, seed, shift, num_frames, snapshot
         latents[:-1] = latents[1:].copy()
         ids[:-1] = ids[1:].copy()
         ids[-1] = ids[-2] + 1
-        latents[-1] = philox.noise(seed, int(ids[-1]), S - 1, ENQUEUE, D).astype(np.float64)
+        latents[-1] = philox.noise(seed, int(ids[-1]), S - 1, ENQUEUE, dim).astype(np.float64)
     return dict(sched=sched, S=S, h=h, L=L, E=E, clip=clip, initial_queue=initial_queue,
                 output=np.stack(outputs))
 

@@ -8,7 +8,8 @@ exported packages (tests compare the CLI's frames with this script's).
 Writes DIR/frame_000000.png ... (the frames and names `fifo generate --out DIR/` writes) and
 DIR/run.json (the settings, which the Rust test replays through the CLI). Supports packages with
 `betas` scaled_linear or linear, `spacing` official_linspace, `final_alpha` first_train_step (the official
-VideoCrafter schedule fifo_official.py transcribes) and epsilon or v prediction.
+VideoCrafter schedule fifo_official.py transcribes) and epsilon or v prediction, or a rectified-flow
+schedule (fifo_flow.py's loop; Wan), and causal decoders (several frames per latent, state carried).
 """
 import argparse
 import json
@@ -18,6 +19,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fifo_flow  # noqa: E402
 import fifo_official  # noqa: E402
 
 
@@ -33,9 +35,17 @@ class Package:
         for name, graph in self.spec["graphs"].items():
             self.sessions[name] = ort.InferenceSession(os.path.join(folder, graph["file"]), opts,
                                                        providers=["CPUExecutionProvider"])
+        first = self.spec["graphs"]["decoder"].get("first")
+        if first:  # a causal decoder: its first latent's graph
+            self.sessions["decoder_first"] = ort.InferenceSession(os.path.join(folder, first), opts,
+                                                                  providers=["CPUExecutionProvider"])
+        self.decoder_state = None
         s = self.spec["schedule"]
-        assert s["betas"]["kind"] in ("scaled_linear", "linear") and s["spacing"]["kind"] == "official_linspace", s
-        assert s["final_alpha"] == "first_train_step" and s["train_timesteps"] == 1000, s
+        self.flow = s.get("process", {}).get("kind") == "rectified_flow"
+        if not self.flow:
+            assert s["betas"]["kind"] in ("scaled_linear", "linear") and s["spacing"]["kind"] == "official_linspace", s
+            assert s["final_alpha"] == "first_train_step", s
+        assert s["train_timesteps"] == 1000, s
         lat = self.spec["latent"]
         self.frame_shape = (lat["channels"], lat["height"], lat["width"])
 
@@ -61,7 +71,7 @@ class Package:
         """model(x [f, D], t [f]) -> guided epsilon [f, D], the Rust pipeline's order of work:
         conditional and unconditional passes batched, guidance on the predictions."""
         cond, uncond = self.encode(prompt), self.encode("")
-        prediction = self.spec["schedule"]["prediction"]
+        prediction = "velocity" if self.flow else self.spec["schedule"]["prediction"]
 
         def model(x, t):
             f = x.shape[0]
@@ -73,17 +83,29 @@ class Package:
                 a = alphas_cumprod[np.asarray(t, np.int64)][:, None]
                 out = np.sqrt(a) * out + np.sqrt(1 - a) * x[None]
             else:
-                assert prediction == "epsilon", prediction
+                assert prediction in ("epsilon", "velocity"), prediction
             e_c, e_u = out[0], out[1]
             return e_u + guidance * (e_c - e_u) if guidance != 1.0 else e_c
         return model
 
     def decode(self, latent):
-        lat = self.spec["latent"]
+        """One latent's frames as HxWx3 bytes: one, or several from a causal decoder (which
+        carries its state from call to call)."""
+        lat, g = self.spec["latent"], self.spec["graphs"]["decoder"]
         z = (latent / lat["scale_factor"]).astype(np.float32).reshape((1,) + self.frame_shape)
-        rgb = self.run("decoder", z)[0]  # [3, H, W]
+        if "first" in g:
+            names = [g["output"]] + g["next_state"]
+            if self.decoder_state is None:
+                out = self.sessions["decoder_first"].run(names, {g["input"]: z})
+            else:
+                out = self.sessions["decoder"].run(names, {g["input"]: z, **dict(zip(g["state"], self.decoder_state))})
+            self.decoder_state = out[1:]
+            frames = list(out[0][0])  # [k, 3, H, W]
+        else:
+            frames = [self.run("decoder", z)[0]]  # [3, H, W]
         lo, hi = self.spec["image"]["range"]
-        return np.clip(np.round((rgb - lo) / (hi - lo) * 255.0), 0, 255).astype(np.uint8).transpose(1, 2, 0)
+        return [np.clip(np.round((rgb - lo) / (hi - lo) * 255.0), 0, 255).astype(np.uint8).transpose(1, 2, 0)
+                for rgb in frames]
 
 
 def main():
@@ -105,23 +127,34 @@ def main():
     n = args.partitions or d["partitions"]
     guidance = d["guidance"] if args.guidance is None else args.guidance
     eta = d["eta"] if args.eta is None else args.eta
-    betas = pkg.spec["schedule"]["betas"]
-    sched = fifo_official.Schedule(f * n, eta, 1000, betas["start"], betas["end"], betas["kind"])
-    model = pkg.guided_model(args.prompt, guidance, sched.alphas_cumprod)
     D = int(np.prod(pkg.frame_shape))
-    run = fifo_official.fifo_sampling(f, n, not args.no_lookahead and d["lookahead"], args.init or d["init"], eta,
-                                      guidance, args.seed, D, None, args.frames, beta_start=betas["start"],
-                                      beta_end=betas["end"], model=model, beta_kind=betas["kind"])
+    lookahead, init = not args.no_lookahead and d["lookahead"], args.init or d["init"]
+    # --frames counts video frames; a causal decoder makes several per latent.
+    g = pkg.spec["graphs"]["decoder"]
+    first, per = (g.get("first_frames", 1), g.get("frames_per_latent", 1)) if "first" in g else (1, 1)
+    latents = 1 + max(0, -(-(args.frames - first) // per))
+    if pkg.flow:
+        model = pkg.guided_model(args.prompt, guidance, None)
+        shift = pkg.spec["schedule"]["process"]["shift"]
+        run = fifo_flow.fifo_flow(f, n, lookahead, init, guidance, args.seed, shift, latents, model=model, dim=D)
+    else:
+        betas = pkg.spec["schedule"]["betas"]
+        sched = fifo_official.Schedule(f * n, eta, 1000, betas["start"], betas["end"], betas["kind"])
+        model = pkg.guided_model(args.prompt, guidance, sched.alphas_cumprod)
+        run = fifo_official.fifo_sampling(f, n, lookahead, init, eta, guidance, args.seed, D, None, latents,
+                                          beta_start=betas["start"], beta_end=betas["end"], model=model,
+                                          beta_kind=betas["kind"])
     os.makedirs(args.out, exist_ok=True)
     from PIL import Image
-    for i, latent in enumerate(run["output"]):
-        Image.fromarray(pkg.decode(latent)).save(os.path.join(args.out, f"frame_{i:06}.png"))
+    frames = [frame for latent in run["output"] for frame in pkg.decode(latent)][:args.frames]
+    for i, frame in enumerate(frames):
+        Image.fromarray(frame).save(os.path.join(args.out, f"frame_{i:06}.png"))
     settings = {"prompt": args.prompt, "frames": args.frames, "partitions": n, "lookahead": not args.no_lookahead
                 and d["lookahead"], "guidance": guidance, "eta": eta, "init": args.init or d["init"], "seed": args.seed}
     with open(os.path.join(args.out, "run.json"), "w") as fj:
         json.dump(settings, fj, indent=1)
         fj.write("\n")
-    print(f"wrote {len(run['output'])} frames to {args.out}")
+    print(f"wrote {len(frames)} frames ({len(run['output'])} latents) to {args.out}")
 
 
 if __name__ == "__main__":
