@@ -33,8 +33,9 @@ pub const SUPPORTED: &str = "elementwise unary/binary/variadic (not Mod), Clip, 
      MatMul, Gemm, Einsum (one or two operands, no repeated labels), Conv, ConvTranspose, \
      MaxPool/AveragePool/global pools, Softmax/LogSoftmax, Reduce{Sum,Mean,Max,Min,L2}, \
      LayerNormalization, GroupNormalization, InstanceNormalization, BatchNormalization, \
-     Reshape/Flatten/Squeeze/Unsqueeze/Identity, Transpose, Concat, Split, Slice, Gather, Expand, \
-     Tile, Pad, Resize (nearest, linear), DequantizeLinear of constants, and the fused forms";
+     Reshape/Flatten/Squeeze/Unsqueeze/Identity, Transpose, Concat, Split, Slice, Gather, \
+     GatherND (constant indices), Expand, Tile, Pad, Resize (nearest, linear), DequantizeLinear \
+     of constants, and the fused forms";
 
 /// A node that cannot run on the GPU backend.
 #[derive(Debug, thiserror::Error)]
@@ -446,6 +447,34 @@ impl<'a, 'c> Lowering<'a, 'c> {
                 }
                 let (xt, yt) = (self.tensor(x)?, self.tensor(y)?);
                 Ok(ops::copy::gather(&mut self.b, &xt, shape, axis, &it, &yt)?)
+            }
+            Op::GatherNd(g) => {
+                let (x, idx, y) = (Self::input(node, 0)?, Self::input(node, 1)?, Self::output(node, 0)?);
+                let Some(indices) = self.constant(idx) else {
+                    return unsupported(
+                        "GatherND's indices must be constant at session build (known from input \
+                         shapes); with indices computed at run time only the CPU backend runs it",
+                    );
+                };
+                let shape = self.shape(x);
+                let p = crate::ops::layout::gather_nd::plan(
+                    shape,
+                    indices.shape(),
+                    &indices.to_i64_vec(),
+                    g.batch_dims,
+                )?;
+                if p.rows.is_empty() || p.slice_len == 0 {
+                    return Ok(());
+                }
+                // One gather of whole slices: data as [rows, slice_len], along axis 0.
+                let mut rows = Vec::with_capacity(p.rows.len());
+                for &r in &p.rows {
+                    rows.push(i32::try_from(r).map_err(|_| Reason("index over 32 bits".into()))?);
+                }
+                let it = GpuTensor::from_i32(self.ctx(), "gather_nd.rows", &rows)?;
+                let total: usize = shape.iter().product();
+                let (xt, yt) = (self.tensor(x)?, self.tensor(y)?);
+                Ok(ops::copy::gather(&mut self.b, &xt, &[total / p.slice_len, p.slice_len], 0, &it, &yt)?)
             }
             Op::Expand(_) => {
                 let (x, y) = (Self::input(node, 0)?, Self::output(node, 0)?);

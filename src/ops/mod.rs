@@ -178,6 +178,7 @@ op_enum! {
     Split(layout::split::Split),
     Slice(layout::slice::Slice),
     Gather(layout::gather::Gather),
+    GatherNd(layout::gather_nd::GatherNd),
     Expand(layout::expand::Expand),
     Tile(layout::tile::Tile),
     Pad(layout::pad::Pad),

@@ -212,13 +212,15 @@ pub async fn run_fixture(
 }
 
 /// Fixtures of integer arithmetic, integer casts and quantizing: the GPU backend holds integers
-/// only for data movement and refuses these at build, naming the node (checked below).
+/// only for data movement and refuses these at build, naming the node (checked below). Also
+/// GatherND with indices computed at run time (the GPU lowers it with build-time indices only).
 pub const GPU_REFUSES: &[&str] = &[
     "add_int64",
     "cast_float_to_int8",
     "cast_float_to_uint8",
     "div_int64_truncates",
     "equal_int64",
+    "gather_nd_runtime_int32_indices",
     "mod_int_python_sign",
     "neg_int64",
     "quantize_per_axis_int8",

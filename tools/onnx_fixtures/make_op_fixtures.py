@@ -311,10 +311,26 @@ def sources_and_quant():
     case("quantize_uint8_ties_even", "QuantizeLinear", [("x", np.array([0.5, 1.5, 2.5, -1.0, 300.0], np.float32)), ("s", C(np.float32(1.0)))], tol="exact", out_dtypes=[TensorProto.UINT8])
 
 
+def gather_nd():
+    # Indices known at build (initializers) lower on the GPU; runtime indices run on the CPU only.
+    x = f32(3, 4, 2)
+    case("gather_nd_elements", "GatherND", [("x", x), ("i", C(np.array([[0, 1, 1], [2, 3, 0], [1, 0, 1]], np.int64)))], tol="exact")
+    case("gather_nd_slices", "GatherND", [("x", x), ("i", C(np.array([[[2], [0]], [[1], [1]]], np.int64)))], tol="exact")
+    case("gather_nd_slices_k2", "GatherND", [("x", x), ("i", C(np.array([[2, 3], [0, 1]], np.int64)))], tol="exact")
+    case("gather_nd_negative_indices", "GatherND", [("x", x), ("i", C(np.array([[-1, -4], [-3, 2], [0, -1]], np.int64)))], tol="exact")
+    case("gather_nd_batch_dims1", "GatherND", [("x", f32(2, 3, 4)), ("i", C(np.array([[[2], [0], [-1]], [[1], [1], [0]]], np.int64)))], {"batch_dims": 1}, tol="exact")
+    case("gather_nd_batch_dims2_elements", "GatherND", [("x", f32(2, 3, 4)), ("i", C(np.array([[[3], [0], [1]], [[2], [-1], [0]]], np.int64)))], {"batch_dims": 2}, tol="exact")
+    case("gather_nd_opset11", "GatherND", [("x", x), ("i", C(np.array([[1], [2]], np.int64)))], opset=11, tol="exact")
+    mask = np.array([[1, 0, 1, 1, 0], [0, 1, 0, 1, 1]], bool)
+    case("gather_nd_bool_data", "GatherND", [("m", mask), ("i", C(np.array([[0, 4], [1, 0], [1, -1]], np.int64)))], tol="exact")
+    case("gather_nd_int64_data", "GatherND", [("m", rng.integers(-50, 50, size=(2, 5))), ("i", C(np.array([[1], [0], [1]], np.int64)))], tol="exact")
+    case("gather_nd_runtime_int32_indices", "GatherND", [("x", x), ("i", np.array([[2, -1], [0, 1]], np.int32))], tol="exact")
+
+
 if __name__ == "__main__":
     shutil.rmtree(ROOT, ignore_errors=True)
     ROOT.mkdir(parents=True)
-    for family in [elementwise, linalg, nn, norms, layout, sources_and_quant]:
+    for family in [elementwise, linalg, nn, norms, layout, sources_and_quant, gather_nd]:
         # A stream per family: adding a case changes only the data of its own family.
         rng = np.random.default_rng([20261128, zlib.crc32(family.__name__.encode())])
         family()

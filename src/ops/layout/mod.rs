@@ -4,6 +4,7 @@
 pub mod concat;
 pub mod expand;
 pub mod gather;
+pub mod gather_nd;
 pub mod pad;
 pub mod reshape;
 pub mod resize;
@@ -20,6 +21,7 @@ pub(crate) const DEFS: &[&[OpDef]] = &[
     concat::DEFS,
     expand::DEFS,
     gather::DEFS,
+    gather_nd::DEFS,
     pad::DEFS,
     reshape::DEFS,
     resize::DEFS,
