@@ -50,7 +50,9 @@ class MaskedT5Text(torch.nn.Module):
         self.pad_id = pad_id
 
     def forward(self, ids):
-        keep = (ids != self.pad_id).to(torch.int64)
+        # Compared as floats (token ids are far below 2^24, so exactly): the GPU backend compares
+        # float tensors only.
+        keep = (ids.to(torch.float32) != float(self.pad_id)).to(torch.int64)
         hidden = self.text(input_ids=ids, attention_mask=keep).last_hidden_state
         return hidden * keep.unsqueeze(-1).to(hidden.dtype)
 
