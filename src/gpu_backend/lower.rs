@@ -22,6 +22,7 @@ use crate::ops::elementwise::unary::UnaryKind;
 use crate::ops::fused::Fused;
 use crate::ops::layout::pad::PadMode;
 use crate::ops::layout::resize::{CoordinateMode, NearestMode, ResizeMode};
+use crate::ops::layout::scatter_nd::ScatterReduction;
 use crate::ops::nn::pool::PoolKind;
 use crate::ops::nn::reduce::ReduceKind;
 use crate::ops::Op;
@@ -34,8 +35,8 @@ pub const SUPPORTED: &str = "elementwise unary/binary/variadic (not Mod), Clip, 
      MaxPool/AveragePool/global pools, Softmax/LogSoftmax, Reduce{Sum,Mean,Max,Min,L2}, \
      LayerNormalization, GroupNormalization, InstanceNormalization, BatchNormalization, \
      Reshape/Flatten/Squeeze/Unsqueeze/Identity, Transpose, Concat, Split, Slice, Gather, \
-     GatherND (constant indices), Expand, Tile, Pad, Resize (nearest, linear), DequantizeLinear \
-     of constants, and the fused forms";
+     GatherND (constant indices), ScatterND (reduction none, constant indices), Expand, Tile, \
+     Pad, Resize (nearest, linear), DequantizeLinear of constants, and the fused forms";
 
 /// A node that cannot run on the GPU backend.
 #[derive(Debug, thiserror::Error)]
@@ -476,6 +477,7 @@ impl<'a, 'c> Lowering<'a, 'c> {
                 let (xt, yt) = (self.tensor(x)?, self.tensor(y)?);
                 Ok(ops::copy::gather(&mut self.b, &xt, &[total / p.slice_len, p.slice_len], 0, &it, &yt)?)
             }
+            Op::ScatterNd(s) => self.scatter_nd(node, s.reduction),
             Op::Expand(_) => {
                 let (x, y) = (Self::input(node, 0)?, Self::output(node, 0)?);
                 let out = self.view(y)?;
@@ -1182,6 +1184,60 @@ impl<'a, 'c> Lowering<'a, 'c> {
                 Ok(ops::copy::gather(&mut self.b, &src.tensor, &[total], 0, &it, &out.tensor)?)
             }
         }
+    }
+
+    /// ScatterND with reduction "none" and indices known at build: a host table names the source
+    /// of every output element in `[data, updates]` (last write wins), then one gather.
+    fn scatter_nd(&mut self, node: &Node, reduction: ScatterReduction) -> R<()> {
+        let (x, idx, upd) = (Self::input(node, 0)?, Self::input(node, 1)?, Self::input(node, 2)?);
+        let y = Self::output(node, 0)?;
+        if reduction != ScatterReduction::None {
+            return unsupported(format!(
+                "ScatterND with reduction '{}' has no GPU kernel (the GPU lowers reduction 'none'); \
+                 the CPU backend runs it",
+                reduction.name()
+            ));
+        }
+        let Some(indices) = self.constant(idx) else {
+            return unsupported(
+                "ScatterND's indices must be constant at session build (known from input shapes); \
+                 with indices computed at run time only the CPU backend runs it",
+            );
+        };
+        let (shape, upd_shape) = (self.shape(x), self.shape(upd));
+        let p =
+            crate::ops::layout::scatter_nd::plan(shape, indices.shape(), &indices.to_i64_vec(), upd_shape)?;
+        let (n, m) = (p.data_len, p.targets.len());
+        if n == 0 {
+            return Ok(());
+        }
+        let out = self.view(y)?;
+        if m == 0 {
+            let xv = self.view(x)?;
+            return Ok(ops::copy::copy(&mut self.b, &xv, &out)?);
+        }
+        let sources = p.sources();
+        let ut = self.tensor(upd)?;
+        // Every element overwritten (the rotary pattern's second half may be): gather from the
+        // updates alone; otherwise from one buffer holding data then updates.
+        let (src, base) = if sources.iter().all(|&s| s >= n) && ut.len() == m {
+            (ut, n)
+        } else {
+            let both = self.scratch("scatter_nd.sources", device_dtype(self.dtype(x)), n + m)?;
+            let (xv, uv) = (self.view(x)?, self.view(upd)?);
+            ops::copy::copy(&mut self.b, &xv, &View::contiguous(&both, shape))?;
+            let mut window = View::contiguous(&both, upd_shape);
+            window.offset = n;
+            ops::copy::copy(&mut self.b, &uv, &window)?;
+            (both, 0)
+        };
+        let mut table = Vec::with_capacity(n);
+        for s in sources {
+            table.push(i32::try_from(s - base).map_err(|_| Reason("index over 32 bits".into()))?);
+        }
+        let it = GpuTensor::from_i32(self.ctx(), "scatter_nd.sources", &table)?;
+        let len = src.len();
+        Ok(ops::copy::gather(&mut self.b, &src, &[len], 0, &it, &out.tensor)?)
     }
 
     fn resize(&mut self, node: &Node, r: &crate::ops::layout::resize::Resize) -> R<()> {

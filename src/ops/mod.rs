@@ -179,6 +179,7 @@ op_enum! {
     Slice(layout::slice::Slice),
     Gather(layout::gather::Gather),
     GatherNd(layout::gather_nd::GatherNd),
+    ScatterNd(layout::scatter_nd::ScatterNd),
     Expand(layout::expand::Expand),
     Tile(layout::tile::Tile),
     Pad(layout::pad::Pad),

@@ -213,7 +213,9 @@ pub async fn run_fixture(
 
 /// Fixtures of integer arithmetic, integer casts and quantizing: the GPU backend holds integers
 /// only for data movement and refuses these at build, naming the node (checked below). Also
-/// GatherND with indices computed at run time (the GPU lowers it with build-time indices only).
+/// GatherND with indices computed at run time (the GPU lowers it with build-time indices only),
+/// and ScatterND with a reduction or with run-time indices (the GPU lowers reduction none with
+/// build-time indices).
 pub const GPU_REFUSES: &[&str] = &[
     "add_int64",
     "cast_float_to_int8",
@@ -226,6 +228,11 @@ pub const GPU_REFUSES: &[&str] = &[
     "quantize_per_axis_int8",
     "quantize_per_tensor_int8",
     "quantize_uint8_ties_even",
+    "scatter_nd_reduction_add",
+    "scatter_nd_reduction_max",
+    "scatter_nd_reduction_min",
+    "scatter_nd_reduction_mul",
+    "scatter_nd_runtime_int64_indices",
     "where_int64",
 ];
 

@@ -327,10 +327,31 @@ def gather_nd():
     case("gather_nd_runtime_int32_indices", "GatherND", [("x", x), ("i", np.array([[2, -1], [0, 1]], np.int32))], tol="exact")
 
 
+def scatter_nd():
+    # Reduction none with indices known at build lowers on the GPU; reductions and runtime
+    # indices run on the CPU only (GPU_REFUSES in tests/onnx_common).
+    x = f32(3, 4, 2)
+    case("scatter_nd_elements", "ScatterND", [("x", x), ("i", C(np.array([[0, 1, 1], [2, 3, 0], [1, 0, 1]], np.int64))), ("u", f32(3))], tol="exact")
+    case("scatter_nd_slices", "ScatterND", [("x", x), ("i", C(np.array([[[2], [0]]], np.int64))), ("u", f32(1, 2, 4, 2))], tol="exact")
+    case("scatter_nd_slices_k2", "ScatterND", [("x", x), ("i", C(np.array([[2, 3], [0, 1]], np.int64))), ("u", f32(2, 2))], tol="exact")
+    case("scatter_nd_negative_indices", "ScatterND", [("x", x), ("i", C(np.array([[-1, -4], [-3, 2], [0, -1]], np.int64))), ("u", f32(3, 2))], tol="exact")
+    case("scatter_nd_overwrite_all", "ScatterND", [("x", f32(2, 3)), ("i", C(np.array([[1], [0]], np.int64))), ("u", f32(2, 3))], tol="exact")
+    case("scatter_nd_opset11", "ScatterND", [("x", x), ("i", C(np.array([[1], [2]], np.int64))), ("u", f32(2, 4, 2))], opset=11, tol="exact")
+    case("scatter_nd_int64_data", "ScatterND", [("m", rng.integers(-50, 50, size=(2, 5))), ("i", C(np.array([[1, 3], [0, -1]], np.int64))), ("u", rng.integers(-50, 50, size=(2,)))], tol="exact")
+    # Wan's rotary embedding: out[..., 0::2] = a as one scatter of (b, h, s, 2c) tuples.
+    b, h, s, d = 1, 2, 3, 8
+    grid = np.stack(np.meshgrid(np.arange(b), np.arange(h), np.arange(s), np.arange(0, d, 2), indexing="ij"), -1)
+    case("scatter_nd_rotary_even", "ScatterND", [("x", f32(b, h, s, d)), ("i", C(grid.astype(np.int64))), ("u", f32(b, h, s, d // 2))], tol="exact")
+    dup = C(np.array([[1, 0], [2, 1], [1, 0], [0, 3]], np.int64))
+    for red, opset in [("add", 16), ("mul", 16), ("max", 18), ("min", 18)]:
+        case(f"scatter_nd_reduction_{red}", "ScatterND", [("x", f32(3, 4)), ("i", dup), ("u", f32(4))], {"reduction": red}, opset=opset, tol="elementwise")
+    case("scatter_nd_runtime_int64_indices", "ScatterND", [("x", x), ("i", np.array([[2, -1], [0, 1]], np.int64)), ("u", f32(2, 2))], tol="exact")
+
+
 if __name__ == "__main__":
     shutil.rmtree(ROOT, ignore_errors=True)
     ROOT.mkdir(parents=True)
-    for family in [elementwise, linalg, nn, norms, layout, sources_and_quant, gather_nd]:
+    for family in [elementwise, linalg, nn, norms, layout, sources_and_quant, gather_nd, scatter_nd]:
         # A stream per family: adding a case changes only the data of its own family.
         rng = np.random.default_rng([20261128, zlib.crc32(family.__name__.encode())])
         family()

@@ -8,6 +8,7 @@ pub mod gather_nd;
 pub mod pad;
 pub mod reshape;
 pub mod resize;
+pub mod scatter_nd;
 pub mod slice;
 pub mod split;
 pub mod squeeze;
@@ -25,6 +26,7 @@ pub(crate) const DEFS: &[&[OpDef]] = &[
     pad::DEFS,
     reshape::DEFS,
     resize::DEFS,
+    scatter_nd::DEFS,
     slice::DEFS,
     split::DEFS,
     squeeze::DEFS,
