@@ -318,6 +318,7 @@ async function fetchModel(modelUrl, weights) {
     add(graphs.unet && graphs.unet.file);
   }
   add(graphs.decoder && graphs.decoder.file);
+  add(graphs.decoder && graphs.decoder.first); // a causal video decoder's first-latent graph (Wan)
   // A Hugging Face tokenizer lives in its own file (CLIP BPE, T5 unigram); `words` is inline.
   const text = model.text || {};
   if (text.tokenizer === 'huggingface') add(text.file || 'tokenizer.json');
