@@ -30,6 +30,8 @@ use std::sync::Arc;
 pub(crate) struct DeviceSessions<'a> {
     pub unet: &'a GpuSession,
     pub decoder: Option<&'a GpuSession>,
+    /// A causal decoder's graph for the first latent (with `decoder`).
+    pub decoder_first: Option<&'a GpuSession>,
 }
 
 /// Iterations at the start that run the devices one after another; the last two are timed.
@@ -75,6 +77,85 @@ struct Emit {
     decoded: GpuTensor,
     /// The frame's bytes only: the decoder's output may sit in a larger pooled buffer.
     staging: wgpu::Buffer,
+    /// A causal decoder's state, copied from its outputs to the next step's inputs on the
+    /// device after each decode (`(from, to)`), through `relay`: the memory plan may keep an
+    /// output in the buffer of a state input that was dead by then.
+    state: Vec<(GpuTensor, GpuTensor)>,
+    relay: Option<wgpu::Buffer>,
+}
+
+impl Emit {
+    /// Moves the emitted frame (queue slot given in `moves`) into `decoder_in`, scaled.
+    async fn new(
+        ctx: &GpuContext,
+        queue: &GpuTensor,
+        moves: &GpuTensor,
+        frame_len: usize,
+        scale: f32,
+        (decoder_in, decoded, state): (&GpuTensor, GpuTensor, Vec<(GpuTensor, GpuTensor)>),
+    ) -> Result<Self, GpuError> {
+        let mut b = ProgramBuilder::new(ctx);
+        move_frame(&mut b, queue, moves, 0, frame_len, scale, decoder_in)?;
+        let program = b.build().await?;
+        let size = decoded.dtype().storage_bytes(decoded.len());
+        let staging = map_read_buffer(ctx, "decoded frame", size);
+        let bytes: u64 = state.iter().map(|(_, to)| DType::F32.storage_bytes(to.len())).sum();
+        let relay = (bytes > 0).then(|| {
+            ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some("decoder state relay"),
+                size: bytes,
+                usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        });
+        Ok(Emit { program, decoded, staging, state, relay })
+    }
+
+    /// Copies the decoder's new state into its state inputs (all read before any is written).
+    fn relay_state(&self, encoder: &mut wgpu::CommandEncoder) {
+        let Some(relay) = &self.relay else { return };
+        let mut at = 0;
+        for (from, to) in &self.state {
+            let size = DType::F32.storage_bytes(to.len());
+            encoder.copy_buffer_to_buffer(from.buffer(), 0, relay, at, size);
+            at += size;
+        }
+        at = 0;
+        for (_, to) in &self.state {
+            let size = DType::F32.storage_bytes(to.len());
+            encoder.copy_buffer_to_buffer(relay, at, to.buffer(), 0, size);
+            at += size;
+        }
+    }
+}
+
+/// A causal decoder's emits: the first latent's graph once, then the other one.
+struct CausalEmit {
+    first: Emit,
+    first_done: bool,
+    /// The state inputs of the later latents' graph (written on resume).
+    inputs: Vec<GpuTensor>,
+}
+
+/// The pairs `(output next_state[i] of from, input state[i] of to)` of a causal decoder.
+fn state_pairs(
+    package: &ModelPackage,
+    from: &GpuSession,
+    to: &GpuSession,
+) -> Result<Vec<(GpuTensor, GpuTensor)>, String> {
+    let d = &package.graphs.decoder;
+    d.next_state
+        .iter()
+        .zip(&d.state)
+        .map(|(out, input)| {
+            let src = named(from.outputs(), out, "decoder")?;
+            let dst = named(to.inputs(), input, "decoder")?;
+            if src.tensor.dtype() != DType::F32 || src.tensor.len() != dst.tensor.len() {
+                return Err(format!("the decoder state `{out}` does not match its input `{input}`"));
+            }
+            Ok((src.tensor.clone(), dst.tensor.clone()))
+        })
+        .collect()
 }
 
 /// The frames a device sends to others after each iteration.
@@ -100,6 +181,9 @@ struct Share {
     before_unet: Program,
     after_unet: Program,
     emit: Option<Emit>,
+    causal: Option<CausalEmit>,
+    /// Whether the last submitted emit was the causal first one.
+    emitted_first: bool,
     refill: Option<Program>,
     outbox: Option<Outbox>,
     words: Vec<u32>,
@@ -142,17 +226,26 @@ impl Share {
             let latents = f32_value(unet.inputs(), &g.latents, "UNet", rows * frame_len)?;
             let context = f32_value(unet.inputs(), &g.context, "UNet", rows * contexts.len())?;
             let output = f32_value(unet.outputs(), &g.output, "UNet", rows * frame_len)?;
+            let d = &package.graphs.decoder;
+            let plane = package.image.height * package.image.width;
             let decoder = match sessions.decoder {
-                Some(decoder) => {
-                    let d = &package.graphs.decoder;
-                    let plane = package.image.height * package.image.width;
-                    Some((
-                        f32_value(decoder.inputs(), &d.input, "decoder", frame_len)?,
-                        f32_value(decoder.outputs(), &d.output, "decoder", 3 * plane)?.clone(),
-                    ))
-                }
+                Some(decoder) => Some((
+                    f32_value(decoder.inputs(), &d.input, "decoder", frame_len)?,
+                    f32_value(decoder.outputs(), &d.output, "decoder", d.frames_per_latent * 3 * plane)?.clone(),
+                    if d.is_causal() { state_pairs(package, decoder, decoder)? } else { Vec::new() },
+                )),
                 None => None,
             };
+            let first = match (sessions.decoder, sessions.decoder_first) {
+                (Some(decoder), Some(first)) if d.is_causal() => Some((
+                    f32_value(first.inputs(), &d.input, "decoder", frame_len)?,
+                    f32_value(first.outputs(), &d.output, "decoder", d.first_frames * 3 * plane)?.clone(),
+                    state_pairs(package, first, decoder)?,
+                )),
+                (Some(_), _) if d.is_causal() => return Err("the causal decoder's first graph is missing".into()),
+                _ => None,
+            };
+            let decoder = decoder.map(|decoder| (decoder, first));
             Ok((timesteps, latents, context, output, decoder))
         })();
         let (timesteps, latents, context, output, decoder) = match io {
@@ -185,17 +278,21 @@ impl Share {
         ddim_step(&mut b, output, &noise, &update_table, &coefficients, &queue, updates, frame_len, guidance)
             .map_err(gpu_err)?;
         let after_unet = b.build().await.map_err(gpu_err)?;
-        let emit = match decoder {
-            Some((decoder_in, decoded)) => {
-                let mut b = ProgramBuilder::new(&ctx);
-                let scale = package.latent.scale_factor;
-                move_frame(&mut b, &queue, &moves, 0, frame_len, scale, decoder_in).map_err(gpu_err)?;
-                let program = b.build().await.map_err(gpu_err)?;
-                let size = decoded.dtype().storage_bytes(decoded.len());
-                let staging = map_read_buffer(&ctx, "decoded frame", size);
-                Some(Emit { program, decoded, staging })
+        let scale = package.latent.scale_factor;
+        let (emit, causal) = match decoder {
+            Some((main, first)) => {
+                let emit = Emit::new(&ctx, &queue, &moves, frame_len, scale, main).await.map_err(gpu_err)?;
+                let causal = match first {
+                    Some(first) => Some(CausalEmit {
+                        inputs: emit.state.iter().map(|(_, to)| to.clone()).collect(),
+                        first: Emit::new(&ctx, &queue, &moves, frame_len, scale, first).await.map_err(gpu_err)?,
+                        first_done: false,
+                    }),
+                    None => None,
+                };
+                (Some(emit), causal)
             }
-            None => None,
+            None => (None, None),
         };
         let refill = if refills {
             let mut b = ProgramBuilder::new(&ctx);
@@ -221,6 +318,8 @@ impl Share {
             before_unet,
             after_unet,
             emit,
+            causal,
+            emitted_first: false,
             refill,
             outbox,
             words: Vec::new(),
@@ -268,10 +367,18 @@ impl Share {
             sessions.unet.encode(&mut encoder);
             self.after_unet.encode(&mut encoder);
             if let (Some(emit), Some(decoder), true) = (&self.emit, sessions.decoder, emits) {
+                // A causal decoder decodes its first latent with its own graph.
+                let first = self.causal.as_ref().filter(|c| !c.first_done);
+                let (emit, decoder) = match (first, sessions.decoder_first) {
+                    (Some(c), Some(first)) => (&c.first, first),
+                    _ => (emit, decoder),
+                };
                 emit.program.encode(&mut encoder);
                 decoder.encode(&mut encoder);
                 let size = emit.staging.size();
                 encoder.copy_buffer_to_buffer(emit.decoded.buffer(), 0, &emit.staging, 0, size);
+                emit.relay_state(&mut encoder);
+                self.emitted_first = first.is_some();
             }
             // The outbox is copied after the step and before the refill: the frames as this
             // iteration left them.
@@ -297,9 +404,17 @@ impl Share {
     }
 
     /// Waits for the submitted iteration and reads back its frame and outbox.
-    async fn collect(&self, emits: bool) -> Result<Collected, GpuError> {
+    async fn collect(&mut self, emits: bool) -> Result<Collected, GpuError> {
         let mut collected = Collected::default();
-        if let (Some(emit), true) = (&self.emit, emits) {
+        let first = self.causal.as_mut().filter(|_| emits && self.emitted_first);
+        let emit = match first {
+            Some(c) => {
+                c.first_done = true;
+                Some(&c.first)
+            }
+            None => self.emit.as_ref(),
+        };
+        if let (Some(emit), true) = (emit, emits) {
             let bytes = self.ctx.read_staging(&emit.staging, "decoded frame").await?;
             collected.frame = Some(bytemuck::cast_slice::<u8, f32>(&bytes)[..emit.decoded.len()].to_vec());
         }
@@ -345,7 +460,11 @@ impl DeviceLoop {
             let sends = transfers.iter().filter(|t| t.from == d).map(|t| t.slot).collect();
             let refills = d == split.tail_device();
             let device =
-                DeviceSessions { decoder: device.decoder.filter(|_| d == split.head_device()), ..device };
+                DeviceSessions {
+                    decoder: device.decoder.filter(|_| d == split.head_device()),
+                    decoder_first: device.decoder_first.filter(|_| d == split.head_device()),
+                    ..device
+                };
             match Share::new(package, device, scheduler, contexts, split.windows(d), refills, sends).await? {
                 Ok(share) => shares.push(share),
                 Err(why) => return Ok(Err(why)),
@@ -407,7 +526,7 @@ impl DeviceLoop {
             }
         }
         if !sequential {
-            for share in &self.shares {
+            for share in &mut self.shares {
                 collected.push(share.collect(emit.is_some()).await.map_err(gpu_err)?);
             }
         }
@@ -456,6 +575,37 @@ impl DeviceLoop {
             self.window_seconds.iter().map(|s| s.iter().copied().fold(f64::INFINITY, f64::min)).collect();
         self.window_seconds.iter_mut().for_each(Vec::clear);
         Some(per_window)
+    }
+
+    /// A causal decoder's state as the head device holds it (`None` before the first latent).
+    pub(crate) async fn decoder_state(&self) -> Result<Option<Vec<Vec<f32>>>, PipelineError> {
+        let Some(causal) = self.shares.first().and_then(|s| s.causal.as_ref()) else { return Ok(None) };
+        if !causal.first_done {
+            return Ok(None);
+        }
+        let ctx = &self.shares[0].ctx;
+        let mut state = Vec::with_capacity(causal.inputs.len());
+        for input in &causal.inputs {
+            state.push(ctx.read_f32(input).await.map_err(gpu_err)?);
+        }
+        Ok(Some(state))
+    }
+
+    /// Continues a causal decoder from `state` (a resumed run past its first latent).
+    pub(crate) fn load_decoder_state(&mut self, state: &[Vec<f32>]) -> Result<(), PipelineError> {
+        let Some(share) = self.shares.first_mut() else { return Ok(()) };
+        let Some(causal) = share.causal.as_mut() else { return Ok(()) };
+        if state.len() != causal.inputs.len() {
+            return Err(PipelineError::Output {
+                graph: "decoder",
+                message: format!("{} state tensors where the decoder takes {}", state.len(), causal.inputs.len()),
+            });
+        }
+        for (input, values) in causal.inputs.iter().zip(state) {
+            input.write_f32(&share.ctx, values).map_err(gpu_err)?;
+        }
+        causal.first_done = true;
+        Ok(())
     }
 
     /// Reads the device queues back into the scheduler (for a checkpoint or a new split): each

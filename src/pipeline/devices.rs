@@ -143,14 +143,25 @@ impl Models {
         devices: &[usize],
         counts: &[usize],
     ) -> Option<Vec<DeviceSessions<'_>>> {
-        let decoder = self.decoder_on(*devices.first()?)?.gpu()?;
+        let head = *devices.first()?;
+        let decoder = self.decoder_on(head)?.gpu()?;
+        // A causal decoder runs on the first device only (its state lives there).
+        let decoder_first = match &self.decoder_first {
+            Some(first) if head == 0 => Some(first.gpu()?),
+            Some(_) => return None,
+            None => None,
+        };
         devices
             .iter()
             .zip(counts)
             .enumerate()
             .map(|(n, (&d, &count))| {
                 let unet = self.unet_ref(d).built(count * guidance_passes(config))?.gpu()?;
-                Some(DeviceSessions { unet, decoder: (n == 0).then_some(decoder) })
+                Some(DeviceSessions {
+                    unet,
+                    decoder: (n == 0).then_some(decoder),
+                    decoder_first: decoder_first.filter(|_| n == 0),
+                })
             })
             .collect()
     }
@@ -173,14 +184,18 @@ impl Generation {
         }
         if models.host_queue {
             self.host_queue_reason = Some("asked for".into());
-        } else if models.package.graphs.decoder.is_causal() {
-            self.host_queue_reason = Some(
-                "the decoder carries state from latent to latent, which the device loop does not feed yet"
-                    .into(),
-            );
+        } else if models.package.graphs.decoder.is_causal() && models.devices().len() > 1 {
+            self.host_queue_reason = Some("a causal decoder's state stays on one device".into());
         } else {
             match self.device_loop(split, balance).await? {
-                Ok(device) => self.device = Some(device),
+                Ok(mut device) => {
+                    // A resumed causal run continues from its decoder's saved state.
+                    if let Some(state) = &self.causal.state {
+                        let values: Vec<Vec<f32>> = state.iter().map(|t| t.to_f32_vec()).collect();
+                        device.load_decoder_state(&values)?;
+                    }
+                    self.device = Some(device)
+                }
                 Err(why) => self.host_queue_reason = Some(why),
             }
         }
