@@ -47,7 +47,7 @@ CARGO_TARGET_WASM32_WASIP1_RUNNER="node --no-warnings $PWD/tools/wasi/run-wasi-t
   cargo test --locked --target wasm32-wasip1 -p fifo-diffusion --lib \
   --test parity_official --test scheduler_invariants --test resume \
   --test op_fixtures --test model_parity --test build_errors --test corrupt_models \
-  --test tokenizer_parity --test exported_packages 2>&1 | tee -a "$log"
+  --test tokenizer_parity --test exported_packages --test flow_matching 2>&1 | tee -a "$log"
 
 step "browser: build the page and run it in headless Chromium"
 if ! [ -x "${CHROMIUM:-/usr/bin/chromium}" ] || ! [ -x /usr/bin/chromedriver ]; then
