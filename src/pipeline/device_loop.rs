@@ -231,7 +231,8 @@ impl Share {
             let decoder = match sessions.decoder {
                 Some(decoder) => Some((
                     f32_value(decoder.inputs(), &d.input, "decoder", frame_len)?,
-                    f32_value(decoder.outputs(), &d.output, "decoder", d.frames_per_latent * 3 * plane)?.clone(),
+                    f32_value(decoder.outputs(), &d.output, "decoder", d.frames_per_latent * 3 * plane)?
+                        .clone(),
                     if d.is_causal() { state_pairs(package, decoder, decoder)? } else { Vec::new() },
                 )),
                 None => None,
@@ -242,7 +243,9 @@ impl Share {
                     f32_value(first.outputs(), &d.output, "decoder", d.first_frames * 3 * plane)?.clone(),
                     state_pairs(package, first, decoder)?,
                 )),
-                (Some(_), _) if d.is_causal() => return Err("the causal decoder's first graph is missing".into()),
+                (Some(_), _) if d.is_causal() => {
+                    return Err("the causal decoder's first graph is missing".into())
+                }
                 _ => None,
             };
             let decoder = decoder.map(|decoder| (decoder, first));
@@ -285,7 +288,9 @@ impl Share {
                 let causal = match first {
                     Some(first) => Some(CausalEmit {
                         inputs: emit.state.iter().map(|(_, to)| to.clone()).collect(),
-                        first: Emit::new(&ctx, &queue, &moves, frame_len, scale, first).await.map_err(gpu_err)?,
+                        first: Emit::new(&ctx, &queue, &moves, frame_len, scale, first)
+                            .await
+                            .map_err(gpu_err)?,
                         first_done: false,
                     }),
                     None => None,
@@ -459,12 +464,11 @@ impl DeviceLoop {
         for (d, &device) in sessions.iter().enumerate().take(split.devices()) {
             let sends = transfers.iter().filter(|t| t.from == d).map(|t| t.slot).collect();
             let refills = d == split.tail_device();
-            let device =
-                DeviceSessions {
-                    decoder: device.decoder.filter(|_| d == split.head_device()),
-                    decoder_first: device.decoder_first.filter(|_| d == split.head_device()),
-                    ..device
-                };
+            let device = DeviceSessions {
+                decoder: device.decoder.filter(|_| d == split.head_device()),
+                decoder_first: device.decoder_first.filter(|_| d == split.head_device()),
+                ..device
+            };
             match Share::new(package, device, scheduler, contexts, split.windows(d), refills, sends).await? {
                 Ok(share) => shares.push(share),
                 Err(why) => return Ok(Err(why)),
@@ -598,7 +602,11 @@ impl DeviceLoop {
         if state.len() != causal.inputs.len() {
             return Err(PipelineError::Output {
                 graph: "decoder",
-                message: format!("{} state tensors where the decoder takes {}", state.len(), causal.inputs.len()),
+                message: format!(
+                    "{} state tensors where the decoder takes {}",
+                    state.len(),
+                    causal.inputs.len()
+                ),
             });
         }
         for (input, values) in causal.inputs.iter().zip(state) {
