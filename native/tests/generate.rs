@@ -523,3 +523,46 @@ fn a_full_disk_stops_with_an_error_naming_what_was_kept() {
     }
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// A package whose decoder carries state (the reduced Wan: 1 frame from the first latent, 4
+/// from each later one): `--checkpoint-every` in the middle of a latent's frames, then `--resume`,
+/// writes the frames of the uninterrupted run.
+#[test]
+fn a_causal_decoder_run_resumes_bit_for_bit_from_mid_latent() {
+    let wan = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/packages/wan-tiny");
+    let dir = temp_dir("causal");
+    let (full, rest) = (dir.join("full.y4m"), dir.join("rest.y4m"));
+    let wan_generate = |args: &[&str]| {
+        let out = Command::cargo_bin("fifo")
+            .unwrap()
+            .env_remove("FIFO_MODEL_DIR")
+            .args(["generate", "--quiet", "--backend=cpu", "--model", wan.to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "fifo generate {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    // The last checkpoint is after frame 7: latents 0-2 decoded (frames 0-8), 7 and 8 pending.
+    let prompt = "a red panda walking through snow";
+    wan_generate(&[
+        prompt,
+        "--partitions",
+        "2",
+        "--frames",
+        "11",
+        "--checkpoint-every",
+        "7",
+        "--out",
+        full.to_str().unwrap(),
+    ]);
+    let ckpt = dir.join("full.y4m.ckpt");
+    // Frames 7 and 8 come from the checkpoint, 9 and 10 from the next latent and the saved state.
+    wan_generate(&["--resume", ckpt.to_str().unwrap(), "--frames", "11", "--out", rest.to_str().unwrap()]);
+    let (full_bytes, rest_bytes) = (std::fs::read(&full).unwrap(), std::fs::read(&rest).unwrap());
+    let (w, h, frames) = read_y4m(&full_bytes);
+    assert_eq!((w, h, frames.len()), (32, 32, 11));
+    let (_, _, resumed) = read_y4m(&rest_bytes);
+    assert_eq!(resumed.len(), 4, "frames 7 to 10");
+    assert!(resumed[..] == frames[7..], "a resumed causal run equals the uninterrupted one bit for bit");
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -11,7 +11,7 @@ mod ring;
 mod scheduler;
 mod split;
 
-pub use checkpoint::{CheckpointError, CHECKPOINT_FORMAT};
+pub use checkpoint::{CheckpointError, DecoderCheckpoint, PendingFrame, StateTensor, CHECKPOINT_FORMAT};
 pub use clip::{sample_clip, sample_clip_at};
 pub use conditioning::{FrameConditioning, PromptChange, PromptId, PromptSchedule, PromptScheduleError};
 pub use config::{FifoConfig, InitMode};

@@ -5,6 +5,7 @@
 //! applies the model's prediction type). Each frame that leaves the queue is decoded at once.
 //! Sessions are reached only through [`Session::run_async`], so the GPU backend drops in.
 
+mod causal;
 mod denoiser;
 mod device_loop;
 mod devices;
@@ -48,13 +49,6 @@ pub enum PipelineError {
     Devices(String),
     #[error("{0}")]
     Unsupported(String),
-}
-
-fn causal_checkpoint_error(model: &str) -> PipelineError {
-    PipelineError::Unsupported(format!(
-        "model `{model}` decodes with a causal decoder whose state checkpoints do not hold yet: \
-         a run of it cannot be saved or resumed after its first frame; run it from the start"
-    ))
 }
 
 /// A decoded frame, `height * width * 3` RGB bytes, row-major.
@@ -517,15 +511,17 @@ impl Generation {
         };
         times.unet += models.unet.seconds() - unet_before;
         times.scheduler += clock.seconds() - (models.unet.seconds() - started);
-        Self::assemble(models, contexts, scheduler, times).await
+        Self::assemble(models, contexts, scheduler, times, CausalDecoding::default()).await
     }
 
-    /// The run from its parts, on the device-resident loop where the backend and graphs allow.
+    /// The run from its parts, on the device-resident loop where the backend and graphs allow
+    /// (a causal decoder's side of the run is in place before the queue is).
     async fn assemble(
         models: Models,
         contexts: PromptContexts,
         scheduler: FifoScheduler,
         times: StageTimes,
+        causal: CausalDecoding,
     ) -> Result<Self, PipelineError> {
         let mut run = Self {
             models,
@@ -535,7 +531,7 @@ impl Generation {
             device: None,
             active: Vec::new(),
             host_queue_reason: None,
-            causal: CausalDecoding::default(),
+            causal,
         };
         run.place_queue().await?;
         Ok(run)
@@ -578,16 +574,16 @@ impl Generation {
         let contexts = models.encode_prompts(&prompts).await?;
         times.text += clock.seconds();
         let scheduler = FifoScheduler::from_clip(config, prompts, clip)?;
-        Self::assemble(models, contexts, scheduler, times).await
+        Self::assemble(models, contexts, scheduler, times, CausalDecoding::default()).await
     }
 
-    /// Restores a run from [`Self::checkpoint`] bytes; refuses a checkpoint of another model.
+    /// Restores a run from [`Self::checkpoint`] bytes; refuses a checkpoint of another model, or
+    /// one whose causal decoder state does not fit the package's decoder.
     pub async fn resume(mut models: Models, checkpoint: &[u8]) -> Result<Self, PipelineError> {
-        let scheduler = FifoScheduler::from_checkpoint(checkpoint, Some(&models.package.name))?;
+        let (scheduler, decoder) =
+            FifoScheduler::from_checkpoint_with(checkpoint, Some(&models.package.name))?;
         Self::check_config(&models, scheduler.config())?;
-        if models.package.graphs.decoder.is_causal() && scheduler.frames_emitted() > 0 {
-            return Err(causal_checkpoint_error(&models.package.name));
-        }
+        let causal = CausalDecoding::restore(&models, scheduler.frames_emitted(), decoder)?;
         let mut times = StageTimes::default();
         let clock = Clock::start();
         models.prepare(scheduler.config()).await?;
@@ -595,7 +591,7 @@ impl Generation {
         let clock = Clock::start();
         let contexts = models.encode_prompts(scheduler.prompts()).await?;
         times.text += clock.seconds();
-        Self::assemble(models, contexts, scheduler, times).await
+        Self::assemble(models, contexts, scheduler, times, causal).await
     }
 
     fn check_config(models: &Models, config: &FifoConfig) -> Result<(), PipelineError> {
@@ -691,16 +687,15 @@ impl Generation {
         Ok(frame)
     }
 
-    /// The whole queue state (between frames); resuming from it continues bit for bit. On the
+    /// The whole run state (between frames): the queue and, with a causal decoder, its state
+    /// and the frames it decoded ahead; resuming from it continues bit for bit. On the
     /// device-resident loop the queue is read back first.
     pub async fn checkpoint(&mut self) -> Result<Vec<u8>, PipelineError> {
-        if self.causal.decoded > 0 {
-            return Err(causal_checkpoint_error(&self.models.package.name));
-        }
         if let Some(device) = &mut self.device {
             device.sync(&mut self.scheduler).await?;
         }
-        Ok(self.scheduler.checkpoint(&self.models.package.name)?)
+        let decoder = self.causal.checkpoint(&self.models)?;
+        Ok(self.scheduler.checkpoint_with(&self.models.package.name, decoder.as_ref())?)
     }
 
     pub fn scheduler(&self) -> &FifoScheduler {
