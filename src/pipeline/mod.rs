@@ -642,6 +642,21 @@ impl Generation {
         if let Some(frame) = self.causal.pending.pop_front() {
             return Ok(frame);
         }
+        if self.device.is_some() {
+            // The decoder's state stays on the device, next to the queue.
+            let (_, rgb) = self.emit_on_device().await?;
+            let clock = Clock::start();
+            let i = &self.models.package.image;
+            let frames: Vec<Frame> = rgb
+                .chunks_exact(3 * i.height * i.width)
+                .zip(self.causal.decoded..)
+                .map(|(planes, id)| self.models.frame_from_planes(id, planes))
+                .collect();
+            self.times.decode += clock.seconds();
+            self.causal.decoded += frames.len() as u64;
+            self.causal.pending.extend(frames);
+            return Ok(self.causal.pending.pop_front().expect("a decoder graph makes at least one frame"));
+        }
         let clock = Clock::start();
         let unet_before = self.models.unet.seconds();
         let latent = {
@@ -661,6 +676,16 @@ impl Generation {
 
     /// [`Self::next_frame`] on the device-resident loop: iterations until one emits.
     async fn next_frame_on_device(&mut self) -> Result<Frame, PipelineError> {
+        let (id, rgb) = self.emit_on_device().await?;
+        let clock = Clock::start();
+        let frame = self.models.frame_from_planes(id, &rgb);
+        self.times.decode += clock.seconds();
+        Ok(frame)
+    }
+
+    /// Iterations of the device-resident loop until one emits: the latent's id and its decoded
+    /// planes (several frames' with a causal decoder).
+    async fn emit_on_device(&mut self) -> Result<(u64, Vec<f32>), PipelineError> {
         let (mut calls, before) = (0, self.times.unet);
         let emitted = loop {
             if let Err(e) = self.rebalance().await {
@@ -680,22 +705,35 @@ impl Generation {
             }
         };
         self.models.unet.count_calls(calls, self.times.unet - before);
-        let (id, rgb) = emitted?;
-        let clock = Clock::start();
-        let frame = self.models.frame_from_planes(id, &rgb);
-        self.times.decode += clock.seconds();
-        Ok(frame)
+        emitted
     }
 
     /// The whole run state (between frames): the queue and, with a causal decoder, its state
     /// and the frames it decoded ahead; resuming from it continues bit for bit. On the
     /// device-resident loop the queue is read back first.
     pub async fn checkpoint(&mut self) -> Result<Vec<u8>, PipelineError> {
+        self.sync_causal_state().await?;
         if let Some(device) = &mut self.device {
             device.sync(&mut self.scheduler).await?;
         }
         let decoder = self.causal.checkpoint(&self.models)?;
         Ok(self.scheduler.checkpoint_with(&self.models.package.name, decoder.as_ref())?)
+    }
+
+    /// On the device-resident loop, reads a causal decoder's state back into `causal.state`.
+    async fn sync_causal_state(&mut self) -> Result<(), PipelineError> {
+        let Some(device) = &self.device else { return Ok(()) };
+        let Some(values) = device.decoder_state().await? else { return Ok(()) };
+        let d = &self.models.package.graphs.decoder;
+        let inputs = &self.models.decoder.info().inputs;
+        let mut state = Vec::with_capacity(values.len());
+        for (name, values) in d.state.iter().zip(values) {
+            let shape = inputs.iter().find(|i| &i.name == name).and_then(|i| i.shape.clone());
+            let shape = shape.unwrap_or_else(|| vec![values.len()]);
+            state.push(f32_tensor("decoder", shape, values)?);
+        }
+        self.causal.state = Some(state);
+        Ok(())
     }
 
     pub fn scheduler(&self) -> &FifoScheduler {
