@@ -1,5 +1,8 @@
 // Gather along one axis: out[o, j, i] = src[o, indices[j], i], with the tensors viewed as
 // [outer, axis, inner]. Negative indices count from the end; out-of-range ones give 0.
+// `src` may hold only the rows [lo, hi) of the axis (a table split over several bindings, one
+// dispatch per chunk): indices outside them are left to the other chunks' dispatches, and only
+// the dispatch with `zero_missing` writes the 0 of out-of-range indices.
 #include "common"
 
 struct Params {
@@ -8,9 +11,9 @@ struct Params {
     inner: u32,
     n_indices: u32,
     total: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+    lo: u32,
+    hi: u32,
+    zero_missing: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -33,8 +36,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         k += i32(p.axis_len);
     }
     if (k < 0 || k >= i32(p.axis_len)) {
-        dst[i] = 0u;
+        if (p.zero_missing != 0u) {
+            dst[i] = 0u;
+        }
         return;
     }
-    dst[i] = src[(outer * p.axis_len + u32(k)) * p.inner + inner];
+    let row = u32(k);
+    if (row < p.lo || row >= p.hi) {
+        return;
+    }
+    dst[i] = src[(outer * (p.hi - p.lo) + row - p.lo) * p.inner + inner];
 }

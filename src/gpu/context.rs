@@ -40,6 +40,26 @@ pub struct GpuOptions {
     pub disable_subgroups: bool,
     /// Restricts the backends (e.g. `wgpu::Backends::GL`); `None` means `WGPU_BACKEND` or all.
     pub backends: Option<wgpu::Backends>,
+    /// Caps the bytes one storage binding may hold below what the adapter offers (to test, on any
+    /// adapter, what a browser with a small `maxStorageBufferBindingSize` does). Natively the
+    /// device is also requested with that limit, so wgpu validates every binding against it.
+    /// `FIFO_MAX_BINDING_BYTES` (native) caps it too; the smaller cap wins.
+    pub max_binding_bytes: Option<u64>,
+}
+
+impl GpuOptions {
+    /// The binding cap of these options and `FIFO_MAX_BINDING_BYTES` (the smaller one), if any.
+    pub fn binding_cap(&self) -> Option<u64> {
+        let env = if cfg!(target_arch = "wasm32") {
+            None
+        } else {
+            std::env::var("FIFO_MAX_BINDING_BYTES").ok().and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        match (self.max_binding_bytes, env) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
 }
 
 /// One enumerated adapter, for `fifo devices`.
@@ -166,11 +186,13 @@ fn summary(index: usize, adapter: &wgpu::Adapter) -> AdapterSummary {
     }
 }
 
-/// The limits the kernels need: WebGPU defaults, except buffer sizes raised to the adapter's.
-fn needed_limits(adapter: &wgpu::Limits) -> wgpu::Limits {
+/// The limits the kernels need: WebGPU defaults, except buffer sizes raised to the adapter's
+/// (the storage binding size lowered to `cap` when one is given).
+fn needed_limits(adapter: &wgpu::Limits, cap: Option<u64>) -> wgpu::Limits {
     let base = wgpu::Limits::downlevel_defaults();
+    let binding = adapter.max_storage_buffer_binding_size;
     wgpu::Limits {
-        max_storage_buffer_binding_size: adapter.max_storage_buffer_binding_size,
+        max_storage_buffer_binding_size: cap.map_or(binding, |c| binding.min(c)),
         max_buffer_size: adapter.max_buffer_size,
         max_storage_buffers_per_shader_stage: adapter.max_storage_buffers_per_shader_stage.min(8),
         max_compute_invocations_per_workgroup: 256,
@@ -231,10 +253,16 @@ impl GpuContext {
             wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP
         };
         let features = available & wanted;
+        let cap = options.binding_cap();
         let desc = wgpu::DeviceDescriptor {
             label: Some("fifo-diffusion"),
             required_features: features,
-            required_limits: needed_limits(&adapter.limits()),
+            // Natively the device itself gets the cap; a browser may refuse or ignore a limit
+            // below the WebGPU default, so there only the checks below apply it.
+            required_limits: needed_limits(
+                &adapter.limits(),
+                cap.filter(|_| cfg!(not(target_arch = "wasm32"))),
+            ),
             ..Default::default()
         };
         let (device, queue) = adapter
@@ -263,8 +291,14 @@ impl GpuContext {
             wgpu::DeviceType::Cpu => KernelStyle::RegisterBlocked,
             _ => KernelStyle::Tiled,
         });
+        // Browsers raise a requested limit below the WebGPU default back to the default: the cap
+        // is applied here too, so every size check of this layer sees it on every target.
+        let mut limits = device.limits();
+        if let Some(c) = cap {
+            limits.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size.min(c);
+        }
         Ok(Self {
-            limits: device.limits(),
+            limits,
             shader_f16: features.contains(wgpu::Features::SHADER_F16) && !options.disable_f16,
             subgroups: features.contains(wgpu::Features::SUBGROUP) && !options.disable_subgroups,
             pipelines: PipelineCache::default(),

@@ -32,8 +32,11 @@ pub enum GpuError {
     #[error("GPU out of memory in {during}; use smaller shapes or int8/f16 weights")]
     OutOfMemory { during: String },
     #[error(
-        "tensor '{name}' needs {bytes} bytes but one storage binding on this adapter holds at most \
-         {limit} bytes; split it (e.g. fewer frames per batch) or use an adapter with larger limits"
+        "tensor '{name}' needs {bytes} bytes but one storage binding on this device holds at most \
+         {limit} bytes (max_storage_buffer_binding_size, or the cap GpuOptions::max_binding_bytes / \
+         FIFO_MAX_BINDING_BYTES); only an embedding table read by an axis-0 Gather is split into \
+         row chunks automatically: use smaller shapes (e.g. fewer frames per batch), an adapter or \
+         browser with a larger limit, or the CPU backend"
     )]
     TooLarge { name: String, bytes: u64, limit: u64 },
     #[error("{op}: {message}")]

@@ -113,6 +113,39 @@ pub struct Lowering<'a, 'c> {
     /// Device tensor per value: runtime values from the pool, constants uploaded on demand.
     pub dev: Vec<Option<GpuTensor>>,
     uploaded: HashMap<ValueId, GpuTensor>,
+    /// Constant tables too large for one binding, uploaded as row chunks (see `table_chunks`).
+    chunked: HashMap<ValueId, Chunks>,
+    /// Outputs of all-constant nodes (DequantizeLinear or Cast of a table) evaluated at build
+    /// that have no device buffer (see [`table_only`]): only split Gathers read them.
+    folded: HashMap<ValueId, Tensor>,
+}
+
+/// A table's row chunks along axis 0, each with the rows it holds.
+type Chunks = Vec<(std::ops::Range<usize>, GpuTensor)>;
+
+/// Whether `v` may stay off the device as a whole: it is computed from constants only (a
+/// DequantizeLinear or an unfolded Cast of an embedding table) and read only as the data of
+/// axis-0 Gathers, which take it in row chunks. The backend gives such a value no buffer when it
+/// is over one binding.
+pub fn table_only(graph: &Graph, v: ValueId) -> bool {
+    let producer = graph.nodes.iter().find(|n| n.outputs.iter().flatten().any(|&o| o == v));
+    let from_constants = producer.is_some_and(|n| {
+        let inputs: Vec<ValueId> = n.inputs.iter().flatten().copied().collect();
+        !inputs.is_empty() && inputs.iter().all(|&i| graph.values[i].constant.is_some())
+    });
+    let mut readers = graph.nodes.iter().filter(|n| n.inputs.iter().flatten().any(|&i| i == v)).peekable();
+    let gathers_only = readers.peek().is_some()
+        && readers.all(|n| {
+            let axis0 = match &n.op {
+                Some(Op::Gather(g)) => {
+                    let rank = graph.values[v].ty.as_ref().map_or(0, |t| t.shape.len());
+                    normalize_axis(g.axis, rank).is_ok_and(|a| a == 0)
+                }
+                _ => false,
+            };
+            axis0 && n.inputs.iter().skip(1).flatten().all(|&i| i != v)
+        });
+    from_constants && gathers_only && !graph.outputs.contains(&v)
 }
 
 fn unsupported<T>(msg: impl Into<String>) -> R<T> {
@@ -121,7 +154,14 @@ fn unsupported<T>(msg: impl Into<String>) -> R<T> {
 
 impl<'a, 'c> Lowering<'a, 'c> {
     pub fn new(graph: &'a Graph, ctx: &'c GpuContext, dev: Vec<Option<GpuTensor>>) -> Self {
-        Lowering { graph, b: ProgramBuilder::new(ctx), dev, uploaded: HashMap::new() }
+        Lowering {
+            graph,
+            b: ProgramBuilder::new(ctx),
+            dev,
+            uploaded: HashMap::new(),
+            chunked: HashMap::new(),
+            folded: HashMap::new(),
+        }
     }
 
     fn ctx(&self) -> &'c GpuContext {
@@ -171,6 +211,60 @@ impl<'a, 'c> Lowering<'a, 'c> {
         self.uploaded.insert(v, t.clone());
         Ok(t)
     }
+    /// The largest storage binding of this device (after any cap of `GpuOptions`).
+    fn binding_limit(&self) -> u64 {
+        let l = self.ctx().limits();
+        l.max_storage_buffer_binding_size.min(l.max_buffer_size)
+    }
+
+    /// A constant over one storage binding, as row chunks along axis 0 that each fit one (uploaded
+    /// once; the whole table never is). `None` when `v` is not a constant, fits one binding, is
+    /// already on the device, or a single row is over the limit (then the whole upload fails with
+    /// `TooLarge` naming it).
+    fn table_chunks(&mut self, v: ValueId) -> R<Option<Chunks>> {
+        if let Some(c) = self.chunked.get(&v) {
+            return Ok(Some(c.clone()));
+        }
+        let Some(c) = self.constant(v).cloned().or_else(|| self.folded.get(&v).cloned()) else {
+            return Ok(None);
+        };
+        if self.dev[v].is_some() || self.uploaded.contains_key(&v) || c.rank() == 0 {
+            return Ok(None);
+        }
+        let dtype = device_dtype(c.dtype());
+        let limit = self.binding_limit();
+        let (rows, inner) = (c.shape()[0], c.shape()[1..].iter().product::<usize>());
+        // Both device forms take 4 bytes per element.
+        let row_bytes = inner as u64 * 4;
+        if dtype.storage_bytes(c.len()) <= limit || rows == 0 || row_bytes == 0 || row_bytes > limit {
+            return Ok(None);
+        }
+        let per_chunk = (limit / row_bytes) as usize;
+        let name = self.name(v);
+        let mut chunks = Vec::with_capacity(rows.div_ceil(per_chunk));
+        let floats = if dtype == GDType::F32 { Some(c.f32s()) } else { None };
+        let ints = if floats.is_none() { c.to_i64_vec() } else { Vec::new() };
+        for lo in (0..rows).step_by(per_chunk) {
+            let hi = (lo + per_chunk).min(rows);
+            let label = format!("{name}[{lo}..{hi}]");
+            let span = lo * inner..hi * inner;
+            let t = if let Some(f) = &floats {
+                GpuTensor::from_f32(self.ctx(), &label, &f[span])?
+            } else {
+                let mut out = Vec::with_capacity(span.len());
+                for &x in &ints[span] {
+                    out.push(i32::try_from(x).map_err(|_| {
+                        Reason(format!("'{name}' holds {x}, which does not fit the device's 32-bit integers"))
+                    })?);
+                }
+                GpuTensor::from_i32(self.ctx(), &label, &out)?
+            };
+            chunks.push((lo..hi, t));
+        }
+        self.chunked.insert(v, chunks.clone());
+        Ok(Some(chunks))
+    }
+
     fn name(&self, v: ValueId) -> &'a str {
         &self.graph.values[v].name
     }
@@ -243,6 +337,10 @@ impl<'a, 'c> Lowering<'a, 'c> {
             let outs = op.spec().run(&args)?;
             for (o, t) in node.outputs.iter().zip(outs) {
                 if let Some(o) = *o {
+                    if self.dev[o].is_none() && table_only(self.graph, o) {
+                        self.folded.insert(o, t); // too large for a binding: taken in chunks
+                        continue;
+                    }
                     let dst = self.tensor(o)?;
                     let src = upload(self.ctx(), "folded", &t)?;
                     ops::copy::copy(&mut self.b, &src.view(&[t.len()]), &dst.view(&[t.len()]))?;
@@ -445,6 +543,17 @@ impl<'a, 'c> Lowering<'a, 'c> {
                 };
                 if self.shape(y).iter().product::<usize>() == 0 {
                     return Ok(());
+                }
+                if axis == 0 {
+                    if let Some(chunks) = self.table_chunks(x)? {
+                        // One dispatch per chunk, each writing the rows it holds; the first also
+                        // writes the 0 of out-of-range indices.
+                        let yt = self.tensor(y)?;
+                        for (i, (rows, t)) in chunks.iter().enumerate() {
+                            ops::copy::gather_rows(&mut self.b, t, shape, 0, rows.clone(), i == 0, &it, &yt)?;
+                        }
+                        return Ok(());
+                    }
                 }
                 let (xt, yt) = (self.tensor(x)?, self.tensor(y)?);
                 Ok(ops::copy::gather(&mut self.b, &xt, shape, axis, &it, &yt)?)

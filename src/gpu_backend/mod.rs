@@ -120,6 +120,16 @@ impl GpuSession {
             let last = built.plan.last_use.get(v).copied().flatten().unwrap_or(start).max(start);
             let last = if graph.outputs.contains(&v) { steps + 1 } else { last };
             let bytes = device_dtype(ty.dtype).storage_bytes(len);
+            // Name the value (not the pool slot it would share) when it cannot be bound.
+            let limits = ctx.limits();
+            let limit = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
+            if bytes > limit {
+                let row_bytes = ty.shape.iter().skip(1).product::<usize>() as u64 * 4;
+                if !ty.shape.is_empty() && row_bytes <= limit && lower::table_only(graph, v) {
+                    continue; // a dequantized or cast table: evaluated at build, bound in chunks
+                }
+                return Err(GpuError::TooLarge { name: value.name.clone(), bytes, limit }.into());
+            }
             let r = root[v];
             match group_of[r] {
                 Some(g) => {

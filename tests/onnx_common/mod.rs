@@ -61,26 +61,39 @@ pub fn gpu_context() -> Option<std::sync::Arc<fifo_diffusion::gpu::GpuContext>> 
     use std::sync::{Arc, OnceLock};
     static CTX: OnceLock<Option<Arc<GpuContext>>> = OnceLock::new();
     CTX.get_or_init(|| {
+        let options = GpuOptions { adapter: AdapterChoice::Fallback, ..Default::default() };
+        open_gpu_context(&options)
+    })
+    .clone()
+}
+
+/// A test device of its own opened with `options` (e.g. a capped binding size), with the same
+/// adapter choice, skip message and `FIFO_REQUIRE_GPU=1` rule as [`gpu_context`].
+#[cfg(not(target_arch = "wasm32"))]
+pub fn open_gpu_context(
+    options: &fifo_diffusion::gpu::GpuOptions,
+) -> Option<std::sync::Arc<fifo_diffusion::gpu::GpuContext>> {
+    use fifo_diffusion::gpu::GpuContext;
+    static ICD: std::sync::Once = std::sync::Once::new();
+    ICD.call_once(|| {
         if std::env::var_os("VK_DRIVER_FILES").is_none() && Path::new(LAVAPIPE_ICD).exists() {
             // Runs once, before any wgpu instance reads the environment.
             std::env::set_var("VK_DRIVER_FILES", LAVAPIPE_ICD);
         }
-        let options = GpuOptions { adapter: AdapterChoice::Fallback, ..Default::default() };
-        match pollster::block_on(GpuContext::new(&options)) {
-            Ok(ctx) => {
-                eprintln!("GPU tests on {}", ctx.describe());
-                Some(Arc::new(ctx))
-            }
-            Err(e) => {
-                if std::env::var("FIFO_REQUIRE_GPU").is_ok_and(|v| v == "1") {
-                    panic!("FIFO_REQUIRE_GPU=1 but no GPU adapter: {e}");
-                }
-                eprintln!("\n!!!!!!!! SKIPPING GPU TEST: no adapter ({e}) !!!!!!!!\n");
-                None
-            }
+    });
+    match pollster::block_on(GpuContext::new(options)) {
+        Ok(ctx) => {
+            eprintln!("GPU tests on {}", ctx.describe());
+            Some(Arc::new(ctx))
         }
-    })
-    .clone()
+        Err(e) => {
+            if std::env::var("FIFO_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+                panic!("FIFO_REQUIRE_GPU=1 but no GPU adapter: {e}");
+            }
+            eprintln!("\n!!!!!!!! SKIPPING GPU TEST: no adapter ({e}) !!!!!!!!\n");
+            None
+        }
+    }
 }
 
 /// Under WASI there is no WebGPU: the GPU cases run in the native test run (on lavapipe), and the
@@ -89,6 +102,13 @@ pub fn gpu_context() -> Option<std::sync::Arc<fifo_diffusion::gpu::GpuContext>> 
 pub fn gpu_context() -> Option<std::sync::Arc<fifo_diffusion::gpu::GpuContext>> {
     eprintln!("GPU cases skipped on wasm32-wasip1 (no WebGPU under WASI; they run natively)");
     None
+}
+
+#[cfg(target_arch = "wasm32")]
+pub fn open_gpu_context(
+    _options: &fifo_diffusion::gpu::GpuOptions,
+) -> Option<std::sync::Arc<fifo_diffusion::gpu::GpuContext>> {
+    gpu_context()
 }
 
 fn values(t: &Tensor) -> Vec<f64> {

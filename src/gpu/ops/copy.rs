@@ -179,7 +179,11 @@ struct GatherParams {
     inner: u32,
     n_indices: u32,
     total: u32,
-    _pad: [u32; 3],
+    /// The rows of the axis `src` holds (all of them but for a chunked table).
+    lo: u32,
+    hi: u32,
+    /// Whether this dispatch writes the 0 of out-of-range indices.
+    zero_missing: u32,
 }
 
 /// ONNX Gather on a contiguous tensor of `shape` along `axis` with i32 `indices` (any shape,
@@ -189,6 +193,26 @@ pub fn gather(
     src: &GpuTensor,
     shape: &[usize],
     axis: usize,
+    indices: &GpuTensor,
+    out: &GpuTensor,
+) -> GpuResult<()> {
+    let len = shape.get(axis).copied().unwrap_or(0);
+    gather_rows(b, src, shape, axis, 0..len, true, indices, out)
+}
+
+/// One chunk of a Gather whose `src` holds only the rows `rows` of `shape`'s `axis` (a tensor of
+/// `shape` with `shape[axis]` cut to `rows.len()`): writes the output elements whose index falls
+/// in `rows` and leaves the others alone, except that with `zero_missing` it writes the 0 of
+/// out-of-range indices. Indices are checked and wrapped against the whole `shape[axis]`, so one
+/// dispatch per chunk (exactly one of them with `zero_missing`) gives [`gather`]'s result.
+#[allow(clippy::too_many_arguments)]
+pub fn gather_rows(
+    b: &mut ProgramBuilder,
+    src: &GpuTensor,
+    shape: &[usize],
+    axis: usize,
+    rows: std::ops::Range<usize>,
+    zero_missing: bool,
     indices: &GpuTensor,
     out: &GpuTensor,
 ) -> GpuResult<()> {
@@ -203,11 +227,25 @@ pub fn gather(
             ),
         ));
     }
+    if rows.start > rows.end || rows.end > shape[axis] {
+        return Err(shape_err("gather", format!("rows {rows:?} outside an axis of {}", shape[axis])));
+    }
     let outer: usize = shape[..axis].iter().product();
     let inner: usize = shape[axis + 1..].iter().product();
     let total = outer * indices.len() * inner;
-    if out.len() != total || src.len() != shape.iter().product::<usize>() {
+    if out.len() != total {
         return Err(shape_err("gather", format!("output holds {} elements, expected {total}", out.len())));
+    }
+    if src.len() != outer * rows.len() * inner {
+        return Err(shape_err(
+            "gather",
+            format!(
+                "'{}' holds {} elements, rows {rows:?} of {shape:?} are {}",
+                src.name(),
+                src.len(),
+                outer * rows.len() * inner
+            ),
+        ));
     }
     let params = GatherParams {
         outer: u32_of("gather", outer)?,
@@ -215,7 +253,9 @@ pub fn gather(
         inner: u32_of("gather", inner)?,
         n_indices: u32_of("gather", indices.len())?,
         total: u32_of("gather", total)?,
-        _pad: [0; 3],
+        lo: u32_of("gather", rows.start)?,
+        hi: u32_of("gather", rows.end)?,
+        zero_missing: zero_missing as u32,
     };
     let variant = ShaderVariant::new("gather")
         .tag("b32")
