@@ -90,6 +90,39 @@ def export_graph(module, inputs, names, output, path, check_batches=(1, 2)):
     return err
 
 
+def export_graphs(graphs, folder, golden):
+    """Exports each (name, module, inputs, input names, output name(s)) as folder/name.onnx with
+    `export_graph`, prints its check and ops, writes golden pairs (batch 1) when asked; returns
+    the max abs errors by file."""
+    report = {}
+    for name, module, inputs, names, output in graphs:
+        path = os.path.join(folder, f"{name}.onnx")
+        report[f"{name}.onnx"] = export_graph(module, inputs, names, output, path)
+        nodes, ops = op_summary(path)
+        print(f"{name}.onnx: onnxruntime vs torch max abs {report[name + '.onnx']:.2e}; {nodes} nodes; "
+              f"{' '.join(ops)}", flush=True)
+        if golden:
+            first = [i[:1] for i in inputs]
+            with torch.no_grad():
+                want = module(*first)
+            save_golden(os.path.join(folder, "golden", name), first, names, output,
+                        list(want) if isinstance(want, tuple) else want)
+    return report
+
+
+def tiny_t5_tokenizer(path):
+    """The small T5/umT5-style unigram tokenizer of the tokenizer parity tests (pad 0, </s> 1),
+    written to `path` for a reduced package; returns it loaded in transformers."""
+    import gzip
+    import shutil
+    from transformers import PreTrainedTokenizerFast
+    here = os.path.dirname(os.path.abspath(__file__))
+    fixture = os.path.join(here, "..", "..", "tests", "fixtures", "tokenizers", "t5-unigram.tokenizer.json.gz")
+    with gzip.open(fixture, "rb") as src, open(path, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    return PreTrainedTokenizerFast(tokenizer_file=path, pad_token="<pad>", eos_token="</s>")
+
+
 def op_summary(path):
     import onnx
     m = onnx.load(path, load_external_data=False)

@@ -27,10 +27,8 @@ DIR/text_encoder.int8.onnx` and pointing `graphs.text_encoder.file` at it cuts i
 `fifo quantize` on the denoiser adds the int8 and f16 variants (docs/model-package.md).
 """
 import argparse
-import gzip
 import json
 import os
-import shutil
 import sys
 
 import torch
@@ -158,14 +156,8 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     out = lambda name: os.path.join(args.out, name)
 
-    from transformers import PreTrainedTokenizerFast
-    here = os.path.dirname(os.path.abspath(__file__))
     if args.tiny:
-        # The small T5/umT5-style unigram model the tokenizer parity test uses (pad 0, </s> 1).
-        fixture = os.path.join(here, "..", "..", "tests", "fixtures", "tokenizers", "t5-unigram.tokenizer.json.gz")
-        with gzip.open(fixture, "rb") as src_f, open(out("tokenizer.json"), "wb") as dst:
-            shutil.copyfileobj(src_f, dst)
-        tok = PreTrainedTokenizerFast(tokenizer_file=out("tokenizer.json"), pad_token="<pad>", eos_token="</s>")
+        tok = common.tiny_t5_tokenizer(out("tokenizer.json"))
         max_tokens = args.max_tokens or TINY_TOKENS
         transformer, text, vae = tiny_models(args.seed, len(tok.get_vocab()), max_tokens)
         height, width = args.height or 32, args.width or 32
@@ -217,17 +209,7 @@ def main():
         ("decoder", common.VaeDecoder(vae), (z,), ["latents"], "rgb"),
         ("encoder", common.VaeEncoder(vae), (rgb,), ["rgb"], "latents"),
     ]
-    report = {}
-    for gname, module, inputs, names, output in graphs:
-        path = out(f"{gname}.onnx")
-        report[f"{gname}.onnx"] = common.export_graph(module, inputs, names, output, path)
-        nodes, ops = common.op_summary(path)
-        print(f"{gname}.onnx: onnxruntime vs torch max abs {report[gname + '.onnx']:.2e}; {nodes} nodes; "
-              f"{' '.join(ops)}", flush=True)
-        if args.golden:
-            with torch.no_grad():
-                want = module(*[i[:1] for i in inputs])
-            common.save_golden(out(f"golden/{gname}"), [i[:1] for i in inputs], names, output, want)
+    report = common.export_graphs(graphs, args.out, args.golden)
 
     manifest = {
         "format": "fifo-diffusion-model/1",

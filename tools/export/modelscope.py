@@ -184,17 +184,7 @@ def main():
         ("decoder", common.VaeDecoder(vae), (z,), ["latents"], "rgb"),
         ("encoder", common.VaeEncoder(vae), (rgb,), ["rgb"], "latents"),
     ]
-    report = {}
-    for gname, module, inputs, names, output in graphs:
-        path = out(f"{gname}.onnx")
-        report[f"{gname}.onnx"] = common.export_graph(module, inputs, names, output, path)
-        nodes, ops = common.op_summary(path)
-        print(f"{gname}.onnx: onnxruntime vs torch max abs {report[gname + '.onnx']:.2e}; {nodes} nodes; "
-              f"{' '.join(ops)}", flush=True)
-        if args.golden:
-            with torch.no_grad():
-                want = module(*[i[:1] for i in inputs])
-            common.save_golden(out(f"golden/{gname}"), [i[:1] for i in inputs], names, output, want)
+    report = common.export_graphs(graphs, args.out, args.golden)
 
     manifest = {
         "format": "fifo-diffusion-model/1",

@@ -27,9 +27,7 @@ so the package's latents are the diffusion latents (`scale_factor` 1).
   python tools/export/wan.py --tiny --golden --out tests/fixtures/packages/wan-tiny
 """
 import argparse
-import gzip
 import os
-import shutil
 import sys
 
 import numpy as np
@@ -253,13 +251,8 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     out = lambda name: os.path.join(args.out, name)  # noqa: E731
 
-    from transformers import PreTrainedTokenizerFast
-    here = os.path.dirname(os.path.abspath(__file__))
     if args.tiny:
-        fixture = os.path.join(here, "..", "..", "tests", "fixtures", "tokenizers", "t5-unigram.tokenizer.json.gz")
-        with gzip.open(fixture, "rb") as src_f, open(out("tokenizer.json"), "wb") as dst:
-            shutil.copyfileobj(src_f, dst)
-        tok = PreTrainedTokenizerFast(tokenizer_file=out("tokenizer.json"), pad_token="<pad>", eos_token="</s>")
+        tok = common.tiny_t5_tokenizer(out("tokenizer.json"))
         max_tokens = args.max_tokens or TINY_TOKENS
         f = args.frames or TINY_FRAMES
         transformer, text, vae = tiny_models(args.seed, len(tok.get_vocab()), max_tokens, f)
@@ -311,18 +304,7 @@ def main():
         ("decoder_first", WanDecoderFirst(vae, shapes), (z,), ["latents"], ["rgb"] + new_states),
         ("decoder", WanDecoderNext(vae, shapes), (z, *state_in), ["latents"] + states, ["rgb"] + new_states),
     ]
-    report = {}
-    for gname, module, inputs, names, output in graphs:
-        path = out(f"{gname}.onnx")
-        report[f"{gname}.onnx"] = common.export_graph(module, inputs, names, output, path)
-        nodes, ops = common.op_summary(path)
-        print(f"{gname}.onnx: onnxruntime vs torch max abs {report[gname + '.onnx']:.2e}; {nodes} nodes; "
-              f"{' '.join(ops)}", flush=True)
-        if args.golden:
-            with torch.no_grad():
-                want = module(*[i[:1] for i in inputs])
-            common.save_golden(out(f"golden/{gname}"), [i[:1] for i in inputs], names, output,
-                               list(want) if isinstance(want, tuple) else want)
+    report = common.export_graphs(graphs, args.out, args.golden)
     video = torch.randn(1, zc, 3, zh, zw, generator=g)
     err = check_decoder_chain(vae, out("decoder_first.onnx"), out("decoder.onnx"), shapes, video)
     report["decoder_chain_vs_vae_decode"] = err
