@@ -4,8 +4,10 @@
 //! it is refused with the mismatch named. On the CPU backend (host queue), and on the GPU
 //! backend's device loop (a software adapter), where the state stays on the device.
 
+mod common;
 mod onnx_common;
 
+use common::edit_header;
 use fifo_diffusion::fifo::{CheckpointError, FifoScheduler, PromptSchedule};
 use fifo_diffusion::model::ModelPackage;
 use fifo_diffusion::pipeline::{Frame, Generation, Models, PipelineError, RunOptions};
@@ -65,21 +67,6 @@ fn resume_with(
 
 fn frames(run: &mut Generation, n: usize) -> Vec<Frame> {
     (0..n).map(|_| block_on(run.next_frame()).unwrap()).collect()
-}
-
-/// The checkpoint with its JSON header edited and its length and CRC made right again.
-fn edit_header(bytes: &[u8], edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
-    let len = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
-    let mut header: serde_json::Value = serde_json::from_slice(&bytes[12..12 + len]).unwrap();
-    edit(&mut header);
-    let json = serde_json::to_vec(&header).unwrap();
-    let mut out = bytes[..8].to_vec();
-    out.extend_from_slice(&(json.len() as u32).to_le_bytes());
-    out.extend_from_slice(&json);
-    out.extend_from_slice(&bytes[12 + len..bytes.len() - 4]);
-    let crc = crc32fast::hash(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out
 }
 
 fn header(bytes: &[u8]) -> serde_json::Value {
