@@ -87,6 +87,14 @@ pub struct OpCount {
     pub count: usize,
 }
 
+/// One value of a built graph and its size.
+#[derive(Clone, Debug, Serialize)]
+pub struct ValueSize {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub bytes: usize,
+}
+
 /// What `fifo onnx inspect` reports.
 #[derive(Clone, Debug, Serialize)]
 pub struct ModelInfo {
@@ -103,6 +111,9 @@ pub struct ModelInfo {
     pub parameter_bytes: usize,
     pub planned_peak_bytes: Option<usize>,
     pub unshared_bytes: Option<usize>,
+    /// The largest value the memory plan holds (after fusion: a fused attention's scores are
+    /// not one), when the build succeeded.
+    pub largest_value: Option<ValueSize>,
     /// Why the build failed, if it did for another reason than unsupported ops.
     pub build_error: Option<String>,
 }
@@ -166,6 +177,7 @@ fn describe(loaded: &Graph) -> ModelInfo {
         parameter_bytes: loaded.parameter_bytes(),
         planned_peak_bytes: None,
         unshared_bytes: None,
+        largest_value: None,
         build_error: None,
     }
 }
@@ -178,6 +190,12 @@ impl ModelInfo {
         self.nodes_to_run = Some(built.graph.nodes.len());
         self.planned_peak_bytes = Some(built.plan.peak_bytes);
         self.unshared_bytes = Some(built.plan.unshared_bytes);
+        let g = &built.graph;
+        self.largest_value = (0..g.values.len())
+            .filter(|&v| built.plan.offsets[v].is_some())
+            .filter_map(|v| g.values[v].ty.as_ref().map(|t| (v, t.size_bytes(), t.shape.clone())))
+            .max_by_key(|(_, bytes, _)| *bytes)
+            .map(|(v, bytes, shape)| ValueSize { name: g.values[v].name.clone(), shape, bytes });
     }
 }
 

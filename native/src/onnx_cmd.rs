@@ -170,6 +170,9 @@ fn print_info(model: &Path, info: &ModelInfo) {
     if let (Some(peak), Some(unshared)) = (info.planned_peak_bytes, info.unshared_bytes) {
         println!("planned peak memory: {peak} bytes (without reuse: {unshared})");
     }
+    if let Some(v) = &info.largest_value {
+        println!("largest value: {} {:?} ({} bytes)", v.name, v.shape, v.bytes);
+    }
     if !info.unsupported.is_empty() {
         println!("unsupported ({}):", info.unsupported.len());
         for issue in &info.unsupported {
