@@ -4,10 +4,10 @@
 //! it is refused with the mismatch named. On the CPU backend (host queue), and on the GPU
 //! backend's device loop (a software adapter), where the state stays on the device.
 
-mod common;
+mod checkpoint_bytes;
 mod onnx_common;
 
-use common::edit_header;
+use checkpoint_bytes::edit_header;
 use fifo_diffusion::fifo::{CheckpointError, FifoScheduler, PromptSchedule};
 use fifo_diffusion::model::ModelPackage;
 use fifo_diffusion::pipeline::{Frame, Generation, Models, PipelineError, RunOptions};

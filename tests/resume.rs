@@ -1,9 +1,11 @@
 //! Checkpoint / resume: a resumed run continues bit for bit; damaged checkpoints are refused, a
 //! causal decoder's section (format 2) included.
 
+mod checkpoint_bytes;
 mod common;
 
-use common::{edit_header, ToyDenoiser};
+use checkpoint_bytes::edit_header;
+use common::ToyDenoiser;
 use fifo_diffusion::fifo::{
     CheckpointError, DecoderCheckpoint, FifoConfig, FifoScheduler, InitMode, PendingFrame, PromptSchedule,
     StateTensor,
