@@ -122,3 +122,134 @@ fn passes_leave_other_graphs_alone() {
     }
     assert!(checked >= 3, "only {checked} single-op fixtures found");
 }
+
+/// `softmax(Q Kt * scale) V` as torch exports it: Transpose, MatMul, Mul, Softmax, MatMul.
+fn attention_model(q: [usize; 4], n: usize, dv: usize) -> Vec<u8> {
+    use fifo_diffusion::onnx::proto::{
+        attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto,
+        AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto,
+        TypeProto, ValueInfoProto,
+    };
+    use prost::Message;
+    let info = |name: &str, dims: &[usize]| ValueInfoProto {
+        name: Some(name.into()),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: Some(DataType::Float as i32),
+                shape: Some(TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|&d| tensor_shape_proto::Dimension {
+                            value: Some(tensor_shape_proto::dimension::Value::DimValue(d as i64)),
+                            ..Default::default()
+                        })
+                        .collect(),
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let ints = |name: &str, v: Vec<i64>| AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(AttributeType::Ints as i32),
+        ints: v,
+        ..Default::default()
+    };
+    let int = |name: &str, v: i64| AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(AttributeType::Int as i32),
+        i: Some(v),
+        ..Default::default()
+    };
+    let node = |name: &str, op: &str, inputs: &[&str], attribute: Vec<AttributeProto>| NodeProto {
+        name: Some(name.into()),
+        op_type: Some(op.into()),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![name.to_string()],
+        attribute,
+        ..Default::default()
+    };
+    let [b, h, m, d] = q;
+    let scale = TensorProto {
+        name: Some("scale".into()),
+        data_type: Some(DataType::Float as i32),
+        float_data: vec![1.0 / (d as f32).sqrt()],
+        ..Default::default()
+    };
+    let graph = GraphProto {
+        node: vec![
+            node("kt", "Transpose", &["k"], vec![ints("perm", vec![0, 1, 3, 2])]),
+            node("scores", "MatMul", &["q", "kt"], vec![]),
+            node("scaled", "Mul", &["scores", "scale"], vec![]),
+            node("probs", "Softmax", &["scaled"], vec![int("axis", -1)]),
+            node("out", "MatMul", &["probs", "v"], vec![]),
+        ],
+        initializer: vec![scale],
+        input: vec![info("q", &[b, h, m, d]), info("k", &[b, h, n, d]), info("v", &[b, h, n, dv])],
+        output: vec![info("out", &[b, h, m, dv])],
+        ..Default::default()
+    };
+    ModelProto {
+        ir_version: Some(9),
+        opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(18) }],
+        graph: Some(graph),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+/// The size limit applies to the fused graph: an attention whose score tensor is over the limit
+/// builds and runs (both backends stream the scores), and the same graph unfused is refused
+/// with the score MatMul named.
+#[test]
+fn attention_scores_over_the_size_limit_are_never_materialised() {
+    use fifo_diffusion::session::{ModelSource, Session, SessionOptions};
+    use std::collections::HashMap;
+    let (q_shape, n, dv) = ([1, 2, 96, 16], 700, 8);
+    let bytes = attention_model(q_shape, n, dv);
+    let value = |len: usize, seed: usize| -> Vec<f32> {
+        (0..len).map(|i| (((i * 7919 + seed * 104729) % 2001) as f32 / 1000.0 - 1.0) * 2.0).collect()
+    };
+    let [b, h, m, d] = q_shape;
+    let inputs: HashMap<String, Tensor> =
+        [("q", vec![b, h, m, d], 1), ("k", vec![b, h, n, d], 2), ("v", vec![b, h, n, dv], 3)]
+            .into_iter()
+            .map(|(name, shape, seed)| {
+                let len = shape.iter().product();
+                (name.to_string(), Tensor::from_f32(shape, value(len, seed)).unwrap())
+            })
+            .collect();
+    let shapes: HashMap<String, Vec<usize>> =
+        inputs.iter().map(|(k, t)| (k.clone(), t.shape().to_vec())).collect();
+
+    // The reference: the unfused ops at the default limit.
+    let mut unfused = SessionOptions::default();
+    unfused.build.fuse = false;
+    let reference = Session::build(ModelSource::Bytes(&bytes), &shapes, &unfused).unwrap();
+    let want = reference.run(inputs.clone()).unwrap().remove(0).1;
+
+    // A limit between the largest other tensor (V, the output) and the scores.
+    let scores_bytes = b * h * m * n * 4;
+    let limit = scores_bytes - 1;
+    assert!(b * h * n * d.max(dv) * 4 < limit);
+    unfused.build.max_tensor_bytes = limit;
+    let err = Session::build(ModelSource::Bytes(&bytes), &shapes, &unfused).err().unwrap().to_string();
+    assert!(err.contains("scores") && err.contains(&format!("size limit of {limit} bytes")), "{err}");
+
+    let mut fused = SessionOptions::default();
+    fused.build.max_tensor_bytes = limit;
+    let session = Session::build(ModelSource::Bytes(&bytes), &shapes, &fused).unwrap();
+    let got = session.run(inputs.clone()).unwrap().remove(0).1;
+    if let Some(diff) = compare(&got, &want, Tolerance::named("accumulate").unwrap()) {
+        panic!("streamed CPU attention: {diff}");
+    }
+
+    let Some(ctx) = onnx_common::gpu_context() else { return };
+    let session =
+        pollster::block_on(Session::build_on(ctx, ModelSource::Bytes(&bytes), &shapes, &fused)).unwrap();
+    let got = pollster::block_on(session.run_async(inputs)).unwrap().remove(0).1;
+    if let Some(diff) = compare(&got, &want, Tolerance::named_gpu("accumulate").unwrap()) {
+        panic!("streamed GPU attention: {diff}");
+    }
+}

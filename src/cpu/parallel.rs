@@ -33,6 +33,17 @@ pub fn for_each_index(count: usize, f: impl Fn(usize) + Sync + Send) {
     (0..count).for_each(f);
 }
 
+/// Calls `f(item)` for every item, in parallel natively (tasks that own disjoint outputs).
+pub fn for_each_item<T: Send>(items: Vec<T>, f: impl Fn(T) + Sync + Send) {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        items.into_par_iter().for_each(f);
+    }
+    #[cfg(target_arch = "wasm32")]
+    items.into_iter().for_each(f);
+}
+
 /// A chunk length that splits `len` elements into a few pieces per thread, each worth at least
 /// `MIN_PARALLEL_WORK` units when every element costs `work_per_item`.
 pub fn chunk_len(len: usize, work_per_item: usize) -> usize {

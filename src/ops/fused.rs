@@ -1,6 +1,8 @@
-//! Fused forms made by the fusion passes (`graph::phases::fuse`), never parsed from a model. The
-//! CPU reference runs the unfused ops in sequence, so both backends stay comparable.
+//! Fused forms made by the fusion passes (`graph::phases::fuse`), never parsed from a model.
+//! Attention runs the streaming kernel of [`super::attention`] (checked there against the unfused
+//! ops), so the CPU backend never holds a score tensor either.
 
+use super::attention;
 use super::linalg::matmul::MatMul;
 use super::nn::softmax::Softmax;
 use super::{required, Op, OpError, OpSpec, TensorType, ValueInfo};
@@ -44,6 +46,17 @@ impl OpSpec for Fused {
             Fused::Attention { scale } => {
                 let (q, kt) = (required(inputs, 0, "Q")?, required(inputs, 1, "Kt")?);
                 let v = required(inputs, 2, "V")?;
+                if [q, kt, v].iter().all(|t| t.shape().len() >= 2) {
+                    let (shape, out) = attention::attention(
+                        (q.shape(), &q.f32s()),
+                        (kt.shape(), &kt.f32s()),
+                        (v.shape(), &v.f32s()),
+                        *scale,
+                    )?;
+                    let out = Tensor::from_f32(shape, out)?;
+                    return Ok(vec![if q.dtype() == DType::F32 { out } else { out.cast(q.dtype()) }]);
+                }
+                // 1-D operands (numpy's vector promotion): the ops in sequence.
                 let scores = MatMul.run(&[Some(q), Some(kt)])?.remove(0);
                 let scores = activate_scaled(scores, *scale)?;
                 let p = LAST.run(&[Some(&scores)])?.remove(0);

@@ -8,6 +8,7 @@ mod attrs;
 mod error;
 mod registry;
 
+pub mod attention;
 pub mod elementwise;
 pub mod fused;
 pub mod layout;

@@ -16,7 +16,8 @@ use std::collections::HashMap;
 pub struct BuildOptions {
     /// Largest result (in bytes) that folding may compute at build time.
     pub fold_limit_bytes: usize,
-    /// Largest tensor the graph may hold; larger ones fail the build with the node's name.
+    /// Largest tensor the built graph may hold; larger ones fail the build with the node's name.
+    /// Checked after fusion: a fused attention's scores never exist, whatever their size.
     pub max_tensor_bytes: usize,
     /// Reuse buffers whose lifetimes do not overlap; off only to debug the plan.
     pub memory_reuse: bool,
@@ -58,6 +59,7 @@ pub fn build(
     let passes = if options.fuse { fuse::default_passes() } else { Vec::new() };
     let fusions = fuse::fuse(&mut graph, &passes)?;
     prune::prune(&mut graph);
+    propagate::check_sizes(&graph, options.max_tensor_bytes)?;
     let plan = plan::plan(&graph, options.memory_reuse);
     Ok(BuiltGraph { graph, plan, fusions })
 }

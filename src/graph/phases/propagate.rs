@@ -98,6 +98,19 @@ fn checked_bytes(ty: &TensorType, limit: usize) -> Result<usize, String> {
     }
 }
 
+/// Fails the build on the first value over `limit` bytes, naming the node that makes it. Runs
+/// on the final graph, after fusion.
+pub fn check_sizes(graph: &Graph, limit: usize) -> Result<(), BuildError> {
+    for node in &graph.nodes {
+        for &v in node.outputs.iter().flatten() {
+            if let Some(ty) = &graph.values[v].ty {
+                checked_bytes(ty, limit).map_err(|reason| BuildError::node(graph, node, reason))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn propagate(
     graph: &mut Graph,
     given: &HashMap<String, Vec<usize>>,
@@ -133,10 +146,12 @@ pub fn propagate(
                 node.outputs.len()
             )));
         }
+        // Only overflow fails here: the size limit is checked after fusion ([`check_sizes`]),
+        // which removes intermediates (attention scores) that are never materialised.
         let output_bytes = types
             .iter()
-            .map(|t| checked_bytes(t, options.max_tensor_bytes))
-            .sum::<Result<usize, String>>()
+            .map(|t| checked_bytes(t, usize::MAX))
+            .try_fold(0usize, |sum, b| b.map(|b| sum.saturating_add(b)))
             .map_err(fail)?;
         let all_known = refs.iter().flatten().all(|i| i.value.is_some());
         let folded = match op.spec().fold_from_types(&refs) {
