@@ -1,5 +1,6 @@
-//! Lists the executor's op fixtures and the scheduler's parity fixtures for the browser tests,
-//! which cannot read files: `$OUT_DIR/fixtures.rs` embeds each with `include_bytes!`.
+//! Lists the executor's op fixtures, the scheduler's parity fixtures and the exported model
+//! packages' files and reference frames for the browser tests, which cannot read files:
+//! `$OUT_DIR/fixtures.rs` embeds each with `include_bytes!`.
 
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
@@ -47,6 +48,40 @@ fn main() {
         {
             writeln!(out, "    include_str!({:?}),", file.display().to_string()).unwrap();
         }
+    }
+    out.push_str("];\n\npub const PACKAGES: &[PackageFixture] = &[\n");
+    // The reduced packages the browser generates with (tests/fixtures/packages): every file at the
+    // package's top level (the test picks what the page would fetch), the reference loop's frames
+    // and settings (reference/); not golden/ (the per-graph tensors the native tests use).
+    for name in ["wan-tiny", "latte-tiny"] {
+        let dir = root.join("packages").join(name);
+        println!("cargo:rerun-if-changed={}", dir.display());
+        println!("cargo:rerun-if-changed={}", dir.join("reference").display());
+        let embed = |p: &PathBuf| format!("include_bytes!({:?})", p.display().to_string());
+        let files: Vec<String> = sorted(&dir)
+            .iter()
+            .filter(|p| p.is_file())
+            .map(|p| format!("({:?}, {})", p.file_name().unwrap().to_string_lossy(), embed(p)))
+            .collect();
+        let reference = dir.join("reference");
+        let frames: Vec<String> = sorted(&reference)
+            .iter()
+            .filter(|p| p.extension().is_some_and(|x| x == "png"))
+            .map(embed)
+            .collect();
+        assert!(
+            !files.is_empty() && !frames.is_empty(),
+            "{}: no package files or reference frames",
+            dir.display()
+        );
+        writeln!(
+            out,
+            "    PackageFixture {{ name: {name:?}, files: &[{}], run: include_str!({:?}), frames: &[{}] }},",
+            files.join(", "),
+            reference.join("run.json").display().to_string(),
+            frames.join(", ")
+        )
+        .unwrap();
     }
     out.push_str("];\n");
     let dest = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("fixtures.rs");
