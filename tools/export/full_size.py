@@ -134,9 +134,10 @@ FAMILIES = {
     "modelscope": (modelscope, (16, 40, 72), 1, None, None),
     "latte": (latte, (16, 64, 64), 1, None, None),
     "wan": (wan, (21, 60, 104), 4, (4, 60, 104),
-            "attention scores at 21x30x52 = 32760 tokens are 12 x 32760^2 x 4 B = 48 GiB: onnxruntime and our "
-            "CPU backend materialise them (ours also refuses any tensor over 4 GiB at build), so they run 4 "
-            "latent frames (13 video frames, 6240 tokens) at the real resolution"),
+            "attention scores at 21x30x52 = 32760 tokens are 12 x 32760^2 x 4 B = 48 GiB: onnxruntime "
+            "materialises them, so it runs 4 latent frames (13 video frames, 6240 tokens) at the real "
+            "resolution; our executor streams them (fused attention on both backends) and runs the real "
+            "window as well"),
 }
 
 
@@ -353,7 +354,7 @@ def measure(family, work, log):
     if reduced:
         # PyTorch (SDPA never materialises the scores) at the real window, and what our build says.
         xr, tr, cr = inputs_for(spec, real)
-        row["torch_real_s"], _, calls = torch_time(block, (xr, tr, cr), budget_s=0)
+        row["torch_real_s"], want_real, calls = torch_time(block, (xr, tr, cr), budget_s=0)
         log(f"[{family}] PyTorch at the real window {real}: {row['torch_real_s']:.1f} s per call ({calls} call)")
         path_real = os.path.join(folder, "block_real.onnx")
         export(block, (xr, tr, cr), spec["output"], path_real)
@@ -361,6 +362,15 @@ def measure(family, work, log):
         row["inspect_real"], _ = run_inspect(path_real, shapes_real)
         log(f"[{family}] fifo onnx inspect at the real window: peak {row['inspect_real'].get('planned_peak_bytes')}, "
             f"build error {row['inspect_real'].get('build_error')}")
+        folder_real = os.path.join(folder, "real")
+        os.makedirs(folder_real, exist_ok=True)
+        for n, a in zip(("latents", "timesteps", "context"), (xr, tr, cr)):
+            np.save(os.path.join(folder_real, f"{n}.npy"), a.numpy())
+        ours_real = run_ours(path_real, folder_real)
+        if "out" in ours_real:
+            ours_real["rel_l2"] = rel_l2(ours_real.pop("out"), want_real.numpy())
+        row["ours_real"] = ours_real
+        log(f"[{family}] fifo cpu at the real window: {ours_real}")
         os.remove(path_real)
         os.remove(path_real + ".data") if os.path.exists(path_real + ".data") else None
     else:
@@ -410,18 +420,26 @@ def report(rows):
             p(f"\n{r['family']}: reduced because {r['why']}. PyTorch at the real window "
               f"{'x'.join(map(str, r['real']))}: {fmt_s(r['torch_real_s'])} per call; `fifo onnx inspect` at the "
               f"real window: {r['inspect_real'].get('build_error') or fmt_bytes(r['inspect_real'].get('planned_peak_bytes'))}")
+            u = r.get("ours_real") or {}
+            if "error" in u:
+                p(f"fifo cpu at the real window failed: {u['error']}")
+            elif u:
+                p(f"fifo cpu at the real window: {fmt_s(u.get('s'))} per call ({u['s'] / r['torch_real_s']:.2f}x "
+                  f"PyTorch), peak RSS {fmt_bytes(u.get('rss'))}, relative L2 vs PyTorch {u.get('rel_l2', float('nan')):.1e}")
     p("\nExtrapolated (not measured): per window = block time x (denoiser FLOPs / block FLOPs at that window, "
       "FlopCounterMode on the meta device); per latent frame = 16 window calls at batch 1 (lookahead: 2n = 8 "
       "windows, x2 for guidance), per video frame a quarter of that for Wan (4 frames per latent); fifo per window = the fifo time at the measured window x (denoiser FLOPs at the "
-      "real window / block FLOPs at the measured window).\n")
+      "real window / block FLOPs at the measured window; Wan: measured at the real window).\n")
     p("| family | block | block TFLOP (real window) | denoiser TFLOP per window call | x | PyTorch per window "
       "| PyTorch per output video frame | fifo cpu per window | fifo cpu per output video frame |")
     p("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         k = r["model_flops_real"] / r["block_flops_real"]
         tw = r["torch_real_s"] * k
-        us = r["ours"].get("s")
-        uw = us * r["model_flops_real"] / r["block_flops_measured"] if us else None
+        us, measured_flops = r["ours"].get("s"), r["block_flops_measured"]
+        if (r.get("ours_real") or {}).get("s"):  # measured at the real window: no window scaling
+            us, measured_flops = r["ours_real"]["s"], r["block_flops_real"]
+        uw = us * r["model_flops_real"] / measured_flops if us else None
         per = lambda s: None if s is None else s * WINDOWS_PER_LATENT / r["video_per_latent"]  # noqa: E731
         layers = f" (x{r['layers']} layers by count)" if r.get("layers") else ""
         p(f"| {r['family']} | {r['describe']} | {r['block_flops_real'] / 1e12:.2f} | {r['model_flops_real'] / 1e12:.1f} "
