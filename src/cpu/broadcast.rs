@@ -25,6 +25,9 @@ pub fn map2<A: Copy + Sync, B: Copy + Sync, O: Copy + Send + Default>(
 ) -> Result<(Vec<usize>, Vec<O>), TensorError> {
     let shape = broadcast_shapes(a_shape, b_shape)?;
     let len: usize = shape.iter().product();
+    if len == 0 {
+        return Ok((shape, Vec::new()));
+    }
     if a.len() == len && b.len() == len {
         let mut out = vec![O::default(); len];
         let chunk = parallel::chunk_len(len, 4);
@@ -47,22 +50,39 @@ pub fn map2<A: Copy + Sync, B: Copy + Sync, O: Copy + Send + Default>(
     };
     let (ia, ib) = (sa[dims.len() - 1], sb[dims.len() - 1]);
     let mut out = vec![O::default(); len];
-    // Outer positions walk with the odometer; each inner run is a tight loop the compiler can
+    // Rows (outer positions) in parallel chunks; each inner run is a tight loop the compiler can
     // vectorise for the common strides (both contiguous, or one broadcast).
-    for_each_offset(outer, [&sa[..outer.len()], &sb[..outer.len()]], |o, [oa, ob]| {
-        let dst = &mut out[o * inner..(o + 1) * inner];
-        match (ia, ib) {
-            (1, 1) => dst
-                .iter_mut()
-                .zip(&a[oa..oa + inner])
-                .zip(&b[ob..ob + inner])
-                .for_each(|((d, &x), &y)| *d = f(x, y)),
-            (1, 0) => dst.iter_mut().zip(&a[oa..oa + inner]).for_each(|(d, &x)| *d = f(x, b[ob])),
-            (0, 1) => dst.iter_mut().zip(&b[ob..ob + inner]).for_each(|(d, &y)| *d = f(a[oa], y)),
-            _ => dst.iter_mut().enumerate().for_each(|(j, d)| *d = f(a[oa + j * ia], b[ob + j * ib])),
+    let rows_per_chunk = parallel::chunk_len(len / inner, inner);
+    parallel::for_each_chunk_mut(&mut out, rows_per_chunk * inner, |c, rows| {
+        for (j, dst) in rows.chunks_mut(inner).enumerate() {
+            let [oa, ob] = row_offsets(c * rows_per_chunk + j, outer, [&sa, &sb]);
+            match (ia, ib) {
+                (1, 1) => dst
+                    .iter_mut()
+                    .zip(&a[oa..oa + inner])
+                    .zip(&b[ob..ob + inner])
+                    .for_each(|((d, &x), &y)| *d = f(x, y)),
+                (1, 0) => dst.iter_mut().zip(&a[oa..oa + inner]).for_each(|(d, &x)| *d = f(x, b[ob])),
+                (0, 1) => dst.iter_mut().zip(&b[ob..ob + inner]).for_each(|(d, &y)| *d = f(a[oa], y)),
+                _ => dst.iter_mut().enumerate().for_each(|(j, d)| *d = f(a[oa + j * ia], b[ob + j * ib])),
+            }
         }
     });
     Ok((shape, out))
+}
+
+/// Offsets into each input of outer position `row` (row-major over `outer`; `strides` hold the
+/// outer dims first, as `coalesce` returns them).
+fn row_offsets<const N: usize>(mut row: usize, outer: &[usize], strides: [&[usize]; N]) -> [usize; N] {
+    let mut offsets = [0; N];
+    for d in (0..outer.len()).rev() {
+        let i = row % outer[d];
+        row /= outer[d];
+        for k in 0..N {
+            offsets[k] += i * strides[k][d];
+        }
+    }
+    offsets
 }
 
 /// Merges adjacent dims that every input walks as one (contiguous, or broadcast in both), and
@@ -114,6 +134,33 @@ mod tests {
     fn coalescing_merges_contiguous_and_broadcast_runs() {
         let (dims, [a, b]) = coalesce(&[1, 3, 4, 5], [&[0, 20, 5, 1], &[0, 1, 0, 0]]);
         assert_eq!((dims, a, b), (vec![3, 20], vec![20, 1], vec![1, 0]));
+    }
+
+    #[test]
+    fn broadcast_rows_split_over_threads_match_a_loop() {
+        // Enough rows for several parallel chunks; b broadcasts over the middle dim, then over the
+        // first (a per-channel scale), and a general stride pattern (a transposed-like b).
+        let a: Vec<i64> = (0..64 * 3 * 700).collect();
+        for sb in [vec![64, 1, 700], vec![1, 3, 700], vec![64, 3, 1]] {
+            let b: Vec<i64> = (0..sb.iter().product::<usize>() as i64).map(|x| x * 1000).collect();
+            let (shape, out) = map2(&[64, 3, 700], &a, &sb, &b, |x, y| x + y).unwrap();
+            assert_eq!(shape, vec![64, 3, 700]);
+            for i in 0..64 {
+                for j in 0..3 {
+                    for k in 0..700 {
+                        let at = |s: &[usize]| {
+                            let (i, j, k) = ((i % s[0]), (j % s[1]), (k % s[2]));
+                            (i * s[1] + j) * s[2] + k
+                        };
+                        assert_eq!(
+                            out[(i * 3 + j) * 700 + k],
+                            a[(i * 3 + j) * 700 + k] + b[at(&sb)],
+                            "{sb:?}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -39,6 +39,10 @@ pub fn execute(built: &BuiltGraph, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, R
         }
         let outputs = op.spec().run(&args).map_err(fail)?;
         profile.record(&node.op_type, started);
+        profile.record_node(|| {
+            let shapes: Vec<String> = args.iter().flatten().map(|t| format!("{:?}", t.shape())).collect();
+            format!("{} ({}) {}", node.label(graph), node.op_type, shapes.join(" "))
+        });
         for (out, tensor) in node.outputs.iter().zip(outputs) {
             if let Some(v) = *out {
                 slots[v] = Some(tensor);
@@ -68,11 +72,15 @@ fn value<'a>(graph: &'a crate::graph::Graph, slots: &'a [Option<Tensor>], v: Val
     graph.values[v].constant.as_deref().or(slots[v].as_ref())
 }
 
-/// Time per op type, printed to stderr after each run when `FIFO_PROFILE=1` (native only:
-/// wasm32 has no clock in std).
+/// Time per op type, printed to stderr after each run when `FIFO_PROFILE=1`, and the slowest
+/// nodes with their input shapes with `FIFO_PROFILE=nodes` (native only: wasm32 has no clock in
+/// std).
 #[derive(Default)]
 struct Profile {
     enabled: bool,
+    /// (CPU ms, node and input shapes) per node, when asked for.
+    nodes: Option<Vec<(f64, String)>>,
+    last_cpu_ms: f64,
     /// Per op type: nodes, wall ms, CPU ms (all threads of the process).
     totals: std::collections::BTreeMap<String, (usize, f64, f64)>,
     run_started: Option<Instant>,
@@ -103,7 +111,8 @@ impl Profile {
     fn from_env() -> Profile {
         let enabled =
             cfg!(not(target_arch = "wasm32")) && std::env::var_os("FIFO_PROFILE").is_some_and(|v| v != "0");
-        let mut profile = Profile { enabled, ..Default::default() };
+        let per_node = enabled && std::env::var_os("FIFO_PROFILE").is_some_and(|v| v == "nodes");
+        let mut profile = Profile { enabled, nodes: per_node.then(Vec::new), ..Default::default() };
         profile.run_started = profile.start();
         profile.cpu_started = if enabled { process_cpu_seconds() } else { 0.0 };
         profile
@@ -125,7 +134,17 @@ impl Profile {
             let entry = self.totals.entry(op_type.to_string()).or_default();
             entry.0 += 1;
             entry.1 += t.elapsed().as_secs_f64() * 1e3;
-            entry.2 += (process_cpu_seconds() - self.node_cpu_started) * 1e3;
+            self.last_cpu_ms = (process_cpu_seconds() - self.node_cpu_started) * 1e3;
+            entry.2 += self.last_cpu_ms;
+        }
+    }
+
+    /// Keeps the last recorded node's CPU time under the label `describe` makes (only called
+    /// for its output when per-node profiling is on).
+    fn record_node(&mut self, describe: impl FnOnce() -> String) {
+        let ms = self.last_cpu_ms;
+        if let Some(nodes) = &mut self.nodes {
+            nodes.push((ms, describe()));
         }
     }
 
@@ -149,6 +168,14 @@ impl Profile {
         eprintln!("  {:<24} {:<6} {:>12} {:>12}", "op", "nodes", "wall ms", "cpu ms");
         for (op, (n, ms, cpu_ms)) in rows {
             eprintln!("  {op:<24} x{n:<5} {ms:>12.3} {cpu_ms:>12.3}");
+        }
+        if let Some(nodes) = &self.nodes {
+            let mut nodes = nodes.clone();
+            nodes.sort_by(|a, b| b.0.total_cmp(&a.0));
+            eprintln!("  slowest nodes (cpu ms, node, input shapes):");
+            for (ms, label) in nodes.iter().take(25) {
+                eprintln!("  {ms:>10.3}  {label}");
+            }
         }
     }
 }

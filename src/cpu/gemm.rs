@@ -74,6 +74,41 @@ pub fn sgemm(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32]) {
     });
 }
 
+/// `c = alpha * a @ b + beta * c` on the calling thread, for callers that already run one task
+/// per thread (each extra split would pack `b` again).
+pub fn sgemm_serial(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32]) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert_eq!(k, b.rows, "gemm inner dimensions");
+    assert_eq!(c.len(), m * n, "gemm output size");
+    assert!(fits(&a) && fits(&b), "gemm operand views exceed their data");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        c.iter_mut().for_each(|x| *x *= beta);
+        return;
+    }
+    // SAFETY: `fits` checked both operand views against their slices and `c` is m x n.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            alpha,
+            a.data.as_ptr(),
+            a.row_stride as isize,
+            a.col_stride as isize,
+            b.data.as_ptr(),
+            b.row_stride as isize,
+            b.col_stride as isize,
+            beta,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+}
+
 /// A pointer shared by tasks that write disjoint column blocks of one matrix.
 struct SharedOutput(*mut f32);
 

@@ -4,7 +4,7 @@
 //! and 12 heads: 48 GiB of scores unfused, 8 MiB per task here.
 
 use crate::cpu::broadcast::gather_offsets;
-use crate::cpu::gemm::{sgemm, MatRef};
+use crate::cpu::gemm::{sgemm_serial, MatRef};
 use crate::cpu::math::exp;
 use crate::cpu::parallel;
 use crate::ops::OpError;
@@ -86,7 +86,7 @@ pub fn attention(
         let r = block.out.len() / dv;
         let q_rows = &q[(iq * m + block.row0) * d..][..r * d];
         let mut scores = vec![0.0f32; r * n];
-        sgemm(
+        sgemm_serial(
             scale,
             MatRef::row_major(q_rows, r, d),
             MatRef::row_major(&kt[ik * d * n..][..d * n], d, n),
@@ -97,12 +97,13 @@ pub fn attention(
             scores.chunks_mut(n).for_each(softmax_in_place);
         }
         let v_mat = MatRef::row_major(&v[iv * n * dv..][..n * dv], n, dv);
-        sgemm(1.0, MatRef::row_major(&scores, r, n), v_mat, 0.0, block.out);
+        sgemm_serial(1.0, MatRef::row_major(&scores, r, n), v_mat, 0.0, block.out);
     });
     Ok(([p.batch, vec![m, dv]].concat(), out))
 }
 
-/// Query rows per task: within the score budget, and enough tasks to keep every thread busy.
+/// Query rows per task: within the score budget, and enough tasks to keep every thread busy
+/// (each task runs its two GEMMs on one thread).
 fn block_rows(batches: usize, m: usize, n: usize) -> usize {
     let budget = (SCORE_BLOCK_BYTES / 4 / n.max(1)).max(1);
     let tasks_wanted = parallel::num_threads() * 4;

@@ -172,6 +172,10 @@ impl Binary {
                     BinaryKind::Sub => map2(sa, x, sb, y, |p, q| p - q)?,
                     BinaryKind::Mul => map2(sa, x, sb, y, |p, q| p * q)?,
                     BinaryKind::Div => map2(sa, x, sb, y, |p, q| p / q)?,
+                    // Squares and cubes (RMS norms, tanh GELU) as products: one rounding for
+                    // x^2 (what powf returns), two for x^3, and no libm call per element.
+                    BinaryKind::Pow if y[..] == [2.0] => map2(sa, x, sb, y, |p, _| p * p)?,
+                    BinaryKind::Pow if y[..] == [3.0] => map2(sa, x, sb, y, |p, _| p * p * p)?,
                     _ => map2(sa, x, sb, y, |p, q| kind.apply(p, q))?,
                 };
                 (s, TensorData::F32(v))

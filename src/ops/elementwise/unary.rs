@@ -45,7 +45,7 @@ impl UnaryKind {
             Abs => x.abs(),
             Sin => x.sin(),
             Cos => x.cos(),
-            Tanh => x.tanh(),
+            Tanh => crate::cpu::math::tanh(x),
             Erf => libm::erff(x),
             Sigmoid => sigmoid(x),
             Relu => x.max(0.0),
@@ -61,7 +61,7 @@ impl UnaryKind {
             }
             Gelu { tanh_approximation: true } => {
                 let inner = (2.0 / std::f32::consts::PI).sqrt() * (x + 0.044715 * x * x * x);
-                0.5 * x * (1.0 + inner.tanh())
+                0.5 * x * (1.0 + crate::cpu::math::tanh(inner))
             }
             // log(1 + e^x) without overflow for large x.
             Softplus => x.max(0.0) + crate::cpu::math::exp(-x.abs()).ln_1p(),
@@ -117,14 +117,26 @@ impl OpSpec for Unary {
         }
         // One monomorphised loop per common kind, so the per-element match folds away.
         macro_rules! specialised {
-            ($($k:ident),*) => {
+            ($($k:expr),*) => {
                 match self.kind {
-                    $(UnaryKind::$k => map_float(x, |v| UnaryKind::$k.apply(v)),)*
+                    $(kind if kind == $k => map_float(x, |v| $k.apply(v)),)*
                     kind => map_float(x, |v| kind.apply(v)),
                 }
             };
         }
-        if let Some(out) = specialised!(Sigmoid, Exp, Sqrt, Tanh, Erf, Relu, Neg, Reciprocal) {
+        use UnaryKind::*;
+        if let Some(out) = specialised!(
+            Sigmoid,
+            Exp,
+            Sqrt,
+            Tanh,
+            Erf,
+            Relu,
+            Neg,
+            Reciprocal,
+            Gelu { tanh_approximation: true },
+            Gelu { tanh_approximation: false }
+        ) {
             return Ok(vec![out]);
         }
         let values: Vec<i64> =
