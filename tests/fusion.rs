@@ -6,7 +6,7 @@ mod onnx_common;
 
 use fifo_diffusion::cpu::executor::execute;
 use fifo_diffusion::graph::phases::fuse::{
-    fuse, AttentionPass, FusionPass, NormSiluPass, TorchGroupNormPass,
+    fuse, AttentionPass, FusionPass, NormSiluPass, TanhGeluPass, TorchGroupNormPass,
 };
 use fifo_diffusion::graph::phases::{parse, plan, propagate, prune, BuildOptions, BuiltGraph};
 use fifo_diffusion::onnx::load_model;
@@ -114,8 +114,12 @@ fn passes_leave_other_graphs_alone() {
         let mut graph = load_model(&bytes, None).unwrap();
         let before = graph.nodes.len();
         parse::parse_ops(&mut graph).unwrap();
-        let passes: Vec<Box<dyn FusionPass>> =
-            vec![Box::new(TorchGroupNormPass), Box::new(NormSiluPass), Box::new(AttentionPass)];
+        let passes: Vec<Box<dyn FusionPass>> = vec![
+            Box::new(TorchGroupNormPass),
+            Box::new(NormSiluPass),
+            Box::new(AttentionPass),
+            Box::new(TanhGeluPass),
+        ];
         assert!(fuse(&mut graph, &passes).unwrap().is_empty(), "{name}");
         assert_eq!(graph.nodes.len(), before);
         checked += 1;
@@ -123,80 +127,192 @@ fn passes_leave_other_graphs_alone() {
     assert!(checked >= 3, "only {checked} single-op fixtures found");
 }
 
-/// `softmax(Q Kt * scale) V` as torch exports it: Transpose, MatMul, Mul, Softmax, MatMul.
-fn attention_model(q: [usize; 4], n: usize, dv: usize) -> Vec<u8> {
+/// Small ONNX graphs written node by node (float inputs, opset 18).
+mod graph_bytes {
     use fifo_diffusion::onnx::proto::{
         attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto,
         AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto,
         TypeProto, ValueInfoProto,
     };
     use prost::Message;
-    let info = |name: &str, dims: &[usize]| ValueInfoProto {
-        name: Some(name.into()),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: Some(DataType::Float as i32),
-                shape: Some(TensorShapeProto {
-                    dim: dims
-                        .iter()
-                        .map(|&d| tensor_shape_proto::Dimension {
-                            value: Some(tensor_shape_proto::dimension::Value::DimValue(d as i64)),
-                            ..Default::default()
-                        })
-                        .collect(),
-                }),
-            })),
+
+    pub fn info(name: &str, dims: &[usize]) -> ValueInfoProto {
+        let dim = |&d: &usize| tensor_shape_proto::Dimension {
+            value: Some(tensor_shape_proto::dimension::Value::DimValue(d as i64)),
             ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let ints = |name: &str, v: Vec<i64>| AttributeProto {
-        name: Some(name.into()),
-        r#type: Some(AttributeType::Ints as i32),
-        ints: v,
-        ..Default::default()
-    };
-    let int = |name: &str, v: i64| AttributeProto {
-        name: Some(name.into()),
-        r#type: Some(AttributeType::Int as i32),
-        i: Some(v),
-        ..Default::default()
-    };
-    let node = |name: &str, op: &str, inputs: &[&str], attribute: Vec<AttributeProto>| NodeProto {
-        name: Some(name.into()),
-        op_type: Some(op.into()),
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: vec![name.to_string()],
-        attribute,
-        ..Default::default()
-    };
+        };
+        let tensor = type_proto::Tensor {
+            elem_type: Some(DataType::Float as i32),
+            shape: Some(TensorShapeProto { dim: dims.iter().map(dim).collect() }),
+        };
+        ValueInfoProto {
+            name: Some(name.into()),
+            r#type: Some(TypeProto {
+                value: Some(type_proto::Value::TensorType(tensor)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    pub fn ints(name: &str, v: Vec<i64>) -> AttributeProto {
+        AttributeProto {
+            name: Some(name.into()),
+            r#type: Some(AttributeType::Ints as i32),
+            ints: v,
+            ..Default::default()
+        }
+    }
+
+    pub fn int(name: &str, v: i64) -> AttributeProto {
+        AttributeProto {
+            name: Some(name.into()),
+            r#type: Some(AttributeType::Int as i32),
+            i: Some(v),
+            ..Default::default()
+        }
+    }
+
+    /// A node writing the value of its own name.
+    pub fn node(name: &str, op: &str, inputs: &[&str], attribute: Vec<AttributeProto>) -> NodeProto {
+        NodeProto {
+            name: Some(name.into()),
+            op_type: Some(op.into()),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![name.to_string()],
+            attribute,
+            ..Default::default()
+        }
+    }
+
+    pub fn scalar(name: &str, value: f32) -> TensorProto {
+        TensorProto {
+            name: Some(name.into()),
+            data_type: Some(DataType::Float as i32),
+            float_data: vec![value],
+            ..Default::default()
+        }
+    }
+
+    pub fn model(
+        nodes: Vec<NodeProto>,
+        initializer: Vec<TensorProto>,
+        input: Vec<ValueInfoProto>,
+        output: Vec<ValueInfoProto>,
+    ) -> Vec<u8> {
+        let graph = GraphProto { node: nodes, initializer, input, output, ..Default::default() };
+        ModelProto {
+            ir_version: Some(9),
+            opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(18) }],
+            graph: Some(graph),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+}
+
+/// `softmax(Q Kt * scale) V` as torch exports it: Transpose, MatMul, Mul, Softmax, MatMul.
+fn attention_model(q: [usize; 4], n: usize, dv: usize) -> Vec<u8> {
+    use graph_bytes::*;
     let [b, h, m, d] = q;
-    let scale = TensorProto {
-        name: Some("scale".into()),
-        data_type: Some(DataType::Float as i32),
-        float_data: vec![1.0 / (d as f32).sqrt()],
-        ..Default::default()
-    };
-    let graph = GraphProto {
-        node: vec![
+    graph_bytes::model(
+        vec![
             node("kt", "Transpose", &["k"], vec![ints("perm", vec![0, 1, 3, 2])]),
             node("scores", "MatMul", &["q", "kt"], vec![]),
             node("scaled", "Mul", &["scores", "scale"], vec![]),
             node("probs", "Softmax", &["scaled"], vec![int("axis", -1)]),
             node("out", "MatMul", &["probs", "v"], vec![]),
         ],
-        initializer: vec![scale],
-        input: vec![info("q", &[b, h, m, d]), info("k", &[b, h, n, d]), info("v", &[b, h, n, dv])],
-        output: vec![info("out", &[b, h, m, dv])],
-        ..Default::default()
-    };
-    ModelProto {
-        ir_version: Some(9),
-        opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(18) }],
-        graph: Some(graph),
-        ..Default::default()
+        vec![scalar("scale", 1.0 / (d as f32).sqrt())],
+        vec![info("q", &[b, h, m, d]), info("k", &[b, h, n, d]), info("v", &[b, h, n, dv])],
+        vec![info("out", &[b, h, m, dv])],
+    )
+}
+
+/// Runs `bytes` on the CPU fused and unfused (and fused on the GPU when there is one) with `x`
+/// as the only input; returns the fused build's op types.
+fn fused_and_unfused_agree(bytes: &[u8], x: &Tensor) -> Vec<String> {
+    use fifo_diffusion::session::{ModelSource, Session, SessionOptions};
+    use std::collections::HashMap;
+    let shapes = HashMap::from([("x".to_string(), x.shape().to_vec())]);
+    let feed = || HashMap::from([("x".to_string(), x.clone())]);
+    let mut unfused = SessionOptions::default();
+    unfused.build.fuse = false;
+    let want = Session::build(ModelSource::Bytes(bytes), &shapes, &unfused).unwrap().run(feed()).unwrap();
+    let fused = Session::build(ModelSource::Bytes(bytes), &shapes, &SessionOptions::default()).unwrap();
+    let got = fused.run(feed()).unwrap();
+    if let Some(diff) = compare(&got[0].1, &want[0].1, Tolerance::named("transcendental").unwrap()) {
+        panic!("fused on the CPU: {diff}");
     }
-    .encode_to_vec()
+    let ops = fused.graph().graph.nodes.iter().map(|n| n.op_type.clone()).collect();
+    if let Some(ctx) = onnx_common::gpu_context() {
+        let options = SessionOptions::default();
+        let gpu =
+            pollster::block_on(Session::build_on(ctx, ModelSource::Bytes(bytes), &shapes, &options)).unwrap();
+        let got = pollster::block_on(gpu.run_async(feed())).unwrap();
+        if let Some(diff) = compare(&got[0].1, &want[0].1, Tolerance::named_gpu("transcendental").unwrap()) {
+            panic!("fused on the GPU: {diff}");
+        }
+    }
+    ops
+}
+
+/// torch's decomposition of `gelu(x, approximate="tanh")` in its two halving forms and with
+/// operands swapped, becomes one Gelu; a near miss (another constant) is left alone.
+#[test]
+fn tanh_gelu_pass_folds_the_decomposed_form_into_one_gelu() {
+    use graph_bytes::*;
+    let x =
+        Tensor::from_f32(vec![3, 257], (0..3 * 257).map(|i| (i as f32 - 385.0) / 40.0).collect()).unwrap();
+    let constants = |c2: f32| {
+        vec![
+            scalar("three", 3.0),
+            scalar("c2", c2),
+            scalar("c1", (2.0 / std::f32::consts::PI).sqrt()),
+            scalar("one", 1.0),
+            scalar("half", 0.5),
+        ]
+    };
+    let front = |swap: bool| {
+        let pair = |a: &'static str, b: &'static str| if swap { [b, a] } else { [a, b] };
+        vec![
+            node("cube", "Pow", &["x", "three"], vec![]),
+            node("cubic", "Mul", &pair("c2", "cube"), vec![]),
+            node("sum", "Add", &pair("x", "cubic"), vec![]),
+            node("arg", "Mul", &pair("sum", "c1"), vec![]),
+            node("th", "Tanh", &["arg"], vec![]),
+            node("plus", "Add", &pair("th", "one"), vec![]),
+        ]
+    };
+    // (x * 0.5) * (1 + tanh): torch's dynamo export.
+    let halved_x = |swap: bool, c2: f32| {
+        let mut nodes = front(swap);
+        nodes.push(node("hx", "Mul", &["x", "half"], vec![]));
+        nodes.push(node("out", "Mul", if swap { &["plus", "hx"] } else { &["hx", "plus"] }, vec![]));
+        graph_bytes::model(nodes, constants(c2), vec![info("x", &[3, 257])], vec![info("out", &[3, 257])])
+    };
+    // x * ((1 + tanh) * 0.5)
+    let halved_sum = |swap: bool| {
+        let mut nodes = front(swap);
+        nodes.push(node("hs", "Mul", &["plus", "half"], vec![]));
+        nodes.push(node("out", "Mul", if swap { &["hs", "x"] } else { &["x", "hs"] }, vec![]));
+        graph_bytes::model(
+            nodes,
+            constants(0.044715),
+            vec![info("x", &[3, 257])],
+            vec![info("out", &[3, 257])],
+        )
+    };
+    for (name, bytes) in [
+        ("halved x", halved_x(false, 0.044715)),
+        ("halved x, operands swapped", halved_x(true, 0.044715)),
+        ("halved sum", halved_sum(false)),
+        ("halved sum, operands swapped", halved_sum(true)),
+    ] {
+        assert_eq!(fused_and_unfused_agree(&bytes, &x), vec!["Gelu".to_string()], "{name}");
+    }
+    let near_miss = fused_and_unfused_agree(&halved_x(false, 0.05), &x);
+    assert!(!near_miss.contains(&"Gelu".to_string()) && near_miss.len() > 1, "{near_miss:?}");
 }
 
 /// The size limit applies to the fused graph: an attention whose score tensor is over the limit
