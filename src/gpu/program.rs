@@ -45,6 +45,9 @@ pub struct Program {
     _uniforms: wgpu::Buffer,
     // Intermediate buffers the ops asked for (e.g. group-norm statistics); kept alive here.
     _scratch: Vec<GpuTensor>,
+    /// Every tensor the dispatches bind, once: the bind groups keep their buffers alive anyway,
+    /// and holding them here keeps the device's meter (`DeviceMemory`) counting them.
+    _bound: Vec<GpuTensor>,
 }
 
 impl<'a> ProgramBuilder<'a> {
@@ -108,10 +111,27 @@ impl<'a> ProgramBuilder<'a> {
     pub async fn build(self) -> GpuResult<Program> {
         let ctx = self.ctx;
         let steps = self.steps;
-        ctx.scoped("building a GPU program", || build_inner(ctx, &steps))
-            .await?
-            .map(|(dispatches, uniforms)| Program { dispatches, _uniforms: uniforms, _scratch: self.scratch })
+        let bound = distinct_tensors(&steps);
+        ctx.scoped("building a GPU program", || build_inner(ctx, &steps)).await?.map(
+            |(dispatches, uniforms)| Program {
+                dispatches,
+                _uniforms: uniforms,
+                _scratch: self.scratch,
+                _bound: bound,
+            },
+        )
     }
+}
+
+/// The tensors the steps read or write, each buffer once (aliases of one buffer count once).
+fn distinct_tensors(steps: &[Step]) -> Vec<GpuTensor> {
+    let mut seen = std::collections::HashSet::new();
+    steps
+        .iter()
+        .flat_map(|s| s.reads.iter().chain(&s.writes))
+        .filter(|t| seen.insert(t.id()))
+        .cloned()
+        .collect()
 }
 
 fn build_inner(ctx: &GpuContext, steps: &[Step]) -> GpuResult<(Vec<Dispatch>, wgpu::Buffer)> {
