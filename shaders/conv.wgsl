@@ -3,9 +3,9 @@
 // of the group x kernel volume. Each invocation keeps 4 channels x 4 pixels in registers and
 // never waits at a barrier. Bias, int8 scales and the activation are fused in the epilogue.
 //   x [N, Cin, D, H, W], w [Cout, Cin/groups, KD, KH, KW], out [N, Cout, OD, OH, OW], contiguous.
-// W_PACKED: f32 weights pre-packed as [groups, Cin/groups * KD*KH*KW, Cout/groups] (see
-// `conv::pack_weights`, Cout/groups a multiple of 4), so the four channels' weights of one tap
-// are one vec4 load instead of four gathers.
+// W_PACKED: weights (f32, f16 or int8) pre-packed as [groups, Cin/groups * KD*KH*KW, Cout/groups]
+// (see `conv::pack_weights`, Cout/groups a multiple of 4), so the four channels' weights of one
+// tap are one vec4 load (one word of int8) instead of four gathers.
 #ifdef ENABLE_F16
 enable f16;
 #endif
@@ -74,7 +74,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             for (var ky = 0u; ky < p.kernel.y; ky++) {
                 for (var kx = 0u; kx < p.kernel.z; kx++) {
 #ifdef W_PACKED
-                    let wv = wts[((g * cin_g * kvol + kidx) * cout_g + co0) >> 2u];
+                    let wv = load_w4(((g * cin_g * kvol + kidx) * cout_g + co0) >> 2u);
 #else
                     let wv = vec4<f32>(load_w(wrow[0] + kidx), load_w(wrow[1] + kidx), load_w(wrow[2] + kidx),
                                        load_w(wrow[3] + kidx));

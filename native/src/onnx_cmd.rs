@@ -104,10 +104,14 @@ fn run_model(args: RunArgs) -> Result<()> {
     let session = pollster::block_on(Session::build_async(ModelSource::Path(&model), &shapes, &options))?;
     if let Some(gpu) = session.gpu() {
         eprintln!(
-            "gpu: {} ({} kernel launches per run, {:.1} MiB of buffers), built in {:.2} s",
+            "gpu: {} ({} kernel launches per run, {:.1} MiB of buffers, {:.1} MiB of constants; \
+             {} int8 and {} f16 weights), built in {:.2} s",
             gpu.context().describe(),
             gpu.dispatches(),
             gpu.pool_bytes as f64 / (1 << 20) as f64,
+            gpu.constant_bytes as f64 / (1 << 20) as f64,
+            gpu.int8_weights,
+            gpu.f16_weights,
             started.elapsed().as_secs_f64()
         );
     }

@@ -124,6 +124,20 @@ impl GpuTensor {
         Ok(t)
     }
 
+    /// A new int8 tensor holding `data` as is (four per word), e.g. quantized weights.
+    pub fn from_i8(ctx: &GpuContext, name: &str, data: &[i8]) -> GpuResult<Self> {
+        let t = Self::new(ctx, name, DType::I8, data.len())?;
+        ctx.write_buffer(t.buffer(), 0, &pad_words(bytemuck::cast_slice(data)));
+        Ok(t)
+    }
+
+    /// A new f16 tensor holding `data` as is (two per word), e.g. half-precision weights.
+    pub fn from_f16(ctx: &GpuContext, name: &str, data: &[half::f16]) -> GpuResult<Self> {
+        let t = Self::new(ctx, name, DType::F16, data.len())?;
+        ctx.write_buffer(t.buffer(), 0, &pad_words(bytemuck::cast_slice(data)));
+        Ok(t)
+    }
+
     /// Queues an upload of `data` (converted to this tensor's dtype); it lands before the next
     /// submission.
     pub fn write_f32(&self, ctx: &GpuContext, data: &[f32]) -> GpuResult<()> {

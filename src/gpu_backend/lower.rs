@@ -1,11 +1,13 @@
 //! Lowers each node of a built graph onto `gpu::ops` calls recorded into one `ProgramBuilder`.
 //!
 //! Device representation of graph values: float tensors (f32, f16) and booleans (0.0 / 1.0) are
-//! f32 buffers; integer tensors are i32 buffers (build fails when a constant does not fit). A node
-//! that cannot run here fails the build with [`LowerError`], naming the node, the op and why.
+//! f32 buffers; integer tensors are i32 buffers (build fails when a constant does not fit); int8
+//! and f16 weights of MatMul/Gemm/Conv stay int8 / f16 (see `stored_weights`). A node that cannot
+//! run here fails the build with [`LowerError`], naming the node, the op and why.
 
 use std::collections::HashMap;
 
+use super::stored_weights::{f16_values, weight_channel_axis, StoredWeight};
 use crate::gpu::ops::conv::{Conv as GConv, ConvTranspose as GConvT, Geometry};
 use crate::gpu::ops::elementwise::{self as ew, Binary as GBin, Ternary, Unary as GUn};
 use crate::gpu::ops::norm::Affine;
@@ -27,7 +29,7 @@ use crate::ops::nn::pool::PoolKind;
 use crate::ops::nn::reduce::ReduceKind;
 use crate::ops::Op;
 use crate::tensor::shape::normalize_axis;
-use crate::tensor::{DType, Tensor};
+use crate::tensor::{DType, Tensor, TensorData};
 
 /// Op families the GPU backend lowers (listed in build errors).
 pub const SUPPORTED: &str = "elementwise unary/binary/variadic (not Mod), Clip, Where, Cast, \
@@ -118,7 +120,24 @@ pub struct Lowering<'a, 'c> {
     /// Outputs of all-constant nodes (DequantizeLinear or Cast of a table) evaluated at build
     /// that have no device buffer (see [`table_only`]): only split Gathers read them.
     folded: HashMap<ValueId, Tensor>,
+    /// Weights read in their stored format (see `stored_weights`), and their device tensors
+    /// once uploaded.
+    stored: HashMap<ValueId, StoredWeight>,
+    stored_tensors: HashMap<(ValueId, Option<Packing>), GpuTensor>,
+    /// Bytes of the buffers filled once at build (constants, stored weights, scales, index
+    /// tables): what the model's parameters cost on the device.
+    pub constant_bytes: u64,
 }
+
+/// A weight operand in its stored format: the tensor and, for int8, one scale per output
+/// channel of the reading op.
+struct StoredOperand {
+    tensor: GpuTensor,
+    scales: Option<Vec<f32>>,
+}
+
+/// A conv weight re-laid by `pack_weights`: (output channels, groups).
+type Packing = (usize, usize);
 
 /// A table's row chunks along axis 0, each with the rows it holds.
 type Chunks = Vec<(std::ops::Range<usize>, GpuTensor)>;
@@ -153,7 +172,12 @@ fn unsupported<T>(msg: impl Into<String>) -> R<T> {
 }
 
 impl<'a, 'c> Lowering<'a, 'c> {
-    pub fn new(graph: &'a Graph, ctx: &'c GpuContext, dev: Vec<Option<GpuTensor>>) -> Self {
+    pub fn new(
+        graph: &'a Graph,
+        ctx: &'c GpuContext,
+        dev: Vec<Option<GpuTensor>>,
+        stored: HashMap<ValueId, StoredWeight>,
+    ) -> Self {
         Lowering {
             graph,
             b: ProgramBuilder::new(ctx),
@@ -161,7 +185,16 @@ impl<'a, 'c> Lowering<'a, 'c> {
             uploaded: HashMap::new(),
             chunked: HashMap::new(),
             folded: HashMap::new(),
+            stored,
+            stored_tensors: HashMap::new(),
+            constant_bytes: 0,
         }
+    }
+
+    /// Counts a buffer filled at build into [`Self::constant_bytes`].
+    fn filled_at_build(&mut self, t: GpuTensor) -> GpuTensor {
+        self.constant_bytes += t.buffer().size();
+        t
     }
 
     fn ctx(&self) -> &'c GpuContext {
@@ -208,6 +241,7 @@ impl<'a, 'c> Lowering<'a, 'c> {
         }
         let c = self.constant(v).ok_or_else(|| Reason(format!("value '{}' has no buffer", self.name(v))))?;
         let t = upload(self.ctx(), &self.graph.values[v].name, c)?;
+        let t = self.filled_at_build(t);
         self.uploaded.insert(v, t.clone());
         Ok(t)
     }
@@ -259,7 +293,7 @@ impl<'a, 'c> Lowering<'a, 'c> {
                 }
                 GpuTensor::from_i32(self.ctx(), &label, &out)?
             };
-            chunks.push((lo..hi, t));
+            chunks.push((lo..hi, self.filled_at_build(t)));
         }
         self.chunked.insert(v, chunks.clone());
         Ok(Some(chunks))
@@ -321,15 +355,81 @@ impl<'a, 'c> Lowering<'a, 'c> {
     fn scratch(&mut self, name: &str, dtype: GDType, len: usize) -> R<GpuTensor> {
         Ok(self.b.scratch(name, dtype, len)?)
     }
+    fn upload_i32(&mut self, name: &str, data: &[i32]) -> R<GpuTensor> {
+        let t = GpuTensor::from_i32(self.ctx(), name, data)?;
+        Ok(self.filled_at_build(t))
+    }
     fn upload_f32(&mut self, name: &str, data: &[f32]) -> R<GpuTensor> {
         let t = GpuTensor::from_f32(self.ctx(), name, data)?;
-        Ok(t)
+        Ok(self.filled_at_build(t))
+    }
+
+    /// A weight operand of `node` in its stored format (re-laid for a packed conv with
+    /// `packing`), uploaded once; `None` when `w` is not one (then the caller takes the f32
+    /// value).
+    fn stored_operand(
+        &mut self,
+        node: &Node,
+        w: ValueId,
+        packing: Option<Packing>,
+    ) -> R<Option<StoredOperand>> {
+        let Some(&form) = self.stored.get(&w) else { return Ok(None) };
+        let shape = self.shape(w);
+        let axis = weight_channel_axis(node, w, shape.len())
+            .ok_or_else(|| Reason(format!("'{}' is not this node's weight", self.name(w))))?;
+        let scales = match form {
+            StoredWeight::Int8 { .. } => {
+                Some(form.channel_scales(self.graph, shape, axis).ok_or_else(|| {
+                    Reason(format!("the scales of '{}' are not along axis {axis}", self.name(w)))
+                })?)
+            }
+            StoredWeight::F16 { .. } => None,
+        };
+        let tensor = match self.stored_tensors.get(&(w, packing)) {
+            Some(t) => t.clone(),
+            None => {
+                let t = self.upload_stored(w, form, packing)?;
+                self.stored_tensors.insert((w, packing), t.clone());
+                t
+            }
+        };
+        Ok(Some(StoredOperand { tensor, scales }))
+    }
+
+    /// The device tensor of a stored weight: its int8 or f16 values, as they are or packed.
+    fn upload_stored(&mut self, w: ValueId, form: StoredWeight, packing: Option<Packing>) -> R<GpuTensor> {
+        fn laid_out<T: Copy + Default>(values: &[T], packing: Option<Packing>) -> std::borrow::Cow<'_, [T]> {
+            match packing {
+                Some((cout, groups)) => ops::conv::pack_weights(values, cout, groups).into(),
+                None => values.into(),
+            }
+        }
+        let (StoredWeight::Int8 { values, .. } | StoredWeight::F16 { values }) = form;
+        let source = self.constant(values).ok_or("a stored weight's values must be constant")?;
+        let name = self.name(w);
+        let t = match (form, source.data()) {
+            (StoredWeight::Int8 { .. }, TensorData::I8(q)) => {
+                GpuTensor::from_i8(self.ctx(), name, &laid_out(q, packing))?
+            }
+            (StoredWeight::F16 { .. }, _) => {
+                GpuTensor::from_f16(self.ctx(), name, &laid_out(&f16_values(source), packing))?
+            }
+            _ => return unsupported(format!("'{name}' is not held as int8")),
+        };
+        Ok(self.filled_at_build(t))
     }
 
     fn lower(&mut self, node: &Node) -> R<()> {
         let op = node.op.as_ref().ok_or("node was not parsed")?;
-        // Non-foldable nodes whose inputs are all constants (DequantizeLinear of weights):
-        // evaluate once on the CPU and keep the result on the device.
+        // A DequantizeLinear or Cast whose output the readers take in its stored format: the
+        // readers bind the int8 / f16 values themselves.
+        let outputs: Vec<ValueId> = node.outputs.iter().flatten().copied().collect();
+        if !outputs.is_empty() && outputs.iter().all(|o| self.stored.contains_key(o)) {
+            return Ok(());
+        }
+        // Non-foldable nodes whose inputs are all constants (DequantizeLinear of a weight that
+        // some reader cannot take as int8): evaluate once on the CPU and keep the result on the
+        // device.
         let all_const = node.inputs.iter().flatten().all(|&v| self.constant(v).is_some());
         if all_const && !node.inputs.iter().flatten().collect::<Vec<_>>().is_empty() {
             let args: Vec<Option<&Tensor>> =
@@ -343,6 +443,7 @@ impl<'a, 'c> Lowering<'a, 'c> {
                     }
                     let dst = self.tensor(o)?;
                     let src = upload(self.ctx(), "folded", &t)?;
+                    let src = self.filled_at_build(src);
                     ops::copy::copy(&mut self.b, &src.view(&[t.len()]), &dst.view(&[t.len()]))?;
                 }
             }
@@ -537,7 +638,7 @@ impl<'a, 'c> Lowering<'a, 'c> {
                             }
                             v.push(j as i32);
                         }
-                        GpuTensor::from_i32(self.ctx(), "gather.indices", &v)?
+                        self.upload_i32("gather.indices", &v)?
                     }
                     None => self.tensor(idx)?,
                 };
@@ -581,7 +682,7 @@ impl<'a, 'c> Lowering<'a, 'c> {
                 for &r in &p.rows {
                     rows.push(i32::try_from(r).map_err(|_| Reason("index over 32 bits".into()))?);
                 }
-                let it = GpuTensor::from_i32(self.ctx(), "gather_nd.rows", &rows)?;
+                let it = self.upload_i32("gather_nd.rows", &rows)?;
                 let total: usize = shape.iter().product();
                 let (xt, yt) = (self.tensor(x)?, self.tensor(y)?);
                 Ok(ops::copy::gather(&mut self.b, &xt, &[total / p.slice_len, p.slice_len], 0, &it, &yt)?)
@@ -912,7 +1013,10 @@ impl<'a, 'c> Lowering<'a, 'c> {
         self.float_operand(a)?;
         self.float_operand(w)?;
         let av = self.promoted(a, true)?;
-        let wv = self.promoted(w, false)?;
+        let (wv, scales) = match self.stored_operand(node, w, None)? {
+            Some(s) => (s.tensor.view(self.shape(w)), s.scales),
+            None => (self.promoted(w, false)?, None),
+        };
         let (m, n) = (av.shape[av.shape.len() - 2], wv.shape[wv.shape.len() - 1]);
         let batch = crate::tensor::shape::broadcast_shapes(
             &av.shape[..av.shape.len() - 2],
@@ -934,15 +1038,25 @@ impl<'a, 'c> Lowering<'a, 'c> {
             };
             return Ok(ops::copy::copy(&mut self.b, &z, &out)?);
         }
-        let mm = ops::matmul::MatMul::new(av, wv, yt.view(&out_shape));
+        let mut mm = ops::matmul::MatMul::new(av, wv, yt.view(&out_shape));
+        mm.scales = self.upload_scales(w, scales)?;
         Ok(ops::matmul::matmul(&mut self.b, &mm)?)
+    }
+
+    /// An int8 weight's per-channel scales on the device.
+    fn upload_scales(&mut self, w: ValueId, scales: Option<Vec<f32>>) -> R<Option<GpuTensor>> {
+        let name = format!("{}.scales", self.name(w));
+        scales.map(|s| self.upload_f32(&name, &s)).transpose()
     }
 
     fn gemm(&mut self, node: &Node, g: &crate::ops::linalg::gemm::Gemm) -> R<()> {
         let (a, w, y) = (Self::input(node, 0)?, Self::input(node, 1)?, Self::output(node, 0)?);
         self.float_operand(a)?;
         let mut av = self.view(a)?;
-        let mut wv = self.view(w)?;
+        let (mut wv, scales) = match self.stored_operand(node, w, None)? {
+            Some(s) => (s.tensor.view(self.shape(w)), s.scales),
+            None => (self.view(w)?, None),
+        };
         if g.trans_a {
             av = av.permute(&[1, 0])?;
         }
@@ -951,6 +1065,7 @@ impl<'a, 'c> Lowering<'a, 'c> {
         }
         let out = self.view(y)?;
         let mut mm = ops::matmul::MatMul::new(av, wv, out.clone());
+        mm.scales = self.upload_scales(w, scales)?;
         mm.alpha = g.alpha;
         if let Some(c) = Self::opt_input(node, 2) {
             if g.beta != 0.0 {
@@ -1062,12 +1177,16 @@ impl<'a, 'c> Lowering<'a, 'c> {
             .with_strides(&win.strides)
             .with_dilations(&win.dilations)
             .with_pads(&win.pad_begin, &win.pad_end);
-        let (packed, wt) = match self.constant(w) {
-            Some(wc) if (g.out_channels / g.group) % 4 == 0 && wc.dtype() == DType::F32 => {
+        // Four output channels per group make one vec4 (one int8 word) per tap: pack.
+        let pack = (g.out_channels / g.group) % 4 == 0;
+        let stored = self.stored_operand(node, w, pack.then_some((g.out_channels, g.group)))?;
+        let (packed, wt, scales) = match (stored, self.constant(w)) {
+            (Some(s), _) => (pack, s.tensor, self.upload_scales(w, s.scales)?),
+            (None, Some(wc)) if pack && wc.dtype() == DType::F32 => {
                 let packed = ops::conv::pack_weights(&wc.f32s(), g.out_channels, g.group);
-                (true, self.upload_f32(&format!("{}.packed", self.name(w)), &packed)?)
+                (true, self.upload_f32(&format!("{}.packed", self.name(w)), &packed)?, None)
             }
-            _ => (false, self.tensor(w)?),
+            (None, _) => (false, self.tensor(w)?, None),
         };
         let bias = match b {
             Some(b) => Some(self.tensor(b)?),
@@ -1077,7 +1196,7 @@ impl<'a, 'c> Lowering<'a, 'c> {
             x: self.tensor(x)?,
             x_shape: self.shape(x).to_vec(),
             w: wt,
-            scales: None,
+            scales,
             bias,
             out: self.tensor(y)?,
             out_channels: g.out_channels,
@@ -1117,11 +1236,17 @@ impl<'a, 'c> Lowering<'a, 'c> {
             Some(b) => Some(self.tensor(b)?),
             None => None,
         };
+        // Stored int8 scales run along the weight's axis 1 (Cout / group); the kernel takes one
+        // per output channel, the same for every group.
+        let (wt, scales) = match self.stored_operand(node, w, None)? {
+            Some(s) => (s.tensor, s.scales.map(|per_group| per_group.repeat(c.group))),
+            None => (self.tensor(w)?, None),
+        };
         let ct = GConvT {
             x: self.tensor(x)?,
             x_shape: self.shape(x).to_vec(),
-            w: self.tensor(w)?,
-            scales: None,
+            w: wt,
+            scales: self.upload_scales(w, scales)?,
             bias,
             out: self.tensor(y)?,
             out_channels: g.out_channels,
@@ -1288,7 +1413,7 @@ impl<'a, 'c> Lowering<'a, 'c> {
                     }
                     idx.push(i32::try_from(at).map_err(|_| Reason("index over 32 bits".into()))?);
                 }
-                let it = GpuTensor::from_i32(self.ctx(), "pad.indices", &idx)?;
+                let it = self.upload_i32("pad.indices", &idx)?;
                 let total: usize = shape.iter().product();
                 Ok(ops::copy::gather(&mut self.b, &src.tensor, &[total], 0, &it, &out.tensor)?)
             }
@@ -1344,7 +1469,7 @@ impl<'a, 'c> Lowering<'a, 'c> {
         for s in sources {
             table.push(i32::try_from(s - base).map_err(|_| Reason("index over 32 bits".into()))?);
         }
-        let it = GpuTensor::from_i32(self.ctx(), "scatter_nd.sources", &table)?;
+        let it = self.upload_i32("scatter_nd.sources", &table)?;
         let len = src.len();
         Ok(ops::copy::gather(&mut self.b, &src, &[len], 0, &it, &out.tensor)?)
     }

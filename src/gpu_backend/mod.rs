@@ -7,6 +7,7 @@
 //! only the outputs, or keep them on the device ([`GpuSession::run_device`]).
 
 pub mod lower;
+pub mod stored_weights;
 
 use std::sync::Arc;
 
@@ -47,6 +48,12 @@ pub struct GpuSession {
     /// Bytes of the pooled buffers (runtime values) and how many buffers.
     pub pool_bytes: u64,
     pub pool_buffers: usize,
+    /// Bytes of the buffers filled once at build: the model's weights in their device format
+    /// (int8 / f16 weights stay int8 / f16, see [`stored_weights`]), biases, scales, index tables.
+    pub constant_bytes: u64,
+    /// Weights the kernels read as int8 and as f16 (see [`stored_weights`]).
+    pub int8_weights: usize,
+    pub f16_weights: usize,
     /// With `FIFO_GPU_PROFILE=1`: one program per node, run one by one and timed (native only).
     profile: Vec<(String, Program)>,
 }
@@ -111,8 +118,10 @@ impl GpuSession {
         let mut ids: Vec<ValueId> = Vec::new();
         let mut group_of: Vec<Option<usize>> = vec![None; graph.values.len()];
         let mut lifetimes: Vec<Lifetime> = Vec::new();
+        // Weights the kernels read as int8 / f16 never exist as f32 values on the device.
+        let stored = stored_weights::stored_weights(graph);
         for (v, value) in graph.values.iter().enumerate() {
-            if value.constant.is_some() || value.kind == ValueKind::Initializer {
+            if value.constant.is_some() || value.kind == ValueKind::Initializer || stored.contains_key(&v) {
                 continue;
             }
             let (Some(start), Some(ty)) = (first[v], value.ty.as_ref()) else { continue };
@@ -156,7 +165,11 @@ impl GpuSession {
             let g = group_of[v].expect("assigned above");
             dev[v] = Some(pool.tensor(g, &graph.values[v].name, device_dtype(ty.dtype), len)?);
         }
-        let mut lowering = lower::Lowering::new(graph, &ctx, dev);
+        let count = |int8: bool| {
+            stored.values().filter(|w| matches!(w, stored_weights::StoredWeight::Int8 { .. }) == int8).count()
+        };
+        let (int8_weights, f16_weights) = (count(true), count(false));
+        let mut lowering = lower::Lowering::new(graph, &ctx, dev, stored);
         let parts = lowering.lower_all(profile_enabled())?;
         let mut profile = Vec::with_capacity(parts.len());
         for (op, part) in parts {
@@ -184,8 +197,20 @@ impl GpuSession {
             graph.inputs.iter().map(|&v| describe(v, &mut lowering)).collect::<Result<Vec<_>, _>>()?;
         let outputs =
             graph.outputs.iter().map(|&v| describe(v, &mut lowering)).collect::<Result<Vec<_>, _>>()?;
+        let constant_bytes = lowering.constant_bytes;
         let program = lowering.b.build().await?;
-        Ok(GpuSession { ctx, program, inputs, outputs, pool_bytes, pool_buffers, profile })
+        Ok(GpuSession {
+            ctx,
+            program,
+            inputs,
+            outputs,
+            pool_bytes,
+            pool_buffers,
+            constant_bytes,
+            int8_weights,
+            f16_weights,
+            profile,
+        })
     }
 
     pub fn context(&self) -> &Arc<GpuContext> {

@@ -110,10 +110,12 @@ fn check_conv(ctx: &GpuContext, case: &Case, seed: u64) {
         &want,
         F32.accumulating(per),
     );
-    // The same through pre-packed weights, where they apply.
-    if !case.int8 && (case.cout / case.groups) % 4 == 0 {
+    // The same through pre-packed weights (f32 or int8), where they apply.
+    if (case.cout / case.groups) % 4 == 0 {
+        let dtype = if case.int8 { DType::I8 } else { DType::F32 };
         let packed = Conv {
-            w: GpuTensor::from_f32(ctx, "w_packed", &pack_weights(&w, case.cout, case.groups)).unwrap(),
+            w: GpuTensor::from_f32_as(ctx, "w_packed", dtype, &pack_weights(&stored, case.cout, case.groups))
+                .unwrap(),
             packed_weights: true,
             out: GpuTensor::new(ctx, "out_packed", DType::F32, want.len()).unwrap(),
             ..c
@@ -122,7 +124,11 @@ fn check_conv(ctx: &GpuContext, case: &Case, seed: u64) {
         conv(&mut b, &packed).unwrap();
         let program = run(b.build()).unwrap();
         let pointwise = case.g.kernel.iter().all(|&k| k == 1) && case.g.strides.iter().all(|&k| k == 1);
-        let family = if pointwise { "matmul." } else { "w=f32.packed" };
+        let family = match (case.int8, pointwise) {
+            (true, _) => "w=i8.packed",
+            (false, true) => "matmul.",
+            (false, false) => "w=f32.packed",
+        };
         assert!(program.keys()[0].contains(family), "{:?}", program.keys());
         run(program.run(ctx)).unwrap();
         let got = run(ctx.read_f32(&packed.out)).unwrap();
@@ -159,6 +165,15 @@ fn conv_1d_2d_3d_groups_strides_pads_dilations() {
             groups: 1,
             g: Geometry::new(&[2, 3, 3]).with_strides(&[1, 2, 1]).with_pads(&[1, 1, 1], &[0, 1, 1]),
             act: Activation::Relu,
+            int8: true,
+        },
+        // int8 weights, 4 output channels per group: packed as one word per tap too.
+        Case {
+            xs: vec![1, 6, 5, 7],
+            cout: 8,
+            groups: 2,
+            g: Geometry::new(&[3, 3]).with_strides(&[1, 2]).with_pads(&[1, 1], &[1, 1]),
+            act: Activation::None,
             int8: true,
         },
         // Depthwise 3x3, odd channel count over 32-channel blocks.

@@ -124,16 +124,18 @@ pub struct Conv {
     pub groups: usize,
     pub geometry: Geometry,
     pub activation: Activation,
-    /// `w` holds f32 weights re-laid by `pack_weights` (faster: one vec4 load per tap).
+    /// `w` holds weights (f32, f16 or int8) re-laid by `pack_weights` (faster: one vec4 load
+    /// per tap).
     pub packed_weights: bool,
 }
 
-/// Re-lays f32 conv weights [Cout, Cin/groups, *kernel] as [groups, Cin/groups * kernel,
-/// Cout/groups] for `Conv::packed_weights` (once, when a session loads its weights).
-pub fn pack_weights(w: &[f32], out_channels: usize, groups: usize) -> Vec<f32> {
+/// Re-lays conv weights [Cout, Cin/groups, *kernel] (f32, f16 or int8 values) as [groups,
+/// Cin/groups * kernel, Cout/groups] for `Conv::packed_weights` (once, when a session loads its
+/// weights).
+pub fn pack_weights<T: Copy + Default>(w: &[T], out_channels: usize, groups: usize) -> Vec<T> {
     let per = w.len() / out_channels.max(1);
     let cout_g = out_channels / groups.max(1);
-    let mut packed = vec![0.0; w.len()];
+    let mut packed = vec![T::default(); w.len()];
     for (co, taps) in w.chunks_exact(per).enumerate() {
         let (g, c) = (co / cout_g, co % cout_g);
         for (t, &v) in taps.iter().enumerate() {
@@ -240,17 +242,21 @@ pub fn conv(b: &mut ProgramBuilder, c: &Conv) -> GpuResult<()> {
     let params = window_params(OP, &c.x_shape, &out_shape, &c.geometry, c.groups, 0, c.activation)?;
     let variant = ShaderVariant::new(OP).tag("f32").define("ELEM", "f32");
     let variant = if c.packed_weights {
-        if c.w.dtype() != DType::F32 || c.scales.is_some() || (cout / c.groups) % 4 != 0 {
+        if (cout / c.groups) % 4 != 0 {
             return Err(GpuError::Unsupported {
                 op: OP,
                 message: format!(
-                    "packed weights '{}' must be f32 with output channels per group a multiple of 4 (got {})",
+                    "packed weights '{}' need output channels per group a multiple of 4 (got {})",
                     c.w.name(),
                     cout / c.groups
                 ),
             });
         }
-        variant.tag("w=f32.packed").flag("W_VEC4").flag("W_PACKED").define("W_STORE", "vec4<f32>")
+        let stored = match (c.w.dtype(), &c.scales) {
+            (DType::F32, None) => variant.tag("w=f32").flag("W_VEC4").define("W_STORE", "vec4<f32>"),
+            _ => weight_variant(ctx, OP, &c.w, c.scales.as_ref(), variant)?,
+        };
+        stored.tag("packed").flag("W_PACKED")
     } else {
         weight_variant(ctx, OP, &c.w, c.scales.as_ref(), variant)?
     };
