@@ -106,7 +106,10 @@ impl Generator {
         let info = json!({
             "name": p.name,
             "description": p.description,
+            // The window in latent frames; a causal video decoder (Wan) makes several video
+            // frames from each.
             "frames": p.frames,
+            "frames_per_latent": p.graphs.decoder.frames_per_latent,
             "fps": p.fps,
             "width": p.image.width,
             "height": p.image.height,

@@ -322,6 +322,8 @@ async fn wan_generates_the_reference_frames(backend: &str) {
     let frames: Vec<_> = head.into_iter().chain(tail).collect();
     check_frames(p, &frames, 0, &what);
     assert_eq!(stats["frames"], count, "{what}: stats {stats}");
+    // The page says what one latent frame of the window makes.
+    assert_eq!(info["frames_per_latent"], 4, "{what}: info {info}");
     if backend == "gpu" {
         // The page's WebGPU path keeps the queue and the decoder's state on the device.
         assert_eq!(stats["queue"], "device", "{what}: stats {stats}");

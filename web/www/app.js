@@ -177,7 +177,9 @@ function showModel(ready, seconds) {
   const mb = (ready.model.bytes / 1048576).toFixed(1);
   const cached = ready.model.fromCache > 0 ? `, ${(ready.model.fromCache / 1048576).toFixed(1)} MiB from the browser cache` : '';
   ui.modelLine.textContent =
-    `Model ${info.name}: ${info.width}x${info.height} frames, window of ${info.frames}, ${info.fps} fps; ` +
+    `Model ${info.name}: ${info.width}x${info.height} frames, window of ${info.frames}` +
+    (info.frames_per_latent > 1 ? ` latent frames (${info.frames_per_latent} video frames each)` : '') +
+    `, ${info.fps} fps; ` +
     `${ready.weights} weights, ${mb} MiB${cached}; ready in ${seconds.toFixed(1)} s.`;
   if (!state.defaultsApplied) {
     const d = info.defaults || {};
