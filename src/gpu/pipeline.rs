@@ -13,14 +13,25 @@ use super::shader::ShaderVariant;
 /// Bytes of one dispatch's parameter window (a multiple of every adapter's uniform alignment).
 pub const UNIFORM_SLOT: u64 = 256;
 
-/// A compiled variant with the defines it was made from (to catch two variants sharing a key).
-type Compiled = (Vec<(String, String)>, wgpu::ComputePipeline);
+/// A compiled variant with the defines it was made from (to catch two variants sharing a key)
+/// and when it was compiled (see [`PipelineCache::forget_since`]).
+struct Compiled {
+    defines: Vec<(String, String)>,
+    pipeline: wgpu::ComputePipeline,
+    serial: u64,
+}
 type Layouts = (wgpu::BindGroupLayout, wgpu::PipelineLayout);
+
+#[derive(Default)]
+struct Pipelines {
+    by_key: HashMap<String, Compiled>,
+    compiled: u64,
+}
 
 #[derive(Default)]
 pub(crate) struct PipelineCache {
     layouts: Mutex<HashMap<(u32, u32), Layouts>>,
-    pipelines: Mutex<HashMap<String, Compiled>>,
+    pipelines: Mutex<Pipelines>,
 }
 
 fn storage(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
@@ -80,15 +91,15 @@ impl PipelineCache {
         reads: u32,
         writes: u32,
     ) -> GpuResult<wgpu::ComputePipeline> {
-        let mut map = self.pipelines.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((defines, pipeline)) = map.get(&variant.key) {
-            if defines != &variant.defines {
+        let mut cache = self.pipelines.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(compiled) = cache.by_key.get(&variant.key) {
+            if compiled.defines != variant.defines {
                 return Err(GpuError::Shader {
                     key: variant.key.clone(),
                     message: "two variants share this key with different defines (a kernel bug)".into(),
                 });
             }
-            return Ok(pipeline.clone());
+            return Ok(compiled.pipeline.clone());
         }
         let source = variant.source()?;
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -104,14 +115,30 @@ impl PipelineCache {
             compilation_options: Default::default(),
             cache: None,
         });
-        map.insert(variant.key.clone(), (variant.defines.clone(), pipeline.clone()));
+        cache.compiled += 1;
+        let compiled =
+            Compiled { defines: variant.defines.clone(), pipeline: pipeline.clone(), serial: cache.compiled };
+        cache.by_key.insert(variant.key.clone(), compiled);
         Ok(pipeline)
+    }
+
+    /// How many pipelines were compiled so far: a mark for [`Self::forget_since`].
+    pub(crate) fn mark(&self) -> u64 {
+        self.pipelines.lock().unwrap_or_else(|p| p.into_inner()).compiled
+    }
+
+    /// Drops the pipelines compiled after `mark`. A shader that fails to compile still gives a
+    /// pipeline object (invalid, reported through the error scope); after a failed build its
+    /// key must compile again next time, not hand out the invalid one.
+    pub(crate) fn forget_since(&self, mark: u64) {
+        let mut cache = self.pipelines.lock().unwrap_or_else(|p| p.into_inner());
+        cache.by_key.retain(|_, c| c.serial <= mark);
     }
 
     /// Keys compiled so far, sorted (for diagnostics and tests).
     pub(crate) fn keys(&self) -> Vec<String> {
-        let map = self.pipelines.lock().unwrap_or_else(|p| p.into_inner());
-        let mut keys: Vec<String> = map.keys().cloned().collect();
+        let cache = self.pipelines.lock().unwrap_or_else(|p| p.into_inner());
+        let mut keys: Vec<String> = cache.by_key.keys().cloned().collect();
         keys.sort();
         keys
     }

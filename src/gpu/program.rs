@@ -112,14 +112,17 @@ impl<'a> ProgramBuilder<'a> {
         let ctx = self.ctx;
         let steps = self.steps;
         let bound = distinct_tensors(&steps);
-        ctx.scoped("building a GPU program", || build_inner(ctx, &steps)).await?.map(
-            |(dispatches, uniforms)| Program {
-                dispatches,
-                _uniforms: uniforms,
-                _scratch: self.scratch,
-                _bound: bound,
-            },
-        )
+        let mark = ctx.pipelines.mark();
+        let built = ctx.scoped("building a GPU program", || build_inner(ctx, &steps)).await;
+        if !matches!(built, Ok(Ok(_))) {
+            ctx.pipelines.forget_since(mark);
+        }
+        built?.map(|(dispatches, uniforms)| Program {
+            dispatches,
+            _uniforms: uniforms,
+            _scratch: self.scratch,
+            _bound: bound,
+        })
     }
 }
 
@@ -338,5 +341,49 @@ impl GpuContext {
         self.count_read(staging.size());
         self.check_fault()?;
         Ok(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::{AdapterChoice, GpuOptions};
+
+    fn context() -> Option<GpuContext> {
+        let options = GpuOptions { adapter: AdapterChoice::Fallback, ..Default::default() };
+        match pollster::block_on(GpuContext::new(&options)) {
+            Ok(ctx) => Some(ctx),
+            Err(e) if std::env::var_os("FIFO_REQUIRE_GPU").is_some_and(|v| v == "1") => {
+                panic!("FIFO_REQUIRE_GPU=1 but no adapter: {e}")
+            }
+            Err(e) => {
+                eprintln!("GPU case skipped (no adapter: {e})");
+                None
+            }
+        }
+    }
+
+    /// A kernel whose shader fails to compile is not cached: building it again reports the
+    /// compile error again (not a stale "invalid pipeline"), and the context keeps working.
+    #[test]
+    fn a_pipeline_that_fails_to_compile_is_not_cached() {
+        let Some(ctx) = context() else { return };
+        let src = GpuTensor::from_f32(&ctx, "src", &[1.0, 2.0, 3.0, 4.0]).unwrap();
+        let dst = GpuTensor::new(&ctx, "dst", DType::F32, 4).unwrap();
+        let broken =
+            || ShaderVariant::new("copy").tag("broken").define("ACT", "x").define("WG", "no_such_constant");
+        for attempt in 0..2 {
+            let mut b = ProgramBuilder::new(&ctx);
+            b.push(broken(), &[0u32; 64], &[&src], &[&dst], [1, 1, 1]).unwrap();
+            let err = pollster::block_on(b.build()).err().expect("a broken shader fails the build");
+            assert!(err.to_string().contains("no_such_constant"), "attempt {attempt}: {err}");
+            let kept = ctx.pipelines.keys().contains(&broken().key);
+            assert!(!kept, "attempt {attempt}: the broken pipeline was kept");
+        }
+        let mut b = ProgramBuilder::new(&ctx);
+        crate::gpu::ops::copy::copy(&mut b, &src.view(&[4]), &dst.view(&[4])).unwrap();
+        let program = pollster::block_on(b.build()).unwrap();
+        pollster::block_on(program.run(&ctx)).unwrap();
+        assert_eq!(pollster::block_on(ctx.read_f32(&dst)).unwrap(), vec![1.0, 2.0, 3.0, 4.0]);
     }
 }
