@@ -28,19 +28,25 @@ impl<'a> MatRef<'a> {
     }
 }
 
-/// `c = alpha * a @ b + beta * c`, with `c` row-major `a.rows x b.cols`.
-pub fn sgemm(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32]) {
+/// Checks the shapes; settles the products without terms (an empty side, or k = 0: c = beta * c)
+/// and says whether any are left.
+fn has_products(a: &MatRef, b: &MatRef, beta: f32, c: &mut [f32]) -> bool {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(k, b.rows, "gemm inner dimensions");
     assert_eq!(c.len(), m * n, "gemm output size");
-    assert!(fits(&a) && fits(&b), "gemm operand views exceed their data");
-    if m == 0 || n == 0 {
-        return;
-    }
+    assert!(fits(a) && fits(b), "gemm operand views exceed their data");
     if k == 0 {
         c.iter_mut().for_each(|x| *x *= beta);
+    }
+    m > 0 && n > 0 && k > 0
+}
+
+/// `c = alpha * a @ b + beta * c`, with `c` row-major `a.rows x b.cols`.
+pub fn sgemm(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32]) {
+    if !has_products(&a, &b, beta, c) {
         return;
     }
+    let (m, k, n) = (a.rows, a.cols, b.cols);
     // Each piece packs all of B again, so pieces keep at least MIN_ROWS rows.
     const MIN_ROWS: usize = 64;
     if m < 2 * MIN_ROWS && split_columns(alpha, a, b, beta, c) {
@@ -50,44 +56,18 @@ pub fn sgemm(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32]) {
     parallel::for_each_chunk_mut(c, rows_per_chunk * n, |chunk, c_rows| {
         let row0 = chunk * rows_per_chunk;
         let rows = c_rows.len() / n;
-        let a_part = &a.data[row0 * a.row_stride..];
-        // SAFETY: the views stay inside their slices: `a` covers rows row0..row0+rows, `b` is
-        // k x n and `c_rows` is rows x n, all with the strides the callers computed.
-        unsafe {
-            matrixmultiply::sgemm(
-                rows,
-                k,
-                n,
-                alpha,
-                a_part.as_ptr(),
-                a.row_stride as isize,
-                a.col_stride as isize,
-                b.data.as_ptr(),
-                b.row_stride as isize,
-                b.col_stride as isize,
-                beta,
-                c_rows.as_mut_ptr(),
-                n as isize,
-                1,
-            );
-        }
+        let a_rows = MatRef { data: &a.data[row0 * a.row_stride..], rows, ..a };
+        sgemm_serial(alpha, a_rows, b, beta, c_rows);
     });
 }
 
 /// `c = alpha * a @ b + beta * c` on the calling thread, for callers that already run one task
 /// per thread (each extra split would pack `b` again).
 pub fn sgemm_serial(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32]) {
+    if !has_products(&a, &b, beta, c) {
+        return;
+    }
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert_eq!(k, b.rows, "gemm inner dimensions");
-    assert_eq!(c.len(), m * n, "gemm output size");
-    assert!(fits(&a) && fits(&b), "gemm operand views exceed their data");
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        c.iter_mut().for_each(|x| *x *= beta);
-        return;
-    }
     // SAFETY: `fits` checked both operand views against their slices and `c` is m x n.
     unsafe {
         matrixmultiply::sgemm(
