@@ -344,7 +344,8 @@ impl GpuContext {
     }
 }
 
-#[cfg(test)]
+// Native only: WASI has no WebGPU (the browser tests cover wasm32 with a device).
+#[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use super::*;
     use crate::gpu::{AdapterChoice, GpuOptions};
