@@ -1,9 +1,9 @@
 //! Elementwise ops with broadcasting vs f32 CPU math.
 
 use fifo_diffusion::gpu::ops::elementwise::{binary, ternary, unary, Binary, Ternary, Unary};
-use fifo_diffusion::gpu::{GpuTensor, ProgramBuilder};
+use fifo_diffusion::gpu::{GpuContext, GpuTensor, ProgramBuilder};
 
-use crate::{assert_close, at_broadcast, ctx, run, unravel, Rng, F32, F32_TRANSCENDENTAL};
+use crate::{assert_close, at_broadcast, ctx, run, tiled_ctx, unravel, Rng, F32, F32_TRANSCENDENTAL};
 
 fn cpu_unary(op: Unary, a: f32) -> f32 {
     match op {
@@ -155,6 +155,12 @@ fn sin_and_cos_stay_accurate_over_timestep_embedding_arguments() {
 #[test]
 fn binary_ops_broadcast_like_numpy() {
     let Some(ctx) = ctx() else { return };
+    // Both styles: runs of 4 elements per invocation (CPU adapters) and one (GPUs).
+    binary_ops_broadcast_like_numpy_on(ctx);
+    binary_ops_broadcast_like_numpy_on(tiled_ctx().expect("a second device on the test adapter"));
+}
+
+fn binary_ops_broadcast_like_numpy_on(ctx: &GpuContext) {
     let mut rng = Rng::new(2);
     // (a shape, b shape, out shape): odd sizes, leading-dim and middle broadcasting, scalars.
     let cases: [(&[usize], &[usize], &[usize]); 4] = [
@@ -300,7 +306,7 @@ fn f16_elementwise() {
     added.unwrap();
     unary(&mut b, Unary::Silu, &sum.view(&[15]), &act.view(&[15])).unwrap();
     let program = run(b.build()).unwrap();
-    assert_eq!(program.keys(), vec!["elementwise.f16.add.wg64", "elementwise.f16.silu.wg64"]);
+    assert_eq!(program.keys(), vec!["elementwise.f16.add.wg64.run4", "elementwise.f16.silu.wg64.run4"]);
     run(program.run(ctx)).unwrap();
     let want: Vec<f32> = (0..15).map(|i| a[i] + bias[i % 5]).collect();
     assert_close("f16 add", &run(ctx.read_f32(&sum)).unwrap(), &want, crate::F16);

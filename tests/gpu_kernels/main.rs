@@ -42,6 +42,22 @@ pub fn ctx() -> Option<&'static GpuContext> {
     .as_ref()
 }
 
+/// A second device on the same adapter with the GPU kernel style (workgroup tiles, one element
+/// per elementwise invocation), to test those variants on a CPU adapter.
+pub fn tiled_ctx() -> Option<&'static GpuContext> {
+    static CTX: OnceLock<Option<GpuContext>> = OnceLock::new();
+    ctx()?;
+    CTX.get_or_init(|| {
+        let options = GpuOptions {
+            adapter: AdapterChoice::Fallback,
+            style: Some(fifo_diffusion::gpu::KernelStyle::Tiled),
+            ..Default::default()
+        };
+        pollster::block_on(GpuContext::new(&options)).ok()
+    })
+    .as_ref()
+}
+
 pub fn skip_or_fail<T>(why: &str) -> Option<T> {
     if std::env::var("FIFO_REQUIRE_GPU").is_ok_and(|v| v == "1") {
         panic!("FIFO_REQUIRE_GPU=1 but no GPU adapter: {why}");

@@ -8,6 +8,7 @@ use crate::gpu::error::{GpuError, GpuResult};
 use crate::gpu::program::{linear_workgroups, ProgramBuilder};
 use crate::gpu::shader::ShaderVariant;
 use crate::gpu::tensor::{coalesce, DType, View};
+use crate::gpu::KernelStyle;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Unary {
@@ -222,7 +223,11 @@ fn launch(
     }
     let all: Vec<&[usize]> =
         std::iter::once(&out.strides[..]).chain(views.iter().map(|v| &v.strides[..])).collect();
-    let (shape, st) = coalesce(&out.shape, &all);
+    let (mut shape, mut st) = coalesce(&out.shape, &all);
+    if shape.is_empty() {
+        // One element: the kernel walks runs along a last dimension.
+        (shape, st) = (vec![1], vec![vec![0]; all.len()]);
+    }
     if shape.len() > MAX_RANK {
         return Err(GpuError::Unsupported {
             op: OP,
@@ -257,12 +262,17 @@ fn launch(
     if dtype == DType::F16 {
         variant = variant.flag("ENABLE_F16");
     }
-    variant = variant.tag(name).define("OP", expr).define("WG", WG_LINEAR);
+    // Runs of 4 elements per invocation for CPU adapters' register-blocked style (see
+    // elementwise.wgsl), one element on GPUs.
+    let run = if b.context().style() == KernelStyle::RegisterBlocked { 4 } else { 1 };
+    variant = variant.tag(name).define("OP", expr).define("WG", WG_LINEAR).define("RUN", format!("{run}u"));
     variant = variant.define("OUT_BINDING", arity + 1).define("ACT", "x");
     if arity > 1 {
         variant = variant.flag(if arity == 2 { "ARITY2" } else { "ARITY3" });
     }
-    let variant = variant.tag(&format!("wg{WG_LINEAR}"));
+    let variant = variant.tag(&format!("wg{WG_LINEAR}")).tag(&format!("run{run}"));
     let reads: Vec<_> = views.iter().map(|v| &v.tensor).collect();
-    b.push(variant, &params, &reads, &[&out.tensor], linear_workgroups(total, WG_LINEAR))
+    let n_last = shape[shape.len() - 1];
+    let invocations = if total == 0 { 0 } else { total / n_last * n_last.div_ceil(run) };
+    b.push(variant, &params, &reads, &[&out.tensor], linear_workgroups(invocations, WG_LINEAR))
 }
