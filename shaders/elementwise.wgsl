@@ -55,7 +55,7 @@ fn op(a: f32, b: f32, c: f32, alpha: f32, beta: f32) -> f32 {
 
 // Each invocation computes a run of up to RUN consecutive elements along the innermost dimension:
 // the index arithmetic of the outer dimensions (a division per dimension) is paid once per run.
-// RUN is 4 in the register-blocked style of CPU adapters (lavapipe, SwiftShader), where that
+// RUN is 16 in the register-blocked style of CPU adapters (lavapipe, SwiftShader), where that
 // arithmetic dominates, and 1 on GPUs, where neighbouring invocations should touch neighbouring
 // elements.
 @compute @workgroup_size(WG)

@@ -306,7 +306,7 @@ fn f16_elementwise() {
     added.unwrap();
     unary(&mut b, Unary::Silu, &sum.view(&[15]), &act.view(&[15])).unwrap();
     let program = run(b.build()).unwrap();
-    assert_eq!(program.keys(), vec!["elementwise.f16.add.wg64.run4", "elementwise.f16.silu.wg64.run4"]);
+    assert_eq!(program.keys(), vec!["elementwise.f16.add.wg64.run16", "elementwise.f16.silu.wg64.run16"]);
     run(program.run(ctx)).unwrap();
     let want: Vec<f32> = (0..15).map(|i| a[i] + bias[i % 5]).collect();
     assert_close("f16 add", &run(ctx.read_f32(&sum)).unwrap(), &want, crate::F16);

@@ -36,7 +36,7 @@ fn build_once_replay_with_new_inputs() {
     let program = run(b.build()).unwrap();
     let keys = program.keys();
     assert!(keys[0].starts_with("matmul.f32.w=f32.bias.") && keys[0].ends_with(".act=silu"), "{keys:?}");
-    assert_eq!(keys[1], "elementwise.f32.mul.wg64.run4");
+    assert_eq!(keys[1], "elementwise.f32.mul.wg64.run16");
     let compiled = ctx.pipeline_keys().len();
     for step in 0..3 {
         let xv = rng.vec(m * k, -1.0, 1.0);

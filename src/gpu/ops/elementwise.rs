@@ -262,9 +262,9 @@ fn launch(
     if dtype == DType::F16 {
         variant = variant.flag("ENABLE_F16");
     }
-    // Runs of 4 elements per invocation for CPU adapters' register-blocked style (see
+    // Runs of 16 elements per invocation for CPU adapters' register-blocked style (see
     // elementwise.wgsl), one element on GPUs.
-    let run = if b.context().style() == KernelStyle::RegisterBlocked { 4 } else { 1 };
+    let run = if b.context().style() == KernelStyle::RegisterBlocked { 16 } else { 1 };
     variant = variant.tag(name).define("OP", expr).define("WG", WG_LINEAR).define("RUN", format!("{run}u"));
     variant = variant.define("OUT_BINDING", arity + 1).define("ACT", "x");
     if arity > 1 {
