@@ -331,6 +331,11 @@ impl GpuContext {
     pub fn limits(&self) -> &wgpu::Limits {
         &self.limits
     }
+    /// Bytes one tensor may hold: the largest storage binding (after any cap of `GpuOptions`),
+    /// within the largest buffer.
+    pub fn max_binding_bytes(&self) -> u64 {
+        self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size)
+    }
     /// The device's tensor memory: live and peak bytes.
     pub fn memory(&self) -> &DeviceMemory {
         &self.memory

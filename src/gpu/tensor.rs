@@ -71,7 +71,7 @@ impl GpuTensor {
     /// when it exceeds one storage binding of this adapter.
     pub fn new(ctx: &GpuContext, name: &str, dtype: DType, len: usize) -> GpuResult<Self> {
         let bytes = dtype.storage_bytes(len);
-        let limit = ctx.limits().max_storage_buffer_binding_size.min(ctx.limits().max_buffer_size);
+        let limit = ctx.max_binding_bytes();
         if bytes > limit {
             return Err(GpuError::TooLarge { name: name.to_string(), bytes, limit });
         }

@@ -245,11 +245,6 @@ impl<'a, 'c> Lowering<'a, 'c> {
         self.uploaded.insert(v, t.clone());
         Ok(t)
     }
-    /// The largest storage binding of this device (after any cap of `GpuOptions`).
-    fn binding_limit(&self) -> u64 {
-        let l = self.ctx().limits();
-        l.max_storage_buffer_binding_size.min(l.max_buffer_size)
-    }
 
     /// A constant over one storage binding, as row chunks along axis 0 that each fit one (uploaded
     /// once; the whole table never is). `None` when `v` is not a constant, fits one binding, is
@@ -266,7 +261,7 @@ impl<'a, 'c> Lowering<'a, 'c> {
             return Ok(None);
         }
         let dtype = device_dtype(c.dtype());
-        let limit = self.binding_limit();
+        let limit = self.ctx().max_binding_bytes();
         let (rows, inner) = (c.shape()[0], c.shape()[1..].iter().product::<usize>());
         // Both device forms take 4 bytes per element.
         let row_bytes = inner as u64 * 4;

@@ -120,6 +120,7 @@ impl GpuSession {
         let mut lifetimes: Vec<Lifetime> = Vec::new();
         // Weights the kernels read as int8 / f16 never exist as f32 values on the device.
         let stored = stored_weights::stored_weights(graph);
+        let limit = ctx.max_binding_bytes();
         for (v, value) in graph.values.iter().enumerate() {
             if value.constant.is_some() || value.kind == ValueKind::Initializer || stored.contains_key(&v) {
                 continue;
@@ -130,8 +131,6 @@ impl GpuSession {
             let last = if graph.outputs.contains(&v) { steps + 1 } else { last };
             let bytes = device_dtype(ty.dtype).storage_bytes(len);
             // Name the value (not the pool slot it would share) when it cannot be bound.
-            let limits = ctx.limits();
-            let limit = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
             if bytes > limit {
                 let row_bytes = ty.shape.iter().skip(1).product::<usize>() as u64 * 4;
                 if !ty.shape.is_empty() && row_bytes <= limit && lower::table_only(graph, v) {
