@@ -9,7 +9,10 @@
 //   per-lane scratch memory on CPU adapters, ~10x slower); VEC4: D and Dv are contiguous and
 //   4-aligned, so each chunk is one vec4 load;
 // - a workgroup serves ROWS*WG query rows of ONE batch entry (x: row blocks, y and z: batch), so
-//   key and value addresses are the same for every invocation of the workgroup.
+//   key and value addresses are the same for every invocation of the workgroup;
+// - PACKED, for sequences shorter than that (temporal attention over a few frames, small spatial
+//   levels): each invocation takes ROWS consecutive rows of one entry and a workgroup spans
+//   entries, where the layout above would leave most invocations idle on clamped rows.
 #include "common"
 
 struct Params {
@@ -81,12 +84,26 @@ fn load_v(base: u32, c4: u32) -> vec4<f32> {
 }
 
 @compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+#ifdef PACKED
+    let blocks = (p.lq + ROWS - 1u) / ROWS;
+    let i = linear_index(wid, nwg, lid, WG);
+    if (i >= p.batches * blocks) {
+        return;
+    }
+    let b = i / blocks;
+    let row0 = (i % blocks) * ROWS;
+    let row_step = 1u;
+#else
     let b = wid.z * 65535u + wid.y;
     if (b >= p.batches) {
         return;
     }
-    // ROWS query rows per invocation (WG apart), so every key and value loaded serves them all.
+    let row0 = wid.x * ROWS * WG + lid;
+    let row_step = u32(WG);
+#endif
+    // ROWS query rows per invocation (row_step apart), so every key and value loaded serves them all.
     // Rows past the end still run (on the last row) so that control flow stays uniform.
     let b0 = b / p.batch1;
     let b1 = b % p.batch1;
@@ -94,7 +111,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let v_base = p.offsets.z + b0 * p.v_strides.x + b1 * p.v_strides.y;
     var q: array<array<vec4<f32>, DQ4>, ROWS>;
     for (var r = 0u; r < ROWS; r++) {
-        let row = min(wid.x * ROWS * WG + r * WG + lid, p.lq - 1u);
+        let row = min(row0 + r * row_step, p.lq - 1u);
         let base = p.offsets.x + b0 * p.q_strides.x + b1 * p.q_strides.y + row * p.q_strides.z;
         for (var c = 0u; c < DQ4; c++) {
             q[r][c] = load_q(base, c) * p.scale;
@@ -158,7 +175,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     let o_batch = p.offsets.w + b0 * p.o_strides.x + b1 * p.o_strides.y;
     for (var r = 0u; r < ROWS; r++) {
-        let row = wid.x * ROWS * WG + r * WG + lid;
+        let row = row0 + r * row_step;
         let inv = 1.0 / l[r];
         for (var c = 0u; c < DV4; c++) {
             for (var e = 0u; e < 4u; e++) {

@@ -71,7 +71,17 @@ fn case(
         &Attention { q: q.clone(), k: k.clone(), v: v.clone(), out: out.view(&[b, h, lq, dv]), scale },
     )
     .unwrap();
-    run(run(pb.build()).unwrap().run(ctx)).unwrap();
+    let program = run(pb.build()).unwrap();
+    // Short sequences pack several batch entries into a workgroup (64 invocations of up to 4 rows).
+    let rows = if d.max(dv) <= 64 {
+        4
+    } else if d.max(dv) <= 128 {
+        2
+    } else {
+        1
+    };
+    assert_eq!(program.keys()[0].contains(".packed"), lq < rows * 64, "{:?}", program.keys());
+    run(program.run(ctx)).unwrap();
     let kb = k.broadcast_to(&[b, h, lk, d]).unwrap();
     let vb = v.broadcast_to(&[b, h, lk, dv]).unwrap();
     let want = cpu_attention((&qd, &q), (&kd, &kb), (&vd, &vb), scale);
@@ -105,4 +115,17 @@ fn keys_and_values_shared_across_heads() {
 fn sharp_scores_do_not_overflow() {
     // Scores of ~+-400 would overflow exp without the running max.
     case(1, 1, 4, 33, 64, 32, false, false, 74);
+}
+
+#[test]
+fn long_queries_take_one_batch_entry_per_workgroup() {
+    case(1, 2, 300, 7, 16, 16, false, false, 76);
+    case(2, 1, 70, 5, 160, 160, true, false, 77);
+}
+
+#[test]
+fn many_short_sequences_pack_into_workgroups() {
+    // Temporal attention: 120 entries of 8 frames; the last workgroup is partly past the end.
+    case(3, 40, 8, 8, 32, 32, false, false, 78);
+    case(5, 7, 3, 5, 12, 8, true, true, 79);
 }

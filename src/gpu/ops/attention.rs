@@ -6,7 +6,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::{u32_of, WG_LINEAR};
 use crate::gpu::error::{shape_err, GpuError, GpuResult};
-use crate::gpu::program::{ProgramBuilder, MAX_WORKGROUPS};
+use crate::gpu::program::{linear_workgroups, ProgramBuilder, MAX_WORKGROUPS};
 use crate::gpu::shader::ShaderVariant;
 use crate::gpu::tensor::{DType, View};
 
@@ -145,11 +145,19 @@ pub fn attention(b: &mut ProgramBuilder, a: &Attention) -> GpuResult<()> {
         variant = variant.tag("vec4").flag("VEC4");
     }
     let variant = variant.tag(&format!("wg{WG_LINEAR}")).define("WG", WG_LINEAR).define("ACT", "x");
+    // A workgroup of one batch entry would run mostly on clamped rows: pack entries instead.
+    let packed = lq < rows * WG_LINEAR as usize;
     let max = MAX_WORKGROUPS as usize;
-    let groups = [
-        lq.div_ceil(rows * WG_LINEAR as usize) as u32,
-        batches.min(max) as u32,
-        batches.div_ceil(max) as u32,
-    ];
+    let (variant, groups) = if packed {
+        let threads = batches * lq.div_ceil(rows);
+        (variant.tag("packed").flag("PACKED"), linear_workgroups(threads, WG_LINEAR))
+    } else {
+        let groups = [
+            lq.div_ceil(rows * WG_LINEAR as usize) as u32,
+            batches.min(max) as u32,
+            batches.div_ceil(max) as u32,
+        ];
+        (variant, groups)
+    };
     b.push(variant, &params, &[&q.tensor, &k.tensor, &v.tensor], &[&out.tensor], groups)
 }
