@@ -32,6 +32,95 @@ struct Params {
 #endif
 @group(0) @binding(BIND_OUT) var<storage, read_write> out: array<f32>;
 
+#ifdef ROW3
+// Kernels 3 wide with horizontal stride and dilation 1 (most convs of a UNet, and temporal ones):
+// each invocation takes 4 channels x 4 neighbouring pixels of ONE output row, so the 6 inputs a
+// kernel row covers are loaded once for its 3 taps x 4 pixels (9 loads per 96 multiply-adds, not
+// 15 plus 12 bounds checks), and every accumulator is a named register (a dynamically indexed
+// private array becomes scratch memory on CPU adapters). Needs W_PACKED.
+fn in_row(base: u32, ix: i32, w: i32) -> f32 {
+    return select(0.0, x[base + u32(clamp(ix, 0, w - 1))], ix >= 0 && ix < w);
+}
+
+@compute @workgroup_size(WGX, WGY)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let groups = p.kernel.w;
+    let n = gid.z / groups;
+    let g = gid.z % groups;
+    let cout_g = p.out_dims.x / groups;
+    let cin_g = p.in_dims.x / groups;
+    let ow = p.out_dims.w;
+    let blocks = (ow + 3u) / 4u;
+    let rows = p.out_dims.y * p.out_dims.z;
+    let co0 = gid.y * 4u;
+    let row = gid.x / blocks;
+    if (co0 >= cout_g || row >= rows) {
+        return;
+    }
+    let ox0 = (gid.x % blocks) * 4u;
+    let d = i32(p.in_dims.y);
+    let h = i32(p.in_dims.z);
+    let w = i32(p.in_dims.w);
+    let z0 = i32((row / p.out_dims.z) * p.stride.x) - i32(p.pad.x);
+    let y0 = i32((row % p.out_dims.z) * p.stride.y) - i32(p.pad.y);
+    let x0 = i32(ox0) - i32(p.pad.z);
+    let kvol = p.kernel.x * p.kernel.y * 3u;
+    var a0 = vec4<f32>(0.0); // pixel ox0, four channels
+    var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0);
+    for (var ci = 0u; ci < cin_g; ci++) {
+        let plane = (n * p.in_dims.x + g * cin_g + ci) * p.in_dims.y * p.in_dims.z * p.in_dims.w;
+        // Packed weights [groups, Cin/groups * kvol, Cout/groups]: a tap's 4 channels are one vec4.
+        var tap = (g * cin_g + ci) * kvol * cout_g + co0;
+        for (var kz = 0u; kz < p.kernel.x; kz++) {
+            let iz = z0 + i32(kz * p.dilation.x);
+            for (var ky = 0u; ky < p.kernel.y; ky++) {
+                let iy = y0 + i32(ky * p.dilation.y);
+                if (iz >= 0 && iz < d && iy >= 0 && iy < h) {
+                    let base = plane + u32((iz * h + iy) * w);
+                    let v0 = in_row(base, x0, w);
+                    let v1 = in_row(base, x0 + 1, w);
+                    let v2 = in_row(base, x0 + 2, w);
+                    let v3 = in_row(base, x0 + 3, w);
+                    let v4 = in_row(base, x0 + 4, w);
+                    let v5 = in_row(base, x0 + 5, w);
+                    let w0 = load_w4(tap >> 2u);
+                    let w1 = load_w4((tap + cout_g) >> 2u);
+                    let w2 = load_w4((tap + 2u * cout_g) >> 2u);
+                    a0 += v0 * w0 + v1 * w1 + v2 * w2;
+                    a1 += v1 * w0 + v2 * w1 + v3 * w2;
+                    a2 += v2 * w0 + v3 * w1 + v4 * w2;
+                    a3 += v3 * w0 + v4 * w1 + v5 * w2;
+                }
+                tap += 3u * cout_g;
+            }
+        }
+    }
+    let acc = array<vec4<f32>, 4>(a0, a1, a2, a3);
+    let pix0 = row * ow + ox0;
+    let npx = rows * ow;
+    for (var i = 0u; i < 4u; i++) {
+        let co = g * cout_g + co0 + i;
+        if (co0 + i >= cout_g) {
+            break;
+        }
+        var scale = 1.0;
+#ifdef W_I8
+        scale = scales[co];
+#endif
+        var shift = 0.0;
+#ifdef HAS_BIAS
+        shift = bias[co];
+#endif
+        for (var j = 0u; j < 4u; j++) {
+            if (ox0 + j < ow) {
+                out[(n * p.out_dims.x + co) * npx + pix0 + j] = activation(acc[j][i] * scale + shift, p.act_alpha);
+            }
+        }
+    }
+}
+#else
 @compute @workgroup_size(WGX, WGY)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let groups = p.kernel.w;
@@ -115,3 +204,4 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         }
     }
 }
+#endif

@@ -130,6 +130,11 @@ fn check_conv(ctx: &GpuContext, case: &Case, seed: u64) {
             (false, false) => "w=f32.packed",
         };
         assert!(program.keys()[0].contains(family), "{:?}", program.keys());
+        // Kernels 3 wide with unit stride and dilation along the row take the row kernel.
+        let g = &case.g;
+        let row3 =
+            g.kernel.last() == Some(&3) && g.strides.last() == Some(&1) && g.dilations.last() == Some(&1);
+        assert_eq!(program.keys()[0].contains(".row3"), row3, "{:?}", program.keys());
         run(program.run(ctx)).unwrap();
         let got = run(ctx.read_f32(&packed.out)).unwrap();
         assert_close(&format!("packed conv {:?}", case.xs), &got, &want, F32.accumulating(per));
@@ -192,6 +197,37 @@ fn conv_1d_2d_3d_groups_strides_pads_dilations() {
             groups: 2,
             g: Geometry::new(&[3, 3]).with_strides(&[1, 2]).with_pads(&[1, 1], &[1, 1]),
             act: Activation::Silu,
+            int8: false,
+        },
+        // The row kernel (3 wide, stride 1 along rows): a row width that is not a multiple of 4.
+        Case {
+            xs: vec![2, 5, 6, 7],
+            cout: 8,
+            groups: 1,
+            g: Geometry::new(&[3, 3]).with_pads(&[1, 1], &[1, 1]),
+            act: Activation::Silu,
+            int8: false,
+        },
+        // The row kernel in 3-D with int8 weights, dilation and stride on the other axes, groups,
+        // and rows narrower than the 6 inputs a block reads.
+        Case {
+            xs: vec![1, 4, 4, 5, 2],
+            cout: 8,
+            groups: 2,
+            g: Geometry::new(&[3, 3, 3])
+                .with_strides(&[1, 2, 1])
+                .with_dilations(&[2, 1, 1])
+                .with_pads(&[2, 1, 1], &[1, 0, 2]),
+            act: Activation::None,
+            int8: true,
+        },
+        // The row kernel in 1-D (a temporal conv over frames), no padding on the left.
+        Case {
+            xs: vec![3, 8, 9],
+            cout: 12,
+            groups: 1,
+            g: Geometry::new(&[3]).with_pads(&[0], &[2]),
+            act: Activation::None,
             int8: false,
         },
         // 1x1 conv lowered to the vec4 matmul (Cin and H*W multiples of 4).

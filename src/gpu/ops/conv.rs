@@ -262,12 +262,24 @@ pub fn conv(b: &mut ProgramBuilder, c: &Conv) -> GpuResult<()> {
     };
     let mut reads = vec![c.x.clone(), c.w.clone()];
     let variant = epilogue_bindings(variant, &mut reads, &c.scales, &c.bias);
-    let variant = c.activation.apply_to(variant.tag("rb4x4.wg8x8").define("WGX", 8).define("WGY", 8));
     let npx: usize = out_shape[2..].iter().product();
+    let (variant, columns) = if c.packed_weights && is_row3(&c.geometry) {
+        // Blocks of 4 pixels within each output row.
+        let ow = *out_shape.last().expect("a spatial dim");
+        (variant.tag("row3").flag("ROW3"), npx / ow * ow.div_ceil(4))
+    } else {
+        (variant, npx.div_ceil(4))
+    };
+    let variant = c.activation.apply_to(variant.tag("rb4x4.wg8x8").define("WGX", 8).define("WGY", 8));
     let groups =
-        [npx.div_ceil(32) as u32, (cout / c.groups).div_ceil(32) as u32, (c.x_shape[0] * c.groups) as u32];
+        [columns.div_ceil(8) as u32, (cout / c.groups).div_ceil(32) as u32, (c.x_shape[0] * c.groups) as u32];
     let reads: Vec<&GpuTensor> = reads.iter().collect();
     b.push(variant, &params, &reads, &[&c.out], groups)
+}
+
+/// Whether the kernel is 3 wide with stride and dilation 1 along the last axis (the row kernel).
+fn is_row3(g: &Geometry) -> bool {
+    g.kernel.last() == Some(&3) && g.strides.last() == Some(&1) && g.dilations.last() == Some(&1)
 }
 
 /// A 1x1 convolution with stride 1 and no padding is a matmul: the vec4 matmul path beats the
