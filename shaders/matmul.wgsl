@@ -67,23 +67,31 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let a_base = p.offsets.x + b0 * p.a_strides.x + b1 * p.a_strides.y;
     let w_base = p.offsets.y + b0 * p.w_strides.x + b1 * p.w_strides.y;
-    // Edge rows/columns repeat the last valid one; their results are never stored.
-    var arow: array<u32, 4>;
-    var wcol: array<u32, 4>;
-    for (var i = 0u; i < 4u; i++) {
-        arow[i] = a_base + min(row0 + i, p.m - 1u) * p.a_strides.z;
-        wcol[i] = w_base + min(col0 + i, p.n - 1u) * p.w_strides.w;
-    }
-    var acc: array<vec4<ELEM>, 4>;
+    // Edge rows/columns repeat the last valid one; their results are never stored. Named
+    // registers: one dynamic index anywhere sends a private array to scratch memory on CPU
+    // adapters that do not unroll (SwiftShader).
+    let arow0 = a_base + min(row0, p.m - 1u) * p.a_strides.z;
+    let arow1 = a_base + min(row0 + 1u, p.m - 1u) * p.a_strides.z;
+    let arow2 = a_base + min(row0 + 2u, p.m - 1u) * p.a_strides.z;
+    let arow3 = a_base + min(row0 + 3u, p.m - 1u) * p.a_strides.z;
+    let wcol0 = w_base + min(col0, p.n - 1u) * p.w_strides.w;
+    let wcol1 = w_base + min(col0 + 1u, p.n - 1u) * p.w_strides.w;
+    let wcol2 = w_base + min(col0 + 2u, p.n - 1u) * p.w_strides.w;
+    let wcol3 = w_base + min(col0 + 3u, p.n - 1u) * p.w_strides.w;
+    var acc0 = vec4<ELEM>(0.0);
+    var acc1 = vec4<ELEM>(0.0);
+    var acc2 = vec4<ELEM>(0.0);
+    var acc3 = vec4<ELEM>(0.0);
     for (var k = 0u; k < p.k; k++) {
         let ak = k * p.a_strides.w;
         let wk = k * p.w_strides.z;
-        let w = vec4<ELEM>(load_wt(wcol[0] + wk), load_wt(wcol[1] + wk), load_wt(wcol[2] + wk), load_wt(wcol[3] + wk));
-        acc[0] += ELEM(in_a[arow[0] + ak]) * w;
-        acc[1] += ELEM(in_a[arow[1] + ak]) * w;
-        acc[2] += ELEM(in_a[arow[2] + ak]) * w;
-        acc[3] += ELEM(in_a[arow[3] + ak]) * w;
+        let w = vec4<ELEM>(load_wt(wcol0 + wk), load_wt(wcol1 + wk), load_wt(wcol2 + wk), load_wt(wcol3 + wk));
+        acc0 += ELEM(in_a[arow0 + ak]) * w;
+        acc1 += ELEM(in_a[arow1 + ak]) * w;
+        acc2 += ELEM(in_a[arow2 + ak]) * w;
+        acc3 += ELEM(in_a[arow3 + ak]) * w;
     }
+    let acc = array<vec4<ELEM>, 4>(acc0, acc1, acc2, acc3);
     for (var i = 0u; i < 4u; i++) {
         for (var j = 0u; j < 4u; j++) {
             if (row0 + i < p.m && col0 + j < p.n) {
@@ -109,15 +117,27 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let a_base = p.offsets.x + b0 * p.a_strides.x + b1 * p.a_strides.y;
     let w_base = p.offsets.y + b0 * p.w_strides.x + b1 * p.w_strides.y;
-    var arow: array<u32, 4>; // vec4 index of each row's first K chunk
-    var wcol: array<u32, 4>;
-    for (var i = 0u; i < 4u; i++) {
-        arow[i] = (a_base + min(row0 + i, p.m - 1u) * p.a_strides.z) >> 2u;
-        wcol[i] = (w_base + min(col0 + i, p.n - 1u) * p.w_strides.w) >> 2u;
-    }
-    var acc: array<vec4<f32>, 4>;
+    // Named registers throughout: a dynamically indexed private array becomes scratch memory on
+    // CPU adapters that do not unroll (SwiftShader).
+    let a0r = ((a_base + min(row0, p.m - 1u) * p.a_strides.z) >> 2u);
+    let a1r = ((a_base + min(row0 + 1u, p.m - 1u) * p.a_strides.z) >> 2u);
+    let a2r = ((a_base + min(row0 + 2u, p.m - 1u) * p.a_strides.z) >> 2u);
+    let a3r = ((a_base + min(row0 + 3u, p.m - 1u) * p.a_strides.z) >> 2u);
+    var acc0 = vec4<f32>(0.0); // row0, four columns
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+#ifndef W_ALONG_N
+    let w0c = (w_base + min(col0, p.n - 1u) * p.w_strides.w) >> 2u;
+    let w1c = (w_base + min(col0 + 1u, p.n - 1u) * p.w_strides.w) >> 2u;
+    let w2c = (w_base + min(col0 + 2u, p.n - 1u) * p.w_strides.w) >> 2u;
+    let w3c = (w_base + min(col0 + 3u, p.n - 1u) * p.w_strides.w) >> 2u;
+#endif
     for (var k4 = 0u; k4 < p.k / 4u; k4++) {
-        let a = array<vec4<f32>, 4>(in_a[arow[0] + k4], in_a[arow[1] + k4], in_a[arow[2] + k4], in_a[arow[3] + k4]);
+        let a0 = in_a[a0r + k4];
+        let a1 = in_a[a1r + k4];
+        let a2 = in_a[a2r + k4];
+        let a3 = in_a[a3r + k4];
 #ifdef W_ALONG_N
         // Rows k..k+3 of W, four columns each.
         let wr = (w_base + k4 * 4u * p.w_strides.z + col0) >> 2u;
@@ -126,18 +146,23 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         let w1 = load_w4(wr + step);
         let w2 = load_w4(wr + 2u * step);
         let w3 = load_w4(wr + 3u * step);
-        for (var i = 0u; i < 4u; i++) {
-            acc[i] += a[i].x * w0 + a[i].y * w1 + a[i].z * w2 + a[i].w * w3;
-        }
+        acc0 += a0.x * w0 + a0.y * w1 + a0.z * w2 + a0.w * w3;
+        acc1 += a1.x * w0 + a1.y * w1 + a1.z * w2 + a1.w * w3;
+        acc2 += a2.x * w0 + a2.y * w1 + a2.z * w2 + a2.w * w3;
+        acc3 += a3.x * w0 + a3.y * w1 + a3.z * w2 + a3.w * w3;
 #else
         // Columns col0..col0+3 of W, four K values each.
-        let w = array<vec4<f32>, 4>(load_w4(wcol[0] + k4), load_w4(wcol[1] + k4), load_w4(wcol[2] + k4),
-                                    load_w4(wcol[3] + k4));
-        for (var i = 0u; i < 4u; i++) {
-            acc[i] += vec4<f32>(dot(a[i], w[0]), dot(a[i], w[1]), dot(a[i], w[2]), dot(a[i], w[3]));
-        }
+        let w0 = load_w4(w0c + k4);
+        let w1 = load_w4(w1c + k4);
+        let w2 = load_w4(w2c + k4);
+        let w3 = load_w4(w3c + k4);
+        acc0 += vec4<f32>(dot(a0, w0), dot(a0, w1), dot(a0, w2), dot(a0, w3));
+        acc1 += vec4<f32>(dot(a1, w0), dot(a1, w1), dot(a1, w2), dot(a1, w3));
+        acc2 += vec4<f32>(dot(a2, w0), dot(a2, w1), dot(a2, w2), dot(a2, w3));
+        acc3 += vec4<f32>(dot(a3, w0), dot(a3, w1), dot(a3, w2), dot(a3, w3));
 #endif
     }
+    let acc = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
     for (var i = 0u; i < 4u; i++) {
         for (var j = 0u; j < 4u; j++) {
             if (row0 + i < p.m && col0 + j < p.n) {
