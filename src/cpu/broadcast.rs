@@ -1,6 +1,6 @@
 //! Elementwise maps with numpy broadcasting, parallel where shapes agree.
 
-use super::parallel;
+use super::{parallel, simd};
 use crate::tensor::shape::{broadcast_shapes, broadcast_strides, for_each_offset};
 use crate::tensor::TensorError;
 
@@ -10,7 +10,10 @@ pub fn map<A: Copy + Sync, O: Copy + Send + Default>(a: &[A], f: impl Fn(A) -> O
     let chunk = parallel::chunk_len(a.len(), 4);
     parallel::for_each_chunk_mut(&mut out, chunk, |i, o| {
         let src = &a[i * chunk..i * chunk + o.len()];
-        o.iter_mut().zip(src).for_each(|(o, &x)| *o = f(x));
+        simd::vectorised(
+            #[inline(always)]
+            || o.iter_mut().zip(src).for_each(|(o, &x)| *o = f(x)),
+        );
     });
     out
 }
@@ -34,9 +37,10 @@ pub fn map2<A: Copy + Sync, B: Copy + Sync, O: Copy + Send + Default>(
         parallel::for_each_chunk_mut(&mut out, chunk, |i, o| {
             let start = i * chunk;
             let (sa, sb) = (&a[start..start + o.len()], &b[start..start + o.len()]);
-            for ((o, &x), &y) in o.iter_mut().zip(sa).zip(sb) {
-                *o = f(x, y);
-            }
+            simd::vectorised(
+                #[inline(always)]
+                || o.iter_mut().zip(sa).zip(sb).for_each(|((o, &x), &y)| *o = f(x, y)),
+            );
         });
         return Ok((shape, out));
     }
@@ -54,19 +58,27 @@ pub fn map2<A: Copy + Sync, B: Copy + Sync, O: Copy + Send + Default>(
     // vectorise for the common strides (both contiguous, or one broadcast).
     let rows_per_chunk = parallel::chunk_len(len / inner, inner);
     parallel::for_each_chunk_mut(&mut out, rows_per_chunk * inner, |c, rows| {
-        for (j, dst) in rows.chunks_mut(inner).enumerate() {
-            let [oa, ob] = row_offsets(c * rows_per_chunk + j, outer, [&sa, &sb]);
-            match (ia, ib) {
-                (1, 1) => dst
-                    .iter_mut()
-                    .zip(&a[oa..oa + inner])
-                    .zip(&b[ob..ob + inner])
-                    .for_each(|((d, &x), &y)| *d = f(x, y)),
-                (1, 0) => dst.iter_mut().zip(&a[oa..oa + inner]).for_each(|(d, &x)| *d = f(x, b[ob])),
-                (0, 1) => dst.iter_mut().zip(&b[ob..ob + inner]).for_each(|(d, &y)| *d = f(a[oa], y)),
-                _ => dst.iter_mut().enumerate().for_each(|(j, d)| *d = f(a[oa + j * ia], b[ob + j * ib])),
-            }
-        }
+        simd::vectorised(
+            #[inline(always)]
+            || {
+                for (j, dst) in rows.chunks_mut(inner).enumerate() {
+                    let [oa, ob] = row_offsets(c * rows_per_chunk + j, outer, [&sa, &sb]);
+                    match (ia, ib) {
+                        (1, 1) => dst
+                            .iter_mut()
+                            .zip(&a[oa..oa + inner])
+                            .zip(&b[ob..ob + inner])
+                            .for_each(|((d, &x), &y)| *d = f(x, y)),
+                        (1, 0) => dst.iter_mut().zip(&a[oa..oa + inner]).for_each(|(d, &x)| *d = f(x, b[ob])),
+                        (0, 1) => dst.iter_mut().zip(&b[ob..ob + inner]).for_each(|(d, &y)| *d = f(a[oa], y)),
+                        _ => dst
+                            .iter_mut()
+                            .enumerate()
+                            .for_each(|(j, d)| *d = f(a[oa + j * ia], b[ob + j * ib])),
+                    }
+                }
+            },
+        )
     });
     Ok((shape, out))
 }

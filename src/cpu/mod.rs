@@ -8,4 +8,5 @@ pub mod im2col;
 pub mod math;
 pub mod parallel;
 pub mod shifted_conv;
+pub mod simd;
 pub mod strided;

@@ -5,8 +5,8 @@
 
 use crate::cpu::broadcast::gather_offsets;
 use crate::cpu::gemm::{sgemm_serial, MatRef};
-use crate::cpu::math::exp;
-use crate::cpu::parallel;
+use crate::cpu::math::{self, exp};
+use crate::cpu::{parallel, simd};
 use crate::ops::OpError;
 use crate::tensor::shape::broadcast_shapes;
 
@@ -94,7 +94,10 @@ pub fn attention(
             &mut scores,
         );
         if n > 0 {
-            scores.chunks_mut(n).for_each(softmax_in_place);
+            simd::vectorised(
+                #[inline(always)]
+                || scores.chunks_mut(n).for_each(softmax_in_place),
+            );
         }
         let v_mat = MatRef::row_major(&v[iv * n * dv..][..n * dv], n, dv);
         sgemm_serial(1.0, MatRef::row_major(&scores, r, n), v_mat, 0.0, block.out);
@@ -113,10 +116,11 @@ fn block_rows(batches: usize, m: usize, n: usize) -> usize {
     even.min(budget).clamp(1, m.max(1))
 }
 
+#[inline(always)]
 fn softmax_in_place(row: &mut [f32]) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let max = math::max(row);
     row.iter_mut().for_each(|x| *x = exp(*x - max));
-    let inv = 1.0 / row.iter().sum::<f32>();
+    let inv = 1.0 / math::sum_by(row, |x| x);
     row.iter_mut().for_each(|x| *x *= inv);
 }
 

@@ -1,8 +1,8 @@
 //! Softmax and LogSoftmax: opset < 13 flattens to 2-D at `axis` (default 1); opset >= 13 works
 //! along the one `axis` (default -1).
 
-use crate::cpu::math::exp;
-use crate::cpu::parallel;
+use crate::cpu::math::{self, exp};
+use crate::cpu::{parallel, simd};
 use crate::ops::registry::{NodeContext, OpDef};
 use crate::ops::{expect_dtype, required, Attrs, Op, OpError, OpSpec, TensorType, ValueInfo, FLOATS};
 use crate::tensor::shape::normalize_axis;
@@ -32,13 +32,14 @@ impl Softmax {
 }
 
 /// The common case (softmax over the last dim): one contiguous row.
+#[inline(always)]
 fn contiguous_row(s: &[f32], d: &mut [f32], log: bool) {
-    let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let max = math::max(s);
     // Exponentials first, sum after: a loop without the running sum vectorises.
     for (o, &v) in d.iter_mut().zip(s) {
         *o = exp(v - max);
     }
-    let sum: f32 = d.iter().sum();
+    let sum = math::sum_by(d, |v| v);
     if log {
         let ln_sum = sum.ln();
         d.iter_mut().zip(s).for_each(|(o, &v)| *o = v - max - ln_sum);
@@ -52,21 +53,27 @@ fn softmax_rows(x: &[f32], out: &mut [f32], rows: usize, len: usize, inner: usiz
     let block = len * inner;
     let per_chunk = parallel::chunk_len(rows, block * 4);
     parallel::for_each_chunk_mut(out, (per_chunk * block).max(1), |c, dst| {
-        let src = &x[c * per_chunk * block..][..dst.len()];
-        for (s, d) in src.chunks(block.max(1)).zip(dst.chunks_mut(block.max(1))) {
-            if inner == 1 {
-                contiguous_row(s, d, log);
-                continue;
-            }
-            for j in 0..inner {
-                let at = |i: usize| i * inner + j;
-                let max = (0..len).map(|i| s[at(i)]).fold(f32::NEG_INFINITY, f32::max);
-                let sum: f32 = (0..len).map(|i| exp(s[at(i)] - max)).sum();
-                for i in 0..len {
-                    d[at(i)] = if log { s[at(i)] - max - sum.ln() } else { exp(s[at(i)] - max) / sum };
+        simd::vectorised(
+            #[inline(always)]
+            || {
+                let src = &x[c * per_chunk * block..][..dst.len()];
+                for (s, d) in src.chunks(block.max(1)).zip(dst.chunks_mut(block.max(1))) {
+                    if inner == 1 {
+                        contiguous_row(s, d, log);
+                        continue;
+                    }
+                    for j in 0..inner {
+                        let at = |i: usize| i * inner + j;
+                        let max = (0..len).map(|i| s[at(i)]).fold(f32::NEG_INFINITY, f32::max);
+                        let sum: f32 = (0..len).map(|i| exp(s[at(i)] - max)).sum();
+                        for i in 0..len {
+                            d[at(i)] =
+                                if log { s[at(i)] - max - sum.ln() } else { exp(s[at(i)] - max) / sum };
+                        }
+                    }
                 }
-            }
-        }
+            },
+        )
     });
 }
 

@@ -43,10 +43,12 @@ impl OpSpec for GroupNorm {
         let channels = x.shape()[1];
         let spatial: usize = x.shape()[2..].iter().product();
         let per_group = channels / self.num_groups;
-        let out = normalize_rows(&x.f32s(), per_group * spatial, self.epsilon, |row, i, v| {
+        let out = normalize_rows(&x.f32s(), per_group * spatial, self.epsilon, |row, d| {
             let group = row % self.num_groups;
-            let p = if self.per_channel_affine { group * per_group + i / spatial.max(1) } else { group };
-            v * s[p] + b[p]
+            for (c, plane) in d.chunks_mut(spatial.max(1)).enumerate() {
+                let p = if self.per_channel_affine { group * per_group + c } else { group };
+                plane.iter_mut().for_each(|v| *v = *v * s[p] + b[p]);
+            }
         });
         Ok(vec![float_output(x.shape().to_vec(), out, x.dtype())?])
     }

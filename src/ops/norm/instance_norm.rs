@@ -33,9 +33,9 @@ impl OpSpec for InstanceNorm {
         let (s, b) = (scale.f32s(), bias.f32s());
         let channels = x.shape()[1];
         let spatial: usize = x.shape()[2..].iter().product();
-        let out = normalize_rows(&x.f32s(), spatial, self.epsilon, |row, _, v| {
+        let out = normalize_rows(&x.f32s(), spatial, self.epsilon, |row, d| {
             let c = row % channels;
-            v * s[c] + b[c]
+            d.iter_mut().for_each(|v| *v = *v * s[c] + b[c]);
         });
         Ok(vec![float_output(x.shape().to_vec(), out, x.dtype())?])
     }

@@ -5,7 +5,7 @@ pub mod group_norm;
 pub mod instance_norm;
 pub mod layer_norm;
 
-use crate::cpu::parallel;
+use crate::cpu::{math, parallel, simd};
 use crate::ops::{OpDef, OpError};
 use crate::tensor::{DType, Tensor};
 
@@ -13,29 +13,40 @@ pub(crate) const DEFS: &[&[OpDef]] =
     &[batch_norm::DEFS, group_norm::DEFS, instance_norm::DEFS, layer_norm::DEFS];
 
 /// Normalises each `row_len` row of `x` to zero mean and unit variance (statistics in f64),
-/// then maps every value through `affine(row, index_in_row, normalised)`.
+/// then lets `affine(row, normalised_row)` scale and shift the row in place.
 pub(crate) fn normalize_rows(
     x: &[f32],
     row_len: usize,
     epsilon: f32,
-    affine: impl Fn(usize, usize, f32) -> f32 + Sync + Send,
+    affine: impl Fn(usize, &mut [f32]) + Sync + Send,
 ) -> Vec<f32> {
     let mut out = vec![0.0f32; x.len()];
     let row_len = row_len.max(1);
     let rows_per_chunk = parallel::chunk_len(x.len() / row_len, row_len * 3);
     parallel::for_each_chunk_mut(&mut out, rows_per_chunk * row_len, |c, dst| {
-        for (r, d) in dst.chunks_mut(row_len).enumerate() {
-            let row = c * rows_per_chunk + r;
-            let src = &x[row * row_len..(row + 1) * row_len];
-            let mean = src.iter().map(|&v| v as f64).sum::<f64>() / row_len as f64;
-            let var = src.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / row_len as f64;
-            let inv_std = 1.0 / (var + epsilon as f64).sqrt();
-            for (i, (o, &v)) in d.iter_mut().zip(src).enumerate() {
-                *o = affine(row, i, ((v as f64 - mean) * inv_std) as f32);
-            }
-        }
+        simd::vectorised(
+            #[inline(always)]
+            || {
+                for (r, d) in dst.chunks_mut(row_len).enumerate() {
+                    let row = c * rows_per_chunk + r;
+                    normalize_row(&x[row * row_len..(row + 1) * row_len], epsilon, d);
+                    affine(row, d);
+                }
+            },
+        )
     });
     out
+}
+
+#[inline(always)]
+fn normalize_row(src: &[f32], epsilon: f32, d: &mut [f32]) {
+    let n = src.len() as f64;
+    let mean = math::sum_by(src, |v| v as f64) / n;
+    let var = math::sum_by(src, |v| (v as f64 - mean) * (v as f64 - mean)) / n;
+    let inv_std = 1.0 / (var + epsilon as f64).sqrt();
+    for (o, &v) in d.iter_mut().zip(src) {
+        *o = ((v as f64 - mean) * inv_std) as f32;
+    }
 }
 
 /// Wraps f32 results in the input's float dtype.
