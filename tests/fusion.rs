@@ -6,7 +6,7 @@ mod onnx_common;
 
 use fifo_diffusion::cpu::executor::execute;
 use fifo_diffusion::graph::phases::fuse::{
-    fuse, AttentionPass, FusionPass, NormSiluPass, TanhGeluPass, TorchGroupNormPass,
+    fuse, AttentionPass, FusionPass, NormSiluPass, SiluPass, TanhGeluPass, TorchGroupNormPass,
 };
 use fifo_diffusion::graph::phases::{parse, plan, propagate, prune, BuildOptions, BuiltGraph};
 use fifo_diffusion::onnx::load_model;
@@ -99,6 +99,20 @@ fn norm_silu_pass_fuses_the_activation_into_the_norm() {
     }
 }
 
+#[test]
+fn silu_pass_fuses_sigmoid_and_mul() {
+    for model in ["unet_torchscript_op17", "unet_dynamo_op18"] {
+        // Alone, the pass takes every x * sigmoid(x), those behind a norm too.
+        let fused = fused_equals_unfused(model, vec![Box::new(SiluPass)]);
+        let silus = fused.fusions.iter().find(|f| f.0 == "silu").map_or(0, |f| f.1);
+        let (plain, _) = build_with(model, Vec::new());
+        assert!(silus > 0 && silus == count(&plain, "Sigmoid"), "{model}: {:?}", fused.fusions);
+        assert_eq!(count(&fused, "Silu"), silus, "{model}");
+        assert_eq!(count(&fused, "Sigmoid"), 0, "{model}");
+        assert_eq!(count(&plain, "Mul") - count(&fused, "Mul"), silus, "{model}");
+    }
+}
+
 /// The passes leave alone what does not match: a graph without the patterns is unchanged.
 #[test]
 fn passes_leave_other_graphs_alone() {
@@ -117,6 +131,7 @@ fn passes_leave_other_graphs_alone() {
         let passes: Vec<Box<dyn FusionPass>> = vec![
             Box::new(TorchGroupNormPass),
             Box::new(NormSiluPass),
+            Box::new(SiluPass),
             Box::new(AttentionPass),
             Box::new(TanhGeluPass),
         ];

@@ -864,6 +864,7 @@ impl<'a, 'c> Lowering<'a, 'c> {
             UnaryKind::Tanh => GUn::Tanh,
             UnaryKind::Erf => GUn::Erf,
             UnaryKind::Sigmoid => GUn::Sigmoid,
+            UnaryKind::Silu => GUn::Silu,
             UnaryKind::Relu => GUn::Relu,
             UnaryKind::LeakyRelu { alpha } => GUn::LeakyRelu(alpha),
             UnaryKind::Gelu { tanh_approximation: false } => GUn::Gelu,

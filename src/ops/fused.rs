@@ -3,6 +3,7 @@
 //! ops), so the CPU backend never holds a score tensor either.
 
 use super::attention;
+use super::elementwise::unary::{Unary, UnaryKind};
 use super::linalg::matmul::MatMul;
 use super::nn::softmax::Softmax;
 use super::{required, Op, OpError, OpSpec, TensorType, ValueInfo};
@@ -20,11 +21,20 @@ pub enum Fused {
 
 const LAST: Softmax = Softmax { axis: -1, coerce_2d: false, log: false };
 
+/// `activation` on the CPU through the unary op of the same arithmetic, so a fused norm computes
+/// the bits the unfused Sigmoid and Mul (or Relu, Tanh, ...) would.
 fn activate(t: Tensor, activation: Activation) -> Result<Tensor, OpError> {
-    let dtype = t.dtype();
-    let v: Vec<f32> = t.f32s().iter().map(|&x| activation.apply(x)).collect();
-    let out = Tensor::from_f32(t.shape().to_vec(), v)?;
-    Ok(if dtype == DType::F32 { out } else { out.cast(dtype) })
+    let kind = match activation {
+        Activation::None => return Ok(t),
+        Activation::Relu => UnaryKind::Relu,
+        Activation::LeakyRelu(alpha) => UnaryKind::LeakyRelu { alpha },
+        Activation::Silu => UnaryKind::Silu,
+        Activation::Gelu => UnaryKind::Gelu { tanh_approximation: false },
+        Activation::GeluTanh => UnaryKind::Gelu { tanh_approximation: true },
+        Activation::Sigmoid => UnaryKind::Sigmoid,
+        Activation::Tanh => UnaryKind::Tanh,
+    };
+    Ok(Unary { kind }.run(&[Some(&t)])?.remove(0))
 }
 
 impl OpSpec for Fused {

@@ -9,6 +9,8 @@
 //!   scale, zero bias) -> Reshape -> Mul(gamma) -> Add(beta), becomes GroupNormalization.
 //! - [`NormSiluPass`]: Group/InstanceNormalization -> Sigmoid and Mul (SiLU) becomes the norm with
 //!   the activation fused.
+//! - [`SiluPass`]: Sigmoid(x) read only by Mul(x, sigmoid) becomes one SiLU (after the norm+silu
+//!   pass, which takes the ones behind a norm).
 //! - [`TanhGeluPass`]: torch's decomposed `gelu(approximate="tanh")`, eight elementwise nodes over
 //!   the feed-forward hidden (Wan, Latte), becomes one Gelu.
 
@@ -33,6 +35,7 @@ pub fn default_passes() -> Vec<Box<dyn FusionPass>> {
     vec![
         Box::new(TorchGroupNormPass),
         Box::new(NormSiluPass),
+        Box::new(SiluPass),
         Box::new(AttentionPass),
         Box::new(TanhGeluPass),
     ]
@@ -351,6 +354,34 @@ impl FusionPass for NormSiluPass {
             let op = Op::Fused(Fused::Activated { base: Box::new(base), activation: Activation::Silu });
             let op_type = format!("Fused{}Silu", graph.nodes[n].op_type);
             set_fused(graph, mul, &op_type, inputs, op);
+            count += 1;
+        }
+        Ok(count)
+    }
+}
+
+pub struct SiluPass;
+
+impl FusionPass for SiluPass {
+    fn name(&self) -> &'static str {
+        "silu"
+    }
+
+    fn apply(&self, graph: &mut Graph) -> Result<usize, BuildError> {
+        let mut count = 0;
+        let uses = Uses::of(graph);
+        for sig in 0..graph.nodes.len() {
+            if !matches!(&graph.nodes[sig].op, Some(Op::Unary(u)) if u.kind == UnaryKind::Sigmoid) {
+                continue;
+            }
+            let (Some(x), Some(s)) = (input(graph, sig, 0), output(graph, sig)) else { continue };
+            let Some(mul) = uses.only_reader(s) else { continue };
+            let Some([a, b]) = operands(graph, mul, BinaryKind::Mul) else { continue };
+            if (a, b) != (x, s) && (a, b) != (s, x) {
+                continue;
+            }
+            let op = Op::Unary(Unary { kind: UnaryKind::Silu });
+            set_fused(graph, mul, "Silu", vec![Some(x)], op);
             count += 1;
         }
         Ok(count)

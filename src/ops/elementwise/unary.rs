@@ -18,9 +18,16 @@ pub enum UnaryKind {
     Tanh,
     Erf,
     Sigmoid,
+    /// `x * sigmoid(x)`: never parsed, made by the `silu` fusion from Sigmoid and Mul (the same
+    /// arithmetic, so the same bits).
+    Silu,
     Relu,
-    LeakyRelu { alpha: f32 },
-    Gelu { tanh_approximation: bool },
+    LeakyRelu {
+        alpha: f32,
+    },
+    Gelu {
+        tanh_approximation: bool,
+    },
     Softplus,
     Floor,
     Ceil,
@@ -48,6 +55,7 @@ impl UnaryKind {
             Tanh => crate::cpu::math::tanh(x),
             Erf => libm::erff(x),
             Sigmoid => sigmoid(x),
+            Silu => x * sigmoid(x),
             Relu => x.max(0.0),
             LeakyRelu { alpha } => {
                 if x < 0.0 {
@@ -91,6 +99,7 @@ impl UnaryKind {
 }
 
 /// 1 / (1 + e^-x) through e^-|x|, which never overflows.
+#[inline(always)]
 fn sigmoid(x: f32) -> f32 {
     let e = crate::cpu::math::exp(-x.abs());
     let s = 1.0 / (1.0 + e);
@@ -127,6 +136,7 @@ impl OpSpec for Unary {
         use UnaryKind::*;
         if let Some(out) = specialised!(
             Sigmoid,
+            Silu,
             Exp,
             Sqrt,
             Tanh,
