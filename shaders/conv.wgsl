@@ -121,6 +121,22 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
 }
 #else
+// The input corner (z, y, x) of output pixel `pix`'s window, before dilation.
+fn corner(pix: u32) -> vec3<i32> {
+    let ox = pix % p.out_dims.w;
+    let oy = (pix / p.out_dims.w) % p.out_dims.z;
+    let oz = pix / (p.out_dims.w * p.out_dims.z);
+    return vec3<i32>(vec3<u32>(oz, oy, ox) * p.stride.xyz) - vec3<i32>(p.pad.xyz);
+}
+
+// x at (z, y, x) of one input plane, 0 in the padding.
+fn tap_input(plane: u32, at: vec3<i32>) -> f32 {
+    let dims = vec3<i32>(p.in_dims.yzw);
+    let inside = all(at >= vec3<i32>(0)) && all(at < dims);
+    let c = clamp(at, vec3<i32>(0), dims - vec3<i32>(1));
+    return select(0.0, x[plane + u32((c.x * dims.y + c.y) * dims.z + c.z)], inside);
+}
+
 @compute @workgroup_size(WGX, WGY)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let groups = p.kernel.w;
@@ -134,28 +150,24 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (co0 >= cout_g || px0 >= npx) {
         return;
     }
-    // Top-left-front input corner of each of the 4 pixels (edge pixels repeat the last one).
-    var z0: array<i32, 4>;
-    var y0: array<i32, 4>;
-    var x0: array<i32, 4>;
-    for (var j = 0u; j < 4u; j++) {
-        let pix = min(px0 + j, npx - 1u);
-        let ox = pix % p.out_dims.w;
-        let oy = (pix / p.out_dims.w) % p.out_dims.z;
-        let oz = pix / (p.out_dims.w * p.out_dims.z);
-        z0[j] = i32(oz * p.stride.x) - i32(p.pad.x);
-        y0[j] = i32(oy * p.stride.y) - i32(p.pad.y);
-        x0[j] = i32(ox * p.stride.z) - i32(p.pad.z);
-    }
-    var wrow: array<u32, 4>; // first weight of each output channel
+    // Top-left-front input corner of each of the 4 pixels (edge pixels repeat the last one), and
+    // named accumulators: one dynamic index sends a private array to scratch memory on CPU
+    // adapters that do not unroll (SwiftShader).
+    let c0 = corner(min(px0, npx - 1u));
+    let c1 = corner(min(px0 + 1u, npx - 1u));
+    let c2 = corner(min(px0 + 2u, npx - 1u));
+    let c3 = corner(min(px0 + 3u, npx - 1u));
     let kvol = p.kernel.x * p.kernel.y * p.kernel.z;
-    for (var i = 0u; i < 4u; i++) {
-        wrow[i] = (g * cout_g + min(co0 + i, cout_g - 1u)) * cin_g * kvol;
-    }
-    let d = i32(p.in_dims.y);
-    let h = i32(p.in_dims.z);
-    let w = i32(p.in_dims.w);
-    var acc: array<vec4<f32>, 4>; // [pixel] -> 4 channels
+#ifndef W_PACKED
+    let wrow0 = (g * cout_g + co0) * cin_g * kvol;
+    let wrow1 = (g * cout_g + min(co0 + 1u, cout_g - 1u)) * cin_g * kvol;
+    let wrow2 = (g * cout_g + min(co0 + 2u, cout_g - 1u)) * cin_g * kvol;
+    let wrow3 = (g * cout_g + min(co0 + 3u, cout_g - 1u)) * cin_g * kvol;
+#endif
+    var a0 = vec4<f32>(0.0); // pixel px0, four channels
+    var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0);
     for (var ci = 0u; ci < cin_g; ci++) {
         let plane = (n * p.in_dims.x + g * cin_g + ci) * p.in_dims.y * p.in_dims.z * p.in_dims.w;
         var kidx = ci * kvol;
@@ -165,25 +177,20 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 #ifdef W_PACKED
                     let wv = load_w4(((g * cin_g * kvol + kidx) * cout_g + co0) >> 2u);
 #else
-                    let wv = vec4<f32>(load_w(wrow[0] + kidx), load_w(wrow[1] + kidx), load_w(wrow[2] + kidx),
-                                       load_w(wrow[3] + kidx));
+                    let wv = vec4<f32>(load_w(wrow0 + kidx), load_w(wrow1 + kidx), load_w(wrow2 + kidx),
+                                       load_w(wrow3 + kidx));
 #endif
                     kidx++;
-                    let dz = i32(kz * p.dilation.x);
-                    let dy = i32(ky * p.dilation.y);
-                    let dx = i32(kx * p.dilation.z);
-                    for (var j = 0u; j < 4u; j++) {
-                        let iz = z0[j] + dz;
-                        let iy = y0[j] + dy;
-                        let ix = x0[j] + dx;
-                        if (iz >= 0 && iz < d && iy >= 0 && iy < h && ix >= 0 && ix < w) {
-                            acc[j] += x[plane + u32((iz * h + iy) * w + ix)] * wv;
-                        }
-                    }
+                    let tap = vec3<i32>(vec3<u32>(kz, ky, kx) * p.dilation.xyz);
+                    a0 += tap_input(plane, c0 + tap) * wv;
+                    a1 += tap_input(plane, c1 + tap) * wv;
+                    a2 += tap_input(plane, c2 + tap) * wv;
+                    a3 += tap_input(plane, c3 + tap) * wv;
                 }
             }
         }
     }
+    let acc = array<vec4<f32>, 4>(a0, a1, a2, a3);
     for (var i = 0u; i < 4u; i++) {
         let co = g * cout_g + co0 + i;
         if (co0 + i >= cout_g) {
