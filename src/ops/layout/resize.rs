@@ -5,7 +5,7 @@ use super::{offsets_from_tables, take_or_fill};
 use crate::ops::registry::{NodeContext, OpDef};
 use crate::ops::{const_i64s, expect_dtype, required, Attrs, Op, OpError, OpSpec, TensorType, ValueInfo};
 use crate::tensor::shape::{normalize_axes, strides};
-use crate::tensor::{DType, Tensor};
+use crate::tensor::{DType, Tensor, TensorData};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CoordinateMode {
@@ -156,19 +156,23 @@ impl OpSpec for Resize {
 impl Resize {
     fn run_nearest(&self, x: &Tensor, plan: &Plan, mode: NearestMode) -> Result<Vec<Tensor>, OpError> {
         let own = strides(x.shape());
-        let tables: Vec<Vec<Option<usize>>> = (0..x.rank())
+        // Per dim and output index: the offset of the nearest source index (clamped into range).
+        let tables: Vec<Vec<usize>> = (0..x.rank())
             .map(|d| {
                 let (len_in, len_out) = (x.shape()[d], plan.shape[d]);
                 (0..len_out)
                     .map(|o| {
                         let c = nearest(mode, self.source_coord(o, len_in, len_out, plan.scales[d]));
-                        Some(c.clamp(0, len_in as i64 - 1) as usize * own[d])
+                        c.clamp(0, len_in as i64 - 1) as usize * own[d]
                     })
                     .collect()
             })
             .collect();
-        let offsets = offsets_from_tables(&plan.shape, &tables);
-        Ok(vec![take_or_fill(x, plan.shape.clone(), &offsets, None)?])
+        if let (TensorData::F32(v), Some((inner, outer))) = (x.data(), tables.split_last()) {
+            let out = gather_rows(v, &plan.shape, outer, inner);
+            return Ok(vec![Tensor::from_f32(plan.shape.clone(), out)?]);
+        }
+        Ok(vec![take_by_tables(x, &plan.shape, &tables)?])
     }
 
     /// N-linear interpolation as a weighted sum over the two neighbours in every dim.
@@ -215,6 +219,29 @@ impl Resize {
     }
 }
 
+/// Every dtype: one source offset per output element, then a take.
+fn take_by_tables(x: &Tensor, shape: &[usize], tables: &[Vec<usize>]) -> Result<Tensor, OpError> {
+    let tables: Vec<Vec<Option<usize>>> =
+        tables.iter().map(|t| t.iter().map(|&o| Some(o)).collect()).collect();
+    take_or_fill(x, shape.to_vec(), &offsets_from_tables(shape, &tables), None)
+}
+
+/// The f32 form of [`take_by_tables`]: offsets per output row (all dims but the last), then each
+/// row gathered through the last dim's table, without a per-element offset vector.
+fn gather_rows(x: &[f32], shape: &[usize], outer: &[Vec<usize>], inner: &[usize]) -> Vec<f32> {
+    let rows: Vec<Option<usize>> = {
+        let tables: Vec<Vec<Option<usize>>> =
+            outer.iter().map(|t| t.iter().map(|&o| Some(o)).collect()).collect();
+        offsets_from_tables(&shape[..outer.len()], &tables)
+    };
+    let mut out = vec![0.0f32; rows.len() * inner.len()];
+    for (dst, row) in out.chunks_mut(inner.len().max(1)).zip(rows) {
+        let src = &x[row.unwrap_or(0)..];
+        dst.iter_mut().zip(inner).for_each(|(d, &t)| *d = src[t]);
+    }
+    out
+}
+
 fn parse(attrs: &mut Attrs, node: &NodeContext) -> Result<Op, OpError> {
     let mode = attrs.choice("mode", "nearest", &["nearest", "linear"])?;
     let mut coordinate_modes = vec!["half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric"];
@@ -258,6 +285,33 @@ pub(crate) const DEFS: &[OpDef] = &[OpDef::new("Resize", (11, 21), (1, 4), (1, 1
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn f32_rows_gather_what_the_offset_take_does() {
+        // Up 2x in the last two dims (the UNet's upsampling), down in one, and a 1-D resize.
+        let cases: &[(&[usize], &[f32])] =
+            &[(&[1, 3, 4, 5], &[1.0, 1.0, 2.0, 2.0]), (&[2, 6, 3], &[1.0, 0.5, 3.0]), (&[7], &[1.5])];
+        for &(shape, scales) in cases {
+            let len = shape.iter().product::<usize>();
+            let x = Tensor::from_f32(shape.to_vec(), (0..len).map(|i| i as f32 - 3.0).collect()).unwrap();
+            for coordinates in
+                [CoordinateMode::HalfPixel, CoordinateMode::Asymmetric, CoordinateMode::AlignCorners]
+            {
+                let op = Resize {
+                    mode: ResizeMode::Nearest(NearestMode::RoundPreferFloor),
+                    coordinates,
+                    axes: None,
+                };
+                let plan = op.plan(shape, Some(scales.to_vec()), None).unwrap();
+                let got = op.run_nearest(&x, &plan, NearestMode::RoundPreferFloor).unwrap().remove(0);
+                // The same tables through the generic path (an integer copy of x takes it).
+                let xi = x.cast(DType::I64);
+                let want = op.run_nearest(&xi, &plan, NearestMode::RoundPreferFloor).unwrap().remove(0);
+                assert_eq!(got.shape(), want.shape());
+                assert_eq!(got.to_f32_vec(), want.to_f32_vec(), "{shape:?} {scales:?} {coordinates:?}");
+            }
+        }
+    }
 
     #[test]
     fn nearest_modes_break_ties_as_named() {
