@@ -71,6 +71,25 @@ fn two_devices_write_one_devices_video_byte_for_byte() {
             _ => {}
         }
     }
+
+    // The sidecar records the devices and the split; `--from` runs there again without flags.
+    let side: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("fixed.y4m.json")).unwrap()).unwrap();
+    let ran_on = &side["ran_on"];
+    assert_eq!((&ran_on["backend"], &ran_on["device_list"]), (&"gpu".into(), &"0,0".into()), "{side}");
+    assert_eq!(ran_on["split"], serde_json::json!([1, 3]), "{side}");
+    assert_eq!(ran_on["devices"].as_array().unwrap().len(), 2, "{side}");
+    let (out, stats) = (dir.join("again.y4m"), dir.join("again.json"));
+    let o = Command::cargo_bin("fifo")
+        .unwrap()
+        .args(["generate", "--quiet", "--from", dir.join("fixed.y4m.json").to_str().unwrap()])
+        .args(["--out", out.to_str().unwrap(), "--stats", stats.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "--from: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(std::fs::read(&out).unwrap() == want, "--from: the video differs");
+    let stats: serde_json::Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
+    assert_eq!(stats["split"]["windows"], serde_json::json!([1, 3]), "{stats}");
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -154,6 +154,8 @@ fn short_video_decodes_with_its_frame_count_and_size_and_resumes_bit_for_bit() {
     assert_eq!(side["settings"]["partitions"], 1);
     assert_eq!(side["prompt_schedule"][0]["prompt"], PROMPT);
     assert_eq!(side["frames"]["end"], 12);
+    assert_eq!(side["ran_on"]["backend"], "cpu");
+    assert!(side["ran_on"]["devices"][0].as_str().unwrap().starts_with("cpu ("), "{side}");
 
     // The checkpoint the run left at frame 10, resumed to frame 12 in a new file.
     let ckpt = dir.join("full.y4m.ckpt");

@@ -131,6 +131,18 @@ impl std::str::FromStr for DeviceList {
     }
 }
 
+impl std::fmt::Display for DeviceList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::All => write!(f, "all"),
+            Self::Indices(list) => {
+                let list: Vec<String> = list.iter().map(|i| i.to_string()).collect();
+                write!(f, "{}", list.join(","))
+            }
+        }
+    }
+}
+
 /// Opens one device per entry of `--devices`.
 fn open_devices(list: &DeviceList) -> Result<Vec<Arc<GpuContext>>> {
     let indices = match list {
@@ -180,11 +192,11 @@ pub enum BackendArg {
 fn load_models(
     package: &ModelPackage,
     tokenizer: Option<Tokenizer>,
-    args: &GenerateArgs,
+    place: &settings::Placement,
     weights: Weights,
 ) -> Result<Models> {
-    let (backend, host_queue) = (args.backend, args.host_queue);
-    if let Some(list) = &args.devices {
+    let (backend, host_queue) = (place.backend, place.host_queue);
+    if let Some(list) = &place.devices {
         if backend == BackendArg::Cpu {
             bail!("--devices picks GPU adapters; leave out --backend cpu, or --devices");
         }
@@ -195,7 +207,7 @@ fn load_models(
             weights,
             gpu,
             extra_gpus: devices,
-            window_split: args.split.clone(),
+            window_split: place.split.clone(),
             host_queue,
         };
         return pollster::block_on(async {
@@ -308,7 +320,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     };
     let init_clip = if plan.resume.is_some() { None } else { read_init_clip(&plan)? };
     let load_clock = Clock::start();
-    let models = load_models(&plan.package, plan.tokenizer.take(), &args, plan.weights)?;
+    let models = load_models(&plan.package, plan.tokenizer.take(), &plan.place, plan.weights)?;
     let backend = models.backend();
     let load_seconds = load_clock.seconds();
     let mut generation = match (&plan.resume, init_clip) {

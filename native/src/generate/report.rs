@@ -54,6 +54,25 @@ pub struct Sidecar {
     pub init_image: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_video: Option<String>,
+    /// Where the video was computed; `--from` runs there again unless flags choose (older
+    /// sidecars lack it: then the usual `auto`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ran_on: Option<RanOn>,
+}
+
+/// The backend and devices of a run: the GPU and CPU backends agree only within a tolerance, so
+/// reproducing a video byte for byte needs the same place.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RanOn {
+    pub backend: Backend,
+    /// As `fifo devices` names them (for the reader; the CPU backend gives its thread count).
+    pub devices: Vec<String>,
+    /// `--devices` as given (`all` or adapter indices), when the run split windows over adapters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_list: Option<String>,
+    /// `--split`, when the run fixed the windows per device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<Vec<usize>>,
 }
 
 impl Sidecar {
@@ -83,6 +102,12 @@ impl Sidecar {
             out: out.into(),
             init_image: plan.init_image.as_deref().map(absolute),
             init_video: plan.init_video.as_deref().map(absolute),
+            ran_on: Some(RanOn {
+                backend: generation.models().backend(),
+                devices: device_names(generation, generation.models().backend()),
+                device_list: plan.place.devices.as_ref().map(|list| list.to_string()),
+                split: plan.place.split.clone(),
+            }),
         }
     }
 
@@ -162,6 +187,18 @@ pub struct Split {
     pub frames_exchanged_per_iteration: usize,
 }
 
+/// The run's devices as `fifo devices` names them, or the CPU backend's thread count.
+fn device_names(generation: &Generation, backend: Backend) -> Vec<String> {
+    let gpus = generation.models().devices();
+    match backend {
+        Backend::Gpu if !gpus.is_empty() => gpus.iter().map(|ctx| ctx.describe()).collect(),
+        _ => {
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            vec![format!("cpu ({threads} threads)")]
+        }
+    }
+}
+
 /// VmHWM from /proc (Linux); None elsewhere.
 fn peak_rss() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -182,12 +219,8 @@ impl Stats {
         write: f64,
         backend: Backend,
     ) -> Self {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let gpus = generation.models().devices();
-        let devices = match backend {
-            Backend::Gpu if !gpus.is_empty() => gpus.iter().map(|ctx| ctx.describe()).collect(),
-            _ => vec![format!("cpu ({threads} threads)")],
-        };
+        let devices = device_names(generation, backend);
         let peak_device_bytes = gpus.iter().map(|ctx| ctx.memory().peak_bytes()).collect();
         let split = generation.device_split().filter(|_| gpus.len() > 1).map(|(devices, windows, moved)| {
             Split { devices, windows, frames_exchanged_per_iteration: moved }

@@ -1,12 +1,13 @@
 //! Resolving a run's settings: flags, then a `--from` sidecar, then the model's defaults.
 
 use super::report::Sidecar;
-use super::{GenerateArgs, InitArg, WeightsArg};
+use super::{BackendArg, DeviceList, GenerateArgs, InitArg, WeightsArg};
 use anyhow::{bail, Context, Result};
 use fifo_diffusion::fifo::{FifoConfig, InitMode, PromptSchedule};
 use fifo_diffusion::model::{ModelPackage, Tokenizer, Weights};
 use fifo_diffusion::pipeline::Generation;
 use fifo_diffusion::schedule::StepTable;
+use fifo_diffusion::session::Backend;
 use std::path::{Path, PathBuf};
 
 /// The model used when neither --model nor FIFO_MODEL_DIR names one.
@@ -57,6 +58,42 @@ pub struct Plan {
     /// `--init-image` / `--init-video`, or the `--from` sidecar's.
     pub init_image: Option<PathBuf>,
     pub init_video: Option<PathBuf>,
+    pub place: Placement,
+}
+
+/// Where the model runs: the flags, else where the `--from` sidecar's video was made.
+#[derive(Clone, Debug)]
+pub struct Placement {
+    pub backend: BackendArg,
+    pub devices: Option<DeviceList>,
+    pub split: Option<Vec<usize>>,
+    pub host_queue: bool,
+}
+
+impl Placement {
+    fn resolve(args: &GenerateArgs, sidecar: Option<&Sidecar>) -> Result<Self> {
+        let flags = Self {
+            backend: args.backend,
+            devices: args.devices.clone(),
+            split: args.split.clone(),
+            host_queue: args.host_queue,
+        };
+        let chosen = args.backend != BackendArg::Auto || args.devices.is_some();
+        let Some(ran_on) = sidecar.and_then(|s| s.ran_on.as_ref()).filter(|_| !chosen) else {
+            return Ok(flags);
+        };
+        let devices = match &ran_on.device_list {
+            Some(list) => Some(list.parse::<DeviceList>().map_err(|e| {
+                anyhow::anyhow!("the --from sidecar's device list: {e}; pass --devices or --backend")
+            })?),
+            None => None,
+        };
+        let backend = match ran_on.backend {
+            Backend::Cpu => BackendArg::Cpu,
+            Backend::Gpu => BackendArg::Gpu,
+        };
+        Ok(Self { backend, split: devices.as_ref().and(ran_on.split.clone()), devices, ..flags })
+    }
 }
 
 /// The model folder: --model, the sidecar's, $FIFO_MODEL_DIR, `models/` above the executable,
@@ -201,6 +238,7 @@ pub fn resolve(args: &GenerateArgs) -> Result<Plan> {
             (prompts, Some(tokenizer))
         }
     };
+    let place = Placement::resolve(args, sidecar.as_ref())?;
     let frames = args.frames.or(sidecar.as_ref().and_then(|s| s.frames.requested.parse().ok()));
     let fps = args.fps.or(sidecar.as_ref().map(|s| s.fps)).unwrap_or(package.fps);
     if fps == 0 {
@@ -223,6 +261,7 @@ pub fn resolve(args: &GenerateArgs) -> Result<Plan> {
             .init_video
             .clone()
             .or_else(|| sidecar_path(sidecar.as_ref(), |s| &s.init_video, args)),
+        place,
     })
 }
 
