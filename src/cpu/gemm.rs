@@ -1,4 +1,5 @@
-//! Single-precision GEMM through `matrixmultiply`, split by rows across threads.
+//! Single-precision GEMM through the `gemm` crate natively and `matrixmultiply` on wasm32, split
+//! by rows or columns across threads.
 
 use super::parallel;
 
@@ -15,6 +16,11 @@ pub struct MatRef<'a> {
 impl<'a> MatRef<'a> {
     pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> MatRef<'a> {
         MatRef { data, rows, cols, row_stride: cols, col_stride: 1 }
+    }
+
+    /// Columns `first..first + cols` of this view.
+    pub fn columns(self, first: usize, cols: usize) -> MatRef<'a> {
+        MatRef { data: &self.data[(first * self.col_stride).min(self.data.len())..], cols, ..self }
     }
 
     pub fn t(self) -> MatRef<'a> {
@@ -67,25 +73,94 @@ pub fn sgemm_serial(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32]) 
     if !has_products(&a, &b, beta, c) {
         return;
     }
-    let (m, k, n) = (a.rows, a.cols, b.cols);
     // SAFETY: `fits` checked both operand views against their slices and `c` is m x n.
-    unsafe {
-        matrixmultiply::sgemm(
-            m,
-            k,
-            n,
-            alpha,
-            a.data.as_ptr(),
-            a.row_stride as isize,
-            a.col_stride as isize,
-            b.data.as_ptr(),
-            b.row_stride as isize,
-            b.col_stride as isize,
-            beta,
-            c.as_mut_ptr(),
-            n as isize,
-            1,
-        );
+    unsafe { raw_sgemm(alpha, &a, &b, beta, c.as_mut_ptr(), b.cols) }
+}
+
+/// `c = alpha * a @ b + beta * c` for `c` (a.rows x b.cols) at `c` with row stride `c_row_stride`
+/// and unit column stride.
+///
+/// # Safety
+/// The views must fit their data (`fits`), every element of `c` must be in bounds, and no one
+/// else may access those elements meanwhile.
+unsafe fn raw_sgemm(alpha: f32, a: &MatRef, b: &MatRef, beta: f32, c: *mut f32, c_row_stride: usize) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    // The gemm crate's form: dst = alpha' * dst + beta' * lhs @ rhs, strides column first.
+    #[cfg(not(target_arch = "wasm32"))]
+    gemm::gemm(
+        m,
+        n,
+        k,
+        c,
+        1,
+        c_row_stride as isize,
+        beta != 0.0,
+        a.data.as_ptr(),
+        a.col_stride as isize,
+        a.row_stride as isize,
+        b.data.as_ptr(),
+        b.col_stride as isize,
+        b.row_stride as isize,
+        beta,
+        alpha,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    );
+    #[cfg(target_arch = "wasm32")]
+    matrixmultiply::sgemm(
+        m,
+        k,
+        n,
+        alpha,
+        a.data.as_ptr(),
+        a.row_stride as isize,
+        a.col_stride as isize,
+        b.data.as_ptr(),
+        b.row_stride as isize,
+        b.col_stride as isize,
+        beta,
+        c,
+        c_row_stride as isize,
+        1,
+    );
+}
+
+/// Columns `first..first + cols` of a row-major output that one task owns.
+pub struct ColumnBlock<'a> {
+    ptr: *mut f32,
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    _output: std::marker::PhantomData<&'a mut [f32]>,
+}
+
+impl ColumnBlock<'_> {
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// `block = alpha * a @ b + beta * block` on the calling thread (`a` rows x k, `b` k x cols).
+    pub fn sgemm(&mut self, alpha: f32, a: MatRef, b: MatRef, beta: f32) {
+        assert_eq!((a.rows, b.cols), (self.rows, self.cols), "gemm output block size");
+        assert_eq!(a.cols, b.rows, "gemm inner dimensions");
+        assert!(fits(&a) && fits(&b), "gemm operand views exceed their data");
+        if self.rows == 0 || self.cols == 0 {
+            return;
+        }
+        if a.cols == 0 {
+            for r in 0..self.rows {
+                // SAFETY: row r of the block is in bounds and this task's own (see `column_blocks`).
+                let row =
+                    unsafe { std::slice::from_raw_parts_mut(self.ptr.add(r * self.row_stride), self.cols) };
+                row.iter_mut().for_each(|x| *x *= beta);
+            }
+            return;
+        }
+        // SAFETY: the views fit (checked above); the block's elements are in bounds and only
+        // this task's (see `column_blocks`).
+        unsafe { raw_sgemm(alpha, &a, &b, beta, self.ptr, self.row_stride) }
     }
 }
 
@@ -101,40 +176,39 @@ impl SharedOutput {
     }
 }
 
+/// Splits the columns of `c` (row-major, rows of `n`) into blocks of `cols_per_block` and calls
+/// `f(first_column, block)` for each, in parallel natively.
+pub fn column_blocks(
+    c: &mut [f32],
+    n: usize,
+    cols_per_block: usize,
+    f: impl Fn(usize, ColumnBlock) + Sync + Send,
+) {
+    let rows = c.len().checked_div(n).unwrap_or(0);
+    assert_eq!(rows * n, c.len(), "output is not whole rows");
+    let per_block = cols_per_block.max(1);
+    let out = SharedOutput(c.as_mut_ptr());
+    parallel::for_each_index(n.div_ceil(per_block), |j| {
+        let first = j * per_block;
+        // SAFETY: columns first..first + cols of every row lie inside `c`, which the caller lent
+        // mutably for this call, and blocks do not overlap.
+        let ptr = unsafe { out.get().add(first) };
+        let cols = per_block.min(n - first);
+        f(first, ColumnBlock { ptr, rows, cols, row_stride: n, _output: std::marker::PhantomData });
+    });
+}
+
 /// Few rows but many columns (a conv with 64 output channels over a 32x32 image): threads take
 /// column blocks instead. Returns false when one block would do.
 fn split_columns(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32]) -> bool {
     const MIN_COLS: usize = 128;
     let (m, k, n) = (a.rows, a.cols, b.cols);
     let cols_per_chunk = parallel::chunk_len(n, m * k).max(MIN_COLS);
-    let chunks = n.div_ceil(cols_per_chunk);
-    if chunks < 2 {
+    if n.div_ceil(cols_per_chunk) < 2 {
         return false;
     }
-    let out = SharedOutput(c.as_mut_ptr());
-    parallel::for_each_index(chunks, |j| {
-        let first = j * cols_per_chunk;
-        let cols = cols_per_chunk.min(n - first);
-        // SAFETY: columns first..first+cols of B (k x n) and of C (m x n, row-major) are in
-        // bounds (`fits` checked B, `c.len() == m * n`), and no other task writes them.
-        unsafe {
-            matrixmultiply::sgemm(
-                m,
-                k,
-                cols,
-                alpha,
-                a.data.as_ptr(),
-                a.row_stride as isize,
-                a.col_stride as isize,
-                b.data.as_ptr().add(first * b.col_stride),
-                b.row_stride as isize,
-                b.col_stride as isize,
-                beta,
-                out.get().add(first),
-                n as isize,
-                1,
-            );
-        }
+    column_blocks(c, n, cols_per_chunk, |first, mut block| {
+        block.sgemm(alpha, a, b.columns(first, block.cols()), beta)
     });
     true
 }
@@ -154,6 +228,29 @@ mod tests {
         for (m, k, n) in [(67, 13, 9), (5, 7, 3000)] {
             check_gemm(m, k, n);
         }
+    }
+
+    #[test]
+    fn column_blocks_compute_the_whole_product() {
+        let (m, k, n) = (5, 9, 38);
+        let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 - 3.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.5).collect();
+        let (am, bm) = (MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n));
+        let start: Vec<f32> = (0..m * n).map(|i| i as f32).collect();
+        let mut want = start.clone();
+        sgemm_serial(2.0, am, bm, 0.5, &mut want);
+        // Blocks of 8 columns and a last one of 6; then k = 0 (c = beta * c).
+        let mut got = start.clone();
+        column_blocks(&mut got, n, 8, |first, mut block| {
+            block.sgemm(2.0, am, bm.columns(first, block.cols()), 0.5)
+        });
+        assert_eq!(got, want);
+        let empty = MatRef::row_major(&[], m, 0);
+        let mut got = start.clone();
+        column_blocks(&mut got, n, 8, |first, mut block| {
+            block.sgemm(2.0, empty, MatRef::row_major(&[], 0, n).columns(first, block.cols()), 0.5)
+        });
+        assert_eq!(got, start.iter().map(|x| x * 0.5).collect::<Vec<_>>());
     }
 
     fn check_gemm(m: usize, k: usize, n: usize) {

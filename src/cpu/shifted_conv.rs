@@ -4,7 +4,8 @@
 //! time. im2col instead rebuilds a `taps`-times larger matrix from short spans, which costs more
 //! than the GEMM on the small planes of a video UNet.
 
-use super::gemm::{sgemm, MatRef};
+use super::gemm::{column_blocks, MatRef};
+use super::parallel;
 use super::strided::{gather, View};
 use crate::ops::nn::window::Window;
 use crate::tensor::shape::strides;
@@ -75,18 +76,28 @@ fn conv_in_batches(
         for grp in 0..groups {
             pad_into(&mut xpad[..cg * row], x, w, &padded, &pstrides, n0, nn, grp * cg, groups * cg, in_len);
             let y = &mut y[..mg * cols];
-            for (t, &shift) in shifts.iter().enumerate() {
-                let a = MatRef {
-                    data: &weights[grp * mg * cg * taps.len() + t..],
-                    rows: mg,
-                    cols: cg,
-                    row_stride: cg * taps.len(),
-                    col_stride: taps.len(),
-                };
-                let b =
-                    MatRef { data: &xpad[shift..cg * row], rows: cg, cols, row_stride: row, col_stride: 1 };
-                sgemm(1.0, a, b, if t == 0 { 0.0 } else { 1.0 }, y);
-            }
+            // Each task takes a block of output columns through every tap (one pass of the
+            // threads per convolution, not per tap).
+            let per_block = parallel::chunk_len(cols, mg * cg * taps.len());
+            column_blocks(y, cols, per_block, |first, mut block| {
+                for (t, &shift) in shifts.iter().enumerate() {
+                    let a = MatRef {
+                        data: &weights[grp * mg * cg * taps.len() + t..],
+                        rows: mg,
+                        cols: cg,
+                        row_stride: cg * taps.len(),
+                        col_stride: taps.len(),
+                    };
+                    let b = MatRef {
+                        data: &xpad[shift..cg * row],
+                        rows: cg,
+                        cols,
+                        row_stride: row,
+                        col_stride: 1,
+                    };
+                    block.sgemm(1.0, a, b.columns(first, block.cols()), if t == 0 { 0.0 } else { 1.0 });
+                }
+            });
             // Valid columns back to [nn, mg, output...].
             let view = View {
                 shape: [vec![nn, mg], w.output.clone()].concat(),
