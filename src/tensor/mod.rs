@@ -120,14 +120,19 @@ impl TensorData {
     }
 
     fn extend(&mut self, other: &TensorData) -> Option<()> {
+        self.extend_from_range(other, 0..other.len())
+    }
+
+    /// Appends `other[range]`; `None` when the dtypes differ.
+    pub fn extend_from_range(&mut self, other: &TensorData, range: std::ops::Range<usize>) -> Option<()> {
         match (self, other) {
-            (TensorData::F32(a), TensorData::F32(b)) => a.extend_from_slice(b),
-            (TensorData::F16(a), TensorData::F16(b)) => a.extend_from_slice(b),
-            (TensorData::I8(a), TensorData::I8(b)) => a.extend_from_slice(b),
-            (TensorData::U8(a), TensorData::U8(b)) => a.extend_from_slice(b),
-            (TensorData::I32(a), TensorData::I32(b)) => a.extend_from_slice(b),
-            (TensorData::I64(a), TensorData::I64(b)) => a.extend_from_slice(b),
-            (TensorData::Bool(a), TensorData::Bool(b)) => a.extend_from_slice(b),
+            (TensorData::F32(a), TensorData::F32(b)) => a.extend_from_slice(&b[range]),
+            (TensorData::F16(a), TensorData::F16(b)) => a.extend_from_slice(&b[range]),
+            (TensorData::I8(a), TensorData::I8(b)) => a.extend_from_slice(&b[range]),
+            (TensorData::U8(a), TensorData::U8(b)) => a.extend_from_slice(&b[range]),
+            (TensorData::I32(a), TensorData::I32(b)) => a.extend_from_slice(&b[range]),
+            (TensorData::I64(a), TensorData::I64(b)) => a.extend_from_slice(&b[range]),
+            (TensorData::Bool(a), TensorData::Bool(b)) => a.extend_from_slice(&b[range]),
             _ => return None,
         }
         Some(())

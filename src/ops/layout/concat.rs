@@ -46,25 +46,17 @@ impl OpSpec for Concat {
         let (axis, out_shape) = self.output_shape(&shapes)?;
         let outer: usize = out_shape[..axis].iter().product();
         let inner: usize = out_shape[axis + 1..].iter().product();
-        let all = TensorData::concat(&parts.iter().map(|t| t.data()).collect::<Vec<_>>())
-            .ok_or_else(|| OpError::invalid("Concat inputs must share one dtype"))?;
-        // Source offset of each input inside the concatenation of all inputs.
-        let bases: Vec<usize> = parts
-            .iter()
-            .scan(0, |acc, t| {
-                let b = *acc;
-                *acc += t.len();
-                Some(b)
-            })
-            .collect();
-        let mut idx = Vec::with_capacity(all.len());
+        // Per outer index, each input's block in turn: contiguous copies.
+        let Some(first) = parts.first() else { return Err(OpError::invalid("Concat needs an input")) };
+        let mut out = TensorData::zeros(first.dtype(), 0);
         for o in 0..outer {
-            for (t, base) in parts.iter().zip(&bases) {
+            for t in &parts {
                 let block = t.shape()[axis] * inner;
-                idx.extend(base + o * block..base + (o + 1) * block);
+                out.extend_from_range(t.data(), o * block..(o + 1) * block)
+                    .ok_or_else(|| OpError::invalid("Concat inputs must share one dtype"))?;
             }
         }
-        Ok(vec![Tensor::new(out_shape, all.take(&idx))?])
+        Ok(vec![Tensor::new(out_shape, out)?])
     }
 }
 
