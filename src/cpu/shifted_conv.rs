@@ -10,6 +10,9 @@ use super::strided::{gather, View};
 use crate::ops::nn::window::Window;
 use crate::tensor::shape::strides;
 
+/// Fewest output columns per thread's block.
+const MIN_BLOCK_COLUMNS: usize = 128;
+
 /// Floats of padded input (and of the output buffer) per batch of images.
 const BUFFER_BUDGET: usize = 1 << 22;
 
@@ -77,8 +80,9 @@ fn conv_in_batches(
             pad_into(&mut xpad[..cg * row], x, w, &padded, &pstrides, n0, nn, grp * cg, groups * cg, in_len);
             let y = &mut y[..mg * cols];
             // Each task takes a block of output columns through every tap (one pass of the
-            // threads per convolution, not per tap).
-            let per_block = parallel::chunk_len(cols, mg * cg * taps.len());
+            // threads per convolution, not per tap); every block packs the weights again, so
+            // blocks stay few.
+            let per_block = parallel::blocks_of(cols, MIN_BLOCK_COLUMNS);
             column_blocks(y, cols, per_block, |first, mut block| {
                 for (t, &shift) in shifts.iter().enumerate() {
                     let a = MatRef {
@@ -221,6 +225,8 @@ mod tests {
             (&[6, 5], &[2, 3], &[2, 1], &[0, 2], &[1, 0], 2, 2, 3, 2),
             (&[4, 5, 6], &[3, 1, 2], &[1, 1, 2], &[1, 0, 1], &[1, 0, 1], 2, 1, 2, 3),
             (&[5, 5], &[5, 5], &[1, 1], &[0, 0], &[0, 0], 2, 1, 2, 2),
+            // Wide enough for several column blocks when the tests run on more than one thread.
+            (&[24, 40], &[3, 3], &[1, 1], &[1, 1], &[1, 1], 1, 1, 3, 4),
         ];
         for &(input, kernel, dil, pb, pe, batch, groups, cg, mg) in cases {
             let output: Vec<usize> =
