@@ -21,6 +21,18 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
+// FLAT4 binds whole vectors (A_STORE etc. are vec4<T>, or T for an input broadcast from one value).
+#ifdef FLAT4
+@group(0) @binding(1) var<storage, read> in_a: array<A_STORE>;
+#ifdef ARITY2
+@group(0) @binding(2) var<storage, read> in_b: array<B_STORE>;
+#endif
+#ifdef ARITY3
+@group(0) @binding(2) var<storage, read> in_b: array<B_STORE>;
+@group(0) @binding(3) var<storage, read> in_c: array<C_STORE>;
+#endif
+@group(0) @binding(OUT_BINDING) var<storage, read_write> out: array<vec4<T>>;
+#else
 @group(0) @binding(1) var<storage, read> in_a: array<T>;
 #ifdef ARITY2
 @group(0) @binding(2) var<storage, read> in_b: array<T>;
@@ -30,6 +42,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read> in_c: array<T>;
 #endif
 @group(0) @binding(OUT_BINDING) var<storage, read_write> out: array<T>;
+#endif
 
 // Pow as numpy does it: negative bases with integral exponents keep their sign.
 fn pow_f(a: f32, b: f32) -> f32 {
@@ -53,6 +66,61 @@ fn op(a: f32, b: f32, c: f32, alpha: f32, beta: f32) -> f32 {
     return OP;
 }
 
+#ifdef FLAT4
+// Operands that are contiguous over one flat index (or one broadcast value), 4-aligned: no index
+// arithmetic, and whole-vector loads and stores. Each invocation takes RUN vectors.
+fn load4_a(q: u32) -> vec4<f32> {
+#ifdef A_SPLAT
+    return vec4<f32>(f32(in_a[p.offsets.y]));
+#else
+    return vec4<f32>(in_a[(p.offsets.y >> 2u) + q]);
+#endif
+}
+
+#ifdef HAS_B
+fn load4_b(q: u32) -> vec4<f32> {
+#ifdef B_SPLAT
+    return vec4<f32>(f32(in_b[p.offsets.z]));
+#else
+    return vec4<f32>(in_b[(p.offsets.z >> 2u) + q]);
+#endif
+}
+
+#endif
+
+#ifdef ARITY3
+fn load4_c(q: u32) -> vec4<f32> {
+#ifdef C_SPLAT
+    return vec4<f32>(f32(in_c[p.offsets.w]));
+#else
+    return vec4<f32>(in_c[(p.offsets.w >> 2u) + q]);
+#endif
+}
+
+#endif
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let n4 = p.total >> 2u;
+    let first = linear_index(wid, nwg, lid, WG) * RUN;
+    for (var q = first; q < min(first + RUN, n4); q++) {
+        let a = load4_a(q);
+        var b = vec4<f32>(0.0);
+        var c = vec4<f32>(0.0);
+#ifdef ARITY2
+        b = load4_b(q);
+#endif
+#ifdef ARITY3
+        b = load4_b(q);
+        c = load4_c(q);
+#endif
+        let y = vec4<f32>(op(a.x, b.x, c.x, p.alpha, p.beta), op(a.y, b.y, c.y, p.alpha, p.beta),
+                          op(a.z, b.z, c.z, p.alpha, p.beta), op(a.w, b.w, c.w, p.alpha, p.beta));
+        out[(p.offsets.x >> 2u) + q] = vec4<T>(y);
+    }
+}
+#else
 // Each invocation computes a run of up to RUN consecutive elements along the innermost dimension:
 // the index arithmetic of the outer dimensions (a division per dimension) is paid once per run.
 // RUN is 16 in the register-blocked style of CPU adapters (lavapipe, SwiftShader), where that
@@ -101,3 +169,4 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         out[o + k * so] = T(op(f32(in_a[ia + k * sa]), b, c, p.alpha, p.beta));
     }
 }
+#endif

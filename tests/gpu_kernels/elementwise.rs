@@ -313,3 +313,69 @@ fn f16_elementwise() {
     let want: Vec<f32> = want.iter().map(|&x| x / (1.0 + (-x).exp())).collect();
     assert_close("f16 silu", &run(ctx.read_f32(&act)).unwrap(), &want, crate::F16);
 }
+
+/// Operands contiguous over one flat index (or one broadcast value), 4-aligned, take the
+/// whole-vector kernel in both styles; an offset off the 4-element grid falls back to the strided one.
+#[test]
+fn flat_contiguous_operands_take_whole_vectors() {
+    let Some(ctx) = ctx() else { return };
+    flat_contiguous_operands_on(ctx);
+    flat_contiguous_operands_on(tiled_ctx().expect("a second device on the test adapter"));
+}
+
+fn flat_contiguous_operands_on(ctx: &GpuContext) {
+    use fifo_diffusion::gpu::{DType, View};
+    let mut rng = Rng::new(6);
+    // Two workgroups of 64 invocations x 4 vectors, and a partial run of 3 vectors.
+    let n = 4 * (2 * 64 * 4 + 3);
+    let shape = [n / 20, 4, 5];
+    let (a, bv, cond) = (rng.vec(n + 6, -3.0, 3.0), rng.vec(n, -3.0, 3.0), rng.vec(n, -1.0, 1.0));
+    let scalar = [0.75f32];
+    let ga = GpuTensor::from_f32(ctx, "a", &a).unwrap();
+    let gb = GpuTensor::from_f32(ctx, "b", &bv).unwrap();
+    let gc =
+        GpuTensor::from_f32(ctx, "cond", &cond.iter().map(|&c| (c > 0.0) as u8 as f32).collect::<Vec<_>>())
+            .unwrap();
+    let gs = GpuTensor::from_f32(ctx, "scalar", &scalar).unwrap();
+    let at = |offset: usize| View { offset, ..ga.view(&shape) };
+    let mut prog = ProgramBuilder::new(ctx);
+    let mut outs = Vec::new();
+    let mut out = |name: &str| {
+        let t = GpuTensor::new(ctx, name, DType::F32, n).unwrap();
+        outs.push(t.clone());
+        t.view(&shape)
+    };
+    unary(&mut prog, Unary::Sigmoid, &at(4), &out("sigmoid")).unwrap();
+    binary(&mut prog, Binary::Sub, &at(0), &gb.view(&shape), &out("sub")).unwrap();
+    binary(&mut prog, Binary::Mul, &gs.view(&[1]), &at(4), &out("scaled")).unwrap();
+    ternary(&mut prog, Ternary::Where, &gc.view(&shape), &gs.view(&[]), &gb.view(&shape), &out("where"))
+        .unwrap();
+    binary(&mut prog, Binary::Add, &at(2), &gb.view(&shape), &out("unaligned")).unwrap();
+    let program = run(prog.build()).unwrap();
+    let flat: Vec<bool> = program.keys().iter().map(|k| k.contains(".flat4")).collect();
+    assert_eq!(flat, [true, true, true, true, false], "{:?}", program.keys());
+    run(program.run(ctx)).unwrap();
+    let wants: [Vec<f32>; 5] = [
+        (0..n).map(|i| cpu_unary(Unary::Sigmoid, a[i + 4])).collect(),
+        (0..n).map(|i| a[i] - bv[i]).collect(),
+        (0..n).map(|i| 0.75 * a[i + 4]).collect(),
+        (0..n).map(|i| if cond[i] > 0.0 { 0.75 } else { bv[i] }).collect(),
+        (0..n).map(|i| a[i + 2] + bv[i]).collect(),
+    ];
+    for (t, want) in outs.iter().zip(&wants) {
+        assert_close(t.name(), &run(ctx.read_f32(t)).unwrap(), want, F32_TRANSCENDENTAL);
+    }
+    // f16 storage in whole vectors, where the adapter has shader-f16.
+    if ctx.has_shader_f16() {
+        let h: Vec<f32> = a[..n].iter().map(|&x| half::f16::from_f32(x).to_f32()).collect();
+        let gh = GpuTensor::from_f32_as(ctx, "h", DType::F16, &h).unwrap();
+        let out = GpuTensor::new(ctx, "silu16", DType::F16, n).unwrap();
+        let mut prog = ProgramBuilder::new(ctx);
+        unary(&mut prog, Unary::Silu, &gh.view(&shape), &out.view(&shape)).unwrap();
+        let program = run(prog.build()).unwrap();
+        assert!(program.keys()[0].contains("f16.silu.flat4"), "{:?}", program.keys());
+        run(program.run(ctx)).unwrap();
+        let want: Vec<f32> = h.iter().map(|&x| x / (1.0 + (-x).exp())).collect();
+        assert_close("f16 silu", &run(ctx.read_f32(&out)).unwrap(), &want, crate::F16);
+    }
+}

@@ -262,17 +262,59 @@ fn launch(
     if dtype == DType::F16 {
         variant = variant.flag("ENABLE_F16");
     }
-    // Runs of 16 elements per invocation for CPU adapters' register-blocked style (see
-    // elementwise.wgsl), one element on GPUs.
-    let run = if b.context().style() == KernelStyle::RegisterBlocked { 16 } else { 1 };
-    variant = variant.tag(name).define("OP", expr).define("WG", WG_LINEAR).define("RUN", format!("{run}u"));
+    variant = variant.tag(name).define("OP", expr).define("WG", WG_LINEAR);
     variant = variant.define("OUT_BINDING", arity + 1).define("ACT", "x");
     if arity > 1 {
         variant = variant.flag(if arity == 2 { "ARITY2" } else { "ARITY3" });
     }
-    let variant = variant.tag(&format!("wg{WG_LINEAR}")).tag(&format!("run{run}"));
+    let blocked = b.context().style() == KernelStyle::RegisterBlocked;
     let reads: Vec<_> = views.iter().map(|v| &v.tensor).collect();
+    if let Some(variant) = flat4(variant.clone(), dtype, &shape, &st, &offsets) {
+        // Four vectors (16 elements) per invocation on CPU adapters, one on GPUs.
+        let run = if blocked { 4 } else { 1 };
+        let variant =
+            variant.define("RUN", format!("{run}u")).tag(&format!("wg{WG_LINEAR}")).tag(&format!("run{run}"));
+        let invocations = (total / 4).div_ceil(run);
+        return b.push(variant, &params, &reads, &[&out.tensor], linear_workgroups(invocations, WG_LINEAR));
+    }
+    // Runs of 16 elements per invocation for CPU adapters' register-blocked style (see
+    // elementwise.wgsl), one element on GPUs.
+    let run = if blocked { 16 } else { 1 };
+    let variant =
+        variant.define("RUN", format!("{run}u")).tag(&format!("wg{WG_LINEAR}")).tag(&format!("run{run}"));
     let n_last = shape[shape.len() - 1];
     let invocations = if total == 0 { 0 } else { total / n_last * n_last.div_ceil(run) };
     b.push(variant, &params, &reads, &[&out.tensor], linear_workgroups(invocations, WG_LINEAR))
+}
+
+/// The whole-vector variant, when the merged shape is one flat run that the output and every
+/// input either walk contiguously (4-aligned) or take from a single element.
+fn flat4(
+    mut variant: ShaderVariant,
+    dtype: DType,
+    shape: &[usize],
+    strides: &[Vec<usize>],
+    offsets: &[u32; 4],
+) -> Option<ShaderVariant> {
+    let n = shape.iter().product::<usize>();
+    if shape.len() != 1 || n % 4 != 0 || strides[0][0] != 1 || offsets[0] % 4 != 0 {
+        return None;
+    }
+    let vector = format!("vec4<{}>", dtype.name());
+    variant = variant.tag("flat4").flag("FLAT4");
+    if strides.len() > 2 {
+        variant = variant.flag("HAS_B");
+    }
+    for (i, (s, &offset)) in strides[1..].iter().zip(&offsets[1..]).enumerate() {
+        let (letter, store) = (["A", "B", "C"][i], format!("{}_STORE", ["A", "B", "C"][i]));
+        variant = match s[0] {
+            1 if offset % 4 == 0 => variant.define(&store, &vector),
+            0 => variant
+                .tag(&format!("{}1", letter.to_lowercase()))
+                .flag(&format!("{letter}_SPLAT"))
+                .define(&store, dtype.name()),
+            _ => return None,
+        };
+    }
+    Some(variant)
 }
