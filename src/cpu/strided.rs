@@ -68,27 +68,52 @@ pub fn gather<T: Copy + Send + Sync + Default>(src: &[T], view: &View) -> Vec<T>
         }
         let mut base =
             v.offset as isize + index.iter().zip(outer_strides).map(|(&i, &s)| i as isize * s).sum::<isize>();
-        for out_row in dst.chunks_mut(inner) {
-            if inner_stride == 1 {
-                out_row.copy_from_slice(&src[base as usize..base as usize + inner]);
+        // A transpose (the next-outer dim walks the source contiguously): GROUP output rows at a
+        // time, so each source cache line serves GROUP outputs instead of one.
+        let transposed = inner_stride != 1 && outer_strides.last() == Some(&1);
+        let rows = dst.len() / inner;
+        let mut r = 0;
+        while r < rows {
+            let last = outer_shape.len().wrapping_sub(1);
+            let g = if transposed && r + GROUP <= rows && index[last] + GROUP <= outer_shape[last] {
+                GROUP
             } else {
-                for (j, o) in out_row.iter_mut().enumerate() {
-                    *o = src[(base + j as isize * inner_stride) as usize];
+                1
+            };
+            let out_rows = &mut dst[r * inner..(r + g) * inner];
+            if inner_stride == 1 {
+                out_rows.copy_from_slice(&src[base as usize..base as usize + inner]);
+            } else {
+                for j in 0..inner {
+                    let s = (base + j as isize * inner_stride) as usize;
+                    for t in 0..g {
+                        out_rows[t * inner + j] = src[s + t];
+                    }
                 }
             }
-            // Odometer step over the outer dims.
-            for d in (0..outer_shape.len()).rev() {
-                index[d] += 1;
-                base += outer_strides[d];
-                if index[d] < outer_shape[d] {
-                    break;
-                }
-                base -= outer_strides[d] * outer_shape[d] as isize;
-                index[d] = 0;
+            for _ in 0..g {
+                step(&mut index, &mut base, outer_shape, outer_strides);
             }
+            r += g;
         }
     });
     out
+}
+
+/// Output rows a transposing gather fills together.
+const GROUP: usize = 16;
+
+/// One odometer step over the outer dims: the next row's multi-index and source offset.
+fn step(index: &mut [usize], base: &mut isize, shape: &[usize], strides: &[isize]) {
+    for d in (0..shape.len()).rev() {
+        index[d] += 1;
+        *base += strides[d];
+        if index[d] < shape[d] {
+            break;
+        }
+        *base -= strides[d] * shape[d] as isize;
+        index[d] = 0;
+    }
 }
 
 #[cfg(test)]
