@@ -32,6 +32,27 @@ struct Params {
 #endif
 @group(0) @binding(BIND_OUT) var<storage, read_write> out: array<f32>;
 
+// Writes a block of 4 pixels (`count` of them inside the output) x 4 channels from `co0`, with the
+// int8 scale, bias and activation of the epilogue. acc[j] holds pixel j's four channels.
+fn store_block(n: u32, g: u32, co0: u32, pix0: u32, count: u32, acc: array<vec4<f32>, 4>) {
+    let cout_g = p.out_dims.x / p.kernel.w;
+    let npx = p.out_dims.y * p.out_dims.z * p.out_dims.w;
+    for (var i = 0u; i < min(4u, cout_g - co0); i++) {
+        let co = g * cout_g + co0 + i;
+        var scale = 1.0;
+#ifdef W_I8
+        scale = scales[co];
+#endif
+        var shift = 0.0;
+#ifdef HAS_BIAS
+        shift = bias[co];
+#endif
+        for (var j = 0u; j < count; j++) {
+            out[(n * p.out_dims.x + co) * npx + pix0 + j] = activation(acc[j][i] * scale + shift, p.act_alpha);
+        }
+    }
+}
+
 #ifdef ROW3
 const PIX: u32 = 4u;
 // Kernels 3 wide with horizontal stride and dilation 1 (most convs of a UNet, and temporal ones):
@@ -117,28 +138,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             }
         }
     }
-    let acc = array<vec4<f32>, PIX>(a0, a1, a2, a3);
-    let pix0 = row * ow + ox0;
-    let npx = rows * ow;
-    for (var i = 0u; i < 4u; i++) {
-        let co = g * cout_g + co0 + i;
-        if (co0 + i >= cout_g) {
-            break;
-        }
-        var scale = 1.0;
-#ifdef W_I8
-        scale = scales[co];
-#endif
-        var shift = 0.0;
-#ifdef HAS_BIAS
-        shift = bias[co];
-#endif
-        for (var j = 0u; j < PIX; j++) {
-            if (ox0 + j < ow) {
-                out[(n * p.out_dims.x + co) * npx + pix0 + j] = activation(acc[j][i] * scale + shift, p.act_alpha);
-            }
-        }
-    }
+    store_block(n, g, co0, row * ow + ox0, min(PIX, ow - ox0), array<vec4<f32>, PIX>(a0, a1, a2, a3));
 }
 #else
 // The input corner (z, y, x) of output pixel `pix`'s window, before dilation.
@@ -210,25 +210,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             }
         }
     }
-    let acc = array<vec4<f32>, 4>(a0, a1, a2, a3);
-    for (var i = 0u; i < 4u; i++) {
-        let co = g * cout_g + co0 + i;
-        if (co0 + i >= cout_g) {
-            break;
-        }
-        var scale = 1.0;
-#ifdef W_I8
-        scale = scales[co];
-#endif
-        var shift = 0.0;
-#ifdef HAS_BIAS
-        shift = bias[co];
-#endif
-        for (var j = 0u; j < 4u; j++) {
-            if (px0 + j < npx) {
-                out[(n * p.out_dims.x + co) * npx + px0 + j] = activation(acc[j][i] * scale + shift, p.act_alpha);
-            }
-        }
-    }
+    store_block(n, g, co0, px0, min(4u, npx - px0), array<vec4<f32>, 4>(a0, a1, a2, a3));
 }
 #endif
