@@ -51,7 +51,8 @@ def main():
     package = json.load(open(os.path.join(args.model, "model.json")))
     ckpt = os.path.join(args.state, package["training"]["checkpoint"])
     if not os.path.exists(ckpt):
-        sys.exit(f"{ckpt} (the package's checkpoint) is not there; pass --state")
+        sys.exit(f"{ckpt} (the package's checkpoint) is not there; pass --state, or rebuild it from the "
+                 f"package: python tools/model/from_package.py --package {args.model} --state {args.state}")
 
     torch.set_num_threads(args.threads)
     model, ae, _, _, _ = sample.load(args.state, ckpt)
