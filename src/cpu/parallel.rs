@@ -4,24 +4,6 @@
 /// Below this many elements of work, splitting costs more than it saves.
 pub const MIN_PARALLEL_WORK: usize = 1 << 15;
 
-/// Runs `f` on a thread of the pool (natively), so the kernels' parallel loops inside it split
-/// work by stealing instead of each handing a job to the pool and sleeping until it is done
-/// (which costs a thread wake-up per parallel loop, one thread or many).
-pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    #[cfg(not(target_arch = "wasm32"))]
-    if std::env::var_os("FIFO_NO_POOL").is_some() {
-        return f();
-    }
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        let mut out = None;
-        rayon::scope(|_| out = Some(f()));
-        out.expect("the scope ran its closure")
-    }
-    #[cfg(target_arch = "wasm32")]
-    f()
-}
-
 /// Calls `f(chunk_index, chunk)` for consecutive `chunk_len`-sized pieces of `out`.
 pub fn for_each_chunk_mut<T: Send>(
     out: &mut [T],
