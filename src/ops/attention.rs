@@ -109,7 +109,11 @@ pub fn attention(
 /// (each task runs its two GEMMs on one thread).
 fn block_rows(batches: usize, m: usize, n: usize) -> usize {
     let budget = (SCORE_BLOCK_BYTES / 4 / n.max(1)).max(1);
-    let tasks_wanted = parallel::num_threads() * 4;
+    // One thread takes whole heads (each block packs K and V again); more split them finer.
+    let tasks_wanted = match parallel::num_threads() {
+        1 => 1,
+        threads => threads * 4,
+    };
     let per_batch = tasks_wanted.div_ceil(batches.max(1));
     // Below 16 rows the second GEMM repacks V for too little work.
     let even = m.div_ceil(per_batch).max(16);

@@ -6,7 +6,7 @@ use super::matmul::batched_matmul;
 use crate::ops::layout::transpose::permute;
 use crate::ops::registry::{NodeContext, OpDef, MANY};
 use crate::ops::{expect_dtype, required, Attrs, Op, OpError, OpSpec, TensorType, ValueInfo, FLOATS};
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 
 const SUPPORTED: &str = "two operands whose every index is kept, contracted or a batch index \
      (e.g. \"bhid,bhjd->bhij\"), or a one-operand permutation (\"ij->ji\"); no ellipsis, \
@@ -125,14 +125,15 @@ impl Einsum {
             batch.iter().chain(&summed).chain(&b_free).map(|c| position(lb, c)).collect();
         let prod = |cs: &[char]| cs.iter().map(size).product::<usize>();
         let (nb, m, k, n) = (prod(&batch), prod(&a_free), prod(&summed), prod(&b_free));
-        let a_p = permute(a, &perm_a)?.to_f32_vec();
-        let b_p = permute(b, &perm_b)?.to_f32_vec();
-        let (_, out) = batched_matmul(&[nb, m, k], &a_p, &[nb, k, n], &b_p)?;
+        // Borrowed, not copied, when a permutation is the identity (permute shares the data).
+        let (a_t, b_t) = (permute(a, &perm_a)?, permute(b, &perm_b)?);
+        let (_, out) = batched_matmul(&[nb, m, k], &a_t.f32s(), &[nb, k, n], &b_t.f32s())?;
         let grouped: Vec<char> = batch.iter().chain(&a_free).chain(&b_free).copied().collect();
         let grouped_shape: Vec<usize> = grouped.iter().map(size).collect();
         let result = Tensor::from_f32(grouped_shape, out)?;
         let to_output: Vec<usize> = self.output.iter().map(|c| position(&grouped, c)).collect();
-        Ok(permute(&result, &to_output)?.cast(a.dtype()))
+        let out = permute(&result, &to_output)?;
+        Ok(if a.dtype() == DType::F32 { out } else { out.cast(a.dtype()) })
     }
 }
 
