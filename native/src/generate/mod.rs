@@ -188,7 +188,7 @@ pub enum BackendArg {
 
 /// Loads the graphs on the chosen backend. `auto` takes a hardware GPU when wgpu finds one and the
 /// CPU backend otherwise: on a CPU adapter (lavapipe, SwiftShader) the CPU backend runs the
-/// shipped UNet about 26x faster (docs/executor.md), and a GPU build that fails falls back too.
+/// shipped UNet about 12x faster (session 9), and a GPU build that fails falls back too.
 fn load_models(
     package: &ModelPackage,
     tokenizer: Option<Tokenizer>,
