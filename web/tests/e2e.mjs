@@ -357,7 +357,7 @@ async function main() {
     } else if (GPU_FRAMES < 1) {
       record('gpu backend (SwiftShader)', true, 'skipped: FIFO_E2E_GPU_FRAMES=0');
     } else {
-      log(`gpu: ${GPU_FRAMES} frame(s) with guidance ${GPU_SETTINGS.guidance} on SwiftShader (about 95 s for the first frame on 2 cores; FIFO_E2E_GPU=0 skips)`);
+      log(`gpu: ${GPU_FRAMES} frame(s) with guidance ${GPU_SETTINGS.guidance} on SwiftShader (about 20 s for the first frame on 2 cores; FIFO_E2E_GPU=0 skips)`);
       const t0 = Date.now();
       let gpu = null;
       try {
