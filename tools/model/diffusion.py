@@ -36,6 +36,17 @@ def min_snr_weight(t, gamma=5.0):
     return torch.clamp(snr, max=gamma) / (snr + 1)
 
 
+def loss_weight(t, kind, gamma=5.0):
+    """Per-clip weight of the v-prediction MSE: "min_snr" (min(snr, gamma) / (snr + 1), which
+    fades out the noisiest levels like an epsilon loss does) or "v" (1 everywhere: the noisiest
+    levels, where only the prompt says where the object goes, keep their full weight)."""
+    if kind == "min_snr":
+        return min_snr_weight(t, gamma)
+    if kind == "v":
+        return torch.ones(t.shape, device=t.device)
+    raise ValueError(f"unknown loss weighting {kind!r} (min_snr or v)")
+
+
 def ddim_timesteps(n):
     """The authors' grid (fifo-spec): t_i = round(i * 999 / (n - 1)), ascending."""
     return [round(i * (STEPS - 1) / (n - 1)) for i in range(n)]

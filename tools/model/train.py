@@ -43,6 +43,8 @@ TRAIN_CONFIG = {
     "ema_decay": 0.999,
     "cfg_dropout": 0.1,
     "min_snr_gamma": 5.0,
+    "loss_weight": "min_snr",  # or "v" (see diffusion.loss_weight)
+    "t_min": 0,  # training timesteps are drawn from [t_min, 1000)
     "diffusion_steps": diffusion.STEPS,
     "prediction": diffusion.PREDICTION,
     "schedule": diffusion.SCHEDULE,
@@ -166,7 +168,8 @@ class ClipStream(torch.utils.data.IterableDataset):
             clips = world.sample_clips(b, g, "train")
             prompts = [p if torch.rand((), generator=g).item() >= self.cfg["cfg_dropout"] else ""
                        for p in clips.prompts()]
-            t = torch.randint(0, diffusion.STEPS, (b, 1), generator=g).expand(b, f).contiguous()
+            t = torch.randint(self.cfg.get("t_min", 0), diffusion.STEPS, (b, 1), generator=g)
+            t = t.expand(b, f).contiguous()
             yield clips.render(range(f)), prompts, t, torch.randn((b, f, zc, size, size), generator=g)
 
 
@@ -179,7 +182,7 @@ def local_batches(cfg, g):
         x = clips.render(range(f))
         prompts = [p if torch.rand((), generator=g).item() >= cfg["cfg_dropout"] else ""
                    for p in clips.prompts()]
-        t = torch.randint(0, diffusion.STEPS, (b, 1), generator=g).expand(b, f)  # one level per clip
+        t = torch.randint(cfg.get("t_min", 0), diffusion.STEPS, (b, 1), generator=g).expand(b, f)  # one per clip
         yield x, prompts, t, torch.randn((b, f, zc, size, size), generator=g)
 
 
@@ -250,7 +253,8 @@ def train_diffusion(cfg, state_dir, ae, max_steps, max_seconds, device="cpu", wo
         ctx = model.encode_prompts(prompts)[:, None].expand(b, f, tokens, d)
         pred = model(xt, t.float(), ctx)
         per_clip = (pred - target).pow(2).mean(dim=(1, 2, 3, 4))
-        loss = (diffusion.min_snr_weight(t[:, 0], cfg["min_snr_gamma"]) * per_clip).mean()
+        weight = diffusion.loss_weight(t[:, 0], cfg.get("loss_weight", "min_snr"), cfg["min_snr_gamma"])
+        loss = (weight * per_clip).mean()
 
         step += 1
         for group in opt.param_groups:
@@ -295,6 +299,10 @@ def main():
     ap.add_argument("--ae-steps", type=int, help="override the autoencoder's step count (tests)")
     ap.add_argument("--batch", type=int, help="batch size (a new run's, or from now on when resuming)")
     ap.add_argument("--lr", type=float, help="peak learning rate (a new run's, or from now on when resuming)")
+    ap.add_argument("--warmup", type=int, help="learning-rate warm-up steps (from now on when resuming)")
+    ap.add_argument("--loss-weight", choices=["min_snr", "v"],
+                    help="per-clip loss weighting (from now on when resuming; see diffusion.loss_weight)")
+    ap.add_argument("--t-min", type=int, help="draw training timesteps from [T_MIN, 1000) (from now on when resuming)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (an accelerator, when one is lent)")
     ap.add_argument("--workers", type=int, default=0, help="processes rendering training clips")
     ap.add_argument("--reset-optimizer", action="store_true",
@@ -309,7 +317,8 @@ def main():
     if args.resume and os.path.exists(cfg_path):
         with open(cfg_path) as fcfg:
             cfg = json.load(fcfg)  # a run keeps the configuration it started with, except:
-        changes = {k: v for k, v in (("batch", args.batch), ("lr", args.lr)) if v is not None}
+        changes = {k: v for k, v in (("batch", args.batch), ("lr", args.lr), ("warmup", args.warmup),
+                                     ("loss_weight", args.loss_weight), ("t_min", args.t_min)) if v is not None}
         if changes:  # a new phase (e.g. on an accelerator): recorded in the config's history
             cfg.setdefault("phases", []).append({"from_checkpoint": os.path.basename(
                 (checkpoints(args.state) or ["none"])[-1]), "device": args.device, **changes})
@@ -324,8 +333,9 @@ def main():
             cfg["ae_steps"] = args.ae_steps
         if args.batch is not None:
             cfg["batch"] = args.batch
-        if args.lr is not None:
-            cfg["lr"] = args.lr
+        for key in ("lr", "warmup", "loss_weight", "t_min"):
+            if getattr(args, key) is not None:
+                cfg[key] = getattr(args, key)
         with open(cfg_path, "w") as fcfg:
             json.dump(cfg, fcfg, indent=1)
     log(args.state, f"start pid {os.getpid()} threads {args.threads} config {json.dumps(cfg)}")
