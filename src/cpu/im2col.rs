@@ -1,4 +1,4 @@
-//! im2col / col2im for N-D windows: convolution becomes one GEMM per image and group.
+//! im2col / col2im for N-D windows: convolution becomes GEMMs over panels of output columns.
 
 use super::parallel;
 use crate::ops::nn::window::Window;
@@ -39,55 +39,94 @@ fn valid_range(w: &Window, d: usize, k: usize) -> (usize, usize) {
     (lo as usize, hi as usize)
 }
 
-/// One im2col row: kernel tap `k_idx` of one channel plane `src`, for every output position.
-/// Walks output rows along the last dim, copying the valid span in one go.
-fn fill_row(dst: &mut [f32], src: &[f32], w: &Window, in_strides: &[usize], k_idx: &[usize]) {
-    let last = w.output.len() - 1;
-    let inner = w.output[last];
-    let (lo, hi) = valid_range(w, last, k_idx[last]);
-    let step = w.strides[last];
-    let mut o_idx = vec![0; last];
-    for row in dst.chunks_mut(inner.max(1)) {
-        let base = (0..last).try_fold(0usize, |acc, d| {
-            let c = w.input_coord(d, o_idx[d], k_idx[d]);
-            (c >= 0 && (c as usize) < w.input[d]).then(|| acc + c as usize * in_strides[d])
-        });
-        match base {
-            Some(base) if lo < hi => {
-                row[..lo].fill(0.0);
-                row[hi..].fill(0.0);
-                let first = base + w.input_coord(last, lo, k_idx[last]) as usize;
-                if step == 1 {
-                    row[lo..hi].copy_from_slice(&src[first..first + (hi - lo)]);
-                } else {
-                    for (j, v) in row[lo..hi].iter_mut().enumerate() {
-                        *v = src[first + j * step];
-                    }
-                }
-            }
-            _ => row.fill(0.0),
-        }
-        advance(&mut o_idx, &w.output[..last]);
-    }
+/// A run of panel columns inside one output row (along the last dim) of one image.
+struct Run {
+    /// Offset of the image's first channel plane in `x`.
+    image: usize,
+    /// The output row's index over the leading output dims, flattened.
+    row: usize,
+    /// First position along the last output dim.
+    first: usize,
+    len: usize,
+    /// Its first column in the panel.
+    dst: usize,
 }
 
-/// Fills `col` (rows `channels * kernel_len`, columns `output_len`) from `x` (`channels` planes).
-pub fn im2col(x: &[f32], channels: usize, w: &Window, col: &mut [f32]) {
-    let (plane, cols) = (w.input_len(), w.output_len());
+/// The runs of batch columns `first..first + cols` (column `n * output_len + o` is output
+/// position `o` of image `n`).
+fn runs(w: &Window, image_stride: usize, first: usize, cols: usize) -> Vec<Run> {
+    let inner = w.output[w.output.len() - 1].max(1);
+    let out_len = w.output_len();
+    let mut runs = Vec::with_capacity(cols / inner + 2);
+    let mut col = first;
+    while col < first + cols {
+        let (n, o) = (col / out_len, col % out_len);
+        let len = (inner - o % inner).min(first + cols - col);
+        runs.push(Run { image: n * image_stride, row: o / inner, first: o % inner, len, dst: col - first });
+        col += len;
+    }
+    runs
+}
+
+/// Fills `col` (rows `channels * kernel_len`, `col.len() / rows` columns) with the im2col
+/// columns `first..` of a batch: column `n * output_len + o` holds output position `o` of image
+/// `n`. `x` holds each image's `channels` planes, images `image_stride` floats apart. A panel of
+/// a few hundred columns stays in cache for the GEMM that reads it, and may span several short
+/// images (a temporal conv over 8 frames) so that the GEMM is still wide.
+pub fn im2col_columns(
+    x: &[f32],
+    image_stride: usize,
+    channels: usize,
+    w: &Window,
+    first: usize,
+    col: &mut [f32],
+) {
     let taps = w.kernel_positions();
-    let in_strides = strides(&w.input);
-    debug_assert_eq!(col.len(), channels * taps.len() * cols);
+    let rows = channels * taps.len();
+    let cols = col.len().checked_div(rows).unwrap_or(0);
+    debug_assert_eq!(rows * cols, col.len());
     if cols == 0 || w.output.is_empty() {
         return;
     }
-    let rows_per_chunk = parallel::chunk_len(channels * taps.len(), cols);
-    parallel::for_each_chunk_mut(col, rows_per_chunk * cols, |chunk, rows| {
-        for (r, dst) in rows.chunks_mut(cols).enumerate() {
-            let row = chunk * rows_per_chunk + r;
-            let (c, k_idx) = (row / taps.len(), &taps[row % taps.len()]);
-            fill_row(dst, &x[c * plane..(c + 1) * plane], w, &in_strides, k_idx);
+    let (plane, last, step) = (w.input_len(), w.output.len() - 1, w.strides[w.output.len() - 1]);
+    let in_strides = strides(&w.input);
+    let lead_strides = strides(&w.output[..last]);
+    let runs = runs(w, image_stride, first, cols);
+    // Per run, for one tap: the source offset inside a channel plane and the panel columns
+    // lo..hi it fills; the rest of the row is padding.
+    let mut spans: Vec<(usize, usize, usize)> = Vec::with_capacity(runs.len());
+    for (t, k_idx) in taps.iter().enumerate() {
+        let (lo, hi) = valid_range(w, last, k_idx[last]);
+        spans.clear();
+        for r in &runs {
+            let base = (0..last).try_fold(r.image, |acc, d| {
+                let c = w.input_coord(d, r.row / lead_strides[d] % w.output[d], k_idx[d]);
+                (c >= 0 && (c as usize) < w.input[d]).then(|| acc + c as usize * in_strides[d])
+            });
+            let (a, b) = (lo.clamp(r.first, r.first + r.len), hi.clamp(r.first, r.first + r.len));
+            if let (Some(base), true) = (base, a < b) {
+                let from = base + w.input_coord(last, a, k_idx[last]) as usize;
+                spans.push((from, r.dst + a - r.first, r.dst + b - r.first));
+            }
         }
-    });
+        for c in 0..channels {
+            let dst = &mut col[(c * taps.len() + t) * cols..][..cols];
+            let src = &x[c * plane..];
+            let mut filled = 0;
+            for &(from, lo, hi) in &spans {
+                dst[filled..lo].fill(0.0);
+                if step == 1 {
+                    dst[lo..hi].copy_from_slice(&src[from..from + (hi - lo)]);
+                } else {
+                    for (j, v) in dst[lo..hi].iter_mut().enumerate() {
+                        *v = src[from + j * step];
+                    }
+                }
+                filled = hi;
+            }
+            dst[filled..].fill(0.0);
+        }
+    }
 }
 
 /// Scatter-adds `col` (rows `channels * kernel_len`, columns `output_len`) into `y`
@@ -118,10 +157,10 @@ mod tests {
     use super::*;
     use crate::ops::nn::window::{AutoPad, WindowAttrs};
 
-    /// The span-copying im2col agrees with the per-element definition, strides, dilations and
-    /// asymmetric pads included.
+    /// Panels of any width, straddling rows and images, agree with the per-element definition,
+    /// strides, dilations and asymmetric pads included.
     #[test]
-    fn im2col_matches_per_element_taps() {
+    fn im2col_columns_match_per_element_taps() {
         let attrs = WindowAttrs {
             kernel_shape: Some(vec![3, 2]),
             strides: Some(vec![2, 3]),
@@ -131,18 +170,26 @@ mod tests {
             ceil_mode: false,
         };
         let w = attrs.resolve(&[7, 9], None).unwrap();
-        let x: Vec<f32> = (0..2 * 63).map(|i| i as f32 + 1.0).collect();
-        let mut col = vec![f32::NAN; 2 * w.kernel_len() * w.output_len()];
-        im2col(&x, 2, &w, &mut col);
-        let in_strides = strides(&w.input);
-        let taps = w.kernel_positions();
-        for (row, dst) in col.chunks(w.output_len()).enumerate() {
-            let (c, k_idx) = (row / taps.len(), &taps[row % taps.len()]);
-            let mut o_idx = vec![0; 2];
-            for &v in dst {
-                let want = tap_offset(&w, &in_strides, &o_idx, k_idx).map_or(0.0, |o| x[c * 63 + o]);
-                assert_eq!(v, want, "row {row} at {o_idx:?}");
-                advance(&mut o_idx, &w.output);
+        // 3 images of 2 channels, with a gap of 5 between images.
+        let (batch, channels, image_stride) = (3, 2, 2 * 63 + 5);
+        let x: Vec<f32> = (0..batch * image_stride).map(|i| i as f32 + 1.0).collect();
+        let (in_strides, taps) = (strides(&w.input), w.kernel_positions());
+        let (rows, total) = (channels * taps.len(), batch * w.output_len());
+        for width in [1, 3, 7, w.output_len(), total] {
+            for first in (0..total).step_by(width) {
+                let cols = width.min(total - first);
+                let mut col = vec![f32::NAN; rows * cols];
+                im2col_columns(&x, image_stride, channels, &w, first, &mut col);
+                for (row, dst) in col.chunks(cols).enumerate() {
+                    let (c, k_idx) = (row / taps.len(), &taps[row % taps.len()]);
+                    for (j, &v) in dst.iter().enumerate() {
+                        let (n, o) = ((first + j) / w.output_len(), (first + j) % w.output_len());
+                        let o_idx = [o / w.output[1], o % w.output[1]];
+                        let want = tap_offset(&w, &in_strides, &o_idx, k_idx)
+                            .map_or(0.0, |off| x[n * image_stride + c * 63 + off]);
+                        assert_eq!(v, want, "width {width}, column {}, row {row}", first + j);
+                    }
+                }
             }
         }
     }

@@ -6,7 +6,7 @@ pub mod executor;
 pub mod gemm;
 pub mod im2col;
 pub mod math;
+pub mod panel_conv;
 pub mod parallel;
-pub mod shifted_conv;
 pub mod simd;
 pub mod strided;

@@ -1,10 +1,8 @@
 //! Conv: 1-D, 2-D and 3-D (any rank), groups, strides, dilations, explicit or automatic
-//! padding; im2col + GEMM on the CPU.
+//! padding; im2col + GEMM over panels of output columns on the CPU.
 
 use super::window::{Window, WindowAttrs};
-use crate::cpu::gemm::{sgemm, MatRef};
-use crate::cpu::im2col::im2col;
-use crate::cpu::shifted_conv;
+use crate::cpu::panel_conv;
 use crate::ops::registry::{NodeContext, OpDef};
 use crate::ops::{expect_dtype, required, Attrs, Op, OpError, OpSpec, TensorType, ValueInfo, FLOATS};
 use crate::tensor::{DType, Tensor};
@@ -63,43 +61,13 @@ impl ConvGeometry {
     pub fn output_shape(&self) -> Vec<usize> {
         [vec![self.batch, self.out_channels], self.window.output.clone()].concat()
     }
-
-    /// A 1x1 kernel with unit stride and no padding reads the input as it is.
-    fn is_pointwise(&self) -> bool {
-        let w = &self.window;
-        w.kernel_len() == 1 && w.strides.iter().all(|&s| s == 1) && w.input == w.output
-    }
 }
 
 /// The CPU convolution in f32.
 pub(crate) fn conv_f32(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     let (cg, mg) = (g.in_channels / g.group, g.out_channels / g.group);
-    let (k, o, i) = (g.window.kernel_len(), g.window.output_len(), g.window.input_len());
-    let mut out = vec![0.0f32; g.batch * g.out_channels * o];
-    if !g.is_pointwise() && shifted_conv::applies(&g.window) {
-        shifted_conv::conv(&g.window, g.batch, g.group, cg, mg, x, w, bias, &mut out);
-        return out;
-    }
-    let mut col = if g.is_pointwise() { Vec::new() } else { vec![0.0f32; cg * k * o] };
-    for n in 0..g.batch {
-        for grp in 0..g.group {
-            let x_g = &x[(n * g.in_channels + grp * cg) * i..][..cg * i];
-            let cols: &[f32] = if g.is_pointwise() {
-                x_g
-            } else {
-                im2col(x_g, cg, &g.window, &mut col);
-                &col
-            };
-            let w_g = MatRef::row_major(&w[grp * mg * cg * k..][..mg * cg * k], mg, cg * k);
-            let out_g = &mut out[(n * g.out_channels + grp * mg) * o..][..mg * o];
-            sgemm(1.0, w_g, MatRef::row_major(cols, cg * k, o), 0.0, out_g);
-            if let Some(b) = bias {
-                for (m, row) in out_g.chunks_mut(o.max(1)).enumerate() {
-                    row.iter_mut().for_each(|v| *v += b[grp * mg + m]);
-                }
-            }
-        }
-    }
+    let mut out = vec![0.0f32; g.batch * g.out_channels * g.window.output_len()];
+    panel_conv::conv(&g.window, g.batch, g.group, cg, mg, x, w, bias, &mut out);
     out
 }
 
