@@ -13,6 +13,9 @@
 // - PACKED, for sequences shorter than that (temporal attention over a few frames, small spatial
 //   levels): each invocation takes ROWS consecutive rows of one entry and a workgroup spans
 //   entries, where the layout above would leave most invocations idle on clamped rows.
+#ifdef ENABLE_F16
+enable f16;
+#endif
 #include "common"
 
 struct Params {
@@ -31,27 +34,30 @@ struct Params {
     _pad: u32,
 }
 
+// Q_T, K_T, V_T, OUT_T: storage types (f32, or f16 where the adapter has shader-f16). Loads
+// convert to f32: the scores, the running max and sum and the weighted values are f32 (an
+// f16 running sum over thousands of keys, or exp of an f16 score, would lose what f32 keeps).
 @group(0) @binding(0) var<uniform> p: Params;
 #ifdef VEC4
-@group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> k: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> v: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> q: array<vec4<Q_T>>;
+@group(0) @binding(2) var<storage, read> k: array<vec4<K_T>>;
+@group(0) @binding(3) var<storage, read> v: array<vec4<V_T>>;
 #else
-@group(0) @binding(1) var<storage, read> q: array<f32>;
-@group(0) @binding(2) var<storage, read> k: array<f32>;
-@group(0) @binding(3) var<storage, read> v: array<f32>;
+@group(0) @binding(1) var<storage, read> q: array<Q_T>;
+@group(0) @binding(2) var<storage, read> k: array<K_T>;
+@group(0) @binding(3) var<storage, read> v: array<V_T>;
 #endif
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out: array<OUT_T>;
 
 // Chunk c4 of a row starting at element `base`; elements past `n` read as 0.
 fn load_q(base: u32, c4: u32) -> vec4<f32> {
 #ifdef VEC4
-    return q[(base >> 2u) + c4];
+    return vec4<f32>(q[(base >> 2u) + c4]);
 #else
     var r = vec4<f32>(0.0);
     for (var i = 0u; i < 4u; i++) {
         let c = c4 * 4u + i;
-        r[i] = select(0.0, q[base + min(c, p.d - 1u) * p.q_strides.w], c < p.d);
+        r[i] = select(0.0, f32(q[base + min(c, p.d - 1u) * p.q_strides.w]), c < p.d);
     }
     return r;
 #endif
@@ -59,12 +65,12 @@ fn load_q(base: u32, c4: u32) -> vec4<f32> {
 
 fn load_k(base: u32, c4: u32) -> vec4<f32> {
 #ifdef VEC4
-    return k[(base >> 2u) + c4];
+    return vec4<f32>(k[(base >> 2u) + c4]);
 #else
     var r = vec4<f32>(0.0);
     for (var i = 0u; i < 4u; i++) {
         let c = c4 * 4u + i;
-        r[i] = select(0.0, k[base + min(c, p.d - 1u) * p.k_strides.w], c < p.d);
+        r[i] = select(0.0, f32(k[base + min(c, p.d - 1u) * p.k_strides.w]), c < p.d);
     }
     return r;
 #endif
@@ -72,12 +78,12 @@ fn load_k(base: u32, c4: u32) -> vec4<f32> {
 
 fn load_v(base: u32, c4: u32) -> vec4<f32> {
 #ifdef VEC4
-    return v[(base >> 2u) + c4];
+    return vec4<f32>(v[(base >> 2u) + c4]);
 #else
     var r = vec4<f32>(0.0);
     for (var i = 0u; i < 4u; i++) {
         let c = c4 * 4u + i;
-        r[i] = select(0.0, v[base + min(c, p.dv - 1u) * p.v_strides.w], c < p.dv);
+        r[i] = select(0.0, f32(v[base + min(c, p.dv - 1u) * p.v_strides.w]), c < p.dv);
     }
     return r;
 #endif
@@ -181,7 +187,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             for (var e = 0u; e < 4u; e++) {
                 let col = c * 4u + e;
                 if (col < p.dv && row < p.lq) {
-                    out[o_batch + row * p.o_strides.z + col * p.o_strides.w] = acc[r][c][e] * inv;
+                    out[o_batch + row * p.o_strides.z + col * p.o_strides.w] = OUT_T(acc[r][c][e] * inv);
                 }
             }
         }

@@ -6,6 +6,9 @@
 // W_PACKED: weights (f32, f16 or int8) pre-packed as [groups, Cin/groups * KD*KH*KW, Cout/groups]
 // (see `conv::pack_weights`, Cout/groups a multiple of 4), so the four channels' weights of one
 // tap are one vec4 load (one word of int8) instead of four gathers.
+// X_T and OUT_T are the input's and output's storage types (f32, or f16 where the adapter has
+// shader-f16); loads convert to f32 and the products and sums are f32 (f16 mode halves the
+// memory and bandwidth here, not the arithmetic).
 #ifdef ENABLE_F16
 enable f16;
 #endif
@@ -25,12 +28,12 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<X_T>;
 #include "weights"
 #ifdef HAS_BIAS
 @group(0) @binding(BIND_BIAS) var<storage, read> bias: array<f32>;
 #endif
-@group(0) @binding(BIND_OUT) var<storage, read_write> out: array<f32>;
+@group(0) @binding(BIND_OUT) var<storage, read_write> out: array<OUT_T>;
 
 // Writes a block of 4 pixels (`count` of them inside the output) x 4 channels from `co0`, with the
 // int8 scale, bias and activation of the epilogue. acc[j] holds pixel j's four channels.
@@ -48,7 +51,7 @@ fn store_block(n: u32, g: u32, co0: u32, pix0: u32, count: u32, acc: array<vec4<
         shift = bias[co];
 #endif
         for (var j = 0u; j < count; j++) {
-            out[(n * p.out_dims.x + co) * npx + pix0 + j] = activation(acc[j][i] * scale + shift, p.act_alpha);
+            out[(n * p.out_dims.x + co) * npx + pix0 + j] = OUT_T(activation(acc[j][i] * scale + shift, p.act_alpha));
         }
     }
 }
@@ -120,12 +123,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
                 let iy = y0 + i32(ky * p.dilation.y);
                 if (iz >= 0 && iz < d && iy >= 0 && iy < h) {
                     let base = plane + u32((iz * h + iy) * w);
-                    let v0 = select(0.0, x[base + x0c], m0);
-                    let v1 = select(0.0, x[base + x1c], m1);
-                    let v2 = select(0.0, x[base + x2c], m2);
-                    let v3 = select(0.0, x[base + x3c], m3);
-                    let v4 = select(0.0, x[base + x4c], m4);
-                    let v5 = select(0.0, x[base + x5c], m5);
+                    let v0 = select(0.0, f32(x[base + x0c]), m0);
+                    let v1 = select(0.0, f32(x[base + x1c]), m1);
+                    let v2 = select(0.0, f32(x[base + x2c]), m2);
+                    let v3 = select(0.0, f32(x[base + x3c]), m3);
+                    let v4 = select(0.0, f32(x[base + x4c]), m4);
+                    let v5 = select(0.0, f32(x[base + x5c]), m5);
                     let w0 = load_w4(tap >> 2u);
                     let w1 = load_w4((tap + cout_g) >> 2u);
                     let w2 = load_w4((tap + 2u * cout_g) >> 2u);
@@ -154,7 +157,7 @@ fn tap_input(plane: u32, at: vec3<i32>) -> f32 {
     let dims = vec3<i32>(p.in_dims.yzw);
     let inside = all(at >= vec3<i32>(0)) && all(at < dims);
     let c = clamp(at, vec3<i32>(0), dims - vec3<i32>(1));
-    return select(0.0, x[plane + u32((c.x * dims.y + c.y) * dims.z + c.z)], inside);
+    return select(0.0, f32(x[plane + u32((c.x * dims.y + c.y) * dims.z + c.z)]), inside);
 }
 
 @compute @workgroup_size(WGX, WGY)

@@ -2,6 +2,7 @@
 // invocations write the same place: out[n, co, o] = sum over input pixels i and taps k with
 // o = i * stride - pad + k * dilation of x[n, ci, i] * w[ci, co % (Cout/groups), k].
 //   x [N, Cin, D, H, W], w [Cin, Cout/groups, KD, KH, KW], out [N, Cout, OD, OH, OW].
+// X_T / OUT_T: f32, or f16 storage (shader-f16); the arithmetic is f32.
 #ifdef ENABLE_F16
 enable f16;
 #endif
@@ -21,12 +22,12 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<X_T>;
 #include "weights"
 #ifdef HAS_BIAS
 @group(0) @binding(BIND_BIAS) var<storage, read> bias: array<f32>;
 #endif
-@group(0) @binding(BIND_OUT) var<storage, read_write> out: array<f32>;
+@group(0) @binding(BIND_OUT) var<storage, read_write> out: array<OUT_T>;
 
 // Input index along one axis feeding output o through tap k, or -1.
 fn source(o: u32, k: u32, stride: u32, dil: u32, pad: u32, extent: u32) -> i32 {
@@ -70,7 +71,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 let tap = (kz * p.kernel.y + ky) * p.kernel.z + kx;
                 for (var ci = 0u; ci < cin_g; ci++) {
                     let c = g * cin_g + ci;
-                    acc += x[(n * p.in_dims.x + c) * in_plane + pix] * load_w((c * cout_g + co % cout_g) * kvol + tap);
+                    acc += f32(x[(n * p.in_dims.x + c) * in_plane + pix]) * load_w((c * cout_g + co % cout_g) * kvol + tap);
                 }
             }
         }
@@ -81,5 +82,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #ifdef HAS_BIAS
     acc += bias[co];
 #endif
-    out[idx] = activation(acc, p.act_alpha);
+    out[idx] = OUT_T(activation(acc, p.act_alpha));
 }

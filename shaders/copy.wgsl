@@ -1,8 +1,12 @@
-// Generic strided copy of 32-bit words: transpose/permute, slice with (negative) steps, concat
+// Generic strided copy of elements of type E (u32: the bits of f32 or i32; f16 where the adapter
+// has shader-f16, for f16 activations): transpose/permute, slice with (negative) steps, concat
 // (a strided output window), expand (step 0), tile (wrap), constant pad (out of range -> value).
 // For output multi-index i, input coordinate c[d] = i[d] * step[d] + start[d]; with wrap bit d
 // set, c[d] is taken modulo in_dims[d]; otherwise a coordinate outside [0, in_dims[d]) reads
 // pad_value.
+#ifdef ENABLE_F16
+enable f16;
+#endif
 #include "common"
 
 struct Params {
@@ -16,15 +20,15 @@ struct Params {
     in_offset: u32,
     total: u32,
     rank: u32,
-    pad_value: u32, // the bits of the value (f32 or i32)
+    pad_value: u32, // the bits of the value (f32 or i32; f32 for f16 elements)
     wrap: u32,      // bit d: dimension d tiles
     _pad0: u32,
     _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> src: array<u32>;
-@group(0) @binding(2) var<storage, read_write> dst: array<u32>;
+@group(0) @binding(1) var<storage, read> src: array<E>;
+@group(0) @binding(2) var<storage, read_write> dst: array<E>;
 
 // Each invocation copies a run of up to RUN consecutive elements along the innermost output
 // dimension: the index arithmetic of the outer dimensions (a division per dimension) is paid
@@ -65,6 +69,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let step = p.step[last >> 2u][last & 3u];
     let start = p.start[last >> 2u][last & 3u];
     let wraps = ((p.wrap >> last) & 1u) == 1u;
+    let pad = PAD_VALUE;
     let first = (i % runs) * RUN;
     for (var idx = first; idx < min(first + RUN, n_last); idx++) {
         var c = i32(idx) * step + start;
@@ -72,6 +77,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             c = ((c % extent) + extent) % extent;
         }
         let ok = inside && c >= 0 && c < extent;
-        dst[o + idx * out_stride] = select(p.pad_value, src[s + u32(max(c, 0)) * in_stride], ok);
+        dst[o + idx * out_stride] = select(pad, src[s + u32(max(c, 0)) * in_stride], ok);
     }
 }

@@ -1,7 +1,9 @@
 // Strided elementwise ops with numpy broadcasting: out[i] = op(a[i], b[i], c[i]).
 // Broadcast inputs have stride 0 along broadcast dims; the output may be strided too (writing
-// into a slice of a concatenation). OP is an expression in a, b, c, alpha, beta. T is the storage
-// type (f32, or f16 where the adapter has shader-f16); the arithmetic is f32 either way.
+// into a slice of a concatenation). OP is an expression in a, b, c, alpha, beta. T is the output's
+// storage type and A_T, B_T, C_T the inputs' (f32, or f16 where the adapter has shader-f16; they may
+// differ, e.g. an f16 activation plus an f32 timestep embedding); the arithmetic is f32 either way:
+// these kernels are bound by memory, and f32 keeps exp/erf/pow as accurate as in f32 mode.
 #ifdef ENABLE_F16
 enable f16;
 #endif
@@ -33,13 +35,13 @@ struct Params {
 #endif
 @group(0) @binding(OUT_BINDING) var<storage, read_write> out: array<vec4<T>>;
 #else
-@group(0) @binding(1) var<storage, read> in_a: array<T>;
+@group(0) @binding(1) var<storage, read> in_a: array<A_T>;
 #ifdef ARITY2
-@group(0) @binding(2) var<storage, read> in_b: array<T>;
+@group(0) @binding(2) var<storage, read> in_b: array<B_T>;
 #endif
 #ifdef ARITY3
-@group(0) @binding(2) var<storage, read> in_b: array<T>;
-@group(0) @binding(3) var<storage, read> in_c: array<T>;
+@group(0) @binding(2) var<storage, read> in_b: array<B_T>;
+@group(0) @binding(3) var<storage, read> in_c: array<C_T>;
 #endif
 @group(0) @binding(OUT_BINDING) var<storage, read_write> out: array<T>;
 #endif

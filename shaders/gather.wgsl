@@ -3,6 +3,10 @@
 // `src` may hold only the rows [lo, hi) of the axis (a table split over several bindings, one
 // dispatch per chunk): indices outside them are left to the other chunks' dispatches, and only
 // the dispatch with `zero_missing` writes the 0 of out-of-range indices.
+// E: u32 (the bits of f32 or i32), or f16 where the adapter has shader-f16.
+#ifdef ENABLE_F16
+enable f16;
+#endif
 #include "common"
 
 struct Params {
@@ -17,9 +21,9 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> src: array<u32>;
+@group(0) @binding(1) var<storage, read> src: array<E>;
 @group(0) @binding(2) var<storage, read> indices: array<i32>;
-@group(0) @binding(3) var<storage, read_write> dst: array<u32>;
+@group(0) @binding(3) var<storage, read_write> dst: array<E>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -37,7 +41,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     if (k < 0 || k >= i32(p.axis_len)) {
         if (p.zero_missing != 0u) {
-            dst[i] = 0u;
+            dst[i] = E(0);
         }
         return;
     }

@@ -4,6 +4,11 @@
 //          SUBGROUPS one subgroupAdd per subgroup and a short sum of the partials.
 //   APPLY: one invocation per element: (x - mean) * rstd * gamma[c] + beta[c], then the fused
 //          activation (SiLU in the UNet's resnet blocks).
+// X_T, OUT_T: f32 or f16 storage; the statistics (f32 partial sums, a two-pass variance) and the
+// normalised value are f32, gamma and beta f32 parameters.
+#ifdef ENABLE_F16
+enable f16;
+#endif
 #include "common"
 
 struct Params {
@@ -18,7 +23,7 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<X_T>;
 
 #ifdef STATS
 @group(0) @binding(2) var<storage, read_write> stats: array<f32>; // [N * groups][mean, rstd]
@@ -74,12 +79,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let base = ng * count; // a group's channels are contiguous in [N, C, S]
     var s = 0.0;
     for (var j = lid; j < count; j += 64u) {
-        s += x[base + j];
+        s += f32(x[base + j]);
     }
     let mean = workgroup_sum(s, lid, sg) / f32(count);
     var q = 0.0;
     for (var j = lid; j < count; j += 64u) {
-        let d = x[base + j] - mean;
+        let d = f32(x[base + j]) - mean;
         q += d * d;
     }
     let var_ = workgroup_sum(q, lid, sg) / f32(count);
@@ -95,9 +100,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #ifdef AFFINE
 @group(0) @binding(3) var<storage, read> gamma: array<f32>;
 @group(0) @binding(4) var<storage, read> beta: array<f32>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out: array<OUT_T>;
 #else
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<OUT_T>;
 #endif
 
 @compute @workgroup_size(WG)
@@ -109,10 +114,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     let ch = (i / p.s) % p.c;
     let ng = (i / (p.s * p.c)) * p.groups + ch / (p.c / p.groups);
-    var y = (x[i] - stats[ng * 2u]) * stats[ng * 2u + 1u];
+    var y = (f32(x[i]) - stats[ng * 2u]) * stats[ng * 2u + 1u];
 #ifdef AFFINE
     y = y * gamma[ch] + beta[ch];
 #endif
-    out[i] = activation(y, p.act_alpha);
+    out[i] = OUT_T(activation(y, p.act_alpha));
 }
 #endif

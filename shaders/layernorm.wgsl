@@ -1,5 +1,10 @@
 // LayerNorm over the last `d` elements of each row: two passes (mean, then centred variance)
 // for stability, then (x - mean) * rstd * gamma + beta. One invocation per row, no barriers.
+// X_T, OUT_T: f32 or f16 storage; mean, variance and the normalised value are f32 (gamma and
+// beta are f32 parameters).
+#ifdef ENABLE_F16
+enable f16;
+#endif
 #include "common"
 
 struct Params {
@@ -10,13 +15,13 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<X_T>;
 #ifdef AFFINE
 @group(0) @binding(2) var<storage, read> gamma: array<f32>;
 @group(0) @binding(3) var<storage, read> beta: array<f32>;
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out: array<OUT_T>;
 #else
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<OUT_T>;
 #endif
 
 @compute @workgroup_size(WG)
@@ -29,20 +34,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let base = row * p.d;
     var s = 0.0;
     for (var j = 0u; j < p.d; j++) {
-        s += x[base + j];
+        s += f32(x[base + j]);
     }
     let mean = s / f32(p.d);
     var v = 0.0;
     for (var j = 0u; j < p.d; j++) {
-        let c = x[base + j] - mean;
+        let c = f32(x[base + j]) - mean;
         v += c * c;
     }
     let rstd = inverseSqrt(v / f32(p.d) + p.eps);
     for (var j = 0u; j < p.d; j++) {
-        var y = (x[base + j] - mean) * rstd;
+        var y = (f32(x[base + j]) - mean) * rstd;
 #ifdef AFFINE
         y = y * gamma[j] + beta[j];
 #endif
-        out[base + j] = activation(y, p.act_alpha);
+        out[base + j] = OUT_T(activation(y, p.act_alpha));
     }
 }

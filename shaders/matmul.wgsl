@@ -5,8 +5,11 @@
 //   RB4X4V: the same with vec4 loads along K (and along N when the weights are N-contiguous):
 //          a quarter of the loads, for contiguous 4-aligned operands (CPU adapters).
 //   TILED: 64x64 workgroup tiles through workgroup memory, 4x4 per invocation (GPUs).
-// ELEM is the arithmetic type: f32, or f16 (with f16 activations A_T and weights, where the
-// adapter has shader-f16). OUT_T is the output's storage type.
+// ELEM is the type of the products: f32, or f16 (with f16 activations A_T and weights, where the
+// adapter has shader-f16). Sums are f32 in every variant: a K of several thousand summed in f16
+// loses about sqrt(K) * 2^-11 relative, f32 accumulators keep f16 mode within the f16 rounding
+// of its inputs. The vec4 path (CPU adapters) converts f16 loads to f32 and multiplies in f32.
+// OUT_T and D_T are the output's and Gemm C's storage types.
 #ifdef ENABLE_F16
 enable f16;
 #endif
@@ -35,7 +38,7 @@ struct Params {
 @group(0) @binding(BIND_BIAS) var<storage, read> bias: array<f32>;
 #endif
 #ifdef HAS_D
-@group(0) @binding(BIND_D) var<storage, read> dmat: array<f32>;
+@group(0) @binding(BIND_D) var<storage, read> dmat: array<D_T>;
 #endif
 @group(0) @binding(BIND_OUT) var<storage, read_write> out: array<OUT_T>;
 
@@ -46,7 +49,7 @@ fn store(b0: u32, b1: u32, row: u32, col: u32, acc: f32) {
 #endif
     v *= p.alpha;
 #ifdef HAS_D
-    v += p.beta * dmat[p.offsets.w + b0 * p.d_strides.x + b1 * p.d_strides.y + row * p.d_strides.z + col * p.d_strides.w];
+    v += p.beta * f32(dmat[p.offsets.w + b0 * p.d_strides.x + b1 * p.d_strides.y + row * p.d_strides.z + col * p.d_strides.w]);
 #endif
 #ifdef HAS_BIAS
     v += bias[col];
@@ -78,24 +81,24 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let wcol1 = w_base + min(col0 + 1u, p.n - 1u) * p.w_strides.w;
     let wcol2 = w_base + min(col0 + 2u, p.n - 1u) * p.w_strides.w;
     let wcol3 = w_base + min(col0 + 3u, p.n - 1u) * p.w_strides.w;
-    var acc0 = vec4<ELEM>(0.0);
-    var acc1 = vec4<ELEM>(0.0);
-    var acc2 = vec4<ELEM>(0.0);
-    var acc3 = vec4<ELEM>(0.0);
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
     for (var k = 0u; k < p.k; k++) {
         let ak = k * p.a_strides.w;
         let wk = k * p.w_strides.z;
         let w = vec4<ELEM>(load_wt(wcol0 + wk), load_wt(wcol1 + wk), load_wt(wcol2 + wk), load_wt(wcol3 + wk));
-        acc0 += ELEM(in_a[arow0 + ak]) * w;
-        acc1 += ELEM(in_a[arow1 + ak]) * w;
-        acc2 += ELEM(in_a[arow2 + ak]) * w;
-        acc3 += ELEM(in_a[arow3 + ak]) * w;
+        acc0 += vec4<f32>(ELEM(in_a[arow0 + ak]) * w);
+        acc1 += vec4<f32>(ELEM(in_a[arow1 + ak]) * w);
+        acc2 += vec4<f32>(ELEM(in_a[arow2 + ak]) * w);
+        acc3 += vec4<f32>(ELEM(in_a[arow3 + ak]) * w);
     }
-    let acc = array<vec4<ELEM>, 4>(acc0, acc1, acc2, acc3);
+    let acc = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
     for (var i = 0u; i < 4u; i++) {
         for (var j = 0u; j < 4u; j++) {
             if (row0 + i < p.m && col0 + j < p.n) {
-                store(b0, b1, row0 + i, col0 + j, f32(acc[i][j]));
+                store(b0, b1, row0 + i, col0 + j, acc[i][j]);
             }
         }
     }
@@ -134,10 +137,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let w3c = (w_base + min(col0 + 3u, p.n - 1u) * p.w_strides.w) >> 2u;
 #endif
     for (var k4 = 0u; k4 < p.k / 4u; k4++) {
-        let a0 = in_a[a0r + k4];
-        let a1 = in_a[a1r + k4];
-        let a2 = in_a[a2r + k4];
-        let a3 = in_a[a3r + k4];
+        let a0 = vec4<f32>(in_a[a0r + k4]);
+        let a1 = vec4<f32>(in_a[a1r + k4]);
+        let a2 = vec4<f32>(in_a[a2r + k4]);
+        let a3 = vec4<f32>(in_a[a3r + k4]);
 #ifdef W_ALONG_N
         // Rows k..k+3 of W, four columns each.
         let wr = (w_base + k4 * 4u * p.w_strides.z + col0) >> 2u;
@@ -188,7 +191,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let col_base = wid.x * TILE;
     let a_base = p.offsets.x + b0 * p.a_strides.x + b1 * p.a_strides.y;
     let w_base = p.offsets.y + b0 * p.w_strides.x + b1 * p.w_strides.y;
-    var acc: array<vec4<ELEM>, 4>;
+    var acc: array<vec4<f32>, 4>;
     for (var k0 = 0u; k0 < p.k; k0 += BK) {
         // 64x16 elements of each operand, four per invocation; zeros past the edges.
         for (var l = 0u; l < 4u; l++) {
@@ -213,7 +216,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             let w = vec4<ELEM>(tile_w[kk][lid.x * 4u], tile_w[kk][lid.x * 4u + 1u], tile_w[kk][lid.x * 4u + 2u],
                               tile_w[kk][lid.x * 4u + 3u]);
             for (var i = 0u; i < 4u; i++) {
-                acc[i] += tile_a[kk][lid.y * 4u + i] * w;
+                acc[i] += vec4<f32>(tile_a[kk][lid.y * 4u + i] * w);
             }
         }
         workgroupBarrier();
@@ -223,7 +226,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             let row = row_base + lid.y * 4u + i;
             let col = col_base + lid.x * 4u + j;
             if (row < p.m && col < p.n) {
-                store(b0, b1, row, col, f32(acc[i][j]));
+                store(b0, b1, row, col, acc[i][j]);
             }
         }
     }

@@ -1,6 +1,9 @@
 // Max and average pooling over 1-D/2-D/3-D windows (seen as 3-D), one output per invocation.
 //   x [N*C, D, H, W] -> out [N*C, OD, OH, OW], contiguous. Padded cells never win a max; for the
 //   average they count only with count_include_pad (and only inside the padded extent).
+#ifdef ENABLE_F16
+enable f16;
+#endif
 #include "common"
 
 struct Params {
@@ -14,8 +17,8 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<X_T>;
+@group(0) @binding(2) var<storage, read_write> out: array<OUT_T>; // X_T, OUT_T: f32 or f16 storage, f32 arithmetic
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -47,7 +50,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                     padded_count++;
                 }
                 if (all(c >= vec3<i32>(0)) && all(c < dims)) {
-                    let v = x[base + u32((c.x * dims.y + c.y) * dims.z + c.z)];
+                    let v = f32(x[base + u32((c.x * dims.y + c.y) * dims.z + c.z)]);
 #ifdef MAX
                     acc = max(acc, v);
 #else
@@ -59,9 +62,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
     }
 #ifdef MAX
-    out[idx] = acc;
+    out[idx] = OUT_T(acc);
 #else
     let divisor = select(count, padded_count, p.kernel.w == 1u);
-    out[idx] = acc / f32(max(divisor, 1u));
+    out[idx] = OUT_T(acc / f32(max(divisor, 1u)));
 #endif
 }

@@ -2,6 +2,9 @@
 // mapped back to the input by the coordinate transformation mode; nearest picks one index by the
 // nearest mode, linear blends the two neighbours of each resized dim (at most 2^3 taps: the
 // caller allows at most three resized dims for linear). Modes are runtime codes in the uniforms.
+#ifdef ENABLE_F16
+enable f16;
+#endif
 #include "common"
 
 struct Params {
@@ -19,8 +22,8 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<X_T>;
+@group(0) @binding(2) var<storage, read_write> out: array<OUT_T>; // X_T, OUT_T: f32 or f16 storage, f32 arithmetic
 
 fn scale_at(d: u32) -> f32 {
     return p.scales[d >> 2u][d & 3u];
@@ -103,11 +106,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 w *= select(1.0 - frac[d], frac[d], upper);
             }
         }
-        acc += w * x[idx];
+        acc += w * f32(x[idx]);
         if (sub == 0u) {
             break;
         }
         sub = (sub - 1u) & p.lerp_mask;
     }
-    out[i] = acc;
+    out[i] = OUT_T(acc);
 }

@@ -252,7 +252,9 @@ impl Session {
         options: &SessionOptions,
     ) -> Result<Session, SessionError> {
         let (built, info) = Self::build_graph(model, input_shapes, options)?;
-        let gpu = GpuSession::build(ctx, &built).await?;
+        let low_precision_weights =
+            crate::gpu_backend::precision::low_precision_weights(info.parameter_count, info.parameter_bytes);
+        let gpu = GpuSession::build(ctx, &built, options.gpu.precision, low_precision_weights).await?;
         Ok(Session { built, info, gpu: Some(gpu) })
     }
 

@@ -106,7 +106,12 @@ fn run_cpu(model: &Path, golden: &Golden) -> Vec<(String, Tensor)> {
 
 fn run_gpu(model: &Path, golden: &Golden) -> Option<Vec<(String, Tensor)>> {
     let ctx = onnx_common::gpu_context()?;
-    let options = SessionOptions { backend: Backend::Gpu, ..Default::default() };
+    // f32 activations: the budgets here are the weight formats' (f16 mode: tests/gpu_f16.rs).
+    let gpu = fifo_diffusion::gpu::GpuOptions {
+        precision: fifo_diffusion::gpu::Precision::F32,
+        ..Default::default()
+    };
+    let options = SessionOptions { backend: Backend::Gpu, gpu, ..Default::default() };
     let session =
         pollster::block_on(Session::build_on(ctx, ModelSource::Path(model), &golden.shapes(), &options))
             .unwrap_or_else(|e| panic!("{}: {e}", model.display()));

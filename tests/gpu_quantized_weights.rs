@@ -7,7 +7,7 @@
 
 mod onnx_common;
 
-use fifo_diffusion::gpu::GpuContext;
+use fifo_diffusion::gpu::{GpuContext, GpuOptions, Precision};
 use fifo_diffusion::graph::Dim;
 use fifo_diffusion::onnx::proto::{
     attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto, AttributeProto,
@@ -90,7 +90,8 @@ fn measure_device_bytes_and_run_time() {
             let bytes = format.map(|f| quantized_bytes(&path, f));
             let source = bytes.as_deref().map_or(ModelSource::Path(&path), ModelSource::Bytes);
             let Some(ctx) = onnx_common::open_gpu_context(&Default::default()) else { return };
-            let options = SessionOptions { backend: Backend::Gpu, ..Default::default() };
+            let gpu = GpuOptions { precision: Precision::F32, ..Default::default() };
+            let options = SessionOptions { backend: Backend::Gpu, gpu, ..Default::default() };
             let session = pollster::block_on(Session::build_on(ctx.clone(), source, &shapes, &options))
                 .unwrap_or_else(|e| panic!("{model}: {e}"));
             let gpu = session.gpu().unwrap();
@@ -261,7 +262,10 @@ fn run_both(
     let shapes = inputs.iter().map(|(n, t)| (n.clone(), t.shape().to_vec())).collect();
     let cpu = Session::build(source, &shapes, options).unwrap_or_else(|e| panic!("cpu: {e}"));
     let want = cpu.run(inputs.clone()).unwrap();
-    let gpu_options = SessionOptions { backend: Backend::Gpu, ..options.clone() };
+    // f32 activations: this file checks the stored weights against f32 tolerances (f16 mode,
+    // which `Precision::Auto` picks for these models on shader-f16 adapters, is tests/gpu_f16.rs).
+    let gpu = GpuOptions { precision: Precision::F32, ..options.gpu.clone() };
+    let gpu_options = SessionOptions { backend: Backend::Gpu, gpu, ..options.clone() };
     let session = pollster::block_on(Session::build_on(ctx.clone(), source, &shapes, &gpu_options))
         .unwrap_or_else(|e| panic!("gpu: {e}"));
     let outputs = pollster::block_on(session.run_async(inputs.clone())).unwrap();

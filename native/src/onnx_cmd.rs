@@ -3,7 +3,7 @@
 use crate::npy;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
-use fifo_diffusion::gpu::{AdapterChoice, GpuOptions};
+use fifo_diffusion::gpu::{AdapterChoice, GpuOptions, Precision};
 use fifo_diffusion::session::{inspect, Backend, ModelInfo, ModelSource, Session, SessionOptions};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -41,6 +41,10 @@ pub struct RunArgs {
     /// Run this many more times after the first and print the mean time per run.
     #[arg(long, default_value_t = 0)]
     repeat: usize,
+    /// Activation precision of the gpu backend: f32, f16 (needs shader-f16) or auto (f16 for
+    /// int8 / f16 weights where the adapter has shader-f16, else f32).
+    #[arg(long, default_value = "auto", value_parser = str::parse::<Precision>)]
+    precision: Precision,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -86,10 +90,13 @@ pub fn run(cmd: OnnxCommand) -> Result<()> {
 }
 
 fn run_model(args: RunArgs) -> Result<()> {
-    let RunArgs { model, inputs, output_dir, backend, device, repeat } = args;
+    let RunArgs { model, inputs, output_dir, backend, device, repeat, precision } = args;
     let backend = match backend {
         BackendArg::Cpu if device.is_some() => {
             bail!("--device selects a GPU adapter; it does not apply to the cpu backend (add --backend gpu)")
+        }
+        BackendArg::Cpu if precision == Precision::F16 => {
+            bail!("--precision f16 applies to the gpu backend; the cpu backend computes in f32 (add --backend gpu)")
         }
         BackendArg::Cpu => Backend::Cpu,
         BackendArg::Gpu => Backend::Gpu,
@@ -98,15 +105,19 @@ fn run_model(args: RunArgs) -> Result<()> {
         inputs.into_iter().map(|(name, path)| Ok((name, npy::read(&path)?))).collect::<Result<_>>()?;
     let shapes = tensors.iter().map(|(n, t)| (n.clone(), t.shape().to_vec())).collect();
     let adapter = device.map_or(AdapterChoice::Default, AdapterChoice::Index);
-    let options =
-        SessionOptions { backend, gpu: GpuOptions { adapter, ..Default::default() }, ..Default::default() };
+    let options = SessionOptions {
+        backend,
+        gpu: GpuOptions { adapter, precision, ..Default::default() },
+        ..Default::default()
+    };
     let started = std::time::Instant::now();
     let session = pollster::block_on(Session::build_async(ModelSource::Path(&model), &shapes, &options))?;
     if let Some(gpu) = session.gpu() {
         eprintln!(
-            "gpu: {} ({} kernel launches per run, {:.1} MiB of buffers, {:.1} MiB of constants; \
-             {} int8 and {} f16 weights), built in {:.2} s",
+            "gpu: {} (precision {}, {} kernel launches per run, {:.1} MiB of buffers, {:.1} MiB of \
+             constants; {} int8 and {} f16 weights), built in {:.2} s",
             gpu.context().describe(),
+            gpu.precision().name(),
             gpu.dispatches(),
             gpu.pool_bytes as f64 / (1 << 20) as f64,
             gpu.constant_bytes as f64 / (1 << 20) as f64,
@@ -123,6 +134,10 @@ fn run_model(args: RunArgs) -> Result<()> {
         }
         let mean = start.elapsed().as_secs_f64() * 1e3 / repeat as f64;
         println!("run: {mean:.2} ms (mean of {repeat} after one warm-up run)");
+    }
+    if let Some(gpu) = session.gpu() {
+        let peak = gpu.context().memory().peak_bytes() as f64 / (1 << 20) as f64;
+        eprintln!("gpu: peak device memory {peak:.1} MiB (precision {})", gpu.precision().name());
     }
     std::fs::create_dir_all(&output_dir)
         .with_context(|| format!("cannot create {}", output_dir.display()))?;

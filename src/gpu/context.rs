@@ -28,6 +28,43 @@ pub enum KernelStyle {
     Tiled,
 }
 
+/// Arithmetic precision of a GPU session's float activations (the GPU backend's values; model
+/// inputs and outputs keep their ONNX types at the API).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Precision {
+    /// f32 buffers and arithmetic.
+    F32,
+    /// f16 buffers (half the memory and bandwidth), f32 where precision needs it (sums, norms'
+    /// statistics, softmax, timestep phases); needs the adapter's shader-f16.
+    F16,
+    /// f16 when the model stores its weights as int8 or f16 and the adapter has shader-f16,
+    /// else f32: an f32 model computes in f32 unless asked otherwise.
+    #[default]
+    Auto,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+            Precision::Auto => "auto",
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "f16" => Ok(Precision::F16),
+            "auto" => Ok(Precision::Auto),
+            other => Err(format!("precision '{other}': expected f32, f16 or auto")),
+        }
+    }
+}
+
 /// Options of `GpuContext::new`.
 #[derive(Clone, Debug, Default)]
 pub struct GpuOptions {
@@ -45,6 +82,9 @@ pub struct GpuOptions {
     /// device is also requested with that limit, so wgpu validates every binding against it.
     /// `FIFO_MAX_BINDING_BYTES` (native) caps it too; the smaller cap wins.
     pub max_binding_bytes: Option<u64>,
+    /// Activation precision of the sessions built with these options (`Session::build_async`,
+    /// `build_on`); the context itself does not use it.
+    pub precision: Precision,
 }
 
 impl GpuOptions {

@@ -50,7 +50,7 @@ mod shader;
 mod tensor;
 
 pub use context::{
-    AdapterChoice, AdapterSummary, DeviceMemory, GpuContext, GpuOptions, KernelStyle, Traffic,
+    AdapterChoice, AdapterSummary, DeviceMemory, GpuContext, GpuOptions, KernelStyle, Precision, Traffic,
 };
 pub use error::{GpuError, GpuResult};
 pub use ops::Activation;

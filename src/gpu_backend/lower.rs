@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 
+use super::precision::ValueTypes;
 use super::stored_weights::{f16_values, weight_channel_axis, StoredWeight};
 use crate::gpu::ops::conv::{Conv as GConv, ConvTranspose as GConvT, Geometry};
 use crate::gpu::ops::elementwise::{self as ew, Binary as GBin, Ternary, Unary as GUn};
@@ -91,8 +92,13 @@ pub fn device_dtype(d: DType) -> GDType {
     }
 }
 
-/// Uploads a host tensor in its device representation.
+/// Uploads a host tensor in its device representation at the API (f32 for floats and booleans).
 pub fn upload(ctx: &GpuContext, name: &str, t: &Tensor) -> Result<GpuTensor, GpuError> {
+    upload_as(ctx, name, t, device_dtype(t.dtype()))
+}
+
+/// Uploads a host tensor as `dtype` (f16 rounds floats to nearest); integers are always i32.
+pub fn upload_as(ctx: &GpuContext, name: &str, t: &Tensor, dtype: GDType) -> Result<GpuTensor, GpuError> {
     match device_dtype(t.dtype()) {
         GDType::I32 => {
             let v = t.to_i64_vec();
@@ -105,7 +111,7 @@ pub fn upload(ctx: &GpuContext, name: &str, t: &Tensor) -> Result<GpuTensor, Gpu
             }
             GpuTensor::from_i32(ctx, name, &out)
         }
-        _ => GpuTensor::from_f32(ctx, name, &t.f32s()),
+        _ => GpuTensor::from_f32_as(ctx, name, dtype, &t.f32s()),
     }
 }
 
@@ -127,6 +133,10 @@ pub struct Lowering<'a, 'c> {
     /// Bytes of the buffers filled once at build (constants, stored weights, scales, index
     /// tables): what the model's parameters cost on the device.
     pub constant_bytes: u64,
+    /// The device type of each value (f16 floats in f16 mode, see `precision`).
+    pub types: ValueTypes,
+    /// Constants kernels read as f32 parameters (biases, norms' gamma and beta), uploaded once.
+    params: HashMap<ValueId, GpuTensor>,
 }
 
 /// A weight operand in its stored format: the tensor and, for int8, one scale per output
@@ -177,6 +187,7 @@ impl<'a, 'c> Lowering<'a, 'c> {
         ctx: &'c GpuContext,
         dev: Vec<Option<GpuTensor>>,
         stored: HashMap<ValueId, StoredWeight>,
+        types: ValueTypes,
     ) -> Self {
         Lowering {
             graph,
@@ -188,6 +199,8 @@ impl<'a, 'c> Lowering<'a, 'c> {
             stored,
             stored_tensors: HashMap::new(),
             constant_bytes: 0,
+            types,
+            params: HashMap::new(),
         }
     }
 
@@ -240,10 +253,45 @@ impl<'a, 'c> Lowering<'a, 'c> {
             return Ok(t.clone());
         }
         let c = self.constant(v).ok_or_else(|| Reason(format!("value '{}' has no buffer", self.name(v))))?;
-        let t = upload(self.ctx(), &self.graph.values[v].name, c)?;
+        let dtype = self.types.of(self.graph, v);
+        let t = upload_as(self.ctx(), &self.graph.values[v].name, c, dtype)?;
         let t = self.filled_at_build(t);
         self.uploaded.insert(v, t.clone());
         Ok(t)
+    }
+
+    /// A value kernels read as an f32 parameter (a bias, a norm's gamma or beta): constants are
+    /// uploaded as f32 whatever the precision; a run-time value is taken as it is.
+    fn param(&mut self, v: ValueId) -> R<GpuTensor> {
+        if let Some(t) = self.params.get(&v) {
+            return Ok(t.clone());
+        }
+        let Some(c) = self.constant(v) else { return self.tensor(v) };
+        let t = upload_as(self.ctx(), &self.graph.values[v].name, c, GDType::F32)?;
+        let t = self.filled_at_build(t);
+        self.params.insert(v, t.clone());
+        Ok(t)
+    }
+
+    /// The device type of value `v`.
+    fn vtype(&self, v: ValueId) -> GDType {
+        self.types.of(self.graph, v)
+    }
+
+    /// `out = src`, element by element; when their element types differ (an f32 value into an
+    /// f16 one in f16 mode), through a contiguous copy and a cast.
+    pub fn move_view(&mut self, src: &View, out: &View) -> R<()> {
+        let (from, to) = (src.tensor.dtype(), out.tensor.dtype());
+        let words = |d: GDType| matches!(d, GDType::F32 | GDType::I32);
+        if from == to || (words(from) && words(to)) {
+            return Ok(ops::copy::copy(&mut self.b, src, out)?);
+        }
+        let n = src.numel();
+        let staged = self.scratch("move.staged", from, n)?;
+        ops::copy::copy(&mut self.b, src, &staged.view(&src.shape))?;
+        let cast = self.scratch("move.cast", to, n)?;
+        ops::cast::cast(&mut self.b, &staged, &cast)?;
+        Ok(ops::copy::copy(&mut self.b, &cast.view(&src.shape), out)?)
     }
 
     /// A constant over one storage binding, as row chunks along axis 0 that each fit one (uploaded
@@ -260,25 +308,24 @@ impl<'a, 'c> Lowering<'a, 'c> {
         if self.dev[v].is_some() || self.uploaded.contains_key(&v) || c.rank() == 0 {
             return Ok(None);
         }
-        let dtype = device_dtype(c.dtype());
+        let dtype = self.vtype(v);
         let limit = self.ctx().max_binding_bytes();
         let (rows, inner) = (c.shape()[0], c.shape()[1..].iter().product::<usize>());
-        // Both device forms take 4 bytes per element.
-        let row_bytes = inner as u64 * 4;
+        let row_bytes = dtype.storage_bytes(inner);
         if dtype.storage_bytes(c.len()) <= limit || rows == 0 || row_bytes == 0 || row_bytes > limit {
             return Ok(None);
         }
         let per_chunk = (limit / row_bytes) as usize;
         let name = self.name(v);
         let mut chunks = Vec::with_capacity(rows.div_ceil(per_chunk));
-        let floats = if dtype == GDType::F32 { Some(c.f32s()) } else { None };
+        let floats = if dtype != GDType::I32 { Some(c.f32s()) } else { None };
         let ints = if floats.is_none() { c.to_i64_vec() } else { Vec::new() };
         for lo in (0..rows).step_by(per_chunk) {
             let hi = (lo + per_chunk).min(rows);
             let label = format!("{name}[{lo}..{hi}]");
             let span = lo * inner..hi * inner;
             let t = if let Some(f) = &floats {
-                GpuTensor::from_f32(self.ctx(), &label, &f[span])?
+                GpuTensor::from_f32_as(self.ctx(), &label, dtype, &f[span])?
             } else {
                 let mut out = Vec::with_capacity(span.len());
                 for &x in &ints[span] {
@@ -437,9 +484,9 @@ impl<'a, 'c> Lowering<'a, 'c> {
                         continue;
                     }
                     let dst = self.tensor(o)?;
-                    let src = upload(self.ctx(), "folded", &t)?;
+                    let src = upload_as(self.ctx(), "folded", &t, dst.dtype())?;
                     let src = self.filled_at_build(src);
-                    ops::copy::copy(&mut self.b, &src.view(&[t.len()]), &dst.view(&[t.len()]))?;
+                    self.move_view(&src.view(&[t.len()]), &dst.view(&[t.len()]))?;
                 }
             }
             return Ok(());
@@ -546,7 +593,7 @@ impl<'a, 'c> Lowering<'a, 'c> {
                 let (at, ct) =
                     (per_channel(self.upload_f32("bn.a", &a)?), per_channel(self.upload_f32("bn.c", &c)?));
                 let xv = self.view(x)?;
-                let tmp = self.scratch("bn.tmp", GDType::F32, xv.numel())?.view(&shape);
+                let tmp = self.scratch("bn.tmp", self.vtype(y), xv.numel())?.view(&shape);
                 ew::binary(&mut self.b, GBin::Mul, &xv, &at, &tmp)?;
                 let out = self.view(y)?;
                 Ok(ew::binary(&mut self.b, GBin::Add, &tmp, &ct, &out)?)
@@ -558,7 +605,7 @@ impl<'a, 'c> Lowering<'a, 'c> {
                 if xt.id() == yt.id() {
                     return Ok(()); // the output shares the input's buffer: nothing to move
                 }
-                Ok(ops::copy::copy(&mut self.b, &xt.view(&[n]), &yt.view(&[n]))?)
+                self.move_view(&xt.view(&[n]), &yt.view(&[n]))
             }
             Op::Transpose(t) => {
                 let (x, y) = (Self::input(node, 0)?, Self::output(node, 0)?);
@@ -569,7 +616,7 @@ impl<'a, 'c> Lowering<'a, 'c> {
                 };
                 let src = self.view(x)?.permute(&perm)?;
                 let out = self.view(y)?;
-                Ok(ops::copy::copy(&mut self.b, &src, &out)?)
+                self.move_view(&src, &out)
             }
             Op::Concat(c) => {
                 let y = Self::output(node, 0)?;
@@ -596,7 +643,7 @@ impl<'a, 'c> Lowering<'a, 'c> {
                     window.shape[axis] = len;
                     window.offset += at * src.strides[axis];
                     if len > 0 {
-                        ops::copy::copy(&mut self.b, &window, &out)?;
+                        self.move_view(&window, &out)?;
                     }
                     at += len;
                 }
@@ -687,7 +734,7 @@ impl<'a, 'c> Lowering<'a, 'c> {
                 let (x, y) = (Self::input(node, 0)?, Self::output(node, 0)?);
                 let out = self.view(y)?;
                 let src = self.view(x)?.broadcast_to(&out.shape)?;
-                Ok(ops::copy::copy(&mut self.b, &src, &out)?)
+                self.move_view(&src, &out)
             }
             Op::Tile(_) => {
                 let (x, y) = (Self::input(node, 0)?, Self::output(node, 0)?);
@@ -740,8 +787,8 @@ impl<'a, 'c> Lowering<'a, 'c> {
             }
             Op::InstanceNorm(n) => {
                 let affine = Affine {
-                    gamma: self.tensor(Self::input(node, 1)?)?,
-                    beta: self.tensor(Self::input(node, 2)?)?,
+                    gamma: self.param(Self::input(node, 1)?)?,
+                    beta: self.param(Self::input(node, 2)?)?,
                 };
                 (c, n.epsilon, affine)
             }
@@ -783,8 +830,10 @@ impl<'a, 'c> Lowering<'a, 'c> {
         )?;
         let sshape = [batch, vec![m, n]].concat();
         let len = sshape.iter().product::<usize>();
+        // Scores in f32 whatever the precision: softmax reads them, and f16 scores scaled by
+        // 1/sqrt(d) lose what the exp amplifies.
         let scores = self.scratch("attention.scores", GDType::F32, len)?;
-        let probs = self.scratch("attention.probs", GDType::F32, len)?;
+        let probs = self.scratch("attention.probs", self.vtype(y), len)?;
         let mut mm = ops::matmul::MatMul::new(q2, k2, scores.view(&sshape));
         mm.alpha = scale;
         ops::matmul::matmul(&mut self.b, &mm)?;
@@ -838,9 +887,9 @@ impl<'a, 'c> Lowering<'a, 'c> {
     }
 
     fn affine(&mut self, node: &Node, d: usize, op: &str) -> R<Affine> {
-        let gamma = self.tensor(Self::input(node, 1)?)?;
+        let gamma = self.param(Self::input(node, 1)?)?;
         let beta = match Self::opt_input(node, 2) {
-            Some(v) => self.tensor(v)?,
+            Some(v) => self.param(v)?,
             None => self.upload_f32("zeros", &vec![0.0; d])?,
         };
         if gamma.len() != d || beta.len() != d {
@@ -919,7 +968,7 @@ impl<'a, 'c> Lowering<'a, 'c> {
             [] => unsupported("no inputs"),
             [a] => {
                 let src = self.view(*a)?.broadcast_to(&out.shape)?;
-                Ok(ops::copy::copy(&mut self.b, &src, &out)?)
+                self.move_view(&src, &out)
             }
             [a, rest @ ..] => {
                 // Variadic: fold left through scratch buffers, the last step into the output.
@@ -931,7 +980,7 @@ impl<'a, 'c> Lowering<'a, 'c> {
                     } else {
                         let shape = crate::tensor::shape::broadcast_shapes(&acc.shape, &bv.shape)?;
                         let n = shape.iter().product();
-                        self.scratch("variadic", GDType::F32, n)?.view(&shape)
+                        self.scratch("variadic", self.vtype(y), n)?.view(&shape)
                     };
                     ew::binary(&mut self.b, op, &acc, &bv, &dst)?;
                     acc = dst;
@@ -957,6 +1006,10 @@ impl<'a, 'c> Lowering<'a, 'c> {
                 ew::unary(&mut self.b, GUn::Not, &flat(&xt), &flat(&tmp))?;
                 Ok(ew::unary(&mut self.b, GUn::Not, &flat(&tmp), &flat(&yt))?)
             }
+            (GDType::F32, GDType::F32) if to == DType::F16 && yt.dtype() == GDType::F16 => {
+                // f16 mode: the output buffer is f16, the cast rounds.
+                Ok(ops::cast::cast(&mut self.b, &xt, &yt)?)
+            }
             (GDType::F32, GDType::F32) if to == DType::F16 => {
                 // Values are held as f32; the rounding to half precision is applied through an
                 // f16 buffer so results match a half cast.
@@ -972,7 +1025,7 @@ impl<'a, 'c> Lowering<'a, 'c> {
                         to.name()
                     ));
                 }
-                Ok(ops::copy::copy(&mut self.b, &flat(&xt), &flat(&yt))?)
+                self.move_view(&flat(&xt), &flat(&yt))
             }
             (GDType::F32, GDType::I32) => {
                 if matches!(to, DType::I8 | DType::U8) {
@@ -1032,7 +1085,7 @@ impl<'a, 'c> Lowering<'a, 'c> {
                 shape: out_shape.clone(),
                 strides: vec![0; out_shape.len()],
             };
-            return Ok(ops::copy::copy(&mut self.b, &z, &out)?);
+            return self.move_view(&z, &out);
         }
         let mut mm = ops::matmul::MatMul::new(av, wv, yt.view(&out_shape));
         mm.scales = self.upload_scales(w, scales)?;
@@ -1092,7 +1145,7 @@ impl<'a, 'c> Lowering<'a, 'c> {
                 let perm: Vec<usize> =
                     e.output.iter().map(|c| labels.iter().position(|l| l == c).unwrap_or(0)).collect();
                 let src = self.view(x)?.permute(&perm)?;
-                Ok(ops::copy::copy(&mut self.b, &src, &out)?)
+                self.move_view(&src, &out)
             }
             2 => {
                 let (a, w) = (Self::input(node, 0)?, Self::input(node, 1)?);
@@ -1127,9 +1180,9 @@ impl<'a, 'c> Lowering<'a, 'c> {
                         .map(|c| labels.iter().position(|l| l == c).unwrap_or(0))
                         .collect();
                     let p = v.permute(&perm)?;
-                    let t = lb.scratch("einsum.operand", GDType::F32, p.numel().max(1))?;
+                    let t = lb.scratch("einsum.operand", v.tensor.dtype(), p.numel().max(1))?;
                     if p.numel() > 0 {
-                        ops::copy::copy(&mut lb.b, &p, &t.view(&p.shape))?;
+                        lb.move_view(&p, &t.view(&p.shape))?;
                     }
                     let dims = order.iter().map(|g| g.iter().map(size).product()).collect();
                     Ok((t, dims))
@@ -1137,7 +1190,7 @@ impl<'a, 'c> Lowering<'a, 'c> {
                 let (ta, da) = pack(self, &av, la, &[&batch, &m, &k])?;
                 let (tw, dw) = pack(self, &wv, lw, &[&batch, &k, &n])?;
                 let (bsz, msz, ksz, nsz) = (da[0], da[1], da[2], dw[2]);
-                let tmp = self.scratch("einsum.out", GDType::F32, (bsz * msz * nsz).max(1))?;
+                let tmp = self.scratch("einsum.out", out.tensor.dtype(), (bsz * msz * nsz).max(1))?;
                 if bsz * msz * nsz == 0 {
                     return Ok(());
                 }
@@ -1156,7 +1209,7 @@ impl<'a, 'c> Lowering<'a, 'c> {
                 let perm: Vec<usize> =
                     lo.iter().map(|c| natural.iter().position(|l| l == c).unwrap_or(0)).collect();
                 let src = tmp.view(&nat_shape).permute(&perm)?;
-                Ok(ops::copy::copy(&mut self.b, &src, &out)?)
+                self.move_view(&src, &out)
             }
             k => unsupported(format!("Einsum with {k} operands")),
         }
@@ -1180,12 +1233,14 @@ impl<'a, 'c> Lowering<'a, 'c> {
             (Some(s), _) => (pack, s.tensor, self.upload_scales(w, s.scales)?),
             (None, Some(wc)) if pack && wc.dtype() == DType::F32 => {
                 let packed = ops::conv::pack_weights(&wc.f32s(), g.out_channels, g.group);
-                (true, self.upload_f32(&format!("{}.packed", self.name(w)), &packed)?, None)
+                let name = format!("{}.packed", self.name(w));
+                let t = GpuTensor::from_f32_as(self.ctx(), &name, self.vtype(w), &packed)?;
+                (true, self.filled_at_build(t), None)
             }
             (None, _) => (false, self.tensor(w)?, None),
         };
         let bias = match b {
-            Some(b) => Some(self.tensor(b)?),
+            Some(b) => Some(self.param(b)?),
             None => None,
         };
         let conv = GConv {
@@ -1229,7 +1284,7 @@ impl<'a, 'c> Lowering<'a, 'c> {
             output_padding.push(extra as usize);
         }
         let bias = match Self::opt_input(node, 2) {
-            Some(b) => Some(self.tensor(b)?),
+            Some(b) => Some(self.param(b)?),
             None => None,
         };
         // Stored int8 scales run along the weight's axis 1 (Cout / group); the kernel takes one
@@ -1266,7 +1321,7 @@ impl<'a, 'c> Lowering<'a, 'c> {
             };
             if shape.len() <= 2 {
                 let n = shape.iter().product();
-                return Ok(ops::copy::copy(&mut self.b, &xt.view(&[n]), &yt.view(&[n]))?);
+                return self.move_view(&xt.view(&[n]), &yt.view(&[n]));
             }
             let axes: Vec<usize> = (2..shape.len()).collect();
             return Ok(ops::reduce::reduce(&mut self.b, op, &xt, &shape, &axes, &yt)?);
@@ -1314,7 +1369,7 @@ impl<'a, 'c> Lowering<'a, 'c> {
             ReduceKind::Prod => ReduceOp::Prod,
         };
         let Some(mask) = mask.filter(|m| m.iter().any(|&b| b)) else {
-            return Ok(ops::copy::copy(&mut self.b, &xt.view(&[total]), &yt.view(&[total]))?);
+            return self.move_view(&xt.view(&[total]), &yt.view(&[total]));
         };
         if total == 0 || shape.iter().zip(&mask).any(|(&d, &m)| m && d == 0) {
             return unsupported("reduction of an empty tensor");
@@ -1328,8 +1383,8 @@ impl<'a, 'c> Lowering<'a, 'c> {
         }
         let perm: Vec<usize> = kept.iter().chain(&red).copied().collect();
         let src = xt.view(&shape).permute(&perm)?;
-        let tmp = self.scratch("reduce.permuted", GDType::F32, total)?;
-        ops::copy::copy(&mut self.b, &src, &tmp.view(&src.shape))?;
+        let tmp = self.scratch("reduce.permuted", xt.dtype(), total)?;
+        self.move_view(&src, &tmp.view(&src.shape))?;
         let axes: Vec<usize> = (kept.len()..shape.len()).collect();
         Ok(ops::reduce::reduce(&mut self.b, op, &tmp, &src.shape, &axes, &yt)?)
     }
@@ -1444,7 +1499,7 @@ impl<'a, 'c> Lowering<'a, 'c> {
         let out = self.view(y)?;
         if m == 0 {
             let xv = self.view(x)?;
-            return Ok(ops::copy::copy(&mut self.b, &xv, &out)?);
+            return self.move_view(&xv, &out);
         }
         let sources = p.sources();
         let ut = self.tensor(upd)?;
@@ -1453,12 +1508,12 @@ impl<'a, 'c> Lowering<'a, 'c> {
         let (src, base) = if sources.iter().all(|&s| s >= n) && ut.len() == m {
             (ut, n)
         } else {
-            let both = self.scratch("scatter_nd.sources", device_dtype(self.dtype(x)), n + m)?;
+            let both = self.scratch("scatter_nd.sources", self.vtype(x), n + m)?;
             let (xv, uv) = (self.view(x)?, self.view(upd)?);
-            ops::copy::copy(&mut self.b, &xv, &View::contiguous(&both, shape))?;
+            self.move_view(&xv, &View::contiguous(&both, shape))?;
             let mut window = View::contiguous(&both, upd_shape);
             window.offset = n;
-            ops::copy::copy(&mut self.b, &uv, &window)?;
+            self.move_view(&uv, &window)?;
             (both, 0)
         };
         let mut table = Vec::with_capacity(n);

@@ -7,12 +7,13 @@
 //! only the outputs, or keep them on the device ([`GpuSession::run_device`]).
 
 pub mod lower;
+pub mod precision;
 pub mod stored_weights;
 
 use std::sync::Arc;
 
 use crate::gpu::memory::{plan_reuse, BufferPool, Lifetime};
-use crate::gpu::{GpuContext, GpuError, GpuTensor, Program};
+use crate::gpu::{DType as GDType, GpuContext, GpuError, GpuTensor, Precision, Program};
 use crate::graph::phases::BuiltGraph;
 use crate::graph::{ValueId, ValueKind};
 use crate::ops::Op;
@@ -54,6 +55,8 @@ pub struct GpuSession {
     /// Weights the kernels read as int8 and as f16 (see [`stored_weights`]).
     pub int8_weights: usize,
     pub f16_weights: usize,
+    /// The precision of the float activations (`F32` or `F16`), see [`precision`].
+    precision: Precision,
     /// With `FIFO_GPU_PROFILE=1`: one program per node, run one by one and timed (native only).
     profile: Vec<(String, Program)>,
 }
@@ -78,8 +81,17 @@ pub fn reuse_enabled() -> bool {
 
 impl GpuSession {
     /// Lowers `built` onto `ctx` and compiles it. Fails with the first node that cannot run.
-    pub async fn build(ctx: Arc<GpuContext>, built: &BuiltGraph) -> Result<GpuSession, GpuSessionError> {
+    /// `requested` is resolved by [`precision::resolve`]; `low_precision_weights` says whether the
+    /// model stores its parameters as int8 / f16 (what `Precision::Auto` follows).
+    pub async fn build(
+        ctx: Arc<GpuContext>,
+        built: &BuiltGraph,
+        requested: Precision,
+        low_precision_weights: bool,
+    ) -> Result<GpuSession, GpuSessionError> {
         let graph = &built.graph;
+        let precision = precision::resolve(requested, low_precision_weights, &ctx)?;
+        let types = precision::ValueTypes::new(graph, precision);
         let steps = graph.nodes.len();
         // First step of each runtime value (graph inputs: 0; intermediates: their producer).
         let mut first: Vec<Option<usize>> = vec![None; graph.values.len()];
@@ -103,8 +115,7 @@ impl GpuSession {
             let (Some(Some(x)), Some(Some(y))) = (node.inputs.first(), node.outputs.first()) else {
                 continue;
             };
-            let same_type = graph.values[*x].ty.as_ref().map(|t| device_dtype(t.dtype))
-                == graph.values[*y].ty.as_ref().map(|t| device_dtype(t.dtype));
+            let same_type = types.of(graph, *x) == types.of(graph, *y);
             if reshape
                 && node.outputs.len() == 1
                 && runtime(*x)
@@ -129,7 +140,7 @@ impl GpuSession {
             let len: usize = ty.shape.iter().product();
             let last = built.plan.last_use.get(v).copied().flatten().unwrap_or(start).max(start);
             let last = if graph.outputs.contains(&v) { steps + 1 } else { last };
-            let bytes = device_dtype(ty.dtype).storage_bytes(len);
+            let bytes = types.of(graph, v).storage_bytes(len);
             // Name the value (not the pool slot it would share) when it cannot be bound.
             if bytes > limit {
                 let row_bytes = ty.shape.iter().skip(1).product::<usize>() as u64 * 4;
@@ -162,14 +173,41 @@ impl GpuSession {
             let ty = graph.values[v].ty.as_ref().expect("filtered above");
             let len = ty.shape.iter().product();
             let g = group_of[v].expect("assigned above");
-            dev[v] = Some(pool.tensor(g, &graph.values[v].name, device_dtype(ty.dtype), len)?);
+            dev[v] = Some(pool.tensor(g, &graph.values[v].name, types.of(graph, v), len)?);
         }
         let count = |int8: bool| {
             stored.values().filter(|w| matches!(w, stored_weights::StoredWeight::Int8 { .. }) == int8).count()
         };
         let (int8_weights, f16_weights) = (count(true), count(false));
-        let mut lowering = lower::Lowering::new(graph, &ctx, dev, stored);
-        let parts = lowering.lower_all(profile_enabled())?;
+        let mut lowering = lower::Lowering::new(graph, &ctx, dev, stored, types);
+        // Inputs and outputs keep their API form (f32 for floats); values held in f16 are cast
+        // at the boundary: inputs first thing in the program, outputs last.
+        let mut boundary: std::collections::HashMap<ValueId, GpuTensor> = Default::default();
+        for &v in &graph.inputs {
+            if let Some(inner) = lowering.dev[v].clone().filter(|t| t.dtype() == GDType::F16) {
+                let api = GpuTensor::new(&ctx, &graph.values[v].name, GDType::F32, inner.len())?;
+                crate::gpu::ops::cast::cast(&mut lowering.b, &api, &inner)?;
+                boundary.insert(v, api);
+            }
+        }
+        let mut parts = lowering.lower_all(profile_enabled())?;
+        for &v in &graph.outputs {
+            if let Some(inner) = lowering.dev[v].clone().filter(|t| t.dtype() == GDType::F16) {
+                let api = match boundary.get(&v) {
+                    Some(t) => t.clone(), // an input passed straight through: already f32
+                    None => {
+                        let api = GpuTensor::new(&ctx, &graph.values[v].name, GDType::F32, inner.len())?;
+                        crate::gpu::ops::cast::cast(&mut lowering.b, &inner, &api)?;
+                        api
+                    }
+                };
+                boundary.insert(v, api);
+            }
+        }
+        if profile_enabled() {
+            let fresh = crate::gpu::ProgramBuilder::new(&ctx);
+            parts.push(("Cast(outputs)".into(), std::mem::replace(&mut lowering.b, fresh)));
+        }
         let mut profile = Vec::with_capacity(parts.len());
         for (op, part) in parts {
             profile.push((op, part.build().await?));
@@ -180,7 +218,7 @@ impl GpuSession {
                 name: value.name.clone(),
                 problem: "has no static type".into(),
             })?;
-            let tensor = match (&lowering.dev[v], &value.constant) {
+            let tensor = match (boundary.get(&v).or(lowering.dev[v].as_ref()), &value.constant) {
                 (Some(t), _) => t.clone(),
                 (None, Some(c)) => lower::upload(&ctx, &value.name, c)?,
                 (None, None) => {
@@ -208,8 +246,14 @@ impl GpuSession {
             constant_bytes,
             int8_weights,
             f16_weights,
+            precision,
             profile,
         })
+    }
+
+    /// The precision the float activations run in: `F32` or `F16` (never `Auto`).
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     pub fn context(&self) -> &Arc<GpuContext> {

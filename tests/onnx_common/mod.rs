@@ -216,7 +216,12 @@ pub async fn run_fixture(
     let outputs = match gpu {
         None => Session::build(model, &shapes, &SessionOptions::default()).and_then(|s| s.run(input_map)),
         Some(ctx) => {
-            let options = SessionOptions { backend: Backend::Gpu, ..Default::default() };
+            // The fixtures' tolerances are f32 ones: f32 activations even for int8 / f16 weights.
+            let gpu = fifo_diffusion::gpu::GpuOptions {
+                precision: fifo_diffusion::gpu::Precision::F32,
+                ..Default::default()
+            };
+            let options = SessionOptions { backend: Backend::Gpu, gpu, ..Default::default() };
             match Session::build_on(ctx.clone(), model, &shapes, &options).await {
                 Ok(s) => s.run_async(input_map).await,
                 Err(e) => Err(e),

@@ -4,11 +4,11 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{u32_of, WG_LINEAR};
+use super::{float_storage, u32_of, WG_LINEAR};
 use crate::gpu::error::{shape_err, GpuError, GpuResult};
 use crate::gpu::program::{linear_workgroups, ProgramBuilder, MAX_WORKGROUPS};
 use crate::gpu::shader::ShaderVariant;
-use crate::gpu::tensor::{DType, View};
+use crate::gpu::tensor::View;
 
 /// Largest head size: the query and the accumulator live in registers.
 const MAX_HEAD: usize = 256;
@@ -81,14 +81,11 @@ pub fn attention(b: &mut ProgramBuilder, a: &Attention) -> GpuResult<()> {
     let q = q.broadcast_to(&[b0, b1, lq, d])?;
     let k = k.broadcast_to(&[b0, b1, lk, d])?;
     let v = rank4(&a.v)?.broadcast_to(&[b0, b1, lk, dv])?;
-    for t in [&q, &k, &v, &out] {
+    let ctx = b.context();
+    let mut types = ShaderVariant::new(OP);
+    for (t, name, part) in [(&q, "Q_T", "q"), (&k, "K_T", "k"), (&v, "V_T", "v"), (&out, "OUT_T", "out")] {
         t.check(OP)?;
-        if t.tensor.dtype() != DType::F32 {
-            return Err(GpuError::Unsupported {
-                op: OP,
-                message: format!("'{}' must be f32", t.tensor.name()),
-            });
-        }
+        types = float_storage(ctx, OP, types, name, part, &t.tensor)?;
     }
     if lk == 0 {
         return Err(shape_err(OP, "no keys"));
@@ -135,7 +132,7 @@ pub fn attention(b: &mut ProgramBuilder, a: &Attention) -> GpuResult<()> {
     };
     let rows = rows_per_invocation(d.max(dv));
     // The head size picks the register budget (like a tile size); lengths stay in uniforms.
-    let mut variant = ShaderVariant::new(OP)
+    let mut variant = types
         .tag(&format!("f32.online.rows{rows}.keys2"))
         .define("ROWS", format!("{rows}u"))
         .tag(&format!("d{d}x{dv}"))

@@ -4,7 +4,8 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::matmul::{matmul, weight_variant, MatMul};
-use super::{u32_of, Activation, WG_LINEAR};
+use super::{float_storage, u32_of, Activation, WG_LINEAR};
+use crate::gpu::context::GpuContext;
 use crate::gpu::error::{shape_err, GpuError, GpuResult};
 use crate::gpu::program::{linear_workgroups, ProgramBuilder};
 use crate::gpu::shader::ShaderVariant;
@@ -212,6 +213,18 @@ fn window_params(
     })
 }
 
+/// The start of a conv variant: f32 arithmetic, the input's and output's storage types.
+fn activation_types(
+    ctx: &GpuContext,
+    op: &'static str,
+    x: &GpuTensor,
+    out: &GpuTensor,
+) -> GpuResult<ShaderVariant> {
+    let v = ShaderVariant::new(op).tag("f32").define("ELEM", "f32");
+    let v = float_storage(ctx, op, v, "X_T", "x", x)?;
+    float_storage(ctx, op, v, "OUT_T", "out", out)
+}
+
 pub fn conv(b: &mut ProgramBuilder, c: &Conv) -> GpuResult<()> {
     const OP: &str = "conv";
     let ctx = b.context();
@@ -233,14 +246,11 @@ pub fn conv(b: &mut ProgramBuilder, c: &Conv) -> GpuResult<()> {
             ));
         }
     }
-    if c.x.dtype() != DType::F32 || c.out.dtype() != DType::F32 {
-        return Err(GpuError::Unsupported { op: OP, message: "activations must be f32".into() });
-    }
-    if is_pointwise(c) {
+    let variant = activation_types(ctx, OP, &c.x, &c.out)?;
+    if is_pointwise(ctx, c) {
         return pointwise_as_matmul(b, c, &out_shape);
     }
     let params = window_params(OP, &c.x_shape, &out_shape, &c.geometry, c.groups, 0, c.activation)?;
-    let variant = ShaderVariant::new(OP).tag("f32").define("ELEM", "f32");
     let variant = if c.packed_weights {
         if (cout / c.groups) % 4 != 0 {
             return Err(GpuError::Unsupported {
@@ -283,14 +293,16 @@ fn is_row3(g: &Geometry) -> bool {
 }
 
 /// A 1x1 convolution with stride 1 and no padding is a matmul: the vec4 matmul path beats the
-/// implicit-GEMM kernel there (f32 weights, one group).
-fn is_pointwise(c: &Conv) -> bool {
+/// implicit-GEMM kernel there (f32 or native f16 weights, one group).
+fn is_pointwise(ctx: &GpuContext, c: &Conv) -> bool {
     let g = &c.geometry;
+    // The weights become matmul's left operand: f32, or f16 the adapter reads natively.
+    let w_ok = c.w.dtype() == DType::F32 || (c.w.dtype() == DType::F16 && ctx.has_shader_f16());
     let ones = |v: &[usize]| v.iter().all(|&x| x == 1);
     let zeros = |v: &[usize]| v.iter().all(|&x| x == 0);
     c.groups == 1
         && c.scales.is_none()
-        && c.w.dtype() == DType::F32
+        && w_ok
         && ones(&g.kernel)
         && ones(&g.strides)
         && zeros(&g.pads_begin)
@@ -359,13 +371,7 @@ pub fn conv_transpose(b: &mut ProgramBuilder, c: &ConvTranspose) -> GpuResult<()
         }
     }
     let params = window_params(OP, &c.x_shape, &out_shape, &c.geometry, c.groups, total, c.activation)?;
-    let variant = weight_variant(
-        ctx,
-        OP,
-        &c.w,
-        c.scales.as_ref(),
-        ShaderVariant::new(OP).tag("f32").define("ELEM", "f32"),
-    )?;
+    let variant = weight_variant(ctx, OP, &c.w, c.scales.as_ref(), activation_types(ctx, OP, &c.x, &c.out)?)?;
     let mut reads = vec![c.x.clone(), c.w.clone()];
     let variant = epilogue_bindings(variant, &mut reads, &c.scales, &c.bias);
     let variant = c.activation.apply_to(variant.tag(&format!("wg{WG_LINEAR}")).define("WG", WG_LINEAR));

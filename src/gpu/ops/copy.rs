@@ -1,5 +1,6 @@
-//! Data movement on 32-bit tensors (f32 or i32): permute/transpose, slice with steps, concat,
-//! expand, tile, constant pad, gather. All are one strided-copy kernel except gather.
+//! Data movement on 32-bit tensors (f32 or i32) and f16 ones (where the adapter has shader-f16):
+//! permute/transpose, slice with steps, concat, expand, tile, constant pad, gather. All are one
+//! strided-copy kernel except gather. Source and destination hold the same element type.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -29,18 +30,32 @@ struct Params {
 
 const OP: &str = "copy";
 
-fn word_type(op: &'static str, t: &GpuTensor) -> GpuResult<()> {
-    match t.dtype() {
-        DType::F32 | DType::I32 => Ok(()),
-        other => Err(GpuError::Unsupported {
-            op,
-            message: format!(
-                "'{}' is {}; data movement takes 32-bit tensors (cast first)",
-                t.name(),
-                other.name()
-            ),
-        }),
+/// The element part of a variant: `b32` (the bits of f32 or i32, moved as u32) or `f16`.
+fn element_variant(
+    b: &ProgramBuilder,
+    op: &'static str,
+    v: ShaderVariant,
+    src: &GpuTensor,
+    dst: &GpuTensor,
+) -> GpuResult<ShaderVariant> {
+    let word = |t: &GpuTensor| matches!(t.dtype(), DType::F32 | DType::I32);
+    if word(src) && word(dst) {
+        return Ok(v.tag("b32").define("E", "u32").define("PAD_VALUE", "p.pad_value"));
     }
+    if src.dtype() == DType::F16 && dst.dtype() == DType::F16 {
+        let v = super::float_storage(b.context(), op, v.tag("f16"), "E", "", src)?;
+        return Ok(v.define("PAD_VALUE", "f16(bitcast<f32>(p.pad_value))"));
+    }
+    Err(GpuError::Unsupported {
+        op,
+        message: format!(
+            "'{}' is {} and '{}' is {}; data movement takes 32-bit tensors or f16 ones on both sides (cast first)",
+            src.name(),
+            src.dtype().name(),
+            dst.name(),
+            dst.dtype().name()
+        ),
+    })
 }
 
 fn i32s(op: &'static str, v: &[isize]) -> GpuResult<[i32; 8]> {
@@ -65,8 +80,7 @@ pub fn strided_copy(
     if src.shape.len() != rank || step.len() != rank || start.len() != rank || wrap.len() != rank {
         return Err(shape_err(OP, format!("ranks differ: src {:?}, out {:?}", src.shape, out.shape)));
     }
-    word_type(OP, &src.tensor)?;
-    word_type(OP, &out.tensor)?;
+    let variant = element_variant(b, OP, ShaderVariant::new(OP), &src.tensor, &out.tensor)?;
     src.check(OP)?;
     out.check(OP)?;
     let pad_bits = match src.tensor.dtype() {
@@ -92,11 +106,7 @@ pub fn strided_copy(
         wrap: wrap.iter().enumerate().map(|(d, &w)| (w as u32) << d).sum(),
         _pad: [0; 2],
     };
-    let variant = ShaderVariant::new(OP)
-        .tag("b32")
-        .define("WG", WG_LINEAR)
-        .define("ACT", "x")
-        .tag(&format!("wg{WG_LINEAR}"));
+    let variant = variant.define("WG", WG_LINEAR).define("ACT", "x").tag(&format!("wg{WG_LINEAR}"));
     // One invocation per run of up to RUN (4) elements of a row of the last dimension.
     let last = out.shape.last().copied().unwrap_or(1);
     let invocations = if total == 0 { 0 } else { total / last * last.div_ceil(COPY_RUN) };
@@ -216,7 +226,7 @@ pub fn gather_rows(
     indices: &GpuTensor,
     out: &GpuTensor,
 ) -> GpuResult<()> {
-    word_type("gather", src)?;
+    let variant = element_variant(b, "gather", ShaderVariant::new("gather"), src, out)?;
     if indices.dtype() != DType::I32 || axis >= shape.len() {
         return Err(shape_err(
             "gather",
@@ -257,10 +267,6 @@ pub fn gather_rows(
         hi: u32_of("gather", rows.end)?,
         zero_missing: zero_missing as u32,
     };
-    let variant = ShaderVariant::new("gather")
-        .tag("b32")
-        .define("WG", WG_LINEAR)
-        .define("ACT", "x")
-        .tag(&format!("wg{WG_LINEAR}"));
+    let variant = variant.define("WG", WG_LINEAR).define("ACT", "x").tag(&format!("wg{WG_LINEAR}"));
     b.push(variant, &params, &[src, indices], &[out], linear_workgroups(total, WG_LINEAR))
 }

@@ -3,7 +3,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{dims8, u32_of, MAX_RANK, WG_LINEAR};
+use super::{dims8, float_storage, u32_of, MAX_RANK, WG_LINEAR};
 use crate::gpu::error::{GpuError, GpuResult};
 use crate::gpu::program::{linear_workgroups, ProgramBuilder};
 use crate::gpu::shader::ShaderVariant;
@@ -195,28 +195,9 @@ fn launch(
     beta: f32,
 ) -> GpuResult<()> {
     out.check(OP)?;
-    // One storage type for all operands: f32, or f16 where the adapter has shader-f16.
     let dtype = out.tensor.dtype();
-    let f16_ok = dtype == DType::F16 && b.context().has_shader_f16();
-    if dtype != DType::F32 && !f16_ok {
-        return Err(GpuError::Unsupported {
-            op: OP,
-            message: format!("'{}' is {}; cast it to f32 first", out.tensor.name(), dtype.name()),
-        });
-    }
     let mut views = Vec::new();
     for v in inputs {
-        if v.tensor.dtype() != dtype {
-            return Err(GpuError::Unsupported {
-                op: OP,
-                message: format!(
-                    "'{}' is {} but the output is {}; cast it first",
-                    v.tensor.name(),
-                    v.tensor.dtype().name(),
-                    dtype.name()
-                ),
-            });
-        }
         let bv = v.broadcast_to(&out.shape)?;
         bv.check(OP)?;
         views.push(bv);
@@ -258,9 +239,15 @@ fn launch(
         beta,
     };
     let arity = inputs.len();
-    let mut variant = ShaderVariant::new(OP).tag(dtype.name()).define("T", dtype.name());
-    if dtype == DType::F16 {
-        variant = variant.flag("ENABLE_F16");
+    // Storage types: the output's names the key (`elementwise.f16.add`); an input of another
+    // type adds `a=f32` etc. Each is f32, or f16 where the adapter has shader-f16.
+    let ctx = b.context();
+    let mut variant = float_storage(ctx, OP, ShaderVariant::new(OP).tag(dtype.name()), "T", "", &out.tensor)?;
+    for (v, (name, letter)) in views.iter().zip([("A_T", "a"), ("B_T", "b"), ("C_T", "c")]) {
+        variant = float_storage(ctx, OP, variant, name, "", &v.tensor)?;
+        if v.tensor.dtype() != dtype {
+            variant = variant.tag(&format!("{letter}={}", v.tensor.dtype().name()));
+        }
     }
     variant = variant.tag(name).define("OP", expr).define("WG", WG_LINEAR);
     variant = variant.define("OUT_BINDING", arity + 1).define("ACT", "x");
@@ -269,7 +256,8 @@ fn launch(
     }
     let blocked = b.context().style() == KernelStyle::RegisterBlocked;
     let reads: Vec<_> = views.iter().map(|v| &v.tensor).collect();
-    if let Some(variant) = flat4(variant.clone(), dtype, &shape, &st, &offsets) {
+    let types: Vec<DType> = views.iter().map(|v| v.tensor.dtype()).collect();
+    if let Some(variant) = flat4(variant.clone(), &types, &shape, &st, &offsets) {
         // Four vectors (16 elements) per invocation on CPU adapters, one on GPUs.
         let run = if blocked { 4 } else { 1 };
         let variant =
@@ -291,7 +279,7 @@ fn launch(
 /// input either walk contiguously (4-aligned) or take from a single element.
 fn flat4(
     mut variant: ShaderVariant,
-    dtype: DType,
+    input_types: &[DType],
     shape: &[usize],
     strides: &[Vec<usize>],
     offsets: &[u32; 4],
@@ -300,13 +288,14 @@ fn flat4(
     if shape.len() != 1 || n % 4 != 0 || strides[0][0] != 1 || offsets[0] % 4 != 0 {
         return None;
     }
-    let vector = format!("vec4<{}>", dtype.name());
     variant = variant.tag("flat4").flag("FLAT4");
     if strides.len() > 2 {
         variant = variant.flag("HAS_B");
     }
     for (i, (s, &offset)) in strides[1..].iter().zip(&offsets[1..]).enumerate() {
         let (letter, store) = (["A", "B", "C"][i], format!("{}_STORE", ["A", "B", "C"][i]));
+        let dtype = input_types[i];
+        let vector = format!("vec4<{}>", dtype.name());
         variant = match s[0] {
             1 if offset % 4 == 0 => variant.define(&store, &vector),
             0 => variant

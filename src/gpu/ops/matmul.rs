@@ -109,7 +109,7 @@ fn element_types(a: &GpuTensor, w: &GpuTensor, out: &GpuTensor, vec4: bool) -> S
     let f16_math = a.dtype() == DType::F16 && w.dtype() == DType::F16;
     let elem = if f16_math { "f16" } else { "f32" };
     let mut v = ShaderVariant::new(OP).tag(elem).define("ELEM", elem);
-    let a_type = if vec4 { "vec4<f32>" } else { a.dtype().name() };
+    let a_type = if vec4 { format!("vec4<{}>", a.dtype().name()) } else { a.dtype().name().to_string() };
     v = v.define("A_T", a_type).define("OUT_T", out.dtype().name());
     if a.dtype() == DType::F16 && !f16_math {
         v = v.tag("a=f16");
@@ -123,7 +123,7 @@ fn element_types(a: &GpuTensor, w: &GpuTensor, out: &GpuTensor, vec4: bool) -> S
     v
 }
 
-/// Whether the vec4 register-blocked path applies: f32 activations, A contiguous along K, W
+/// Whether the vec4 register-blocked path applies: f32 or f16 activations, A contiguous along K, W
 /// contiguous along N (`Some(true)`) or K (`Some(false)`), K (and N for W along N) multiples of
 /// 4, and every other stride and offset a multiple of 4, so that vec4 indices are exact.
 fn vec4_layout(
@@ -134,7 +134,7 @@ fn vec4_layout(
     n: usize,
     r: usize,
 ) -> Option<bool> {
-    if a.tensor.dtype() != DType::F32 || k % 4 != 0 {
+    if !matches!(a.tensor.dtype(), DType::F32 | DType::F16) || k % 4 != 0 {
         return None;
     }
     let aligned = |vals: &[usize]| vals.iter().all(|v| v % 4 == 0);
@@ -292,7 +292,8 @@ pub fn matmul(b: &mut ProgramBuilder, mm: &MatMul) -> GpuResult<()> {
         reads.push(bias);
     }
     if let Some(d) = &d {
-        variant = bind(variant.tag("beta").flag("HAS_D"), "BIND_D");
+        let v = super::float_storage(ctx, OP, variant.tag("beta").flag("HAS_D"), "D_T", "d", &d.tensor)?;
+        variant = bind(v, "BIND_D");
         reads.push(&d.tensor);
     }
     variant = bind(variant, "BIND_OUT");

@@ -117,3 +117,36 @@ pub(crate) fn u32_of(op: &'static str, v: usize) -> GpuResult<u32> {
 
 /// Workgroup size of the 1-D kernels (one output element per invocation).
 pub(crate) const WG_LINEAR: u32 = 64;
+
+/// Binds a float operand's storage type to the WGSL name `name`: `f32`, or `f16` where the
+/// adapter has shader-f16 (then the key gains `{part}=f16`, unless `part` is empty, and `enable
+/// f16` is set; f32 operands add nothing, so f32 keys stay as they were). Kernels load through `f32(..)` and store through
+/// `NAME(..)`: f16 storage with f32 arithmetic unless a kernel says otherwise.
+pub(crate) fn float_storage(
+    ctx: &super::GpuContext,
+    op: &'static str,
+    v: ShaderVariant,
+    name: &str,
+    part: &str,
+    t: &super::GpuTensor,
+) -> GpuResult<ShaderVariant> {
+    use super::DType;
+    match t.dtype() {
+        DType::F32 => Ok(v.define(name, "f32")),
+        DType::F16 if ctx.has_shader_f16() => {
+            let v = if part.is_empty() { v } else { v.tag(&format!("{part}=f16")) };
+            Ok(v.define(name, "f16").flag_once("ENABLE_F16"))
+        }
+        DType::F16 => Err(GpuError::Unsupported {
+            op,
+            message: format!(
+                "'{}' is f16 but this adapter has no shader-f16 (f16 activations need it: use precision f32, or cast it to f32)",
+                t.name()
+            ),
+        }),
+        other => Err(GpuError::Unsupported {
+            op,
+            message: format!("'{}' is {}; this kernel takes f32 or f16 values", t.name(), other.name()),
+        }),
+    }
+}

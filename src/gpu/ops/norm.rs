@@ -4,7 +4,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{u32_of, Activation, WG_LINEAR};
+use super::{float_storage, u32_of, Activation, WG_LINEAR};
 use crate::gpu::error::{shape_err, GpuResult};
 use crate::gpu::program::{linear_workgroups, ProgramBuilder, MAX_WORKGROUPS};
 use crate::gpu::shader::ShaderVariant;
@@ -48,6 +48,8 @@ pub fn layer_norm(
     }
     let mut reads = vec![x];
     let mut variant = ShaderVariant::new("layernorm").tag("f32");
+    variant = float_storage(b.context(), OP, variant, "X_T", "x", x)?;
+    variant = float_storage(b.context(), OP, variant, "OUT_T", "out", out)?;
     if let Some(a) = affine {
         if a.gamma.len() < d
             || a.beta.len() < d
@@ -121,17 +123,24 @@ pub fn group_norm(
     let ng = n * groups;
     let stats_groups =
         [ng.min(MAX_WORKGROUPS as usize) as u32, ng.div_ceil(MAX_WORKGROUPS as usize) as u32, 1];
-    let mut stats_variant = ShaderVariant::new("groupnorm").tag("f32.stats").flag("STATS").define("ACT", "x");
+    let stats_variant = ShaderVariant::new("groupnorm").tag("f32.stats").flag("STATS").define("ACT", "x");
+    let mut stats_variant = float_storage(b.context(), OP, stats_variant, "X_T", "x", x)?;
     if b.context().has_subgroups() {
         stats_variant = stats_variant.tag("subgroups").flag("SUBGROUPS");
     }
     let stats_variant = stats_variant.tag("wg64");
     b.push(stats_variant, &params, &[x], &[&stats], stats_groups)?;
     let mut reads = vec![x, &stats];
-    let mut variant = ShaderVariant::new("groupnorm").tag("f32.apply").flag("APPLY");
+    let variant = ShaderVariant::new("groupnorm").tag("f32.apply").flag("APPLY");
+    let variant = float_storage(b.context(), OP, variant, "X_T", "x", x)?;
+    let mut variant = float_storage(b.context(), OP, variant, "OUT_T", "out", out)?;
     if let Some(a) = affine {
-        if a.gamma.len() < c || a.beta.len() < c {
-            return Err(shape_err(OP, format!("gamma and beta need {c} values each")));
+        if a.gamma.len() < c
+            || a.beta.len() < c
+            || a.gamma.dtype() != DType::F32
+            || a.beta.dtype() != DType::F32
+        {
+            return Err(shape_err(OP, format!("gamma and beta need {c} f32 values each")));
         }
         variant = variant.tag("affine").flag("AFFINE");
         reads.extend([&a.gamma, &a.beta]);

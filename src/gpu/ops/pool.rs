@@ -4,7 +4,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::conv::{three, Geometry};
-use super::{u32_of, WG_LINEAR};
+use super::{float_storage, u32_of, WG_LINEAR};
 use crate::gpu::error::{shape_err, GpuResult};
 use crate::gpu::program::{linear_workgroups, ProgramBuilder};
 use crate::gpu::shader::ShaderVariant;
@@ -58,6 +58,8 @@ pub fn pool(
         pad_end: u3(three(&g.pads_end, 0), 0)?,
     };
     let mut variant = ShaderVariant::new(OP).tag("f32");
+    variant = float_storage(b.context(), OP, variant, "X_T", "x", x)?;
+    variant = float_storage(b.context(), OP, variant, "OUT_T", "out", out)?;
     variant = match kind {
         PoolKind::Max => variant.tag("max").flag("MAX"),
         PoolKind::Average { .. } => variant.tag("avg"),

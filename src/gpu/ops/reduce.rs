@@ -1,13 +1,13 @@
 //! Reductions along axes (ReduceSum/Mean/Max/Min/L2/SumSquare, GlobalAveragePool) and Softmax /
-//! LogSoftmax along one axis, on contiguous f32 tensors.
+//! LogSoftmax along one axis, on contiguous f32 or f16 tensors (f32 arithmetic).
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{u32_of, WG_LINEAR};
+use super::{float_storage, u32_of, WG_LINEAR};
 use crate::gpu::error::{shape_err, GpuError, GpuResult};
 use crate::gpu::program::{linear_workgroups, ProgramBuilder};
 use crate::gpu::shader::ShaderVariant;
-use crate::gpu::tensor::{DType, GpuTensor};
+use crate::gpu::tensor::GpuTensor;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReduceOp {
@@ -65,14 +65,16 @@ fn line_params(op: &'static str, shape: &[usize], first: usize, last: usize) -> 
     })
 }
 
-fn check_f32(op: &'static str, ts: &[&GpuTensor]) -> GpuResult<()> {
-    match ts.iter().find(|t| t.dtype() != DType::F32) {
-        Some(t) => Err(GpuError::Unsupported {
-            op,
-            message: format!("'{}' is {}, expected f32", t.name(), t.dtype().name()),
-        }),
-        None => Ok(()),
-    }
+/// The storage part of a variant: input `X_T` and output `OUT_T`, each f32 or f16 (shader-f16).
+fn storage_types(
+    b: &ProgramBuilder,
+    op: &'static str,
+    v: ShaderVariant,
+    x: &GpuTensor,
+    out: &GpuTensor,
+) -> GpuResult<ShaderVariant> {
+    let v = float_storage(b.context(), op, v, "X_T", "x", x)?;
+    float_storage(b.context(), op, v, "OUT_T", "out", out)
 }
 
 /// Reduces contiguous `x` of `shape` over `axes` (sorted, distinct, one adjacent run; permute
@@ -85,7 +87,7 @@ pub fn reduce(
     axes: &[usize],
     out: &GpuTensor,
 ) -> GpuResult<()> {
-    check_f32(OP, &[x, out])?;
+    let variant = storage_types(b, OP, op.variant(), x, out)?;
     let (first, last) = match (axes.first(), axes.last()) {
         (Some(&f), Some(&l))
             if l < shape.len() && l - f + 1 == axes.len() && axes.windows(2).all(|w| w[1] == w[0] + 1) =>
@@ -108,7 +110,7 @@ pub fn reduce(
             format!("output '{}' holds {}, expected {}", out.name(), out.len(), params.total),
         ));
     }
-    let variant = op.variant().tag(&format!("wg{WG_LINEAR}")).define("WG", WG_LINEAR).define("ACT", "x");
+    let variant = variant.tag(&format!("wg{WG_LINEAR}")).define("WG", WG_LINEAR).define("ACT", "x");
     b.push(variant, &params, &[x], &[out], linear_workgroups(params.total as usize, WG_LINEAR))
 }
 
@@ -123,7 +125,6 @@ pub fn softmax(
     out: &GpuTensor,
 ) -> GpuResult<()> {
     const OP: &str = "softmax";
-    check_f32(OP, &[x, out])?;
     if axis >= shape.len() || x.len() != shape.iter().product::<usize>() || out.len() != x.len() {
         return Err(shape_err(
             OP,
@@ -131,7 +132,7 @@ pub fn softmax(
         ));
     }
     let params = line_params(OP, shape, axis, axis)?;
-    let mut variant = ShaderVariant::new(OP).tag("f32");
+    let mut variant = storage_types(b, OP, ShaderVariant::new(OP).tag("f32"), x, out)?;
     if log {
         variant = variant.tag("log").flag("LOG");
     }

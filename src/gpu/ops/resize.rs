@@ -3,11 +3,11 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{dims8, u32_of, WG_LINEAR};
+use super::{dims8, float_storage, u32_of, WG_LINEAR};
 use crate::gpu::error::{shape_err, GpuError, GpuResult};
 use crate::gpu::program::{linear_workgroups, ProgramBuilder};
 use crate::gpu::shader::ShaderVariant;
-use crate::gpu::tensor::{DType, GpuTensor};
+use crate::gpu::tensor::GpuTensor;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CoordinateMode {
@@ -66,12 +66,8 @@ pub fn resize(
         return Err(shape_err(OP, format!("ranks differ: {in_shape:?} -> {out_shape:?}")));
     }
     let total: usize = out_shape.iter().product();
-    if x.len() != in_shape.iter().product::<usize>()
-        || out.len() != total
-        || x.dtype() != DType::F32
-        || out.dtype() != DType::F32
-    {
-        return Err(shape_err(OP, format!("f32 tensors of {in_shape:?} -> {out_shape:?} expected")));
+    if x.len() != in_shape.iter().product::<usize>() || out.len() != total {
+        return Err(shape_err(OP, format!("tensors of {in_shape:?} -> {out_shape:?} expected")));
     }
     if in_shape.contains(&0) {
         return Err(shape_err(OP, "empty input"));
@@ -112,8 +108,9 @@ pub fn resize(
         _pad: [0; 3],
     };
     let name = if mode == ResizeMode::Linear { "linear" } else { "nearest" };
-    let variant = ShaderVariant::new(OP)
-        .tag("f32")
+    let variant = ShaderVariant::new(OP).tag("f32");
+    let variant = float_storage(b.context(), OP, variant, "X_T", "x", x)?;
+    let variant = float_storage(b.context(), OP, variant, "OUT_T", "out", out)?
         .tag(name)
         .tag(&format!("wg{WG_LINEAR}"))
         .define("WG", WG_LINEAR)
