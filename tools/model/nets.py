@@ -281,11 +281,16 @@ class UNet(nn.Module):
     """
 
     def __init__(self, frames=8, zc=4, ch=(64, 96, 128), ctx_dim=128, emb_dim=256,
-                 self_attn=(False, True, True)):
+                 self_attn=(False, True, True), pooled_text=False):
         super().__init__()
         self.frames, self.zc = frames, zc
         self.register_buffer("freqs", torch.exp(-math.log(10000.0) * torch.arange(ch[0]) / ch[0]))
         self.time_mlp = nn.Sequential(nn.Linear(2 * ch[0], emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        # The frame's prompt, mean-pooled over its tokens, added to its time embedding (as SDXL
+        # and Imagen add a pooled text embedding): every ResBlock then sees the whole prompt
+        # without attention having to find the word first. Zero-initialised, so a model grown
+        # with it starts as the one it was grown from.
+        self.text_pool = _zero(nn.Linear(ctx_dim, emb_dim)) if pooled_text else None
         self.conv_in = nn.Conv2d(zc, ch[0], 3, padding=1)
         stage = lambda cin, cout, i: Stage(cin, cout, emb_dim, ctx_dim, frames, self_attn[i], True)
         self.down = nn.ModuleList()
@@ -320,6 +325,8 @@ class UNet(nn.Module):
         x = x.reshape(b * f, c, h, w)
         emb = self.time_embedding(t.reshape(b * f))  # each frame its own time embedding
         ctx = ctx.reshape(b * f, tokens, d)  # each frame its own prompt
+        if self.text_pool is not None:
+            emb = emb + self.text_pool(ctx.mean(dim=1))
         hcur = self.conv_in(x)
         skips = []
         for i, st in enumerate(self.down):
@@ -345,7 +352,8 @@ class TextToVideo(nn.Module):
         self.text = TextEncoder(len(self.tokenizer.words), config["max_tokens"], config["text_dim"],
                                 config["text_layers"], config["text_heads"])
         self.unet = UNet(config["frames"], config["latent_channels"], tuple(config["channels"]),
-                         config["text_dim"], config["emb_dim"], tuple(config["self_attn"]))
+                         config["text_dim"], config["emb_dim"], tuple(config["self_attn"]),
+                         config.get("pooled_text", False))
 
     def encode_prompts(self, prompts):
         return self.text(self.tokenizer(prompts).to(self.text.pos.device))
@@ -366,6 +374,16 @@ DEFAULT_CONFIG = {
     "text_layers": 2,
     "text_heads": 4,
 }
+
+
+def load_grown(module, state):
+    """Loads a state dict saved before the module grew zero-initialised parts (e.g. `text_pool`):
+    only those may be missing, and nothing may be left over."""
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    grown = [k for k in missing if ".text_pool." not in f".{k}"]
+    if grown or unexpected:
+        raise ValueError(f"state does not fit the model: missing {grown}, unexpected {unexpected}")
+    return missing
 
 
 def count_params(module):

@@ -33,7 +33,7 @@ def swap(prompt, slot, word):
 
 
 @torch.no_grad()
-def sensitivity(model, ae, clips=24, levels=(100, 300, 500, 700, 900), seed=5):
+def sensitivity(model, ae, clips=24, levels=(100, 300, 500, 700, 900, 950, 990), seed=5):
     g = torch.Generator().manual_seed(seed)
     c = world.sample_clips(clips, g, "train")
     f = model.unet.frames

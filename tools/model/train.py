@@ -203,9 +203,11 @@ def train_diffusion(cfg, state_dir, ae, max_steps, max_seconds, device="cpu", wo
             os.replace(ck[-1], ck[-1] + ".bad")  # out of the way of step ordering and pruning
             ck.pop()
     if state is not None:
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        if reset_optimizer or "opt" not in state:
+        grown = nets.load_grown(model, state["model"])
+        nets.load_grown(ema, state["ema"])
+        if grown:
+            log(state_dir, f"grew the model: {len(grown)} new zero-initialised tensors ({', '.join(grown)})")
+        if reset_optimizer or "opt" not in state or grown:
             cfg["warmup_from"] = state["step"]  # fresh moments: warm the learning rate up again
         else:
             opt.load_state_dict(state["opt"])
@@ -303,6 +305,8 @@ def main():
     ap.add_argument("--loss-weight", choices=["min_snr", "v"],
                     help="per-clip loss weighting (from now on when resuming; see diffusion.loss_weight)")
     ap.add_argument("--t-min", type=int, help="draw training timesteps from [T_MIN, 1000) (from now on when resuming)")
+    ap.add_argument("--pooled-text", action="store_true",
+                    help="grow the UNet's pooled-text path (nets.UNet.text_pool; zero-initialised) when resuming")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (an accelerator, when one is lent)")
     ap.add_argument("--workers", type=int, default=0, help="processes rendering training clips")
     ap.add_argument("--reset-optimizer", action="store_true",
@@ -319,10 +323,13 @@ def main():
             cfg = json.load(fcfg)  # a run keeps the configuration it started with, except:
         changes = {k: v for k, v in (("batch", args.batch), ("lr", args.lr), ("warmup", args.warmup),
                                      ("loss_weight", args.loss_weight), ("t_min", args.t_min)) if v is not None}
+        if args.pooled_text and not cfg["model"].get("pooled_text"):
+            changes["pooled_text"] = True
+            cfg["model"]["pooled_text"] = True
         if changes:  # a new phase (e.g. on an accelerator): recorded in the config's history
             cfg.setdefault("phases", []).append({"from_checkpoint": os.path.basename(
                 (checkpoints(args.state) or ["none"])[-1]), "device": args.device, **changes})
-            cfg.update(changes)
+            cfg.update({k: v for k, v in changes.items() if k != "pooled_text"})
             with open(cfg_path, "w") as fcfg:
                 json.dump(cfg, fcfg, indent=1)
     else:
@@ -333,6 +340,7 @@ def main():
             cfg["ae_steps"] = args.ae_steps
         if args.batch is not None:
             cfg["batch"] = args.batch
+        cfg["model"]["pooled_text"] = args.pooled_text
         for key in ("lr", "warmup", "loss_weight", "t_min"):
             if getattr(args, key) is not None:
                 cfg[key] = getattr(args, key)
