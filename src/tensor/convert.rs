@@ -66,8 +66,12 @@ fn cast_data(data: &TensorData, to: DType) -> TensorData {
 }
 
 impl Tensor {
-    /// ONNX `Cast`.
+    /// ONNX `Cast`. To the same type it shares the data (ops cast their result to the output
+    /// type unconditionally, and copying every Add's output cost more than the add).
     pub fn cast(&self, to: DType) -> Tensor {
+        if self.dtype() == to {
+            return self.clone();
+        }
         Tensor { shape: self.shape.clone(), data: std::sync::Arc::new(cast_data(&self.data, to)) }
     }
 
@@ -85,5 +89,18 @@ impl Tensor {
 
     pub fn to_i64_vec(&self) -> Vec<i64> {
         to_i64_vec(&self.data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cast_to_the_same_type_shares_the_data() {
+        let t = Tensor::from_f32(vec![2], vec![1.5, -2.0]).unwrap();
+        assert!(std::sync::Arc::ptr_eq(&t.cast(DType::F32).data, &t.data));
+        let h = t.cast(DType::F16);
+        assert_eq!((h.dtype(), h.to_f32_vec()), (DType::F16, vec![1.5, -2.0]));
     }
 }
