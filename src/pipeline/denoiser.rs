@@ -52,6 +52,11 @@ impl UnetDenoiser {
         &self.options
     }
 
+    /// The precision of the GPU sessions built so far (all alike), `None` before any or on the CPU.
+    pub fn precision(&self) -> Option<crate::gpu::Precision> {
+        self.sessions.first().and_then(|(_, s)| s.gpu()).map(|g| g.precision())
+    }
+
     /// The device its sessions are built on (GPU backend).
     pub fn gpu(&self) -> Option<&Arc<GpuContext>> {
         self.gpu.as_ref()

@@ -81,6 +81,7 @@ impl Models {
             extra_gpus: alive[1..].to_vec(),
             window_split: None,
             host_queue: self.host_queue,
+            precision: self.unet.options().gpu.precision,
         };
         *self = Self::load_with(self.package.clone(), self.tokenizer.clone(), options).await?;
         Ok(())

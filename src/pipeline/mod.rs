@@ -78,6 +78,9 @@ pub struct RunOptions {
     /// On the GPU backend, keep the FIFO queue on the host and run the scheduler's own loop (one
     /// upload and read-back per model call) instead of the device-resident loop; for comparisons.
     pub host_queue: bool,
+    /// Activation precision of the GPU sessions (`Auto`: f16 for int8 / f16 weights where the
+    /// adapter has shader-f16).
+    pub precision: crate::gpu::Precision,
 }
 
 /// Builds one graph on the CPU, or on the shared GPU device when there is one.
@@ -183,7 +186,9 @@ impl Models {
     ) -> Result<Self, PipelineError> {
         let unet_graph = package.graph(package.unet_file(options.weights)?);
         unet_graph.source()?; // a package in memory without this UNet fails now, not mid-run
-        let session_options = SessionOptions { backend: options.backend, ..Default::default() };
+        let gpu_options = crate::gpu::GpuOptions { precision: options.precision, ..Default::default() };
+        let session_options =
+            SessionOptions { backend: options.backend, gpu: gpu_options, ..Default::default() };
         let gpu = match (options.backend, options.gpu) {
             (Backend::Gpu, Some(ctx)) => Some(ctx),
             (Backend::Gpu, None) => Some(Arc::new(
@@ -274,6 +279,11 @@ impl Models {
 
     pub fn backend(&self) -> Backend {
         self.unet.options().backend
+    }
+
+    /// The precision the UNet's GPU sessions run in, once one is built (`None` on the CPU).
+    pub fn unet_precision(&self) -> Option<crate::gpu::Precision> {
+        self.unet.precision()
     }
 
     /// Builds the UNet for every batch size a run with `config` calls it with (the start clip's

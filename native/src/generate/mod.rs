@@ -9,7 +9,7 @@ mod settings;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use fifo_diffusion::fifo::{FifoConfig, InitMode};
-use fifo_diffusion::gpu::{AdapterChoice, GpuContext, GpuOptions};
+use fifo_diffusion::gpu::{AdapterChoice, GpuContext, GpuOptions, Precision};
 use fifo_diffusion::model::{ModelError, ModelPackage, Tokenizer, Weights};
 use fifo_diffusion::pipeline::{Clock, Generation, Models, RunOptions};
 use fifo_diffusion::session::Backend;
@@ -75,6 +75,10 @@ pub struct GenerateArgs {
     /// Where the model runs: `auto` takes the GPU when one is available, else the CPU.
     #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
     pub backend: BackendArg,
+    /// Activation precision on the GPU backend: f32, f16 (needs shader-f16) or auto (f16 for
+    /// int8 / f16 weights where the adapter has shader-f16, else f32).
+    #[arg(long, default_value = "auto", value_parser = str::parse::<Precision>)]
+    pub precision: Precision,
     /// GPU adapters that split each iteration's windows: `all`, or indices from `fifo devices`
     /// (`0,1`; an index may repeat to open two devices on one adapter). The first also runs the
     /// text encoder and decoder. Implies the GPU backend.
@@ -195,7 +199,7 @@ fn load_models(
     place: &settings::Placement,
     weights: Weights,
 ) -> Result<Models> {
-    let (backend, host_queue) = (place.backend, place.host_queue);
+    let (backend, host_queue, precision) = (place.backend, place.host_queue, place.precision);
     if let Some(list) = &place.devices {
         if backend == BackendArg::Cpu {
             bail!("--devices picks GPU adapters; leave out --backend cpu, or --devices");
@@ -209,6 +213,7 @@ fn load_models(
             extra_gpus: devices,
             window_split: place.split.clone(),
             host_queue,
+            precision,
         };
         return pollster::block_on(async {
             match tokenizer {
@@ -219,7 +224,7 @@ fn load_models(
         .map_err(|e| anyhow::anyhow!("{e}; `fifo devices` lists the adapters"));
     }
     let load = |backend, gpu| {
-        let options = RunOptions { backend, weights, gpu, host_queue, ..Default::default() };
+        let options = RunOptions { backend, weights, gpu, host_queue, precision, ..Default::default() };
         pollster::block_on(async {
             match tokenizer.clone() {
                 Some(tokenizer) => Models::load_with(package.clone(), tokenizer, options).await,

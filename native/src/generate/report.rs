@@ -73,6 +73,9 @@ pub struct RanOn {
     /// `--split`, when the run fixed the windows per device.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub split: Option<Vec<usize>>,
+    /// The UNet's activation precision on the GPU backend (`f32` or `f16`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<String>,
 }
 
 impl Sidecar {
@@ -107,6 +110,7 @@ impl Sidecar {
                 devices: device_names(generation, generation.models().backend()),
                 device_list: plan.place.devices.as_ref().map(|list| list.to_string()),
                 split: plan.place.split.clone(),
+                precision: generation.models().unet_precision().map(|p| p.name().to_string()),
             }),
         }
     }
@@ -165,6 +169,9 @@ pub struct Stats {
     /// Most tensor bytes held at once on each of `devices` (GPU backend; empty on the CPU).
     pub peak_device_bytes: Vec<u64>,
     pub backend: Backend,
+    /// The UNet's activation precision on the GPU backend (`f32` or `f16`; absent on the CPU).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub precision: Option<&'static str>,
     pub devices: Vec<String>,
     /// Where the FIFO queue lived: `device` (one submission per iteration, only frames read
     /// back) or `host`; with `host_queue_reason` on the GPU backend.
@@ -240,6 +247,7 @@ impl Stats {
             peak_host_rss_bytes: peak_rss(),
             peak_device_bytes,
             backend,
+            precision: generation.models().unet_precision().map(|p| p.name()),
             devices,
             queue: generation.queue_placement(),
             host_queue_reason: generation.host_queue_reason().map(str::to_string),

@@ -68,6 +68,7 @@ pub struct Placement {
     pub devices: Option<DeviceList>,
     pub split: Option<Vec<usize>>,
     pub host_queue: bool,
+    pub precision: fifo_diffusion::gpu::Precision,
 }
 
 impl Placement {
@@ -77,6 +78,7 @@ impl Placement {
             devices: args.devices.clone(),
             split: args.split.clone(),
             host_queue: args.host_queue,
+            precision: args.precision,
         };
         let chosen = args.backend != BackendArg::Auto || args.devices.is_some();
         let Some(ran_on) = sidecar.and_then(|s| s.ran_on.as_ref()).filter(|_| !chosen) else {
@@ -92,7 +94,12 @@ impl Placement {
             Backend::Cpu => BackendArg::Cpu,
             Backend::Gpu => BackendArg::Gpu,
         };
-        Ok(Self { backend, split: devices.as_ref().and(ran_on.split.clone()), devices, ..flags })
+        // The sidecar's precision too, unless --precision chose one.
+        let precision = match (&ran_on.precision, args.precision) {
+            (Some(p), fifo_diffusion::gpu::Precision::Auto) => p.parse().unwrap_or(args.precision),
+            _ => args.precision,
+        };
+        Ok(Self { backend, split: devices.as_ref().and(ran_on.split.clone()), devices, precision, ..flags })
     }
 }
 
