@@ -1,6 +1,6 @@
 //! im2col / col2im for N-D windows: convolution becomes GEMMs over panels of output columns.
 
-use super::parallel;
+use super::{parallel, simd};
 use crate::ops::nn::window::Window;
 use crate::tensor::shape::strides;
 
@@ -95,6 +95,7 @@ pub fn im2col_columns(
     // Per run, for one tap: the source offset inside a channel plane and the panel columns
     // lo..hi it fills; the rest of the row is padding.
     let mut spans: Vec<(usize, usize, usize)> = Vec::with_capacity(runs.len());
+    let mut gaps: Vec<(usize, usize)> = Vec::with_capacity(runs.len() + 1);
     for (t, k_idx) in taps.iter().enumerate() {
         let (lo, hi) = valid_range(w, last, k_idx[last]);
         spans.clear();
@@ -109,23 +110,61 @@ pub fn im2col_columns(
                 spans.push((from, r.dst + a - r.first, r.dst + b - r.first));
             }
         }
-        for c in 0..channels {
-            let dst = &mut col[(c * taps.len() + t) * cols..][..cols];
-            let src = &x[c * plane..];
-            let mut filled = 0;
-            for &(from, lo, hi) in &spans {
-                dst[filled..lo].fill(0.0);
-                if step == 1 {
-                    dst[lo..hi].copy_from_slice(&src[from..from + (hi - lo)]);
-                } else {
-                    for (j, v) in dst[lo..hi].iter_mut().enumerate() {
-                        *v = src[from + j * step];
+        // The padding between spans, the same for every channel.
+        gaps.clear();
+        let mut filled = 0;
+        for &(_, lo, hi) in spans.iter().chain([&(0, cols, cols)]) {
+            if filled < lo {
+                gaps.push((filled, lo));
+            }
+            filled = hi;
+        }
+        // Spans are short (a row of a 16x16 image, 8 frames): moves inlined, in AVX2 where the
+        // CPU has it; a libc call per span and per gap cost more than the data.
+        simd::vectorised(
+            #[inline(always)]
+            || {
+                for c in 0..channels {
+                    let dst = &mut col[(c * taps.len() + t) * cols..][..cols];
+                    let src = &x[c * plane..];
+                    for &(lo, hi) in &gaps {
+                        dst[lo..hi].iter_mut().for_each(|v| *v = 0.0);
+                    }
+                    for &(from, lo, hi) in &spans {
+                        if step == 1 {
+                            copy_short(&mut dst[lo..hi], &src[from..from + (hi - lo)]);
+                        } else {
+                            for (j, v) in dst[lo..hi].iter_mut().enumerate() {
+                                *v = src[from + j * step];
+                            }
+                        }
                     }
                 }
-                filled = hi;
-            }
-            dst[filled..].fill(0.0);
+            },
+        );
+    }
+}
+
+/// `dst.copy_from_slice(src)` in fixed-size moves, overlapping at the end, so that the
+/// compiler inlines it instead of calling `memcpy`.
+#[inline(always)]
+fn copy_short(dst: &mut [f32], src: &[f32]) {
+    #[inline(always)]
+    fn moves<const N: usize>(dst: &mut [f32], src: &[f32]) {
+        let n = dst.len();
+        let mut i = 0;
+        while i + N < n {
+            dst[i..i + N].copy_from_slice(&src[i..i + N]);
+            i += N;
         }
+        dst[n - N..].copy_from_slice(&src[n - N..n]);
+    }
+    match dst.len() {
+        0 => {}
+        1 => dst[0] = src[0],
+        2..=3 => moves::<2>(dst, src),
+        4..=7 => moves::<4>(dst, src),
+        _ => moves::<8>(dst, src),
     }
 }
 
@@ -191,6 +230,16 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn short_copies_cover_every_length() {
+        let src: Vec<f32> = (0..40).map(|i| i as f32).collect();
+        for n in 0..=40 {
+            let mut dst = vec![-1.0; n];
+            copy_short(&mut dst, &src[..n]);
+            assert_eq!(dst, src[..n], "length {n}");
         }
     }
 }
