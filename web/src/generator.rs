@@ -77,7 +77,9 @@ impl Frame {
 impl Generator {
     /// Builds the package's graphs from its files: `names[i]` is the path of `files[i]` inside
     /// the package folder (`model.json`, the graphs it names and their `.data` files).
-    /// `options`: `{"backend": "gpu"|"cpu", "weights": "f32"|"f16"|"int8"}`.
+    /// `options`: `{"backend": "gpu"|"cpu", "weights": "f32"|"f16"|"int8", "precision":
+    /// "auto"|"f32"|"f16"}`. `info().precision` says what the UNet computes in once a video
+    /// has started (`null` on the CPU backend, which computes in f32).
     pub async fn load(
         names: Vec<String>,
         files: Vec<js_sys::Uint8Array>,
@@ -121,9 +123,15 @@ impl Generator {
             "f16": p.graphs.unet.f16.is_some(),
             "backend": options.backend,
             "adapter": adapter,
+            "precision": null,
         });
-        let run =
-            RunOptions { backend: options.backend, weights: options.weights, gpu, ..Default::default() };
+        let run = RunOptions {
+            backend: options.backend,
+            weights: options.weights,
+            precision: options.precision,
+            gpu,
+            ..Default::default()
+        };
         let models = Models::load(package, run).await.map_err(js_error)?;
         Ok(Generator { state: State::Ready(Box::new(models)), info })
     }
@@ -148,7 +156,7 @@ impl Generator {
         };
         // A failed start (an unknown word, say) loses the built graphs; the page reloads them.
         let generation = Generation::start(models, config, prompts).await.map_err(js_error)?;
-        self.state = State::Running(Box::new(generation));
+        self.started(generation);
         Ok(())
     }
 
@@ -156,7 +164,7 @@ impl Generator {
     pub async fn resume(&mut self, checkpoint: Vec<u8>) -> Result<(), JsError> {
         let models = self.take_models()?;
         let generation = Generation::resume(models, &checkpoint).await.map_err(js_error)?;
-        self.state = State::Running(Box::new(generation));
+        self.started(generation);
         Ok(())
     }
 
@@ -200,6 +208,12 @@ impl Generator {
 }
 
 impl Generator {
+    /// Runs `generation`; its UNet is built now, so the precision it computes in is known.
+    fn started(&mut self, generation: Generation) {
+        self.info["precision"] = json!(generation.models().unet_precision().map(|p| p.name()));
+        self.state = State::Running(Box::new(generation));
+    }
+
     fn take_models(&mut self) -> Result<Models, JsError> {
         match std::mem::replace(&mut self.state, State::Moving) {
             State::Ready(models) => Ok(*models),

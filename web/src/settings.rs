@@ -2,6 +2,7 @@
 //! Pure Rust, tested natively: the page shows these messages as they are.
 
 use fifo_diffusion::fifo::{FifoConfig, InitMode, PromptSchedule};
+use fifo_diffusion::gpu::Precision;
 use fifo_diffusion::model::{ModelPackage, Weights};
 use fifo_diffusion::pipeline::Generation;
 use fifo_diffusion::schedule::StepTable;
@@ -16,6 +17,15 @@ pub struct LoadOptions {
     pub backend: Backend,
     #[serde(default)]
     pub weights: Weights,
+    /// The UNet's arithmetic on WebGPU: `"auto"` (f16 for int8 / f16 weights where the adapter
+    /// has shader-f16), `"f32"` or `"f16"`.
+    #[serde(default, deserialize_with = "precision")]
+    pub precision: Precision,
+}
+
+fn precision<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Precision, D::Error> {
+    let name = String::deserialize(d)?;
+    name.parse().map_err(serde::de::Error::custom)
 }
 
 /// `Generator.start` settings; everything but the prompt defaults to the model's `model.json`.
@@ -40,7 +50,7 @@ pub fn parse_load_options(json: &str) -> Result<LoadOptions, String> {
     }
     serde_json::from_str(json).map_err(|e| {
         format!(
-            "load options: {e} (expected {{\"backend\": \"gpu\"|\"cpu\", \"weights\": \"f32\"|\"f16\"|\"int8\"}})"
+            "load options: {e} (expected {{\"backend\": \"gpu\"|\"cpu\", \"weights\": \"f32\"|\"f16\"|\"int8\", \"precision\": \"auto\"|\"f32\"|\"f16\"}})"
         )
     })
 }
@@ -107,5 +117,14 @@ mod tests {
         let err = parse_load_options(r#"{"backend": "tpu"}"#).unwrap_err();
         assert!(err.contains("\"gpu\"|\"cpu\""), "{err}");
         assert_eq!(parse_load_options("").unwrap().backend, Backend::Cpu);
+    }
+
+    #[test]
+    fn precision_defaults_to_auto_and_names_the_choices() {
+        assert_eq!(parse_load_options("{}").unwrap().precision, Precision::Auto);
+        let o = parse_load_options(r#"{"weights": "int8", "precision": "f16"}"#).unwrap();
+        assert_eq!((o.weights, o.precision), (Weights::Int8, Precision::F16));
+        let err = parse_load_options(r#"{"precision": "f8"}"#).unwrap_err();
+        assert!(err.contains("expected f32, f16 or auto"), "{err}");
     }
 }

@@ -227,6 +227,7 @@ async function main() {
   record('native reference frames', true, `${native.length} frames in ${figures.nativeSeconds.toFixed(1)} s`);
   const nativeUi = nativeFrames(fifoBin, UI_FRAMES, UI_SCHEDULE);
   const nativeInt8 = nativeFrames(fifoBin, 1, null, SETTINGS, 'int8');
+  const nativeF16 = nativeFrames(fifoBin, 1, null, SETTINGS, 'f16');
   const nativeGpu = GPU_FRAMES > 0 ? nativeFrames(fifoBin, GPU_FRAMES, null, GPU_SETTINGS) : [];
 
   server = await serveStatic([{ prefix: '/', dir: dist }]);
@@ -272,6 +273,14 @@ async function main() {
     );
     log(`int8: ${(int8.model.bytes / 1048576).toFixed(1)} MiB of model files: ${int8.model.files.join(', ')}`);
     compare('int8 weights: frames == native --weights int8 frames', int8.frames, nativeInt8);
+
+    // f16 weights (the weights menu offers them; the worker once refused them).
+    const f16 = await page.evaluate(
+      (o) => window.fifoPage.generateFrames(o),
+      { schedule: schedule(), ...SETTINGS, backend: 'cpu', weights: 'f16', frames: 1 },
+    );
+    record('f16 weights: the page downloads unet.f16.onnx', f16.model.files.includes('unet.f16.onnx'), f16.model.files.join(', '));
+    compare('f16 weights: frames == native --weights f16 frames', f16.frames, nativeF16);
 
     // --- 3. the UI path -------------------------------------------------------------------------
     await page.selectOption('#backend', 'cpu');
@@ -375,6 +384,8 @@ async function main() {
         figures.gpuAdapter = { ...gpu.info.adapter, name: gpu.probe.name || gpu.info.adapter.name };
         log(`gpu: adapter ${JSON.stringify(gpu.info.adapter)}, init ${gpu.seconds.init.toFixed(1)} s, first frame ${gpu.seconds.firstFrame.toFixed(1)} s, ${GPU_FRAMES} frames ${gpu.seconds.total.toFixed(1)} s (wall ${((Date.now() - t0) / 1000).toFixed(1)} s)`);
         record('gpu backend ran on WebGPU', gpu.backend === 'gpu', `backend ${gpu.backend}, adapter ${JSON.stringify(gpu.info.adapter)}`);
+        // f32 weights compute in f32 under the default precision (auto), whatever the adapter.
+        record('gpu backend: f32 weights compute in f32', gpu.precision === 'f32', `precision ${gpu.precision}`);
         figures.gpuDiff = compare('gpu backend frames == native cpu frames (== wasm cpu frames)', gpu.frames, nativeGpu, GPU_TOLERANCE);
       }
     }

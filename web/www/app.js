@@ -32,6 +32,7 @@ const ui = {
   frames: $('frames'),
   fps: $('fps'),
   weights: $('weights'),
+  precision: $('precision'),
   backend: $('backend'),
   modelLine: $('model-line'),
   speedHint: $('speed-hint'),
@@ -43,7 +44,8 @@ const MAX_AHEAD = 16; // frames the worker may run ahead of the canvas
 const fifo = new FifoGenerator();
 const state = {
   ready: null, // init() result
-  loadedKey: null, // `${backend}|${weights}` of the loaded model
+  loadedKey: null, // `${backend}|${weights}|${precision}` of the loaded model
+  deviceLine: '', // the loaded model's device line, before the UNet's precision is known
   loading: null, // the running init promise
   vocabulary: [],
   running: false, // a generation is active (maybe paused)
@@ -99,7 +101,7 @@ function setProgress(text) {
 // model loading
 
 function selectedKey() {
-  return `${ui.backend.value}|${ui.weights.value}`;
+  return `${ui.backend.value}|${ui.weights.value}|${ui.precision.value}`;
 }
 
 async function ensureLoaded() {
@@ -109,7 +111,7 @@ async function ensureLoaded() {
     await state.loading.catch(() => {});
     if (state.loadedKey === key && state.ready) return state.ready;
   }
-  const [backend, weights] = key.split('|');
+  const [backend, weights, precision] = key.split('|');
   state.loading = (async () => {
     updateButtons();
     clearNotices();
@@ -117,6 +119,7 @@ async function ensureLoaded() {
     const ready = await fifo.init({
       backend,
       weights,
+      precision,
       onProgress: onLoadProgress,
       onNotice: (n) => addNotice(n.level, n.message),
     });
@@ -174,6 +177,7 @@ function showModel(ready, seconds) {
     device = `Device: this CPU (WebAssembly, one thread) · backend: CPU · ${gpu}`;
   }
   ui.device.textContent = device;
+  state.deviceLine = device;
   const mb = (ready.model.bytes / 1048576).toFixed(1);
   const cached = ready.model.fromCache > 0 ? `, ${(ready.model.fromCache / 1048576).toFixed(1)} MiB from the browser cache` : '';
   ui.modelLine.textContent =
@@ -389,6 +393,10 @@ function drainPaintQueue(paintLast) {
 function onFrame(frame) {
   const now = performance.now();
   state.generated++;
+  if (!state.firstFrameAt && fifo.precision) {
+    // Known once the UNet is built: never trade accuracy without saying so.
+    ui.device.textContent = `${state.deviceLine} · UNet arithmetic: ${fifo.precision}`;
+  }
   if (!state.firstFrameAt) {
     state.firstFrameAt = now;
     state.nextPaintAt = now;
@@ -468,7 +476,7 @@ function updateButtons() {
   ui.saveCheckpoint.disabled = !state.ready || busy || !state.generated;
   ui.loadCheckpoint.disabled = busy || state.running;
   ui.loadCheckpoint.parentElement.classList.toggle('disabled', busy || state.running);
-  for (const el of [ui.backend, ui.weights]) el.disabled = state.running || state.hookBusy;
+  for (const el of [ui.backend, ui.weights, ui.precision]) el.disabled = state.running || state.hookBusy;
 }
 
 async function startGeneration(extra = {}) {
@@ -603,7 +611,7 @@ function saveBlob(blob, name) {
   setTimeout(() => URL.revokeObjectURL(a.href), 60_000);
 }
 
-for (const el of [ui.backend, ui.weights]) {
+for (const el of [ui.backend, ui.weights, ui.precision]) {
   el.addEventListener('change', () => {
     if (!state.running) ensureLoaded().catch(() => {});
   });
@@ -664,7 +672,7 @@ window.fifoPage = {
   },
   /**
    * Generates `frames` frames through fifo.js (not the buttons) and returns them as base64 RGBA.
-   * Settings: {schedule, seed, partitions, lookahead, guidance, backend, weights, frames, strictBackend}.
+   * Settings: {schedule, seed, partitions, lookahead, guidance, backend, weights, precision, frames, strictBackend}.
    */
   async generateFrames(o) {
     if (state.running) throw new Error('the page is generating; stop it first');
@@ -674,18 +682,21 @@ window.fifoPage = {
     try {
       const backend = o.backend || 'cpu';
       const weights = o.weights || 'f32';
+      const precision = o.precision || 'auto';
       const t0 = performance.now();
       ui.backend.value = backend;
       ui.weights.value = weights;
+      ui.precision.value = precision;
       const ready = await fifo.init({
         backend,
         weights,
+        precision,
         strictBackend: o.strictBackend !== false,
         onProgress: onLoadProgress,
         onNotice: (n) => addNotice(n.level, n.message),
       });
       state.ready = ready;
-      state.loadedKey = `${backend}|${weights}`;
+      state.loadedKey = `${backend}|${weights}|${precision}`;
       showModel(ready, (performance.now() - t0) / 1000);
       const t1 = performance.now();
       let first = null;
@@ -714,6 +725,7 @@ window.fifoPage = {
         model: ready.model,
         notices: ready.notices,
         stats: result.stats,
+        precision: fifo.precision,
         frames,
         seconds: {
           init: (t1 - t0) / 1000,

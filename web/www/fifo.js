@@ -158,7 +158,9 @@ export class FifoGenerator {
    * @param {object} [options]
    * @param {string} [options.model] the model package folder URL (default 'models/shapes-t2v-tiny/', relative to the page)
    * @param {'auto'|'gpu'|'cpu'} [options.backend] 'auto' (default) takes a hardware WebGPU adapter, else the CPU
-   * @param {'f32'|'int8'} [options.weights] UNet weights (default 'f32')
+   * @param {'f32'|'f16'|'int8'} [options.weights] UNet weights (default 'f32')
+   * @param {'auto'|'f32'|'f16'} [options.precision] the UNet's arithmetic on WebGPU: 'auto' (default)
+   *   computes in f16 for f16/int8 weights where the adapter has shader-f16, else in f32
    * @param {boolean} [options.strictBackend] fail instead of falling back to the CPU when the GPU cannot be used
    * @param {(p: {phase: string, message: string, loaded?: number, total?: number}) => void} [options.onProgress]
    * @param {(n: {level: 'info'|'warn'|'error', message: string}) => void} [options.onNotice]
@@ -183,6 +185,7 @@ export class FifoGenerator {
       pkgUrl: new URL('pkg/fifo_web.js', here).href,
       backend: options.backend || 'auto',
       weights: options.weights || 'f32',
+      precision: options.precision || 'auto',
       strictBackend: !!options.strictBackend,
     });
     return this.ready;
@@ -232,7 +235,9 @@ export class FifoGenerator {
     run.reject = reject;
     this._run = run;
     try {
-      await this._call('start', { job: run.job, options: o }, transfer);
+      const started = await this._call('start', { job: run.job, options: o }, transfer);
+      /** What the running video's UNet computes in on WebGPU ('f32' or 'f16'; null on the CPU). */
+      this.precision = started ? started.precision : null;
     } catch (e) {
       if (this._run === run) this._run = null;
       throw e;

@@ -144,7 +144,9 @@ async function doInit(msg) {
   const backendWanted = msg.backend || 'auto';
   const weights = msg.weights || 'f32';
   if (!['auto', 'gpu', 'cpu'].includes(backendWanted)) throw new Error(`backend must be auto, gpu or cpu, not '${backendWanted}'`);
-  if (!['f32', 'int8'].includes(weights)) throw new Error(`weights must be f32 or int8, not '${weights}'`);
+  if (!['f32', 'f16', 'int8'].includes(weights)) throw new Error(`weights must be f32, f16 or int8, not '${weights}'`);
+  const precision = msg.precision || 'auto';
+  if (!['auto', 'f32', 'f16'].includes(precision)) throw new Error(`precision must be auto, f32 or f16, not '${precision}'`);
   const modelUrl = new URL(msg.modelUrl || 'models/shapes-t2v-tiny/', msg.baseUrl || self.location.href);
   if (!modelUrl.pathname.endsWith('/')) modelUrl.pathname += '/';
 
@@ -203,17 +205,17 @@ async function doInit(msg) {
   }
   progress('load', `building the model on the ${backend === 'gpu' ? 'WebGPU' : 'CPU'} backend`);
   try {
-    generator = await wasm.Generator.load(files.names, files.bytes, JSON.stringify({ backend, weights }));
+    generator = await wasm.Generator.load(files.names, files.bytes, JSON.stringify({ backend, weights, precision }));
   } catch (e) {
     if (backend !== 'gpu' || msg.strictBackend) throw e;
     say('warn', `The WebGPU backend could not be used: ${errorText(e)} Using the WebAssembly CPU backend instead (slower, same frames).`);
     backend = 'cpu';
     progress('load', 'building the model on the CPU backend');
-    generator = await wasm.Generator.load(files.names, files.bytes, JSON.stringify({ backend, weights }));
+    generator = await wasm.Generator.load(files.names, files.bytes, JSON.stringify({ backend, weights, precision }));
   }
   const info = JSON.parse(generator.info());
   const tLoad = performance.now();
-  loaded = { modelUrl: modelUrl.href, backend, weights, info };
+  loaded = { modelUrl: modelUrl.href, backend, weights, precision, info };
   progress('ready', 'ready');
   return {
     info,
@@ -508,7 +510,8 @@ async function doStart(msg) {
     throw e;
   }
   runJob(current);
-  return { job: current.id };
+  // The UNet is built by now: say what it computes in (null on the CPU backend: f32).
+  return { job: current.id, precision: JSON.parse(generator.info()).precision };
 }
 
 async function runJob(j) {
