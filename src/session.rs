@@ -212,18 +212,19 @@ impl Session {
                 "the gpu backend builds asynchronously: use Session::build_async (or build_on)".into(),
             ));
         }
-        let (built, info) = Self::build_graph(model, input_shapes, options)?;
+        let build = BuildOptions { cpu_fusions: true, ..options.build.clone() };
+        let (built, info) = Self::build_graph(model, input_shapes, &build)?;
         Ok(Session { built, info, gpu: None })
     }
 
     fn build_graph(
         model: ModelSource,
         input_shapes: &HashMap<String, Vec<usize>>,
-        options: &SessionOptions,
+        options: &BuildOptions,
     ) -> Result<(BuiltGraph, ModelInfo), SessionError> {
         let loaded = read_model(model)?;
         let mut info = describe(&loaded);
-        let built = build(loaded, input_shapes, &options.build)?;
+        let built = build(loaded, input_shapes, options)?;
         info.record_build(&built);
         Ok((built, info))
     }
@@ -251,7 +252,7 @@ impl Session {
         input_shapes: &HashMap<String, Vec<usize>>,
         options: &SessionOptions,
     ) -> Result<Session, SessionError> {
-        let (built, info) = Self::build_graph(model, input_shapes, options)?;
+        let (built, info) = Self::build_graph(model, input_shapes, &options.build)?;
         let low_precision_weights =
             crate::gpu_backend::precision::low_precision_weights(info.parameter_count, info.parameter_bytes);
         let gpu = GpuSession::build(ctx, &built, options.gpu.precision, low_precision_weights).await?;

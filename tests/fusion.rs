@@ -6,7 +6,7 @@ mod onnx_common;
 
 use fifo_diffusion::cpu::executor::execute;
 use fifo_diffusion::graph::phases::fuse::{
-    fuse, AttentionPass, FusionPass, NormSiluPass, SiluPass, TanhGeluPass, TorchGroupNormPass,
+    fuse, AttentionPass, FusionPass, MatMulAddPass, NormSiluPass, SiluPass, TanhGeluPass, TorchGroupNormPass,
 };
 use fifo_diffusion::graph::phases::{parse, plan, propagate, prune, BuildOptions, BuiltGraph};
 use fifo_diffusion::onnx::load_model;
@@ -113,6 +113,24 @@ fn silu_pass_fuses_sigmoid_and_mul() {
     }
 }
 
+#[test]
+fn matmul_add_pass_adds_linear_biases_onto_the_product() {
+    for model in ["unet_torchscript_op17", "unet_dynamo_op18"] {
+        let fused = fused_equals_unfused(model, vec![Box::new(MatMulAddPass)]);
+        let linears = fused.fusions.iter().find(|f| f.0 == "matmul+add").map_or(0, |f| f.1);
+        assert!(linears > 0, "{model}: {:?}", fused.fusions);
+        assert_eq!(count(&fused, "FusedMatMulAdd"), linears, "{model}");
+        let (plain, inputs) = build_with(model, Vec::new());
+        assert_eq!(count(&plain, "MatMul") - count(&fused, "MatMul"), linears, "{model}");
+        assert_eq!(count(&plain, "Add") - count(&fused, "Add"), linears, "{model}");
+        // The Add runs on each block of the product: the bits of MatMul then Add.
+        let (want, got) = (execute(&plain, inputs.clone()).unwrap(), execute(&fused, inputs).unwrap());
+        for (g, w) in got.iter().zip(&want) {
+            assert!(compare(g, w, Tolerance::named("exact").unwrap()).is_none(), "{model}");
+        }
+    }
+}
+
 /// The passes leave alone what does not match: a graph without the patterns is unchanged.
 #[test]
 fn passes_leave_other_graphs_alone() {
@@ -134,6 +152,7 @@ fn passes_leave_other_graphs_alone() {
             Box::new(SiluPass),
             Box::new(AttentionPass),
             Box::new(TanhGeluPass),
+            Box::new(MatMulAddPass),
         ];
         assert!(fuse(&mut graph, &passes).unwrap().is_empty(), "{name}");
         assert_eq!(graph.nodes.len(), before);
@@ -209,6 +228,16 @@ mod graph_bytes {
         }
     }
 
+    pub fn tensor(name: &str, dims: &[usize], values: Vec<f32>) -> TensorProto {
+        TensorProto {
+            name: Some(name.into()),
+            dims: dims.iter().map(|&d| d as i64).collect(),
+            data_type: Some(DataType::Float as i32),
+            float_data: values,
+            ..Default::default()
+        }
+    }
+
     pub fn model(
         nodes: Vec<NodeProto>,
         initializer: Vec<TensorProto>,
@@ -270,6 +299,24 @@ fn fused_and_unfused_agree(bytes: &[u8], x: &Tensor) -> Vec<String> {
         }
     }
     ops
+}
+
+/// A CPU session fuses a Linear layer's MatMul and bias Add; a GPU session (when the tests have
+/// an adapter) builds the same model unfused, since only the CPU backend runs the fused op.
+#[test]
+fn cpu_sessions_fuse_the_bias_add_and_gpu_sessions_do_not() {
+    use graph_bytes::*;
+    let (k, n) = (5, 7);
+    let w: Vec<f32> = (0..k * n).map(|i| (i % 9) as f32 / 4.0 - 1.0).collect();
+    let b: Vec<f32> = (0..n).map(|i| i as f32 * 0.5).collect();
+    let bytes = graph_bytes::model(
+        vec![node("xw", "MatMul", &["x", "w"], vec![]), node("out", "Add", &["xw", "b"], vec![])],
+        vec![tensor("w", &[k, n], w), tensor("b", &[n], b)],
+        vec![info("x", &[2, 3, k])],
+        vec![info("out", &[2, 3, n])],
+    );
+    let x = Tensor::from_f32(vec![2, 3, k], (0..2 * 3 * k).map(|i| i as f32 / 10.0).collect()).unwrap();
+    assert_eq!(fused_and_unfused_agree(&bytes, &x), vec!["FusedMatMulAdd"]);
 }
 
 /// torch's decomposition of `gelu(x, approximate="tanh")` in its two halving forms and with

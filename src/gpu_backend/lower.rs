@@ -755,6 +755,9 @@ impl<'a, 'c> Lowering<'a, 'c> {
             }
             Op::Fused(Fused::Attention { scale }) => self.attention(node, *scale),
             Op::Fused(Fused::Activated { base, activation }) => self.norm(node, base, *activation),
+            Op::Fused(Fused::MatMulAdd) => {
+                unsupported("FusedMatMulAdd is made for the CPU backend only (BuildOptions::cpu_fusions)")
+            }
         }
     }
 

@@ -3,10 +3,11 @@
 //! ops), so the CPU backend never holds a score tensor either.
 
 use super::attention;
+use super::elementwise::binary::{Binary, BinaryKind};
 use super::elementwise::unary::{Unary, UnaryKind};
-use super::linalg::matmul::MatMul;
+use super::linalg::matmul::{batched_matmul_onto, MatMul};
 use super::nn::softmax::Softmax;
-use super::{required, Op, OpError, OpSpec, TensorType, ValueInfo};
+use super::{expect_dtype, required, Op, OpError, OpSpec, TensorType, ValueInfo};
 use crate::gpu::Activation;
 use crate::tensor::{DType, Tensor};
 
@@ -17,6 +18,9 @@ pub enum Fused {
     Attention { scale: f32 },
     /// `base` (GroupNorm or InstanceNorm) followed by `activation`; inputs are `base`'s.
     Activated { base: Box<Op>, activation: Activation },
+    /// `MatMul(A, B) + C`, C repeating over the product (a bias `[n]`, or the product's shape);
+    /// inputs `[A, B, C]`. Made only for the CPU backend (`BuildOptions::cpu_fusions`).
+    MatMulAdd,
 }
 
 const LAST: Softmax = Softmax { axis: -1, coerce_2d: false, log: false };
@@ -48,6 +52,20 @@ impl OpSpec for Fused {
                 MatMul.infer(&[Some(&scores), Some(v)])
             }
             Fused::Activated { base, .. } => base.spec().infer(inputs),
+            Fused::MatMulAdd => {
+                let (a, b, c) =
+                    (required(inputs, 0, "A")?, required(inputs, 1, "B")?, required(inputs, 2, "C")?);
+                let product = MatMul.infer(&[Some(a), Some(b)])?.remove(0);
+                expect_dtype("C", c.dtype(), &[product.dtype])?;
+                if !repeats_over(c.shape(), &product.shape) {
+                    return Err(OpError::invalid(format!(
+                        "C {:?} does not repeat over the product {:?}",
+                        c.shape(),
+                        product.shape
+                    )));
+                }
+                Ok(vec![product])
+            }
         }
     }
 
@@ -78,8 +96,28 @@ impl OpSpec for Fused {
                 out.insert(0, activate(y, *activation)?);
                 Ok(out)
             }
+            Fused::MatMulAdd => {
+                let (a, b, c) =
+                    (required(inputs, 0, "A")?, required(inputs, 1, "B")?, required(inputs, 2, "C")?);
+                if [a, b, c].iter().all(|t| t.dtype() == DType::F32) {
+                    let (shape, out) =
+                        batched_matmul_onto(a.shape(), &a.f32s(), b.shape(), &b.f32s(), Some(&c.f32s()))?;
+                    return Ok(vec![Tensor::from_f32(shape, out)?]);
+                }
+                let product = MatMul.run(&[Some(a), Some(b)])?.remove(0);
+                ADD.run(&[Some(&product), Some(c)])
+            }
         }
     }
+}
+
+const ADD: Binary = Binary { kind: BinaryKind::Add };
+
+/// Whether `c` is the trailing part of `shape` (after leading 1s), so that repeating its
+/// elements fills `shape` in order: a bias over the last dim, or the whole shape.
+pub fn repeats_over(c: &[usize], shape: &[usize]) -> bool {
+    let c = &c[c.iter().take_while(|&&d| d == 1).count()..];
+    c.len() <= shape.len() && shape.ends_with(c)
 }
 
 fn activate_scaled(t: Tensor, scale: f32) -> Result<Tensor, OpError> {

@@ -13,15 +13,19 @@
 //!   pass, which takes the ones behind a norm).
 //! - [`TanhGeluPass`]: torch's decomposed `gelu(approximate="tanh")`, eight elementwise nodes over
 //!   the feed-forward hidden (Wan, Latte), becomes one Gelu.
+//!
+//! For the CPU backend only ([`cpu_passes`], `BuildOptions::cpu_fusions`):
+//! - [`MatMulAddPass`]: MatMul -> Add of a bias (or of a tensor of the product's shape) becomes
+//!   one product accumulated onto the addend.
 
 use crate::gpu::Activation;
 use crate::graph::{BuildError, Graph, ValueId, ValueKind};
 use crate::ops::elementwise::binary::BinaryKind;
 use crate::ops::elementwise::unary::{Unary, UnaryKind};
-use crate::ops::fused::Fused;
+use crate::ops::fused::{repeats_over, Fused};
 use crate::ops::norm::group_norm::GroupNorm;
 use crate::ops::{Op, TensorType};
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 use std::sync::Arc;
 
 /// One rewrite over the whole graph.
@@ -39,6 +43,11 @@ pub fn default_passes() -> Vec<Box<dyn FusionPass>> {
         Box::new(AttentionPass),
         Box::new(TanhGeluPass),
     ]
+}
+
+/// Passes whose fused ops only the CPU backend runs; after [`default_passes`].
+pub fn cpu_passes() -> Vec<Box<dyn FusionPass>> {
+    vec![Box::new(MatMulAddPass)]
 }
 
 /// Runs every pass once; reports those that changed something.
@@ -305,6 +314,45 @@ impl FusionPass for TanhGeluPass {
             let op = Op::Unary(Unary { kind: UnaryKind::Gelu { tanh_approximation: true } });
             set_fused(graph, last, "Gelu", vec![Some(x)], op);
             graph.nodes[last].domain = String::new();
+            count += 1;
+        }
+        Ok(count)
+    }
+}
+
+/// `Add(MatMul(A, B), C)` (either order) with C repeating over the product: torch's Linear on
+/// a 3-D input exports as MatMul then Add of the bias, 73 of them in the shipped UNet.
+pub struct MatMulAddPass;
+
+impl FusionPass for MatMulAddPass {
+    fn name(&self) -> &'static str {
+        "matmul+add"
+    }
+
+    fn apply(&self, graph: &mut Graph) -> Result<usize, BuildError> {
+        let mut count = 0;
+        let uses = Uses::of(graph);
+        let prod = producers(graph);
+        for add in 0..graph.nodes.len() {
+            let f32_type = |v: ValueId| graph.values[v].ty.clone().filter(|t| t.dtype == DType::F32);
+            let Some([x, y]) = operands(graph, add, BinaryKind::Add) else { continue };
+            let Some(sum) = output(graph, add) else { continue };
+            let found = [(x, y), (y, x)].into_iter().find_map(|(m, c)| {
+                let mm = prod[m]?;
+                let single = uses.only_reader(m) == Some(add) && graph.nodes[mm].inputs.len() == 2;
+                let (mt, ct, st) = (f32_type(m)?, f32_type(c)?, f32_type(sum)?);
+                let fits = repeats_over(&ct.shape, &mt.shape) && st.shape == mt.shape;
+                (matches!(graph.nodes[mm].op, Some(Op::MatMul(_))) && single && fits && m != c)
+                    .then(|| (input(graph, mm, 0), input(graph, mm, 1), c))
+            });
+            let Some((Some(a), Some(b), c)) = found else { continue };
+            set_fused(
+                graph,
+                add,
+                "FusedMatMulAdd",
+                vec![Some(a), Some(b), Some(c)],
+                Op::Fused(Fused::MatMulAdd),
+            );
             count += 1;
         }
         Ok(count)

@@ -1,8 +1,8 @@
 //! MatMul with numpy semantics: any rank, broadcast batch dimensions, 1-D promotion.
 
 use crate::cpu::broadcast::gather_offsets;
-use crate::cpu::gemm::{sgemm, MatRef};
-use crate::cpu::parallel;
+use crate::cpu::gemm::{sgemm, sgemm_serial, MatRef};
+use crate::cpu::{parallel, simd};
 use crate::ops::registry::OpDef;
 use crate::ops::{expect_dtype, required, Op, OpError, OpSpec, TensorType, ValueInfo, FLOATS};
 use crate::tensor::shape::broadcast_shapes;
@@ -55,30 +55,89 @@ pub(crate) fn batched_matmul(
     b_shape: &[usize],
     b: &[f32],
 ) -> Result<(Vec<usize>, Vec<f32>), OpError> {
+    batched_matmul_onto(a_shape, a, b_shape, b, None)
+}
+
+/// `a @ b + addend`, the addend repeated over the product (a Linear layer's bias `[n]`, or a
+/// tensor of the product's shape), added to each block of the product while it is in cache:
+/// the bits of MatMul then Add without the Add's pass over memory.
+pub(crate) fn batched_matmul_onto(
+    a_shape: &[usize],
+    a: &[f32],
+    b_shape: &[usize],
+    b: &[f32],
+    addend: Option<&[f32]>,
+) -> Result<(Vec<usize>, Vec<f32>), OpError> {
     let p = plan(a_shape, b_shape)?;
     let (m, k, n) = (p.m, p.k, p.n);
+    let mut out = vec![0.0f32; p.out_shape.iter().product()];
+    if let Some(c) = addend {
+        if c.is_empty() || out.len() % c.len() != 0 {
+            return Err(OpError::invalid(format!(
+                "MatMul addend of {} elements does not repeat over the product {:?}",
+                c.len(),
+                p.out_shape
+            )));
+        }
+    }
     if p.b_batch.iter().product::<usize>() == 1 {
         // One B for every batch (a Linear layer on a 3-D input): a single GEMM with the batch
         // folded into the rows of A.
         let rows = p.batch.iter().product::<usize>() * m;
-        let mut out = vec![0.0f32; rows * n];
-        sgemm(1.0, MatRef::row_major(a, rows, k), MatRef::row_major(b, k, n), 0.0, &mut out);
+        let a = MatRef::row_major(a, rows, k);
+        let b = MatRef::row_major(b, k, n);
+        let Some(c) = addend else {
+            sgemm(1.0, a, b, 0.0, &mut out);
+            return Ok((p.out_shape, out));
+        };
+        // Blocks of rows small enough to be still in cache when the addend is added (the
+        // gemm crate's accumulating form measured slower than writing, then adding).
+        let rows_per_block = (ADDEND_BLOCK_FLOATS / n.max(1)).max(1);
+        parallel::for_each_chunk_mut(&mut out, rows_per_block * n, |i, block| {
+            let row0 = i * rows_per_block;
+            let a_rows = MatRef { data: &a.data[row0 * k..], rows: block.len() / n, ..a };
+            sgemm_serial(1.0, a_rows, b, 0.0, block);
+            add_repeating(block, c, row0 * n);
+        });
         return Ok((p.out_shape, out));
     }
     let pairs = gather_offsets(&p.batch, [&p.a_batch, &p.b_batch]);
-    let mut out = vec![0.0f32; pairs.len() * m * n];
     let per_batch = (m * n).max(1);
     // Many small products (attention heads) run one per task; big ones split inside sgemm.
     let batches_per_chunk = parallel::chunk_len(pairs.len(), m * n * k);
-    parallel::for_each_chunk_mut(&mut out, batches_per_chunk * per_batch, |chunk, c| {
-        for (j, c_one) in c.chunks_mut(per_batch).enumerate() {
-            let [ia, ib] = pairs[chunk * batches_per_chunk + j];
+    parallel::for_each_chunk_mut(&mut out, batches_per_chunk * per_batch, |chunk, c_block| {
+        let first = chunk * batches_per_chunk;
+        for (j, c_one) in c_block.chunks_mut(per_batch).enumerate() {
+            let [ia, ib] = pairs[first + j];
             let a_mat = MatRef::row_major(&a[ia * m * k..(ia + 1) * m * k], m, k);
             let b_mat = MatRef::row_major(&b[ib * k * n..(ib + 1) * k * n], k, n);
             sgemm(1.0, a_mat, b_mat, 0.0, c_one);
+            if let Some(c) = addend {
+                add_repeating(c_one, c, (first + j) * per_batch);
+            }
         }
     });
     Ok((p.out_shape, out))
+}
+
+/// Output floats per task of a product onto an addend (a quarter of a core's L2).
+const ADDEND_BLOCK_FLOATS: usize = 1 << 16;
+
+/// `out += c` repeated over and over, as if `out` began at element `start` of the repetition.
+fn add_repeating(out: &mut [f32], c: &[f32], start: usize) {
+    simd::vectorised(
+        #[inline(always)]
+        || {
+            let mut from = start % c.len();
+            let mut rest = out;
+            while !rest.is_empty() {
+                let take = rest.len().min(c.len() - from);
+                let (head, tail) = rest.split_at_mut(take);
+                head.iter_mut().zip(&c[from..from + take]).for_each(|(o, &x)| *o += x);
+                (rest, from) = (tail, 0);
+            }
+        },
+    )
 }
 
 impl OpSpec for MatMul {
@@ -118,5 +177,23 @@ mod tests {
     #[test]
     fn inner_dimension_mismatch_is_an_error() {
         assert!(plan(&[2, 3], &[4, 2]).is_err());
+    }
+
+    /// A bias over the last dim and a same-shape addend, on the one-B path and the batched one,
+    /// give the bits of MatMul then Add.
+    #[test]
+    fn product_onto_an_addend_is_matmul_then_add() {
+        let vals =
+            |n: usize, k: usize| -> Vec<f32> { (0..n).map(|i| ((i * k % 23) as f32 - 11.0) / 7.0).collect() };
+        for (sa, sb) in [(vec![3, 70, 5], vec![5, 6]), (vec![3, 4, 5], vec![3, 5, 6])] {
+            let (a, b) = (vals(sa.iter().product(), 5), vals(sb.iter().product(), 3));
+            let (shape, ab) = batched_matmul(&sa, &a, &sb, &b).unwrap();
+            let len: usize = shape.iter().product();
+            for c in [vals(6, 7), vals(len, 11)] {
+                let want: Vec<f32> = ab.iter().enumerate().map(|(i, &x)| x + c[i % c.len()]).collect();
+                let (got_shape, got) = batched_matmul_onto(&sa, &a, &sb, &b, Some(&c)).unwrap();
+                assert_eq!((&got_shape, &got), (&shape, &want), "{sa:?} {sb:?} addend {}", c.len());
+            }
+        }
     }
 }
