@@ -80,6 +80,36 @@ impl WindowSplit {
         Self::new(layout, &counts).expect("every window was placed")
     }
 
+    /// Where to run an iteration when device `d` needs `per_window[d]` seconds a window and the
+    /// head device also decodes the emitted frame, which took `decode` seconds on device 0
+    /// (measured) and takes proportionally as long on the others. Every device is tried as the
+    /// head (on a tie the faster leads); the others follow fastest first. Returns the device order (head first) and the
+    /// split over that order that finishes an iteration soonest.
+    pub fn placed(layout: &QueueLayout, per_window: &[f64], decode: f64) -> (Vec<usize>, Self) {
+        let speed = |d: usize| per_window[d] / per_window[0].max(f64::MIN_POSITIVE);
+        let mut best: Option<(f64, Vec<usize>, Self)> = None;
+        // Fastest first, so that on a tie the faster device leads.
+        let mut heads: Vec<usize> = (0..per_window.len().max(1)).collect();
+        heads.sort_by(|&a, &b| per_window[a].total_cmp(&per_window[b]));
+        for head in heads {
+            let mut order: Vec<usize> = (0..per_window.len()).filter(|&d| d != head).collect();
+            order.sort_by(|&a, &b| per_window[a].total_cmp(&per_window[b]));
+            order.insert(0, head);
+            let times: Vec<f64> = order.iter().map(|&d| per_window[d]).collect();
+            let mut fixed = vec![0.0; order.len()];
+            fixed[0] = decode * speed(head);
+            let split = Self::balanced(layout, &times, &fixed);
+            let counts = split.counts();
+            let makespan =
+                counts.iter().enumerate().map(|(i, &n)| fixed[i] + n as f64 * times[i]).fold(0.0, f64::max);
+            if best.as_ref().is_none_or(|(m, ..)| makespan < *m) {
+                best = Some((makespan, order, split));
+            }
+        }
+        let (_, order, split) = best.expect("at least one device");
+        (order, split)
+    }
+
     pub fn devices(&self) -> usize {
         self.ranges.len()
     }
@@ -263,5 +293,56 @@ mod tests {
         assert_eq!(slow.tail_device(), 0);
         assert!(WindowSplit::new(&l, &[0, 8]).is_err());
         assert!(WindowSplit::new(&l, &[4, 3]).is_err());
+    }
+
+    /// The soonest an iteration can finish, over every split and every head (brute force).
+    fn best_makespan(windows: usize, per_window: &[f64], decode: f64) -> f64 {
+        let mut best = f64::INFINITY;
+        for head in 0..per_window.len() {
+            for counts in compositions(windows, per_window.len()) {
+                // `counts[0]` is the head's share; the others in any order.
+                let others: Vec<usize> = (0..per_window.len()).filter(|&d| d != head).collect();
+                let mut finish =
+                    decode * per_window[head] / per_window[0] + counts[0] as f64 * per_window[head];
+                for (i, &d) in others.iter().enumerate() {
+                    finish = finish.max(counts[i + 1] as f64 * per_window[d]);
+                }
+                best = best.min(finish);
+            }
+        }
+        best
+    }
+
+    #[test]
+    fn placement_counts_the_decoder_on_the_head() {
+        let l = layout(16, 4, true); // 8 windows
+                                     // Equal devices, a decode as long as 4 windows: the head takes fewer windows.
+        let (order, split) = WindowSplit::placed(&l, &[1.0, 1.0], 4.0);
+        assert_eq!((order, split.counts()), (vec![0, 1], vec![2, 6]));
+        // No decode cost: the faster device leads and takes its share.
+        let (order, split) = WindowSplit::placed(&l, &[3.0, 1.0], 0.0);
+        assert_eq!((order, split.counts()), (vec![1, 0], vec![6, 2]));
+        // A slow device decoding would hold everyone up; a fast one decodes.
+        let (order, _) = WindowSplit::placed(&l, &[5.0, 1.0, 1.0], 2.0);
+        assert_eq!(order[0], 1);
+        // Never worse than the best split of all (brute force over heads and counts).
+        for (per_window, decode) in [
+            (vec![1.0, 1.0], 3.0),
+            (vec![1.0, 2.5], 6.0),
+            (vec![2.0, 1.0, 1.5], 4.0),
+            (vec![1.0, 1.0, 1.0], 0.5),
+            (vec![1.0, 7.0], 1.0),
+        ] {
+            let (order, split) = WindowSplit::placed(&l, &per_window, decode);
+            let counts = split.counts();
+            let finish = counts.iter().enumerate().map(|(i, &n)| {
+                let d = order[i];
+                let head = if i == 0 { decode * per_window[d] / per_window[0] } else { 0.0 };
+                head + n as f64 * per_window[d]
+            });
+            let makespan = finish.fold(0.0, f64::max);
+            let best = best_makespan(8, &per_window, decode);
+            assert!(makespan <= best + 1e-9, "{per_window:?} decode {decode}: {makespan} vs best {best}");
+        }
     }
 }

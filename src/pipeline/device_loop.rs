@@ -352,25 +352,48 @@ impl Share {
         ctx.write_buffer(noise.buffer(), 0, bytemuck::cast_slice(&plan.noise));
     }
 
-    /// Encodes and submits this device's iteration in one command buffer.
+    /// Encodes and submits this device's iteration in one command buffer. With `time_windows`
+    /// (the iterations timed for balancing) the windows go in a command buffer of their own,
+    /// waited for, so that what the device does beyond its windows (decoding the emitted frame,
+    /// moving frames) is timed apart: returns the windows' seconds then.
     async fn submit(
         &mut self,
         sessions: DeviceSessions<'_>,
         plan: &IterationPlan,
         scheduler: &FifoScheduler,
         frame_len: usize,
-    ) -> Result<(), GpuError> {
+        time_windows: bool,
+    ) -> Result<Option<f64>, GpuError> {
         self.upload(plan);
         self.ctx.check_fault()?;
         let ctx = self.ctx.clone();
         let emits = plan.emit.is_some();
+        let encode_windows = |encoder: &mut wgpu::CommandEncoder| {
+            self.before_unet.encode(encoder);
+            sessions.unet.encode(encoder);
+            self.after_unet.encode(encoder);
+        };
+        let mut window_seconds = None;
+        if time_windows {
+            let clock = Clock::start();
+            ctx.scoped("running a FIFO iteration's windows", || {
+                let mut encoder = ctx
+                    .device()
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("fifo windows") });
+                encode_windows(&mut encoder);
+                ctx.submit(encoder.finish());
+            })
+            .await?;
+            ctx.wait_idle().await?;
+            window_seconds = Some(clock.seconds());
+        }
         ctx.scoped("running a FIFO iteration", || {
             let mut encoder = ctx
                 .device()
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("fifo iteration") });
-            self.before_unet.encode(&mut encoder);
-            sessions.unet.encode(&mut encoder);
-            self.after_unet.encode(&mut encoder);
+            if !time_windows {
+                encode_windows(&mut encoder);
+            }
             if let (Some(emit), Some(decoder), true) = (&self.emit, sessions.decoder, emits) {
                 // A causal decoder decodes its first latent with its own graph.
                 let first = self.causal.as_ref().filter(|c| !c.first_done);
@@ -405,7 +428,8 @@ impl Share {
             }
             ctx.submit(encoder.finish());
         })
-        .await
+        .await?;
+        Ok(window_seconds)
     }
 
     /// Waits for the submitted iteration and reads back its frame and outbox.
@@ -440,8 +464,18 @@ pub(crate) struct DeviceLoop {
     synced: bool,
     /// Iterations still to run one device after another (with several devices, when balancing).
     sequential_left: usize,
-    /// Per device, the seconds per window of each timed iteration.
-    window_seconds: Vec<Vec<f64>>,
+    /// Per device, (seconds per window, seconds of the rest) of each timed iteration.
+    timings: Vec<Vec<(f64, f64)>>,
+}
+
+/// What the timed iterations measured, per device of the loop (head first).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct MeasuredCosts {
+    /// Seconds per window (the fastest timed iteration's).
+    pub per_window: Vec<f64>,
+    /// Seconds the head spends beyond its windows: moving the emitted frame, decoding it and
+    /// reading it back.
+    pub head_extra: f64,
 }
 
 impl DeviceLoop {
@@ -478,7 +512,7 @@ impl DeviceLoop {
             return Ok(Err("the decoder was not built on the head device".into()));
         }
         Ok(Ok(Self {
-            window_seconds: vec![Vec::new(); shares.len()],
+            timings: vec![Vec::new(); shares.len()],
             sequential_left: if shares.len() > 1 && balance { TIMED_ITERATIONS } else { 0 },
             shares,
             split,
@@ -518,14 +552,16 @@ impl DeviceLoop {
             emit = self.plan.emit;
             scheduler_seconds += planning.seconds();
             let device_clock = Clock::start();
-            share.submit(device, &self.plan, scheduler, self.frame_len).await.map_err(gpu_err)?;
+            let windows_seconds =
+                share.submit(device, &self.plan, scheduler, self.frame_len, timed).await.map_err(gpu_err)?;
             if sequential {
                 collected.push(share.collect(emit.is_some()).await.map_err(gpu_err)?);
                 // A device that reads nothing back this iteration has not been waited for yet.
                 share.ctx.wait_idle().await.map_err(gpu_err)?;
-                if timed {
-                    let per_window = device_clock.seconds() / share.windows.len().max(1) as f64;
-                    self.window_seconds[collected.len() - 1].push(per_window);
+                if let Some(windows_seconds) = windows_seconds {
+                    let per_window = windows_seconds / share.windows.len().max(1) as f64;
+                    let rest = (device_clock.seconds() - windows_seconds).max(0.0);
+                    self.timings[collected.len() - 1].push((per_window, rest));
                 }
             }
         }
@@ -569,16 +605,22 @@ impl DeviceLoop {
         }
     }
 
-    /// After the timed iterations, the measured seconds per window of each device (once; `None`
-    /// before and afterwards).
-    pub(crate) fn measured_window_seconds(&mut self) -> Option<Vec<f64>> {
-        if self.sequential_left > 0 || self.window_seconds.iter().all(Vec::is_empty) {
+    /// After the timed iterations, what they measured (once; `None` before and afterwards).
+    pub(crate) fn measured_costs(&mut self) -> Option<MeasuredCosts> {
+        if self.sequential_left > 0 || self.timings.iter().all(Vec::is_empty) {
             return None;
         }
-        let per_window =
-            self.window_seconds.iter().map(|s| s.iter().copied().fold(f64::INFINITY, f64::min)).collect();
-        self.window_seconds.iter_mut().for_each(Vec::clear);
-        Some(per_window)
+        let fastest = |t: &Vec<(f64, f64)>, part: fn(&(f64, f64)) -> f64| {
+            t.iter().map(part).fold(f64::INFINITY, f64::min)
+        };
+        let per_window = self.timings.iter().map(|t| fastest(t, |x| x.0)).collect();
+        // The others' rest (copying out the frames their neighbours need) is small and also
+        // the head's: the head's own extra is what it does beyond theirs.
+        let others = self.timings[1..].iter().map(|t| fastest(t, |x| x.1)).fold(f64::INFINITY, f64::min);
+        let head_rest = fastest(&self.timings[0], |x| x.1);
+        let head_extra = if others.is_finite() { (head_rest - others).max(0.0) } else { head_rest };
+        self.timings.iter_mut().for_each(Vec::clear);
+        Some(MeasuredCosts { per_window, head_extra })
     }
 
     /// A causal decoder's state as the head device holds it (`None` before the first latent).

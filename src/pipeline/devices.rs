@@ -256,13 +256,11 @@ impl Generation {
     /// window leaves the run.
     pub(super) async fn rebalance(&mut self) -> Result<(), PipelineError> {
         let Some(device) = &mut self.device else { return Ok(()) };
-        let Some(per_window) = device.measured_window_seconds() else { return Ok(()) };
-        // The fastest device becomes the head (it also decodes); then each window goes where it
-        // finishes first.
-        let mut order: Vec<usize> = (0..per_window.len()).collect();
-        order.sort_by(|&a, &b| per_window[a].total_cmp(&per_window[b]));
-        let sorted: Vec<f64> = order.iter().map(|&i| per_window[i]).collect();
-        let split = WindowSplit::balanced(self.scheduler.layout(), &sorted, &vec![0.0; sorted.len()]);
+        let Some(costs) = device.measured_costs() else { return Ok(()) };
+        // The head also decodes: the device (and the share of windows) that finishes an iteration
+        // soonest with that on top; then each window goes where it finishes first.
+        let (order, split) =
+            WindowSplit::placed(self.scheduler.layout(), &costs.per_window, costs.head_extra);
         let counts = split.counts();
         let active: Vec<usize> =
             order.iter().zip(&counts).filter(|(_, &c)| c > 0).map(|(&i, _)| self.active[i]).collect();
