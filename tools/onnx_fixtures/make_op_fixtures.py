@@ -164,6 +164,10 @@ def linalg():
     case("einsum_batched_matmul", "Einsum", [("a", f32(3, 2, 5)), ("b", f32(3, 5, 4))], {"equation": "bij,bjk->bik"}, tol="accumulate")
     case("einsum_outer_order", "Einsum", [("a", f32(2, 3)), ("b", f32(3, 4))], {"equation": "ij,jk->ki"}, tol="accumulate")
     case("einsum_transpose", "Einsum", [("a", f32(2, 3, 4))], {"equation": "abc->cab"}, tol="exact")
+    # Long sums, where an f16 accumulator would show (the GPU's f16 mode sums in f32): K = 1024
+    # (4-aligned, the vec4 path on CPU adapters) and K = 1001 (the scalar and tiled paths).
+    case("matmul_long_k_aligned", "MatMul", [("a", f32(4, 1024)), ("b", C(f32(1024, 8, lo=-0.1, hi=0.1)))], tol="accumulate")
+    case("matmul_long_k_odd", "MatMul", [("a", f32(5, 1001)), ("b", f32(1001, 6, lo=-0.1, hi=0.1))], tol="accumulate")
 
 
 def nn():
@@ -215,6 +219,7 @@ def nn():
     case("reduce_min_attr", "ReduceMin", [("x", r)], {"axes": [0, 2]}, opset=13, tol="exact")
     case("reduce_prod", "ReduceProd", [("x", f32(2, 3, 4, lo=0.5, hi=1.5)), ("axes", C(i64(1)))], tol="accumulate")
     case("reduce_l2", "ReduceL2", [("x", r), ("axes", C(i64(2, 3)))], tol="accumulate")
+    case("reduce_sum_long_axis", "ReduceSum", [("x", f32(3, 2048)), ("axes", C(i64(1)))], tol="accumulate")
 
 
 def norms():
