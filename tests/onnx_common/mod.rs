@@ -1,7 +1,7 @@
 #![allow(dead_code)] // each test binary uses a different part of these helpers
 //! Shared helpers of the integration tests: fixture loading and named tolerances.
 
-use fifo_diffusion::gpu::GpuContext;
+use fifo_diffusion::gpu::{GpuContext, GpuOptions, Precision};
 use fifo_diffusion::onnx::{decode_tensor, model_metadata};
 use fifo_diffusion::session::{Backend, ModelSource, Session, SessionOptions};
 use fifo_diffusion::tensor::{Tensor, TensorData};
@@ -9,45 +9,95 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// How close an output must be to its reference: `|got - want| <= atol + rtol * |want|`.
+/// How close an output must be to its reference: every element within
+/// `|got - want| <= atol + rtol * |want| + stol * max|want|` (the last term relative to the
+/// output's largest finite magnitude), and `||got - want|| / ||want|| <= rel_l2` over the output.
+/// The f32 names use only `atol` and `rtol`.
 #[derive(Clone, Copy, Debug)]
 pub struct Tolerance {
     pub atol: f32,
     pub rtol: f32,
+    pub stol: f32,
+    pub rel_l2: f32,
 }
 
+/// f16's unit roundoff: one rounding to f16 (10 stored fraction bits) moves a value by at most
+/// 2^-11 of itself (within f16's normal range).
+pub const F16_ROUNDOFF: f32 = 1.0 / 2048.0;
+
 impl Tolerance {
-    /// The tolerances the fixture generator may name.
+    /// `|got - want| <= atol + rtol * |want|` alone.
+    pub const fn elementwise(atol: f32, rtol: f32) -> Tolerance {
+        Tolerance { atol, rtol, stol: 0.0, rel_l2: f32::INFINITY }
+    }
+
+    /// The tolerances the fixture generator may name, and the GPU's f16 mode's (`f16`,
+    /// `f16_accumulate`; see [`Tolerance::f16_name`]).
     pub fn named(name: &str) -> Option<Tolerance> {
-        let (atol, rtol) = match name {
+        let u = F16_ROUNDOFF;
+        Some(match name {
             // Layout ops, integers, comparisons: bit-exact.
-            "exact" => (0.0, 0.0),
+            "exact" => Tolerance::elementwise(0.0, 0.0),
             // One rounding per element.
-            "elementwise" => (1e-6, 1e-6),
+            "elementwise" => Tolerance::elementwise(1e-6, 1e-6),
             // libm vs the reference's math library.
-            "transcendental" => (1e-5, 1e-5),
+            "transcendental" => Tolerance::elementwise(1e-5, 1e-5),
             // Sums over many products (MatMul, Conv, norms): the order of additions differs.
-            "accumulate" => (1e-4, 1e-4),
+            "accumulate" => Tolerance::elementwise(1e-4, 1e-4),
             // float16 results.
-            "half" => (1e-3, 1e-2),
+            "half" => Tolerance::elementwise(1e-3, 1e-2),
             // Whole models: many layers of accumulation.
-            "model" => (1e-4, 1e-3),
+            "model" => Tolerance::elementwise(1e-4, 1e-3),
+            // The GPU's f16 mode on an op that does not accumulate (layout, elementwise,
+            // transcendental, max pool, nearest resize), against the f32 reference. Its inputs
+            // are rounded to f16 (at most u = 2^-11 relative each; for the fixtures' inputs,
+            // |x| < 4, at most 2^-10 absolute), it computes in f32 and rounds its output once
+            // more (u). A layout op is then within u of the reference; an elementwise op within
+            // u plus its condition times the inputs' rounding: exp/softmax turn 2^-10 absolute
+            // into 2^-10 relative, so 3u, and near a zero of the output (x - y with x ~ y, log
+            // near 1) the error is relative to the operands, which the output's largest
+            // magnitude stands for. Hence 4u of the element plus 2u of the output's scale, and
+            // 2u relative L2 (the roundings are independent, so the L2 error is about u).
+            // Measured on lavapipe (both kernel styles): at most 0.66e-3 of the scale (mul),
+            // 1.9e-3 of the element (sub), 4.2e-4 relative L2.
+            "f16" => Tolerance { atol: 0.0, rtol: 4.0 * u, stol: 2.0 * u, rel_l2: 2.0 * u },
+            // The same for sums (MatMul, Gemm, Conv, ConvTranspose, Einsum, reductions, norms,
+            // average pool, linear resize, float16 fixtures): each product carries the rounding
+            // of both operands (2u), the kernels sum in f32, so the K errors add as a random walk:
+            // about 2u / sqrt(3) of the root sum of squared products, which the largest output
+            // (some 2.5 standard deviations of the outputs) bounds. 4 standard deviations of
+            // that, plus the output's own rounding, is about 3u of the scale; 4u of the scale and
+            // of the element, and 4u relative L2. A wrong tap, a dropped bias or an f16 sum over
+            // K in the hundreds is far outside. Measured: at most 0.80e-3 of the scale
+            // (ReduceMean), 1.8e-3 of the element (Conv), 7.2e-4 relative L2 (ReduceMean).
+            "f16_accumulate" => Tolerance { atol: 0.0, rtol: 4.0 * u, stol: 4.0 * u, rel_l2: 4.0 * u },
             _ => return None,
-        };
-        Some(Tolerance { atol, rtol })
+        })
     }
 
     /// The same names on the GPU backend. WGSL allows more error than libm: exp/log/pow and
     /// division within a few ulps, tanh/erf/sigmoid built from exp; f16 values are held in f32.
     pub fn named_gpu(name: &str) -> Option<Tolerance> {
-        let (atol, rtol) = match name {
-            "exact" => (0.0, 0.0),
+        Some(match name {
+            "exact" => Tolerance::elementwise(0.0, 0.0),
             // Division (2.5 ulp in WGSL) and pow through exp2/log2.
-            "elementwise" => (1e-6, 4e-6),
-            "transcendental" => (2e-5, 2e-5),
+            "elementwise" => Tolerance::elementwise(1e-6, 4e-6),
+            "transcendental" => Tolerance::elementwise(2e-5, 2e-5),
             other => return Tolerance::named(other),
-        };
-        Some(Tolerance { atol, rtol })
+        })
+    }
+
+    /// The tolerance name for one output of a fixture named `fixture_tolerance` run in the GPU's
+    /// f16 mode. Integer and boolean outputs stay exact: integers never become f16, and the
+    /// fixtures' comparisons, casts to integers and masks do not change when their float inputs
+    /// round to f16 (checked by the f16 fixture run).
+    pub fn f16_name(fixture_tolerance: &str, output: fifo_diffusion::tensor::DType) -> &'static str {
+        use fifo_diffusion::tensor::DType;
+        match (output, fixture_tolerance) {
+            (DType::F32 | DType::F16, "accumulate" | "half" | "model") => "f16_accumulate",
+            (DType::F32 | DType::F16, _) => "f16",
+            _ => "exact",
+        }
     }
 }
 
@@ -131,16 +181,25 @@ pub fn compare(got: &Tensor, want: &Tensor, tol: Tolerance) -> Option<String> {
         ));
     }
     let (g, w) = (values(got), values(want));
+    let scale = w.iter().filter(|b| b.is_finite()).fold(0f64, |m, b| m.max(b.abs()));
+    let floor = tol.atol as f64 + tol.stol as f64 * scale;
     let mut worst: Option<(usize, f64)> = None;
     for (i, (&a, &b)) in g.iter().zip(&w).enumerate() {
-        let ok = (a.is_nan() && b.is_nan())
-            || a == b
-            || (a - b).abs() <= tol.atol as f64 + tol.rtol as f64 * b.abs();
+        let ok = (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= floor + tol.rtol as f64 * b.abs();
         if !ok && worst.is_none_or(|(_, e)| (a - b).abs() > e) {
             worst = Some((i, (a - b).abs()));
         }
     }
-    worst.map(|(i, e)| format!("element {i}: got {} want {} (|diff| {e:.3e}, tolerance {tol:?})", g[i], w[i]))
+    if let Some((i, e)) = worst {
+        return Some(format!("element {i}: got {} want {} (|diff| {e:.3e}, tolerance {tol:?})", g[i], w[i]));
+    }
+    if tol.rel_l2.is_finite() {
+        let err = relative_l2(got, want);
+        if err > tol.rel_l2 as f64 {
+            return Some(format!("relative L2 {err:.3e} (tolerance {tol:?})"));
+        }
+    }
+    None
 }
 
 /// ||got - want|| / ||want|| in f64; against an all-zero `want`, the root mean square of `got` (an
@@ -198,7 +257,8 @@ pub fn fixtures_root() -> PathBuf {
 }
 
 /// Runs one fixture (model bytes, inputs, onnxruntime's outputs) on the CPU backend, or on the
-/// GPU one with `gpu`, with the tolerance its metadata names; `Err` says what went wrong.
+/// GPU one with `gpu` (in f32 precision), with the tolerance its metadata names; `Err` says what
+/// went wrong.
 pub async fn run_fixture(
     bytes: &[u8],
     inputs: &[(String, Tensor)],
@@ -209,26 +269,19 @@ pub async fn run_fixture(
     let tol_name = meta.get("tolerance").ok_or("no tolerance in the model metadata")?;
     let named = if gpu.is_some() { Tolerance::named_gpu } else { Tolerance::named };
     let tol = named(tol_name).ok_or_else(|| format!("unknown tolerance '{tol_name}'"))?;
-    let model = ModelSource::Bytes(bytes);
-    let shapes: HashMap<String, Vec<usize>> =
-        inputs.iter().map(|(n, t)| (n.clone(), t.shape().to_vec())).collect();
-    let input_map: HashMap<String, Tensor> = inputs.iter().cloned().collect();
     let outputs = match gpu {
-        None => Session::build(model, &shapes, &SessionOptions::default()).and_then(|s| s.run(input_map)),
-        Some(ctx) => {
-            // The fixtures' tolerances are f32 ones: f32 activations even for int8 / f16 weights.
-            let gpu = fifo_diffusion::gpu::GpuOptions {
-                precision: fifo_diffusion::gpu::Precision::F32,
-                ..Default::default()
-            };
-            let options = SessionOptions { backend: Backend::Gpu, gpu, ..Default::default() };
-            match Session::build_on(ctx.clone(), model, &shapes, &options).await {
-                Ok(s) => s.run_async(input_map).await,
-                Err(e) => Err(e),
-            }
+        None => {
+            let model = ModelSource::Bytes(bytes);
+            let shapes: HashMap<String, Vec<usize>> =
+                inputs.iter().map(|(n, t)| (n.clone(), t.shape().to_vec())).collect();
+            let input_map: HashMap<String, Tensor> = inputs.iter().cloned().collect();
+            Session::build(model, &shapes, &SessionOptions::default())
+                .and_then(|s| s.run(input_map))
+                .map_err(|e| e.to_string())?
         }
-    }
-    .map_err(|e| e.to_string())?;
+        // The fixtures' tolerances are f32 ones: f32 activations even for int8 / f16 weights.
+        Some(ctx) => run_on_gpu(bytes, inputs, ctx, Precision::F32).await?.outputs,
+    };
     if outputs.len() != expected.len() {
         return Err(format!("{} outputs, want {}", outputs.len(), expected.len()));
     }
@@ -238,6 +291,101 @@ pub async fn run_fixture(
         }
     }
     Ok(())
+}
+
+/// What a GPU session computed and the pipeline keys of its dispatches.
+pub struct GpuRun {
+    pub outputs: Vec<(String, Tensor)>,
+    pub kernel_keys: Vec<String>,
+}
+
+/// Builds `bytes` on `ctx` in `precision` (which the session must resolve to) and runs it.
+pub async fn run_on_gpu(
+    bytes: &[u8],
+    inputs: &[(String, Tensor)],
+    ctx: &Arc<GpuContext>,
+    precision: Precision,
+) -> Result<GpuRun, String> {
+    let model = ModelSource::Bytes(bytes);
+    let shapes: HashMap<String, Vec<usize>> =
+        inputs.iter().map(|(n, t)| (n.clone(), t.shape().to_vec())).collect();
+    let input_map: HashMap<String, Tensor> = inputs.iter().cloned().collect();
+    let gpu = GpuOptions { precision, ..Default::default() };
+    let options = SessionOptions { backend: Backend::Gpu, gpu, ..Default::default() };
+    let session =
+        Session::build_on(ctx.clone(), model, &shapes, &options).await.map_err(|e| e.to_string())?;
+    let gpu = session.gpu().ok_or("not a GPU session")?;
+    if gpu.precision() != precision {
+        return Err(format!("asked for {precision:?}, the session runs {:?}", gpu.precision()));
+    }
+    let kernel_keys = gpu.kernel_keys().into_iter().map(String::from).collect();
+    let outputs = session.run_async(input_map).await.map_err(|e| e.to_string())?;
+    Ok(GpuRun { outputs, kernel_keys })
+}
+
+/// How far one float output of an f16-mode run is from its reference.
+#[derive(Clone, Debug)]
+pub struct F16Error {
+    pub output: String,
+    /// The tolerance name it was checked with ([`Tolerance::f16_name`]).
+    pub tolerance: &'static str,
+    /// The largest `|got - want|` over the largest `|want|`.
+    pub of_scale: f64,
+    /// `||got - want|| / ||want||`.
+    pub rel_l2: f64,
+}
+
+/// Whether a fixture holds float values f16 cannot represent (finite, beyond +-65504): f16 mode
+/// rounds them to infinity at the program's boundary, so such a fixture is not run in f16.
+pub fn beyond_f16_range(tensors: &[(String, Tensor)]) -> bool {
+    tensors.iter().any(|(_, t)| {
+        matches!(t.dtype(), fifo_diffusion::tensor::DType::F32)
+            && t.to_f32_vec().iter().any(|x| x.is_finite() && x.abs() > 65504.0)
+    })
+}
+
+/// Runs one fixture on `ctx` in the f16 compute mode (`Precision::F16`, which the session must
+/// resolve to) against onnxruntime's f32 outputs, each checked with the f16 tolerance of its
+/// fixture's tolerance name ([`Tolerance::f16_name`]); `Ok` holds the float outputs' errors.
+pub async fn run_fixture_f16(
+    bytes: &[u8],
+    inputs: &[(String, Tensor)],
+    expected: &[(String, Tensor)],
+    ctx: &Arc<GpuContext>,
+) -> Result<Vec<F16Error>, String> {
+    let meta = model_metadata(bytes).map_err(|e| e.to_string())?;
+    let tol_name = meta.get("tolerance").ok_or("no tolerance in the model metadata")?;
+    let run = run_on_gpu(bytes, inputs, ctx, Precision::F16).await?;
+    // Float results must come from f16 storage: some dispatch names f16 (a program may be empty
+    // when the whole graph folds to constants).
+    let floats = expected.iter().any(|(_, t)| t.dtype().is_float());
+    if floats && !run.kernel_keys.is_empty() && !run.kernel_keys.iter().any(|k| k.contains("f16")) {
+        return Err(format!("float outputs but no f16 kernel ran: {:?}", run.kernel_keys));
+    }
+    if run.outputs.len() != expected.len() {
+        return Err(format!("{} outputs, want {}", run.outputs.len(), expected.len()));
+    }
+    let mut errors = Vec::new();
+    for ((name, got), (_, want)) in run.outputs.iter().zip(expected) {
+        let tolerance = Tolerance::f16_name(tol_name, want.dtype());
+        let tol = Tolerance::named(tolerance).expect("a named tolerance");
+        if let Some(diff) = compare(got, want, tol) {
+            return Err(format!("output '{name}' ({tolerance}): {diff}"));
+        }
+        if tolerance != "exact" {
+            let (g, w) = (values(got), values(want));
+            let scale = w.iter().filter(|b| b.is_finite()).fold(0f64, |m, b| m.max(b.abs()));
+            let worst = g.iter().zip(&w).filter(|(a, b)| a != b).fold(0f64, |m, (a, b)| m.max((a - b).abs()));
+            let of_scale = if scale > 0.0 { worst / scale } else { worst };
+            errors.push(F16Error {
+                output: name.clone(),
+                tolerance,
+                of_scale,
+                rel_l2: relative_l2(got, want),
+            });
+        }
+    }
+    Ok(errors)
 }
 
 /// Fixtures of integer arithmetic, integer casts and quantizing: the GPU backend holds integers
