@@ -54,6 +54,14 @@ pub fn gather<T: Copy + Send + Sync + Default>(src: &[T], view: &View) -> Vec<T>
     let inner = v.shape[rank - 1];
     let inner_stride = v.strides[rank - 1];
     let (outer_shape, outer_strides) = (&v.shape[..rank - 1], &v.strides[..rank - 1]);
+    // A transpose whose source-contiguous dim is not the next-outer one ([B, F, C, HW] to
+    // [B, HW, C, F] around a temporal conv): groups along that dim, wherever it is.
+    let contiguous = outer_strides.iter().rposition(|&s| s == 1);
+    if let Some(p) = contiguous.filter(|&p| inner_stride != 1 && p + 1 < outer_shape.len()) {
+        if outer_shape[p] % GROUP == 0 {
+            return gather_grouped(src, &v, p);
+        }
+    }
     let mut out = vec![T::default(); len];
     // Chunks hold whole rows so each starts at a row boundary.
     let rows_per_chunk = parallel::chunk_len(len / inner, inner).max(1);
@@ -103,6 +111,49 @@ pub fn gather<T: Copy + Send + Sync + Default>(src: &[T], view: &View) -> Vec<T>
 /// Output rows a transposing gather fills together.
 const GROUP: usize = 16;
 
+/// [`gather`] of a coalesced view whose outer dim `p` (not the last outer one) walks the source
+/// contiguously: `GROUP` indices of `p` at a time, so each source cache line serves `GROUP`
+/// output rows (`rows_between` rows apart) instead of one. `v.shape[p]` is a multiple of `GROUP`.
+fn gather_grouped<T: Copy + Send + Sync + Default>(src: &[T], v: &View, p: usize) -> Vec<T> {
+    let rank = v.shape.len();
+    let (inner, inner_stride) = (v.shape[rank - 1], v.strides[rank - 1]);
+    // The rows between consecutive indices of `p`, and their source offsets from the first.
+    let between = &v.shape[p + 1..rank - 1];
+    let rows_between: usize = between.iter().product();
+    let mut sub_offsets = Vec::with_capacity(rows_between);
+    let (mut index, mut off) = (vec![0usize; between.len()], 0isize);
+    for _ in 0..rows_between {
+        sub_offsets.push(off);
+        step(&mut index, &mut off, between, &v.strides[p + 1..rank - 1]);
+    }
+    let groups_per_combo = v.shape[p] / GROUP;
+    let unit = GROUP * rows_between * inner; // output elements of one group
+    let len: usize = v.shape.iter().product();
+    let mut out = vec![T::default(); len];
+    let units_per_chunk = parallel::chunk_len(len / unit, unit);
+    parallel::for_each_chunk_mut(&mut out, units_per_chunk * unit, |chunk, dst| {
+        for (u, dst) in dst.chunks_mut(unit).enumerate() {
+            let u = chunk * units_per_chunk + u;
+            let (mut combo, first) = (u / groups_per_combo, (u % groups_per_combo) * GROUP);
+            // Source offset of the group's first row: the combo's index over the dims before p.
+            let mut base = v.offset as isize + (first as isize) * v.strides[p];
+            for d in (0..p).rev() {
+                base += (combo % v.shape[d]) as isize * v.strides[d];
+                combo /= v.shape[d];
+            }
+            for (sub, &sub_off) in sub_offsets.iter().enumerate() {
+                for j in 0..inner {
+                    let s = (base + sub_off + j as isize * inner_stride) as usize;
+                    for (t, &x) in src[s..s + GROUP].iter().enumerate() {
+                        dst[(t * rows_between + sub) * inner + j] = x;
+                    }
+                }
+            }
+        }
+    });
+    out
+}
+
 /// One odometer step over the outer dims: the next row's multi-index and source offset.
 fn step(index: &mut [usize], base: &mut isize, shape: &[usize], strides: &[isize]) {
     for d in (0..shape.len()).rev() {
@@ -151,6 +202,22 @@ mod tests {
             View { shape: vec![2, 0, 3], strides: vec![60, 20, 1], offset: 0 },
         ];
         for view in &cases {
+            assert_eq!(gather(&src, view), reference(&src, view), "{view:?}");
+        }
+    }
+
+    /// Source-contiguous dims below the next-outer one, as around a temporal conv: [B, F, C, HW]
+    /// to [B, HW, C, F] and to [B, HW, F, C].
+    #[test]
+    fn grouped_transposes_match_the_definition() {
+        let (b, f, c, hw) = (3, 5, 7, 32);
+        let src: Vec<i32> = (0..(b * f * c * hw) as i32).collect();
+        let st = [(f * c * hw) as isize, (c * hw) as isize, hw as isize, 1];
+        let views = [
+            View { shape: vec![b, hw, c, f], strides: vec![st[0], st[3], st[2], st[1]], offset: 0 },
+            View { shape: vec![b, hw, f, c], strides: vec![st[0], st[3], st[1], st[2]], offset: 0 },
+        ];
+        for view in &views {
             assert_eq!(gather(&src, view), reference(&src, view), "{view:?}");
         }
     }
