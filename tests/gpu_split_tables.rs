@@ -6,7 +6,7 @@
 
 mod onnx_common;
 
-use fifo_diffusion::gpu::{AdapterChoice, GpuContext, GpuOptions};
+use fifo_diffusion::gpu::{AdapterChoice, GpuContext, GpuOptions, Precision};
 use fifo_diffusion::onnx::proto::{
     tensor_proto::DataType, tensor_shape_proto, type_proto, GraphProto, ModelProto, NodeProto,
     OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
@@ -107,8 +107,11 @@ fn run_cpu(bytes: &[u8], inputs: &[(String, Tensor)]) -> Vec<(String, Tensor)> {
     session.run(inputs.iter().cloned().collect()).unwrap()
 }
 
+/// A GPU session in f32 precision: the tables' sizes against the cap are f32 ones (the default,
+/// `Precision::Auto`, runs the int8-table model in f16, where its 64000-byte table fits 64 KiB).
 fn build_gpu(ctx: &Arc<GpuContext>, bytes: &[u8], inputs: &[(String, Tensor)]) -> Result<Session, String> {
-    let options = SessionOptions { backend: Backend::Gpu, ..Default::default() };
+    let gpu = GpuOptions { precision: Precision::F32, ..Default::default() };
+    let options = SessionOptions { backend: Backend::Gpu, gpu, ..Default::default() };
     pollster::block_on(Session::build_on(ctx.clone(), ModelSource::Bytes(bytes), &shapes(inputs), &options))
         .map_err(|e| e.to_string())
 }
