@@ -1,81 +1,21 @@
 //! Session build errors name the op, the node, the opset and what is supported; run errors
 //! name the input.
 
-use fifo_diffusion::onnx::proto::{
-    attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto, AttributeProto,
-    GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorShapeProto, TypeProto, ValueInfoProto,
-};
+mod onnx_common;
+
 use fifo_diffusion::session::{inspect, ModelSource, Session, SessionError, SessionOptions};
 use fifo_diffusion::tensor::Tensor;
-use prost::Message;
+use onnx_common::graph::{self, float_info, int_attr, named_node, string_attr, AttributeProto};
 use std::collections::HashMap;
-
-fn value_info(name: &str, dims: &[&str]) -> ValueInfoProto {
-    let dim = |d: &&str| tensor_shape_proto::Dimension {
-        value: Some(match d.parse::<i64>() {
-            Ok(n) => tensor_shape_proto::dimension::Value::DimValue(n),
-            Err(_) => tensor_shape_proto::dimension::Value::DimParam(d.to_string()),
-        }),
-        ..Default::default()
-    };
-    ValueInfoProto {
-        name: Some(name.into()),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: Some(DataType::Float as i32),
-                shape: Some(TensorShapeProto { dim: dims.iter().map(dim).collect() }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
 
 /// A one-node model reading `x` (and `y` when the node names it) and writing `out`.
 fn model(op: &str, inputs: &[&str], attributes: Vec<AttributeProto>, x_dims: &[&str]) -> Vec<u8> {
-    let node = NodeProto {
-        name: Some("blocks.3/attn/the_node".into()),
-        op_type: Some(op.into()),
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: vec!["out".into()],
-        attribute: attributes,
-        ..Default::default()
-    };
-    let mut graph_inputs = vec![value_info("x", x_dims)];
+    let node = named_node("blocks.3/attn/the_node", op, inputs, "out", attributes);
+    let mut graph_inputs = vec![float_info("x", x_dims)];
     if inputs.contains(&"y") {
-        graph_inputs.push(value_info("y", &["2", "3"]));
+        graph_inputs.push(float_info("y", &["2", "3"]));
     }
-    let graph = GraphProto {
-        node: vec![node],
-        input: graph_inputs,
-        output: vec![value_info("out", &[])],
-        ..Default::default()
-    };
-    ModelProto {
-        ir_version: Some(9),
-        opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(18) }],
-        graph: Some(graph),
-        ..Default::default()
-    }
-    .encode_to_vec()
-}
-
-fn int_attr(name: &str, v: i64) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.into()),
-        i: Some(v),
-        r#type: Some(AttributeType::Int as i32),
-        ..Default::default()
-    }
-}
-
-fn string_attr(name: &str, v: &str) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.into()),
-        s: Some(v.as_bytes().to_vec()),
-        r#type: Some(AttributeType::String as i32),
-        ..Default::default()
-    }
+    graph::model(vec![node], vec![], graph_inputs, vec![float_info::<&str>("out", &[])])
 }
 
 fn build(bytes: &[u8]) -> Result<Session, SessionError> {

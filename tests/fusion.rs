@@ -161,115 +161,21 @@ fn passes_leave_other_graphs_alone() {
     assert!(checked >= 3, "only {checked} single-op fixtures found");
 }
 
-/// Small ONNX graphs written node by node (float inputs, opset 18).
-mod graph_bytes {
-    use fifo_diffusion::onnx::proto::{
-        attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto,
-        AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto,
-        TypeProto, ValueInfoProto,
-    };
-    use prost::Message;
-
-    pub fn info(name: &str, dims: &[usize]) -> ValueInfoProto {
-        let dim = |&d: &usize| tensor_shape_proto::Dimension {
-            value: Some(tensor_shape_proto::dimension::Value::DimValue(d as i64)),
-            ..Default::default()
-        };
-        let tensor = type_proto::Tensor {
-            elem_type: Some(DataType::Float as i32),
-            shape: Some(TensorShapeProto { dim: dims.iter().map(dim).collect() }),
-        };
-        ValueInfoProto {
-            name: Some(name.into()),
-            r#type: Some(TypeProto {
-                value: Some(type_proto::Value::TensorType(tensor)),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-    }
-
-    pub fn ints(name: &str, v: Vec<i64>) -> AttributeProto {
-        AttributeProto {
-            name: Some(name.into()),
-            r#type: Some(AttributeType::Ints as i32),
-            ints: v,
-            ..Default::default()
-        }
-    }
-
-    pub fn int(name: &str, v: i64) -> AttributeProto {
-        AttributeProto {
-            name: Some(name.into()),
-            r#type: Some(AttributeType::Int as i32),
-            i: Some(v),
-            ..Default::default()
-        }
-    }
-
-    /// A node writing the value of its own name.
-    pub fn node(name: &str, op: &str, inputs: &[&str], attribute: Vec<AttributeProto>) -> NodeProto {
-        NodeProto {
-            name: Some(name.into()),
-            op_type: Some(op.into()),
-            input: inputs.iter().map(|s| s.to_string()).collect(),
-            output: vec![name.to_string()],
-            attribute,
-            ..Default::default()
-        }
-    }
-
-    pub fn scalar(name: &str, value: f32) -> TensorProto {
-        TensorProto {
-            name: Some(name.into()),
-            data_type: Some(DataType::Float as i32),
-            float_data: vec![value],
-            ..Default::default()
-        }
-    }
-
-    pub fn tensor(name: &str, dims: &[usize], values: Vec<f32>) -> TensorProto {
-        TensorProto {
-            name: Some(name.into()),
-            dims: dims.iter().map(|&d| d as i64).collect(),
-            data_type: Some(DataType::Float as i32),
-            float_data: values,
-            ..Default::default()
-        }
-    }
-
-    pub fn model(
-        nodes: Vec<NodeProto>,
-        initializer: Vec<TensorProto>,
-        input: Vec<ValueInfoProto>,
-        output: Vec<ValueInfoProto>,
-    ) -> Vec<u8> {
-        let graph = GraphProto { node: nodes, initializer, input, output, ..Default::default() };
-        ModelProto {
-            ir_version: Some(9),
-            opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(18) }],
-            graph: Some(graph),
-            ..Default::default()
-        }
-        .encode_to_vec()
-    }
-}
-
 /// `softmax(Q Kt * scale) V` as torch exports it: Transpose, MatMul, Mul, Softmax, MatMul.
 fn attention_model(q: [usize; 4], n: usize, dv: usize) -> Vec<u8> {
-    use graph_bytes::*;
+    use onnx_common::graph::*;
     let [b, h, m, d] = q;
-    graph_bytes::model(
+    onnx_common::graph::model(
         vec![
-            node("kt", "Transpose", &["k"], vec![ints("perm", vec![0, 1, 3, 2])]),
-            node("scores", "MatMul", &["q", "kt"], vec![]),
-            node("scaled", "Mul", &["scores", "scale"], vec![]),
-            node("probs", "Softmax", &["scaled"], vec![int("axis", -1)]),
-            node("out", "MatMul", &["probs", "v"], vec![]),
+            node("Transpose", &["k"], "kt", vec![ints_attr("perm", vec![0, 1, 3, 2])]),
+            node("MatMul", &["q", "kt"], "scores", vec![]),
+            node("Mul", &["scores", "scale"], "scaled", vec![]),
+            node("Softmax", &["scaled"], "probs", vec![int_attr("axis", -1)]),
+            node("MatMul", &["probs", "v"], "out", vec![]),
         ],
-        vec![scalar("scale", 1.0 / (d as f32).sqrt())],
-        vec![info("q", &[b, h, m, d]), info("k", &[b, h, n, d]), info("v", &[b, h, n, dv])],
-        vec![info("out", &[b, h, m, dv])],
+        vec![f32_scalar("scale", 1.0 / (d as f32).sqrt())],
+        vec![float_info("q", &[b, h, m, d]), float_info("k", &[b, h, n, d]), float_info("v", &[b, h, n, dv])],
+        vec![float_info("out", &[b, h, m, dv])],
     )
 }
 
@@ -305,15 +211,15 @@ fn fused_and_unfused_agree(bytes: &[u8], x: &Tensor) -> Vec<String> {
 /// an adapter) builds the same model unfused, since only the CPU backend runs the fused op.
 #[test]
 fn cpu_sessions_fuse_the_bias_add_and_gpu_sessions_do_not() {
-    use graph_bytes::*;
+    use onnx_common::graph::*;
     let (k, n) = (5, 7);
     let w: Vec<f32> = (0..k * n).map(|i| (i % 9) as f32 / 4.0 - 1.0).collect();
     let b: Vec<f32> = (0..n).map(|i| i as f32 * 0.5).collect();
-    let bytes = graph_bytes::model(
-        vec![node("xw", "MatMul", &["x", "w"], vec![]), node("out", "Add", &["xw", "b"], vec![])],
-        vec![tensor("w", &[k, n], w), tensor("b", &[n], b)],
-        vec![info("x", &[2, 3, k])],
-        vec![info("out", &[2, 3, n])],
+    let bytes = onnx_common::graph::model(
+        vec![node("MatMul", &["x", "w"], "xw", vec![]), node("Add", &["xw", "b"], "out", vec![])],
+        vec![f32_float_data("w", &[k, n], w), f32_float_data("b", &[n], b)],
+        vec![float_info("x", &[2, 3, k])],
+        vec![float_info("out", &[2, 3, n])],
     );
     let x = Tensor::from_f32(vec![2, 3, k], (0..2 * 3 * k).map(|i| i as f32 / 10.0).collect()).unwrap();
     assert_eq!(fused_and_unfused_agree(&bytes, &x), vec!["FusedMatMulAdd"]);
@@ -323,46 +229,51 @@ fn cpu_sessions_fuse_the_bias_add_and_gpu_sessions_do_not() {
 /// operands swapped, becomes one Gelu; a near miss (another constant) is left alone.
 #[test]
 fn tanh_gelu_pass_folds_the_decomposed_form_into_one_gelu() {
-    use graph_bytes::*;
+    use onnx_common::graph::*;
     let x =
         Tensor::from_f32(vec![3, 257], (0..3 * 257).map(|i| (i as f32 - 385.0) / 40.0).collect()).unwrap();
     let constants = |c2: f32| {
         vec![
-            scalar("three", 3.0),
-            scalar("c2", c2),
-            scalar("c1", (2.0 / std::f32::consts::PI).sqrt()),
-            scalar("one", 1.0),
-            scalar("half", 0.5),
+            f32_scalar("three", 3.0),
+            f32_scalar("c2", c2),
+            f32_scalar("c1", (2.0 / std::f32::consts::PI).sqrt()),
+            f32_scalar("one", 1.0),
+            f32_scalar("half", 0.5),
         ]
     };
     let front = |swap: bool| {
         let pair = |a: &'static str, b: &'static str| if swap { [b, a] } else { [a, b] };
         vec![
-            node("cube", "Pow", &["x", "three"], vec![]),
-            node("cubic", "Mul", &pair("c2", "cube"), vec![]),
-            node("sum", "Add", &pair("x", "cubic"), vec![]),
-            node("arg", "Mul", &pair("sum", "c1"), vec![]),
-            node("th", "Tanh", &["arg"], vec![]),
-            node("plus", "Add", &pair("th", "one"), vec![]),
+            node("Pow", &["x", "three"], "cube", vec![]),
+            node("Mul", &pair("c2", "cube"), "cubic", vec![]),
+            node("Add", &pair("x", "cubic"), "sum", vec![]),
+            node("Mul", &pair("sum", "c1"), "arg", vec![]),
+            node("Tanh", &["arg"], "th", vec![]),
+            node("Add", &pair("th", "one"), "plus", vec![]),
         ]
     };
     // (x * 0.5) * (1 + tanh): torch's dynamo export.
     let halved_x = |swap: bool, c2: f32| {
         let mut nodes = front(swap);
-        nodes.push(node("hx", "Mul", &["x", "half"], vec![]));
-        nodes.push(node("out", "Mul", if swap { &["plus", "hx"] } else { &["hx", "plus"] }, vec![]));
-        graph_bytes::model(nodes, constants(c2), vec![info("x", &[3, 257])], vec![info("out", &[3, 257])])
+        nodes.push(node("Mul", &["x", "half"], "hx", vec![]));
+        nodes.push(node("Mul", if swap { &["plus", "hx"] } else { &["hx", "plus"] }, "out", vec![]));
+        onnx_common::graph::model(
+            nodes,
+            constants(c2),
+            vec![float_info("x", &[3, 257])],
+            vec![float_info("out", &[3, 257])],
+        )
     };
     // x * ((1 + tanh) * 0.5)
     let halved_sum = |swap: bool| {
         let mut nodes = front(swap);
-        nodes.push(node("hs", "Mul", &["plus", "half"], vec![]));
-        nodes.push(node("out", "Mul", if swap { &["hs", "x"] } else { &["x", "hs"] }, vec![]));
-        graph_bytes::model(
+        nodes.push(node("Mul", &["plus", "half"], "hs", vec![]));
+        nodes.push(node("Mul", if swap { &["hs", "x"] } else { &["x", "hs"] }, "out", vec![]));
+        onnx_common::graph::model(
             nodes,
             constants(0.044715),
-            vec![info("x", &[3, 257])],
-            vec![info("out", &[3, 257])],
+            vec![float_info("x", &[3, 257])],
+            vec![float_info("out", &[3, 257])],
         )
     };
     for (name, bytes) in [

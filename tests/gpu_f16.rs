@@ -168,59 +168,15 @@ fn f16_without_shader_f16_is_an_error_naming_the_fix() {
 
 /// `Sin(t * freqs)` with timesteps up to ~1000, as a timestep embedding computes it.
 fn phase_model() -> Vec<u8> {
-    use fifo_diffusion::onnx::proto::{
-        tensor_proto::DataType, tensor_shape_proto, type_proto, GraphProto, ModelProto, NodeProto,
-        OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
-    };
-    use prost::Message;
-    let info = |name: &str, dims: &[i64]| ValueInfoProto {
-        name: Some(name.into()),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: Some(DataType::Float as i32),
-                shape: Some(TensorShapeProto {
-                    dim: dims
-                        .iter()
-                        .map(|&d| tensor_shape_proto::Dimension {
-                            value: Some(tensor_shape_proto::dimension::Value::DimValue(d)),
-                            ..Default::default()
-                        })
-                        .collect(),
-                }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let node = |op: &str, inputs: &[&str], output: &str| NodeProto {
-        name: Some(output.into()),
-        op_type: Some(op.into()),
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: vec![output.into()],
-        ..Default::default()
-    };
+    use onnx_common::graph::{f32_initializer, float_info, graph, model_bytes, node, GraphProto};
     let freqs: Vec<f32> = (0..32).map(|i| (-(10000f32).ln() * i as f32 / 32.0).exp()).collect();
-    let graph = GraphProto {
-        name: Some("phase".into()),
-        node: vec![node("Mul", &["t", "freqs"], "phase"), node("Sin", &["phase"], "emb")],
-        initializer: vec![TensorProto {
-            name: Some("freqs".into()),
-            dims: vec![1, 32],
-            data_type: Some(DataType::Float as i32),
-            raw_data: Some(freqs.iter().flat_map(|v| v.to_le_bytes()).collect()),
-            ..Default::default()
-        }],
-        input: vec![info("t", &[16, 1])],
-        output: vec![info("emb", &[16, 32])],
-        ..Default::default()
-    };
-    ModelProto {
-        ir_version: Some(9),
-        opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(18) }],
-        graph: Some(graph),
-        ..Default::default()
-    }
-    .encode_to_vec()
+    let graph = graph(
+        vec![node("Mul", &["t", "freqs"], "phase", vec![]), node("Sin", &["phase"], "emb", vec![])],
+        vec![f32_initializer("freqs", &[1, 32], &freqs)],
+        vec![float_info("t", &[16, 1])],
+        vec![float_info("emb", &[16, 32])],
+    );
+    model_bytes(GraphProto { name: Some("phase".into()), ..graph })
 }
 
 /// The values feeding Sin/Cos stay f32 in f16 mode: at t ~ 1000 f16's spacing is 0.5, and an

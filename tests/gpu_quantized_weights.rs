@@ -9,14 +9,14 @@ mod onnx_common;
 
 use fifo_diffusion::gpu::{GpuContext, GpuOptions, Precision};
 use fifo_diffusion::graph::Dim;
-use fifo_diffusion::onnx::proto::{
-    attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto, AttributeProto,
-    GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto,
-    ValueInfoProto,
-};
+use fifo_diffusion::onnx::proto::ModelProto;
 use fifo_diffusion::onnx::{quantize_weights, WeightFormat};
 use fifo_diffusion::session::{inspect, Backend, ModelSource, Session, SessionOptions};
 use fifo_diffusion::tensor::{DType, Tensor};
+use onnx_common::graph::{
+    f32_initializer, float_info, graph, initializer, int_attr, model_bytes, node, untyped, DataType,
+    GraphProto, NodeProto, TensorProto,
+};
 use onnx_common::{compare, fixtures_root, load_fixture, Tolerance};
 use prost::Message;
 use std::collections::HashMap;
@@ -125,34 +125,6 @@ fn measure_device_bytes_and_run_time() {
 
 // ---- small hand-made graphs ----
 
-fn value_info(name: &str, dims: &[i64]) -> ValueInfoProto {
-    let dim = |&d: &i64| tensor_shape_proto::Dimension {
-        value: Some(tensor_shape_proto::dimension::Value::DimValue(d)),
-        ..Default::default()
-    };
-    ValueInfoProto {
-        name: Some(name.into()),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: Some(DataType::Float as i32),
-                shape: Some(TensorShapeProto { dim: dims.iter().map(dim).collect() }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn initializer(name: &str, dtype: DataType, dims: &[i64], raw: Vec<u8>) -> TensorProto {
-    TensorProto {
-        name: Some(name.into()),
-        dims: dims.to_vec(),
-        data_type: Some(dtype as i32),
-        raw_data: Some(raw),
-        ..Default::default()
-    }
-}
-
 /// Values in [-1, 1) that differ from element to element, so a misplaced one shows.
 fn pattern(len: usize, salt: usize) -> Vec<f32> {
     (0..len).map(|i| (((i + salt) * 7919) % 2003) as f32 / 1001.5 - 1.0).collect()
@@ -164,56 +136,17 @@ fn int8_weight(name: &str, dims: &[i64]) -> TensorProto {
     initializer(name, DataType::Int8, dims, q)
 }
 
-fn f32_initializer(name: &str, dims: &[i64], data: &[f32]) -> TensorProto {
-    initializer(name, DataType::Float, dims, data.iter().flat_map(|v| v.to_le_bytes()).collect())
-}
-
 fn f16_initializer(name: &str, dims: &[i64]) -> TensorProto {
     let len = dims.iter().product::<i64>() as usize;
     let raw = pattern(len, 5).iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect();
     initializer(name, DataType::Float16, dims, raw)
 }
 
-fn int_attr(name: &str, value: i64) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.into()),
-        r#type: Some(AttributeType::Int as i32),
-        i: Some(value),
-        ..Default::default()
-    }
-}
-
-fn node(op: &str, inputs: &[&str], output: &str, attributes: Vec<AttributeProto>) -> NodeProto {
-    NodeProto {
-        name: Some(output.into()),
-        op_type: Some(op.into()),
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: vec![output.into()],
-        attribute: attributes,
-        ..Default::default()
-    }
-}
-
 /// A graph with one float input `x` of `x_dims`.
 fn model(nodes: Vec<NodeProto>, init: Vec<TensorProto>, x_dims: &[i64], outputs: &[&str]) -> Vec<u8> {
-    let graph = GraphProto {
-        name: Some("stored_weights".into()),
-        node: nodes,
-        initializer: init,
-        input: vec![value_info("x", x_dims)],
-        output: outputs
-            .iter()
-            .map(|o| ValueInfoProto { name: Some(o.to_string()), ..Default::default() })
-            .collect(),
-        ..Default::default()
-    };
-    ModelProto {
-        ir_version: Some(9),
-        opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(18) }],
-        graph: Some(graph),
-        ..Default::default()
-    }
-    .encode_to_vec()
+    let outputs = outputs.iter().map(|o| untyped(o)).collect();
+    let graph = graph(nodes, init, vec![float_info("x", x_dims)], outputs);
+    model_bytes(GraphProto { name: Some("stored_weights".into()), ..graph })
 }
 
 /// `DequantizeLinear(q, s[, zp])` along `axis` into `out`, with the constants it reads.

@@ -7,14 +7,13 @@
 mod onnx_common;
 
 use fifo_diffusion::gpu::{AdapterChoice, GpuContext, GpuOptions, Precision};
-use fifo_diffusion::onnx::proto::{
-    tensor_proto::DataType, tensor_shape_proto, type_proto, GraphProto, ModelProto, NodeProto,
-    OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
-};
 use fifo_diffusion::session::{Backend, ModelSource, Session, SessionOptions};
 use fifo_diffusion::tensor::{Tensor, TensorData};
+use onnx_common::graph::{
+    f32_float_data, graph, initializer, model_bytes, named_node, untyped, value_info, DataType, GraphProto,
+    NodeProto, TensorProto, ValueInfoProto,
+};
 use onnx_common::{compare, fixtures_root, open_gpu_context, read_tensors, relative_l2, Tolerance};
-use prost::Message;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -28,68 +27,14 @@ fn capped() -> Option<Arc<GpuContext>> {
     Some(ctx)
 }
 
-fn value_info(name: &str, dtype: DataType, dims: &[i64]) -> ValueInfoProto {
-    let dim = |&d: &i64| tensor_shape_proto::Dimension {
-        value: Some(tensor_shape_proto::dimension::Value::DimValue(d)),
-        ..Default::default()
-    };
-    ValueInfoProto {
-        name: Some(name.into()),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: Some(dtype as i32),
-                shape: Some(TensorShapeProto { dim: dims.iter().map(dim).collect() }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn float_initializer(name: &str, dims: &[i64], data: Vec<f32>) -> TensorProto {
-    TensorProto {
-        name: Some(name.into()),
-        dims: dims.to_vec(),
-        data_type: Some(DataType::Float as i32),
-        float_data: data,
-        ..Default::default()
-    }
-}
-
-fn node(name: &str, op: &str, inputs: &[&str], output: &str) -> NodeProto {
-    NodeProto {
-        name: Some(name.into()),
-        op_type: Some(op.into()),
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: vec![output.into()],
-        ..Default::default()
-    }
-}
-
 fn model(
     nodes: Vec<NodeProto>,
     init: Vec<TensorProto>,
     inputs: Vec<ValueInfoProto>,
     outputs: &[&str],
 ) -> Vec<u8> {
-    let graph = GraphProto {
-        name: Some("split_tables".into()),
-        node: nodes,
-        initializer: init,
-        input: inputs,
-        output: outputs
-            .iter()
-            .map(|o| ValueInfoProto { name: Some(o.to_string()), ..Default::default() })
-            .collect(),
-        ..Default::default()
-    };
-    ModelProto {
-        ir_version: Some(9),
-        opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(18) }],
-        graph: Some(graph),
-        ..Default::default()
-    }
-    .encode_to_vec()
+    let graph = graph(nodes, init, inputs, outputs.iter().map(|o| untyped(o)).collect());
+    model_bytes(GraphProto { name: Some("split_tables".into()), ..graph })
 }
 
 /// Values that differ in every bit pattern (row r, column c), so a wrong row or column shows.
@@ -127,10 +72,10 @@ fn gather_from_a_table_over_one_binding_runs_in_row_chunks() {
     // share the chunks; the second one's indices are 2-d.
     let bytes = model(
         vec![
-            node("embed", "Gather", &["table", "ids"], "out"),
-            node("embed_again", "Gather", &["table", "ids2"], "out2"),
+            named_node("embed", "Gather", &["table", "ids"], "out", vec![]),
+            named_node("embed_again", "Gather", &["table", "ids2"], "out2", vec![]),
         ],
-        vec![float_initializer("table", &[1000, 32], table(1000, 32))],
+        vec![f32_float_data("table", &[1000, 32], table(1000, 32))],
         vec![value_info("ids", DataType::Int64, &[14]), value_info("ids2", DataType::Int64, &[2, 3])],
         &["out", "out2"],
     );
@@ -190,19 +135,13 @@ fn a_dequantized_int8_table_over_one_binding_is_gathered_in_chunks() {
     // build and uploaded in row chunks, never as a whole (nor is the int8 table, 4 bytes a value
     // on the device).
     let q: Vec<u8> = (0..1000 * 32).map(|i| ((i * 37) % 255) as u8).collect();
-    let quantized = TensorProto {
-        name: Some("embed.q".into()),
-        dims: vec![1000, 32],
-        data_type: Some(DataType::Int8 as i32),
-        raw_data: Some(q),
-        ..Default::default()
-    };
+    let quantized = initializer("embed.q", DataType::Int8, &[1000i64, 32], q);
     // Per column (DequantizeLinear's default axis 1).
-    let scale = float_initializer("embed.scale", &[32], (0..32).map(|c| 0.01 + c as f32 * 1e-3).collect());
+    let scale = f32_float_data("embed.scale", &[32], (0..32).map(|c| 0.01 + c as f32 * 1e-3).collect());
     let bytes = model(
         vec![
-            node("dq", "DequantizeLinear", &["embed.q", "embed.scale"], "table"),
-            node("embed", "Gather", &["table", "ids"], "out"),
+            named_node("dq", "DequantizeLinear", &["embed.q", "embed.scale"], "table", vec![]),
+            named_node("embed", "Gather", &["table", "ids"], "out", vec![]),
         ],
         vec![quantized, scale],
         vec![value_info("ids", DataType::Int64, &[6])],
@@ -249,8 +188,8 @@ fn a_matmul_weight_over_one_binding_is_a_clear_error() {
     let Some(ctx) = capped() else { return };
     // [64, 512] f32 = 131072 bytes > 65536.
     let bytes = model(
-        vec![node("proj", "MatMul", &["x", "proj.weight"], "y")],
-        vec![float_initializer("proj.weight", &[64, 512], table(64, 512))],
+        vec![named_node("proj", "MatMul", &["x", "proj.weight"], "y", vec![])],
+        vec![f32_float_data("proj.weight", &[64, 512], table(64, 512))],
         vec![value_info("x", DataType::Float, &[2, 64])],
         &["y"],
     );
@@ -269,8 +208,8 @@ fn a_run_time_value_over_one_binding_is_named() {
     let Some(ctx) = capped() else { return };
     // The table splits, but the gathered [600, 32] output (76800 bytes) is over the cap itself.
     let bytes = model(
-        vec![node("embed", "Gather", &["table", "ids"], "tokens")],
-        vec![float_initializer("table", &[1000, 32], table(1000, 32))],
+        vec![named_node("embed", "Gather", &["table", "ids"], "tokens", vec![])],
+        vec![f32_float_data("table", &[1000, 32], table(1000, 32))],
         vec![value_info("ids", DataType::Int64, &[600])],
         &["tokens"],
     );

@@ -9,6 +9,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// ONNX models written node by node. Not in the browser test crate (web/tests includes this
+/// module but does not depend on prost).
+#[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+pub mod graph;
+
 /// How close an output must be to its reference: every element within
 /// `|got - want| <= atol + rtol * |want| + stol * max|want|` (the last term relative to the
 /// output's largest finite magnitude), and `||got - want|| / ||want|| <= rel_l2` over the output.
