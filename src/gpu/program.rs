@@ -371,8 +371,14 @@ mod tests {
         let Some(ctx) = context() else { return };
         let src = GpuTensor::from_f32(&ctx, "src", &[1.0, 2.0, 3.0, 4.0]).unwrap();
         let dst = GpuTensor::new(&ctx, "dst", DType::F32, 4).unwrap();
-        let broken =
-            || ShaderVariant::new("copy").tag("broken").define("ACT", "x").define("WG", "no_such_constant");
+        let broken = || {
+            ShaderVariant::new("copy")
+                .tag("broken")
+                .define("E", "u32")
+                .define("PAD_VALUE", "p.pad_value")
+                .define("ACT", "x")
+                .define("WG", "no_such_constant")
+        };
         for attempt in 0..2 {
             let mut b = ProgramBuilder::new(&ctx);
             b.push(broken(), &[0u32; 64], &[&src], &[&dst], [1, 1, 1]).unwrap();
