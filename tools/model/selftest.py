@@ -81,6 +81,25 @@ def test_schedule():
     assert torch.allclose(x0, z, atol=1e-4) and torch.allclose(eps, n, atol=1e-4)
 
 
+def test_train_options():
+    import train
+    g = torch.Generator().manual_seed(3)
+    cfg = {"t_min": 0}
+    before = g.get_state()
+    t = train.draw_timesteps(cfg, 4000, g)
+    assert t.shape == (4000, 1) and t.min() >= 0 and t.max() < 1000
+    g.set_state(before)  # no mixture: the generator is used exactly as before it existed
+    assert torch.equal(t, torch.randint(0, diffusion.STEPS, (4000, 1), generator=g))
+    t = train.draw_timesteps(dict(cfg, t_high_share=0.5, t_high_min=900), 4000, g)
+    high = (t >= 900).float().mean().item()
+    assert 0.5 < high < 0.6, high  # 0.5 + 0.5 * 0.1 expected
+    m = nets.TextToVideo(dict(nets.DEFAULT_CONFIG, channels=[32, 32, 32], pooled_text=True))
+    names = train.split_trainable(m, r"spatial\.(q|kv)\.|text_pool")
+    assert "unet.text_pool.weight" in names and "unet.mid.spatial.kv.bias" in names
+    assert all(p.requires_grad == (n in names) for n, p in m.named_parameters())
+    assert len(train.split_trainable(m, None)) == len(list(m.parameters()))
+
+
 if __name__ == "__main__":
     torch.set_num_threads(1)
     for name, fn in list(globals().items()):

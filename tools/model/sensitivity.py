@@ -68,15 +68,17 @@ def main():
     ap.add_argument("--weights", choices=["ema", "model"], default="ema")
     ap.add_argument("--clips", type=int, default=24)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--levels", default="100,300,500,700,900,950,990",
+                    help="comma-separated noise levels (fewer levels, less time)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     path = args.ckpt or train.checkpoints(args.state)[-1]
     state = torch.load(path, weights_only=False, map_location="cpu")
-    model = nets.TextToVideo(state["config"]["model"])
+    model = nets.TextToVideo(dict(state["config"]["model"], pooled_text=any(".text_pool." in f".{k}" for k in state[args.weights])))
     model.load_state_dict(state[args.weights])
     model.eval()
     ae = train.load_autoencoder(args.state)
-    res = sensitivity(model, ae, args.clips)
+    res = sensitivity(model, ae, args.clips, tuple(int(v) for v in args.levels.split(",")))
     print(f"{os.path.basename(path)} ({args.weights}), {args.clips} clips; swapped/true error ratio "
           "(true word picked, chance)")
     for level, row in res.items():

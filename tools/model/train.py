@@ -15,6 +15,7 @@ import copy
 import glob
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -45,6 +46,9 @@ TRAIN_CONFIG = {
     "min_snr_gamma": 5.0,
     "loss_weight": "min_snr",  # or "v" (see diffusion.loss_weight)
     "t_min": 0,  # training timesteps are drawn from [t_min, 1000)
+    "t_high_share": 0.0,  # ... except this share of clips, drawn from [t_high_min, 1000)
+    "t_high_min": 900,
+    "train_only": None,  # a regex: only parameters whose name matches train (None: all)
     "diffusion_steps": diffusion.STEPS,
     "prediction": diffusion.PREDICTION,
     "schedule": diffusion.SCHEDULE,
@@ -148,6 +152,33 @@ def lr_at(step, cfg):
     return cfg["lr"] * min(1.0, max(0, step - cfg.get("warmup_from", 0)) / cfg["warmup"])
 
 
+def draw_timesteps(cfg, b, g):
+    """One timestep per clip [b, 1]: uniform on [t_min, 1000), except that a share t_high_share
+    of the clips (a coin per clip) draw from [t_high_min, 1000) instead, so a fine-tune can
+    focus on the noisiest levels while the rest keep being trained. With no share the generator
+    is used exactly as before the mixture existed (old runs resume bit-identically)."""
+    t = torch.randint(cfg.get("t_min", 0), diffusion.STEPS, (b, 1), generator=g)
+    share = cfg.get("t_high_share", 0.0)
+    if share > 0:
+        high = torch.rand((b, 1), generator=g) < share
+        t = torch.where(high, torch.randint(cfg.get("t_high_min", 900), diffusion.STEPS, (b, 1), generator=g), t)
+    return t
+
+
+def split_trainable(model, pattern):
+    """Freezes every parameter whose name (model.named_parameters()) does not match the regex
+    `pattern` (re.search; None: all train). Returns the trainable parameters' names."""
+    names = []
+    for name, p in model.named_parameters():
+        keep = pattern is None or re.search(pattern, name) is not None
+        p.requires_grad_(keep)
+        if keep:
+            names.append(name)
+    if not names:
+        raise ValueError(f"--train-only {pattern!r} matches no parameter")
+    return names
+
+
 class ClipStream(torch.utils.data.IterableDataset):
     """Training batches rendered in worker processes (for an accelerator that outruns one CPU core):
     frames [b, f, 3, 64, 64], prompts with CFG dropout, one timestep per clip, noise. Each worker
@@ -168,8 +199,7 @@ class ClipStream(torch.utils.data.IterableDataset):
             clips = world.sample_clips(b, g, "train")
             prompts = [p if torch.rand((), generator=g).item() >= self.cfg["cfg_dropout"] else ""
                        for p in clips.prompts()]
-            t = torch.randint(self.cfg.get("t_min", 0), diffusion.STEPS, (b, 1), generator=g)
-            t = t.expand(b, f).contiguous()
+            t = draw_timesteps(self.cfg, b, g).expand(b, f).contiguous()
             yield clips.render(range(f)), prompts, t, torch.randn((b, f, zc, size, size), generator=g)
 
 
@@ -182,7 +212,7 @@ def local_batches(cfg, g):
         x = clips.render(range(f))
         prompts = [p if torch.rand((), generator=g).item() >= cfg["cfg_dropout"] else ""
                    for p in clips.prompts()]
-        t = torch.randint(cfg.get("t_min", 0), diffusion.STEPS, (b, 1), generator=g).expand(b, f)  # one per clip
+        t = draw_timesteps(cfg, b, g).expand(b, f)  # one per clip
         yield x, prompts, t, torch.randn((b, f, zc, size, size), generator=g)
 
 
@@ -192,7 +222,9 @@ def train_diffusion(cfg, state_dir, ae, max_steps, max_seconds, device="cpu", wo
     g = torch.Generator().manual_seed(cfg["seed"] + 1)
     model = nets.TextToVideo(cfg["model"])
     ema = copy.deepcopy(model).requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    trainable = split_trainable(model, cfg.get("train_only"))
+    params = [p for p in model.parameters() if p.requires_grad]  # the EMA still follows all
+    opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     step = 0
     state, ck = None, checkpoints(state_dir)
     while ck and state is None:  # newest first; a damaged file falls back to the one before
@@ -207,7 +239,12 @@ def train_diffusion(cfg, state_dir, ae, max_steps, max_seconds, device="cpu", wo
         nets.load_grown(ema, state["ema"])
         if grown:
             log(state_dir, f"grew the model: {len(grown)} new zero-initialised tensors ({', '.join(grown)})")
-        if reset_optimizer or "opt" not in state or grown:
+        saved = [len(gr["params"]) for gr in state["opt"]["param_groups"]] if "opt" in state else None
+        other_set = saved != [len(params)] or state.get("config", {}).get("train_only") != cfg.get("train_only")
+        if reset_optimizer or saved is None or grown or other_set:
+            if saved is not None and other_set and not reset_optimizer:
+                log(state_dir, f"the optimizer state is for another set of tensors ({saved}; {len(params)} "
+                    "train now): fresh moments")
             cfg["warmup_from"] = state["step"]  # fresh moments: warm the learning rate up again
         else:
             opt.load_state_dict(state["opt"])
@@ -220,6 +257,10 @@ def train_diffusion(cfg, state_dir, ae, max_steps, max_seconds, device="cpu", wo
             f"text {nets.count_params(model.text) / 1e6:.3f} M, "
             f"{nets.unet_gflop(model.unet, frames=cfg['model']['frames']):.3f} GFLOP per UNet call (B=1)")
 
+    if cfg.get("train_only") is not None:
+        log(state_dir, f"training only {len(trainable)} tensors "
+            f"({sum(p.numel() for p in params) / 1e6:.3f} M of {nets.count_params(model) / 1e6:.3f} M params) "
+            f"matching {cfg['train_only']!r}: {', '.join(trainable)}")
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
     signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
@@ -263,7 +304,7 @@ def train_diffusion(cfg, state_dir, ae, max_steps, max_seconds, device="cpu", wo
             group["lr"] = lr_at(step, cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
+        torch.nn.utils.clip_grad_norm_(params, cfg["grad_clip"])
         opt.step()
         decay = min(cfg["ema_decay"], (1 + step) / (10 + step))
         with torch.no_grad():
@@ -305,6 +346,15 @@ def main():
     ap.add_argument("--loss-weight", choices=["min_snr", "v"],
                     help="per-clip loss weighting (from now on when resuming; see diffusion.loss_weight)")
     ap.add_argument("--t-min", type=int, help="draw training timesteps from [T_MIN, 1000) (from now on when resuming)")
+    ap.add_argument("--t-high-share", type=float,
+                    help="a share P of the clips draw their timestep from [T_HIGH_MIN, 1000) instead "
+                    "(from now on when resuming; 0 turns the mixture off)")
+    ap.add_argument("--t-high-min", type=int, help="the high band's lower bound for --t-high-share (default 900)")
+    ap.add_argument("--train-only", metavar="REGEX",
+                    help="freeze every parameter whose name does not match REGEX (re.search over "
+                    "model.named_parameters(), e.g. 'spatial\\.(norm2|q|kv|out2)\\.|text_pool'); the "
+                    "optimizer gets only the rest, the EMA still covers all; '' trains all again "
+                    "(from now on when resuming; a changed set starts fresh optimizer moments)")
     ap.add_argument("--pooled-text", action="store_true",
                     help="grow the UNet's pooled-text path (nets.UNet.text_pool; zero-initialised) when resuming")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (an accelerator, when one is lent)")
@@ -321,8 +371,13 @@ def main():
     if args.resume and os.path.exists(cfg_path):
         with open(cfg_path) as fcfg:
             cfg = json.load(fcfg)  # a run keeps the configuration it started with, except:
+        train_only = None if args.train_only == "" else args.train_only
         changes = {k: v for k, v in (("batch", args.batch), ("lr", args.lr), ("warmup", args.warmup),
-                                     ("loss_weight", args.loss_weight), ("t_min", args.t_min)) if v is not None}
+                                     ("loss_weight", args.loss_weight), ("t_min", args.t_min),
+                                     ("t_high_share", args.t_high_share), ("t_high_min", args.t_high_min))
+                   if v is not None}
+        if args.train_only is not None and train_only != cfg.get("train_only"):
+            changes["train_only"] = train_only
         if args.pooled_text and not cfg["model"].get("pooled_text"):
             changes["pooled_text"] = True
             cfg["model"]["pooled_text"] = True
@@ -341,7 +396,9 @@ def main():
         if args.batch is not None:
             cfg["batch"] = args.batch
         cfg["model"]["pooled_text"] = args.pooled_text
-        for key in ("lr", "warmup", "loss_weight", "t_min"):
+        if args.train_only:
+            cfg["train_only"] = args.train_only
+        for key in ("lr", "warmup", "loss_weight", "t_min", "t_high_share", "t_high_min"):
             if getattr(args, key) is not None:
                 cfg[key] = getattr(args, key)
         with open(cfg_path, "w") as fcfg:
