@@ -98,6 +98,16 @@ def test_train_options():
     assert "unet.text_pool.weight" in names and "unet.mid.spatial.kv.bias" in names
     assert all(p.requires_grad == (n in names) for n, p in m.named_parameters())
     assert len(train.split_trainable(m, None)) == len(list(m.parameters()))
+    p = "a red circle moving left on a black background"
+    assert {train.swap_direction(p).split()[4] for _ in range(40)} == {"right", "up", "down"}
+    for q in m.parameters():
+        q.data.normal_(0, 0.05)
+    xt = torch.randn(3, 8, 4, 16, 16)
+    t = torch.tensor([[950] * 8, [100] * 8, [920] * 8])
+    term, used = train.direction_contrast(m, xt, t, torch.randn_like(xt), torch.rand(3) + 0.5,
+                                          [p, p, ""], {"t_high_min": 900})
+    assert used == 1 and term.item() >= 0  # only the high-band clip with a prompt
+    term.backward()
 
 
 if __name__ == "__main__":

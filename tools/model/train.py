@@ -49,6 +49,8 @@ TRAIN_CONFIG = {
     "t_high_share": 0.0,  # ... except this share of clips, drawn from [t_high_min, 1000)
     "t_high_min": 900,
     "train_only": None,  # a regex: only parameters whose name matches train (None: all)
+    "dir_contrast": 0.0,  # weight of the paired direction-contrast term (see direction_contrast)
+    "dir_margin": 0.05,
     "diffusion_steps": diffusion.STEPS,
     "prediction": diffusion.PREDICTION,
     "schedule": diffusion.SCHEDULE,
@@ -179,6 +181,34 @@ def split_trainable(model, pattern):
     return names
 
 
+def swap_direction(prompt):
+    """The prompt with its direction word replaced by another one (torch's global RNG, which the
+    checkpoints carry)."""
+    words = prompt.split()
+    others = [w for w in world.DIR_NAMES if w != words[4]]
+    words[4] = others[int(torch.randint(len(others), ()))]
+    return " ".join(words)
+
+
+def direction_contrast(model, xt, t, target, per_clip, prompts, cfg):
+    """The paired direction-contrast term: for the clips of the high band (t >= t_high_min, with a
+    prompt), the same noisy input and target once more with another direction word, and a hinge
+    on the log error ratio, relu(log err_true - log err_swapped + margin): zero once the swapped
+    word's error is at least e^margin times the true one's. Same input, same noise, so the
+    irreducible error cancels and the gradient is the part that depends on the word, which the
+    plain loss buries in noise at the noisiest levels. Returns (term, clips used)."""
+    sel = [i for i, p in enumerate(prompts) if p and int(t[i, 0]) >= cfg.get("t_high_min", 900)]
+    if not sel:
+        return per_clip.new_zeros(()), 0
+    idx = torch.tensor(sel, device=xt.device)
+    b, f = len(sel), xt.shape[1]
+    ctx = model.encode_prompts([swap_direction(prompts[i]) for i in sel])[:, None]
+    pred = model(xt[idx], t[idx].float(), ctx.expand(b, f, ctx.shape[2], ctx.shape[3]))
+    swapped = (pred - target[idx]).pow(2).mean(dim=(1, 2, 3, 4))
+    term = torch.relu(per_clip[idx].log() - swapped.log() + cfg.get("dir_margin", 0.05))
+    return term.mean(), len(sel)
+
+
 class ClipStream(torch.utils.data.IterableDataset):
     """Training batches rendered in worker processes (for an accelerator that outruns one CPU core):
     frames [b, f, 3, 64, 64], prompts with CFG dropout, one timestep per clip, noise. Each worker
@@ -286,7 +316,7 @@ def train_diffusion(cfg, state_dir, ae, max_steps, max_seconds, device="cpu", wo
                                                    persistent_workers=workers > 0))
     t_start = last_ck = last_log = time.time()
     start_step = log_step = step
-    loss_sum = 0.0
+    loss_sum = aux_sum = 0.0
     while step < max_steps and not stop["now"] and time.time() - t_start < max_seconds:
         frames, prompts, t, noise = next(batches)
         frames, t, noise = (v.to(dev, non_blocking=True) for v in (frames, t, noise))
@@ -298,12 +328,17 @@ def train_diffusion(cfg, state_dir, ae, max_steps, max_seconds, device="cpu", wo
         per_clip = (pred - target).pow(2).mean(dim=(1, 2, 3, 4))
         weight = diffusion.loss_weight(t[:, 0], cfg.get("loss_weight", "min_snr"), cfg["min_snr_gamma"])
         loss = (weight * per_clip).mean()
+        total = loss
+        if cfg.get("dir_contrast", 0.0) > 0:
+            term, used = direction_contrast(model, xt, t, target, per_clip, prompts, cfg)
+            total = loss + cfg["dir_contrast"] * term
+            aux_sum = aux_sum + term.detach()
 
         step += 1
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        total.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg["grad_clip"])
         opt.step()
         decay = min(cfg["ema_decay"], (1 + step) / (10 + step))
@@ -314,9 +349,10 @@ def train_diffusion(cfg, state_dir, ae, max_steps, max_seconds, device="cpu", wo
 
         if step % cfg["log_every"] == 0:
             now = time.time()
-            log(state_dir, f"step {step} loss {float(loss_sum) / (step - log_step):.5f} "
+            aux = f" dir-contrast {float(aux_sum) / (step - log_step):.5f}" if cfg.get("dir_contrast", 0.0) > 0 else ""
+            log(state_dir, f"step {step} loss {float(loss_sum) / (step - log_step):.5f}{aux} "
                 f"{(step - log_step) / (now - last_log):.3f} steps/s lr {lr_at(step, cfg):.2e}")
-            loss_sum, log_step, last_log = 0.0, step, now
+            loss_sum, aux_sum, log_step, last_log = 0.0, 0.0, step, now
         if time.time() - last_ck > cfg["checkpoint_every_s"]:
             path = save_checkpoint(state_dir, step, model, ema, opt, g, cfg, cfg["keep_checkpoints"])
             log(state_dir, f"checkpoint {path}")
@@ -355,6 +391,11 @@ def main():
                     "model.named_parameters(), e.g. 'spatial\\.(norm2|q|kv|out2)\\.|text_pool'); the "
                     "optimizer gets only the rest, the EMA still covers all; '' trains all again "
                     "(from now on when resuming; a changed set starts fresh optimizer moments)")
+    ap.add_argument("--dir-contrast", type=float, metavar="W",
+                    help="add W x the paired direction-contrast hinge (train.direction_contrast) on the clips "
+                    "with t >= T_HIGH_MIN: one more UNet pass for those clips with another direction word "
+                    "(from now on when resuming; 0 turns it off)")
+    ap.add_argument("--dir-margin", type=float, help="the hinge's log-ratio margin (default 0.05)")
     ap.add_argument("--pooled-text", action="store_true",
                     help="grow the UNet's pooled-text path (nets.UNet.text_pool; zero-initialised) when resuming")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (an accelerator, when one is lent)")
@@ -374,7 +415,8 @@ def main():
         train_only = None if args.train_only == "" else args.train_only
         changes = {k: v for k, v in (("batch", args.batch), ("lr", args.lr), ("warmup", args.warmup),
                                      ("loss_weight", args.loss_weight), ("t_min", args.t_min),
-                                     ("t_high_share", args.t_high_share), ("t_high_min", args.t_high_min))
+                                     ("t_high_share", args.t_high_share), ("t_high_min", args.t_high_min),
+                                     ("dir_contrast", args.dir_contrast), ("dir_margin", args.dir_margin))
                    if v is not None}
         if args.train_only is not None and train_only != cfg.get("train_only"):
             changes["train_only"] = train_only
@@ -398,7 +440,8 @@ def main():
         cfg["model"]["pooled_text"] = args.pooled_text
         if args.train_only:
             cfg["train_only"] = args.train_only
-        for key in ("lr", "warmup", "loss_weight", "t_min", "t_high_share", "t_high_min"):
+        for key in ("lr", "warmup", "loss_weight", "t_min", "t_high_share", "t_high_min", "dir_contrast",
+                    "dir_margin"):
             if getattr(args, key) is not None:
                 cfg[key] = getattr(args, key)
         with open(cfg_path, "w") as fcfg:
