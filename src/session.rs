@@ -212,8 +212,7 @@ impl Session {
                 "the gpu backend builds asynchronously: use Session::build_async (or build_on)".into(),
             ));
         }
-        let build = BuildOptions { cpu_fusions: true, ..options.build.clone() };
-        let (built, info) = Self::build_graph(model, input_shapes, &build)?;
+        let (built, info) = Self::build_graph(model, input_shapes, &options.build)?;
         Ok(Session { built, info, gpu: None })
     }
 

@@ -6,7 +6,8 @@ mod onnx_common;
 
 use fifo_diffusion::cpu::executor::execute;
 use fifo_diffusion::graph::phases::fuse::{
-    fuse, AttentionPass, FusionPass, MatMulAddPass, NormSiluPass, SiluPass, TanhGeluPass, TorchGroupNormPass,
+    fuse, AttentionPass, FusionPass, LinearActivationPass, MatMulAddPass, NormSiluPass, SiluPass,
+    TanhGeluPass, TorchGroupNormPass,
 };
 use fifo_diffusion::graph::phases::{parse, plan, propagate, prune, BuildOptions, BuiltGraph};
 use fifo_diffusion::onnx::load_model;
@@ -153,6 +154,7 @@ fn passes_leave_other_graphs_alone() {
             Box::new(AttentionPass),
             Box::new(TanhGeluPass),
             Box::new(MatMulAddPass),
+            Box::new(LinearActivationPass),
         ];
         assert!(fuse(&mut graph, &passes).unwrap().is_empty(), "{name}");
         assert_eq!(graph.nodes.len(), before);
@@ -179,8 +181,8 @@ fn attention_model(q: [usize; 4], n: usize, dv: usize) -> Vec<u8> {
     )
 }
 
-/// Runs `bytes` on the CPU fused and unfused (and fused on the GPU when there is one) with `x`
-/// as the only input; returns the fused build's op types.
+/// Runs `bytes` on the CPU fused and unfused (and fused on the GPU when there is one, which must
+/// fuse the same nodes) with `x` as the only input; returns the fused build's op types.
 fn fused_and_unfused_agree(bytes: &[u8], x: &Tensor) -> Vec<String> {
     use fifo_diffusion::session::{ModelSource, Session, SessionOptions};
     use std::collections::HashMap;
@@ -203,14 +205,16 @@ fn fused_and_unfused_agree(bytes: &[u8], x: &Tensor) -> Vec<String> {
         if let Some(diff) = compare(&got[0].1, &want[0].1, Tolerance::named_gpu("transcendental").unwrap()) {
             panic!("fused on the GPU: {diff}");
         }
+        let gpu_ops: Vec<String> = gpu.graph().graph.nodes.iter().map(|n| n.op_type.clone()).collect();
+        assert_eq!(gpu_ops, ops, "both backends run the same passes");
     }
     ops
 }
 
-/// A CPU session fuses a Linear layer's MatMul and bias Add; a GPU session (when the tests have
-/// an adapter) builds the same model unfused, since only the CPU backend runs the fused op.
+/// A Linear layer's MatMul and bias Add become one FusedMatMulAdd in CPU sessions and in GPU
+/// sessions (when the tests have an adapter), whose matmul kernel adds the bias in its epilogue.
 #[test]
-fn cpu_sessions_fuse_the_bias_add_and_gpu_sessions_do_not() {
+fn cpu_and_gpu_sessions_fuse_the_bias_add() {
     use onnx_common::graph::*;
     let (k, n) = (5, 7);
     let w: Vec<f32> = (0..k * n).map(|i| (i % 9) as f32 / 4.0 - 1.0).collect();
@@ -223,6 +227,36 @@ fn cpu_sessions_fuse_the_bias_add_and_gpu_sessions_do_not() {
     );
     let x = Tensor::from_f32(vec![2, 3, k], (0..2 * 3 * k).map(|i| i as f32 / 10.0).collect()).unwrap();
     assert_eq!(fused_and_unfused_agree(&bytes, &x), vec!["FusedMatMulAdd"]);
+}
+
+/// After the silu and matmul+add passes, a product read only by an activation takes it: the
+/// UNets' feed-forward and time-embedding Linears and their SiLU. The CPU backend runs the
+/// product then the same unary op, so the outputs are the bits of the unfused graph.
+#[test]
+fn linear_activation_pass_fuses_the_activation_after_a_product() {
+    for model in ["unet_torchscript_op17", "unet_dynamo_op18"] {
+        let before = || -> Vec<Box<dyn FusionPass>> { vec![Box::new(SiluPass), Box::new(MatMulAddPass)] };
+        let (plain, inputs) = build_with(model, before());
+        let mut passes = before();
+        passes.push(Box::new(LinearActivationPass));
+        let (fused, _) = build_with(model, passes);
+        let n = fused.fusions.iter().find(|f| f.0 == "linear+activation").map_or(0, |f| f.1);
+        assert!(n > 0, "{model}: {:?}", fused.fusions);
+        let activated = |b: &BuiltGraph| {
+            b.graph
+                .nodes
+                .iter()
+                .filter(|n| n.op_type.starts_with("FusedMatMul") || n.op_type.starts_with("FusedGemm"))
+                .filter(|n| !n.op_type.ends_with("Add"))
+                .count()
+        };
+        assert_eq!(activated(&fused), n, "{model}");
+        assert_eq!(plain.graph.nodes.len() - fused.graph.nodes.len(), n, "{model}");
+        let (want, got) = (execute(&plain, inputs.clone()).unwrap(), execute(&fused, inputs).unwrap());
+        for (g, w) in got.iter().zip(&want) {
+            assert!(compare(g, w, Tolerance::named("exact").unwrap()).is_none(), "{model}");
+        }
+    }
 }
 
 /// torch's decomposition of `gelu(x, approximate="tanh")` in its two halving forms and with

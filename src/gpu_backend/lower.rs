@@ -529,8 +529,8 @@ impl<'a, 'c> Lowering<'a, 'c> {
                 };
                 self.cast(x, to, Self::output(node, 0)?)
             }
-            Op::MatMul(_) => self.matmul(node),
-            Op::Gemm(g) => self.gemm(node, g),
+            Op::MatMul(_) => self.matmul(node, None, Activation::None),
+            Op::Gemm(g) => self.gemm(node, g, Activation::None),
             Op::Einsum(e) => self.einsum(node, e),
             Op::Conv(c) => self.conv(node, c),
             Op::ConvTranspose(c) => self.conv_transpose(node, c),
@@ -754,10 +754,13 @@ impl<'a, 'c> Lowering<'a, 'c> {
                 unsupported("QuantizeLinear produces integers; the GPU backend does not")
             }
             Op::Fused(Fused::Attention { scale }) => self.attention(node, *scale),
-            Op::Fused(Fused::Activated { base, activation }) => self.norm(node, base, *activation),
-            Op::Fused(Fused::MatMulAdd) => {
-                unsupported("FusedMatMulAdd is made for the CPU backend only (BuildOptions::cpu_fusions)")
-            }
+            Op::Fused(Fused::Activated { base, activation }) => match base.as_ref() {
+                Op::MatMul(_) => self.matmul(node, None, *activation),
+                Op::Fused(Fused::MatMulAdd) => self.matmul(node, Some(Self::input(node, 2)?), *activation),
+                Op::Gemm(g) => self.gemm(node, g, *activation),
+                _ => self.norm(node, base, *activation),
+            },
+            Op::Fused(Fused::MatMulAdd) => self.matmul(node, Some(Self::input(node, 2)?), Activation::None),
         }
     }
 
@@ -1060,7 +1063,10 @@ impl<'a, 'c> Lowering<'a, 'c> {
         Ok(view)
     }
 
-    fn matmul(&mut self, node: &Node) -> R<()> {
+    /// MatMul, with FusedMatMulAdd's addend `c` (repeating over the product) and a fused
+    /// activation applied in the kernel's epilogue: a constant bias over the last axis as the
+    /// kernel's f32 bias, any other addend as its broadcast `d` operand (beta 1).
+    fn matmul(&mut self, node: &Node, c: Option<ValueId>, activation: Activation) -> R<()> {
         let (a, w, y) = (Self::input(node, 0)?, Self::input(node, 1)?, Self::output(node, 0)?);
         self.float_operand(a)?;
         self.float_operand(w)?;
@@ -1079,20 +1085,79 @@ impl<'a, 'c> Lowering<'a, 'c> {
         if out_shape.iter().product::<usize>() == 0 {
             return Ok(());
         }
-        if av.shape[av.shape.len() - 1] == 0 {
-            let zeros = self.upload_f32("zero", &[0.0])?;
-            let out = yt.view(&out_shape);
-            let z = View {
-                tensor: zeros,
-                offset: 0,
-                shape: out_shape.clone(),
-                strides: vec![0; out_shape.len()],
-            };
-            return self.move_view(&z, &out);
-        }
+        let vectors = (self.shape(a).len() == 1, self.shape(w).len() == 1);
         let mut mm = ops::matmul::MatMul::new(av, wv, yt.view(&out_shape));
+        mm.activation = activation;
+        if let Some(c) = c {
+            self.float_operand(c)?;
+            // C without its leading 1s is the trailing part of the product's shape.
+            let cs = self.shape(c);
+            let trailing = &cs[cs.iter().take_while(|&&d| d == 1).count()..];
+            let bias_like = trailing == [n] && !vectors.1 && self.constant(c).is_some();
+            if bias_like {
+                mm.bias = Some(self.param(c)?);
+            } else {
+                let d = self.addend(c, trailing, self.shape(y), vectors, &out_shape)?;
+                mm.d = Some(d);
+            }
+        }
+        if mm.a.shape[mm.a.shape.len() - 1] == 0 {
+            // No products: the output is the addend, or zero.
+            if activation != Activation::None {
+                return unsupported("an empty K with a fused activation");
+            }
+            let src = match (&mm.d, &mm.bias) {
+                (Some(d), _) => d.clone(),
+                (None, Some(bias)) => bias.view(&[n]).broadcast_to(&out_shape)?,
+                (None, None) => {
+                    let zeros = self.upload_f32("zero", &[0.0])?;
+                    View {
+                        tensor: zeros,
+                        offset: 0,
+                        shape: out_shape.clone(),
+                        strides: vec![0; out_shape.len()],
+                    }
+                }
+            };
+            return self.move_view(&src, &mm.out);
+        }
         mm.scales = self.upload_scales(w, scales)?;
         Ok(ops::matmul::matmul(&mut self.b, &mm)?)
+    }
+
+    /// FusedMatMulAdd's addend `c` (`trailing`: its shape without leading 1s) as a view of the
+    /// kernel's output shape `out_shape`: broadcast to the product's shape, then with the unit
+    /// dims of 1-D operands (`vectors`: A, B) put back. Where the output has more than two batch
+    /// dims, a broadcast addend might not collapse with the others, so it is copied out first.
+    fn addend(
+        &mut self,
+        c: ValueId,
+        trailing: &[usize],
+        product: &[usize],
+        vectors: (bool, bool),
+        out_shape: &[usize],
+    ) -> R<View> {
+        let t = self.tensor(c)?;
+        let mut d = t.view(trailing).broadcast_to(product)?;
+        if vectors.1 {
+            d.shape.push(1);
+            d.strides.push(0);
+        }
+        if vectors.0 {
+            let at = d.shape.len().saturating_sub(1);
+            d.shape.insert(at, 1);
+            d.strides.insert(at, 0);
+        }
+        if d.shape != out_shape {
+            return unsupported(format!("addend {trailing:?} for a product of {out_shape:?}"));
+        }
+        if out_shape.len() > 4 && d.strides != contiguous_strides(out_shape) {
+            let copy = self.scratch("matmul.addend", t.dtype(), d.numel())?;
+            let whole = copy.view(out_shape);
+            self.move_view(&d, &whole)?;
+            return Ok(whole);
+        }
+        Ok(d)
     }
 
     /// An int8 weight's per-channel scales on the device.
@@ -1101,7 +1166,7 @@ impl<'a, 'c> Lowering<'a, 'c> {
         scales.map(|s| self.upload_f32(&name, &s)).transpose()
     }
 
-    fn gemm(&mut self, node: &Node, g: &crate::ops::linalg::gemm::Gemm) -> R<()> {
+    fn gemm(&mut self, node: &Node, g: &crate::ops::linalg::gemm::Gemm, activation: Activation) -> R<()> {
         let (a, w, y) = (Self::input(node, 0)?, Self::input(node, 1)?, Self::output(node, 0)?);
         self.float_operand(a)?;
         let mut av = self.view(a)?;
@@ -1119,6 +1184,7 @@ impl<'a, 'c> Lowering<'a, 'c> {
         let mut mm = ops::matmul::MatMul::new(av, wv, out.clone());
         mm.scales = self.upload_scales(w, scales)?;
         mm.alpha = g.alpha;
+        mm.activation = activation;
         if let Some(c) = Self::opt_input(node, 2) {
             if g.beta != 0.0 {
                 mm.d = Some(self.view(c)?.broadcast_to(&out.shape)?);

@@ -1,6 +1,7 @@
 //! Weights the GPU kernels read in the format the model stores them: int8 with a scale per output
-//! channel, or f16, dequantised inside the MatMul / Gemm / Conv / ConvTranspose kernels (f32
-//! arithmetic). The f32 copy such a weight would otherwise have is never made on the device.
+//! channel, or f16, dequantised inside the MatMul / Gemm / Conv / ConvTranspose kernels and the
+//! fused products (FusedMatMulAdd, a product with its activation fused), with f32 arithmetic.
+//! The f32 copy such a weight would otherwise have is never made on the device.
 //!
 //! A weight qualifies when every node that reads it takes it in its weight slot, along the
 //! scale's axis, and the graph does not output it; otherwise it stays on the f32 path (the
@@ -11,6 +12,7 @@ use std::collections::HashMap;
 use half::f16;
 
 use crate::graph::{Graph, Node, ValueId};
+use crate::ops::fused::Fused;
 use crate::ops::Op;
 use crate::tensor::shape::normalize_axis;
 use crate::tensor::{DType, Tensor, TensorData};
@@ -83,11 +85,21 @@ pub fn weight_channel_axis(node: &Node, v: ValueId, rank: usize) -> Option<usize
     if !weight_only {
         return None;
     }
-    match node.op.as_ref()? {
-        Op::MatMul(_) if rank >= 2 => Some(rank - 1),
+    op_weight_axis(node.op.as_ref()?, rank)
+}
+
+/// The output-channel axis of a rank-`rank` weight in `op`'s weight slot (input 1).
+fn op_weight_axis(op: &Op, rank: usize) -> Option<usize> {
+    match op {
+        Op::MatMul(_) | Op::Fused(Fused::MatMulAdd) if rank >= 2 => Some(rank - 1),
         Op::Gemm(g) if rank == 2 => Some(if g.trans_b { 0 } else { 1 }),
         Op::Conv(_) if rank >= 3 => Some(0),
         Op::ConvTranspose(_) if rank >= 3 => Some(1),
+        // A product with its activation fused takes the product's inputs.
+        Op::Fused(Fused::Activated { base, .. }) => match base.as_ref() {
+            Op::MatMul(_) | Op::Gemm(_) | Op::Fused(Fused::MatMulAdd) => op_weight_axis(base, rank),
+            _ => None,
+        },
         _ => None,
     }
 }

@@ -16,10 +16,11 @@ pub enum Fused {
     /// `softmax(scale * Q @ Kt, last axis) @ V`; inputs `[Q, Kt, V]`, `Kt` being the first
     /// MatMul's right operand (K transposed).
     Attention { scale: f32 },
-    /// `base` (GroupNorm or InstanceNorm) followed by `activation`; inputs are `base`'s.
+    /// `base` (GroupNorm, InstanceNorm, MatMul, Gemm or MatMulAdd) followed by `activation`;
+    /// inputs are `base`'s.
     Activated { base: Box<Op>, activation: Activation },
     /// `MatMul(A, B) + C`, C repeating over the product (a bias `[n]`, or the product's shape);
-    /// inputs `[A, B, C]`. Made only for the CPU backend (`BuildOptions::cpu_fusions`).
+    /// inputs `[A, B, C]`. The GPU adds C in the matmul kernel's epilogue.
     MatMulAdd,
 }
 

@@ -13,10 +13,15 @@
 //!   pass, which takes the ones behind a norm).
 //! - [`TanhGeluPass`]: torch's decomposed `gelu(approximate="tanh")`, eight elementwise nodes over
 //!   the feed-forward hidden (Wan, Latte), becomes one Gelu.
-//!
-//! For the CPU backend only ([`cpu_passes`], `BuildOptions::cpu_fusions`):
 //! - [`MatMulAddPass`]: MatMul -> Add of a bias (or of a tensor of the product's shape) becomes
-//!   one product accumulated onto the addend.
+//!   one product accumulated onto the addend (the CPU backend adds onto each block of the
+//!   product, the GPU one in the matmul kernel's epilogue).
+//! - [`LinearActivationPass`]: MatMul, FusedMatMulAdd or Gemm read only by an activation (Relu,
+//!   LeakyRelu, Silu, Gelu, Sigmoid, Tanh) becomes the product with the activation fused (after
+//!   the silu, tanh-gelu and matmul+add passes, which make the activations and the products).
+//!
+//! Both backends run every pass: the CPU one computes a fused form with the unfused ops'
+//! arithmetic (the same bits), the GPU one in one kernel.
 
 use crate::gpu::Activation;
 use crate::graph::{BuildError, Graph, ValueId, ValueKind};
@@ -42,12 +47,9 @@ pub fn default_passes() -> Vec<Box<dyn FusionPass>> {
         Box::new(SiluPass),
         Box::new(AttentionPass),
         Box::new(TanhGeluPass),
+        Box::new(MatMulAddPass),
+        Box::new(LinearActivationPass),
     ]
-}
-
-/// Passes whose fused ops only the CPU backend runs; after [`default_passes`].
-pub fn cpu_passes() -> Vec<Box<dyn FusionPass>> {
-    vec![Box::new(MatMulAddPass)]
 }
 
 /// Runs every pass once; reports those that changed something.
@@ -72,9 +74,23 @@ struct Uses {
 }
 
 impl Uses {
+    /// Readers among the nodes that still reach an output: an earlier pass's rewrite leaves the
+    /// nodes it replaced reading their inputs until the prune phase, and those readers are gone
+    /// by then (the Sigmoid the silu pass replaced does not keep its input from a later match).
     fn of(graph: &Graph) -> Uses {
+        let mut needed = vec![false; graph.values.len()];
+        for &o in &graph.outputs {
+            needed[o] = true;
+        }
+        let mut live = vec![false; graph.nodes.len()];
+        for (i, n) in graph.nodes.iter().enumerate().rev() {
+            if n.outputs.iter().flatten().any(|&v| needed[v]) {
+                live[i] = true;
+                n.inputs.iter().flatten().for_each(|&v| needed[v] = true);
+            }
+        }
         let mut readers = vec![Vec::new(); graph.values.len()];
-        for (i, n) in graph.nodes.iter().enumerate() {
+        for (i, n) in graph.nodes.iter().enumerate().filter(|&(i, _)| live[i]) {
             for &v in n.inputs.iter().flatten() {
                 if !readers[v].contains(&i) {
                     readers[v].push(i);
@@ -356,6 +372,84 @@ impl FusionPass for MatMulAddPass {
             count += 1;
         }
         Ok(count)
+    }
+}
+
+/// The activation of a unary op that a product's epilogue can take.
+fn activation_of(kind: UnaryKind) -> Option<Activation> {
+    Some(match kind {
+        UnaryKind::Relu => Activation::Relu,
+        UnaryKind::LeakyRelu { alpha } => Activation::LeakyRelu(alpha),
+        UnaryKind::Silu => Activation::Silu,
+        UnaryKind::Gelu { tanh_approximation: false } => Activation::Gelu,
+        UnaryKind::Gelu { tanh_approximation: true } => Activation::GeluTanh,
+        UnaryKind::Sigmoid => Activation::Sigmoid,
+        UnaryKind::Tanh => Activation::Tanh,
+        _ => return None,
+    })
+}
+
+/// A product (MatMul, FusedMatMulAdd or Gemm) whose output only an activation reads: the
+/// feed-forward's first Linear and its SiLU or GELU, a time embedding's Linear and SiLU. The
+/// activation's node takes the product's inputs and becomes `Fused::Activated` over it; the CPU
+/// backend runs the product then the same unary op (the same bits), the GPU one applies the
+/// activation in the matmul kernel's epilogue.
+pub struct LinearActivationPass;
+
+impl FusionPass for LinearActivationPass {
+    fn name(&self) -> &'static str {
+        "linear+activation"
+    }
+
+    fn apply(&self, graph: &mut Graph) -> Result<usize, BuildError> {
+        let mut count = 0;
+        let uses = Uses::of(graph);
+        for p in 0..graph.nodes.len() {
+            let product =
+                matches!(graph.nodes[p].op, Some(Op::MatMul(_) | Op::Gemm(_) | Op::Fused(Fused::MatMulAdd)));
+            if !product || graph.nodes[p].outputs.len() != 1 {
+                continue;
+            }
+            let Some(y) = output(graph, p) else { continue };
+            let Some(act) = uses.only_reader(y) else { continue };
+            let Some(Op::Unary(u)) = &graph.nodes[act].op else { continue };
+            let Some(activation) = activation_of(u.kind) else { continue };
+            let Some(out) = output(graph, act) else { continue };
+            // Same type in and out (a float product; the activation keeps it).
+            let ty = |v: ValueId| graph.values[v].ty.clone();
+            if ty(y).is_none_or(|t| t.dtype != DType::F32) || ty(y) != ty(out) {
+                continue;
+            }
+            let Some(base) = graph.nodes[p].op.clone() else { continue };
+            let inputs = graph.nodes[p].inputs.clone();
+            let op_type = format!("{}{}", fused_name(&graph.nodes[p].op_type), activation_name(activation));
+            let op = Op::Fused(Fused::Activated { base: Box::new(base), activation });
+            set_fused(graph, act, &op_type, inputs, op);
+            count += 1;
+        }
+        Ok(count)
+    }
+}
+
+fn activation_name(a: Activation) -> &'static str {
+    match a {
+        Activation::None => "",
+        Activation::Relu => "Relu",
+        Activation::LeakyRelu(_) => "LeakyRelu",
+        Activation::Silu => "Silu",
+        Activation::Gelu => "Gelu",
+        Activation::GeluTanh => "GeluTanh",
+        Activation::Sigmoid => "Sigmoid",
+        Activation::Tanh => "Tanh",
+    }
+}
+
+/// `Fused` + the op type, once: FusedMatMul, FusedGemm, FusedMatMulAdd.
+fn fused_name(op_type: &str) -> String {
+    if op_type.starts_with("Fused") {
+        op_type.to_string()
+    } else {
+        format!("Fused{op_type}")
     }
 }
 

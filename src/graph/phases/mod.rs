@@ -23,9 +23,6 @@ pub struct BuildOptions {
     pub memory_reuse: bool,
     /// Run the fusion passes (`FIFO_NO_FUSION=1` turns them off).
     pub fuse: bool,
-    /// Also run the passes whose fused ops only the CPU backend runs (`fuse::cpu_passes`);
-    /// `Session::build` turns it on, GPU builds leave it off.
-    pub cpu_fusions: bool,
 }
 
 impl Default for BuildOptions {
@@ -37,7 +34,6 @@ impl Default for BuildOptions {
             // FIFO_NO_MEMORY_REUSE=1 turns reuse off to tell a planning bug from a kernel bug.
             memory_reuse: std::env::var_os("FIFO_NO_MEMORY_REUSE").is_none_or(|v| v == "0"),
             fuse: std::env::var_os("FIFO_NO_FUSION").is_none_or(|v| v == "0"),
-            cpu_fusions: false,
         }
     }
 }
@@ -60,10 +56,7 @@ pub fn build(
     parse::parse_ops(&mut graph)?;
     propagate::propagate(&mut graph, input_shapes, options)?;
     prune::prune(&mut graph);
-    let mut passes = if options.fuse { fuse::default_passes() } else { Vec::new() };
-    if options.fuse && options.cpu_fusions {
-        passes.extend(fuse::cpu_passes());
-    }
+    let passes = if options.fuse { fuse::default_passes() } else { Vec::new() };
     let fusions = fuse::fuse(&mut graph, &passes)?;
     prune::prune(&mut graph);
     propagate::check_sizes(&graph, options.max_tensor_bytes)?;
