@@ -5,11 +5,11 @@
 //   RB4X4V: the same with vec4 loads along K (and along N when the weights are N-contiguous):
 //          a quarter of the loads, for contiguous 4-aligned operands (CPU adapters).
 //   TILED: 64x64 workgroup tiles through workgroup memory, 4x4 per invocation (GPUs).
-// ELEM is the type of the products: f32, or f16 (with f16 activations A_T and weights, where the
-// adapter has shader-f16). Sums are f32 in every variant: a K of several thousand summed in f16
-// loses about sqrt(K) * 2^-11 relative, f32 accumulators keep f16 mode within the f16 rounding
-// of its inputs. The vec4 path (CPU adapters) converts f16 loads to f32 and multiplies in f32.
-// OUT_T and D_T are the output's and Gemm C's storage types.
+// Products and sums are f32 in every variant, whatever the storage (A_T: f32 or f16 activations;
+// weights f32, f16 or int8): operands are converted on load (into the tiles for TILED). An f16
+// product loses what falls below f16's normal range (2^-14) and rounds to 2^-11 relative; a K
+// of several thousand summed in f16 loses about sqrt(K) * 2^-11. f32 keeps f16 mode within the
+// f16 rounding of its inputs. OUT_T and D_T are the output's and Gemm C's storage types.
 #ifdef ENABLE_F16
 enable f16;
 #endif
@@ -88,11 +88,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var k = 0u; k < p.k; k++) {
         let ak = k * p.a_strides.w;
         let wk = k * p.w_strides.z;
-        let w = vec4<ELEM>(load_wt(wcol0 + wk), load_wt(wcol1 + wk), load_wt(wcol2 + wk), load_wt(wcol3 + wk));
-        acc0 += vec4<f32>(ELEM(in_a[arow0 + ak]) * w);
-        acc1 += vec4<f32>(ELEM(in_a[arow1 + ak]) * w);
-        acc2 += vec4<f32>(ELEM(in_a[arow2 + ak]) * w);
-        acc3 += vec4<f32>(ELEM(in_a[arow3 + ak]) * w);
+        let w = vec4<f32>(load_w(wcol0 + wk), load_w(wcol1 + wk), load_w(wcol2 + wk), load_w(wcol3 + wk));
+        acc0 += f32(in_a[arow0 + ak]) * w;
+        acc1 += f32(in_a[arow1 + ak]) * w;
+        acc2 += f32(in_a[arow2 + ak]) * w;
+        acc3 += f32(in_a[arow3 + ak]) * w;
     }
     let acc = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
     for (var i = 0u; i < 4u; i++) {
@@ -179,8 +179,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 #ifdef TILED
 const TILE: u32 = 64u;
 const BK: u32 = 16u;
-var<workgroup> tile_a: array<array<ELEM, 64>, 16>; // [k][row]
-var<workgroup> tile_w: array<array<ELEM, 64>, 16>; // [k][col]
+var<workgroup> tile_a: array<array<f32, 64>, 16>; // [k][row]
+var<workgroup> tile_w: array<array<f32, 64>, 16>; // [k][col]
 
 @compute @workgroup_size(16, 16)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
@@ -198,25 +198,25 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             let e = t + l * 256u;
             let r = e / BK;
             let ka = e % BK;
-            var av = ELEM(0.0);
+            var av = 0.0;
             if (row_base + r < p.m && k0 + ka < p.k) {
-                av = ELEM(in_a[a_base + (row_base + r) * p.a_strides.z + (k0 + ka) * p.a_strides.w]);
+                av = f32(in_a[a_base + (row_base + r) * p.a_strides.z + (k0 + ka) * p.a_strides.w]);
             }
             tile_a[ka][r] = av;
             let kw = e / TILE;
             let c = e % TILE;
-            var wv = ELEM(0.0);
+            var wv = 0.0;
             if (col_base + c < p.n && k0 + kw < p.k) {
-                wv = load_wt(w_base + (k0 + kw) * p.w_strides.z + (col_base + c) * p.w_strides.w);
+                wv = load_w(w_base + (k0 + kw) * p.w_strides.z + (col_base + c) * p.w_strides.w);
             }
             tile_w[kw][c] = wv;
         }
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk++) {
-            let w = vec4<ELEM>(tile_w[kk][lid.x * 4u], tile_w[kk][lid.x * 4u + 1u], tile_w[kk][lid.x * 4u + 2u],
+            let w = vec4<f32>(tile_w[kk][lid.x * 4u], tile_w[kk][lid.x * 4u + 1u], tile_w[kk][lid.x * 4u + 2u],
                               tile_w[kk][lid.x * 4u + 3u]);
             for (var i = 0u; i < 4u; i++) {
-                acc[i] += vec4<f32>(tile_a[kk][lid.y * 4u + i] * w);
+                acc[i] += tile_a[kk][lid.y * 4u + i] * w;
             }
         }
         workgroupBarrier();

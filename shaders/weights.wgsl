@@ -34,11 +34,6 @@ fn load_w(e: u32) -> f32 {
 #endif
 }
 
-// The same element in the kernel's arithmetic type ELEM (f32, or f16 for f16 arithmetic).
-fn load_wt(e: u32) -> ELEM {
-    return ELEM(load_w(e));
-}
-
 // Elements 4q..4q+3 as one vec4 (q = element index / 4), for the vec4 matmul path.
 fn load_w4(q: u32) -> vec4<f32> {
 #ifdef W_VEC4

@@ -220,7 +220,7 @@ fn activation_types(
     x: &GpuTensor,
     out: &GpuTensor,
 ) -> GpuResult<ShaderVariant> {
-    let v = ShaderVariant::new(op).tag("f32").define("ELEM", "f32");
+    let v = ShaderVariant::new(op).tag("f32");
     let v = float_storage(ctx, op, v, "X_T", "x", x)?;
     float_storage(ctx, op, v, "OUT_T", "out", out)
 }

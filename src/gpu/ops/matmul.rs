@@ -103,21 +103,20 @@ pub(crate) fn weight_variant(
     })
 }
 
-/// The arithmetic part of the key: `f32`, or `f16` (f16 activations and weights: f16 math);
-/// then `a=`/`out=` only where they differ from the arithmetic type.
-fn element_types(a: &GpuTensor, w: &GpuTensor, out: &GpuTensor, vec4: bool) -> ShaderVariant {
-    let f16_math = a.dtype() == DType::F16 && w.dtype() == DType::F16;
-    let elem = if f16_math { "f16" } else { "f32" };
-    let mut v = ShaderVariant::new(OP).tag(elem).define("ELEM", elem);
+/// The arithmetic part of the key: `f32` (products and sums are f32 in every variant, f16
+/// operands are converted on load); then `a=`/`out=` where activations or output are stored in
+/// another type.
+fn element_types(a: &GpuTensor, out: &GpuTensor, vec4: bool) -> ShaderVariant {
+    let mut v = ShaderVariant::new(OP).tag("f32");
     let a_type = if vec4 { format!("vec4<{}>", a.dtype().name()) } else { a.dtype().name().to_string() };
     v = v.define("A_T", a_type).define("OUT_T", out.dtype().name());
-    if a.dtype() == DType::F16 && !f16_math {
-        v = v.tag("a=f16");
+    if a.dtype() != DType::F32 {
+        v = v.tag(&format!("a={}", a.dtype().name()));
     }
-    if out.dtype().name() != elem {
+    if out.dtype() != DType::F32 {
         v = v.tag(&format!("out={}", out.dtype().name()));
     }
-    if f16_math || a.dtype() == DType::F16 || out.dtype() == DType::F16 {
+    if a.dtype() == DType::F16 || out.dtype() == DType::F16 {
         v = v.flag_once("ENABLE_F16");
     }
     v
@@ -202,8 +201,8 @@ pub fn matmul(b: &mut ProgramBuilder, mm: &MatMul) -> GpuResult<()> {
     for v in [&a, &w, &mm.out].into_iter().chain(d.as_ref()) {
         v.check(OP)?;
     }
-    // Activations and output: f32, or f16 storage where the adapter has shader-f16; with f16
-    // activations AND f16 weights the arithmetic is f16 too.
+    // Activations and output: f32, or f16 storage where the adapter has shader-f16; the
+    // arithmetic is f32 either way.
     for t in [&a.tensor, &mm.out.tensor] {
         let native_f16 = t.dtype() == DType::F16 && ctx.has_shader_f16();
         if t.dtype() != DType::F32 && !native_f16 {
@@ -267,7 +266,7 @@ pub fn matmul(b: &mut ProgramBuilder, mm: &MatMul) -> GpuResult<()> {
     let style = mm.style.unwrap_or(ctx.style());
     let vec4 =
         if style == KernelStyle::RegisterBlocked { vec4_layout(&a, &w, &bstrides, k, n, r) } else { None };
-    let types = element_types(&a.tensor, &w.tensor, &mm.out.tensor, vec4.is_some());
+    let types = element_types(&a.tensor, &mm.out.tensor, vec4.is_some());
     let mut variant = match (vec4, w.tensor.dtype()) {
         // f32 and native f16 weights bound as vec4 arrays; packed f16 and int8 read whole words.
         (Some(_), DType::F32) => types.tag("w=f32").flag("W_VEC4").define("W_STORE", "vec4<f32>"),
