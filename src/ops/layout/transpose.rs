@@ -37,8 +37,11 @@ pub fn permute(x: &Tensor, perm: &[usize]) -> Result<Tensor, OpError> {
     let perm = resolve(&Some(perm.iter().map(|&p| p as i64).collect()), x.rank())?;
     let own = strides(x.shape());
     let out_shape: Vec<usize> = perm.iter().map(|&p| x.shape()[p]).collect();
-    if perm.iter().enumerate().all(|(i, &p)| i == p) {
-        return Ok(x.clone());
+    // Moving only size-1 dims leaves the elements in order: the same data, reshaped (a head
+    // dim of 1 around attention would otherwise cost a copy of the whole tensor).
+    let moved: Vec<usize> = perm.iter().copied().filter(|&p| x.shape()[p] != 1).collect();
+    if moved.windows(2).all(|w| w[0] < w[1]) {
+        return Ok(x.clone().reshaped(out_shape)?);
     }
     // Walk the output in order, reading the input through permuted strides.
     let view = View {
@@ -67,3 +70,46 @@ fn parse(attrs: &mut Attrs, _: &NodeContext) -> Result<Op, OpError> {
 }
 
 pub(crate) const DEFS: &[OpDef] = &[OpDef::new("Transpose", (1, 21), (1, 1), (1, 1), parse)];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Output element at multi-index `o` is input element at `o` permuted back.
+    fn reference(shape: &[usize], data: &[f32], perm: &[usize]) -> Vec<f32> {
+        let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+        let (own, out_len) = (strides(shape), out_shape.iter().product::<usize>());
+        (0..out_len)
+            .map(|mut flat| {
+                let mut src = 0;
+                for d in (0..out_shape.len()).rev() {
+                    src += (flat % out_shape[d]) * own[perm[d]];
+                    flat /= out_shape[d];
+                }
+                data[src]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn permutes_like_the_definition_with_and_without_unit_dims() {
+        let cases: &[(&[usize], &[usize])] = &[
+            // Only size-1 dims move: shared data.
+            (&[5, 3, 1, 4], &[0, 2, 1, 3]),
+            (&[1, 6, 1, 7], &[2, 1, 3, 0]),
+            // Real transposes, some with unit dims among them.
+            (&[5, 3, 1, 4], &[0, 2, 3, 1]),
+            (&[2, 3, 4], &[2, 0, 1]),
+            (&[4, 1, 6, 32], &[0, 2, 1, 3]),
+            (&[3, 17, 1, 16], &[3, 2, 0, 1]),
+        ];
+        for &(shape, perm) in cases {
+            let data: Vec<f32> = (0..shape.iter().product::<usize>()).map(|i| i as f32).collect();
+            let x = Tensor::from_f32(shape.to_vec(), data.clone()).unwrap();
+            let y = permute(&x, perm).unwrap();
+            let want_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+            assert_eq!(y.shape(), &want_shape[..], "{shape:?} {perm:?}");
+            assert_eq!(y.f32s().to_vec(), reference(shape, &data, perm), "{shape:?} {perm:?}");
+        }
+    }
+}
