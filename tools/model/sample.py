@@ -24,12 +24,13 @@ import train  # noqa: E402
 import world  # noqa: E402
 
 
-def load(state_dir, ckpt=None):
-    """EMA text-to-video model, frozen autoencoder, step and config of a checkpoint."""
+def load(state_dir, ckpt=None, weights="ema"):
+    """Text-to-video model (EMA weights, or the raw ones), frozen autoencoder, step and config of a
+    checkpoint."""
     path = ckpt or train.checkpoints(state_dir)[-1]
     state = torch.load(path, weights_only=False, map_location="cpu")
     model = nets.TextToVideo(state["config"]["model"])
-    model.load_state_dict(state["ema"])
+    model.load_state_dict(state[weights])
     model.eval()
     return model, train.load_autoencoder(state_dir), state["step"], state["config"], path
 
@@ -93,10 +94,12 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--pause-trainer", action="store_true")
+    ap.add_argument("--weights", choices=["ema", "model"], default="ema",
+                    help="the checkpoint's EMA weights (what ships) or the raw ones (a short fine-tune's EMA lags)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    model, ae, step, cfg, path = load(args.state, args.ckpt)
+    model, ae, step, cfg, path = load(args.state, args.ckpt, args.weights)
     g = torch.Generator().manual_seed(args.seed)
     if args.prompt:
         sets = {"given": args.prompt}
@@ -106,7 +109,7 @@ def main():
                 "held_out": world.sample_prompts(args.n_held_out, pg, "held_out")}
     out_dir = os.path.join(args.state, "samples")
     os.makedirs(out_dir, exist_ok=True)
-    record = {"ckpt": os.path.basename(path), "step": step, "ddim_steps": args.steps,
+    record = {"ckpt": os.path.basename(path), "step": step, "weights": args.weights, "ddim_steps": args.steps,
               "guidance": args.guidance, "seed": args.seed}
     t0 = time.time()
     with PausedTrainer(args.state, args.pause_trainer):
@@ -114,7 +117,7 @@ def main():
             video = sample_clips(model, ae, prompts, args.steps, args.guidance, g)
             record[name] = detect.score(prompts, video)
             grid = imageio_png.grid(imageio_png.to_uint8(video[:16]))
-            png = os.path.join(out_dir, f"step-{step:07d}-{name}.png")
+            png = os.path.join(out_dir, f"step-{step:07d}-{name}{'-raw' if args.weights == 'model' else ''}.png")
             imageio_png.write_png(png, grid)
             d = detect.detect(video)
             for i, p in enumerate(prompts[:8]):
