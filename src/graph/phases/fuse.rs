@@ -20,8 +20,9 @@
 //!   LeakyRelu, Silu, Gelu, Sigmoid, Tanh) becomes the product with the activation fused (after
 //!   the silu, tanh-gelu and matmul+add passes, which make the activations and the products).
 //!
-//! Both backends run every pass: the CPU one computes a fused form with the unfused ops'
-//! arithmetic (the same bits), the GPU one in one kernel.
+//! Both backends run every pass (`default_passes`). The GPU runs each fused form as one kernel;
+//! the CPU backend runs matmul+add, linear+activation, silu and tanh-gelu with the unfused ops'
+//! arithmetic (the same bits) and attention with its streaming kernel.
 
 use crate::gpu::Activation;
 use crate::graph::{BuildError, Graph, ValueId, ValueKind};
