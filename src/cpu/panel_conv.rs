@@ -55,10 +55,9 @@ fn conv_in_panels(
     // A few tasks per thread, each with its own buffers, taking consecutive panels.
     let per_task = parallel::chunk_len(panels, mg * k * per_panel);
     let out = DisjointOutput(out.as_mut_ptr(), out.len());
-    parallel::for_each_index(panels.div_ceil(per_task), |task| {
-        let mut col = vec![0.0f32; k * per_panel];
-        let mut y = vec![0.0f32; mg * per_panel];
-        for panel in task * per_task..((task + 1) * per_task).min(panels) {
+    // The panels `range`, with this task's im2col block and GEMM output.
+    let conv_panels = |range: std::ops::Range<usize>, col: &mut [f32], y: &mut [f32]| {
+        for panel in range {
             let first = panel * per_panel;
             let cols = per_panel.min(total - first);
             let (col, y) = (&mut col[..k * cols], &mut y[..mg * cols]);
@@ -86,7 +85,39 @@ fn conv_in_panels(
                 }
             }
         }
+    };
+    parallel::for_each_index(panels.div_ceil(per_task), |task| {
+        with_scratch((k + mg) * per_panel, |scratch| {
+            let (col, y) = scratch.split_at_mut(k * per_panel);
+            conv_panels(task * per_task..((task + 1) * per_task).min(panels), col, y)
+        })
     });
+}
+
+thread_local! {
+    /// Each thread's im2col block and GEMM output, kept from conv to conv (at most
+    /// `(k + mg) * PANEL_COLUMNS` floats, under 1 MB per thread for the shipped UNet): a fresh
+    /// zeroed one per conv cost a memset of the whole block and, past glibc's mmap threshold,
+    /// new pages to fault in.
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Calls `f` with `len` floats of this thread's scratch space (a fresh buffer if a caller up
+/// the stack holds it). The contents are whatever the last conv left: `f` writes before it reads.
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut kept) => {
+            if kept.len() < len {
+                kept.resize(len, 0.0);
+            }
+            if cfg!(test) {
+                // Tests see stale floats as NaN, so a panel element left unwritten fails them.
+                kept[..len].fill(f32::NAN);
+            }
+            f(&mut kept[..len])
+        }
+        Err(_) => f(&mut vec![f32::NAN; len]),
+    })
 }
 
 /// The output, written by tasks that own disjoint parts of it.
