@@ -18,6 +18,10 @@ pub struct RunError {
 /// Runs `built` with `inputs` given per graph input (same order as `graph.inputs`) and returns
 /// the graph outputs in order.
 pub fn execute(built: &BuiltGraph, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, RunError> {
+    super::parallel::on_pool(|| execute_here(built, inputs))
+}
+
+fn execute_here(built: &BuiltGraph, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, RunError> {
     let graph = &built.graph;
     let mut slots: Vec<Option<Tensor>> = vec![None; graph.values.len()];
     for (&id, tensor) in graph.inputs.iter().zip(inputs) {
