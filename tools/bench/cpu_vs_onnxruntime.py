@@ -47,6 +47,10 @@ def main():
         for _ in range(REPEAT):
             sess.run(None, feeds)
         ort_ms = (time.perf_counter() - start) / REPEAT * 1e3
+        # onnxruntime's worker threads spin for a while after a run: let them go before timing
+        # ours, or they take a core from it.
+        del sess
+        time.sleep(1.0)
         out = subprocess.run([str(fifo), "onnx", "run", str(work / "unet.onnx"), "--input", f"x={work / 'x.npy'}",
                               "--input", f"t={work / 't.npy'}", "--output-dir", str(work / "out"), "--repeat", str(REPEAT)],
                              env={**os.environ, "RAYON_NUM_THREADS": str(threads)}, check=True, capture_output=True, text=True)
