@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""End to end on the shipped model: `fifo generate` (our CPU backend) against the same model and
-the same FIFO algorithm in PyTorch on the CPU (the project's Python reference loop,
-tools/model/fifo.py), in one run, with the same threads. Prints steady-state frames/s and the ratio.
+"""End to end on the shipped model: `fifo generate` (our CPU backend, and with `--backends cpu,gpu`
+our GPU path too) against the same model and the same FIFO algorithm in PyTorch on the CPU (the
+project's Python reference loop, tools/model/fifo.py), in one run, with the same threads. Prints
+steady-state frames/s and the ratios.
 
 Steady state = one FIFO iteration per frame (all windows, both guidance passes, one decode):
 PyTorch's is the slope between two video lengths (so its start-up clip sampling cancels out);
@@ -9,6 +10,7 @@ ours is `--stats`' frames_per_second (the frames after the first over the time t
 
   cargo build --release -p fifo-cli
   /work/venv/bin/python tools/bench/generate_vs_pytorch.py --state /work/train-state [--frames 12]
+      [--backends cpu,gpu] [--precision f32,f16]
 
 The checkpoint must be the one the package was exported from (model.json's training.checkpoint).
 """
@@ -46,6 +48,9 @@ def main():
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--no-lookahead", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--backends", default="cpu", help="ours to time, comma-separated: cpu, gpu")
+    ap.add_argument("--precision", default="f32",
+                    help="the GPU path's compute precisions to time, comma-separated: f32, f16")
     args = ap.parse_args()
     lookahead = not args.no_lookahead
     package = json.load(open(os.path.join(args.model, "model.json")))
@@ -62,22 +67,31 @@ def main():
     torch_fps = (n2 - n1) / (t2 - t1)
 
     fifo = ROOT / "target" / "release" / "fifo"
-    with tempfile.TemporaryDirectory() as tmp:
-        stats = os.path.join(tmp, "stats.json")
-        cmd = [str(fifo), "generate", PROMPT, "--model", args.model, "--backend", "cpu", "--quiet",
-               "--frames", str(n2), "--partitions", str(args.partitions), "--out", os.path.join(tmp, "v.y4m"),
-               "--stats", stats] + ([] if lookahead else ["--no-lookahead"])
-        env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
-        subprocess.run(cmd, check=True, env=env)
-        ours = json.load(open(stats))
+    runs = []  # (label, extra flags)
+    for backend in args.backends.split(","):
+        if backend == "gpu":
+            runs += [(f"GPU backend, {p}", ["--backend", "gpu", "--precision", p]) for p in args.precision.split(",")]
+        elif backend == "cpu":
+            runs.append(("CPU backend", ["--backend", "cpu"]))
+        else:
+            sys.exit(f"--backends takes cpu and gpu, not {backend!r}")
     setting = f"n={args.partitions}{' lookahead' if lookahead else ''}, {args.threads} threads"
     print(f"shipped model, {setting}, steady-state frames/s (one FIFO iteration per frame):")
     print(f"  PyTorch {torch.__version__} CPU (tools/model/fifo.py): {torch_fps:.3f} "
           f"({n1} frames {t1:.1f} s, {n2} frames {t2:.1f} s)")
-    print(f"  fifo generate, CPU backend:          {ours['frames_per_second']:.3f} "
-          f"({ours['frames']} frames {ours['seconds']:.1f} s, first frame {ours['first_frame_seconds']:.1f} s)")
-    print(f"  ratio fifo / PyTorch: {ours['frames_per_second'] / torch_fps:.2f}x")
-
+    for label, flags in runs:
+        with tempfile.TemporaryDirectory() as tmp:
+            stats = os.path.join(tmp, "stats.json")
+            cmd = [str(fifo), "generate", PROMPT, "--model", args.model, "--quiet", "--frames", str(n2),
+                   "--partitions", str(args.partitions), "--out", os.path.join(tmp, "v.y4m"),
+                   "--stats", stats] + flags + ([] if lookahead else ["--no-lookahead"])
+            env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
+            subprocess.run(cmd, check=True, env=env)
+            ours = json.load(open(stats))
+        devices = ", ".join(ours.get("devices", [])) + (f", queue on the {ours['queue']}" if "queue" in ours else "")
+        print(f"  fifo generate, {label}: {ours['frames_per_second']:.3f} "
+              f"({ours['frames']} frames {ours['seconds']:.1f} s, first frame {ours['first_frame_seconds']:.1f} s"
+              f"{'; ' + devices if devices else ''}); fifo / PyTorch {ours['frames_per_second'] / torch_fps:.2f}x")
 
 if __name__ == "__main__":
     main()

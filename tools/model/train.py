@@ -197,7 +197,8 @@ def direction_contrast(model, xt, t, target, per_clip, prompts, cfg):
     word's error is at least e^margin times the true one's. Same input, same noise, so the
     irreducible error cancels and the gradient is the part that depends on the word, which the
     plain loss buries in noise at the noisiest levels. Returns (term, clips used)."""
-    sel = [i for i, p in enumerate(prompts) if p and int(t[i, 0]) >= cfg.get("t_high_min", 900)]
+    levels = t[:, 0].tolist()  # one device sync, not one per clip
+    sel = [i for i, p in enumerate(prompts) if p and levels[i] >= cfg.get("t_high_min", 900)]
     if not sel:
         return per_clip.new_zeros(()), 0
     idx = torch.tensor(sel, device=xt.device)
