@@ -13,6 +13,9 @@
 // - PACKED, for sequences shorter than that (temporal attention over a few frames, small spatial
 //   levels): each invocation takes ROWS consecutive rows of one entry and a workgroup spans
 //   entries, where the layout above would leave most invocations idle on clamped rows.
+// TILED (GPUs, flash-attention style; see the section below): a workgroup serves one batch entry
+// and a block of query rows, key/value tiles go through workgroup memory, and the keys may be
+// split over several workgroups whose partial results COMBINE merges.
 #ifdef ENABLE_F16
 enable f16;
 #endif
@@ -31,13 +34,52 @@ struct Params {
     batch1: u32,
     batches: u32, // B0 * B1
     scale: f32,
-    _pad: u32,
+    splits: u32, // TILED: key ranges (workgroups along the keys) per row block
+    chunk: u32,  // TILED: keys per range, a multiple of BK
+    row_blocks: u32, // TILED: workgroups along the query rows
+    _pad0: u32,
+    _pad1: u32,
 }
 
 // Q_T, K_T, V_T, OUT_T: storage types (f32, or f16 where the adapter has shader-f16). Loads
 // convert to f32: the scores, the running max and sum and the weighted values are f32 (an
 // f16 running sum over thousands of keys, or exp of an f16 score, would lose what f32 keeps).
 @group(0) @binding(0) var<uniform> p: Params;
+#ifdef COMBINE
+// Merges the key ranges of TILED + SPLIT: one invocation per output element.
+@group(0) @binding(1) var<storage, read> part: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<OUT_T>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let i = linear_index(wid, nwg, lid, WG);
+    if (i >= p.batches * p.lq * p.dv) {
+        return;
+    }
+    let col = i % p.dv;
+    let row = (i / p.dv) % p.lq;
+    let b = i / p.dv / p.lq;
+    let stride = p.dv + 2u;
+    let base = (b * p.lq + row) * p.splits * stride;
+    var mx = -3.0e38;
+    for (var r = 0u; r < p.splits; r++) {
+        mx = max(mx, part[base + r * stride]);
+    }
+    var l = 0.0;
+    var o = 0.0;
+    for (var r = 0u; r < p.splits; r++) {
+        let at = base + r * stride;
+        let w = exp(part[at] - mx);
+        l += part[at + 1u] * w;
+        o += part[at + 2u + col] * w;
+    }
+    let b0 = b / p.batch1;
+    let b1 = b % p.batch1;
+    out[p.offsets.w + b0 * p.o_strides.x + b1 * p.o_strides.y + row * p.o_strides.z + col * p.o_strides.w] =
+        OUT_T(o / l);
+}
+#else
 #ifdef VEC4
 @group(0) @binding(1) var<storage, read> q: array<vec4<Q_T>>;
 @group(0) @binding(2) var<storage, read> k: array<vec4<K_T>>;
@@ -47,7 +89,12 @@ struct Params {
 @group(0) @binding(2) var<storage, read> k: array<K_T>;
 @group(0) @binding(3) var<storage, read> v: array<V_T>;
 #endif
+#ifdef SPLIT
+// Partial results of each key range: [batch, row, range] x (max, sum, Dv accumulators), f32.
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+#else
 @group(0) @binding(4) var<storage, read_write> out: array<OUT_T>;
+#endif
 
 // Chunk c4 of a row starting at element `base`; elements past `n` read as 0.
 fn load_q(base: u32, c4: u32) -> vec4<f32> {
@@ -89,6 +136,146 @@ fn load_v(base: u32, c4: u32) -> vec4<f32> {
 #endif
 }
 
+#ifdef TILED
+// Flash-attention style for GPUs: a workgroup of WG invocations serves one batch entry and
+// WG / LANES query rows. LANES invocations share a row (head sizes over 64, or short sequences
+// that would leave most rows of a block empty): lane `l` keeps chunks l, l + LANES, ... of the
+// query and of the accumulator in registers (DQL and DVL chunks of four), and the lanes' partial
+// scores are summed through workgroup memory (SPLIT_HEAD). Per tile of BK keys the workgroup
+// loads K and V cooperatively into workgroup memory (converted to f32), then every row updates
+// its running max and sum once per tile (online softmax, f32, -3e38 masking as above).
+// Parallelism for small batch * Lq on a big GPU: the keys are split into p.splits ranges of
+// p.chunk keys, one workgroup each (SPLIT); each writes its unnormalised (max, sum, acc) to a
+// scratch buffer and the COMBINE kernel merges the ranges (as flash-decoding does).
+var<workgroup> tile_k: array<vec4<f32>, BK * DQ4>; // [key][chunk]
+var<workgroup> tile_v: array<vec4<f32>, BK * DV4>;
+#ifdef SPLIT_HEAD
+var<workgroup> tile_s: array<f32, WG * BK>; // [invocation][key]: partial scores of each lane
+#endif
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    // Workgroup index -> (row block, key range, batch entry); all uniform across the workgroup.
+    let g = wid.y * nwg.x + wid.x;
+    let block = g % p.row_blocks;
+    let range = (g / p.row_blocks) % p.splits;
+    let b = g / p.row_blocks / p.splits;
+    if (b >= p.batches) {
+        return;
+    }
+    let b0 = b / p.batch1;
+    let b1 = b % p.batch1;
+    let row = block * (WG / LANES) + lid / LANES;
+    let lane = lid % LANES;
+    // Rows past the end compute on the last row (never stored) so that every invocation reaches
+    // the barriers.
+    let q_base = p.offsets.x + b0 * p.q_strides.x + b1 * p.q_strides.y + min(row, p.lq - 1u) * p.q_strides.z;
+    let k_base = p.offsets.y + b0 * p.k_strides.x + b1 * p.k_strides.y;
+    let v_base = p.offsets.z + b0 * p.v_strides.x + b1 * p.v_strides.y;
+    var qr: array<vec4<f32>, DQL>;
+    for (var c = 0u; c < DQL; c++) {
+        let cc = c * LANES + lane;
+        // Chunks past the head (when LANES does not divide DQ4) are zero and so add nothing.
+        qr[c] = select(vec4<f32>(0.0), load_q(q_base, min(cc, DQ4 - 1u)) * p.scale, cc < DQ4);
+    }
+    let neg_inf = -3.0e38;
+    var m = neg_inf;
+    var l = 0.0;
+    var acc: array<vec4<f32>, DVL>;
+    for (var c = 0u; c < DVL; c++) {
+        acc[c] = vec4<f32>(0.0);
+    }
+    let ones = vec4<f32>(1.0);
+    let last = p.lk - 1u;
+    let j_begin = range * p.chunk;
+    let j_end = min(j_begin + p.chunk, p.lk);
+    for (var j0 = j_begin; j0 < j_end; j0 += BK) {
+        // Keys past the end load the last key again; their scores are masked below.
+        for (var e = lid; e < BK * DQ4; e += WG) {
+            tile_k[e] = load_k(k_base + min(j0 + e / DQ4, last) * p.k_strides.z, e % DQ4);
+        }
+        for (var e = lid; e < BK * DV4; e += WG) {
+            tile_v[e] = load_v(v_base + min(j0 + e / DV4, last) * p.v_strides.z, e % DV4);
+        }
+        workgroupBarrier();
+        // Zeroed by hand each pass: SwiftShader does not re-zero a `var` declared inside a loop
+        // on every iteration, as WGSL requires.
+        var s: array<f32, BK>;
+        for (var j = 0u; j < BK; j++) {
+            var part = vec4<f32>(0.0);
+            for (var c = 0u; c < DQL; c++) {
+                part += qr[c] * tile_k[j * DQ4 + min(c * LANES + lane, DQ4 - 1u)];
+            }
+            s[j] = dot(part, ones);
+        }
+#ifdef SPLIT_HEAD
+        for (var j = 0u; j < BK; j++) {
+            tile_s[lid * BK + j] = s[j];
+        }
+        workgroupBarrier();
+        // Every lane of a row sums the lanes in the same order, so all hold the same scores.
+        let first = (lid / LANES) * LANES;
+        for (var j = 0u; j < BK; j++) {
+            var t = 0.0;
+            for (var n = 0u; n < LANES; n++) {
+                t += tile_s[(first + n) * BK + j];
+            }
+            s[j] = t;
+        }
+#endif
+        var bm = m;
+        for (var j = 0u; j < BK; j++) {
+            s[j] = select(neg_inf, s[j], j0 + j < j_end);
+            bm = max(bm, s[j]);
+        }
+        let corr = exp(m - bm);
+        l *= corr;
+        for (var c = 0u; c < DVL; c++) {
+            acc[c] *= corr;
+        }
+        for (var j = 0u; j < BK; j++) {
+            let e = exp(s[j] - bm);
+            l += e;
+            for (var c = 0u; c < DVL; c++) {
+                acc[c] += e * tile_v[j * DV4 + min(c * LANES + lane, DV4 - 1u)];
+            }
+        }
+        m = bm;
+        // The next tile overwrites what this one read.
+        workgroupBarrier();
+    }
+    if (row >= p.lq) {
+        return;
+    }
+#ifdef SPLIT
+    let base = ((b * p.lq + row) * p.splits + range) * (p.dv + 2u);
+    if (lane == 0u) {
+        out[base] = m;
+        out[base + 1u] = l;
+    }
+    for (var c = 0u; c < DVL; c++) {
+        for (var e = 0u; e < 4u; e++) {
+            let col = (c * LANES + lane) * 4u + e;
+            if (col < p.dv) {
+                out[base + 2u + col] = acc[c][e];
+            }
+        }
+    }
+#else
+    let o_row = p.offsets.w + b0 * p.o_strides.x + b1 * p.o_strides.y + row * p.o_strides.z;
+    let inv = 1.0 / l;
+    for (var c = 0u; c < DVL; c++) {
+        for (var e = 0u; e < 4u; e++) {
+            let col = (c * LANES + lane) * 4u + e;
+            if (col < p.dv) {
+                out[o_row + col * p.o_strides.w] = OUT_T(acc[c][e] * inv);
+            }
+        }
+    }
+#endif
+}
+#else
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
@@ -193,3 +380,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
     }
 }
+#endif // TILED
+#endif // COMBINE

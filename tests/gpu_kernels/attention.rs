@@ -1,9 +1,11 @@
-//! Streaming attention vs a CPU that materialises the full score matrix in f64.
+//! Streaming attention vs a CPU that materialises the full score matrix in f64: the register-
+//! blocked kernel (CPU adapters) and, on a second device forced to `KernelStyle::Tiled`, the
+//! GPU's flash-attention tiles with and without the key split.
 
 use fifo_diffusion::gpu::ops::attention::{attention, Attention};
-use fifo_diffusion::gpu::{DType, GpuTensor, ProgramBuilder, View};
+use fifo_diffusion::gpu::{DType, GpuContext, GpuTensor, ProgramBuilder, View};
 
-use crate::{assert_close, ctx, run, Rng, F32_TRANSCENDENTAL};
+use crate::{assert_close, ctx, run, tiled_ctx, Rng, F16, F32_TRANSCENDENTAL};
 
 /// Element (b0, b1, row, col) of a strided view's data.
 fn at(data: &[f32], v: &View, i: [usize; 4]) -> f64 {
@@ -31,6 +33,21 @@ fn cpu_attention(q: (&[f32], &View), k: (&[f32], &View), v: (&[f32], &View), sca
     out
 }
 
+/// One attention shape: batch, heads, query and key lengths, head sizes, layout.
+#[derive(Clone, Copy)]
+struct Shape {
+    b: usize,
+    h: usize,
+    lq: usize,
+    lk: usize,
+    d: usize,
+    dv: usize,
+    /// torch's [B, L, H, D], permuted to [B, H, L, D] by the view.
+    torch_layout: bool,
+    /// One key/value head broadcast over all query heads.
+    shared_kv: bool,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn case(
     b: usize,
@@ -44,15 +61,38 @@ fn case(
     seed: u64,
 ) {
     let Some(ctx) = ctx() else { return };
+    let keys = check(ctx, Shape { b, h, lq, lk, d, dv, torch_layout, shared_kv }, DType::F32, seed);
+    // Short sequences pack several batch entries into a workgroup (64 invocations of up to 4 rows).
+    let rows = if d.max(dv) <= 64 {
+        4
+    } else if d.max(dv) <= 128 {
+        2
+    } else {
+        1
+    };
+    assert_eq!(keys[0].contains(".packed"), lq < rows * 64, "{keys:?}");
+}
+
+/// Runs one shape with `dtype` storage (q, k, v and out) on `ctx` against the f64 reference (on
+/// the inputs as stored); returns the program's kernel keys.
+fn check(ctx: &GpuContext, s: Shape, dtype: DType, seed: u64) -> Vec<String> {
+    let Shape { b, h, lq, lk, d, dv, torch_layout, shared_kv } = s;
     let mut rng = Rng::new(seed);
     let hk = if shared_kv { 1 } else { h };
-    let qd = rng.vec(b * h * lq * d, -2.0, 2.0);
-    let kd = rng.vec(b * hk * lk * d, -2.0, 2.0);
-    let vd = rng.vec(b * hk * lk * dv, -1.0, 1.0);
+    let stored = |x: Vec<f32>| -> Vec<f32> {
+        if dtype == DType::F16 {
+            x.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect()
+        } else {
+            x
+        }
+    };
+    let qd = stored(rng.vec(b * h * lq * d, -2.0, 2.0));
+    let kd = stored(rng.vec(b * hk * lk * d, -2.0, 2.0));
+    let vd = stored(rng.vec(b * hk * lk * dv, -1.0, 1.0));
     let (gq, gk, gv) = (
-        GpuTensor::from_f32(ctx, "q", &qd).unwrap(),
-        GpuTensor::from_f32(ctx, "k", &kd).unwrap(),
-        GpuTensor::from_f32(ctx, "v", &vd).unwrap(),
+        GpuTensor::from_f32_as(ctx, "q", dtype, &qd).unwrap(),
+        GpuTensor::from_f32_as(ctx, "k", dtype, &kd).unwrap(),
+        GpuTensor::from_f32_as(ctx, "v", dtype, &vd).unwrap(),
     );
     // torch keeps [B, L, H, D]; the kernel sees [B, H, L, D] through a permuted view.
     let view = |t: &GpuTensor, heads: usize, l: usize, dd: usize| {
@@ -63,7 +103,7 @@ fn case(
         }
     };
     let (q, k, v) = (view(&gq, h, lq, d), view(&gk, hk, lk, d), view(&gv, hk, lk, dv));
-    let out = GpuTensor::new(ctx, "out", DType::F32, b * h * lq * dv).unwrap();
+    let out = GpuTensor::new(ctx, "out", dtype, b * h * lq * dv).unwrap();
     let scale = 1.0 / (d as f32).sqrt();
     let mut pb = ProgramBuilder::new(ctx);
     attention(
@@ -72,25 +112,20 @@ fn case(
     )
     .unwrap();
     let program = run(pb.build()).unwrap();
-    // Short sequences pack several batch entries into a workgroup (64 invocations of up to 4 rows).
-    let rows = if d.max(dv) <= 64 {
-        4
-    } else if d.max(dv) <= 128 {
-        2
-    } else {
-        1
-    };
-    assert_eq!(program.keys()[0].contains(".packed"), lq < rows * 64, "{:?}", program.keys());
+    let keys: Vec<String> = program.keys().iter().map(|k| k.to_string()).collect();
     run(program.run(ctx)).unwrap();
     let kb = k.broadcast_to(&[b, h, lk, d]).unwrap();
     let vb = v.broadcast_to(&[b, h, lk, dv]).unwrap();
     let want = cpu_attention((&qd, &q), (&kd, &kb), (&vd, &vb), scale);
+    // f16 storage: the output's rounding (the arithmetic is f32 either way).
+    let tol = if dtype == DType::F16 { F16 } else { F32_TRANSCENDENTAL.accumulating(lk + d) };
     assert_close(
-        &format!("attention b{b} h{h} lq{lq} lk{lk} d{d} dv{dv}"),
+        &format!("attention {} b{b} h{h} lq{lq} lk{lk} d{d} dv{dv} {keys:?}", dtype.name()),
         &run(ctx.read_f32(&out)).unwrap(),
         &want,
-        F32_TRANSCENDENTAL.accumulating(lk + d),
+        tol,
     );
+    keys
 }
 
 #[test]
@@ -128,4 +163,64 @@ fn many_short_sequences_pack_into_workgroups() {
     // Temporal attention: 120 entries of 8 frames; the last workgroup is partly past the end.
     case(3, 40, 8, 8, 32, 32, false, false, 78);
     case(5, 7, 3, 5, 12, 8, true, true, 79);
+}
+
+/// What the tiled kernel is checked on: (shape, expect the key split).
+fn tiled_shapes() -> Vec<(Shape, bool)> {
+    let s =
+        |b, h, lq, lk, d, dv, torch_layout, shared_kv| Shape { b, h, lq, lk, d, dv, torch_layout, shared_kv };
+    vec![
+        // The peer benchmark's spatial attention (one head): 16 row blocks, keys split 8 ways.
+        (s(1, 1, 1024, 1024, 40, 40, false, false), true),
+        // Odd head sizes (not multiples of 4: scalar loads), lengths not multiples of the tile.
+        (s(1, 1, 7, 13, 5, 3, false, false), false),
+        // Temporal-like: 512 entries of 8 frames, head 64 over 8 lanes per row, no split.
+        (s(8, 64, 8, 8, 64, 64, true, false), false),
+        // Split with a ragged last range (300 keys in ranges of 160), torch layout, shared K/V.
+        (s(1, 3, 33, 300, 12, 20, true, true), true),
+        // One query, one key.
+        (s(2, 1, 1, 1, 8, 8, false, false), false),
+        // One query, many keys: split, with lanes sharing the row.
+        (s(1, 2, 1, 1000, 16, 16, false, false), true),
+        // Head 160 (four lanes for the registers, tile of 8), split, torch layout.
+        (s(1, 2, 5, 600, 160, 160, true, false), true),
+        // Long queries over a few keys: one entry per workgroup, no split.
+        (s(2, 1, 70, 5, 160, 160, true, false), false),
+    ]
+}
+
+fn tiled_case(dtype: DType) {
+    let Some(ctx) = tiled_ctx() else { return };
+    if dtype == DType::F16 && !ctx.has_shader_f16() {
+        eprintln!("SKIPPING f16 tiled attention: {} has no shader-f16", ctx.describe());
+        return;
+    }
+    for (i, (shape, split)) in tiled_shapes().into_iter().enumerate() {
+        let keys = check(ctx, shape, dtype, 90 + i as u64);
+        assert!(keys[0].contains(".tiled."), "{keys:?}");
+        assert_eq!(keys.len(), if split { 2 } else { 1 }, "{keys:?}");
+        assert_eq!(keys[0].contains(".split"), split, "{keys:?}");
+        if split {
+            assert!(keys[1].contains(".combine"), "{keys:?}");
+        }
+    }
+}
+
+#[test]
+fn tiled_matches_the_reference_f32() {
+    tiled_case(DType::F32);
+}
+
+#[test]
+fn tiled_matches_the_reference_f16() {
+    tiled_case(DType::F16);
+}
+
+#[test]
+fn sharp_scores_do_not_overflow_tiled() {
+    // A split into five ranges over 16 lanes per row: the ranges' maxima differ.
+    let Some(ctx) = tiled_ctx() else { return };
+    let shape = Shape { b: 1, h: 1, lq: 4, lk: 330, d: 64, dv: 32, torch_layout: false, shared_kv: false };
+    let keys = check(ctx, shape, DType::F32, 74);
+    assert!(keys[0].contains(".split"), "{keys:?}");
 }

@@ -1,13 +1,18 @@
 //! Fused attention softmax(scale * Q K^T) V that streams over keys (online softmax), so the
 //! score matrix never exists: the attention fusion pass lowers MatMul-Scale-Softmax-MatMul (or the
 //! Einsum form) here. Views carry any layout, e.g. torch's [B, L, H, D] permuted to [B, H, L, D].
+//! Two forms, picked by the adapter's `KernelStyle`: register-blocked rows per invocation for CPU
+//! adapters, and flash-attention tiles (with a key split and combine pass where the grid would
+//! be small) for GPUs; see `Tiled`.
 
 use bytemuck::{Pod, Zeroable};
 
 use super::{float_storage, u32_of, WG_LINEAR};
+use crate::gpu::context::KernelStyle;
 use crate::gpu::error::{shape_err, GpuError, GpuResult};
 use crate::gpu::program::{linear_workgroups, ProgramBuilder, MAX_WORKGROUPS};
 use crate::gpu::shader::ShaderVariant;
+use crate::gpu::tensor::DType;
 use crate::gpu::tensor::View;
 
 /// Largest head size: the query and the accumulator live in registers.
@@ -50,7 +55,10 @@ struct Params {
     batch1: u32,
     batches: u32,
     scale: f32,
-    _pad: u32,
+    splits: u32,
+    chunk: u32,
+    row_blocks: u32,
+    _pad: [u32; 2],
 }
 
 const OP: &str = "attention";
@@ -128,8 +136,15 @@ pub fn attention(b: &mut ProgramBuilder, a: &Attention) -> GpuResult<()> {
         batch1: u32_of(OP, b1)?,
         batches: u32_of(OP, batches)?,
         scale: a.scale,
-        _pad: 0,
+        splits: 1,
+        chunk: 0,
+        row_blocks: 0,
+        _pad: [0; 2],
     };
+    if ctx.style() == KernelStyle::Tiled {
+        let tiled = Tiled { types, vec4, batches, lq, lk, d, dv };
+        return tiled.push(b, params, &q, &k, &v, &out);
+    }
     let rows = rows_per_invocation(d.max(dv));
     // The head size picks the register budget (like a tile size); lengths stay in uniforms.
     let mut variant = types
@@ -157,4 +172,152 @@ pub fn attention(b: &mut ProgramBuilder, a: &Attention) -> GpuResult<()> {
         (variant, groups)
     };
     b.push(variant, &params, &[&q.tensor, &k.tensor, &v.tensor], &[&out.tensor], groups)
+}
+
+/// Workgroup size of the tiled kernel.
+const TILED_WG: usize = 64;
+/// Workgroup memory every adapter gives (WebGPU's default `maxComputeWorkgroupStorageSize`,
+/// which is what the device is requested with).
+const WORKGROUP_BYTES: usize = 16384;
+/// Query and accumulator chunks of four one invocation keeps in registers: a head of up to 64
+/// on one invocation, larger heads over 2 or 4 lanes.
+const CHUNKS_PER_LANE: usize = 16;
+/// Enough workgroups for a large GPU (132 SMs on an H200, several workgroups each): the keys are
+/// split until batch * row blocks * key ranges reaches this.
+const TARGET_WORKGROUPS: usize = 1024;
+/// Each key range walks at least this many tiles, so that the partial results and the combine
+/// pass stay small next to the work.
+const MIN_TILES_PER_RANGE: usize = 4;
+const MAX_RANGES: usize = 64;
+
+/// The GPU (KernelStyle::Tiled) form: flash-attention tiles through workgroup memory, and the
+/// keys split over several workgroups (then merged by a combine pass) when batch * query row
+/// blocks alone would leave a large GPU mostly idle (flash-decoding's split-K).
+struct Tiled {
+    types: ShaderVariant,
+    vec4: bool,
+    batches: usize,
+    lq: usize,
+    lk: usize,
+    d: usize,
+    dv: usize,
+}
+
+/// Layout of the tiled kernel for one shape: lanes per query row, keys per tile, key ranges.
+#[derive(Debug, PartialEq)]
+struct TiledPlan {
+    lanes: usize,
+    tile: usize,
+    row_blocks: usize,
+    ranges: usize,
+    /// Keys per range (a multiple of `tile`).
+    chunk: usize,
+}
+
+fn tiled_plan(batches: usize, lq: usize, lk: usize, d: usize, dv: usize, max_binding: u64) -> TiledPlan {
+    let (dq4, dv4) = (d.div_ceil(4), dv.div_ceil(4));
+    let chunks = dq4.max(dv4);
+    // Lanes per row: enough for the head's registers, more for short sequences (a block of 64
+    // rows would be mostly empty), but never more lanes than chunks.
+    let mut lanes = chunks.div_ceil(CHUNKS_PER_LANE).next_power_of_two();
+    if lq < TILED_WG {
+        let short = 1 << (TILED_WG / lq.max(1)).ilog2(); // the power of two <= 64 / lq
+        lanes = lanes.max(short.min(chunks.next_power_of_two()));
+    }
+    let lanes = lanes.min(TILED_WG);
+    let score_bytes = |tile: usize| if lanes > 1 { TILED_WG * tile * 4 } else { 0 };
+    let tile = [32, 16, 8, 4, 2, 1]
+        .into_iter()
+        .find(|&t| t * (dq4 + dv4) * 16 + score_bytes(t) <= WORKGROUP_BYTES)
+        .unwrap_or(1);
+    let row_blocks = lq.div_ceil(TILED_WG / lanes);
+    let tiles = lk.div_ceil(tile);
+    let groups = batches * row_blocks;
+    let mut ranges =
+        TARGET_WORKGROUPS.div_ceil(groups.max(1)).min(tiles / MIN_TILES_PER_RANGE).clamp(1, MAX_RANGES);
+    // The partial results must fit one binding (and 32-bit indices); fewer ranges otherwise.
+    while ranges > 1 && (batches * lq * ranges * (dv + 2) * 4) as u64 > max_binding.min(u32::MAX as u64) {
+        ranges /= 2;
+    }
+    let per_range = tiles.div_ceil(ranges);
+    let ranges = tiles.div_ceil(per_range); // none empty
+    TiledPlan { lanes, tile, row_blocks, ranges, chunk: per_range * tile }
+}
+
+impl Tiled {
+    fn push(
+        self,
+        b: &mut ProgramBuilder,
+        mut params: Params,
+        q: &View,
+        k: &View,
+        v: &View,
+        out: &View,
+    ) -> GpuResult<()> {
+        let ctx = b.context();
+        let plan = tiled_plan(self.batches, self.lq, self.lk, self.d, self.dv, ctx.max_binding_bytes());
+        let TiledPlan { lanes, tile, row_blocks, ranges, chunk } = plan;
+        params.splits = u32_of(OP, ranges)?;
+        params.chunk = u32_of(OP, chunk)?;
+        params.row_blocks = u32_of(OP, row_blocks)?;
+        let (dq4, dv4) = (self.d.div_ceil(4), self.dv.div_ceil(4));
+        // Head sizes and tiling are compile-time (register arrays); lengths stay in uniforms.
+        let mut variant = self
+            .types
+            .clone()
+            .tag(&format!("f32.tiled.lanes{lanes}.bk{tile}"))
+            .flag("TILED")
+            .define("LANES", lanes)
+            .define("BK", tile)
+            .tag(&format!("d{}x{}", self.d, self.dv))
+            .define("DQ4", dq4)
+            .define("DV4", dv4)
+            .define("DQL", dq4.div_ceil(lanes))
+            .define("DVL", dv4.div_ceil(lanes));
+        if lanes > 1 {
+            variant = variant.flag("SPLIT_HEAD");
+        }
+        if self.vec4 {
+            variant = variant.tag("vec4").flag("VEC4");
+        }
+        variant = variant.tag(&format!("wg{TILED_WG}")).define("WG", TILED_WG).define("ACT", "x");
+        let groups = linear_workgroups(self.batches * row_blocks * ranges, 1);
+        let reads = [&q.tensor, &k.tensor, &v.tensor];
+        if ranges == 1 {
+            return b.push(variant, &params, &reads, &[&out.tensor], groups);
+        }
+        let partial =
+            b.scratch("attention partials", DType::F32, self.batches * self.lq * ranges * (self.dv + 2))?;
+        b.push(variant.tag("split").flag("SPLIT"), &params, &reads, &[&partial], groups)?;
+        let combine = self.types.tag("combine").flag("COMBINE").define("WG", WG_LINEAR).define("ACT", "x");
+        let threads = self.batches * self.lq * self.dv;
+        b.push(combine, &params, &[&partial], &[&out.tensor], linear_workgroups(threads, WG_LINEAR))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiled_plan_splits_keys_only_when_the_grid_is_small() {
+        let big = u64::MAX;
+        // The peer benchmark's shape: 8 x 16 row blocks alone would be 128 workgroups.
+        let p = tiled_plan(8, 1024, 1024, 40, 40, big);
+        assert_eq!(p, TiledPlan { lanes: 1, tile: 32, row_blocks: 16, ranges: 8, chunk: 128 });
+        // Plenty of workgroups already: no split.
+        assert_eq!(tiled_plan(512, 8, 8, 64, 64, big).ranges, 1);
+        // Temporal-like short sequences share a row over lanes.
+        assert_eq!(tiled_plan(512, 8, 8, 64, 64, big).lanes, 8);
+        // Head 160: four lanes for the registers, a smaller tile for workgroup memory.
+        let p = tiled_plan(2, 70, 5, 160, 160, big);
+        assert_eq!((p.lanes, p.tile, p.ranges), (4, 8, 1));
+        // Every range holds keys; the binding limit caps the partial results.
+        for (lk, lq) in [(300, 33), (1000, 1), (129, 3)] {
+            let p = tiled_plan(1, lq, lk, 12, 20, big);
+            assert!(p.chunk * (p.ranges - 1) < lk && p.chunk * p.ranges >= lk, "{p:?}");
+        }
+        assert_eq!(tiled_plan(1, 1024, 4096, 40, 40, 1 << 20).ranges, 4);
+        assert_eq!(tiled_plan(1, 1024, 4096, 40, 40, 1 << 16).ranges, 1);
+    }
 }
