@@ -6,11 +6,13 @@
 //! Sessions are reached only through [`Session::run_async`], so the GPU backend drops in.
 
 mod causal;
+mod clips;
 mod denoiser;
 mod device_loop;
 mod devices;
 mod stats;
 
+pub use clips::IndependentClips;
 pub use denoiser::UnetDenoiser;
 pub use stats::{Clock, StageTimes};
 

@@ -8,10 +8,12 @@ mod settings;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use fifo_diffusion::fifo::{FifoConfig, InitMode};
+use fifo_diffusion::fifo::{FifoConfig, InitMode, PromptSchedule};
 use fifo_diffusion::gpu::{AdapterChoice, GpuContext, GpuOptions, Precision};
 use fifo_diffusion::model::{ModelError, ModelPackage, Tokenizer, Weights};
-use fifo_diffusion::pipeline::{Clock, Generation, Models, RunOptions};
+use fifo_diffusion::pipeline::{
+    Clock, Frame, Generation, IndependentClips, Models, PipelineError, RunOptions,
+};
 use fifo_diffusion::session::Backend;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::path::PathBuf;
@@ -110,6 +112,88 @@ pub struct GenerateArgs {
     /// Take prompt and settings from a sidecar `<video>.json` of an earlier run (flags override).
     #[arg(long, value_name = "SIDE.json")]
     pub from: Option<PathBuf>,
+    /// The naive baseline instead of FIFO-Diffusion: consecutive f-frame clips, each sampled from
+    /// fresh noise by the ordinary DDIM sampler (S = f*n steps, as --steps / --partitions set;
+    /// same prompts and guidance), concatenated. Clip k's noise comes from the seed and its frames.
+    #[arg(
+        long,
+        conflicts_with_all = [
+            "resume", "no_lookahead", "init", "init_image", "init_video", "checkpoint_every",
+            "checkpoint", "devices", "split", "host_queue",
+        ]
+    )]
+    pub independent_clips: bool,
+}
+
+/// What makes the frames: the FIFO queue, or the independent-clips baseline.
+pub enum Source {
+    Fifo(Box<Generation>),
+    Clips(Box<IndependentClips>),
+}
+
+impl Source {
+    fn frames_emitted(&self) -> u64 {
+        match self {
+            Self::Fifo(g) => g.frames_emitted(),
+            Self::Clips(c) => c.frames_emitted(),
+        }
+    }
+
+    async fn next_frame(&mut self) -> Result<Frame, PipelineError> {
+        match self {
+            Self::Fifo(g) => g.next_frame().await,
+            Self::Clips(c) => c.next_frame().await,
+        }
+    }
+
+    pub fn models(&self) -> &Models {
+        match self {
+            Self::Fifo(g) => g.models(),
+            Self::Clips(c) => c.models(),
+        }
+    }
+
+    pub fn config(&self) -> &FifoConfig {
+        match self {
+            Self::Fifo(g) => g.scheduler().config(),
+            Self::Clips(c) => c.config(),
+        }
+    }
+
+    pub fn prompts(&self) -> &PromptSchedule {
+        match self {
+            Self::Fifo(g) => g.scheduler().prompts(),
+            Self::Clips(c) => c.prompts(),
+        }
+    }
+
+    pub fn model_calls(&self) -> u64 {
+        match self {
+            Self::Fifo(g) => g.model_calls(),
+            Self::Clips(c) => c.model_calls(),
+        }
+    }
+
+    pub fn mode(&self) -> report::Mode {
+        match self {
+            Self::Fifo(_) => report::Mode::Fifo,
+            Self::Clips(_) => report::Mode::IndependentClips,
+        }
+    }
+
+    async fn checkpoint(&mut self) -> Result<Vec<u8>, PipelineError> {
+        match self {
+            Self::Fifo(g) => g.checkpoint().await,
+            Self::Clips(_) => Err(PipelineError::Unsupported("independent clips take no checkpoints".into())),
+        }
+    }
+
+    async fn recover(&mut self, checkpoint: &[u8], upto: u64) -> Result<(), PipelineError> {
+        match self {
+            Self::Fifo(g) => g.recover(checkpoint, upto).await,
+            Self::Clips(_) => Err(PipelineError::Unsupported("independent clips run on one device".into())),
+        }
+    }
 }
 
 /// `--devices`: every adapter, or adapter indices in order.
@@ -329,16 +413,22 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let backend = models.backend();
     let load_seconds = load_clock.seconds();
     let mut generation = match (&plan.resume, init_clip) {
-        (Some(bytes), _) => pollster::block_on(Generation::resume(models, bytes))?,
+        _ if plan.mode == report::Mode::IndependentClips => Source::Clips(Box::new(pollster::block_on(
+            IndependentClips::start(models, plan.config.clone(), plan.prompts.clone()),
+        )?)),
+        (Some(bytes), _) => Source::Fifo(Box::new(pollster::block_on(Generation::resume(models, bytes))?)),
         (None, Some(frames)) => pollster::block_on(async {
             let mut models = models;
             let clip = models.encode_frames(&frames).await?;
             let config = FifoConfig { init: InitMode::Clip, ..plan.config.clone() };
             Generation::start_from_clip(models, config, plan.prompts.clone(), &clip).await
-        })?,
-        (None, None) => {
-            pollster::block_on(Generation::start(models, plan.config.clone(), plan.prompts.clone()))?
-        }
+        })
+        .map(|g| Source::Fifo(Box::new(g)))?,
+        (None, None) => Source::Fifo(Box::new(pollster::block_on(Generation::start(
+            models,
+            plan.config.clone(),
+            plan.prompts.clone(),
+        ))?)),
     };
     let first = generation.frames_emitted();
     let end = match plan.frames {

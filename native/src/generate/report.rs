@@ -1,11 +1,12 @@
 //! The sidecar `<out>.json` (everything needed to reproduce a video) and `--stats`.
 
 use super::settings::Plan;
+use super::Source;
 use anyhow::{Context, Result};
 use fifo_diffusion::fifo::{FifoConfig, PromptSchedule};
 use fifo_diffusion::gpu::Traffic;
 use fifo_diffusion::model::Weights;
-use fifo_diffusion::pipeline::{Generation, StageTimes};
+use fifo_diffusion::pipeline::StageTimes;
 use fifo_diffusion::session::Backend;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -39,12 +40,25 @@ fn absolute(path: &Path) -> String {
     path.canonicalize().unwrap_or_else(|_| path.to_path_buf()).display().to_string()
 }
 
+/// How the frames were made: FIFO-Diffusion, or the naive baseline of consecutive clips each
+/// sampled from fresh noise (`--independent-clips`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    #[default]
+    Fifo,
+    IndependentClips,
+}
+
 /// `<out>.json`, written when the output opens and again when it is finished.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Sidecar {
     pub generator: String,
     pub model: ModelRef,
     pub prompt_schedule: Vec<PromptEntry>,
+    /// `fifo` or `independent-clips` (older sidecars lack it: FIFO).
+    #[serde(default)]
+    pub mode: Mode,
     pub settings: FifoConfig,
     pub fps: u32,
     pub frames: FrameRange,
@@ -79,8 +93,8 @@ pub struct RanOn {
 }
 
 impl Sidecar {
-    pub fn new(plan: &Plan, generation: &Generation, out: &str, first: u64) -> Self {
-        let prompts = generation.scheduler().prompts();
+    pub fn new(plan: &Plan, generation: &Source, out: &str, first: u64) -> Self {
+        let prompts = generation.prompts();
         let prompt_schedule = prompts
             .changes()
             .iter()
@@ -99,7 +113,8 @@ impl Sidecar {
                 weights: plan.weights,
             },
             prompt_schedule,
-            settings: generation.scheduler().config().clone(),
+            mode: generation.mode(),
+            settings: generation.config().clone(),
             fps: plan.fps,
             frames: FrameRange { first, end: first, requested: plan.frames.to_string() },
             out: out.into(),
@@ -163,7 +178,13 @@ pub struct Stats {
     /// with n > 1, or of a noise start, fall here).
     pub first_frame_seconds: f64,
     pub model_calls: u64,
+    /// FIFO iterations, or with independent clips the DDIM steps of all clips.
     pub iterations: u64,
+    /// `fifo` or `independent-clips`.
+    pub mode: Mode,
+    /// Clips sampled (independent clips only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clips: Option<u64>,
     pub stages: Stages,
     pub peak_host_rss_bytes: Option<u64>,
     /// Most tensor bytes held at once on each of `devices` (GPU backend; empty on the CPU).
@@ -174,7 +195,7 @@ pub struct Stats {
     pub precision: Option<&'static str>,
     pub devices: Vec<String>,
     /// Where the FIFO queue lived: `device` (one submission per iteration, only frames read
-    /// back) or `host`; with `host_queue_reason` on the GPU backend.
+    /// back) or `host`; with `host_queue_reason` on the GPU backend (`none` for independent clips).
     pub queue: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host_queue_reason: Option<String>,
@@ -195,7 +216,7 @@ pub struct Split {
 }
 
 /// The run's devices as `fifo devices` names them, or the CPU backend's thread count.
-fn device_names(generation: &Generation, backend: Backend) -> Vec<String> {
+fn device_names(generation: &Source, backend: Backend) -> Vec<String> {
     let gpus = generation.models().devices();
     match backend {
         Backend::Gpu if !gpus.is_empty() => gpus.iter().map(|ctx| ctx.describe()).collect(),
@@ -217,7 +238,7 @@ fn peak_rss() -> Option<u64> {
 impl Stats {
     #[allow(clippy::too_many_arguments)]
     pub fn collect(
-        generation: &Generation,
+        generation: &Source,
         frames: u64,
         seconds: f64,
         loop_seconds: f64,
@@ -229,9 +250,25 @@ impl Stats {
         let gpus = generation.models().devices();
         let devices = device_names(generation, backend);
         let peak_device_bytes = gpus.iter().map(|ctx| ctx.memory().peak_bytes()).collect();
-        let split = generation.device_split().filter(|_| gpus.len() > 1).map(|(devices, windows, moved)| {
-            Split { devices, windows, frames_exchanged_per_iteration: moved }
-        });
+        let fifo = match generation {
+            Source::Fifo(g) => Some(g),
+            Source::Clips(_) => None,
+        };
+        let split = fifo.and_then(|g| g.device_split()).filter(|_| gpus.len() > 1).map(
+            |(devices, windows, moved)| Split { devices, windows, frames_exchanged_per_iteration: moved },
+        );
+        let (iterations, clips, times, queue, host_queue_reason) = match generation {
+            Source::Fifo(g) => (
+                g.scheduler().iteration(),
+                None,
+                *g.times(),
+                g.queue_placement(),
+                g.host_queue_reason().map(str::to_string),
+            ),
+            Source::Clips(c) => {
+                (c.clips() * c.config().steps() as u64, Some(c.clips()), *c.times(), "none", None)
+            }
+        };
         Self {
             frames,
             seconds,
@@ -242,15 +279,17 @@ impl Stats {
             },
             first_frame_seconds,
             model_calls: generation.model_calls(),
-            iterations: generation.scheduler().iteration(),
-            stages: Stages { load, run: *generation.times(), write },
+            iterations,
+            mode: generation.mode(),
+            clips,
+            stages: Stages { load, run: times, write },
             peak_host_rss_bytes: peak_rss(),
             peak_device_bytes,
             backend,
             precision: generation.models().unet_precision().map(|p| p.name()),
             devices,
-            queue: generation.queue_placement(),
-            host_queue_reason: generation.host_queue_reason().map(str::to_string),
+            queue,
+            host_queue_reason,
             traffic: gpus.iter().map(|ctx| ctx.traffic()).collect(),
             split,
         }

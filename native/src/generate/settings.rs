@@ -1,6 +1,6 @@
 //! Resolving a run's settings: flags, then a `--from` sidecar, then the model's defaults.
 
-use super::report::Sidecar;
+use super::report::{Mode, Sidecar};
 use super::{BackendArg, DeviceList, GenerateArgs, InitArg, WeightsArg};
 use anyhow::{bail, Context, Result};
 use fifo_diffusion::fifo::{FifoConfig, InitMode, PromptSchedule};
@@ -59,6 +59,8 @@ pub struct Plan {
     pub init_image: Option<PathBuf>,
     pub init_video: Option<PathBuf>,
     pub place: Placement,
+    /// FIFO-Diffusion, or `--independent-clips` (also from a `--from` sidecar).
+    pub mode: Mode,
 }
 
 /// Where the model runs: the flags, else where the `--from` sidecar's video was made.
@@ -246,6 +248,14 @@ pub fn resolve(args: &GenerateArgs) -> Result<Plan> {
         }
     };
     let place = Placement::resolve(args, sidecar.as_ref())?;
+    let mode = match (args.independent_clips, &sidecar) {
+        (true, _) => Mode::IndependentClips,
+        (false, Some(s)) if args.resume.is_none() => s.mode,
+        _ => Mode::Fifo,
+    };
+    if mode == Mode::IndependentClips && place.devices.is_some() {
+        bail!("independent clips run on one device: leave out --devices");
+    }
     let frames = args.frames.or(sidecar.as_ref().and_then(|s| s.frames.requested.parse().ok()));
     let fps = args.fps.or(sidecar.as_ref().map(|s| s.fps)).unwrap_or(package.fps);
     if fps == 0 {
@@ -269,6 +279,7 @@ pub fn resolve(args: &GenerateArgs) -> Result<Plan> {
             .clone()
             .or_else(|| sidecar_path(sidecar.as_ref(), |s| &s.init_video, args)),
         place,
+        mode,
     })
 }
 
