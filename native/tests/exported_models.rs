@@ -3,7 +3,10 @@
 //! (tools/reference/package_fifo.py: float64 loop, onnxruntime graphs, the same Philox noise),
 //! whose frames and settings are in each package's `reference/` folder.
 
+mod common;
+
 use assert_cmd::Command;
+use common::{png_files, read_png};
 use std::path::{Path, PathBuf};
 
 /// Frames are compared in 8-bit levels: the loop runs in f32 here and in float64 there, and the
@@ -17,26 +20,6 @@ fn packages() -> Vec<PathBuf> {
     dirs.sort();
     assert!(!dirs.is_empty());
     dirs
-}
-
-fn read_png(path: &Path) -> (u32, u32, Vec<u8>) {
-    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
-    let mut reader = decoder.read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    assert_eq!(info.color_type, png::ColorType::Rgb, "{}", path.display());
-    buf.truncate(info.buffer_size());
-    (info.width, info.height, buf)
-}
-
-fn frames(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "png"))
-        .collect();
-    files.sort();
-    files
 }
 
 /// Runs the reference settings, stopping after `frames` frames when given (a FIFO run's first
@@ -64,8 +47,8 @@ fn generate(package: &Path, backend: &str, out: &Path, frames: Option<usize>) ->
 
 /// Compares the `count` frames in `out` (all of the reference's when `None`) with the reference's.
 fn compare(package: &Path, out: &Path, what: &str, count: Option<usize>) {
-    let got = frames(out);
-    let want = frames(&package.join("reference"));
+    let got = png_files(out);
+    let want = png_files(&package.join("reference"));
     assert_eq!(got.len(), count.unwrap_or(want.len()), "{what}: frame count");
     let (mut worst, mut sum, mut count) = (0u8, 0u64, 0usize);
     for (g, w) in got.iter().zip(&want) {

@@ -3,7 +3,10 @@
 //! sampler's output from fresh noise, checked against that sampler called through the library.
 //! Runs use n = 1 (S = f = 8 steps per clip) to stay fast on the 2-core CI machine.
 
+mod common;
+
 use assert_cmd::Command;
+use common::{mean_diff, png_files, png_pixels};
 use fifo_diffusion::fifo::{sample_clip_at, FifoConfig, PromptSchedule};
 use fifo_diffusion::model::{ModelPackage, Weights};
 use fifo_diffusion::pipeline::{Generation, Models, RunOptions, UnetDenoiser};
@@ -42,29 +45,9 @@ fn generate(args: &[&str]) {
     assert!(out.status.success(), "fifo generate {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-fn read_png(path: &Path) -> Vec<u8> {
-    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
-    let mut reader = decoder.read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    buf.truncate(info.buffer_size());
-    buf
-}
-
 /// The PNG frames of an output folder, in order.
 fn frames(dir: &Path) -> Vec<Vec<u8>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "png"))
-        .collect();
-    files.sort();
-    files.iter().map(|f| read_png(f)).collect()
-}
-
-fn mean_diff(a: &[u8], b: &[u8]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(&x, &y)| f64::from(x.abs_diff(y))).sum::<f64>() / a.len() as f64
+    png_files(dir).iter().map(|f| png_pixels(f)).collect()
 }
 
 fn json(path: &Path) -> serde_json::Value {

@@ -3,7 +3,10 @@
 //! n = 1 and no lookahead the first frame leaves the queue after one step at the cleanest noise
 //! level, so it is the start clip's first frame through the encoder and decoder.
 
+mod common;
+
 use assert_cmd::Command;
+use common::{mean_diff, png_pixels};
 use std::path::{Path, PathBuf};
 
 const PROMPT: &str = "a red circle moving right on a black background";
@@ -45,22 +48,8 @@ fn generate(args: &[&str]) {
     assert!(out.status.success(), "fifo generate {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-fn read_png(path: &Path) -> Vec<u8> {
-    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
-    let mut reader = decoder.read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    buf.truncate(info.buffer_size());
-    buf
-}
-
 fn frame(dir: &Path, id: u64) -> Vec<u8> {
-    read_png(&dir.join(format!("frame_{id:06}.png")))
-}
-
-fn mean_diff(a: &[u8], b: &[u8]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(&x, &y)| f64::from(x.abs_diff(y))).sum::<f64>() / a.len() as f64
+    png_pixels(&dir.join(format!("frame_{id:06}.png")))
 }
 
 #[test]
@@ -82,7 +71,7 @@ fn an_init_image_starts_the_video_and_an_init_video_is_continued() {
         &format!("{}/", from_image.display()),
     ]);
     let start = frame(&from_image, 0);
-    let d_image = mean_diff(&start, &read_png(&image));
+    let d_image = mean_diff(&start, &png_pixels(&image));
     let d_other = mean_diff(&start, &frame(&source, 11));
     assert!(d_image < ROUND_TRIP_MEAN, "frame 0 is {d_image:.2} levels from the init image");
     assert!(
