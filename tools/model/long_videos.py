@@ -10,7 +10,8 @@ Usage:
 For every prompt and setting it runs `target/release/fifo generate PROMPT --frames F --seed I`
 (I = the prompt's index, the same for every setting) into OUT/SETTING/pII.y4m, then
 `fifo eval pII.y4m --prompt PROMPT --json` into OUT/SETTING/pII.eval.json. A (prompt, setting)
-whose eval JSON exists is skipped, so an interrupted run resumes. It prints one markdown table per
+whose eval JSON exists, made with the same prompt, seed, frames, backend, weights and model
+(OUT/SETTING/pII.key.json), is skipped, so an interrupted run resumes. It prints one markdown table per
 setting (means over the seen prompts and over the held-out prompts) and writes every prompt's row
 to OUT/results.json.
 
@@ -114,8 +115,15 @@ def run_one(args, setting, index, pid, prompt):
     video = os.path.join(folder, f"{pid}.y4m")
     stats = os.path.join(folder, f"{pid}.stats.json")
     report = os.path.join(folder, f"{pid}.eval.json")
-    if os.path.exists(report):
-        return "cached", 0.0
+    # What the cached result was made from: another prompt count, frame count, backend or model
+    # gives the same file names different contents, so a result is reused only when all match.
+    key = {"prompt": prompt, "seed": index, "frames": args.frames, "backend": args.backend,
+           "weights": args.weights, "model": os.path.abspath(args.model), "flags": SETTINGS[setting]}
+    key_path = os.path.join(folder, f"{pid}.key.json")
+    if os.path.exists(report) and os.path.exists(key_path):
+        with open(key_path) as f:
+            if json.load(f) == key:
+                return "cached", 0.0
     start = time.time()
     generate = [args.fifo, "generate", prompt, "--frames", str(args.frames), "--seed", str(index)]
     generate += ["--backend", args.backend, "--weights", args.weights, "--quiet"]
@@ -129,6 +137,7 @@ def run_one(args, setting, index, pid, prompt):
     if scored.returncode != 0:
         raise RuntimeError(f"fifo eval {video}: {scored.stderr.strip()}")
     write_json(report, json.loads(scored.stdout))
+    write_json(key_path, key)
     return "ran", time.time() - start
 
 
