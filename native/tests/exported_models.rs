@@ -6,7 +6,7 @@
 mod common;
 
 use assert_cmd::Command;
-use common::{png_files, read_png};
+use common::{fresh_temp_dir, png_files, read_png};
 use std::path::{Path, PathBuf};
 
 /// Frames are compared in 8-bit levels: the loop runs in f32 here and in float64 there, and the
@@ -71,10 +71,7 @@ fn compare(package: &Path, out: &Path, what: &str, count: Option<usize>) {
 }
 
 fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("fifo-exported-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    fresh_temp_dir(&format!("exported-{tag}"))
 }
 
 #[test]

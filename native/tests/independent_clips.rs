@@ -6,26 +6,15 @@
 mod common;
 
 use assert_cmd::Command;
-use common::{mean_diff, png_files, png_pixels};
+use common::{fresh_temp_dir, mean_diff, png_files, png_pixels, shipped_model_dir};
 use fifo_diffusion::fifo::{sample_clip_at, FifoConfig, PromptSchedule};
 use fifo_diffusion::model::{ModelPackage, Weights};
 use fifo_diffusion::pipeline::{Generation, Models, RunOptions, UnetDenoiser};
 use fifo_diffusion::session::{Backend, SessionOptions};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const PROMPT: &str = "a red circle moving right on a black background";
 const FAST: [&str; 4] = ["--independent-clips", "--partitions", "1", "--quiet"];
-
-fn model_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/shapes-t2v-tiny")
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("fifo-clips-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 fn fifo() -> Command {
     let mut cmd = Command::cargo_bin("fifo").unwrap();
@@ -37,7 +26,7 @@ fn generate(args: &[&str]) {
     let out = fifo()
         .arg("generate")
         .arg("--model")
-        .arg(model_dir())
+        .arg(shipped_model_dir())
         .args(["--backend=cpu"])
         .args(args)
         .output()
@@ -57,7 +46,7 @@ fn json(path: &Path) -> serde_json::Value {
 /// The ordinary clip sampler (the one a FIFO clip start uses), called through the library: the
 /// decoded RGB frames of the clip whose frame 0 is output frame `first`.
 fn library_clip(config: &FifoConfig, first: i64) -> Vec<Vec<u8>> {
-    let package = ModelPackage::load(&model_dir()).unwrap();
+    let package = ModelPackage::load(&shipped_model_dir()).unwrap();
     let prompts = PromptSchedule::single(PROMPT).unwrap();
     let options = RunOptions { backend: Backend::Cpu, ..Default::default() };
     let models = pollster::block_on(Models::load(package.clone(), options)).unwrap();
@@ -75,7 +64,7 @@ fn library_clip(config: &FifoConfig, first: i64) -> Vec<Vec<u8>> {
 
 #[test]
 fn each_clip_is_an_ordinary_clip_sample_of_its_own_noise_and_from_repeats_the_run() {
-    let dir = temp_dir("clips");
+    let dir = fresh_temp_dir("clips-clips");
     let out = format!("{}/", dir.join("video").display());
     let stats = dir.join("stats.json");
     // Two clips of f = 8, the second cut short: 15 frames.
@@ -87,7 +76,7 @@ fn each_clip_is_an_ordinary_clip_sample_of_its_own_noise_and_from_repeats_the_ru
     let video = frames(&dir.join("video"));
     assert_eq!(video.len(), 15);
 
-    let package = ModelPackage::load(&model_dir()).unwrap();
+    let package = ModelPackage::load(&shipped_model_dir()).unwrap();
     let config = FifoConfig { partitions: 1, seed: 5, ..Generation::config(&package) };
     let f = config.window;
     assert_eq!(f, 8);
@@ -124,7 +113,7 @@ fn each_clip_is_an_ordinary_clip_sample_of_its_own_noise_and_from_repeats_the_ru
 
 #[test]
 fn the_shipped_model_follows_the_prompt_in_independent_clips() {
-    let dir = temp_dir("eval");
+    let dir = fresh_temp_dir("clips-eval");
     let video = dir.join("v.y4m");
     let v = video.to_str().unwrap();
     generate(&[PROMPT, "--frames", "16", "--out", v, "--independent-clips", "--quiet"]);

@@ -6,7 +6,7 @@
 mod common;
 
 use assert_cmd::Command;
-use common::{mean_diff, png_pixels};
+use common::{fresh_temp_dir, mean_diff, png_pixels};
 use std::path::{Path, PathBuf};
 
 const PROMPT: &str = "a red circle moving right on a black background";
@@ -22,10 +22,7 @@ fn model_dir(name: &str) -> PathBuf {
 }
 
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("fifo-init-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    fresh_temp_dir(&format!("init-{name}"))
 }
 
 fn fifo(args: &[&str]) -> std::process::Output {

@@ -48,20 +48,23 @@ struct Shape {
     shared_kv: bool,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn case(
-    b: usize,
-    h: usize,
-    lq: usize,
-    lk: usize,
-    d: usize,
-    dv: usize,
-    torch_layout: bool,
-    shared_kv: bool,
-    seed: u64,
-) {
+impl Shape {
+    /// [B, H, L, D] tensors, one key/value head per query head.
+    fn new(b: usize, h: usize, lq: usize, lk: usize, d: usize, dv: usize) -> Self {
+        Shape { b, h, lq, lk, d, dv, torch_layout: false, shared_kv: false }
+    }
+    fn torch_layout(self) -> Self {
+        Shape { torch_layout: true, ..self }
+    }
+    fn shared_kv(self) -> Self {
+        Shape { shared_kv: true, ..self }
+    }
+}
+
+fn case(shape: Shape, seed: u64) {
     let Some(ctx) = ctx() else { return };
-    let keys = check(ctx, Shape { b, h, lq, lk, d, dv, torch_layout, shared_kv }, DType::F32, seed);
+    let keys = check(ctx, shape, DType::F32, seed);
+    let Shape { lq, d, dv, .. } = shape;
     // Short sequences pack several batch entries into a workgroup (64 invocations of up to 4 rows).
     let rows = if d.max(dv) <= 64 {
         4
@@ -130,62 +133,60 @@ fn check(ctx: &GpuContext, s: Shape, dtype: DType, seed: u64) -> Vec<String> {
 
 #[test]
 fn odd_lengths_not_multiple_of_the_key_block() {
-    case(2, 3, 5, 19, 7, 6, false, false, 70);
+    case(Shape::new(2, 3, 5, 19, 7, 6), 70);
 }
 
 #[test]
 fn torch_layout_and_head_sizes_40_80_160() {
-    case(1, 2, 9, 11, 40, 40, true, false, 71);
-    case(1, 1, 3, 17, 80, 80, true, false, 72);
+    case(Shape::new(1, 2, 9, 11, 40, 40).torch_layout(), 71);
+    case(Shape::new(1, 1, 3, 17, 80, 80).torch_layout(), 72);
     // Stable Diffusion's 160 (one row per invocation).
-    case(1, 2, 5, 9, 160, 160, true, false, 75);
+    case(Shape::new(1, 2, 5, 9, 160, 160).torch_layout(), 75);
 }
 
 #[test]
 fn keys_and_values_shared_across_heads() {
-    case(2, 4, 6, 9, 16, 8, false, true, 73);
+    case(Shape::new(2, 4, 6, 9, 16, 8).shared_kv(), 73);
 }
 
 #[test]
 fn sharp_scores_do_not_overflow() {
     // Scores of ~+-400 would overflow exp without the running max.
-    case(1, 1, 4, 33, 64, 32, false, false, 74);
+    case(Shape::new(1, 1, 4, 33, 64, 32), 74);
 }
 
 #[test]
 fn long_queries_take_one_batch_entry_per_workgroup() {
-    case(1, 2, 300, 7, 16, 16, false, false, 76);
-    case(2, 1, 70, 5, 160, 160, true, false, 77);
+    case(Shape::new(1, 2, 300, 7, 16, 16), 76);
+    case(Shape::new(2, 1, 70, 5, 160, 160).torch_layout(), 77);
 }
 
 #[test]
 fn many_short_sequences_pack_into_workgroups() {
     // Temporal attention: 120 entries of 8 frames; the last workgroup is partly past the end.
-    case(3, 40, 8, 8, 32, 32, false, false, 78);
-    case(5, 7, 3, 5, 12, 8, true, true, 79);
+    case(Shape::new(3, 40, 8, 8, 32, 32), 78);
+    case(Shape::new(5, 7, 3, 5, 12, 8).torch_layout().shared_kv(), 79);
 }
 
 /// What the tiled kernel is checked on: (shape, expect the key split).
 fn tiled_shapes() -> Vec<(Shape, bool)> {
-    let s =
-        |b, h, lq, lk, d, dv, torch_layout, shared_kv| Shape { b, h, lq, lk, d, dv, torch_layout, shared_kv };
     vec![
         // The peer benchmark's spatial attention (one head): 16 row blocks, keys split 8 ways.
-        (s(1, 1, 1024, 1024, 40, 40, false, false), true),
+        (Shape::new(1, 1, 1024, 1024, 40, 40), true),
         // Odd head sizes (not multiples of 4: scalar loads), lengths not multiples of the tile.
-        (s(1, 1, 7, 13, 5, 3, false, false), false),
+        (Shape::new(1, 1, 7, 13, 5, 3), false),
         // Temporal-like: 512 entries of 8 frames, head 64 over 8 lanes per row, no split.
-        (s(8, 64, 8, 8, 64, 64, true, false), false),
+        (Shape::new(8, 64, 8, 8, 64, 64).torch_layout(), false),
         // Split with a ragged last range (300 keys in ranges of 160), torch layout, shared K/V.
-        (s(1, 3, 33, 300, 12, 20, true, true), true),
+        (Shape::new(1, 3, 33, 300, 12, 20).torch_layout().shared_kv(), true),
         // One query, one key.
-        (s(2, 1, 1, 1, 8, 8, false, false), false),
+        (Shape::new(2, 1, 1, 1, 8, 8), false),
         // One query, many keys: split, with lanes sharing the row.
-        (s(1, 2, 1, 1000, 16, 16, false, false), true),
+        (Shape::new(1, 2, 1, 1000, 16, 16), true),
         // Head 160 (four lanes for the registers, tile of 8), split, torch layout.
-        (s(1, 2, 5, 600, 160, 160, true, false), true),
+        (Shape::new(1, 2, 5, 600, 160, 160).torch_layout(), true),
         // Long queries over a few keys: one entry per workgroup, no split.
-        (s(2, 1, 70, 5, 160, 160, true, false), false),
+        (Shape::new(2, 1, 70, 5, 160, 160).torch_layout(), false),
     ]
 }
 
@@ -220,7 +221,7 @@ fn tiled_matches_the_reference_f16() {
 fn sharp_scores_do_not_overflow_tiled() {
     // A split into five ranges over 16 lanes per row: the ranges' maxima differ.
     let Some(ctx) = tiled_ctx() else { return };
-    let shape = Shape { b: 1, h: 1, lq: 4, lk: 330, d: 64, dv: 32, torch_layout: false, shared_kv: false };
+    let shape = Shape::new(1, 1, 4, 330, 64, 32);
     let keys = check(ctx, shape, DType::F32, 74);
     assert!(keys[0].contains(".split"), "{keys:?}");
 }

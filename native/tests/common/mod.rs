@@ -1,7 +1,21 @@
-//! PNG frame helpers shared by the CLI tests that compare `fifo generate`'s frames.
+//! Helpers shared by the CLI tests that run `fifo generate` and compare its frames.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+
+/// The shipped model package in the source tree.
+pub fn shipped_model_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/shapes-t2v-tiny")
+}
+
+/// An empty folder `fifo-{tag}-{pid}` under the system's temporary folder (emptied if a previous
+/// run of the same process id left it).
+pub fn fresh_temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("fifo-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
 
 /// An 8-bit RGB PNG: (width, height, pixels).
 pub fn read_png(path: &Path) -> (u32, u32, Vec<u8>) {
