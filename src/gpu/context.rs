@@ -140,6 +140,7 @@ pub struct GpuContext {
     pub(crate) pipelines: PipelineCache,
     pub(crate) memory: Arc<DeviceMemory>,
     traffic: TrafficCounters,
+    pub(crate) staging: super::staging::StagingPool,
 }
 
 /// Host-device traffic of a context since it was opened: what "one submission per iteration,
@@ -350,6 +351,7 @@ impl GpuContext {
             lost,
             memory: Arc::default(),
             traffic: TrafficCounters::default(),
+            staging: Default::default(),
         })
     }
 

@@ -47,6 +47,7 @@ pub mod ops;
 mod pipeline;
 mod program;
 mod shader;
+mod staging;
 mod tensor;
 
 pub use context::{

@@ -280,11 +280,15 @@ impl GpuContext {
 
     /// Copies `tensor` back and converts it to f32 (f16 widened, i32/i8 converted).
     pub async fn read_f32(&self, tensor: &GpuTensor) -> GpuResult<Vec<f32>> {
-        let bytes = self.read_bytes(tensor).await?;
         let n = tensor.len();
-        Ok(match tensor.dtype() {
-            DType::F32 => bytemuck::cast_slice::<u8, f32>(&bytes)[..n].to_vec(),
-            DType::I32 => bytemuck::cast_slice::<u8, i32>(&bytes)[..n].iter().map(|&v| v as f32).collect(),
+        // Converted straight from the mapped range: one pass over the bytes, no copy before it.
+        self.read_tensor(tensor, |bytes| match tensor.dtype() {
+            DType::F32 => bytemuck::pod_collect_to_vec::<u8, f32>(&bytes[..n * 4]),
+            DType::I32 => bytes
+                .chunks_exact(4)
+                .take(n)
+                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32)
+                .collect(),
             DType::F16 => bytes
                 .chunks_exact(2)
                 .take(n)
@@ -292,6 +296,7 @@ impl GpuContext {
                 .collect(),
             DType::I8 => bytes[..n].iter().map(|&b| b as i8 as f32).collect(),
         })
+        .await
     }
 
     pub async fn read_i32(&self, tensor: &GpuTensor) -> GpuResult<Vec<i32>> {
@@ -301,46 +306,60 @@ impl GpuContext {
                 reason: format!("is {}, not i32", tensor.dtype().name()),
             });
         }
-        let bytes = self.read_bytes(tensor).await?;
-        Ok(bytemuck::cast_slice::<u8, i32>(&bytes)[..tensor.len()].to_vec())
+        let n = tensor.len();
+        self.read_tensor(tensor, |bytes| bytemuck::pod_collect_to_vec::<u8, i32>(&bytes[..n * 4])).await
     }
 
     /// The raw bytes of `tensor` (whole words), after all submitted work.
     pub async fn read_bytes(&self, tensor: &GpuTensor) -> GpuResult<Vec<u8>> {
+        self.read_tensor(tensor, <[u8]>::to_vec).await
+    }
+
+    /// Copies `tensor` (after all submitted work) into a pooled staging buffer and hands its
+    /// mapped bytes (whole words) to `convert`.
+    async fn read_tensor<T>(&self, tensor: &GpuTensor, convert: impl FnOnce(&[u8]) -> T) -> GpuResult<T> {
         // The tensor's own bytes: a pooled buffer may be larger (shared with bigger values).
         let size = tensor.dtype().storage_bytes(tensor.len()).min(tensor.buffer().size());
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        let staging = self.staging.take(&self.device, size);
         self.scoped("reading back a tensor", || {
             let mut encoder = self.device.create_command_encoder(&Default::default());
             encoder.copy_buffer_to_buffer(tensor.buffer(), 0, &staging, 0, size);
             self.submit(encoder.finish());
         })
         .await?;
-        self.read_staging(&staging, tensor.name()).await
+        let value = self.map_read(&staging, size, tensor.name(), convert).await?;
+        // Only a buffer that was mapped and unmapped cleanly goes back (a failed one is dropped).
+        self.staging.give(staging);
+        Ok(value)
     }
 
     /// Maps a `MAP_READ` buffer whose copy was submitted, returns its bytes and unmaps it (so it
     /// can be reused), counting them as read back. `name` names the data in errors.
     pub(crate) async fn read_staging(&self, staging: &wgpu::Buffer, name: &str) -> GpuResult<Vec<u8>> {
+        self.map_read(staging, staging.size(), name, <[u8]>::to_vec).await
+    }
+
+    async fn map_read<T>(
+        &self,
+        staging: &wgpu::Buffer,
+        size: u64,
+        name: &str,
+        convert: impl FnOnce(&[u8]) -> T,
+    ) -> GpuResult<T> {
         let err = |reason: String| GpuError::Readback { name: name.to_string(), reason };
         let (tx, rx) = futures_channel::oneshot::channel();
-        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+        staging.map_async(wgpu::MapMode::Read, ..size, move |r| {
             let _ = tx.send(r);
         });
         self.poll_wait()?;
         rx.await
             .map_err(|_| err("the device dropped the mapping".into()))?
             .map_err(|e| err(e.to_string()))?;
-        let bytes = staging.get_mapped_range(..).map_err(|e| err(e.to_string()))?.to_vec();
+        let value = convert(&staging.get_mapped_range(..size).map_err(|e| err(e.to_string()))?);
         staging.unmap();
-        self.count_read(staging.size());
+        self.count_read(size);
         self.check_fault()?;
-        Ok(bytes)
+        Ok(value)
     }
 }
 
@@ -392,5 +411,39 @@ mod tests {
         let program = pollster::block_on(b.build()).unwrap();
         pollster::block_on(program.run(&ctx)).unwrap();
         assert_eq!(pollster::block_on(ctx.read_f32(&dst)).unwrap(), vec![1.0, 2.0, 3.0, 4.0]);
+    }
+
+    /// Read-back reuses its staging buffers (one kept per size class, not one per read) and every
+    /// dtype of odd length comes back exactly, also from a kept buffer larger than the tensor.
+    #[test]
+    fn readback_reuses_staging_buffers_and_converts_every_dtype() {
+        let Some(ctx) = context() else { return };
+        let values: Vec<f32> = (0..1001).map(|i| i as f32 * 0.5 - 200.0).collect();
+        let big = GpuTensor::from_f32(&ctx, "big", &values).unwrap();
+        for _ in 0..3 {
+            assert_eq!(pollster::block_on(ctx.read_f32(&big)).unwrap(), values);
+        }
+        assert_eq!(ctx.staging.kept(), 1, "three reads of one tensor share one staging buffer");
+        // Smaller tensors fit the kept buffer (within its size class) and read only their bytes.
+        let ints: Vec<i32> = (-7..6).collect();
+        let i32s = GpuTensor::from_i32(&ctx, "i32", &ints).unwrap();
+        assert_eq!(pollster::block_on(ctx.read_i32(&i32s)).unwrap(), ints);
+        let want: Vec<f32> = ints.iter().map(|&v| v as f32).collect();
+        assert_eq!(pollster::block_on(ctx.read_f32(&i32s)).unwrap(), want);
+        let halves: Vec<half::f16> =
+            [1.5f32, -2.25, 65504.0].iter().map(|&v| half::f16::from_f32(v)).collect();
+        let f16s = GpuTensor::from_f16(&ctx, "f16", &halves).unwrap();
+        assert_eq!(pollster::block_on(ctx.read_f32(&f16s)).unwrap(), vec![1.5, -2.25, 65504.0]);
+        let bytes: Vec<i8> = vec![-128, -1, 0, 1, 127];
+        let i8s = GpuTensor::from_i8(&ctx, "i8", &bytes).unwrap();
+        assert_eq!(pollster::block_on(ctx.read_f32(&i8s)).unwrap(), vec![-128.0, -1.0, 0.0, 1.0, 127.0]);
+        assert_eq!(ctx.staging.kept(), 1, "small reads reuse the kept buffer");
+        let before = ctx.traffic().bytes_read;
+        pollster::block_on(ctx.read_f32(&i8s)).unwrap();
+        assert_eq!(
+            ctx.traffic().bytes_read - before,
+            8,
+            "5 i8 values are 2 words, not the kept buffer's size"
+        );
     }
 }

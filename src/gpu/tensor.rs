@@ -152,6 +152,11 @@ impl GpuTensor {
                 ),
             });
         }
+        if self.dtype() == DType::F32 && !data.is_empty() {
+            // Whole words already: straight into the queue's staging, no copy of our own.
+            ctx.write_buffer(self.buffer(), 0, bytemuck::cast_slice(data));
+            return Ok(());
+        }
         let bytes: Vec<u8> = match self.dtype() {
             DType::F32 => bytemuck::cast_slice(data).to_vec(),
             DType::I32 => data.iter().flat_map(|&v| (v as i32).to_le_bytes()).collect(),

@@ -456,7 +456,11 @@ pub async fn download(
             let v = &ctx.read_i32(tensor).await?[..n];
             TensorData::I64(v.iter().map(|&x| x as i64).collect())
         }
-        _ => TensorData::F32(ctx.read_f32(tensor).await?[..n].to_vec()),
+        _ => {
+            let mut v = ctx.read_f32(tensor).await?;
+            v.truncate(n);
+            TensorData::F32(v)
+        }
     };
     let t = Tensor::new(shape.to_vec(), data).map_err(|e| bad(e.to_string()))?;
     Ok(if t.dtype() == dtype { t } else { t.cast(dtype) })
