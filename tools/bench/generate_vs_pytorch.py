@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """End to end on the shipped model: `fifo generate` (our CPU backend, and with `--backends cpu,gpu`
-our GPU path too) against the same model and the same FIFO algorithm in PyTorch on the CPU (the
-project's Python reference loop, tools/model/fifo.py), in one run, with the same threads. Prints
+our GPU path too) against the same model and the same FIFO algorithm in PyTorch (the project's
+Python reference loop, tools/model/fifo.py) on the CPU with the same threads, or with
+`--torch-device cuda` on the GPU in f32, in one run. Prints
 steady-state frames/s and the ratios.
 
 Steady state = one FIFO iteration per frame (all windows, both guidance passes, one decode):
@@ -10,7 +11,7 @@ ours is `--stats`' frames_per_second (the frames after the first over the time t
 
   cargo build --release -p fifo-cli
   /work/venv/bin/python tools/bench/generate_vs_pytorch.py --state /work/train-state [--frames 12]
-      [--backends cpu,gpu] [--precision f32,f16]
+      [--backends cpu,gpu] [--precision f32,f16] [--torch-device cuda]
 
 The checkpoint must be the one the package was exported from (model.json's training.checkpoint).
 """
@@ -33,10 +34,12 @@ import sample  # noqa: E402
 PROMPT = "a red circle moving right on a black background"
 
 
-def torch_seconds(model, ae, frames, partitions, lookahead):
+def torch_seconds(model, ae, frames, partitions, lookahead, device):
     t0 = time.perf_counter()
     fifo_py.fifo_generate(model, ae, [PROMPT], frames, partitions, lookahead, 5.0, 1.0,
-                          torch.Generator().manual_seed(0))
+                          torch.Generator(device=device).manual_seed(0))
+    if device == "cuda":
+        torch.cuda.synchronize()
     return time.perf_counter() - t0
 
 
@@ -51,6 +54,8 @@ def main():
     ap.add_argument("--backends", default="cpu", help="ours to time, comma-separated: cpu, gpu")
     ap.add_argument("--precision", default="f32",
                     help="the GPU path's compute precisions to time, comma-separated: f32, f16")
+    ap.add_argument("--torch-device", choices=["cpu", "cuda"], default="cpu",
+                    help="where PyTorch runs: cuda is the peer of our GPU path (f32, TF32 off)")
     args = ap.parse_args()
     lookahead = not args.no_lookahead
     package = json.load(open(os.path.join(args.model, "model.json")))
@@ -61,9 +66,17 @@ def main():
 
     torch.set_num_threads(args.threads)
     model, ae, _, _, _ = sample.load(args.state, ckpt)
+    device = args.torch_device
+    if device == "cuda":
+        # f32 like ours: TF32 would round the matmuls' and convolutions' inputs to 10 mantissa bits.
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.set_default_device("cuda")
+        model, ae = model.to("cuda"), ae.to("cuda")
     n1, n2 = args.frames, 2 * args.frames
-    t1 = torch_seconds(model, ae, n1, args.partitions, lookahead)
-    t2 = torch_seconds(model, ae, n2, args.partitions, lookahead)
+    torch_seconds(model, ae, 2, args.partitions, lookahead, device)  # warm-up (CUDA kernels, allocator)
+    t1 = torch_seconds(model, ae, n1, args.partitions, lookahead, device)
+    t2 = torch_seconds(model, ae, n2, args.partitions, lookahead, device)
     torch_fps = (n2 - n1) / (t2 - t1)
 
     fifo = ROOT / "target" / "release" / "fifo"
@@ -77,7 +90,8 @@ def main():
             sys.exit(f"--backends takes cpu and gpu, not {backend!r}")
     setting = f"n={args.partitions}{' lookahead' if lookahead else ''}, {args.threads} threads"
     print(f"shipped model, {setting}, steady-state frames/s (one FIFO iteration per frame):")
-    print(f"  PyTorch {torch.__version__} CPU (tools/model/fifo.py): {torch_fps:.3f} "
+    where = "CPU" if device == "cpu" else f"CUDA f32 on {torch.cuda.get_device_name()}"
+    print(f"  PyTorch {torch.__version__} {where} (tools/model/fifo.py): {torch_fps:.3f} "
           f"({n1} frames {t1:.1f} s, {n2} frames {t2:.1f} s)")
     for label, flags in runs:
         with tempfile.TemporaryDirectory() as tmp:

@@ -34,6 +34,8 @@ def fifo_generate(model, ae, prompts, n_out, partitions=4, lookahead=True, guida
     head = f // 2 if lookahead else 0  # context-only slots ahead of the cleanest written slot
     length = s_steps + head
     index = torch.tensor([max(0, q - head) for q in range(length)])  # DDIM index of every slot
+    # The schedule goes where the run's tensors are (the default device: CUDA in the benchmark).
+    a, a_prev, sigma = (v.to(index.device) for v in (a, a_prev, sigma))
 
     ctx_c = model.encode_prompts(prompts)
     ctx_u = model.encode_prompts([""]).expand(b, -1, -1)
