@@ -12,11 +12,15 @@ fn fixture() -> PathBuf {
 const LAVAPIPE_ICD: &str = "/usr/share/vulkan/icd.d/lvp_icd.x86_64.json";
 
 fn fifo(args: &[&str]) -> Output {
+    fifo_with(&[], args)
+}
+
+fn fifo_with(env: &[(&str, &str)], args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fifo"));
     if std::env::var_os("VK_DRIVER_FILES").is_none() && Path::new(LAVAPIPE_ICD).exists() {
         cmd.env("VK_DRIVER_FILES", LAVAPIPE_ICD);
     }
-    cmd.args(args).output().expect("the fifo binary runs")
+    cmd.envs(env.iter().copied()).args(args).output().expect("the fifo binary runs")
 }
 
 fn require_gpu() -> bool {
@@ -54,6 +58,11 @@ fn inspect_json_lists_ops_and_planned_memory() {
 /// Runs the fixture through `fifo onnx run` with `extra` arguments; the worst |diff| against
 /// onnxruntime, or the failed command's stderr.
 fn run_fixture(name: &str, extra: &[&str]) -> Result<f32, String> {
+    run_fixture_with(name, extra, &[]).map(|(worst, _)| worst)
+}
+
+/// [`run_fixture`] with environment variables set; also returns the command's stderr.
+fn run_fixture_with(name: &str, extra: &[&str], env: &[(&str, &str)]) -> Result<(f32, String), String> {
     let dir = temp_dir(name);
     let data = fixture().join("test_data_set_0");
     let mut args: Vec<String> =
@@ -66,15 +75,16 @@ fn run_fixture(name: &str, extra: &[&str]) -> Result<f32, String> {
     }
     args.extend(["--output-dir".into(), dir.join("out").display().to_string()]);
     args.extend(extra.iter().map(|s| s.to_string()));
-    let out = fifo(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let out = fifo_with(env, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).to_string());
+        return Err(stderr);
     }
     let (_, want) = decode_tensor(&std::fs::read(data.join("output_0.pb")).unwrap()).unwrap();
     let file = std::fs::File::open(dir.join("out/y.npy")).unwrap();
     let got: Vec<f32> = npyz::NpyFile::new(file).unwrap().into_vec().unwrap();
     std::fs::remove_dir_all(dir).unwrap();
-    Ok(got.iter().zip(want.to_f32_vec()).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max))
+    Ok((got.iter().zip(want.to_f32_vec()).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max), stderr))
 }
 
 #[test]
@@ -93,6 +103,42 @@ fn run_on_the_gpu_backend_matches_onnxruntime() {
         }
         Err(e) => panic!("{e}"),
     }
+}
+
+/// `FIFO_GPU_PROFILE=1` times every node on the device (timestamp queries, which lavapipe has):
+/// a row per op type whose times add up to the total, the slowest nodes with their kernels, and
+/// the run's output unchanged.
+#[test]
+fn gpu_profile_times_every_node_on_the_device() {
+    let extra = ["--backend", "gpu", "--device", "0"];
+    let (worst, stderr) = match run_fixture_with("profile", &extra, &[("FIFO_GPU_PROFILE", "1")]) {
+        Ok(result) => result,
+        Err(e) if e.contains("no GPU adapter") || e.contains("0 adapter(s)") => {
+            assert!(!require_gpu(), "FIFO_REQUIRE_GPU=1 but: {e}");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    assert!(worst < 1e-4, "max |diff| {worst}");
+    let head = stderr.lines().find(|l| l.starts_with("gpu profile: ")).unwrap_or_else(|| panic!("{stderr}"));
+    assert!(head.contains("kernel time on the device (timestamps"), "{head}");
+    let total: f64 = head["gpu profile: ".len()..].split(' ').next().unwrap().parse().unwrap();
+    // Rows: op, nodes, dispatches, ms, share (up to the slowest-nodes list).
+    let rows: Vec<(String, usize, f64)> = stderr
+        .lines()
+        .skip_while(|l| !l.starts_with("gpu profile: "))
+        .skip(2)
+        .take_while(|l| !l.contains("slowest nodes"))
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[0].to_string(), f[1].parse().unwrap(), f[3].parse().unwrap())
+        })
+        .collect();
+    let sum: f64 = rows.iter().map(|r| r.2).sum();
+    assert!((sum - total).abs() <= 1e-3 * rows.len() as f64 + 1e-6, "rows add up to {sum}, total {total}");
+    let conv = rows.iter().find(|r| r.0 == "Conv").unwrap_or_else(|| panic!("no Conv row:\n{stderr}"));
+    assert!(conv.1 > 0 && conv.2 > 0.0, "{conv:?}");
+    assert!(total > 0.0 && stderr.contains("slowest nodes") && stderr.contains("conv."), "{stderr}");
 }
 
 #[test]

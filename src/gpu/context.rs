@@ -134,6 +134,8 @@ pub struct GpuContext {
     style: KernelStyle,
     shader_f16: bool,
     subgroups: bool,
+    /// Timestamp queries at compute-pass boundaries (native adapters that have them).
+    timestamps: bool,
     fault: FaultSlot,
     /// Set once the device is lost (by the driver, or [`GpuContext::destroy`]); never cleared.
     lost: Arc<std::sync::atomic::AtomicBool>,
@@ -291,7 +293,8 @@ impl GpuContext {
         let wanted = if cfg!(target_arch = "wasm32") {
             wgpu::Features::SHADER_F16
         } else {
-            wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP
+            // Timestamps time each node's kernels under `FIFO_GPU_PROFILE=1` (see `gpu_backend`).
+            wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY
         };
         let features = available & wanted;
         let cap = options.binding_cap();
@@ -341,6 +344,7 @@ impl GpuContext {
         Ok(Self {
             limits,
             shader_f16: features.contains(wgpu::Features::SHADER_F16) && !options.disable_f16,
+            timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
             subgroups: features.contains(wgpu::Features::SUBGROUP) && !options.disable_subgroups,
             pipelines: PipelineCache::default(),
             device,
@@ -386,6 +390,11 @@ impl GpuContext {
         self.style
     }
     /// Whether kernels may use native `f16` arithmetic (`enable f16;`).
+    /// Whether kernels can be timed on the device (timestamp queries).
+    pub fn has_timestamps(&self) -> bool {
+        self.timestamps
+    }
+
     pub fn has_shader_f16(&self) -> bool {
         self.shader_f16
     }

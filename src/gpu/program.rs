@@ -209,6 +209,31 @@ impl Program {
         }
     }
 
+    /// [`Self::encode`] in a compute pass of its own whose start and end are written to
+    /// `queries` at `first` and `first + 1` (for timing on the device).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn encode_timed(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        queries: &wgpu::QuerySet,
+        first: u32,
+    ) {
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("timed"),
+            timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                query_set: queries,
+                beginning_of_pass_write_index: Some(first),
+                end_of_pass_write_index: Some(first + 1),
+            }),
+        });
+        for d in &self.dispatches {
+            pass.set_pipeline(&d.pipeline);
+            pass.set_bind_group(0, &d.bind_group, &[d.uniform_offset]);
+            let [x, y, z] = d.workgroups;
+            pass.dispatch_workgroups(x, y, z);
+        }
+    }
+
     /// One command buffer, one submission. Does not wait for the GPU.
     pub async fn run(&self, ctx: &GpuContext) -> GpuResult<()> {
         ctx.check_fault()?;

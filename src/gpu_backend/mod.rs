@@ -8,6 +8,7 @@
 
 pub mod lower;
 pub mod precision;
+mod profile;
 pub mod stored_weights;
 
 use std::sync::Arc;
@@ -333,32 +334,9 @@ impl GpuSession {
         Ok(out)
     }
 
-    /// Runs node by node, waiting for each, and prints the time per op type to stderr.
+    /// Runs node by node and prints the time per op type to stderr (see [`profile`]).
     async fn run_profiled(&self) -> Result<(), GpuError> {
-        #[cfg(not(target_arch = "wasm32"))]
-        {
-            let mut totals: std::collections::BTreeMap<&str, (usize, usize, f64)> = Default::default();
-            let whole = std::time::Instant::now();
-            for (op, program) in &self.profile {
-                let t = std::time::Instant::now();
-                program.run(&self.ctx).await?;
-                self.ctx.poll_wait()?;
-                let e = totals.entry(op.as_str()).or_default();
-                e.0 += 1;
-                e.1 += program.len();
-                e.2 += t.elapsed().as_secs_f64() * 1e3;
-            }
-            let mut rows: Vec<_> = totals.into_iter().collect();
-            rows.sort_by(|a, b| b.1 .2.total_cmp(&a.1 .2));
-            eprintln!(
-                "gpu profile: {:.1} ms for the whole run (one submission per node)",
-                whole.elapsed().as_secs_f64() * 1e3
-            );
-            for (op, (n, d, ms)) in rows {
-                eprintln!("  {op:<24} x{n:<5} {d:>5} dispatches {ms:>10.2} ms");
-            }
-        }
-        Ok(())
+        profile::run(&self.ctx, &self.profile).await
     }
 
     /// Device tensors in, device tensors out, nothing read back: the inputs are copied into the
