@@ -614,6 +614,9 @@ impl<'a, 'c> Lowering<'a, 'c> {
                     Some(p) => p.iter().map(|&a| normalize_axis(a, r)).collect::<Result<_, _>>()?,
                     None => (0..r).rev().collect(),
                 };
+                if self.tensor(x)?.id() == self.tensor(y)?.id() {
+                    return Ok(()); // only size-1 dims moved: the output shares the input's buffer
+                }
                 let src = self.view(x)?.permute(&perm)?;
                 let out = self.view(y)?;
                 self.move_view(&src, &out)

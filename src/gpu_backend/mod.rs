@@ -17,6 +17,7 @@ use crate::gpu::memory::{plan_reuse, BufferPool, Lifetime};
 use crate::gpu::{DType as GDType, GpuContext, GpuError, GpuTensor, Precision, Program};
 use crate::graph::phases::BuiltGraph;
 use crate::graph::{ValueId, ValueKind};
+use crate::ops::layout::transpose;
 use crate::ops::Op;
 use crate::tensor::{DType, Tensor, TensorData};
 pub use lower::{device_dtype, LowerError, SUPPORTED};
@@ -109,12 +110,20 @@ impl GpuSession {
         let mut root: Vec<ValueId> = (0..graph.values.len()).collect();
         let runtime = |v: ValueId| graph.values[v].constant.is_none() && first[v].is_some();
         for node in &graph.nodes {
-            let reshape = matches!(
-                node.op,
-                Some(Op::Reshape(_) | Op::Flatten(_) | Op::Squeeze(_) | Op::Unsqueeze(_) | Op::Identity(_))
-            );
             let (Some(Some(x)), Some(Some(y))) = (node.inputs.first(), node.outputs.first()) else {
                 continue;
+            };
+            let reshape = match &node.op {
+                Some(
+                    Op::Reshape(_) | Op::Flatten(_) | Op::Squeeze(_) | Op::Unsqueeze(_) | Op::Identity(_),
+                ) => true,
+                // Moving only size-1 dims (a single attention head) keeps the elements in order.
+                Some(Op::Transpose(t)) => {
+                    let shape = graph.values[*x].ty.as_ref().map_or(&[][..], |t| &t.shape[..]);
+                    transpose::resolved_perm(t, shape.len())
+                        .is_ok_and(|p| transpose::moves_no_data(shape, &p))
+                }
+                _ => false,
             };
             let same_type = types.of(graph, *x) == types.of(graph, *y);
             if reshape

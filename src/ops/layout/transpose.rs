@@ -32,15 +32,24 @@ fn resolve(perm: &Option<Vec<i64>>, rank: usize) -> Result<Vec<usize>, OpError> 
     Ok(perm)
 }
 
+/// Whether `perm` moves only size-1 dims of `shape`: the elements stay in order, so the transpose
+/// is a reshape (a head dim of 1 around attention would otherwise cost a copy of the tensor).
+pub fn moves_no_data(shape: &[usize], perm: &[usize]) -> bool {
+    let moved: Vec<usize> = perm.iter().copied().filter(|&p| shape.get(p) != Some(&1)).collect();
+    moved.windows(2).all(|w| w[0] < w[1])
+}
+
+/// The permutation of a Transpose of a rank-`rank` input (`None`: the dims reversed).
+pub fn resolved_perm(t: &Transpose, rank: usize) -> Result<Vec<usize>, OpError> {
+    resolve(&t.perm, rank)
+}
+
 /// `x` with its dims reordered: output dim `i` is input dim `perm[i]`.
 pub fn permute(x: &Tensor, perm: &[usize]) -> Result<Tensor, OpError> {
     let perm = resolve(&Some(perm.iter().map(|&p| p as i64).collect()), x.rank())?;
     let own = strides(x.shape());
     let out_shape: Vec<usize> = perm.iter().map(|&p| x.shape()[p]).collect();
-    // Moving only size-1 dims leaves the elements in order: the same data, reshaped (a head
-    // dim of 1 around attention would otherwise cost a copy of the whole tensor).
-    let moved: Vec<usize> = perm.iter().copied().filter(|&p| x.shape()[p] != 1).collect();
-    if moved.windows(2).all(|w| w[0] < w[1]) {
+    if moves_no_data(x.shape(), &perm) {
         return Ok(x.clone().reshaped(out_shape)?);
     }
     // Walk the output in order, reading the input through permuted strides.
