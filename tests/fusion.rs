@@ -376,3 +376,88 @@ fn attention_scores_over_the_size_limit_are_never_materialised() {
         panic!("streamed GPU attention: {diff}");
     }
 }
+
+/// torch's multi-head attention: Q, K, V [B, L, H, D] permuted to heads [B, H, L, D] (K to
+/// [B, H, D, L]), the attention, and the output permuted back to [B, L, H, Dv]. The attention
+/// layout pass folds all four Transposes into the fused node; both backends compute what the
+/// unfused graph computes, and the GPU runs the whole thing as one kernel through views.
+#[test]
+fn attention_layout_pass_folds_the_head_transposes() {
+    use fifo_diffusion::session::{Backend, ModelSource, Session, SessionOptions};
+    use onnx_common::graph::*;
+    use std::collections::HashMap;
+    // (B, L, H, D, keys, Dv, output perm): single head (the transposes move a size-1 dim), several
+    // heads, cross-attention with fewer keys than queries, an output perm that is not its own
+    // inverse ([B, H, L, Dv] -> [B, L, Dv, H]).
+    let cases = [
+        (2, 9, 1, 8, 9, 8, [0, 2, 1, 3]),
+        (2, 7, 3, 4, 7, 4, [0, 2, 1, 3]),
+        (1, 10, 2, 8, 5, 6, [0, 2, 1, 3]),
+        (2, 6, 3, 4, 5, 5, [0, 2, 3, 1]),
+    ];
+    for (b, l, h, d, n, dv, out_perm) in cases {
+        let heads = [b, h, l, dv];
+        let out_shape: Vec<usize> = out_perm.iter().map(|&p| heads[p]).collect();
+        let bytes = model(
+            vec![
+                node("Transpose", &["q"], "qh", vec![ints_attr("perm", vec![0, 2, 1, 3])]),
+                node("Transpose", &["k"], "kt", vec![ints_attr("perm", vec![0, 2, 3, 1])]),
+                node("Transpose", &["v"], "vh", vec![ints_attr("perm", vec![0, 2, 1, 3])]),
+                node("MatMul", &["qh", "kt"], "scores", vec![]),
+                node("Mul", &["scores", "scale"], "scaled", vec![]),
+                node("Softmax", &["scaled"], "probs", vec![int_attr("axis", -1)]),
+                node("MatMul", &["probs", "vh"], "oh", vec![]),
+                node(
+                    "Transpose",
+                    &["oh"],
+                    "out",
+                    vec![ints_attr("perm", out_perm.map(|p| p as i64).to_vec())],
+                ),
+            ],
+            vec![f32_scalar("scale", 1.0 / (d as f32).sqrt())],
+            vec![
+                float_info("q", &[b, l, h, d]),
+                float_info("k", &[b, n, h, d]),
+                float_info("v", &[b, n, h, dv]),
+            ],
+            vec![float_info("out", &out_shape)],
+        );
+        let shapes: HashMap<String, Vec<usize>> =
+            [("q", [b, l, h, d]), ("k", [b, n, h, d]), ("v", [b, n, h, dv])]
+                .into_iter()
+                .map(|(k, s)| (k.to_string(), s.to_vec()))
+                .collect();
+        let feed: HashMap<String, Tensor> = shapes
+            .iter()
+            .enumerate()
+            .map(|(seed, (k, s))| {
+                let len: usize = s.iter().product();
+                let values = (0..len).map(|i| ((i * 7 + seed * 13) % 23) as f32 / 11.0 - 1.0).collect();
+                (k.clone(), Tensor::from_f32(s.clone(), values).unwrap())
+            })
+            .collect();
+        let case = format!("B {b} L {l} H {h} D {d} keys {n} Dv {dv}, output perm {out_perm:?}");
+        let mut unfused = SessionOptions::default();
+        unfused.build.fuse = false;
+        let want =
+            Session::build(ModelSource::Bytes(&bytes), &shapes, &unfused).unwrap().run(feed.clone()).unwrap();
+        let fused = Session::build(ModelSource::Bytes(&bytes), &shapes, &SessionOptions::default()).unwrap();
+        let ops: Vec<&str> = fused.graph().graph.nodes.iter().map(|n| n.op_type.as_str()).collect();
+        assert_eq!(ops, ["FusedAttention"], "{case}: every Transpose folded");
+        let folded = fused.graph().fusions.iter().find(|f| f.0 == "attention layout").map(|f| f.1);
+        assert_eq!(folded, Some(4), "{case}");
+        let got = fused.run(feed.clone()).unwrap();
+        if let Some(diff) = compare(&got[0].1, &want[0].1, Tolerance::named("transcendental").unwrap()) {
+            panic!("{case}, CPU: {diff}");
+        }
+        let Some(ctx) = onnx_common::gpu_context() else { continue };
+        let options = SessionOptions { backend: Backend::Gpu, ..Default::default() };
+        let gpu = pollster::block_on(Session::build_on(ctx, ModelSource::Bytes(&bytes), &shapes, &options))
+            .unwrap();
+        assert_eq!(gpu.gpu().unwrap().dispatches(), 1, "{case}: one kernel, no copies");
+        let got = pollster::block_on(gpu.run_async(feed)).unwrap();
+        if let Some(diff) = compare(&got[0].1, &want[0].1, Tolerance::named_gpu("transcendental").unwrap()) {
+            panic!("{case}, GPU: {diff}");
+        }
+    }
+}

@@ -22,7 +22,7 @@ use crate::gpu::{
 use crate::graph::{Graph, Node, ValueId};
 use crate::ops::elementwise::binary::BinaryKind;
 use crate::ops::elementwise::unary::UnaryKind;
-use crate::ops::fused::Fused;
+use crate::ops::fused::{attention_streams, AttentionLayout, Fused};
 use crate::ops::layout::pad::PadMode;
 use crate::ops::layout::resize::{CoordinateMode, NearestMode, ResizeMode};
 use crate::ops::layout::scatter_nd::ScatterReduction;
@@ -756,7 +756,7 @@ impl<'a, 'c> Lowering<'a, 'c> {
             Op::QuantizeLinear(_) => {
                 unsupported("QuantizeLinear produces integers; the GPU backend does not")
             }
-            Op::Fused(Fused::Attention { scale }) => self.attention(node, *scale),
+            Op::Fused(Fused::Attention { scale, layout }) => self.attention(node, *scale, layout),
             Op::Fused(Fused::Activated { base, activation }) => match base.as_ref() {
                 Op::MatMul(_) => self.matmul(node, None, *activation),
                 Op::Fused(Fused::MatMulAdd) => self.matmul(node, Some(Self::input(node, 2)?), *activation),
@@ -809,26 +809,39 @@ impl<'a, 'c> Lowering<'a, 'c> {
 
     /// softmax(scale * Q Kt) V through the streaming kernel (K is Kt's last two dims swapped);
     /// shapes it does not take run as MatMul, Softmax, MatMul.
-    fn attention(&mut self, node: &Node, scale: f32) -> R<()> {
+    fn attention(&mut self, node: &Node, scale: f32, layout: &AttentionLayout) -> R<()> {
         let (q, kt, v, y) =
             (Self::input(node, 0)?, Self::input(node, 1)?, Self::input(node, 2)?, Self::output(node, 0)?);
         for x in [q, kt, v] {
             self.float_operand(x)?;
         }
-        let (qv, ktv, vv, out) = (self.view(q)?, self.view(kt)?, self.view(v)?, self.view(y)?);
+        // Folded Transposes: the operands are permuted views of the inputs, and the attention
+        // writes its output through the inverse of the output's permutation.
+        let permuted = |v: View, p: &Option<Vec<usize>>| match p {
+            Some(p) => v.permute(p),
+            None => Ok(v),
+        };
+        let qv = permuted(self.view(q)?, &layout.inputs[0])?;
+        let ktv = permuted(self.view(kt)?, &layout.inputs[1])?;
+        let vv = permuted(self.view(v)?, &layout.inputs[2])?;
+        let out = match &layout.output {
+            Some(p) => {
+                let mut inverse = vec![0; p.len()];
+                p.iter().enumerate().for_each(|(i, &d)| inverse[d] = i);
+                self.view(y)?.permute(&inverse)?
+            }
+            None => self.view(y)?,
+        };
         let r = ktv.shape.len();
-        let streams = (3..=4).contains(&out.shape.len())
-            && qv.shape.len() == out.shape.len()
-            && r == out.shape.len()
-            && vv.shape.len() == out.shape.len()
-            && qv.shape[..r - 2] == out.shape[..r - 2]
-            && qv.shape[r - 1] <= 256;
-        if streams {
+        if attention_streams(&qv.shape, &ktv.shape, &vv.shape, &out.shape) {
             let mut perm: Vec<usize> = (0..r).collect();
             perm.swap(r - 1, r - 2);
             let k = ktv.permute(&perm)?;
             let a = ops::attention::Attention { q: qv.clone(), k, v: vv.clone(), out: out.clone(), scale };
             return Ok(ops::attention::attention(&mut self.b, &a)?);
+        }
+        if layout != &AttentionLayout::default() {
+            return unsupported("a fused attention with folded transposes that does not stream");
         }
         let q2 = if qv.shape.len() == 1 { qv.tensor.view(&[1, qv.shape[0]]) } else { qv };
         let k2 = if ktv.shape.len() == 1 { ktv.tensor.view(&[ktv.shape[0], 1]) } else { ktv };

@@ -5,6 +5,7 @@
 use super::attention;
 use super::elementwise::binary::{Binary, BinaryKind};
 use super::elementwise::unary::{Unary, UnaryKind};
+use super::layout::transpose::permute;
 use super::linalg::matmul::{batched_matmul_onto, MatMul};
 use super::nn::softmax::Softmax;
 use super::{expect_dtype, required, Op, OpError, OpSpec, TensorType, ValueInfo};
@@ -14,14 +15,61 @@ use crate::tensor::{DType, Tensor};
 #[derive(Clone, Debug, PartialEq)]
 pub enum Fused {
     /// `softmax(scale * Q @ Kt, last axis) @ V`; inputs `[Q, Kt, V]`, `Kt` being the first
-    /// MatMul's right operand (K transposed).
-    Attention { scale: f32 },
+    /// MatMul's right operand (K transposed), each maybe permuted by `layout`.
+    Attention { scale: f32, layout: AttentionLayout },
     /// `base` (GroupNorm, InstanceNorm, MatMul, Gemm or MatMulAdd) followed by `activation`;
     /// inputs are `base`'s.
     Activated { base: Box<Op>, activation: Activation },
     /// `MatMul(A, B) + C`, C repeating over the product (a bias `[n]`, or the product's shape);
     /// inputs `[A, B, C]`. The GPU adds C in the matmul kernel's epilogue.
     MatMulAdd,
+}
+
+/// Transposes folded into a fused attention (`fuse::AttentionLayoutPass`): operand `i` (Q, Kt,
+/// V) is input `i` permuted by `inputs[i]`, and the node's output is the attention's output
+/// permuted by `output` (torch's head split and merge around attention). The GPU reads and
+/// writes through permuted views, so the copies never run; the CPU backend permutes.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AttentionLayout {
+    pub inputs: [Option<Vec<usize>>; 3],
+    pub output: Option<Vec<usize>>,
+}
+
+impl AttentionLayout {
+    /// The operand shapes (Q, Kt, V) of inputs of these shapes.
+    pub fn operand_shapes(&self, inputs: [&[usize]; 3]) -> [Vec<usize>; 3] {
+        std::array::from_fn(|i| match &self.inputs[i] {
+            Some(p) => p.iter().map(|&d| inputs[i][d]).collect(),
+            None => inputs[i].to_vec(),
+        })
+    }
+
+    /// The node's output shape for an attention output of shape `out`.
+    pub fn output_shape(&self, out: &[usize]) -> Vec<usize> {
+        match &self.output {
+            Some(p) => p.iter().map(|&d| out[d]).collect(),
+            None => out.to_vec(),
+        }
+    }
+}
+
+/// Whether an attention of these operand and output shapes streams over its keys on the GPU (one
+/// kernel through views); the others run as MatMul, softmax and MatMul there.
+pub fn attention_streams(q: &[usize], kt: &[usize], v: &[usize], out: &[usize]) -> bool {
+    let r = out.len();
+    (3..=4).contains(&r)
+        && q.len() == r
+        && kt.len() == r
+        && v.len() == r
+        && q[..r - 2] == out[..r - 2]
+        && q[r - 1] <= 256
+}
+
+fn permuted<'a>(t: &'a Tensor, perm: &Option<Vec<usize>>) -> Result<std::borrow::Cow<'a, Tensor>, OpError> {
+    Ok(match perm {
+        Some(p) => std::borrow::Cow::Owned(permute(t, p)?),
+        None => std::borrow::Cow::Borrowed(t),
+    })
 }
 
 const LAST: Softmax = Softmax { axis: -1, coerce_2d: false, log: false };
@@ -45,12 +93,17 @@ fn activate(t: Tensor, activation: Activation) -> Result<Tensor, OpError> {
 impl OpSpec for Fused {
     fn infer(&self, inputs: &[Option<&ValueInfo>]) -> Result<Vec<TensorType>, OpError> {
         match self {
-            Fused::Attention { .. } => {
+            Fused::Attention { layout, .. } => {
                 let (q, kt) = (required(inputs, 0, "Q")?, required(inputs, 1, "Kt")?);
                 let v = required(inputs, 2, "V")?;
-                let scores = MatMul.infer(&[Some(q), Some(kt)])?.remove(0);
+                let shapes = layout.operand_shapes([q.shape(), kt.shape(), v.shape()]);
+                let [q, kt, v] = [(q, &shapes[0]), (kt, &shapes[1]), (v, &shapes[2])]
+                    .map(|(x, s)| ValueInfo { ty: TensorType::new(x.dtype(), s.clone()), value: None });
+                let scores = MatMul.infer(&[Some(&q), Some(&kt)])?.remove(0);
                 let scores = ValueInfo { ty: scores, value: None };
-                MatMul.infer(&[Some(&scores), Some(v)])
+                let mut out = MatMul.infer(&[Some(&scores), Some(&v)])?;
+                out[0].shape = layout.output_shape(&out[0].shape);
+                Ok(out)
             }
             Fused::Activated { base, .. } => base.spec().infer(inputs),
             Fused::MatMulAdd => {
@@ -72,24 +125,16 @@ impl OpSpec for Fused {
 
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
         match self {
-            Fused::Attention { scale } => {
+            Fused::Attention { scale, layout } => {
                 let (q, kt) = (required(inputs, 0, "Q")?, required(inputs, 1, "Kt")?);
                 let v = required(inputs, 2, "V")?;
-                if [q, kt, v].iter().all(|t| t.shape().len() >= 2) {
-                    let (shape, out) = attention::attention(
-                        (q.shape(), &q.f32s()),
-                        (kt.shape(), &kt.f32s()),
-                        (v.shape(), &v.f32s()),
-                        *scale,
-                    )?;
-                    let out = Tensor::from_f32(shape, out)?;
-                    return Ok(vec![if q.dtype() == DType::F32 { out } else { out.cast(q.dtype()) }]);
+                let [q, kt, v] = [(q, 0), (kt, 1), (v, 2)].map(|(x, i)| permuted(x, &layout.inputs[i]));
+                let (q, kt, v) = (&*q?, &*kt?, &*v?);
+                let mut out = attend(*scale, q, kt, v)?;
+                if let Some(p) = &layout.output {
+                    out[0] = permute(&out[0], p)?;
                 }
-                // 1-D operands (numpy's vector promotion): the ops in sequence.
-                let scores = MatMul.run(&[Some(q), Some(kt)])?.remove(0);
-                let scores = activate_scaled(scores, *scale)?;
-                let p = LAST.run(&[Some(&scores)])?.remove(0);
-                MatMul.run(&[Some(&p), Some(v)])
+                Ok(out)
             }
             Fused::Activated { base, activation } => {
                 let mut out = base.spec().run(inputs)?;
@@ -110,6 +155,25 @@ impl OpSpec for Fused {
             }
         }
     }
+}
+
+/// The attention of operands in their logical layout (Q, Kt, V).
+fn attend(scale: f32, q: &Tensor, kt: &Tensor, v: &Tensor) -> Result<Vec<Tensor>, OpError> {
+    if [q, kt, v].iter().all(|t| t.shape().len() >= 2) {
+        let (shape, out) = attention::attention(
+            (q.shape(), &q.f32s()),
+            (kt.shape(), &kt.f32s()),
+            (v.shape(), &v.f32s()),
+            scale,
+        )?;
+        let out = Tensor::from_f32(shape, out)?;
+        return Ok(vec![if q.dtype() == DType::F32 { out } else { out.cast(q.dtype()) }]);
+    }
+    // 1-D operands (numpy's vector promotion): the ops in sequence.
+    let scores = MatMul.run(&[Some(q), Some(kt)])?.remove(0);
+    let scores = activate_scaled(scores, scale)?;
+    let p = LAST.run(&[Some(&scores)])?.remove(0);
+    MatMul.run(&[Some(&p), Some(v)])
 }
 
 const ADD: Binary = Binary { kind: BinaryKind::Add };

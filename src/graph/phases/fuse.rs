@@ -5,6 +5,9 @@
 //! `FIFO_NO_FUSION=1` (or `BuildOptions::fuse = false`) skips the passes.
 //!
 //! - [`AttentionPass`]: MatMul(Q, Kt) [* or / scalar] -> Softmax(last axis) -> MatMul(., V).
+//! - [`AttentionLayoutPass`]: Transposes into a fused attention's Q, Kt, V and out of its output
+//!   (torch's head split and merge, K transposed) become permutations the attention reads and
+//!   writes through (after the attention pass).
 //! - [`TorchGroupNormPass`]: torch's GroupNorm export, Reshape -> InstanceNormalization (unit
 //!   scale, zero bias) -> Reshape -> Mul(gamma) -> Add(beta), becomes GroupNormalization.
 //! - [`NormSiluPass`]: Group/InstanceNormalization -> Sigmoid and Mul (SiLU) becomes the norm with
@@ -28,7 +31,8 @@ use crate::gpu::Activation;
 use crate::graph::{BuildError, Graph, ValueId, ValueKind};
 use crate::ops::elementwise::binary::BinaryKind;
 use crate::ops::elementwise::unary::{Unary, UnaryKind};
-use crate::ops::fused::{repeats_over, Fused};
+use crate::ops::fused::{attention_streams, repeats_over, AttentionLayout, Fused};
+use crate::ops::layout::transpose;
 use crate::ops::norm::group_norm::GroupNorm;
 use crate::ops::{Op, TensorType};
 use crate::tensor::{DType, Tensor};
@@ -47,6 +51,7 @@ pub fn default_passes() -> Vec<Box<dyn FusionPass>> {
         Box::new(NormSiluPass),
         Box::new(SiluPass),
         Box::new(AttentionPass),
+        Box::new(AttentionLayoutPass),
         Box::new(TanhGeluPass),
         Box::new(MatMulAddPass),
         Box::new(LinearActivationPass),
@@ -213,9 +218,74 @@ impl FusionPass for AttentionPass {
                 f,
                 "FusedAttention",
                 vec![Some(q), Some(kt), Some(v)],
-                Op::Fused(Fused::Attention { scale }),
+                Op::Fused(Fused::Attention { scale, layout: AttentionLayout::default() }),
             );
             count += 1;
+        }
+        Ok(count)
+    }
+}
+
+pub struct AttentionLayoutPass;
+
+impl FusionPass for AttentionLayoutPass {
+    fn name(&self) -> &'static str {
+        "attention layout"
+    }
+
+    fn apply(&self, graph: &mut Graph) -> Result<usize, BuildError> {
+        let mut count = 0;
+        let uses = Uses::of(graph);
+        let prod = producers(graph);
+        let shape = |graph: &Graph, v: ValueId| graph.values[v].ty.as_ref().map(|t| t.shape.clone());
+        for f in 0..graph.nodes.len() {
+            let Some(Op::Fused(Fused::Attention { scale, layout })) = &graph.nodes[f].op else { continue };
+            let (scale, mut layout) = (*scale, layout.clone());
+            let mut inputs = graph.nodes[f].inputs.clone();
+            let Some(y) = output(graph, f) else { continue };
+            let mut folded = 0;
+            for (i, (slot, perm_slot)) in inputs.iter_mut().zip(layout.inputs.iter_mut()).enumerate() {
+                let Some(x) = input(graph, f, i) else { continue };
+                let Some(t) = prod[x].filter(|_| perm_slot.is_none()) else { continue };
+                let Some(Op::Transpose(tr)) = &graph.nodes[t].op else { continue };
+                let Some(src) = input(graph, t, 0) else { continue };
+                let Ok(perm) = transpose::resolved_perm(tr, rank(graph, src)) else { continue };
+                if uses.only_reader(x) == Some(f) {
+                    *slot = Some(src);
+                    *perm_slot = Some(perm);
+                    folded += 1;
+                }
+            }
+            // The output read only by a Transpose: that node becomes the attention.
+            let mut node = f;
+            if let Some(t) = uses.only_reader(y).filter(|_| layout.output.is_none()) {
+                if let Some(Op::Transpose(tr)) = &graph.nodes[t].op {
+                    if let Ok(perm) = transpose::resolved_perm(tr, rank(graph, y)) {
+                        layout.output = Some(perm);
+                        node = t;
+                        folded += 1;
+                    }
+                }
+            }
+            if folded == 0 {
+                continue;
+            }
+            // Only where the GPU streams the attention through views (the others would need the
+            // copies back): operands of one rank 3 or 4, Q not broadcast, heads up to 256.
+            let (Some(q), Some(kt), Some(v), Some(out)) = (
+                inputs[0].and_then(|x| shape(graph, x)),
+                inputs[1].and_then(|x| shape(graph, x)),
+                inputs[2].and_then(|x| shape(graph, x)),
+                shape(graph, y),
+            ) else {
+                continue;
+            };
+            let [q, kt, v] = layout.operand_shapes([&q, &kt, &v]);
+            if !attention_streams(&q, &kt, &v, &out) {
+                continue;
+            }
+            set_fused(graph, node, "FusedAttention", inputs, Op::Fused(Fused::Attention { scale, layout }));
+            count += folded;
         }
         Ok(count)
     }
