@@ -30,6 +30,31 @@ fn split(shape: &[usize]) -> (Vec<usize>, usize, usize) {
     (shape[..r - 2].to_vec(), shape[r - 2], shape[r - 1])
 }
 
+/// The keys as the first MatMul reads them, `Kt` [.., D, N], or as rows `K` [.., N, D] (what
+/// torch's head split leaves before its transpose: the GEMM reads it transposed, no copy).
+#[derive(Clone, Copy)]
+pub enum Keys<'a> {
+    Transposed(&'a [usize], &'a [f32]),
+    Rows(&'a [usize], &'a [f32]),
+}
+
+impl Keys<'_> {
+    /// The shape of Kt.
+    fn kt_shape(&self) -> Vec<usize> {
+        match self {
+            Keys::Transposed(shape, _) => shape.to_vec(),
+            Keys::Rows(shape, _) => {
+                let mut s = shape.to_vec();
+                let r = s.len();
+                if r >= 2 {
+                    s.swap(r - 1, r - 2);
+                }
+                s
+            }
+        }
+    }
+}
+
 fn plan(q: &[usize], kt: &[usize], v: &[usize]) -> Result<Plan, OpError> {
     if q.len() < 2 || kt.len() < 2 || v.len() < 2 {
         return Err(OpError::invalid(format!(
@@ -63,12 +88,22 @@ struct Block<'a> {
 /// and data. Numerically the unfused ops' sum order per score (the same GEMM over the same
 /// rows); only the softmax row is never written out.
 pub fn attention(
+    q: (&[usize], &[f32]),
+    kt: (&[usize], &[f32]),
+    v: (&[usize], &[f32]),
+    scale: f32,
+) -> Result<(Vec<usize>, Vec<f32>), OpError> {
+    attention_of(q, Keys::Transposed(kt.0, kt.1), v, scale)
+}
+
+/// [`attention`] with the keys in either layout.
+pub fn attention_of(
     (q_shape, q): (&[usize], &[f32]),
-    (kt_shape, kt): (&[usize], &[f32]),
+    keys: Keys,
     (v_shape, v): (&[usize], &[f32]),
     scale: f32,
 ) -> Result<(Vec<usize>, Vec<f32>), OpError> {
-    let p = plan(q_shape, kt_shape, v_shape)?;
+    let p = plan(q_shape, &keys.kt_shape(), v_shape)?;
     let (m, d, n, dv) = (p.m, p.d, p.n, p.dv);
     let offsets = gather_offsets(&p.batch, [&p.q_batch, &p.k_batch, &p.v_batch]);
     let mut out = vec![0.0f32; offsets.len() * m * dv];
@@ -86,13 +121,11 @@ pub fn attention(
         let r = block.out.len() / dv;
         let q_rows = &q[(iq * m + block.row0) * d..][..r * d];
         let mut scores = vec![0.0f32; r * n];
-        sgemm_serial(
-            scale,
-            MatRef::row_major(q_rows, r, d),
-            MatRef::row_major(&kt[ik * d * n..][..d * n], d, n),
-            0.0,
-            &mut scores,
-        );
+        let kt = match keys {
+            Keys::Transposed(_, kt) => MatRef::row_major(&kt[ik * d * n..][..d * n], d, n),
+            Keys::Rows(_, k) => MatRef::row_major(&k[ik * n * d..][..n * d], n, d).t(),
+        };
+        sgemm_serial(scale, MatRef::row_major(q_rows, r, d), kt, 0.0, &mut scores);
         if n > 0 {
             simd::vectorised(
                 #[inline(always)]
@@ -172,6 +205,24 @@ mod tests {
         check(&[2, 3, 17, 8], &[2, 3, 8, 23], &[2, 3, 23, 5]);
         check(&[1, 1, 8], &[1, 8, 300], &[1, 300, 8]);
         check(&[4, 77, 16], &[4, 16, 7], &[4, 7, 16]);
+    }
+
+    /// Keys given as rows [.., N, D] compute what the same keys transposed [.., D, N] do.
+    #[test]
+    fn keys_as_rows_match_keys_transposed() {
+        let (b, m, n, d, dv) = (3, 17, 11, 8, 5);
+        let (q, k, v) = (data(b * m * d, 1), data(b * n * d, 2), data(b * n * dv, 3));
+        let mut kt = vec![0.0; k.len()];
+        for (i, x) in k.iter().enumerate() {
+            let (bi, j, c) = (i / (n * d), i / d % n, i % d);
+            kt[bi * d * n + c * n + j] = *x;
+        }
+        let rows =
+            attention_of((&[b, m, d], &q), Keys::Rows(&[b, n, d], &k), (&[b, n, dv], &v), 0.3).unwrap();
+        let transposed = attention((&[b, m, d], &q), (&[b, d, n], &kt), (&[b, n, dv], &v), 0.3).unwrap();
+        assert_eq!(rows.0, transposed.0);
+        let worst = rows.1.iter().zip(&transposed.1).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        assert!(worst < 1e-6, "max |diff| {worst}");
     }
 
     #[test]

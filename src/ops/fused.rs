@@ -128,9 +128,19 @@ impl OpSpec for Fused {
             Fused::Attention { scale, layout } => {
                 let (q, kt) = (required(inputs, 0, "Q")?, required(inputs, 1, "Kt")?);
                 let v = required(inputs, 2, "V")?;
-                let [q, kt, v] = [(q, 0), (kt, 1), (v, 2)].map(|(x, i)| permuted(x, &layout.inputs[i]));
-                let (q, kt, v) = (&*q?, &*kt?, &*v?);
-                let mut out = attend(*scale, q, kt, v)?;
+                // Folded K transposes: the keys are read as rows, the permutation that gives
+                // them (free for a single head) instead of the one that gives Kt.
+                let key_rows = layout.inputs[1].as_ref().filter(|p| p.len() >= 2 && q.rank() >= 2).map(|p| {
+                    let mut rows = p.clone();
+                    rows.swap(p.len() - 1, p.len() - 2);
+                    rows
+                });
+                let [q, v] = [(q, 0), (v, 2)].map(|(x, i)| permuted(x, &layout.inputs[i]));
+                let (q, v) = (&*q?, &*v?);
+                let mut out = match key_rows {
+                    Some(rows) => attend_rows(*scale, q, &permute(kt, &rows)?, v)?,
+                    None => attend(*scale, q, &*permuted(kt, &layout.inputs[1])?, v)?,
+                };
                 if let Some(p) = &layout.output {
                     out[0] = permute(&out[0], p)?;
                 }
@@ -155,6 +165,15 @@ impl OpSpec for Fused {
             }
         }
     }
+}
+
+/// The attention of Q, keys as rows K [.., N, D] and V (all of rank >= 2).
+fn attend_rows(scale: f32, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Vec<Tensor>, OpError> {
+    let k_values = k.f32s();
+    let keys = attention::Keys::Rows(k.shape(), &k_values);
+    let (shape, out) = attention::attention_of((q.shape(), &q.f32s()), keys, (v.shape(), &v.f32s()), scale)?;
+    let out = Tensor::from_f32(shape, out)?;
+    Ok(vec![if q.dtype() == DType::F32 { out } else { out.cast(q.dtype()) }])
 }
 
 /// The attention of operands in their logical layout (Q, Kt, V).
