@@ -1,11 +1,11 @@
 //! The UNet as the scheduler's [`Denoiser`]: one session per batch size, contexts per frame.
 
 use super::stats::Clock;
-use super::{build_session, f32_tensor, run_graph};
+use super::{build_session, f32_tensor, output_values, run_graph, session_err};
 use crate::fifo::{DenoiseRequest, Denoiser, DenoiserError};
 use crate::gpu::GpuContext;
 use crate::model::{GraphSource, ModelPackage, PromptContexts, UnetGraph};
-use crate::session::{Session, SessionOptions};
+use crate::session::{Backend, Session, SessionOptions};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -77,12 +77,19 @@ impl UnetDenoiser {
         Conditioned { unet: self, contexts }
     }
 
-    /// Builds the session for one batch size now rather than on its first call.
+    /// Builds the session for one batch size now rather than on its first call (on the CPU, the
+    /// session of the parts such a call is split into).
     pub async fn prepare(&mut self, batch: usize, frames: usize) -> Result<(), super::PipelineError> {
         let clock = Clock::start();
-        self.session(batch, frames).await?;
+        let part = self.cpu_parts(batch)[0];
+        self.session(part, frames).await?;
         self.seconds += clock.seconds();
         Ok(())
+    }
+
+    /// The batch sizes built so far.
+    pub fn batches(&self) -> Vec<usize> {
+        self.sessions.iter().map(|(b, _)| *b).collect()
     }
 
     /// The session already built for `batch` windows.
@@ -125,6 +132,12 @@ impl UnetDenoiser {
         for &c in request.conditioning {
             contexts.extend_blend(c, &mut context);
         }
+        let parts = self.cpu_parts(b);
+        if parts.len() > 1 {
+            let result = self.run_parts(&parts, request, &context, output).await;
+            self.context = context;
+            return result;
+        }
         let mut latent_shape = vec![b, f];
         latent_shape.extend(&self.frame_shape);
         let inputs = HashMap::from([
@@ -140,6 +153,74 @@ impl UnetDenoiser {
         let values = run_graph("UNet", self.session(b, f).await?, inputs, &name, output.len()).await?;
         output.copy_from_slice(&values);
         Ok(())
+    }
+}
+
+impl UnetDenoiser {
+    /// Batch sizes a CPU call of `b` windows is split into: as many equal parts as there are
+    /// threads, or the most that divide `b` (equal parts share one session, so at most one more
+    /// copy of the weights). The parts run side by side, each op of a part mostly on its own
+    /// thread, instead of every op of one call forking and joining all the threads (a cost that
+    /// grows with their number). A GPU call stays whole.
+    fn cpu_parts(&self, b: usize) -> Vec<usize> {
+        if self.gpu.is_some() || self.options.backend != Backend::Cpu {
+            return vec![b];
+        }
+        let threads = crate::cpu::parallel::num_threads();
+        let n = (1..=threads.min(b)).rev().find(|n| b % n == 0).unwrap_or(1);
+        vec![b / n; n]
+    }
+
+    /// [`Self::run`] as `parts` calls of consecutive windows, run in parallel on the CPU backend.
+    async fn run_parts(
+        &mut self,
+        parts: &[usize],
+        request: &DenoiseRequest<'_>,
+        context: &[f32],
+        output: &mut [f32],
+    ) -> Result<(), super::PipelineError> {
+        let (b, f) = (request.windows, request.frames);
+        for &size in parts {
+            self.session(size, f).await?;
+        }
+        let per_window = |values: usize| values / b;
+        let (latent, timestep, ctx, out) =
+            (per_window(request.latents.len()), f, per_window(context.len()), per_window(output.len()));
+        let mut tasks = Vec::with_capacity(parts.len());
+        let (mut first, mut rest) = (0, output);
+        for &size in parts {
+            let (part_out, tail) = std::mem::take(&mut rest).split_at_mut(size * out);
+            rest = tail;
+            let window = |per: usize, values: &[f32]| values[first * per..(first + size) * per].to_vec();
+            let mut latent_shape = vec![size, f];
+            latent_shape.extend(&self.frame_shape);
+            let inputs = HashMap::from([
+                (
+                    self.graph.latents.clone(),
+                    f32_tensor("UNet", latent_shape, window(latent, request.latents))?,
+                ),
+                (
+                    self.graph.timesteps.clone(),
+                    f32_tensor("UNet", vec![size, f], window(timestep, request.timesteps))?,
+                ),
+                (
+                    self.graph.context.clone(),
+                    f32_tensor("UNet", vec![size, f, self.tokens, self.dim], window(ctx, context))?,
+                ),
+            ]);
+            let session = self.built(size).expect("built just above");
+            tasks.push((session, inputs, part_out, None));
+            first += size;
+        }
+        let name = &self.graph.output;
+        crate::cpu::parallel::for_each_item(tasks.iter_mut().collect(), |(session, inputs, out, result)| {
+            let run = session.run(std::mem::take(inputs)).map_err(session_err("UNet"));
+            *result = Some(run.and_then(|outputs| {
+                out.copy_from_slice(&output_values("UNet", outputs, name, out.len())?);
+                Ok(())
+            }));
+        });
+        tasks.into_iter().try_for_each(|(.., result)| result.expect("every part ran"))
     }
 }
 

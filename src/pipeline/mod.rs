@@ -114,6 +114,16 @@ pub(crate) async fn run_graph(
     expected: usize,
 ) -> Result<Vec<f32>, PipelineError> {
     let outputs = session.run_async(inputs).await.map_err(session_err(graph))?;
+    output_values(graph, outputs, name, expected)
+}
+
+/// The output `name` of a run as f32 values, checked to hold `expected`.
+pub(crate) fn output_values(
+    graph: &'static str,
+    outputs: Vec<(String, Tensor)>,
+    name: &str,
+    expected: usize,
+) -> Result<Vec<f32>, PipelineError> {
     let tensor = outputs
         .into_iter()
         .find(|(n, _)| n == name)
@@ -286,6 +296,11 @@ impl Models {
     /// The precision the UNet's GPU sessions run in, once one is built (`None` on the CPU).
     pub fn unet_precision(&self) -> Option<crate::gpu::Precision> {
         self.unet.precision()
+    }
+
+    /// The batch sizes the UNet has a session for (the CPU backend's parts included).
+    pub fn unet_batches(&self) -> Vec<usize> {
+        self.unet.batches()
     }
 
     /// Builds the UNet for every batch size a run with `config` calls it with (the start clip's
