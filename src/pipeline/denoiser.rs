@@ -162,8 +162,11 @@ impl UnetDenoiser {
     /// copy of the weights). The parts run side by side, each op of a part mostly on its own
     /// thread, instead of every op of one call forking and joining all the threads (a cost that
     /// grows with their number). A GPU call stays whole.
+    /// `FIFO_NO_BATCH_SPLIT=1` keeps calls whole (to compare).
     fn cpu_parts(&self, b: usize) -> Vec<usize> {
-        if self.gpu.is_some() || self.options.backend != Backend::Cpu {
+        let off =
+            cfg!(not(target_arch = "wasm32")) && std::env::var("FIFO_NO_BATCH_SPLIT").is_ok_and(|v| v == "1");
+        if off || self.gpu.is_some() || self.options.backend != Backend::Cpu {
             return vec![b];
         }
         let threads = crate::cpu::parallel::num_threads();
