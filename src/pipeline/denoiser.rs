@@ -1,7 +1,7 @@
 //! The UNet as the scheduler's [`Denoiser`]: one session per batch size, contexts per frame.
 
 use super::stats::Clock;
-use super::{build_session, f32_tensor, output_values, run_graph, session_err};
+use super::{build_session, f32_tensor, run_graph};
 use crate::fifo::{DenoiseRequest, Denoiser, DenoiserError};
 use crate::gpu::GpuContext;
 use crate::model::{GraphSource, ModelPackage, PromptContexts, UnetGraph};
@@ -132,11 +132,15 @@ impl UnetDenoiser {
         for &c in request.conditioning {
             contexts.extend_blend(c, &mut context);
         }
-        let parts = self.cpu_parts(b);
-        if parts.len() > 1 {
-            let result = self.run_parts(&parts, request, &context, output).await;
-            self.context = context;
-            return result;
+        // Natively only: wasm32 has one thread (and its GPU sessions are not `Send`).
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let parts = self.cpu_parts(b);
+            if parts.len() > 1 {
+                let result = self.run_parts(&parts, request, &context, output).await;
+                self.context = context;
+                return result;
+            }
         }
         let mut latent_shape = vec![b, f];
         latent_shape.extend(&self.frame_shape);
@@ -175,6 +179,7 @@ impl UnetDenoiser {
     }
 
     /// [`Self::run`] as `parts` calls of consecutive windows, run in parallel on the CPU backend.
+    #[cfg(not(target_arch = "wasm32"))]
     async fn run_parts(
         &mut self,
         parts: &[usize],
@@ -217,9 +222,9 @@ impl UnetDenoiser {
         }
         let name = &self.graph.output;
         crate::cpu::parallel::for_each_item(tasks.iter_mut().collect(), |(session, inputs, out, result)| {
-            let run = session.run(std::mem::take(inputs)).map_err(session_err("UNet"));
+            let run = session.run(std::mem::take(inputs)).map_err(super::session_err("UNet"));
             *result = Some(run.and_then(|outputs| {
-                out.copy_from_slice(&output_values("UNet", outputs, name, out.len())?);
+                out.copy_from_slice(&super::output_values("UNet", outputs, name, out.len())?);
                 Ok(())
             }));
         });
