@@ -6,11 +6,12 @@ mod onnx_common;
 
 use fifo_diffusion::cpu::executor::execute;
 use fifo_diffusion::graph::phases::fuse::{
-    fuse, AttentionPass, FusionPass, LinearActivationPass, MatMulAddPass, NormSiluPass, SiluPass,
+    fuse, AttentionPass, FusionPass, MatMulAddPass, NormSiluPass, ProductActivationPass, SiluPass,
     TanhGeluPass, TorchGroupNormPass,
 };
 use fifo_diffusion::graph::phases::{parse, plan, propagate, prune, BuildOptions, BuiltGraph};
 use fifo_diffusion::onnx::load_model;
+use fifo_diffusion::onnx::proto::{NodeProto, TensorProto};
 use fifo_diffusion::tensor::Tensor;
 use onnx_common::{compare, fixtures_root, load_fixture, Tolerance};
 
@@ -154,7 +155,7 @@ fn passes_leave_other_graphs_alone() {
             Box::new(AttentionPass),
             Box::new(TanhGeluPass),
             Box::new(MatMulAddPass),
-            Box::new(LinearActivationPass),
+            Box::new(ProductActivationPass),
         ];
         assert!(fuse(&mut graph, &passes).unwrap().is_empty(), "{name}");
         assert_eq!(graph.nodes.len(), before);
@@ -184,6 +185,16 @@ fn attention_model(q: [usize; 4], n: usize, dv: usize) -> Vec<u8> {
 /// Runs `bytes` on the CPU fused and unfused (and fused on the GPU when there is one, which must
 /// fuse the same nodes) with `x` as the only input; returns the fused build's op types.
 fn fused_and_unfused_agree(bytes: &[u8], x: &Tensor) -> Vec<String> {
+    fused_and_unfused_agree_launches(bytes, x, "transcendental").0
+}
+
+/// [`fused_and_unfused_agree`] with the GPU's output within `gpu_tolerance` of the CPU's, also
+/// returning the GPU session's kernel keys, one per launch (when the tests have an adapter).
+fn fused_and_unfused_agree_launches(
+    bytes: &[u8],
+    x: &Tensor,
+    gpu_tolerance: &str,
+) -> (Vec<String>, Option<Vec<String>>) {
     use fifo_diffusion::session::{ModelSource, Session, SessionOptions};
     use std::collections::HashMap;
     let shapes = HashMap::from([("x".to_string(), x.shape().to_vec())]);
@@ -196,19 +207,21 @@ fn fused_and_unfused_agree(bytes: &[u8], x: &Tensor) -> Vec<String> {
     if let Some(diff) = compare(&got[0].1, &want[0].1, Tolerance::named("transcendental").unwrap()) {
         panic!("fused on the CPU: {diff}");
     }
-    let ops = fused.graph().graph.nodes.iter().map(|n| n.op_type.clone()).collect();
+    let ops: Vec<String> = fused.graph().graph.nodes.iter().map(|n| n.op_type.clone()).collect();
+    let mut launches = None;
     if let Some(ctx) = onnx_common::gpu_context() {
         let options = SessionOptions::default();
         let gpu =
             pollster::block_on(Session::build_on(ctx, ModelSource::Bytes(bytes), &shapes, &options)).unwrap();
         let got = pollster::block_on(gpu.run_async(feed())).unwrap();
-        if let Some(diff) = compare(&got[0].1, &want[0].1, Tolerance::named_gpu("transcendental").unwrap()) {
+        if let Some(diff) = compare(&got[0].1, &want[0].1, Tolerance::named_gpu(gpu_tolerance).unwrap()) {
             panic!("fused on the GPU: {diff}");
         }
         let gpu_ops: Vec<String> = gpu.graph().graph.nodes.iter().map(|n| n.op_type.clone()).collect();
         assert_eq!(gpu_ops, ops, "both backends run the same passes");
+        launches = Some(gpu.gpu().unwrap().kernel_keys().iter().map(|k| k.to_string()).collect());
     }
-    ops
+    (ops, launches)
 }
 
 /// A Linear layer's MatMul and bias Add become one FusedMatMulAdd in CPU sessions and in GPU
@@ -233,14 +246,14 @@ fn cpu_and_gpu_sessions_fuse_the_bias_add() {
 /// UNets' feed-forward and time-embedding Linears and their SiLU. The CPU backend runs the
 /// product then the same unary op, so the outputs are the bits of the unfused graph.
 #[test]
-fn linear_activation_pass_fuses_the_activation_after_a_product() {
+fn product_activation_pass_fuses_the_activation_after_a_linear() {
     for model in ["unet_torchscript_op17", "unet_dynamo_op18"] {
         let before = || -> Vec<Box<dyn FusionPass>> { vec![Box::new(SiluPass), Box::new(MatMulAddPass)] };
         let (plain, inputs) = build_with(model, before());
         let mut passes = before();
-        passes.push(Box::new(LinearActivationPass));
+        passes.push(Box::new(ProductActivationPass));
         let (fused, _) = build_with(model, passes);
-        let n = fused.fusions.iter().find(|f| f.0 == "linear+activation").map_or(0, |f| f.1);
+        let n = fused.fusions.iter().find(|f| f.0 == "product+activation").map_or(0, |f| f.1);
         assert!(n > 0, "{model}: {:?}", fused.fusions);
         let activated = |b: &BuiltGraph| {
             b.graph
@@ -255,6 +268,121 @@ fn linear_activation_pass_fuses_the_activation_after_a_product() {
         let (want, got) = (execute(&plain, inputs.clone()).unwrap(), execute(&fused, inputs).unwrap());
         for (g, w) in got.iter().zip(&want) {
             assert!(compare(g, w, Tolerance::named("exact").unwrap()).is_none(), "{model}");
+        }
+    }
+}
+
+/// (case, nodes, initializers, output shape, fused op types, GPU launches, GPU tolerance)
+type ConvCase =
+    (&'static str, Vec<NodeProto>, Vec<TensorProto>, Vec<usize>, Vec<&'static str>, usize, &'static str);
+
+/// A Conv or ConvTranspose read only by an activation takes it: one kernel on the GPU (the
+/// activation in the conv epilogue, int8 weights included), the product then the unary op on
+/// the CPU; a conv output that something else also reads keeps its activation apart. The GPU
+/// sums in another order (f32), and computes in f16 where the weights are int8 (when the adapter
+/// has shader-f16).
+#[test]
+fn product_activation_pass_fuses_conv_activations() {
+    use onnx_common::graph::*;
+    let ints = |name: &str, v: &[i64]| ints_attr(name, v.to_vec());
+    let weights = |n: usize, scale: f32| -> Vec<f32> {
+        (0..n).map(|i| ((i * 37 % 23) as f32 - 11.0) * scale).collect()
+    };
+    let x_shape = [2usize, 4, 9, 7];
+    let n: usize = x_shape.iter().product();
+    let x = Tensor::from_f32(x_shape.to_vec(), (0..n).map(|i| ((i * 13 % 29) as f32 - 14.0) / 9.0).collect())
+        .unwrap();
+    let w = |shape: &[usize]| f32_float_data("w", shape, weights(shape.iter().product(), 0.05));
+    let b = |c: usize| f32_float_data("b", &[c], (0..c).map(|i| i as f32 * 0.1 - 0.3).collect());
+    let conv = |attrs: Vec<_>| node("Conv", &["x", "w", "b"], "c", attrs);
+    let silu = vec![node("Sigmoid", &["c"], "s", vec![]), node("Mul", &["c", "s"], "y", vec![])];
+    let int8_w: Vec<u8> = (0..8 * 4 * 9).map(|i| ((i * 37 % 23) as i8 - 11) as u8).collect();
+    let cases: Vec<ConvCase> = vec![
+        (
+            "3x3, padded, relu",
+            vec![conv(vec![ints("pads", &[1, 1, 1, 1])]), node("Relu", &["c"], "y", vec![])],
+            vec![w(&[8, 4, 3, 3]), b(8)],
+            vec![2, 8, 9, 7],
+            vec!["FusedConvRelu"],
+            1,
+            "accumulate",
+        ),
+        (
+            "1x1, silu",
+            [vec![conv(vec![])], silu.clone()].concat(),
+            vec![w(&[5, 4, 1, 1]), b(5)],
+            vec![2, 5, 9, 7],
+            vec!["FusedConvSilu"],
+            1,
+            "accumulate",
+        ),
+        (
+            "grouped, strided, leaky relu",
+            vec![
+                conv(vec![ints("strides", &[2, 2]), int_attr("group", 2)]),
+                node("LeakyRelu", &["c"], "y", vec![float_attr("alpha", 0.2)]),
+            ],
+            vec![w(&[6, 2, 3, 3]), b(6)],
+            vec![2, 6, 4, 3],
+            vec!["FusedConvLeakyRelu"],
+            1,
+            "accumulate",
+        ),
+        (
+            "transpose, strided, tanh",
+            vec![
+                node("ConvTranspose", &["x", "w", "b"], "c", vec![ints("strides", &[2, 2])]),
+                node("Tanh", &["c"], "y", vec![]),
+            ],
+            vec![w(&[4, 3, 3, 3]), b(3)],
+            vec![2, 3, 19, 15],
+            vec!["FusedConvTransposeTanh"],
+            1,
+            "accumulate",
+        ),
+        (
+            "int8 weights, relu",
+            vec![
+                node("DequantizeLinear", &["wq", "ws"], "w", vec![int_attr("axis", 0)]),
+                conv(vec![ints("pads", &[1, 1, 1, 1])]),
+                node("Relu", &["c"], "y", vec![]),
+            ],
+            vec![
+                initializer("wq", DataType::Int8, &[8, 4, 3, 3], int8_w),
+                f32_float_data("ws", &[8], (0..8).map(|i| 0.01 + 0.002 * i as f32).collect()),
+                b(8),
+            ],
+            vec![2, 8, 9, 7],
+            vec!["DequantizeLinear", "FusedConvRelu"],
+            1,
+            "f16_accumulate",
+        ),
+        (
+            "residual reads the conv too",
+            vec![
+                conv(vec![ints("pads", &[1, 1, 1, 1])]),
+                node("Relu", &["c"], "r", vec![]),
+                node("Add", &["c", "r"], "y", vec![]),
+            ],
+            vec![w(&[8, 4, 3, 3]), b(8)],
+            vec![2, 8, 9, 7],
+            vec!["Conv", "Relu", "Add"],
+            3,
+            "accumulate",
+        ),
+    ];
+    for (case, nodes, inits, out, fused, gpu_launches, tolerance) in cases {
+        let bytes = model(nodes, inits, vec![float_info("x", &x_shape)], vec![float_info("y", &out)]);
+        let (ops, launches) = fused_and_unfused_agree_launches(&bytes, &x, tolerance);
+        assert_eq!(ops, fused, "{case}");
+        let Some(keys) = launches else { continue };
+        // f16 compute (int8 weights on an adapter with shader-f16) adds the casts at the f32
+        // model's input and output; the conv is one kernel (a 1x1 one a matmul) with the
+        // activation in its key.
+        let kernels: Vec<&String> = keys.iter().filter(|k| !k.starts_with("cast.")).collect();
+        assert_eq!(kernels.len(), gpu_launches, "{case}: kernel launches {keys:?}");
+        if fused.iter().any(|op| op.starts_with("FusedConv")) {
+            assert!(kernels[0].contains(".act="), "{case}: {keys:?}");
         }
     }
 }

@@ -532,8 +532,8 @@ impl<'a, 'c> Lowering<'a, 'c> {
             Op::MatMul(_) => self.matmul(node, None, Activation::None),
             Op::Gemm(g) => self.gemm(node, g, Activation::None),
             Op::Einsum(e) => self.einsum(node, e),
-            Op::Conv(c) => self.conv(node, c),
-            Op::ConvTranspose(c) => self.conv_transpose(node, c),
+            Op::Conv(c) => self.conv(node, c, Activation::None),
+            Op::ConvTranspose(c) => self.conv_transpose(node, c, Activation::None),
             Op::Pool(p) => self.pool(node, p),
             Op::Softmax(s) => {
                 let (x, y) = (Self::input(node, 0)?, Self::output(node, 0)?);
@@ -761,6 +761,8 @@ impl<'a, 'c> Lowering<'a, 'c> {
                 Op::MatMul(_) => self.matmul(node, None, *activation),
                 Op::Fused(Fused::MatMulAdd) => self.matmul(node, Some(Self::input(node, 2)?), *activation),
                 Op::Gemm(g) => self.gemm(node, g, *activation),
+                Op::Conv(c) => self.conv(node, c, *activation),
+                Op::ConvTranspose(c) => self.conv_transpose(node, c, *activation),
                 _ => self.norm(node, base, *activation),
             },
             Op::Fused(Fused::MatMulAdd) => self.matmul(node, Some(Self::input(node, 2)?), Activation::None),
@@ -1300,7 +1302,7 @@ impl<'a, 'c> Lowering<'a, 'c> {
         }
     }
 
-    fn conv(&mut self, node: &Node, c: &crate::ops::nn::conv::Conv) -> R<()> {
+    fn conv(&mut self, node: &Node, c: &crate::ops::nn::conv::Conv, activation: Activation) -> R<()> {
         let (x, w, y) = (Self::input(node, 0)?, Self::input(node, 1)?, Self::output(node, 0)?);
         self.float_operand(x)?;
         let b = Self::opt_input(node, 2);
@@ -1338,7 +1340,7 @@ impl<'a, 'c> Lowering<'a, 'c> {
             out_channels: g.out_channels,
             groups: g.group,
             geometry,
-            activation: Activation::None,
+            activation,
             packed_weights: packed,
         };
         if self.shape(y).iter().product::<usize>() == 0 {
@@ -1347,7 +1349,12 @@ impl<'a, 'c> Lowering<'a, 'c> {
         Ok(ops::conv::conv(&mut self.b, &conv)?)
     }
 
-    fn conv_transpose(&mut self, node: &Node, c: &crate::ops::nn::conv_transpose::ConvTranspose) -> R<()> {
+    fn conv_transpose(
+        &mut self,
+        node: &Node,
+        c: &crate::ops::nn::conv_transpose::ConvTranspose,
+        activation: Activation,
+    ) -> R<()> {
         let (x, w, y) = (Self::input(node, 0)?, Self::input(node, 1)?, Self::output(node, 0)?);
         self.float_operand(x)?;
         let g = c.geometry(self.shape(x), self.shape(w))?;
@@ -1389,7 +1396,7 @@ impl<'a, 'c> Lowering<'a, 'c> {
             groups: c.group,
             geometry,
             output_padding,
-            activation: Activation::None,
+            activation,
         };
         Ok(ops::conv::conv_transpose(&mut self.b, &ct)?)
     }

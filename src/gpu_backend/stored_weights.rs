@@ -97,7 +97,11 @@ fn op_weight_axis(op: &Op, rank: usize) -> Option<usize> {
         Op::ConvTranspose(_) if rank >= 3 => Some(1),
         // A product with its activation fused takes the product's inputs.
         Op::Fused(Fused::Activated { base, .. }) => match base.as_ref() {
-            Op::MatMul(_) | Op::Gemm(_) | Op::Fused(Fused::MatMulAdd) => op_weight_axis(base, rank),
+            Op::MatMul(_)
+            | Op::Gemm(_)
+            | Op::Fused(Fused::MatMulAdd)
+            | Op::Conv(_)
+            | Op::ConvTranspose(_) => op_weight_axis(base, rank),
             _ => None,
         },
         _ => None,

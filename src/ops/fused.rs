@@ -17,8 +17,8 @@ pub enum Fused {
     /// `softmax(scale * Q @ Kt, last axis) @ V`; inputs `[Q, Kt, V]`, `Kt` being the first
     /// MatMul's right operand (K transposed), each maybe permuted by `layout`.
     Attention { scale: f32, layout: AttentionLayout },
-    /// `base` (GroupNorm, InstanceNorm, MatMul, Gemm or MatMulAdd) followed by `activation`;
-    /// inputs are `base`'s.
+    /// `base` (GroupNorm, InstanceNorm, MatMul, Gemm, MatMulAdd, Conv or ConvTranspose) followed
+    /// by `activation`; inputs are `base`'s.
     Activated { base: Box<Op>, activation: Activation },
     /// `MatMul(A, B) + C`, C repeating over the product (a bias `[n]`, or the product's shape);
     /// inputs `[A, B, C]`. The GPU adds C in the matmul kernel's epilogue.

@@ -79,6 +79,15 @@ pub fn int_attr(name: &str, value: i64) -> AttributeProto {
     }
 }
 
+pub fn float_attr(name: &str, value: f32) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(AttributeType::Float as i32),
+        f: Some(value),
+        ..Default::default()
+    }
+}
+
 pub fn ints_attr(name: &str, values: Vec<i64>) -> AttributeProto {
     AttributeProto {
         name: Some(name.into()),

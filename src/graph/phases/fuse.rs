@@ -19,12 +19,13 @@
 //! - [`MatMulAddPass`]: MatMul -> Add of a bias (or of a tensor of the product's shape) becomes
 //!   one product accumulated onto the addend (the CPU backend adds onto each block of the
 //!   product, the GPU one in the matmul kernel's epilogue).
-//! - [`LinearActivationPass`]: MatMul, FusedMatMulAdd or Gemm read only by an activation (Relu,
-//!   LeakyRelu, Silu, Gelu, Sigmoid, Tanh) becomes the product with the activation fused (after
-//!   the silu, tanh-gelu and matmul+add passes, which make the activations and the products).
+//! - [`ProductActivationPass`]: MatMul, FusedMatMulAdd, Gemm, Conv or ConvTranspose read only by
+//!   an activation (Relu, LeakyRelu, Silu, Gelu, Sigmoid, Tanh) becomes the product with the
+//!   activation fused (after the silu, tanh-gelu and matmul+add passes, which make the
+//!   activations and the products).
 //!
 //! Both backends run every pass (`default_passes`). The GPU runs each fused form as one kernel;
-//! the CPU backend runs matmul+add, linear+activation, silu and tanh-gelu with the unfused ops'
+//! the CPU backend runs matmul+add, product+activation, silu and tanh-gelu with the unfused ops'
 //! arithmetic (the same bits) and attention with its streaming kernel.
 
 use crate::gpu::Activation;
@@ -54,7 +55,7 @@ pub fn default_passes() -> Vec<Box<dyn FusionPass>> {
         Box::new(AttentionLayoutPass),
         Box::new(TanhGeluPass),
         Box::new(MatMulAddPass),
-        Box::new(LinearActivationPass),
+        Box::new(ProductActivationPass),
     ]
 }
 
@@ -460,24 +461,33 @@ fn activation_of(kind: UnaryKind) -> Option<Activation> {
     })
 }
 
-/// A product (MatMul, FusedMatMulAdd or Gemm) whose output only an activation reads: the
-/// feed-forward's first Linear and its SiLU or GELU, a time embedding's Linear and SiLU. The
-/// activation's node takes the product's inputs and becomes `Fused::Activated` over it; the CPU
-/// backend runs the product then the same unary op (the same bits), the GPU one applies the
-/// activation in the matmul kernel's epilogue.
-pub struct LinearActivationPass;
+/// A product (MatMul, FusedMatMulAdd, Gemm, Conv or ConvTranspose) whose output only an
+/// activation reads: the feed-forward's first Linear and its SiLU or GELU, a time embedding's
+/// Linear and SiLU, a conv stem's Conv and ReLU or SiLU. The activation's node takes the
+/// product's inputs and becomes `Fused::Activated` over it; the CPU backend runs the product then
+/// the same unary op (the same bits), the GPU one applies the activation in the matmul or conv
+/// kernel's epilogue.
+pub struct ProductActivationPass;
 
-impl FusionPass for LinearActivationPass {
+impl FusionPass for ProductActivationPass {
     fn name(&self) -> &'static str {
-        "linear+activation"
+        "product+activation"
     }
 
     fn apply(&self, graph: &mut Graph) -> Result<usize, BuildError> {
         let mut count = 0;
         let uses = Uses::of(graph);
         for p in 0..graph.nodes.len() {
-            let product =
-                matches!(graph.nodes[p].op, Some(Op::MatMul(_) | Op::Gemm(_) | Op::Fused(Fused::MatMulAdd)));
+            let product = matches!(
+                graph.nodes[p].op,
+                Some(
+                    Op::MatMul(_)
+                        | Op::Gemm(_)
+                        | Op::Fused(Fused::MatMulAdd)
+                        | Op::Conv(_)
+                        | Op::ConvTranspose(_)
+                )
+            );
             if !product || graph.nodes[p].outputs.len() != 1 {
                 continue;
             }
@@ -515,7 +525,7 @@ fn activation_name(a: Activation) -> &'static str {
     }
 }
 
-/// `Fused` + the op type, once: FusedMatMul, FusedGemm, FusedMatMulAdd.
+/// `Fused` + the op type, once: FusedMatMul, FusedGemm, FusedMatMulAdd, FusedConv.
 fn fused_name(op_type: &str) -> String {
     if op_type.starts_with("Fused") {
         op_type.to_string()
