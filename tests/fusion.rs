@@ -53,25 +53,26 @@ fn fused_equals_unfused(model: &str, passes: Vec<Box<dyn FusionPass>>) -> BuiltG
 #[test]
 fn attention_pass_fuses_matmul_scale_softmax_matmul() {
     for model in ["unet_torchscript_op17", "unet_dynamo_op18"] {
-        // Softmaxes read by a MatMul (the models also have an Einsum form, not fused yet).
+        // Softmaxes read by a MatMul, and those read by an Einsum (the models have both forms).
         let (plain, _) = build_with(model, Vec::new());
         let g = &plain.graph;
-        let softmaxes = g
-            .nodes
-            .iter()
-            .filter(|n| n.op_type == "Softmax")
-            .filter(|s| {
-                let out = s.outputs[0];
-                g.nodes.iter().any(|m| m.op_type == "MatMul" && m.inputs[0] == out)
-            })
-            .count();
-        assert!(softmaxes > 0, "{model}");
+        let read_by = |op: &str| {
+            g.nodes
+                .iter()
+                .filter(|n| n.op_type == "Softmax")
+                .filter(|s| g.nodes.iter().any(|m| m.op_type == op && m.inputs[0] == s.outputs[0]))
+                .count()
+        };
+        let (matmuls, einsums) = (read_by("MatMul"), read_by("Einsum"));
+        assert!(matmuls > 0 && einsums > 0, "{model}: {matmuls} {einsums}");
+        let softmaxes = matmuls + einsums;
         let fused = fused_equals_unfused(model, vec![Box::new(AttentionPass)]);
         assert_eq!(fused.fusions, vec![("attention", softmaxes)], "{model}");
         assert_eq!(count(&fused, "FusedAttention"), softmaxes, "{model}");
         assert_eq!(count(&plain, "Softmax") - count(&fused, "Softmax"), softmaxes, "{model}");
-        // Each attention removed its two MatMuls, the scale and the softmax.
-        assert_eq!(count(&plain, "MatMul") - count(&fused, "MatMul"), 2 * softmaxes, "{model}");
+        // Each attention removed its two products, the scale and the softmax.
+        assert_eq!(count(&plain, "MatMul") - count(&fused, "MatMul"), 2 * matmuls, "{model}");
+        assert_eq!(count(&plain, "Einsum") - count(&fused, "Einsum"), 2 * einsums, "{model}");
     }
 }
 
@@ -585,6 +586,99 @@ fn attention_layout_pass_folds_the_head_transposes() {
         assert_eq!(gpu.gpu().unwrap().dispatches(), 1, "{case}: one kernel, no copies");
         let got = pollster::block_on(gpu.run_async(feed)).unwrap();
         if let Some(diff) = compare(&got[0].1, &want[0].1, Tolerance::named_gpu("transcendental").unwrap()) {
+            panic!("{case}, GPU: {diff}");
+        }
+    }
+}
+
+/// The Einsum form of attention (diffusers' older attention processors, ModelScope's temporal
+/// attention): "bhid,bhjd->bhij", scale, softmax, "bhij,bhje->bhie", with operands and result in
+/// any order the Einsums name. Fused, the Einsums' permutations become the attention's layout
+/// (one GPU kernel through views); scores out of order (the softmax not over the keys), or a
+/// layout the GPU cannot stream, stay unfused. Both backends compute what the unfused graph does.
+#[test]
+fn attention_pass_fuses_the_einsum_form() {
+    use fifo_diffusion::session::{Backend, ModelSource, Session, SessionOptions};
+    use onnx_common::graph::*;
+    use std::collections::HashMap;
+    let size = |c: char| match c {
+        'b' => 2,
+        'h' => 3,
+        'i' => 7,
+        'j' => 5,
+        'd' => 4,
+        'e' => 6,
+        _ => unreachable!(),
+    };
+    let fused = vec!["FusedAttention"];
+    let unfused_ops = vec!["Einsum", "Mul", "Softmax", "Einsum"];
+    // (scores equation, output equation, op types after the build)
+    let cases = [
+        ("bhid,bhjd->bhij", "bhij,bhje->bhie", &fused),
+        ("bihd,bhjd->bhij", "bhij,bjhe->bihe", &fused), // tokens-first Q and V, heads merged back
+        ("bid,bjd->bij", "bij,bje->bie", &fused),
+        // Permutations that are not their own inverse; K stored transposed.
+        ("bidh,bhdj->bhij", "bhij,bhje->bieh", &fused),
+        ("bhid,bhjd->bhji", "bhji,bhje->bhie", &unfused_ops), // softmax over the queries
+        ("id,jd->ij", "ij,je->ie", &unfused_ops),             // rank 2: the GPU does not stream it
+    ];
+    for (scores_eq, out_eq, want_ops) in cases {
+        let labels = |eq: &str, operand: usize| -> Vec<char> {
+            let (lhs, rhs) = eq.split_once("->").unwrap();
+            let part = if operand == 2 { rhs } else { lhs.split(',').nth(operand).unwrap() };
+            part.chars().collect()
+        };
+        let dims = |l: Vec<char>| -> Vec<usize> { l.into_iter().map(size).collect() };
+        let shapes: HashMap<String, Vec<usize>> = [
+            ("q", dims(labels(scores_eq, 0))),
+            ("k", dims(labels(scores_eq, 1))),
+            ("v", dims(labels(out_eq, 1))),
+        ]
+        .into_iter()
+        .map(|(k, s)| (k.to_string(), s))
+        .collect();
+        let out_shape = dims(labels(out_eq, 2));
+        let bytes = model(
+            vec![
+                node("Einsum", &["q", "k"], "scores", vec![string_attr("equation", scores_eq)]),
+                node("Mul", &["scores", "scale"], "scaled", vec![]),
+                node("Softmax", &["scaled"], "probs", vec![int_attr("axis", -1)]),
+                node("Einsum", &["probs", "v"], "out", vec![string_attr("equation", out_eq)]),
+            ],
+            vec![f32_scalar("scale", 0.5)],
+            ["q", "k", "v"].iter().map(|n| float_info(n, &shapes[*n])).collect(),
+            vec![float_info("out", &out_shape)],
+        );
+        let feed: HashMap<String, Tensor> = shapes
+            .iter()
+            .enumerate()
+            .map(|(seed, (k, s))| {
+                let len: usize = s.iter().product();
+                let values = (0..len).map(|i| ((i * 7 + seed * 13) % 23) as f32 / 11.0 - 1.0).collect();
+                (k.clone(), Tensor::from_f32(s.clone(), values).unwrap())
+            })
+            .collect();
+        let case = format!("{scores_eq} then {out_eq}");
+        let mut unfused = SessionOptions::default();
+        unfused.build.fuse = false;
+        let want =
+            Session::build(ModelSource::Bytes(&bytes), &shapes, &unfused).unwrap().run(feed.clone()).unwrap();
+        let built = Session::build(ModelSource::Bytes(&bytes), &shapes, &SessionOptions::default()).unwrap();
+        let ops: Vec<&str> = built.graph().graph.nodes.iter().map(|n| n.op_type.as_str()).collect();
+        assert_eq!(&ops, want_ops, "{case}");
+        let got = built.run(feed.clone()).unwrap();
+        if let Some(diff) = compare(&got[0].1, &want[0].1, Tolerance::named("transcendental").unwrap()) {
+            panic!("{case}, CPU: {diff}");
+        }
+        let Some(ctx) = onnx_common::gpu_context() else { continue };
+        let options = SessionOptions { backend: Backend::Gpu, ..Default::default() };
+        let gpu = pollster::block_on(Session::build_on(ctx, ModelSource::Bytes(&bytes), &shapes, &options))
+            .unwrap();
+        if want_ops == &fused {
+            assert_eq!(gpu.gpu().unwrap().dispatches(), 1, "{case}: one kernel, no copies");
+        }
+        let got = pollster::block_on(gpu.run_async(feed)).unwrap();
+        if let Some(diff) = compare(&got[0].1, &want[0].1, Tolerance::named_gpu("accumulate").unwrap()) {
             panic!("{case}, GPU: {diff}");
         }
     }

@@ -4,7 +4,8 @@
 //! value to have exactly one reader and not be a graph output, so nothing is computed twice.
 //! `FIFO_NO_FUSION=1` (or `BuildOptions::fuse = false`) skips the passes.
 //!
-//! - [`AttentionPass`]: MatMul(Q, Kt) [* or / scalar] -> Softmax(last axis) -> MatMul(., V).
+//! - [`AttentionPass`]: MatMul(Q, Kt) [* or / scalar] -> Softmax(last axis) -> MatMul(., V), or
+//!   the same with attention Einsums ("bhid,bhjd->bhij", "bhij,bhjd->bhid") for the MatMuls.
 //! - [`AttentionLayoutPass`]: Transposes into a fused attention's Q, Kt, V and out of its output
 //!   (torch's head split and merge, K transposed) become permutations the attention reads and
 //!   writes through (after the attention pass).
@@ -34,6 +35,7 @@ use crate::ops::elementwise::binary::BinaryKind;
 use crate::ops::elementwise::unary::{Unary, UnaryKind};
 use crate::ops::fused::{attention_streams, repeats_over, AttentionLayout, Fused};
 use crate::ops::layout::transpose;
+use crate::ops::linalg::einsum::Einsum;
 use crate::ops::norm::group_norm::GroupNorm;
 use crate::ops::{Op, TensorType};
 use crate::tensor::{DType, Tensor};
@@ -152,6 +154,57 @@ fn set_fused(graph: &mut Graph, node: usize, op_type: &str, inputs: Vec<Option<V
     n.attributes.clear();
 }
 
+/// A node that multiplies matrices batch by batch: a MatMul, or a two-operand Einsum with one
+/// free index per operand, one summed index and batch indices in both operands (torch's
+/// "bhid,bhjd->bhij" and "bhij,bhjd->bhid"), whose operands and result are permutations of a
+/// MatMul's. The result is `permute(a @ b)` with `a`, `b` permuted first (`None`: as stored).
+struct Product {
+    a: ValueId,
+    b: ValueId,
+    a_perm: Option<Vec<usize>>,
+    b_perm: Option<Vec<usize>>,
+    out_perm: Option<Vec<usize>>,
+}
+
+fn product_of(graph: &Graph, node: usize) -> Option<Product> {
+    let (a, b) = (input(graph, node, 0)?, input(graph, node, 1)?);
+    match graph.nodes[node].op.as_ref()? {
+        Op::MatMul(_) => Some(Product { a, b, a_perm: None, b_perm: None, out_perm: None }),
+        Op::Einsum(e) => {
+            let [a_perm, b_perm, out_perm] = einsum_as_matmul(e)?;
+            Some(Product { a, b, a_perm, b_perm, out_perm })
+        }
+        _ => None,
+    }
+}
+
+/// The permutations of A, B and the product that turn `e` into a batched MatMul (`None` where
+/// one is the identity), if `e` is one.
+fn einsum_as_matmul(e: &Einsum) -> Option<[Option<Vec<usize>>; 3]> {
+    let [la, lb] = e.operands.as_slice() else { return None };
+    let out = &e.output;
+    let only = |v: Vec<char>| -> Option<char> { (v.len() == 1).then(|| v[0]) };
+    let i = only(la.iter().filter(|c| !lb.contains(c)).copied().collect())?;
+    let j = only(lb.iter().filter(|c| !la.contains(c)).copied().collect())?;
+    let k = only(la.iter().filter(|c| lb.contains(c) && !out.contains(c)).copied().collect())?;
+    let batch: Vec<char> = out.iter().filter(|c| la.contains(c) && lb.contains(c)).copied().collect();
+    let r = batch.len() + 2;
+    if la.len() != r || lb.len() != r || out.len() != r || !out.contains(&i) || !out.contains(&j) {
+        return None;
+    }
+    let perm = |labels: &[char], order: &[char]| -> Option<Option<Vec<usize>>> {
+        let p: Vec<usize> =
+            order.iter().map(|c| labels.iter().position(|l| l == c)).collect::<Option<_>>()?;
+        Some((!p.iter().enumerate().all(|(d, &s)| d == s)).then_some(p))
+    };
+    let with = |tail: [char; 2]| [batch.clone(), tail.to_vec()].concat();
+    Some([perm(la, &with([i, k]))?, perm(lb, &with([k, j]))?, perm(&with([i, j]), out)?])
+}
+
+/// `softmax(scale * Q @ Kt) @ V` becomes one `FusedAttention`: both products MatMuls or
+/// attention Einsums, the optional scale a Mul or Div by a constant scalar, the softmax over the
+/// last axis. An Einsum's operand and result permutations become the attention's layout (only
+/// where the GPU streams the attention through views; the others stay unfused).
 pub struct AttentionPass;
 
 impl FusionPass for AttentionPass {
@@ -163,6 +216,7 @@ impl FusionPass for AttentionPass {
         let mut count = 0;
         let uses = Uses::of(graph);
         let prod = producers(graph);
+        let shape = |graph: &Graph, v: ValueId| graph.values[v].ty.as_ref().map(|t| t.shape.clone());
         for s in 0..graph.nodes.len() {
             let Some(Op::Softmax(sm)) = &graph.nodes[s].op else { continue };
             if sm.log {
@@ -174,19 +228,17 @@ impl FusionPass for AttentionPass {
             if r < 2 || last != r as i64 - 1 {
                 continue;
             }
-            // The softmax feeds only the left side of the second MatMul.
+            // The softmax feeds only the left side of the second product, read as stored.
             let Some(f) = uses.only_reader(p) else { continue };
-            if !matches!(graph.nodes[f].op, Some(Op::MatMul(_))) || input(graph, f, 0) != Some(p) {
+            let Some(pv) = product_of(graph, f).filter(|pv| pv.a == p && pv.a_perm.is_none()) else {
                 continue;
-            }
-            let Some(v) = input(graph, f, 1) else { continue };
+            };
             if uses.only_reader(t) != Some(s) {
                 continue;
             }
-            // Optional scaling by a constant scalar between the first MatMul and the softmax.
+            // Optional scaling by a constant scalar between the first product and the softmax.
             let Some(tn) = prod[t] else { continue };
             let (mm, scale) = match &graph.nodes[tn].op {
-                Some(Op::MatMul(_)) => (tn, 1.0),
                 Some(Op::Binary(b)) if matches!(b.kind, BinaryKind::Mul | BinaryKind::Div) => {
                     let (a, c) = (input(graph, tn, 0), input(graph, tn, 1));
                     let (Some(a), Some(c)) = (a, c) else { continue };
@@ -197,30 +249,42 @@ impl FusionPass for AttentionPass {
                     };
                     let k = if b.kind == BinaryKind::Div { 1.0 / k } else { k };
                     let Some(m) = prod[scores] else { continue };
-                    if !matches!(graph.nodes[m].op, Some(Op::MatMul(_)))
-                        || uses.only_reader(scores) != Some(tn)
-                    {
-                        continue;
-                    }
                     // The scale must not broadcast the scores to a larger shape.
-                    if rank(graph, scores) != r {
+                    if uses.only_reader(scores) != Some(tn) || rank(graph, scores) != r {
                         continue;
                     }
                     (m, k)
                 }
-                _ => continue,
+                _ => (tn, 1.0),
             };
-            let (Some(q), Some(kt)) = (input(graph, mm, 0), input(graph, mm, 1)) else { continue };
+            // The scores come out in order: the softmax's last axis is the keys'.
+            let Some(qk) = product_of(graph, mm).filter(|qk| qk.out_perm.is_none()) else { continue };
+            let (q, kt, v) = (qk.a, qk.b, pv.b);
             if rank(graph, q) < 2 || rank(graph, kt) < 2 || rank(graph, v) < 2 {
                 continue;
             }
-            set_fused(
-                graph,
-                f,
-                "FusedAttention",
-                vec![Some(q), Some(kt), Some(v)],
-                Op::Fused(Fused::Attention { scale, layout: AttentionLayout::default() }),
-            );
+            let layout = AttentionLayout { inputs: [qk.a_perm, qk.b_perm, pv.b_perm], output: pv.out_perm };
+            if layout != AttentionLayout::default() {
+                let (Some(qs), Some(ks), Some(vs), Some(out)) = (
+                    shape(graph, q),
+                    shape(graph, kt),
+                    shape(graph, v),
+                    output(graph, f).and_then(|y| shape(graph, y)),
+                ) else {
+                    continue;
+                };
+                let [qs, ks, vs] = layout.operand_shapes([&qs, &ks, &vs]);
+                // The attention's own output, before the Einsum's permutation.
+                let mut logical = out.clone();
+                for (d, &from) in layout.output.iter().flatten().enumerate() {
+                    logical[from] = out[d];
+                }
+                if !attention_streams(&qs, &ks, &vs, &logical) {
+                    continue;
+                }
+            }
+            let op = Op::Fused(Fused::Attention { scale, layout });
+            set_fused(graph, f, "FusedAttention", vec![Some(q), Some(kt), Some(v)], op);
             count += 1;
         }
         Ok(count)
