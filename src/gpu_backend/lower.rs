@@ -827,11 +827,7 @@ impl<'a, 'c> Lowering<'a, 'c> {
         let ktv = permuted(self.view(kt)?, &layout.inputs[1])?;
         let vv = permuted(self.view(v)?, &layout.inputs[2])?;
         let out = match &layout.output {
-            Some(p) => {
-                let mut inverse = vec![0; p.len()];
-                p.iter().enumerate().for_each(|(i, &d)| inverse[d] = i);
-                self.view(y)?.permute(&inverse)?
-            }
+            Some(p) => self.view(y)?.permute(&crate::ops::layout::transpose::inverse(p))?,
             None => self.view(y)?,
         };
         let r = ktv.shape.len();

@@ -5,7 +5,7 @@
 use super::attention;
 use super::elementwise::binary::{Binary, BinaryKind};
 use super::elementwise::unary::{Unary, UnaryKind};
-use super::layout::transpose::permute;
+use super::layout::transpose::{self, permute};
 use super::linalg::matmul::{batched_matmul_onto, MatMul};
 use super::nn::softmax::Softmax;
 use super::{expect_dtype, required, Op, OpError, OpSpec, TensorType, ValueInfo};
@@ -49,6 +49,15 @@ impl AttentionLayout {
         match &self.output {
             Some(p) => p.iter().map(|&d| out[d]).collect(),
             None => out.to_vec(),
+        }
+    }
+
+    /// The attention's own output shape, before the output permutation, of a node whose output
+    /// has shape `stored` (the inverse of [`AttentionLayout::output_shape`]).
+    pub fn attention_shape(&self, stored: &[usize]) -> Vec<usize> {
+        match &self.output {
+            Some(p) => transpose::inverse(p).iter().map(|&d| stored[d]).collect(),
+            None => stored.to_vec(),
         }
     }
 }
@@ -172,6 +181,11 @@ fn attend_rows(scale: f32, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Vec<Ten
     let k_values = k.f32s();
     let keys = attention::Keys::Rows(k.shape(), &k_values);
     let (shape, out) = attention::attention_of((q.shape(), &q.f32s()), keys, (v.shape(), &v.f32s()), scale)?;
+    in_dtype_of(q, shape, out)
+}
+
+/// The attention's f32 result as a tensor of Q's dtype.
+fn in_dtype_of(q: &Tensor, shape: Vec<usize>, out: Vec<f32>) -> Result<Vec<Tensor>, OpError> {
     let out = Tensor::from_f32(shape, out)?;
     Ok(vec![if q.dtype() == DType::F32 { out } else { out.cast(q.dtype()) }])
 }
@@ -185,8 +199,7 @@ fn attend(scale: f32, q: &Tensor, kt: &Tensor, v: &Tensor) -> Result<Vec<Tensor>
             (v.shape(), &v.f32s()),
             scale,
         )?;
-        let out = Tensor::from_f32(shape, out)?;
-        return Ok(vec![if q.dtype() == DType::F32 { out } else { out.cast(q.dtype()) }]);
+        return in_dtype_of(q, shape, out);
     }
     // 1-D operands (numpy's vector promotion): the ops in sequence.
     let scores = MatMul.run(&[Some(q), Some(kt)])?.remove(0);

@@ -274,12 +274,7 @@ impl FusionPass for AttentionPass {
                     continue;
                 };
                 let [qs, ks, vs] = layout.operand_shapes([&qs, &ks, &vs]);
-                // The attention's own output, before the Einsum's permutation.
-                let mut logical = out.clone();
-                for (d, &from) in layout.output.iter().flatten().enumerate() {
-                    logical[from] = out[d];
-                }
-                if !attention_streams(&qs, &ks, &vs, &logical) {
+                if !attention_streams(&qs, &ks, &vs, &layout.attention_shape(&out)) {
                     continue;
                 }
             }

@@ -39,6 +39,13 @@ pub fn moves_no_data(shape: &[usize], perm: &[usize]) -> bool {
     moved.windows(2).all(|w| w[0] < w[1])
 }
 
+/// The permutation that undoes `perm`: permuting by `perm`, then by this, restores the order.
+pub fn inverse(perm: &[usize]) -> Vec<usize> {
+    let mut inverse = vec![0; perm.len()];
+    perm.iter().enumerate().for_each(|(i, &d)| inverse[d] = i);
+    inverse
+}
+
 /// The permutation of a Transpose of a rank-`rank` input (`None`: the dims reversed).
 pub fn resolved_perm(t: &Transpose, rank: usize) -> Result<Vec<usize>, OpError> {
     resolve(&t.perm, rank)
