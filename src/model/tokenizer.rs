@@ -1,7 +1,8 @@
 //! Prompt tokenizers, one per `text.tokenizer` kind of `model.json`: prompt in, exactly
 //! `max_tokens` ids out.
 //!
-//! - `words`: lowercase, split on whitespace, one id per word, padded (the project's own models).
+//! - `words`: lowercase, split on whitespace and punctuation, one id per word, padded (the
+//!   project's own models).
 //! - `huggingface`: a Hugging Face `tokenizer.json` from the package (CLIP's BPE, T5/umT5's
 //!   unigram, ...), called the way diffusers calls it: `tokenizer(prompt, padding="max_length",
 //!   max_length=max_tokens, truncation=True)`.
@@ -16,6 +17,8 @@ pub enum TokenizeError {
     UnknownWord { word: String, prompt: String, vocabulary: String, grammar: String },
     #[error("the prompt \"{prompt}\" has {words} words but the model reads at most {max}{grammar}")]
     TooLong { prompt: String, words: usize, max: usize, grammar: String },
+    #[error("the prompt \"{prompt}\" has no words, only punctuation{grammar}")]
+    NoWords { prompt: String, grammar: String },
     #[error("the tokenizer cannot encode the prompt \"{prompt}\": {message}")]
     Encoding { prompt: String, message: String },
 }
@@ -60,12 +63,14 @@ impl Tokenizer {
     }
 }
 
-/// The `words` tokenizer: lowercase, split on whitespace, one id per word, padded.
+/// The `words` tokenizer: lowercase, split on whitespace and punctuation, one id per word, padded.
 #[derive(Clone, Debug)]
 pub struct WordsTokenizer {
     ids: HashMap<String, i64>,
     /// Words a prompt may use (special tokens like `<pad>` left out), for error messages.
     words: Vec<String>,
+    /// Punctuation some word contains (a hyphenated word stays whole); any other separates words.
+    word_punctuation: Vec<char>,
     max_tokens: usize,
     pad_id: i64,
     empty_id: i64,
@@ -77,16 +82,19 @@ impl WordsTokenizer {
     pub fn new(spec: &TextSpec) -> Result<Self, String> {
         let empty_id = spec.empty_id.ok_or("`text.empty_id` is missing; the `words` tokenizer needs it")?;
         let ids = spec.vocabulary.iter().enumerate().map(|(i, w)| (w.to_lowercase(), i as i64)).collect();
-        let words = spec
+        let words: Vec<String> = spec
             .vocabulary
             .iter()
             .enumerate()
             .filter(|&(i, w)| i as i64 != spec.pad_id && i as i64 != empty_id && !w.starts_with('<'))
             .map(|(_, w)| w.clone())
             .collect();
+        let word_punctuation: Vec<char> =
+            words.iter().flat_map(|w| w.chars()).filter(|c| c.is_ascii_punctuation()).collect();
         Ok(Self {
             ids,
             words,
+            word_punctuation,
             max_tokens: spec.max_tokens,
             pad_id: spec.pad_id,
             empty_id,
@@ -99,11 +107,17 @@ impl WordsTokenizer {
     }
 
     /// `max_tokens` ids; the empty (or all-whitespace) prompt is `[empty_id, pad, ...]`, the
-    /// unconditional input of classifier-free guidance.
+    /// unconditional input of classifier-free guidance. Punctuation separates words like
+    /// whitespace ("a red circle, moving right." reads as its six words).
     pub fn encode(&self, prompt: &str) -> Result<Vec<i64>, TokenizeError> {
         let lower = prompt.to_lowercase();
-        let words: Vec<&str> = lower.split_whitespace().collect();
+        let separates =
+            |c: char| c.is_whitespace() || (c.is_ascii_punctuation() && !self.word_punctuation.contains(&c));
+        let words: Vec<&str> = lower.split(separates).filter(|w| !w.is_empty()).collect();
         let mut ids = vec![self.pad_id; self.max_tokens];
+        if words.is_empty() && !prompt.trim().is_empty() {
+            return Err(TokenizeError::NoWords { prompt: prompt.into(), grammar: self.grammar_hint() });
+        }
         if words.is_empty() {
             ids[0] = self.empty_id;
             return Ok(ids);
@@ -236,6 +250,20 @@ mod tests {
         );
         assert!(t.encode("a red red red circle").unwrap_err().to_string().contains("at most 4"));
         assert!(t.encode("<pad>").is_err());
+        // Punctuation separates words; punctuation alone is no prompt.
+        assert_eq!(t.encode("A red, circle.").unwrap(), [2, 3, 4, 0]);
+        assert_eq!(t.encode("\"red\"!circle").unwrap(), [3, 4, 0, 0]);
+        assert!(t.encode(" ... ").unwrap_err().to_string().contains("no words"));
+        assert!(t.encode("a red circle;blue").unwrap_err().to_string().contains("unknown word `blue`"));
+    }
+
+    #[test]
+    fn punctuation_inside_a_vocabulary_word_keeps_it_whole() {
+        let mut spec = spec();
+        spec.vocabulary.push("light-blue".into());
+        let t = WordsTokenizer::new(&spec).unwrap();
+        assert_eq!(t.encode("a light-blue, circle").unwrap(), [2, 5, 4, 0]);
+        assert!(t.encode("a red-circle").unwrap_err().to_string().contains("unknown word `red-circle`"));
     }
 
     #[test]

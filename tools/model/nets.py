@@ -12,6 +12,7 @@ Tensor layouts (the ONNX interface follows them):
   context [B, F, T, D]                        (per-frame text context, T tokens of width D)
 """
 import math
+import string
 
 import torch
 import torch.nn as nn
@@ -53,12 +54,17 @@ class Tokenizer:
         self.max_len = max_len
         self.words = [self.PAD, self.EMPTY] + world.vocabulary()
         self.index = {w: i for i, w in enumerate(self.words)}
+        self.word_punctuation = {c for w in self.words[2:] for c in w if c in string.punctuation}
 
     def __call__(self, prompts):
         """List of prompt strings -> int64 [len, max_len]."""
         out = torch.zeros(len(prompts), self.max_len, dtype=torch.long)
         for i, p in enumerate(prompts):
-            words = p.split()
+            # As the runtime's `words` tokenizer: lowercase, whitespace and punctuation separate.
+            words = "".join(" " if c in string.punctuation and c not in self.word_punctuation else c
+                            for c in p.lower()).split()
+            if not words and p.strip():
+                raise ValueError(f"the prompt {p!r} has no words, only punctuation")
             if not words:
                 words = [self.EMPTY]
             if len(words) > self.max_len:
