@@ -506,6 +506,35 @@ fn attention_scores_over_the_size_limit_are_never_materialised() {
     }
 }
 
+/// Deterministic values for every input of `shapes`, each input its own sequence.
+fn inputs_for(
+    shapes: &std::collections::HashMap<String, Vec<usize>>,
+) -> std::collections::HashMap<String, Tensor> {
+    shapes
+        .iter()
+        .enumerate()
+        .map(|(seed, (k, s))| {
+            let len: usize = s.iter().product();
+            let values = (0..len).map(|i| ((i * 7 + seed * 13) % 23) as f32 / 11.0 - 1.0).collect();
+            (k.clone(), Tensor::from_f32(s.clone(), values).unwrap())
+        })
+        .collect()
+}
+
+/// The outputs of `bytes` on the CPU with fusion off (the reference), and its fused CPU session.
+fn unfused_output_and_fused_session(
+    bytes: &[u8],
+    shapes: &std::collections::HashMap<String, Vec<usize>>,
+    feed: &std::collections::HashMap<String, Tensor>,
+) -> (Vec<(String, Tensor)>, fifo_diffusion::session::Session) {
+    use fifo_diffusion::session::{ModelSource, Session, SessionOptions};
+    let mut unfused = SessionOptions::default();
+    unfused.build.fuse = false;
+    let want =
+        Session::build(ModelSource::Bytes(bytes), shapes, &unfused).unwrap().run(feed.clone()).unwrap();
+    (want, Session::build(ModelSource::Bytes(bytes), shapes, &SessionOptions::default()).unwrap())
+}
+
 /// torch's multi-head attention: Q, K, V [B, L, H, D] permuted to heads [B, H, L, D] (K to
 /// [B, H, D, L]), the attention, and the output permuted back to [B, L, H, Dv]. The attention
 /// layout pass folds all four Transposes into the fused node; both backends compute what the
@@ -556,21 +585,9 @@ fn attention_layout_pass_folds_the_head_transposes() {
                 .into_iter()
                 .map(|(k, s)| (k.to_string(), s.to_vec()))
                 .collect();
-        let feed: HashMap<String, Tensor> = shapes
-            .iter()
-            .enumerate()
-            .map(|(seed, (k, s))| {
-                let len: usize = s.iter().product();
-                let values = (0..len).map(|i| ((i * 7 + seed * 13) % 23) as f32 / 11.0 - 1.0).collect();
-                (k.clone(), Tensor::from_f32(s.clone(), values).unwrap())
-            })
-            .collect();
+        let feed = inputs_for(&shapes);
         let case = format!("B {b} L {l} H {h} D {d} keys {n} Dv {dv}, output perm {out_perm:?}");
-        let mut unfused = SessionOptions::default();
-        unfused.build.fuse = false;
-        let want =
-            Session::build(ModelSource::Bytes(&bytes), &shapes, &unfused).unwrap().run(feed.clone()).unwrap();
-        let fused = Session::build(ModelSource::Bytes(&bytes), &shapes, &SessionOptions::default()).unwrap();
+        let (want, fused) = unfused_output_and_fused_session(&bytes, &shapes, &feed);
         let ops: Vec<&str> = fused.graph().graph.nodes.iter().map(|n| n.op_type.as_str()).collect();
         assert_eq!(ops, ["FusedAttention"], "{case}: every Transpose folded");
         let folded = fused.graph().fusions.iter().find(|f| f.0 == "attention layout").map(|f| f.1);
@@ -649,21 +666,9 @@ fn attention_pass_fuses_the_einsum_form() {
             ["q", "k", "v"].iter().map(|n| float_info(n, &shapes[*n])).collect(),
             vec![float_info("out", &out_shape)],
         );
-        let feed: HashMap<String, Tensor> = shapes
-            .iter()
-            .enumerate()
-            .map(|(seed, (k, s))| {
-                let len: usize = s.iter().product();
-                let values = (0..len).map(|i| ((i * 7 + seed * 13) % 23) as f32 / 11.0 - 1.0).collect();
-                (k.clone(), Tensor::from_f32(s.clone(), values).unwrap())
-            })
-            .collect();
+        let feed = inputs_for(&shapes);
         let case = format!("{scores_eq} then {out_eq}");
-        let mut unfused = SessionOptions::default();
-        unfused.build.fuse = false;
-        let want =
-            Session::build(ModelSource::Bytes(&bytes), &shapes, &unfused).unwrap().run(feed.clone()).unwrap();
-        let built = Session::build(ModelSource::Bytes(&bytes), &shapes, &SessionOptions::default()).unwrap();
+        let (want, built) = unfused_output_and_fused_session(&bytes, &shapes, &feed);
         let ops: Vec<&str> = built.graph().graph.nodes.iter().map(|n| n.op_type.as_str()).collect();
         assert_eq!(&ops, want_ops, "{case}");
         let got = built.run(feed.clone()).unwrap();
