@@ -1,0 +1,207 @@
+//! The attention passes: the products, scale and softmax into one `FusedAttention`, and the
+//! Transposes around it into its layout.
+
+use super::{input, output, producers, rank, scalar_constant, set_fused, FusionPass, Uses};
+use crate::graph::{BuildError, Graph, ValueId};
+use crate::ops::elementwise::binary::BinaryKind;
+use crate::ops::fused::{attention_streams, AttentionLayout, Fused};
+use crate::ops::layout::transpose;
+use crate::ops::linalg::einsum::Einsum;
+use crate::ops::Op;
+
+/// A node that multiplies matrices batch by batch: a MatMul, or a two-operand Einsum with one
+/// free index per operand, one summed index and batch indices in both operands (torch's
+/// "bhid,bhjd->bhij" and "bhij,bhjd->bhid"), whose operands and result are permutations of a
+/// MatMul's. The result is `permute(a @ b)` with `a`, `b` permuted first (`None`: as stored).
+struct Product {
+    a: ValueId,
+    b: ValueId,
+    a_perm: Option<Vec<usize>>,
+    b_perm: Option<Vec<usize>>,
+    out_perm: Option<Vec<usize>>,
+}
+
+fn product_of(graph: &Graph, node: usize) -> Option<Product> {
+    let (a, b) = (input(graph, node, 0)?, input(graph, node, 1)?);
+    match graph.nodes[node].op.as_ref()? {
+        Op::MatMul(_) => Some(Product { a, b, a_perm: None, b_perm: None, out_perm: None }),
+        Op::Einsum(e) => {
+            let [a_perm, b_perm, out_perm] = einsum_as_matmul(e)?;
+            Some(Product { a, b, a_perm, b_perm, out_perm })
+        }
+        _ => None,
+    }
+}
+
+/// The permutations of A, B and the product that turn `e` into a batched MatMul (`None` where
+/// one is the identity), if `e` is one.
+fn einsum_as_matmul(e: &Einsum) -> Option<[Option<Vec<usize>>; 3]> {
+    let [la, lb] = e.operands.as_slice() else { return None };
+    let out = &e.output;
+    let only = |v: Vec<char>| -> Option<char> { (v.len() == 1).then(|| v[0]) };
+    let i = only(la.iter().filter(|c| !lb.contains(c)).copied().collect())?;
+    let j = only(lb.iter().filter(|c| !la.contains(c)).copied().collect())?;
+    let k = only(la.iter().filter(|c| lb.contains(c) && !out.contains(c)).copied().collect())?;
+    let batch: Vec<char> = out.iter().filter(|c| la.contains(c) && lb.contains(c)).copied().collect();
+    let r = batch.len() + 2;
+    if la.len() != r || lb.len() != r || out.len() != r || !out.contains(&i) || !out.contains(&j) {
+        return None;
+    }
+    let perm = |labels: &[char], order: &[char]| -> Option<Option<Vec<usize>>> {
+        let p: Vec<usize> =
+            order.iter().map(|c| labels.iter().position(|l| l == c)).collect::<Option<_>>()?;
+        Some((!p.iter().enumerate().all(|(d, &s)| d == s)).then_some(p))
+    };
+    let with = |tail: [char; 2]| [batch.clone(), tail.to_vec()].concat();
+    Some([perm(la, &with([i, k]))?, perm(lb, &with([k, j]))?, perm(&with([i, j]), out)?])
+}
+
+/// `softmax(scale * Q @ Kt) @ V` becomes one `FusedAttention`: both products MatMuls or
+/// attention Einsums, the optional scale a Mul or Div by a constant scalar, the softmax over the
+/// last axis. An Einsum's operand and result permutations become the attention's layout (only
+/// where the GPU streams the attention through views; the others stay unfused).
+pub struct AttentionPass;
+
+impl FusionPass for AttentionPass {
+    fn name(&self) -> &'static str {
+        "attention"
+    }
+
+    fn apply(&self, graph: &mut Graph) -> Result<usize, BuildError> {
+        let mut count = 0;
+        let uses = Uses::of(graph);
+        let prod = producers(graph);
+        let shape = |graph: &Graph, v: ValueId| graph.values[v].ty.as_ref().map(|t| t.shape.clone());
+        for s in 0..graph.nodes.len() {
+            let Some(Op::Softmax(sm)) = &graph.nodes[s].op else { continue };
+            if sm.log {
+                continue;
+            }
+            let (Some(t), Some(p)) = (input(graph, s, 0), output(graph, s)) else { continue };
+            let r = rank(graph, t);
+            let last = if sm.axis < 0 { sm.axis + r as i64 } else { sm.axis };
+            if r < 2 || last != r as i64 - 1 {
+                continue;
+            }
+            // The softmax feeds only the left side of the second product, read as stored.
+            let Some(f) = uses.only_reader(p) else { continue };
+            let Some(pv) = product_of(graph, f).filter(|pv| pv.a == p && pv.a_perm.is_none()) else {
+                continue;
+            };
+            if uses.only_reader(t) != Some(s) {
+                continue;
+            }
+            // Optional scaling by a constant scalar between the first product and the softmax.
+            let Some(tn) = prod[t] else { continue };
+            let (mm, scale) = match &graph.nodes[tn].op {
+                Some(Op::Binary(b)) if matches!(b.kind, BinaryKind::Mul | BinaryKind::Div) => {
+                    let (a, c) = (input(graph, tn, 0), input(graph, tn, 1));
+                    let (Some(a), Some(c)) = (a, c) else { continue };
+                    let (scores, k) = match (scalar_constant(graph, a), scalar_constant(graph, c)) {
+                        (_, Some(k)) => (a, k),
+                        (Some(k), None) if b.kind == BinaryKind::Mul => (c, k),
+                        _ => continue,
+                    };
+                    let k = if b.kind == BinaryKind::Div { 1.0 / k } else { k };
+                    let Some(m) = prod[scores] else { continue };
+                    // The scale must not broadcast the scores to a larger shape.
+                    if uses.only_reader(scores) != Some(tn) || rank(graph, scores) != r {
+                        continue;
+                    }
+                    (m, k)
+                }
+                _ => (tn, 1.0),
+            };
+            // The scores come out in order: the softmax's last axis is the keys'.
+            let Some(qk) = product_of(graph, mm).filter(|qk| qk.out_perm.is_none()) else { continue };
+            let (q, kt, v) = (qk.a, qk.b, pv.b);
+            if rank(graph, q) < 2 || rank(graph, kt) < 2 || rank(graph, v) < 2 {
+                continue;
+            }
+            let layout = AttentionLayout { inputs: [qk.a_perm, qk.b_perm, pv.b_perm], output: pv.out_perm };
+            if layout != AttentionLayout::default() {
+                let (Some(qs), Some(ks), Some(vs), Some(out)) = (
+                    shape(graph, q),
+                    shape(graph, kt),
+                    shape(graph, v),
+                    output(graph, f).and_then(|y| shape(graph, y)),
+                ) else {
+                    continue;
+                };
+                let [qs, ks, vs] = layout.operand_shapes([&qs, &ks, &vs]);
+                if !attention_streams(&qs, &ks, &vs, &layout.attention_shape(&out)) {
+                    continue;
+                }
+            }
+            let op = Op::Fused(Fused::Attention { scale, layout });
+            set_fused(graph, f, "FusedAttention", vec![Some(q), Some(kt), Some(v)], op);
+            count += 1;
+        }
+        Ok(count)
+    }
+}
+
+pub struct AttentionLayoutPass;
+
+impl FusionPass for AttentionLayoutPass {
+    fn name(&self) -> &'static str {
+        "attention layout"
+    }
+
+    fn apply(&self, graph: &mut Graph) -> Result<usize, BuildError> {
+        let mut count = 0;
+        let uses = Uses::of(graph);
+        let prod = producers(graph);
+        let shape = |graph: &Graph, v: ValueId| graph.values[v].ty.as_ref().map(|t| t.shape.clone());
+        for f in 0..graph.nodes.len() {
+            let Some(Op::Fused(Fused::Attention { scale, layout })) = &graph.nodes[f].op else { continue };
+            let (scale, mut layout) = (*scale, layout.clone());
+            let mut inputs = graph.nodes[f].inputs.clone();
+            let Some(y) = output(graph, f) else { continue };
+            let mut folded = 0;
+            for (i, (slot, perm_slot)) in inputs.iter_mut().zip(layout.inputs.iter_mut()).enumerate() {
+                let Some(x) = input(graph, f, i) else { continue };
+                let Some(t) = prod[x].filter(|_| perm_slot.is_none()) else { continue };
+                let Some(Op::Transpose(tr)) = &graph.nodes[t].op else { continue };
+                let Some(src) = input(graph, t, 0) else { continue };
+                let Ok(perm) = transpose::resolved_perm(tr, rank(graph, src)) else { continue };
+                if uses.only_reader(x) == Some(f) {
+                    *slot = Some(src);
+                    *perm_slot = Some(perm);
+                    folded += 1;
+                }
+            }
+            // The output read only by a Transpose: that node becomes the attention.
+            let mut node = f;
+            if let Some(t) = uses.only_reader(y).filter(|_| layout.output.is_none()) {
+                if let Some(Op::Transpose(tr)) = &graph.nodes[t].op {
+                    if let Ok(perm) = transpose::resolved_perm(tr, rank(graph, y)) {
+                        layout.output = Some(perm);
+                        node = t;
+                        folded += 1;
+                    }
+                }
+            }
+            if folded == 0 {
+                continue;
+            }
+            // Only where the GPU streams the attention through views (the others would need the
+            // copies back): operands of one rank 3 or 4, Q not broadcast, heads up to 256.
+            let (Some(q), Some(kt), Some(v), Some(out)) = (
+                inputs[0].and_then(|x| shape(graph, x)),
+                inputs[1].and_then(|x| shape(graph, x)),
+                inputs[2].and_then(|x| shape(graph, x)),
+                shape(graph, y),
+            ) else {
+                continue;
+            };
+            let [q, kt, v] = layout.operand_shapes([&q, &kt, &v]);
+            if !attention_streams(&q, &kt, &v, &out) {
+                continue;
+            }
+            set_fused(graph, node, "FusedAttention", inputs, Op::Fused(Fused::Attention { scale, layout }));
+            count += folded;
+        }
+        Ok(count)
+    }
+}

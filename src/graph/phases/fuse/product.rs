@@ -1,0 +1,136 @@
+//! Epilogues of products (MatMul, Gemm, Conv, ConvTranspose): a bias Add, an activation.
+
+use super::{input, operands, output, producers, set_fused, FusionPass, Uses};
+use crate::gpu::Activation;
+use crate::graph::{BuildError, Graph, ValueId};
+use crate::ops::elementwise::binary::BinaryKind;
+use crate::ops::elementwise::unary::UnaryKind;
+use crate::ops::fused::{repeats_over, Fused};
+use crate::ops::Op;
+use crate::tensor::DType;
+
+/// `Add(MatMul(A, B), C)` (either order) with C repeating over the product: torch's Linear on
+/// a 3-D input exports as MatMul then Add of the bias, 73 of them in the shipped UNet.
+pub struct MatMulAddPass;
+
+impl FusionPass for MatMulAddPass {
+    fn name(&self) -> &'static str {
+        "matmul+add"
+    }
+
+    fn apply(&self, graph: &mut Graph) -> Result<usize, BuildError> {
+        let mut count = 0;
+        let uses = Uses::of(graph);
+        let prod = producers(graph);
+        for add in 0..graph.nodes.len() {
+            let f32_type = |v: ValueId| graph.values[v].ty.clone().filter(|t| t.dtype == DType::F32);
+            let Some([x, y]) = operands(graph, add, BinaryKind::Add) else { continue };
+            let Some(sum) = output(graph, add) else { continue };
+            let found = [(x, y), (y, x)].into_iter().find_map(|(m, c)| {
+                let mm = prod[m]?;
+                let single = uses.only_reader(m) == Some(add) && graph.nodes[mm].inputs.len() == 2;
+                let (mt, ct, st) = (f32_type(m)?, f32_type(c)?, f32_type(sum)?);
+                let fits = repeats_over(&ct.shape, &mt.shape) && st.shape == mt.shape;
+                (matches!(graph.nodes[mm].op, Some(Op::MatMul(_))) && single && fits && m != c)
+                    .then(|| (input(graph, mm, 0), input(graph, mm, 1), c))
+            });
+            let Some((Some(a), Some(b), c)) = found else { continue };
+            set_fused(
+                graph,
+                add,
+                "FusedMatMulAdd",
+                vec![Some(a), Some(b), Some(c)],
+                Op::Fused(Fused::MatMulAdd),
+            );
+            count += 1;
+        }
+        Ok(count)
+    }
+}
+
+/// The activation of a unary op that a product's epilogue can take.
+fn activation_of(kind: UnaryKind) -> Option<Activation> {
+    Some(match kind {
+        UnaryKind::Relu => Activation::Relu,
+        UnaryKind::LeakyRelu { alpha } => Activation::LeakyRelu(alpha),
+        UnaryKind::Silu => Activation::Silu,
+        UnaryKind::Gelu { tanh_approximation: false } => Activation::Gelu,
+        UnaryKind::Gelu { tanh_approximation: true } => Activation::GeluTanh,
+        UnaryKind::Sigmoid => Activation::Sigmoid,
+        UnaryKind::Tanh => Activation::Tanh,
+        _ => return None,
+    })
+}
+
+/// A product (MatMul, FusedMatMulAdd, Gemm, Conv or ConvTranspose) whose output only an
+/// activation reads: the feed-forward's first Linear and its SiLU or GELU, a time embedding's
+/// Linear and SiLU, a conv stem's Conv and ReLU or SiLU. The activation's node takes the
+/// product's inputs and becomes `Fused::Activated` over it; the CPU backend runs the product then
+/// the same unary op (the same bits), the GPU one applies the activation in the matmul or conv
+/// kernel's epilogue.
+pub struct ProductActivationPass;
+
+impl FusionPass for ProductActivationPass {
+    fn name(&self) -> &'static str {
+        "product+activation"
+    }
+
+    fn apply(&self, graph: &mut Graph) -> Result<usize, BuildError> {
+        let mut count = 0;
+        let uses = Uses::of(graph);
+        for p in 0..graph.nodes.len() {
+            let product = matches!(
+                graph.nodes[p].op,
+                Some(
+                    Op::MatMul(_)
+                        | Op::Gemm(_)
+                        | Op::Fused(Fused::MatMulAdd)
+                        | Op::Conv(_)
+                        | Op::ConvTranspose(_)
+                )
+            );
+            if !product || graph.nodes[p].outputs.len() != 1 {
+                continue;
+            }
+            let Some(y) = output(graph, p) else { continue };
+            let Some(act) = uses.only_reader(y) else { continue };
+            let Some(Op::Unary(u)) = &graph.nodes[act].op else { continue };
+            let Some(activation) = activation_of(u.kind) else { continue };
+            let Some(out) = output(graph, act) else { continue };
+            // Same type in and out (a float product; the activation keeps it).
+            let ty = |v: ValueId| graph.values[v].ty.clone();
+            if ty(y).is_none_or(|t| t.dtype != DType::F32) || ty(y) != ty(out) {
+                continue;
+            }
+            let Some(base) = graph.nodes[p].op.clone() else { continue };
+            let inputs = graph.nodes[p].inputs.clone();
+            let op_type = format!("{}{}", fused_name(&graph.nodes[p].op_type), activation_name(activation));
+            let op = Op::Fused(Fused::Activated { base: Box::new(base), activation });
+            set_fused(graph, act, &op_type, inputs, op);
+            count += 1;
+        }
+        Ok(count)
+    }
+}
+
+fn activation_name(a: Activation) -> &'static str {
+    match a {
+        Activation::None => "",
+        Activation::Relu => "Relu",
+        Activation::LeakyRelu(_) => "LeakyRelu",
+        Activation::Silu => "Silu",
+        Activation::Gelu => "Gelu",
+        Activation::GeluTanh => "GeluTanh",
+        Activation::Sigmoid => "Sigmoid",
+        Activation::Tanh => "Tanh",
+    }
+}
+
+/// `Fused` + the op type, once: FusedMatMul, FusedGemm, FusedMatMulAdd, FusedConv.
+fn fused_name(op_type: &str) -> String {
+    if op_type.starts_with("Fused") {
+        op_type.to_string()
+    } else {
+        format!("Fused{op_type}")
+    }
+}
