@@ -103,6 +103,17 @@ impl OpSpec for Dequantize {
         expect_dtype("x", x.dtype(), QUANTIZED)?;
         expect_dtype("x_scale", scale.dtype(), &[DType::F32, DType::F16])?;
         param_index(x.shape(), scale.shape(), self.axis)?;
+        if let Some(zp) = inputs.get(2).copied().flatten() {
+            expect_dtype("x_zero_point", zp.dtype(), &[x.dtype()])?;
+            let count = |shape: &[usize]| shape.iter().product::<usize>();
+            if count(zp.shape()) != count(scale.shape()) {
+                return Err(OpError::invalid(format!(
+                    "x_zero_point {:?} and x_scale {:?} differ in size",
+                    zp.shape(),
+                    scale.shape()
+                )));
+            }
+        }
         Ok(vec![TensorType::new(scale.dtype(), x.shape().to_vec())])
     }
 
@@ -112,6 +123,9 @@ impl OpSpec for Dequantize {
         let which = param_index(x.shape(), scale.shape(), self.axis)?;
         let s = scale.to_f32_vec();
         let zp = zero_points(inputs.get(2).copied().flatten(), s.len());
+        if zp.len() != s.len() {
+            return Err(OpError::invalid(format!("{} zero points for {} scales", zp.len(), s.len())));
+        }
         let mut out = vec![0.0f32; x.len()];
         match x.data() {
             TensorData::I8(v) => dequantize_runs(v, &which, &s, &zp, &mut out),
@@ -248,5 +262,11 @@ mod tests {
             let got = Dequantize { axis: 1 }.run(&[Some(x), Some(&scale), None]).unwrap().remove(0);
             assert_eq!(got.to_f32_vec(), xf.iter().map(|v| v * 0.25).collect::<Vec<_>>());
         }
+        // Zero points that do not match the scales are an error, not a partial result.
+        let x = &inputs[0];
+        let scale = Tensor::from_f32(vec![3], vec![0.1, 0.2, 0.3]).unwrap();
+        let zp = Tensor::new(vec![2], TensorData::I8(vec![1, 2])).unwrap();
+        let err = Dequantize { axis: 1 }.run(&[Some(x), Some(&scale), Some(&zp)]).unwrap_err();
+        assert!(err.to_string().contains("2 zero points for 3 scales"), "{err}");
     }
 }
