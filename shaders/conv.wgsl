@@ -1,7 +1,8 @@
 // Convolution 1-D/2-D/3-D (always seen as 3-D) with groups, stride, padding and dilation, as an
 // implicit GEMM: rows = output channels of a group, columns = output pixels, K = input channels
-// of the group x kernel volume. Each invocation keeps 4 channels x 4 pixels in registers and
-// never waits at a barrier. Bias, int8 scales and the activation are fused in the epilogue.
+// of the group x kernel volume, for CPU adapters (KernelStyle::RegisterBlocked; GPUs run
+// conv_tiled.wgsl). Each invocation keeps 4 channels x 4 pixels in registers and never waits at a
+// barrier. Bias, int8 scales and the activation are fused in the epilogue.
 //   x [N, Cin, D, H, W], w [Cout, Cin/groups, KD, KH, KW], out [N, Cout, OD, OH, OW], contiguous.
 // W_PACKED: weights (f32, f16 or int8) pre-packed as [groups, Cin/groups * KD*KH*KW, Cout/groups]
 // (see `conv::pack_weights`, Cout/groups a multiple of 4), so the four channels' weights of one
@@ -13,45 +14,15 @@
 enable f16;
 #endif
 #include "common"
+#include "conv_io"
 
-struct Params {
-    in_dims: vec4<u32>,  // cin, d, h, w
-    out_dims: vec4<u32>, // cout, od, oh, ow
-    kernel: vec4<u32>,   // kd, kh, kw, groups
-    stride: vec4<u32>,   // sd, sh, sw, batch
-    dilation: vec4<u32>, // dd, dh, dw, _
-    pad: vec4<u32>,      // pd, ph, pw (leading pads), _
-    act_alpha: f32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<X_T>;
-#include "weights"
-#ifdef HAS_BIAS
-@group(0) @binding(BIND_BIAS) var<storage, read> bias: array<f32>;
-#endif
-@group(0) @binding(BIND_OUT) var<storage, read_write> out: array<OUT_T>;
-
-// Writes a block of 4 pixels (`count` of them inside the output) x 4 channels from `co0`, with the
-// int8 scale, bias and activation of the epilogue. acc[j] holds pixel j's four channels.
+// Writes a block of 4 pixels (`count` of them inside the output) x 4 channels from `co0` of group
+// `g`. acc[j] holds pixel j's four channels.
 fn store_block(n: u32, g: u32, co0: u32, pix0: u32, count: u32, acc: array<vec4<f32>, 4>) {
     let cout_g = p.out_dims.x / p.kernel.w;
-    let npx = p.out_dims.y * p.out_dims.z * p.out_dims.w;
     for (var i = 0u; i < min(4u, cout_g - co0); i++) {
-        let co = g * cout_g + co0 + i;
-        var scale = 1.0;
-#ifdef W_I8
-        scale = scales[co];
-#endif
-        var shift = 0.0;
-#ifdef HAS_BIAS
-        shift = bias[co];
-#endif
         for (var j = 0u; j < count; j++) {
-            out[(n * p.out_dims.x + co) * npx + pix0 + j] = OUT_T(activation(acc[j][i] * scale + shift, p.act_alpha));
+            store_output(n, g * cout_g + co0 + i, pix0 + j, acc[j][i]);
         }
     }
 }
@@ -144,14 +115,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     store_block(n, g, co0, row * ow + ox0, min(PIX, ow - ox0), array<vec4<f32>, PIX>(a0, a1, a2, a3));
 }
 #else
-// The input corner (z, y, x) of output pixel `pix`'s window, before dilation.
-fn corner(pix: u32) -> vec3<i32> {
-    let ox = pix % p.out_dims.w;
-    let oy = (pix / p.out_dims.w) % p.out_dims.z;
-    let oz = pix / (p.out_dims.w * p.out_dims.z);
-    return vec3<i32>(vec3<u32>(oz, oy, ox) * p.stride.xyz) - vec3<i32>(p.pad.xyz);
-}
-
 // x at (z, y, x) of one input plane, 0 in the padding.
 fn tap_input(plane: u32, at: vec3<i32>) -> f32 {
     let dims = vec3<i32>(p.in_dims.yzw);

@@ -37,6 +37,23 @@ pub struct BenchSizes {
 }
 
 impl BenchSizes {
+    /// `small` on a CPU adapter; sizes that keep a real GPU busy for milliseconds (launch
+    /// overhead out of the figures) otherwise.
+    pub fn for_adapter(ctx: &GpuContext) -> Self {
+        if ctx.is_cpu_adapter() {
+            Self::small()
+        } else {
+            Self {
+                matmul: 2048,
+                conv_channels: 256,
+                conv_side: 64,
+                attention_len: 4096,
+                iterations: 20,
+                ..Self::small()
+            }
+        }
+    }
+
     pub fn small() -> Self {
         Self {
             filter: String::new(),
@@ -137,8 +154,10 @@ async fn matmul_benchmarks(
 
 async fn conv_benchmark(ctx: &GpuContext, s: &BenchSizes, results: &mut Vec<BenchResult>) -> GpuResult<()> {
     let (c, side) = (s.conv_channels, s.conv_side);
-    for packed in [false, true] {
-        conv_once(ctx, s, c, side, packed, results).await?;
+    for style in [KernelStyle::RegisterBlocked, KernelStyle::Tiled] {
+        for packed in [false, true] {
+            conv_once(ctx, s, c, side, packed, style, results).await?;
+        }
     }
     Ok(())
 }
@@ -149,6 +168,7 @@ async fn conv_once(
     c: usize,
     side: usize,
     packed: bool,
+    style: KernelStyle,
     results: &mut Vec<BenchResult>,
 ) -> GpuResult<()> {
     let conv_op = Conv {
@@ -163,11 +183,12 @@ async fn conv_once(
         geometry: Geometry::new(&[3, 3]).with_pads(&[1, 1], &[1, 1]),
         activation: Activation::Silu,
         packed_weights: packed,
+        style: Some(style),
     };
     let mut b = ProgramBuilder::new(ctx);
     conv(&mut b, &conv_op)?;
     let flops = 2.0 * (c * c * 9 * side * side) as f64;
-    let name = format!("conv3x3 {c}->{c} {side}x{side}{}", if packed { " packed" } else { "" });
+    let name = format!("conv3x3 {c}->{c} {side}x{side}{} ({style:?})", if packed { " packed" } else { "" });
     results.push(time(ctx, b, &name, flops, s.iterations).await?);
     Ok(())
 }
@@ -201,7 +222,7 @@ pub fn report(ctx: &GpuContext, results: &[BenchResult]) -> String {
     let mut s = format!("adapter: {}\n", ctx.describe());
     for r in results {
         s += &format!(
-            "  {:<32} {:>9.2} ms {:>8.2} GFLOP/s   [{}]\n",
+            "  {:<48} {:>9.2} ms {:>8.2} GFLOP/s   [{}]\n",
             r.name,
             r.seconds * 1e3,
             r.gflops(),

@@ -14,6 +14,8 @@ pub(crate) fn family_source(family: &str) -> Option<&'static str> {
         "matmul" => include_str!("../../shaders/matmul.wgsl"),
         "weights" => include_str!("../../shaders/weights.wgsl"),
         "conv" => include_str!("../../shaders/conv.wgsl"),
+        "conv_io" => include_str!("../../shaders/conv_io.wgsl"),
+        "conv_tiled" => include_str!("../../shaders/conv_tiled.wgsl"),
         "conv_transpose" => include_str!("../../shaders/conv_transpose.wgsl"),
         "pool" => include_str!("../../shaders/pool.wgsl"),
         "reduce" => include_str!("../../shaders/reduce.wgsl"),

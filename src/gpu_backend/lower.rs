@@ -1338,6 +1338,7 @@ impl<'a, 'c> Lowering<'a, 'c> {
             geometry,
             activation,
             packed_weights: packed,
+            style: None,
         };
         if self.shape(y).iter().product::<usize>() == 0 {
             return Ok(());

@@ -2,7 +2,7 @@
 
 use fifo_diffusion::gpu::ops::conv::{conv, conv_transpose, pack_weights, Conv, ConvTranspose, Geometry};
 use fifo_diffusion::gpu::ops::pool::{pool, PoolKind};
-use fifo_diffusion::gpu::{Activation, DType, GpuContext, GpuTensor, ProgramBuilder};
+use fifo_diffusion::gpu::{Activation, DType, GpuContext, GpuTensor, KernelStyle, ProgramBuilder};
 
 use crate::{assert_close, ctx, run, unravel, Rng, F32};
 
@@ -87,10 +87,11 @@ fn check_conv(ctx: &GpuContext, case: &Case, seed: u64) {
     };
     let (mut want, shape) = cpu_conv(&x, &case.xs, &used, case.cout, case.groups, &case.g, &bias);
     want.iter_mut().for_each(|v| *v = case.act.apply(*v));
-    let c = Conv {
+    let dtype = if case.int8 { DType::I8 } else { DType::F32 };
+    let plain = Conv {
         x: GpuTensor::from_f32(ctx, "x", &x).unwrap(),
         x_shape: case.xs.clone(),
-        w: GpuTensor::from_f32_as(ctx, "w", if case.int8 { DType::I8 } else { DType::F32 }, &stored).unwrap(),
+        w: GpuTensor::from_f32_as(ctx, "w", dtype, &stored).unwrap(),
         scales: case.int8.then(|| GpuTensor::from_f32(ctx, "scales", &scales).unwrap()),
         bias: Some(GpuTensor::from_f32(ctx, "bias", &bias).unwrap()),
         out: GpuTensor::new(ctx, "out", DType::F32, want.len()).unwrap(),
@@ -99,45 +100,49 @@ fn check_conv(ctx: &GpuContext, case: &Case, seed: u64) {
         geometry: case.g.clone(),
         activation: case.act,
         packed_weights: false,
+        style: None,
     };
-    assert_eq!(c.out_shape(), shape);
-    let mut b = ProgramBuilder::new(ctx);
-    conv(&mut b, &c).unwrap();
-    run(run(b.build()).unwrap().run(ctx)).unwrap();
-    assert_close(
-        &format!("conv {:?} {:?}", case.xs, case.g),
-        &run(ctx.read_f32(&c.out)).unwrap(),
-        &want,
-        F32.accumulating(per),
-    );
+    assert_eq!(plain.out_shape(), shape);
     // The same through pre-packed weights (f32 or int8), where they apply.
-    if (case.cout / case.groups) % 4 == 0 {
-        let dtype = if case.int8 { DType::I8 } else { DType::F32 };
-        let packed = Conv {
-            w: GpuTensor::from_f32_as(ctx, "w_packed", dtype, &pack_weights(&stored, case.cout, case.groups))
-                .unwrap(),
-            packed_weights: true,
-            out: GpuTensor::new(ctx, "out_packed", DType::F32, want.len()).unwrap(),
-            ..c
-        };
-        let mut b = ProgramBuilder::new(ctx);
-        conv(&mut b, &packed).unwrap();
-        let program = run(b.build()).unwrap();
-        let pointwise = case.g.kernel.iter().all(|&k| k == 1) && case.g.strides.iter().all(|&k| k == 1);
-        let family = match (case.int8, pointwise) {
-            (true, _) => "w=i8.packed",
-            (false, true) => "matmul.",
-            (false, false) => "w=f32.packed",
-        };
-        assert!(program.keys()[0].contains(family), "{:?}", program.keys());
-        // Kernels 3 wide with unit stride and dilation along the row take the row kernel.
-        let g = &case.g;
-        let row3 =
-            g.kernel.last() == Some(&3) && g.strides.last() == Some(&1) && g.dilations.last() == Some(&1);
-        assert_eq!(program.keys()[0].contains(".row3"), row3, "{:?}", program.keys());
-        run(program.run(ctx)).unwrap();
-        let got = run(ctx.read_f32(&packed.out)).unwrap();
-        assert_close(&format!("packed conv {:?}", case.xs), &got, &want, F32.accumulating(per));
+    let packed = ((case.cout / case.groups) % 4 == 0).then(|| Conv {
+        w: GpuTensor::from_f32_as(ctx, "w_packed", dtype, &pack_weights(&stored, case.cout, case.groups))
+            .unwrap(),
+        packed_weights: true,
+        ..plain.clone()
+    });
+    let g = &case.g;
+    let pointwise = g.kernel.iter().all(|&k| k == 1) && g.strides.iter().all(|&k| k == 1);
+    // Kernels 3 wide with unit stride and dilation along the row take the row kernel on CPU
+    // adapters; GPUs take workgroup tiles where a group has 16+ output and 8+ input channels.
+    let row3 = g.kernel.last() == Some(&3) && g.strides.last() == Some(&1) && g.dilations.last() == Some(&1);
+    let tiles = case.cout / case.groups >= 16 && case.xs[1] / case.groups >= 8 && !pointwise;
+    for style in [KernelStyle::RegisterBlocked, KernelStyle::Tiled] {
+        for c in [Some(plain.clone()), packed.clone()].into_iter().flatten() {
+            let c = Conv {
+                style: Some(style),
+                out: GpuTensor::new(ctx, "out", DType::F32, want.len()).unwrap(),
+                ..c
+            };
+            let mut b = ProgramBuilder::new(ctx);
+            conv(&mut b, &c).unwrap();
+            let program = run(b.build()).unwrap();
+            let key = &program.keys()[0];
+            let label = format!("conv {:?} {g:?} {style:?} packed={}: {key}", case.xs, c.packed_weights);
+            let tiled = style == KernelStyle::Tiled && tiles;
+            if c.packed_weights {
+                let family = match (case.int8, pointwise) {
+                    (true, _) => "w=i8.packed",
+                    (false, true) => "matmul.",
+                    (false, false) => "w=f32.packed",
+                };
+                assert!(key.contains(family), "{label}");
+                assert_eq!(key.contains(".row3"), row3 && !tiled, "{label}");
+            }
+            assert_eq!(key.starts_with("conv_tiled."), tiled, "{label}");
+            run(program.run(ctx)).unwrap();
+            let got = run(ctx.read_f32(&c.out)).unwrap();
+            assert_close(&label, &got, &want, F32.accumulating(per));
+        }
     }
 }
 
@@ -246,6 +251,47 @@ fn conv_1d_2d_3d_groups_strides_pads_dilations() {
             groups: 1,
             g: Geometry::new(&[1, 1]).with_strides(&[2, 2]),
             act: Activation::None,
+            int8: false,
+        },
+        // Tiles on GPUs: 36 output channels (one partial 64-channel tile), 20 input channels (16
+        // and a padded 4 per tap), columns crossing batch items (3 x 25 pixels > one 64 tile).
+        Case {
+            xs: vec![3, 20, 5, 5],
+            cout: 36,
+            groups: 1,
+            g: Geometry::new(&[3, 3]).with_pads(&[1, 1], &[1, 1]),
+            act: Activation::Silu,
+            int8: false,
+        },
+        // Tiles: 3-D with strides, dilation and asymmetric pads, int8 weights, 70 output channels
+        // (two channel tiles, the second partial; not a multiple of 4: unpacked weights only).
+        Case {
+            xs: vec![1, 9, 4, 6, 7],
+            cout: 70,
+            groups: 1,
+            g: Geometry::new(&[2, 3, 3])
+                .with_strides(&[1, 2, 1])
+                .with_dilations(&[2, 1, 2])
+                .with_pads(&[1, 1, 2], &[0, 1, 1]),
+            act: Activation::None,
+            int8: true,
+        },
+        // Tiles per group: 2 groups of 8 input and 16 output channels, int8 packed, 1-D temporal.
+        Case {
+            xs: vec![2, 16, 67],
+            cout: 32,
+            groups: 2,
+            g: Geometry::new(&[3]).with_pads(&[1], &[1]),
+            act: Activation::Gelu,
+            int8: true,
+        },
+        // Tiles: a strided 1x1 conv (not a matmul), 48 input channels (three 16-channel steps).
+        Case {
+            xs: vec![2, 48, 9, 9],
+            cout: 16,
+            groups: 1,
+            g: Geometry::new(&[1, 1]).with_strides(&[2, 2]),
+            act: Activation::Relu,
             int8: false,
         },
         // 1x1 conv (a matmul) with many output channels.

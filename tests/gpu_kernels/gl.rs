@@ -88,6 +88,7 @@ fn f32_kernels_on_gl() {
         geometry: Geometry::new(&[3, 3]).with_pads(&[1, 1], &[1, 1]),
         activation: Activation::Silu,
         packed_weights: false,
+        style: None,
     };
     conv(&mut b, &c).unwrap();
     let sm = GpuTensor::new(&ctx, "softmax", DType::F32, 90).unwrap();

@@ -5,7 +5,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::matmul::{matmul, weight_variant, MatMul};
 use super::{float_storage, u32_of, Activation, WG_LINEAR};
-use crate::gpu::context::GpuContext;
+use crate::gpu::context::{GpuContext, KernelStyle};
 use crate::gpu::error::{shape_err, GpuError, GpuResult};
 use crate::gpu::program::{linear_workgroups, ProgramBuilder};
 use crate::gpu::shader::ShaderVariant;
@@ -128,6 +128,8 @@ pub struct Conv {
     /// `w` holds weights (f32, f16 or int8) re-laid by `pack_weights` (faster: one vec4 load
     /// per tap).
     pub packed_weights: bool,
+    /// Overrides the adapter's kernel style (tests and benchmarks run both on one adapter).
+    pub style: Option<KernelStyle>,
 }
 
 /// Re-lays conv weights [Cout, Cin/groups, *kernel] (f32, f16 or int8 values) as [groups,
@@ -213,14 +215,16 @@ fn window_params(
     })
 }
 
-/// The start of a conv variant: f32 arithmetic, the input's and output's storage types.
+/// The start of a conv variant of kernel `family`: f32 arithmetic, the input's and output's
+/// storage types.
 fn activation_types(
     ctx: &GpuContext,
     op: &'static str,
+    family: &'static str,
     x: &GpuTensor,
     out: &GpuTensor,
 ) -> GpuResult<ShaderVariant> {
-    let v = ShaderVariant::new(op).tag("f32");
+    let v = ShaderVariant::new(family).tag("f32");
     let v = float_storage(ctx, op, v, "X_T", "x", x)?;
     float_storage(ctx, op, v, "OUT_T", "out", out)
 }
@@ -246,10 +250,11 @@ pub fn conv(b: &mut ProgramBuilder, c: &Conv) -> GpuResult<()> {
             ));
         }
     }
-    let variant = activation_types(ctx, OP, &c.x, &c.out)?;
     if is_pointwise(ctx, c) {
         return pointwise_as_matmul(b, c, &out_shape);
     }
+    let tiled = uses_tiles(c.style.unwrap_or(ctx.style()), cin / c.groups, cout / c.groups);
+    let variant = activation_types(ctx, OP, if tiled { "conv_tiled" } else { "conv" }, &c.x, &c.out)?;
     let params = window_params(OP, &c.x_shape, &out_shape, &c.geometry, c.groups, 0, c.activation)?;
     let variant = if c.packed_weights {
         if (cout / c.groups) % 4 != 0 {
@@ -273,6 +278,17 @@ pub fn conv(b: &mut ProgramBuilder, c: &Conv) -> GpuResult<()> {
     let mut reads = vec![c.x.clone(), c.w.clone()];
     let variant = epilogue_bindings(variant, &mut reads, &c.scales, &c.bias);
     let npx: usize = out_shape[2..].iter().product();
+    let reads: Vec<&GpuTensor> = reads.iter().collect();
+    if tiled {
+        // 64 channels x 64 columns (pixels of every batch item) per workgroup, one group per z.
+        let groups = [
+            (c.x_shape[0] * npx).div_ceil(64) as u32,
+            (cout / c.groups).div_ceil(64) as u32,
+            c.groups as u32,
+        ];
+        let variant = c.activation.apply_to(variant.tag("tiled64.wg16x16"));
+        return b.push(variant, &params, &reads, &[&c.out], groups);
+    }
     let (variant, columns) = if c.packed_weights && is_row3(&c.geometry) {
         // Blocks of 4 pixels within each output row.
         let ow = *out_shape.last().expect("a spatial dim");
@@ -283,8 +299,14 @@ pub fn conv(b: &mut ProgramBuilder, c: &Conv) -> GpuResult<()> {
     let variant = c.activation.apply_to(variant.tag("rb4x4.wg8x8").define("WGX", 8).define("WGY", 8));
     let groups =
         [columns.div_ceil(8) as u32, (cout / c.groups).div_ceil(32) as u32, (c.x_shape[0] * c.groups) as u32];
-    let reads: Vec<&GpuTensor> = reads.iter().collect();
     b.push(variant, &params, &reads, &[&c.out], groups)
+}
+
+/// Whether a conv takes the workgroup-tiled kernel: on GPUs, unless a group has too few channels
+/// to fill its 64-channel x 16-input-channel tiles (depthwise convs, a 3-channel image input),
+/// where the register-blocked kernel wastes less.
+fn uses_tiles(style: KernelStyle, cin_per_group: usize, cout_per_group: usize) -> bool {
+    style == KernelStyle::Tiled && cout_per_group >= 16 && cin_per_group >= 8
 }
 
 /// Whether the kernel is 3 wide with stride and dilation 1 along the last axis (the row kernel).
@@ -371,7 +393,8 @@ pub fn conv_transpose(b: &mut ProgramBuilder, c: &ConvTranspose) -> GpuResult<()
         }
     }
     let params = window_params(OP, &c.x_shape, &out_shape, &c.geometry, c.groups, total, c.activation)?;
-    let variant = weight_variant(ctx, OP, &c.w, c.scales.as_ref(), activation_types(ctx, OP, &c.x, &c.out)?)?;
+    let types = activation_types(ctx, OP, OP, &c.x, &c.out)?;
+    let variant = weight_variant(ctx, OP, &c.w, c.scales.as_ref(), types)?;
     let mut reads = vec![c.x.clone(), c.w.clone()];
     let variant = epilogue_bindings(variant, &mut reads, &c.scales, &c.bias);
     let variant = c.activation.apply_to(variant.tag(&format!("wg{WG_LINEAR}")).define("WG", WG_LINEAR));
