@@ -1,5 +1,6 @@
 // What both convolution kernels share (included with `#include "conv_io"`): the parameters, the
-// bindings, the window corner of an output pixel and the epilogue (int8 scale, bias, activation).
+// bindings, the window corner of an output pixel and the epilogue (int8 scale, bias, activation,
+// then a residual).
 //   x [N, Cin, D, H, W], w [Cout, Cin/groups, KD, KH, KW] (or packed, see conv.wgsl),
 //   out [N, Cout, OD, OH, OW], contiguous.
 
@@ -22,9 +23,13 @@ struct Params {
 #ifdef HAS_BIAS
 @group(0) @binding(BIND_BIAS) var<storage, read> bias: array<f32>;
 #endif
+#ifdef HAS_RES
+@group(0) @binding(BIND_RES) var<storage, read> res: array<R_T>;
+#endif
 @group(0) @binding(BIND_OUT) var<storage, read_write> out: array<OUT_T>;
 
-// Output channel `co` (of all Cout) at pixel `pix` of batch item `n`, through the epilogue.
+// Output channel `co` (of all Cout) at pixel `pix` of batch item `n`, through the epilogue:
+// act(acc * scale + bias) + residual.
 fn store_output(n: u32, co: u32, pix: u32, acc: f32) {
     let npx = p.out_dims.y * p.out_dims.z * p.out_dims.w;
     var scale = 1.0;
@@ -35,7 +40,12 @@ fn store_output(n: u32, co: u32, pix: u32, acc: f32) {
 #ifdef HAS_BIAS
     shift = bias[co];
 #endif
-    out[(n * p.out_dims.x + co) * npx + pix] = OUT_T(activation(acc * scale + shift, p.act_alpha));
+    let at = (n * p.out_dims.x + co) * npx + pix;
+    var v = activation(acc * scale + shift, p.act_alpha);
+#ifdef HAS_RES
+    v += f32(res[at]);
+#endif
+    out[at] = OUT_T(v);
 }
 
 // The input corner (z, y, x) of output pixel `pix`'s window, before dilation.

@@ -1,5 +1,6 @@
 // Batched matmul with broadcasting through strides (two batch dims after collapsing):
 //   out[b, m, n] = act(alpha * sum_k a[b, m, k] * w[b, k, n] * scale[n] + beta * d[b, m, n] + bias[n])
+//                  + res[b, m, n]   (HAS_RES: a residual laid out like out)
 // Any M, N, K (edges are clamped on load and masked on store). Variants:
 //   RB4X4: each invocation keeps a 4x4 block in registers, no barriers (CPU adapters).
 //   RB4X4V: the same with vec4 loads along K (and along N when the weights are N-contiguous):
@@ -40,6 +41,9 @@ struct Params {
 #ifdef HAS_D
 @group(0) @binding(BIND_D) var<storage, read> dmat: array<D_T>;
 #endif
+#ifdef HAS_RES
+@group(0) @binding(BIND_RES) var<storage, read> res: array<R_T>;
+#endif
 @group(0) @binding(BIND_OUT) var<storage, read_write> out: array<OUT_T>;
 
 fn store(b0: u32, b1: u32, row: u32, col: u32, acc: f32) {
@@ -54,8 +58,12 @@ fn store(b0: u32, b1: u32, row: u32, col: u32, acc: f32) {
 #ifdef HAS_BIAS
     v += bias[col];
 #endif
-    out[p.offsets.z + b0 * p.o_strides.x + b1 * p.o_strides.y + row * p.o_strides.z + col * p.o_strides.w] =
-        OUT_T(activation(v, p.act_alpha));
+    let at = p.offsets.z + b0 * p.o_strides.x + b1 * p.o_strides.y + row * p.o_strides.z + col * p.o_strides.w;
+    v = activation(v, p.act_alpha);
+#ifdef HAS_RES
+    v += f32(res[at]);
+#endif
+    out[at] = OUT_T(v);
 }
 
 #ifdef RB4X4

@@ -688,3 +688,156 @@ fn attention_pass_fuses_the_einsum_form() {
         }
     }
 }
+
+/// A conv or a Linear whose output only an Add of a same-shape tensor reads (a ResBlock's skip,
+/// a transformer block's residual) takes the Add into its epilogue: on the CPU the same bits as
+/// the unfused graph (the sum is added onto the product), on the GPU one kernel in both kernel
+/// styles (register-blocked, and the workgroup-tiled conv and matmul of GPUs forced on the
+/// adapter), after the fused activation. A broadcast addend, or a product also read elsewhere,
+/// is left alone.
+#[test]
+fn residual_pass_adds_the_skip_in_the_product_epilogue() {
+    use fifo_diffusion::gpu::{AdapterChoice, GpuOptions, KernelStyle};
+    use fifo_diffusion::session::{ModelSource, Session, SessionOptions};
+    use onnx_common::graph::*;
+    use std::collections::HashMap;
+    let x_shape = [2usize, 16, 6, 5];
+    let n: usize = x_shape.iter().product();
+    let x = Tensor::from_f32(x_shape.to_vec(), (0..n).map(|i| ((i * 13 % 29) as f32 - 14.0) / 9.0).collect())
+        .unwrap();
+    let data = |name: &str, shape: &[usize], scale: f32| {
+        let len = shape.iter().product::<usize>();
+        f32_float_data(name, shape, (0..len).map(|i| ((i * 37 % 23) as f32 - 11.0) * scale).collect())
+    };
+    let pads = || ints_attr("pads", vec![1, 1, 1, 1]);
+    let conv3 = || node("Conv", &["x", "w", "b"], "c", vec![pads()]);
+    let conv_weights = || vec![data("w", &[16, 16, 3, 3], 0.01), data("b", &[16], 0.1)];
+    let int8_w: Vec<u8> = (0..16 * 16 * 9).map(|i| ((i * 37 % 23) as i8 - 11) as u8).collect();
+    // (case, nodes, initializers, fused ops, kernel launches, GPU tolerance)
+    type ResidualCase =
+        (&'static str, Vec<NodeProto>, Vec<TensorProto>, Vec<&'static str>, usize, &'static str);
+    let cases: Vec<ResidualCase> = vec![
+        (
+            "3x3 conv + skip",
+            vec![conv3(), node("Add", &["c", "x"], "y", vec![])],
+            conv_weights(),
+            vec!["FusedConvAdd"],
+            1,
+            "accumulate",
+        ),
+        (
+            "skip + conv, relu between",
+            vec![conv3(), node("Relu", &["c"], "r", vec![]), node("Add", &["x", "r"], "y", vec![])],
+            conv_weights(),
+            vec!["FusedConvReluAdd"],
+            1,
+            "accumulate",
+        ),
+        (
+            "1x1 conv (a matmul on the GPU) + skip",
+            vec![node("Conv", &["x", "w", "b"], "c", vec![]), node("Add", &["c", "x"], "y", vec![])],
+            vec![data("w", &[16, 16, 1, 1], 0.03), data("b", &[16], 0.1)],
+            vec!["FusedConvAdd"],
+            1,
+            "accumulate",
+        ),
+        (
+            "int8 conv + skip",
+            vec![
+                node("DequantizeLinear", &["wq", "ws"], "w", vec![int_attr("axis", 0)]),
+                conv3(),
+                node("Add", &["c", "x"], "y", vec![]),
+            ],
+            vec![
+                initializer("wq", DataType::Int8, &[16, 16, 3, 3], int8_w),
+                f32_float_data("ws", &[16], (0..16).map(|i| 0.001 + 0.0002 * i as f32).collect()),
+                data("b", &[16], 0.1),
+            ],
+            vec!["DequantizeLinear", "FusedConvAdd"],
+            1,
+            "f16_accumulate",
+        ),
+        (
+            "linear + bias + residual",
+            vec![
+                node("MatMul", &["x", "w"], "m", vec![]),
+                node("Add", &["m", "b"], "c", vec![]),
+                node("Add", &["c", "x"], "y", vec![]),
+            ],
+            vec![data("w", &[5, 5], 0.1), data("b", &[5], 0.1)],
+            vec!["FusedMatMulAddAdd"],
+            1,
+            "accumulate",
+        ),
+        (
+            "linear + tanh + residual",
+            vec![
+                node("MatMul", &["x", "w"], "m", vec![]),
+                node("Tanh", &["m"], "c", vec![]),
+                node("Add", &["x", "c"], "y", vec![]),
+            ],
+            vec![data("w", &[5, 5], 0.1)],
+            vec!["FusedMatMulTanhAdd"],
+            1,
+            "transcendental",
+        ),
+        (
+            "broadcast addend: not a residual",
+            vec![conv3(), node("Add", &["c", "s"], "y", vec![])],
+            [conv_weights(), vec![data("s", &[16, 1, 1], 0.2)]].concat(),
+            vec!["Conv", "Add"],
+            2,
+            "accumulate",
+        ),
+        (
+            "conv read twice: not fused",
+            vec![conv3(), node("Add", &["c", "x"], "a", vec![]), node("Mul", &["a", "c"], "y", vec![])],
+            conv_weights(),
+            vec!["Conv", "Add", "Mul"],
+            3,
+            "accumulate",
+        ),
+    ];
+    let shapes = HashMap::from([("x".to_string(), x_shape.to_vec())]);
+    let feed = || HashMap::from([("x".to_string(), x.clone())]);
+    let tiled = onnx_common::gpu_context().and_then(|_| {
+        let options = GpuOptions {
+            adapter: AdapterChoice::Fallback,
+            style: Some(KernelStyle::Tiled),
+            ..Default::default()
+        };
+        onnx_common::open_gpu_context(&options)
+    });
+    for (case, nodes, inits, fused, gpu_launches, tolerance) in cases {
+        let bytes = model(nodes, inits, vec![float_info("x", &x_shape)], vec![float_info("y", &x_shape)]);
+        let (ops, launches) = fused_and_unfused_agree_launches(&bytes, &x, tolerance);
+        assert_eq!(ops, fused, "{case}");
+        // The CPU backend: exactly the unfused graph's bits.
+        let mut unfused = SessionOptions::default();
+        unfused.build.fuse = false;
+        let want =
+            Session::build(ModelSource::Bytes(&bytes), &shapes, &unfused).unwrap().run(feed()).unwrap();
+        let cpu = Session::build(ModelSource::Bytes(&bytes), &shapes, &SessionOptions::default()).unwrap();
+        assert_eq!(cpu.run(feed()).unwrap()[0].1, want[0].1, "{case}: CPU bits");
+        let (Some(keys), Some(tiled)) = (launches, &tiled) else { continue };
+        let gpu = pollster::block_on(Session::build_on(
+            tiled.clone(),
+            ModelSource::Bytes(&bytes),
+            &shapes,
+            &SessionOptions::default(),
+        ))
+        .unwrap();
+        let got = pollster::block_on(gpu.run_async(feed())).unwrap();
+        if let Some(diff) = compare(&got[0].1, &want[0].1, Tolerance::named_gpu(tolerance).unwrap()) {
+            panic!("{case}, tiled kernels: {diff}");
+        }
+        let tiled_keys = gpu.gpu().unwrap().kernel_keys().iter().map(|k| k.to_string()).collect::<Vec<_>>();
+        for (style, keys) in [("register-blocked", keys), ("tiled", tiled_keys)] {
+            let kernels: Vec<&String> = keys.iter().filter(|k| !k.starts_with("cast.")).collect();
+            assert_eq!(kernels.len(), gpu_launches, "{case}, {style}: kernel launches {keys:?}");
+            if fused.iter().any(|op| op.ends_with("Add") && op.starts_with("Fused")) {
+                assert!(kernels[0].contains(".residual"), "{case}, {style}: {keys:?}");
+            }
+        }
+    }
+}

@@ -184,6 +184,7 @@ async fn conv_once(
         activation: Activation::Silu,
         packed_weights: packed,
         style: Some(style),
+        residual: None,
     };
     let mut b = ProgramBuilder::new(ctx);
     conv(&mut b, &conv_op)?;

@@ -529,10 +529,10 @@ impl<'a, 'c> Lowering<'a, 'c> {
                 };
                 self.cast(x, to, Self::output(node, 0)?)
             }
-            Op::MatMul(_) => self.matmul(node, None, Activation::None),
+            Op::MatMul(_) => self.matmul(node, None, Activation::None, None),
             Op::Gemm(g) => self.gemm(node, g, Activation::None),
             Op::Einsum(e) => self.einsum(node, e),
-            Op::Conv(c) => self.conv(node, c, Activation::None),
+            Op::Conv(c) => self.conv(node, c, Activation::None, None),
             Op::ConvTranspose(c) => self.conv_transpose(node, c, Activation::None),
             Op::Pool(p) => self.pool(node, p),
             Op::Softmax(s) => {
@@ -758,14 +758,33 @@ impl<'a, 'c> Lowering<'a, 'c> {
             }
             Op::Fused(Fused::Attention { scale, layout }) => self.attention(node, *scale, layout),
             Op::Fused(Fused::Activated { base, activation }) => match base.as_ref() {
-                Op::MatMul(_) => self.matmul(node, None, *activation),
-                Op::Fused(Fused::MatMulAdd) => self.matmul(node, Some(Self::input(node, 2)?), *activation),
+                Op::MatMul(_) => self.matmul(node, None, *activation, None),
+                Op::Fused(Fused::MatMulAdd) => {
+                    self.matmul(node, Some(Self::input(node, 2)?), *activation, None)
+                }
                 Op::Gemm(g) => self.gemm(node, g, *activation),
-                Op::Conv(c) => self.conv(node, c, *activation),
+                Op::Conv(c) => self.conv(node, c, *activation, None),
                 Op::ConvTranspose(c) => self.conv_transpose(node, c, *activation),
                 _ => self.norm(node, base, *activation),
             },
-            Op::Fused(Fused::MatMulAdd) => self.matmul(node, Some(Self::input(node, 2)?), Activation::None),
+            Op::Fused(Fused::MatMulAdd) => {
+                self.matmul(node, Some(Self::input(node, 2)?), Activation::None, None)
+            }
+            Op::Fused(Fused::Residual { base }) => {
+                let r = Some(*node.inputs.last().and_then(|r| r.as_ref()).ok_or("the residual is missing")?);
+                let (product, activation) = match base.as_ref() {
+                    Op::Fused(Fused::Activated { base, activation }) => (base.as_ref(), *activation),
+                    product => (product, Activation::None),
+                };
+                match product {
+                    Op::MatMul(_) => self.matmul(node, None, activation, r),
+                    Op::Fused(Fused::MatMulAdd) => {
+                        self.matmul(node, Some(Self::input(node, 2)?), activation, r)
+                    }
+                    Op::Conv(c) => self.conv(node, c, activation, r),
+                    _ => unsupported(format!("a residual fused onto {}", node.op_type)),
+                }
+            }
         }
     }
 
@@ -1079,8 +1098,15 @@ impl<'a, 'c> Lowering<'a, 'c> {
 
     /// MatMul, with FusedMatMulAdd's addend `c` (repeating over the product) and a fused
     /// activation applied in the kernel's epilogue: a constant bias over the last axis as the
-    /// kernel's f32 bias, any other addend as its broadcast `d` operand (beta 1).
-    fn matmul(&mut self, node: &Node, c: Option<ValueId>, activation: Activation) -> R<()> {
+    /// kernel's f32 bias, any other addend as its broadcast `d` operand (beta 1); then a fused
+    /// `residual` added after the activation.
+    fn matmul(
+        &mut self,
+        node: &Node,
+        c: Option<ValueId>,
+        activation: Activation,
+        residual: Option<ValueId>,
+    ) -> R<()> {
         let (a, w, y) = (Self::input(node, 0)?, Self::input(node, 1)?, Self::output(node, 0)?);
         self.float_operand(a)?;
         self.float_operand(w)?;
@@ -1102,6 +1128,7 @@ impl<'a, 'c> Lowering<'a, 'c> {
         let vectors = (self.shape(a).len() == 1, self.shape(w).len() == 1);
         let mut mm = ops::matmul::MatMul::new(av, wv, yt.view(&out_shape));
         mm.activation = activation;
+        mm.residual = self.residual(residual, y)?;
         if let Some(c) = c {
             self.float_operand(c)?;
             // C without its leading 1s is the trailing part of the product's shape.
@@ -1298,7 +1325,24 @@ impl<'a, 'c> Lowering<'a, 'c> {
         }
     }
 
-    fn conv(&mut self, node: &Node, c: &crate::ops::nn::conv::Conv, activation: Activation) -> R<()> {
+    /// A residual operand: the same type and shape as the product's output `y` (checked by the
+    /// fusion pass and the op's inference), read at the output's indices.
+    fn residual(&mut self, r: Option<ValueId>, y: ValueId) -> R<Option<GpuTensor>> {
+        let Some(r) = r else { return Ok(None) };
+        self.float_operand(r)?;
+        if self.shape(r) != self.shape(y) {
+            return unsupported(format!("a residual {:?} for an output {:?}", self.shape(r), self.shape(y)));
+        }
+        Ok(Some(self.tensor(r)?))
+    }
+
+    fn conv(
+        &mut self,
+        node: &Node,
+        c: &crate::ops::nn::conv::Conv,
+        activation: Activation,
+        residual: Option<ValueId>,
+    ) -> R<()> {
         let (x, w, y) = (Self::input(node, 0)?, Self::input(node, 1)?, Self::output(node, 0)?);
         self.float_operand(x)?;
         let b = Self::opt_input(node, 2);
@@ -1339,6 +1383,7 @@ impl<'a, 'c> Lowering<'a, 'c> {
             activation,
             packed_weights: packed,
             style: None,
+            residual: self.residual(residual, y)?,
         };
         if self.shape(y).iter().product::<usize>() == 0 {
             return Ok(());

@@ -1,6 +1,7 @@
 //! Weights the GPU kernels read in the format the model stores them: int8 with a scale per output
 //! channel, or f16, dequantised inside the MatMul / Gemm / Conv / ConvTranspose kernels and the
-//! fused products (FusedMatMulAdd, a product with its activation fused), with f32 arithmetic.
+//! fused products (FusedMatMulAdd, a product with its activation or a residual fused), with f32
+//! arithmetic.
 //! The f32 copy such a weight would otherwise have is never made on the device.
 //!
 //! A weight qualifies when every node that reads it takes it in its weight slot, along the
@@ -104,6 +105,8 @@ fn op_weight_axis(op: &Op, rank: usize) -> Option<usize> {
             | Op::ConvTranspose(_) => op_weight_axis(base, rank),
             _ => None,
         },
+        // A residual changes nothing about the product's inputs (it comes last).
+        Op::Fused(Fused::Residual { base }) => op_weight_axis(base, rank),
         _ => None,
     }
 }

@@ -10,7 +10,7 @@ use super::linalg::matmul::{batched_matmul_onto, MatMul};
 use super::nn::softmax::Softmax;
 use super::{expect_dtype, required, Op, OpError, OpSpec, TensorType, ValueInfo};
 use crate::gpu::Activation;
-use crate::tensor::{DType, Tensor};
+use crate::tensor::{DType, Tensor, TensorData};
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Fused {
@@ -23,6 +23,10 @@ pub enum Fused {
     /// `MatMul(A, B) + C`, C repeating over the product (a bias `[n]`, or the product's shape);
     /// inputs `[A, B, C]`. The GPU adds C in the matmul kernel's epilogue.
     MatMulAdd,
+    /// `base(...) + R`, R of the base's output shape and type (a residual connection after a
+    /// conv or a projection); inputs: `base`'s, padded to its full arity with `None`, then R.
+    /// The GPU adds R in the matmul or conv kernel's epilogue, after the activation.
+    Residual { base: Box<Op> },
 }
 
 /// Transposes folded into a fused attention (`fuse::AttentionLayoutPass`): operand `i` (Q, Kt,
@@ -115,6 +119,19 @@ impl OpSpec for Fused {
                 Ok(out)
             }
             Fused::Activated { base, .. } => base.spec().infer(inputs),
+            Fused::Residual { base } => {
+                let (r, base_inputs) = inputs.split_last().ok_or_else(|| OpError::invalid("no residual"))?;
+                let r = r.ok_or_else(|| OpError::invalid("the residual is missing"))?;
+                let out = base.spec().infer(base_inputs)?;
+                if out.len() != 1 || out[0].shape != r.shape() || out[0].dtype != r.dtype() {
+                    return Err(OpError::invalid(format!(
+                        "residual {:?} {:?} does not match the product {out:?}",
+                        r.dtype(),
+                        r.shape()
+                    )));
+                }
+                Ok(out)
+            }
             Fused::MatMulAdd => {
                 let (a, b, c) =
                     (required(inputs, 0, "A")?, required(inputs, 1, "B")?, required(inputs, 2, "C")?);
@@ -160,6 +177,20 @@ impl OpSpec for Fused {
                 let y = out.remove(0);
                 out.insert(0, activate(y, *activation)?);
                 Ok(out)
+            }
+            Fused::Residual { base } => {
+                let (r, base_inputs) = inputs.split_last().ok_or_else(|| OpError::invalid("no residual"))?;
+                let r = r.ok_or_else(|| OpError::invalid("the residual is missing"))?;
+                let y = base.spec().run(base_inputs)?.remove(0);
+                let shape = y.shape().to_vec();
+                match (y.into_data(), r.as_f32()) {
+                    (TensorData::F32(mut sum), Ok(rv)) if shape == r.shape() => {
+                        // Onto the product in place: the bits of Add, without a third buffer.
+                        sum.iter_mut().zip(rv).for_each(|(s, r)| *s += r);
+                        Ok(vec![Tensor::from_f32(shape, sum)?])
+                    }
+                    (data, _) => ADD.run(&[Some(&Tensor::new(shape, data)?), Some(r)]),
+                }
             }
             Fused::MatMulAdd => {
                 let (a, b, c) =

@@ -101,6 +101,7 @@ fn check_conv(ctx: &GpuContext, case: &Case, seed: u64) {
         activation: case.act,
         packed_weights: false,
         style: None,
+        residual: None,
     };
     assert_eq!(plain.out_shape(), shape);
     // The same through pre-packed weights (f32 or int8), where they apply.

@@ -89,6 +89,7 @@ fn f32_kernels_on_gl() {
         activation: Activation::Silu,
         packed_weights: false,
         style: None,
+        residual: None,
     };
     conv(&mut b, &c).unwrap();
     let sm = GpuTensor::new(&ctx, "softmax", DType::F32, 90).unwrap();

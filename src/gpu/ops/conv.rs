@@ -130,6 +130,8 @@ pub struct Conv {
     pub packed_weights: bool,
     /// Overrides the adapter's kernel style (tests and benchmarks run both on one adapter).
     pub style: Option<KernelStyle>,
+    /// Added after the activation (a residual connection): `[N, Cout, *out_spatial]` like `out`.
+    pub residual: Option<GpuTensor>,
 }
 
 /// Re-lays conv weights [Cout, Cin/groups, *kernel] (f32, f16 or int8 values) as [groups,
@@ -166,11 +168,14 @@ fn check_channels(op: &'static str, cin: usize, cout: usize, groups: usize) -> G
 }
 
 fn epilogue_bindings(
+    ctx: &GpuContext,
+    op: &'static str,
     mut variant: ShaderVariant,
     reads: &mut Vec<GpuTensor>,
     scales: &Option<GpuTensor>,
     bias: &Option<GpuTensor>,
-) -> ShaderVariant {
+    residual: &Option<GpuTensor>,
+) -> GpuResult<ShaderVariant> {
     let mut binding = 3;
     if let Some(s) = scales {
         variant = variant.define("BIND_SCALES", binding);
@@ -182,7 +187,13 @@ fn epilogue_bindings(
         reads.push(b.clone());
         binding += 1;
     }
-    variant.define("BIND_OUT", binding)
+    if let Some(r) = residual {
+        let v = float_storage(ctx, op, variant.tag("residual").flag("HAS_RES"), "R_T", "r", r)?;
+        variant = v.define("BIND_RES", binding);
+        reads.push(r.clone());
+        binding += 1;
+    }
+    Ok(variant.define("BIND_OUT", binding))
 }
 
 fn window_params(
@@ -242,6 +253,7 @@ pub fn conv(b: &mut ProgramBuilder, c: &Conv) -> GpuResult<()> {
         (&c.w, cout * cin / c.groups * kvol),
         (&c.out, out_shape.iter().product()),
     ];
+    let expect = expect.into_iter().chain(c.residual.as_ref().map(|r| (r, out_shape.iter().product())));
     for (t, len) in expect {
         if t.len() != len {
             return Err(shape_err(
@@ -276,7 +288,7 @@ pub fn conv(b: &mut ProgramBuilder, c: &Conv) -> GpuResult<()> {
         weight_variant(ctx, OP, &c.w, c.scales.as_ref(), variant)?
     };
     let mut reads = vec![c.x.clone(), c.w.clone()];
-    let variant = epilogue_bindings(variant, &mut reads, &c.scales, &c.bias);
+    let variant = epilogue_bindings(ctx, OP, variant, &mut reads, &c.scales, &c.bias, &c.residual)?;
     let npx: usize = out_shape[2..].iter().product();
     let reads: Vec<&GpuTensor> = reads.iter().collect();
     if tiled {
@@ -345,6 +357,7 @@ fn pointwise_as_matmul(b: &mut ProgramBuilder, c: &Conv, out_shape: &[usize]) ->
         mm.beta = 1.0;
     }
     mm.activation = c.activation;
+    mm.residual = c.residual.clone();
     matmul(b, &mm)
 }
 
@@ -396,7 +409,7 @@ pub fn conv_transpose(b: &mut ProgramBuilder, c: &ConvTranspose) -> GpuResult<()
     let types = activation_types(ctx, OP, OP, &c.x, &c.out)?;
     let variant = weight_variant(ctx, OP, &c.w, c.scales.as_ref(), types)?;
     let mut reads = vec![c.x.clone(), c.w.clone()];
-    let variant = epilogue_bindings(variant, &mut reads, &c.scales, &c.bias);
+    let variant = epilogue_bindings(ctx, OP, variant, &mut reads, &c.scales, &c.bias, &None)?;
     let variant = c.activation.apply_to(variant.tag(&format!("wg{WG_LINEAR}")).define("WG", WG_LINEAR));
     let reads: Vec<&GpuTensor> = reads.iter().collect();
     b.push(variant, &params, &reads, &[&c.out], linear_workgroups(total, WG_LINEAR))

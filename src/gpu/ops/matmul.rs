@@ -29,6 +29,9 @@ pub struct MatMul {
     pub beta: f32,
     pub activation: Activation,
     pub out: View,
+    /// Added after the activation, read at the output's indices (laid out like `out`): a
+    /// residual connection.
+    pub residual: Option<GpuTensor>,
     /// Overrides the adapter's kernel style (tests run both on one adapter).
     pub style: Option<KernelStyle>,
 }
@@ -45,6 +48,7 @@ impl MatMul {
             beta: 1.0,
             activation: Activation::None,
             out,
+            residual: None,
             style: None,
         }
     }
@@ -294,6 +298,22 @@ pub fn matmul(b: &mut ProgramBuilder, mm: &MatMul) -> GpuResult<()> {
         let v = super::float_storage(ctx, OP, variant.tag("beta").flag("HAS_D"), "D_T", "d", &d.tensor)?;
         variant = bind(v, "BIND_D");
         reads.push(&d.tensor);
+    }
+    if let Some(r) = &mm.residual {
+        if r.len() < mm.out.tensor.len() {
+            return Err(shape_err(
+                OP,
+                format!(
+                    "residual '{}' holds {} elements, the output {}",
+                    r.name(),
+                    r.len(),
+                    mm.out.tensor.len()
+                ),
+            ));
+        }
+        let v = super::float_storage(ctx, OP, variant.tag("residual").flag("HAS_RES"), "R_T", "r", r)?;
+        variant = bind(v, "BIND_RES");
+        reads.push(r);
     }
     variant = bind(variant, "BIND_OUT");
     let (variant, per_group) = match (style, vec4) {

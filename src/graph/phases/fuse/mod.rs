@@ -24,10 +24,13 @@
 //!   an activation (Relu, LeakyRelu, Silu, Gelu, Sigmoid, Tanh) becomes the product with the
 //!   activation fused (after the silu, tanh-gelu and matmul+add passes, which make the
 //!   activations and the products).
+//! - [`ResidualPass`]: MatMul, FusedMatMulAdd or Conv (maybe with its activation fused) read only
+//!   by an Add of a tensor of its own shape becomes the product with the residual added in its
+//!   epilogue (after product+activation).
 //!
 //! Both backends run every pass (`default_passes`). The GPU runs each fused form as one kernel;
-//! the CPU backend runs matmul+add, product+activation, silu and tanh-gelu with the unfused ops'
-//! arithmetic (the same bits) and attention with its streaming kernel.
+//! the CPU backend runs matmul+add, product+activation, product+residual, silu and tanh-gelu with
+//! the unfused ops' arithmetic (the same bits) and attention with its streaming kernel.
 
 mod attention;
 mod gelu;
@@ -37,7 +40,7 @@ mod product;
 pub use attention::{AttentionLayoutPass, AttentionPass};
 pub use gelu::TanhGeluPass;
 pub use norm::{NormSiluPass, SiluPass, TorchGroupNormPass};
-pub use product::{MatMulAddPass, ProductActivationPass};
+pub use product::{MatMulAddPass, ProductActivationPass, ResidualPass};
 
 use crate::graph::{BuildError, Graph, ValueId};
 use crate::ops::elementwise::binary::BinaryKind;
@@ -60,6 +63,7 @@ pub fn default_passes() -> Vec<Box<dyn FusionPass>> {
         Box::new(TanhGeluPass),
         Box::new(MatMulAddPass),
         Box::new(ProductActivationPass),
+        Box::new(ResidualPass),
     ]
 }
 

@@ -1,4 +1,5 @@
-//! Epilogues of products (MatMul, Gemm, Conv, ConvTranspose): a bias Add, an activation.
+//! Epilogues of products (MatMul, Gemm, Conv, ConvTranspose): a bias Add, an activation, a
+//! residual Add.
 
 use super::{input, operands, output, producers, set_fused, FusionPass, Uses};
 use crate::gpu::Activation;
@@ -132,5 +133,62 @@ fn fused_name(op_type: &str) -> String {
         op_type.to_string()
     } else {
         format!("Fused{op_type}")
+    }
+}
+
+/// `Add(P, R)` (either order) where P is the output of a MatMul, FusedMatMulAdd or Conv (maybe
+/// with its activation fused) read only by this Add, and R has P's type and shape: the residual
+/// connections of a UNet's ResBlock (conv, then the skip added) and of a transformer block (the
+/// attention's or feed-forward's output projection, then the block's input added). The Add's node
+/// becomes `Fused::Residual` over the product; the CPU backend adds R onto the product (the bits
+/// of the Add), the GPU one in the matmul or conv kernel's epilogue, after the activation: one
+/// kernel, and the product never makes a round trip through memory.
+pub struct ResidualPass;
+
+impl FusionPass for ResidualPass {
+    fn name(&self) -> &'static str {
+        "product+residual"
+    }
+
+    fn apply(&self, graph: &mut Graph) -> Result<usize, BuildError> {
+        let mut count = 0;
+        let uses = Uses::of(graph);
+        let prod = producers(graph);
+        for add in 0..graph.nodes.len() {
+            let Some([x, y]) = operands(graph, add, BinaryKind::Add) else { continue };
+            let Some(sum) = output(graph, add) else { continue };
+            let ty = |v: ValueId| graph.values[v].ty.clone().filter(|t| t.dtype == DType::F32);
+            let found = [(x, y), (y, x)].into_iter().find_map(|(p, r)| {
+                let node = prod[p]?;
+                let arity = residual_base_arity(graph.nodes[node].op.as_ref()?)?;
+                let single = uses.only_reader(p) == Some(add) && graph.nodes[node].outputs.len() == 1;
+                let same = ty(p).is_some() && ty(p) == ty(r) && ty(p) == ty(sum);
+                (single && same && p != r && graph.nodes[node].inputs.len() <= arity)
+                    .then_some((node, arity, r))
+            });
+            let Some((node, arity, r)) = found else { continue };
+            let Some(base) = graph.nodes[node].op.clone() else { continue };
+            let mut inputs = graph.nodes[node].inputs.clone();
+            inputs.resize(arity, None);
+            inputs.push(Some(r));
+            let op_type = format!("{}Add", fused_name(&graph.nodes[node].op_type));
+            set_fused(graph, add, &op_type, inputs, Op::Fused(Fused::Residual { base: Box::new(base) }));
+            count += 1;
+        }
+        Ok(count)
+    }
+}
+
+/// How many inputs a product the residual pass takes has, optional ones included (the residual
+/// comes after them all); `None` for the others.
+fn residual_base_arity(op: &Op) -> Option<usize> {
+    match op {
+        Op::MatMul(_) => Some(2),
+        Op::Fused(Fused::MatMulAdd) | Op::Conv(_) => Some(3),
+        Op::Fused(Fused::Activated { base, .. }) => match base.as_ref() {
+            Op::MatMul(_) | Op::Fused(Fused::MatMulAdd) | Op::Conv(_) => residual_base_arity(base),
+            _ => None,
+        },
+        _ => None,
     }
 }
