@@ -102,6 +102,27 @@ impl GpuOptions {
     }
 }
 
+/// `FIFO_KERNEL_STYLE=blocked|tiled` (native): the kernel style for every adapter whose options
+/// do not set one, to compare both on one GPU (the benchmarks and profiles) or to rule one out.
+fn style_from_env() -> GpuResult<Option<KernelStyle>> {
+    if cfg!(target_arch = "wasm32") {
+        return Ok(None);
+    }
+    parse_kernel_style(&std::env::var("FIFO_KERNEL_STYLE").unwrap_or_default())
+}
+
+fn parse_kernel_style(value: &str) -> GpuResult<Option<KernelStyle>> {
+    match value.trim() {
+        "" => Ok(None),
+        "blocked" => Ok(Some(KernelStyle::RegisterBlocked)),
+        "tiled" => Ok(Some(KernelStyle::Tiled)),
+        other => Err(GpuError::Unsupported {
+            op: "FIFO_KERNEL_STYLE",
+            message: format!("'{other}' is not a kernel style: use blocked or tiled, or unset it"),
+        }),
+    }
+}
+
 /// One enumerated adapter, for `fifo devices`.
 #[derive(Clone, Debug)]
 pub struct AdapterSummary {
@@ -331,7 +352,7 @@ impl GpuContext {
                 record_fault(&slot, GpuError::DeviceLost { reason: format!("{reason:?}: {message}") });
             }
         });
-        let style = options.style.unwrap_or(match info.device_type {
+        let style = options.style.or(style_from_env()?).unwrap_or(match info.device_type {
             wgpu::DeviceType::Cpu => KernelStyle::RegisterBlocked,
             _ => KernelStyle::Tiled,
         });
@@ -510,4 +531,18 @@ impl GpuContext {
 fn record_fault(slot: &FaultSlot, error: GpuError) {
     let mut guard = slot.lock().unwrap_or_else(|p| p.into_inner());
     guard.get_or_insert(error);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_style_from_its_name() {
+        assert_eq!(parse_kernel_style("").unwrap(), None);
+        assert_eq!(parse_kernel_style(" tiled\n").unwrap(), Some(KernelStyle::Tiled));
+        assert_eq!(parse_kernel_style("blocked").unwrap(), Some(KernelStyle::RegisterBlocked));
+        let err = parse_kernel_style("fast").unwrap_err().to_string();
+        assert!(err.contains("'fast'") && err.contains("blocked or tiled"), "{err}");
+    }
 }
