@@ -4,8 +4,9 @@
 // and walks K = kernel taps x input channels 16 at a time, tap-major: the 16 channels of one tap
 // share one input position per column, so gathering the input tile costs no index division.
 // Input channels are padded to a multiple of 16 in K (the padding reads zeros). Each invocation
-// keeps 4 channels x 4 columns in registers; global loads and stores are coalesced along columns
-// (or along channels for packed weights) and tile reads are broadcast or conflict-free.
+// keeps 4 channels x 4 columns in registers; input loads and output stores are coalesced along
+// columns, packed weights are one vec4 (one int8 word) per invocation and step, and tile reads
+// are broadcast (weights, one vec4) or conflict-free (inputs).
 // Weights: as conv.wgsl (W_PACKED: [groups, Cin/groups * kernel volume, Cout/groups]).
 #ifdef ENABLE_F16
 enable f16;
@@ -16,8 +17,20 @@ enable f16;
 const TM: u32 = 64u; // output channels per workgroup
 const TN: u32 = 64u; // output columns per workgroup
 const BK: u32 = 16u; // input channels (of one tap) per step
-var<workgroup> tile_w: array<array<f32, 64>, 16>; // [k][channel]
+var<workgroup> tile_w: array<vec4<f32>, 256>; // [k][channel / 4]: 16 x 16 quads of channels
 var<workgroup> tile_x: array<array<f32, 64>, 16>; // [k][column]
+
+#ifndef W_PACKED
+// Weight [Cout, Cin/groups, kernel] of channel `co` of group `g` (0 past the group's channels).
+fn unpacked_w(g: u32, co: u32, ci: u32, tap: u32) -> f32 {
+    let cout_g = p.out_dims.x / p.kernel.w;
+    if (co >= cout_g) {
+        return 0.0;
+    }
+    let kvol = p.kernel.x * p.kernel.y * p.kernel.z;
+    return load_w(((g * cout_g + co) * (p.in_dims.x / p.kernel.w) + ci) * kvol + tap);
+}
+#endif
 
 @compute @workgroup_size(16, 16)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
@@ -30,9 +43,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let kvol = p.kernel.x * p.kernel.y * p.kernel.z;
     let co_base = wid.y * TM;
     let col_base = wid.x * TN;
-    // For the input tile this invocation gathers column `lc`, K rows lk, lk + 4, lk + 8, lk + 12.
+    // For the input tile this invocation gathers column `lc`, K rows lk, lk + 4, lk + 8, lk + 12;
+    // for the weight tile, the quad of channels `wq` of K row `wk`.
     let lc = t % TN;
     let lk = t / TN;
+    let wq = t % 16u;
+    let wk = t / 16u;
     let col_ok = col_base + lc < columns;
     let col = min(col_base + lc, columns - 1u);
     let n = col / npx;
@@ -60,30 +76,23 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
                     xv = f32(x[x_base + ci * plane + spatial]);
                 }
                 tile_x[kk][lc] = xv;
+            }
+            let ci = ci0 + wk;
+            let co = co_base + 4u * wq;
+            var wv = vec4<f32>(0.0);
+            if (ci < cin_g && co < cout_g) {
 #ifdef W_PACKED
-                // Channels are contiguous in memory and across invocations.
-                let co = co_base + lc;
-                var wv = 0.0;
-                if (co < cout_g && ci < cin_g) {
-                    wv = load_w(((g * cin_g + ci) * kvol + tap) * cout_g + co);
-                }
-                tile_w[kk][lc] = wv;
+                // Four channels of one tap are one vec4 (one int8 word): Cout/groups is a multiple of 4.
+                wv = load_w4((((g * cin_g + ci) * kvol + tap) * cout_g + co) >> 2u);
 #else
-                // [Cout, Cin/groups, kernel]: 16 input channels of one output channel per 16 invocations.
-                let wk = t % BK;
-                let wc = t / BK + 16u * l;
-                let co = co_base + wc;
-                var wv = 0.0;
-                if (co < cout_g && ci0 + wk < cin_g) {
-                    wv = load_w(((g * cout_g + co) * cin_g + ci0 + wk) * kvol + tap);
-                }
-                tile_w[wk][wc] = wv;
+                wv = vec4<f32>(unpacked_w(g, co, ci, tap), unpacked_w(g, co + 1u, ci, tap),
+                               unpacked_w(g, co + 2u, ci, tap), unpacked_w(g, co + 3u, ci, tap));
 #endif
             }
+            tile_w[wk * 16u + wq] = wv;
             workgroupBarrier();
             for (var kk = 0u; kk < BK; kk++) {
-                let ch = 4u * lid.y;
-                let wv = vec4<f32>(tile_w[kk][ch], tile_w[kk][ch + 1u], tile_w[kk][ch + 2u], tile_w[kk][ch + 3u]);
+                let wv = tile_w[kk * 16u + lid.y];
                 acc0 += tile_x[kk][lid.x] * wv;
                 acc1 += tile_x[kk][lid.x + 16u] * wv;
                 acc2 += tile_x[kk][lid.x + 32u] * wv;
