@@ -187,8 +187,24 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 #ifdef TILED
 const TILE: u32 = 64u;
 const BK: u32 = 16u;
-var<workgroup> tile_a: array<array<f32, 64>, 16>; // [k][row]
-var<workgroup> tile_w: array<array<f32, 64>, 16>; // [k][col]
+// Quads of 4 rows (of A) and 4 columns (of W) per K step: every invocation reads one vec4 of each
+// per step (2 workgroup-memory reads per 16 multiply-adds).
+var<workgroup> tile_a: array<vec4<f32>, 256>; // [k][row / 4]
+var<workgroup> tile_w: array<vec4<f32>, 256>; // [k][col / 4]
+
+// Element (row, col) of A or W through strides, 0 outside `rows` x `cols`.
+fn a_at(base: u32, row: u32, k: u32) -> f32 {
+    if (row >= p.m || k >= p.k) {
+        return 0.0;
+    }
+    return f32(in_a[base + row * p.a_strides.z + k * p.a_strides.w]);
+}
+fn w_at(base: u32, k: u32, col: u32) -> f32 {
+    if (k >= p.k || col >= p.n) {
+        return 0.0;
+    }
+    return load_w(base + k * p.w_strides.z + col * p.w_strides.w);
+}
 
 @compute @workgroup_size(16, 16)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
@@ -199,33 +215,28 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let col_base = wid.x * TILE;
     let a_base = p.offsets.x + b0 * p.a_strides.x + b1 * p.a_strides.y;
     let w_base = p.offsets.y + b0 * p.w_strides.x + b1 * p.w_strides.y;
+    // This invocation fills row quad `t / 16` of A's tile at k `t % 16` (consecutive invocations
+    // read consecutive k), and column quad `t % 16` of W's tile at k `t / 16` (consecutive
+    // invocations read consecutive columns).
+    let ar = row_base + 4u * (t / BK);
+    let ak = t % BK;
+    let wc = col_base + 4u * (t % 16u);
+    let wk = t / 16u;
     var acc: array<vec4<f32>, 4>;
     for (var k0 = 0u; k0 < p.k; k0 += BK) {
-        // 64x16 elements of each operand, four per invocation; zeros past the edges.
-        for (var l = 0u; l < 4u; l++) {
-            let e = t + l * 256u;
-            let r = e / BK;
-            let ka = e % BK;
-            var av = 0.0;
-            if (row_base + r < p.m && k0 + ka < p.k) {
-                av = f32(in_a[a_base + (row_base + r) * p.a_strides.z + (k0 + ka) * p.a_strides.w]);
-            }
-            tile_a[ka][r] = av;
-            let kw = e / TILE;
-            let c = e % TILE;
-            var wv = 0.0;
-            if (col_base + c < p.n && k0 + kw < p.k) {
-                wv = load_w(w_base + (k0 + kw) * p.w_strides.z + (col_base + c) * p.w_strides.w);
-            }
-            tile_w[kw][c] = wv;
-        }
+        let ka = k0 + ak;
+        tile_a[ak * 16u + t / BK] =
+            vec4<f32>(a_at(a_base, ar, ka), a_at(a_base, ar + 1u, ka), a_at(a_base, ar + 2u, ka), a_at(a_base, ar + 3u, ka));
+        let kw = k0 + wk;
+        tile_w[t] = vec4<f32>(w_at(w_base, kw, wc), w_at(w_base, kw, wc + 1u), w_at(w_base, kw, wc + 2u), w_at(w_base, kw, wc + 3u));
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk++) {
-            let w = vec4<f32>(tile_w[kk][lid.x * 4u], tile_w[kk][lid.x * 4u + 1u], tile_w[kk][lid.x * 4u + 2u],
-                              tile_w[kk][lid.x * 4u + 3u]);
-            for (var i = 0u; i < 4u; i++) {
-                acc[i] += tile_a[kk][lid.y * 4u + i] * w;
-            }
+            let a = tile_a[kk * 16u + lid.y];
+            let w = tile_w[kk * 16u + lid.x];
+            acc[0] += a.x * w;
+            acc[1] += a.y * w;
+            acc[2] += a.z * w;
+            acc[3] += a.w * w;
         }
         workgroupBarrier();
     }
