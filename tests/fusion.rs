@@ -841,3 +841,48 @@ fn residual_pass_adds_the_skip_in_the_product_epilogue() {
         }
     }
 }
+
+/// `x * 1`, `1 * x`, `x / 1` and `x - (+0)` leave the graph, keeping the bits, -0 included; one
+/// whose output is a graph output becomes an Identity. `x + 0` and `x - (-0)` (not exact for -0), a 1 that
+/// broadcasts x to a larger shape and any other constant stay.
+#[test]
+fn neutral_element_pass_removes_unit_scales() {
+    use onnx_common::graph::*;
+    let mut values: Vec<f32> = (0..15).map(|i| i as f32 / 4.0 - 2.0).collect();
+    values[8] = -0.0; // i = 8 is 0.0: make it -0 (x + 0 would turn it into +0)
+    let x = Tensor::from_f32(vec![3, 5], values).unwrap();
+    let nodes = vec![
+        node("Mul", &["x", "one"], "a", vec![]),
+        node("Div", &["a", "one"], "b", vec![]),
+        node("Mul", &["one", "b"], "c", vec![]),
+        node("Sub", &["c", "zero"], "d", vec![]),
+        node("Add", &["d", "zero"], "e", vec![]),
+        node("Sub", &["e", "minus_zero"], "f", vec![]),
+        node("Mul", &["f", "two"], "g", vec![]),
+        node("Mul", &["g", "one_4d"], "y", vec![]),
+    ];
+    let constants = vec![
+        f32_scalar("one", 1.0),
+        f32_scalar("zero", 0.0),
+        f32_scalar("minus_zero", -0.0),
+        f32_scalar("two", 2.0),
+        f32_float_data("one_4d", &[1, 1, 1, 1], vec![1.0]),
+    ];
+    let bytes =
+        model(nodes, constants.clone(), vec![float_info("x", &[3, 5])], vec![float_info("y", &[1, 1, 3, 5])]);
+    assert_eq!(fused_and_unfused_agree(&bytes, &x), vec!["Add", "Sub", "Mul", "Mul"]);
+    // The sign of zero survives (the Add of 0 made it +0 in the graph above; here nothing does).
+    let bytes = model(
+        vec![node("Div", &["x", "one"], "a", vec![]), node("Mul", &["a", "one"], "y", vec![])],
+        constants,
+        vec![float_info("x", &[3, 5])],
+        vec![float_info("y", &[3, 5])],
+    );
+    assert_eq!(fused_and_unfused_agree(&bytes, &x), vec!["Identity"]);
+    use fifo_diffusion::session::{ModelSource, Session, SessionOptions};
+    let shapes = std::collections::HashMap::from([("x".to_string(), vec![3, 5])]);
+    let session = Session::build(ModelSource::Bytes(&bytes), &shapes, &SessionOptions::default()).unwrap();
+    let y = session.run(std::collections::HashMap::from([("x".to_string(), x.clone())])).unwrap();
+    let bits = |t: &Tensor| t.f32s().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&y[0].1), bits(&x));
+}

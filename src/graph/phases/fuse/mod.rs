@@ -4,6 +4,8 @@
 //! value to have exactly one reader and not be a graph output, so nothing is computed twice.
 //! `FIFO_NO_FUSION=1` (or `BuildOptions::fuse = false`) skips the passes.
 //!
+//! - [`NeutralElementPass`]: `x * 1`, `x / 1`, `x - (+0)` (diffusers' unit output scale factors,
+//!   where an export keeps them) are removed, first, so they hide no pattern from the others.
 //! - [`AttentionPass`]: MatMul(Q, Kt) [* or / scalar] -> Softmax(last axis) -> MatMul(., V), or
 //!   the same with attention Einsums ("bhid,bhjd->bhij", "bhij,bhjd->bhid") for the MatMuls.
 //! - [`AttentionLayoutPass`]: Transposes into a fused attention's Q, Kt, V and out of its output
@@ -34,11 +36,13 @@
 
 mod attention;
 mod gelu;
+mod neutral;
 mod norm;
 mod product;
 
 pub use attention::{AttentionLayoutPass, AttentionPass};
 pub use gelu::TanhGeluPass;
+pub use neutral::NeutralElementPass;
 pub use norm::{NormSiluPass, SiluPass, TorchGroupNormPass};
 pub use product::{MatMulAddPass, ProductActivationPass, ResidualPass};
 
@@ -55,6 +59,7 @@ pub trait FusionPass {
 
 pub fn default_passes() -> Vec<Box<dyn FusionPass>> {
     vec![
+        Box::new(NeutralElementPass),
         Box::new(TorchGroupNormPass),
         Box::new(NormSiluPass),
         Box::new(SiluPass),
