@@ -12,9 +12,9 @@ struct Params {
     dilation: vec4<u32>, // dd, dh, dw, _
     pad: vec4<u32>,      // pd, ph, pw (leading pads), _
     act_alpha: f32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+    res_n: u32, // strides of the residual over batch items, output channels and output pixels
+    res_c: u32,
+    res_pix: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -43,7 +43,7 @@ fn store_output(n: u32, co: u32, pix: u32, acc: f32) {
     let at = (n * p.out_dims.x + co) * npx + pix;
     var v = activation(acc * scale + shift, p.act_alpha);
 #ifdef HAS_RES
-    v += f32(res[at]);
+    v += f32(res[n * p.res_n + co * p.res_c + pix * p.res_pix]);
 #endif
     out[at] = OUT_T(v);
 }

@@ -1,6 +1,6 @@
 // Batched matmul with broadcasting through strides (two batch dims after collapsing):
 //   out[b, m, n] = act(alpha * sum_k a[b, m, k] * w[b, k, n] * scale[n] + beta * d[b, m, n] + bias[n])
-//                  + res[b, m, n]   (HAS_RES: a residual laid out like out)
+//                  + res[b, m, n]   (HAS_RES: a residual, broadcast through its strides)
 // Any M, N, K (edges are clamped on load and masked on store). Variants:
 //   RB4X4: each invocation keeps a 4x4 block in registers, no barriers (CPU adapters).
 //   RB4X4V: the same with vec4 loads along K (and along N when the weights are N-contiguous):
@@ -21,6 +21,7 @@ struct Params {
     w_strides: vec4<u32>, // batch0, batch1, k, n
     o_strides: vec4<u32>, // batch0, batch1, m, n
     d_strides: vec4<u32>, // batch0, batch1, m, n
+    r_strides: vec4<u32>, // batch0, batch1, m, n
     offsets: vec4<u32>,   // a, w, out, d
     m: u32,
     n: u32,
@@ -29,7 +30,7 @@ struct Params {
     alpha: f32,
     beta: f32,
     act_alpha: f32,
-    _pad: u32,
+    r_offset: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -61,7 +62,7 @@ fn store(b0: u32, b1: u32, row: u32, col: u32, acc: f32) {
     let at = p.offsets.z + b0 * p.o_strides.x + b1 * p.o_strides.y + row * p.o_strides.z + col * p.o_strides.w;
     v = activation(v, p.act_alpha);
 #ifdef HAS_RES
-    v += f32(res[at]);
+    v += f32(res[p.r_offset + b0 * p.r_strides.x + b1 * p.r_strides.y + row * p.r_strides.z + col * p.r_strides.w]);
 #endif
     out[at] = OUT_T(v);
 }

@@ -782,9 +782,42 @@ fn residual_pass_adds_the_skip_in_the_product_epilogue() {
             "transcendental",
         ),
         (
-            "broadcast addend: not a residual",
+            "conv + a shift per channel (a bias left apart)",
             vec![conv3(), node("Add", &["c", "s"], "y", vec![])],
             [conv_weights(), vec![data("s", &[16, 1, 1], 0.2)]].concat(),
+            vec!["FusedConvAdd"],
+            1,
+            "accumulate",
+        ),
+        (
+            "conv + a value per batch item and channel (a time embedding)",
+            vec![
+                node("GlobalAveragePool", &["x"], "t", vec![]),
+                conv3(),
+                node("Add", &["t", "c"], "y", vec![]),
+            ],
+            conv_weights(),
+            vec!["GlobalAveragePool", "FusedConvAdd"],
+            2,
+            "accumulate",
+        ),
+        (
+            "1x1 conv (a matmul) + a value per batch item and channel",
+            vec![
+                node("GlobalAveragePool", &["x"], "t", vec![]),
+                node("Conv", &["x", "w", "b"], "c", vec![]),
+                node("Relu", &["c"], "r", vec![]),
+                node("Add", &["r", "t"], "y", vec![]),
+            ],
+            vec![data("w", &[16, 16, 1, 1], 0.03), data("b", &[16], 0.1)],
+            vec!["GlobalAveragePool", "FusedConvReluAdd"],
+            2,
+            "accumulate",
+        ),
+        (
+            "conv + a value per pixel: not fused",
+            vec![conv3(), node("Add", &["c", "s"], "y", vec![])],
+            [conv_weights(), vec![data("s", &[1, 1, 6, 5], 0.2)]].concat(),
             vec!["Conv", "Add"],
             2,
             "accumulate",
@@ -836,7 +869,8 @@ fn residual_pass_adds_the_skip_in_the_product_epilogue() {
             let kernels: Vec<&String> = keys.iter().filter(|k| !k.starts_with("cast.")).collect();
             assert_eq!(kernels.len(), gpu_launches, "{case}, {style}: kernel launches {keys:?}");
             if fused.iter().any(|op| op.ends_with("Add") && op.starts_with("Fused")) {
-                assert!(kernels[0].contains(".residual"), "{case}, {style}: {keys:?}");
+                let product = kernels.last().expect("a kernel");
+                assert!(product.contains(".residual"), "{case}, {style}: {keys:?}");
             }
         }
     }

@@ -23,9 +23,10 @@ pub enum Fused {
     /// `MatMul(A, B) + C`, C repeating over the product (a bias `[n]`, or the product's shape);
     /// inputs `[A, B, C]`. The GPU adds C in the matmul kernel's epilogue.
     MatMulAdd,
-    /// `base(...) + R`, R of the base's output shape and type (a residual connection after a
-    /// conv or a projection); inputs: `base`'s, padded to its full arity with `None`, then R.
-    /// The GPU adds R in the matmul or conv kernel's epilogue, after the activation.
+    /// `base(...) + R`, R of the base's output type, broadcasting to its shape (a residual
+    /// connection after a conv or a projection, a time embedding after a conv); inputs: `base`'s,
+    /// padded to its full arity with `None`, then R. The GPU adds R in the matmul or conv kernel's
+    /// epilogue, after the activation.
     Residual { base: Box<Op> },
 }
 
@@ -123,7 +124,10 @@ impl OpSpec for Fused {
                 let (r, base_inputs) = inputs.split_last().ok_or_else(|| OpError::invalid("no residual"))?;
                 let r = r.ok_or_else(|| OpError::invalid("the residual is missing"))?;
                 let out = base.spec().infer(base_inputs)?;
-                if out.len() != 1 || out[0].shape != r.shape() || out[0].dtype != r.dtype() {
+                let fits = out.len() == 1
+                    && crate::tensor::shape::broadcast_shapes(&out[0].shape, r.shape())
+                        .is_ok_and(|s| s == out[0].shape);
+                if !fits || out[0].dtype != r.dtype() {
                     return Err(OpError::invalid(format!(
                         "residual {:?} {:?} does not match the product {out:?}",
                         r.dtype(),

@@ -108,7 +108,8 @@ pub(crate) struct WindowParams {
     pub dilation: [u32; 4],
     pub pad: [u32; 4],
     pub act_alpha: f32,
-    pub _pad: [u32; 3],
+    /// Strides of the residual over (batch item, output channel, output pixel); conv only.
+    pub residual_strides: [u32; 3],
 }
 
 /// A convolution: x [N, Cin, *spatial] * w [Cout, Cin/groups, *kernel] -> out [N, Cout, *out_spatial].
@@ -130,8 +131,10 @@ pub struct Conv {
     pub packed_weights: bool,
     /// Overrides the adapter's kernel style (tests and benchmarks run both on one adapter).
     pub style: Option<KernelStyle>,
-    /// Added after the activation (a residual connection): `[N, Cout, *out_spatial]` like `out`.
-    pub residual: Option<GpuTensor>,
+    /// Added after the activation (a residual connection), broadcast to the output's shape: the
+    /// output's own shape, or one value per batch item and channel (`[N or 1, Cout or 1, 1, ..]`,
+    /// a time embedding added after the conv).
+    pub residual: Option<View>,
 }
 
 /// Re-lays conv weights [Cout, Cin/groups, *kernel] (f32, f16 or int8 values) as [groups,
@@ -174,7 +177,7 @@ fn epilogue_bindings(
     reads: &mut Vec<GpuTensor>,
     scales: &Option<GpuTensor>,
     bias: &Option<GpuTensor>,
-    residual: &Option<GpuTensor>,
+    residual: Option<&GpuTensor>,
 ) -> GpuResult<ShaderVariant> {
     let mut binding = 3;
     if let Some(s) = scales {
@@ -222,7 +225,7 @@ fn window_params(
         dilation: u4([dd, dh, dw, 0])?,
         pad: u4([pd, ph, pw, last])?,
         act_alpha: act.alpha(),
-        _pad: [0; 3],
+        residual_strides: [0; 3],
     })
 }
 
@@ -253,7 +256,6 @@ pub fn conv(b: &mut ProgramBuilder, c: &Conv) -> GpuResult<()> {
         (&c.w, cout * cin / c.groups * kvol),
         (&c.out, out_shape.iter().product()),
     ];
-    let expect = expect.into_iter().chain(c.residual.as_ref().map(|r| (r, out_shape.iter().product())));
     for (t, len) in expect {
         if t.len() != len {
             return Err(shape_err(
@@ -267,7 +269,7 @@ pub fn conv(b: &mut ProgramBuilder, c: &Conv) -> GpuResult<()> {
     }
     let tiled = uses_tiles(c.style.unwrap_or(ctx.style()), cin / c.groups, cout / c.groups);
     let variant = activation_types(ctx, OP, if tiled { "conv_tiled" } else { "conv" }, &c.x, &c.out)?;
-    let params = window_params(OP, &c.x_shape, &out_shape, &c.geometry, c.groups, 0, c.activation)?;
+    let mut params = window_params(OP, &c.x_shape, &out_shape, &c.geometry, c.groups, 0, c.activation)?;
     let variant = if c.packed_weights {
         if (cout / c.groups) % 4 != 0 {
             return Err(GpuError::Unsupported {
@@ -288,7 +290,15 @@ pub fn conv(b: &mut ProgramBuilder, c: &Conv) -> GpuResult<()> {
         weight_variant(ctx, OP, &c.w, c.scales.as_ref(), variant)?
     };
     let mut reads = vec![c.x.clone(), c.w.clone()];
-    let variant = epilogue_bindings(ctx, OP, variant, &mut reads, &c.scales, &c.bias, &c.residual)?;
+    let (residual, residual_strides) = match &c.residual {
+        Some(r) => {
+            let (tensor, strides) = residual_strides(r, &out_shape)?;
+            (Some(tensor), strides)
+        }
+        None => (None, [0; 3]),
+    };
+    params.residual_strides = residual_strides;
+    let variant = epilogue_bindings(ctx, OP, variant, &mut reads, &c.scales, &c.bias, residual.as_ref())?;
     let npx: usize = out_shape[2..].iter().product();
     let reads: Vec<&GpuTensor> = reads.iter().collect();
     if tiled {
@@ -312,6 +322,38 @@ pub fn conv(b: &mut ProgramBuilder, c: &Conv) -> GpuResult<()> {
     let groups =
         [columns.div_ceil(8) as u32, (cout / c.groups).div_ceil(32) as u32, (c.x_shape[0] * c.groups) as u32];
     b.push(variant, &params, &reads, &[&c.out], groups)
+}
+
+/// A residual view broadcast to the output shape `[N, Cout, *spatial]` as its tensor and strides
+/// over (batch item, channel, pixel): one value per pixel in the output's layout, or one per
+/// batch item and channel.
+fn residual_strides(r: &View, out_shape: &[usize]) -> GpuResult<(GpuTensor, [u32; 3])> {
+    const OP: &str = "conv";
+    let v = r.broadcast_to(out_shape)?;
+    v.check(OP)?;
+    let (spatial, strides) = (&out_shape[2..], &v.strides[2..]);
+    let contiguous = crate::gpu::tensor::contiguous_strides(spatial);
+    let pixel = if spatial.iter().zip(strides).all(|(&n, &s)| n == 1 || s == 0) {
+        0
+    } else if spatial.iter().zip(strides).zip(&contiguous).all(|((&n, &s), &c)| n == 1 || s == c) {
+        1
+    } else {
+        return Err(GpuError::Unsupported {
+            op: OP,
+            message: format!(
+                "residual '{}' {:?} for an output {out_shape:?}: it must cover every pixel in the output's layout or broadcast over all of them",
+                r.tensor.name(),
+                r.shape
+            ),
+        });
+    };
+    if v.offset != 0 {
+        return Err(shape_err(
+            OP,
+            format!("residual '{}' must start at its tensor's first element", r.tensor.name()),
+        ));
+    }
+    Ok((v.tensor.clone(), [u32_of(OP, v.strides[0])?, u32_of(OP, v.strides[1])?, pixel]))
 }
 
 /// Whether a conv takes the workgroup-tiled kernel: on GPUs, unless a group has too few channels
@@ -357,7 +399,11 @@ fn pointwise_as_matmul(b: &mut ProgramBuilder, c: &Conv, out_shape: &[usize]) ->
         mm.beta = 1.0;
     }
     mm.activation = c.activation;
-    mm.residual = c.residual.clone();
+    if let Some(r) = &c.residual {
+        let (tensor, [rn, rc, rp]) = residual_strides(r, out_shape)?;
+        let strides = vec![rn as usize, rc as usize, rp as usize];
+        mm.residual = Some(View { tensor, offset: 0, shape: vec![n, cout, s], strides });
+    }
     matmul(b, &mm)
 }
 
@@ -409,7 +455,7 @@ pub fn conv_transpose(b: &mut ProgramBuilder, c: &ConvTranspose) -> GpuResult<()
     let types = activation_types(ctx, OP, OP, &c.x, &c.out)?;
     let variant = weight_variant(ctx, OP, &c.w, c.scales.as_ref(), types)?;
     let mut reads = vec![c.x.clone(), c.w.clone()];
-    let variant = epilogue_bindings(ctx, OP, variant, &mut reads, &c.scales, &c.bias, &None)?;
+    let variant = epilogue_bindings(ctx, OP, variant, &mut reads, &c.scales, &c.bias, None)?;
     let variant = c.activation.apply_to(variant.tag(&format!("wg{WG_LINEAR}")).define("WG", WG_LINEAR));
     let reads: Vec<&GpuTensor> = reads.iter().collect();
     b.push(variant, &params, &reads, &[&c.out], linear_workgroups(total, WG_LINEAR))

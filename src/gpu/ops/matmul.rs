@@ -29,9 +29,8 @@ pub struct MatMul {
     pub beta: f32,
     pub activation: Activation,
     pub out: View,
-    /// Added after the activation, read at the output's indices (laid out like `out`): a
-    /// residual connection.
-    pub residual: Option<GpuTensor>,
+    /// Added after the activation (a residual connection), broadcast to the output's shape.
+    pub residual: Option<View>,
     /// Overrides the adapter's kernel style (tests run both on one adapter).
     pub style: Option<KernelStyle>,
 }
@@ -61,6 +60,7 @@ struct Params {
     w_strides: [u32; 4],
     o_strides: [u32; 4],
     d_strides: [u32; 4],
+    r_strides: [u32; 4],
     offsets: [u32; 4],
     m: u32,
     n: u32,
@@ -69,7 +69,7 @@ struct Params {
     alpha: f32,
     beta: f32,
     act_alpha: f32,
-    _pad: u32,
+    r_offset: u32,
 }
 
 /// The weight-storage part of a variant, shared with conv: key tag and defines.
@@ -202,7 +202,8 @@ pub fn matmul(b: &mut ProgramBuilder, mm: &MatMul) -> GpuResult<()> {
         shape_err(OP, format!("w {:?} does not fit [.., {k}, {n}] for output {:?}", mm.w.shape, mm.out.shape))
     })?;
     let d = mm.d.as_ref().map(|d| d.broadcast_to(&mm.out.shape)).transpose()?;
-    for v in [&a, &w, &mm.out].into_iter().chain(d.as_ref()) {
+    let res = mm.residual.as_ref().map(|r| r.broadcast_to(&mm.out.shape)).transpose()?;
+    for v in [&a, &w, &mm.out].into_iter().chain(d.as_ref()).chain(res.as_ref()) {
         v.check(OP)?;
     }
     // Activations and output: f32, or f16 storage where the adapter has shader-f16; the
@@ -227,8 +228,8 @@ pub fn matmul(b: &mut ProgramBuilder, mm: &MatMul) -> GpuResult<()> {
             }
         }
     }
-    // Batch dims: [a, w, out, d] strides, collapsed to at most two.
-    let views: Vec<&View> = [&a, &w, &mm.out].into_iter().chain(d.as_ref()).collect();
+    // Batch dims: [a, w, out, d, residual] strides (those present), collapsed to at most two.
+    let views: Vec<&View> = [&a, &w, &mm.out].into_iter().chain(d.as_ref()).chain(res.as_ref()).collect();
     let strides: Vec<Vec<usize>> = views.iter().map(|v| v.strides[..r - 2].to_vec()).collect();
     let (bdims, bstrides) = collapse_batch(batch, &strides);
     if bdims.len() > 2 {
@@ -252,6 +253,10 @@ pub fn matmul(b: &mut ProgramBuilder, mm: &MatMul) -> GpuResult<()> {
             Some(d) => four(&bstrides[3], st(d, 0), st(d, 1))?,
             None => [0; 4],
         },
+        r_strides: match &res {
+            Some(r) => four(&bstrides[views.len() - 1], st(r, 0), st(r, 1))?,
+            None => [0; 4],
+        },
         offsets: [
             u32_of(OP, a.offset)?,
             u32_of(OP, w.offset)?,
@@ -265,7 +270,7 @@ pub fn matmul(b: &mut ProgramBuilder, mm: &MatMul) -> GpuResult<()> {
         alpha: mm.alpha,
         beta: mm.beta,
         act_alpha: mm.activation.alpha(),
-        _pad: 0,
+        r_offset: u32_of(OP, res.as_ref().map_or(0, |r| r.offset))?,
     };
     let style = mm.style.unwrap_or(ctx.style());
     let vec4 =
@@ -299,21 +304,11 @@ pub fn matmul(b: &mut ProgramBuilder, mm: &MatMul) -> GpuResult<()> {
         variant = bind(v, "BIND_D");
         reads.push(&d.tensor);
     }
-    if let Some(r) = &mm.residual {
-        if r.len() < mm.out.tensor.len() {
-            return Err(shape_err(
-                OP,
-                format!(
-                    "residual '{}' holds {} elements, the output {}",
-                    r.name(),
-                    r.len(),
-                    mm.out.tensor.len()
-                ),
-            ));
-        }
-        let v = super::float_storage(ctx, OP, variant.tag("residual").flag("HAS_RES"), "R_T", "r", r)?;
+    if let Some(r) = &res {
+        let v =
+            super::float_storage(ctx, OP, variant.tag("residual").flag("HAS_RES"), "R_T", "r", &r.tensor)?;
         variant = bind(v, "BIND_RES");
-        reads.push(r);
+        reads.push(&r.tensor);
     }
     variant = bind(variant, "BIND_OUT");
     let (variant, per_group) = match (style, vec4) {

@@ -50,7 +50,7 @@ impl<'a, 'c> Lowering<'a, 'c> {
             activation,
             packed_weights: packed,
             style: None,
-            residual: self.residual(residual, y)?,
+            residual: self.residual(residual, y, self.shape(y))?,
         };
         if self.shape(y).iter().product::<usize>() == 0 {
             return Ok(());

@@ -45,7 +45,7 @@ impl<'a, 'c> Lowering<'a, 'c> {
         let vectors = (self.shape(a).len() == 1, self.shape(w).len() == 1);
         let mut mm = ops::matmul::MatMul::new(av, wv, yt.view(&out_shape));
         mm.activation = activation;
-        mm.residual = self.residual(residual, y)?;
+        mm.residual = self.residual(residual, y, &out_shape)?;
         if let Some(c) = c {
             self.float_operand(c)?;
             // C without its leading 1s is the trailing part of the product's shape.
@@ -247,14 +247,18 @@ impl<'a, 'c> Lowering<'a, 'c> {
         }
     }
 
-    /// A residual operand: the same type and shape as the product's output `y` (checked by the
-    /// fusion pass and the op's inference), read at the output's indices.
-    pub(super) fn residual(&mut self, r: Option<ValueId>, y: ValueId) -> R<Option<GpuTensor>> {
+    /// A residual operand as a view for a kernel whose output has shape `kernel_shape`: the
+    /// output `y`'s own shape (`kernel_shape` may add unit dims for vector operands), or a shape
+    /// that broadcasts to it (the kernels take its strides).
+    pub(super) fn residual(
+        &mut self,
+        r: Option<ValueId>,
+        y: ValueId,
+        kernel_shape: &[usize],
+    ) -> R<Option<View>> {
         let Some(r) = r else { return Ok(None) };
         self.float_operand(r)?;
-        if self.shape(r) != self.shape(y) {
-            return unsupported(format!("a residual {:?} for an output {:?}", self.shape(r), self.shape(y)));
-        }
-        Ok(Some(self.tensor(r)?))
+        let t = self.tensor(r)?;
+        Ok(Some(if self.shape(r) == self.shape(y) { t.view(kernel_shape) } else { t.view(self.shape(r)) }))
     }
 }

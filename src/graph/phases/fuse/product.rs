@@ -139,10 +139,12 @@ fn fused_name(op_type: &str) -> String {
 /// `Add(P, R)` (either order) where P is the output of a MatMul, FusedMatMulAdd or Conv (maybe
 /// with its activation fused) read only by this Add, and R has P's type and shape: the residual
 /// connections of a UNet's ResBlock (conv, then the skip added) and of a transformer block (the
-/// attention's or feed-forward's output projection, then the block's input added). The Add's node
-/// becomes `Fused::Residual` over the product; the CPU backend adds R onto the product (the bits
-/// of the Add), the GPU one in the matmul or conv kernel's epilogue, after the activation: one
-/// kernel, and the product never makes a round trip through memory.
+/// attention's or feed-forward's output projection, then the block's input added). After a conv,
+/// R may also hold one value per batch item and channel (`[N or 1, C or 1, 1, ..]`): the time
+/// embedding diffusers' ResBlocks add after their first conv, or a bias the export left apart.
+/// The Add's node becomes `Fused::Residual` over the product; the CPU backend adds R onto the
+/// product (the bits of the Add), the GPU one in the matmul or conv kernel's epilogue, after the
+/// activation: one kernel, and the product never makes a round trip through memory.
 pub struct ResidualPass;
 
 impl FusionPass for ResidualPass {
@@ -162,8 +164,11 @@ impl FusionPass for ResidualPass {
                 let node = prod[p]?;
                 let arity = residual_base_arity(graph.nodes[node].op.as_ref()?)?;
                 let single = uses.only_reader(p) == Some(add) && graph.nodes[node].outputs.len() == 1;
-                let same = ty(p).is_some() && ty(p) == ty(r) && ty(p) == ty(sum);
-                (single && same && p != r && graph.nodes[node].inputs.len() <= arity)
+                let (pt, rt) = (ty(p)?, ty(r)?);
+                let conv = is_conv(graph.nodes[node].op.as_ref()?);
+                let fits = rt.shape == pt.shape || (conv && per_batch_and_channel(&rt.shape, &pt.shape));
+                let same = ty(sum) == Some(pt.clone()) && rt.dtype == pt.dtype;
+                (single && same && fits && p != r && graph.nodes[node].inputs.len() <= arity)
                     .then_some((node, arity, r))
             });
             let Some((node, arity, r)) = found else { continue };
@@ -191,4 +196,25 @@ fn residual_base_arity(op: &Op) -> Option<usize> {
         },
         _ => None,
     }
+}
+
+fn is_conv(op: &Op) -> bool {
+    match op {
+        Op::Conv(_) => true,
+        Op::Fused(Fused::Activated { base, .. }) => matches!(base.as_ref(), Op::Conv(_)),
+        _ => false,
+    }
+}
+
+/// Whether `r` broadcasts over every dim of `out` ([N, C, ...]) after the first two, and to the
+/// first two: one value per batch item and channel at most.
+fn per_batch_and_channel(r: &[usize], out: &[usize]) -> bool {
+    if r.len() > out.len() || out.len() < 2 {
+        return false;
+    }
+    let lead = out.len() - r.len();
+    r.iter().enumerate().all(|(i, &d)| {
+        let axis = lead + i;
+        d == 1 || (axis < 2 && d == out[axis])
+    })
 }
