@@ -3,7 +3,7 @@
 use fifo_diffusion::gpu::ops::reduce::{reduce, softmax, ReduceOp};
 use fifo_diffusion::gpu::{DType, GpuTensor, ProgramBuilder};
 
-use crate::{assert_close, ctx, run, Rng, F32, F32_TRANSCENDENTAL};
+use crate::{assert_close, ctx, run, tiled_ctx, Rng, F32, F32_TRANSCENDENTAL};
 
 /// Reduces contiguous `x` over the adjacent run of axes [first, last].
 fn cpu_reduce(op: ReduceOp, x: &[f32], shape: &[usize], first: usize, last: usize) -> Vec<f32> {
@@ -71,40 +71,60 @@ fn reductions_over_axis_runs() {
 #[test]
 fn softmax_and_log_softmax_on_any_axis() {
     let Some(ctx) = ctx() else { return };
-    let mut rng = Rng::new(51);
-    let shape = [2, 9, 5];
-    // Large logits: the max-shift must keep exp from overflowing.
-    let x: Vec<f32> = rng
-        .vec(90, -30.0, 30.0)
-        .iter()
-        .enumerate()
-        .map(|(i, v)| if i % 7 == 0 { v + 80.0 } else { *v })
-        .collect();
-    let gx = GpuTensor::from_f32(ctx, "x", &x).unwrap();
-    for axis in 0..3 {
-        for log in [false, true] {
-            let out = GpuTensor::new(ctx, "s", DType::F32, 90).unwrap();
-            let mut b = ProgramBuilder::new(ctx);
-            softmax(&mut b, &gx, &shape, axis, log, &out).unwrap();
-            run(run(b.build()).unwrap().run(ctx)).unwrap();
-            let inner: usize = shape[axis + 1..].iter().product();
-            let n = shape[axis];
-            let want: Vec<f32> = (0..90)
-                .map(|i| {
-                    let base = (i / (n * inner)) * n * inner + i % inner;
-                    let line: Vec<f64> = (0..n).map(|j| x[base + j * inner] as f64).collect();
-                    let m = line.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                    let s: f64 = line.iter().map(|v| (v - m).exp()).sum();
-                    let v = x[i] as f64 - m;
-                    (if log { v - s.ln() } else { v.exp() / s }) as f32
-                })
+    let tiled = tiled_ctx().expect("a second device");
+    // One invocation per line (CPU adapters) and a workgroup per line (GPUs), on short lines and
+    // on lines longer than the workgroup, not a multiple of it.
+    for (style, ctx) in [("register-blocked", ctx), ("tiled", tiled)] {
+        for (seed, shape) in [(51, [2usize, 9, 5]), (52, [3, 133, 2])] {
+            let mut rng = Rng::new(seed);
+            let len: usize = shape.iter().product();
+            // Large logits: the max-shift must keep exp from overflowing.
+            let x: Vec<f32> = rng
+                .vec(len, -30.0, 30.0)
+                .iter()
+                .enumerate()
+                .map(|(i, v)| if i % 7 == 0 { v + 80.0 } else { *v })
                 .collect();
-            assert_close(
-                &format!("softmax axis {axis} log {log}"),
-                &run(ctx.read_f32(&out)).unwrap(),
-                &want,
-                F32_TRANSCENDENTAL.accumulating(n),
-            );
+            let gx = GpuTensor::from_f32(ctx, "x", &x).unwrap();
+            for axis in 0..3 {
+                for log in [false, true] {
+                    let out = GpuTensor::new(ctx, "s", DType::F32, len).unwrap();
+                    let mut b = ProgramBuilder::new(ctx);
+                    softmax(&mut b, &gx, &shape, axis, log, &out).unwrap();
+                    let program = run(b.build()).unwrap();
+                    assert_eq!(
+                        program.keys()[0].contains("line_per_wg"),
+                        style == "tiled",
+                        "{:?}",
+                        program.keys()
+                    );
+                    run(program.run(ctx)).unwrap();
+                    let inner: usize = shape[axis + 1..].iter().product();
+                    let n = shape[axis];
+                    let want: Vec<f32> = (0..len)
+                        .map(|i| {
+                            let base = (i / (n * inner)) * n * inner + i % inner;
+                            let line: Vec<f64> = (0..n).map(|j| x[base + j * inner] as f64).collect();
+                            let m = line.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                            let s: f64 = line.iter().map(|v| (v - m).exp()).sum();
+                            let v = x[i] as f64 - m;
+                            (if log { v - s.ln() } else { v.exp() / s }) as f32
+                        })
+                        .collect();
+                    // log-softmax rounds `max + log(sum)` at the logits' magnitude (~110 here).
+                    let mut tol = F32_TRANSCENDENTAL.accumulating(n);
+                    if log {
+                        let largest = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                        tol.abs = tol.abs.max(2.0 * f32::EPSILON * largest);
+                    }
+                    assert_close(
+                        &format!("softmax {style} {shape:?} axis {axis} log {log}"),
+                        &run(ctx.read_f32(&out)).unwrap(),
+                        &want,
+                        tol,
+                    );
+                }
+            }
         }
     }
 }
