@@ -2,8 +2,9 @@
 //   STATS: one workgroup of 64 per (n, group) computes mean and 1/std in two passes (mean, then
 //          centred squares), each ending in a workgroup reduction: a shared-memory tree, or with
 //          SUBGROUPS one subgroupAdd per subgroup and a short sum of the partials.
-//   APPLY: one invocation per element: (x - mean) * rstd * gamma[c] + beta[c], then the fused
-//          activation (SiLU in the UNet's resnet blocks).
+//   APPLY: one invocation per element: (x - mean) * rstd * gamma[c] + beta[c]; with MODULATE
+//          then * scale + shift, one value of each per (n / n_div, c) (FiLM's or adaLN's
+//          conditioning); then the fused activation (SiLU in the UNet's resnet blocks).
 // X_T, OUT_T: f32 or f16 storage; the statistics (f32 partial sums, a two-pass variance) and the
 // normalised value are f32, gamma and beta f32 parameters.
 #ifdef ENABLE_F16
@@ -19,7 +20,9 @@ struct Params {
     eps: f32,
     act_alpha: f32,
     total: u32,
-    _pad: u32,
+    n_div: u32,         // MODULATE: batch items per modulation row
+    scale_strides: vec2<u32>, // MODULATE: over (n / n_div, c)
+    shift_strides: vec2<u32>,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -100,10 +103,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #ifdef AFFINE
 @group(0) @binding(3) var<storage, read> gamma: array<f32>;
 @group(0) @binding(4) var<storage, read> beta: array<f32>;
-@group(0) @binding(5) var<storage, read_write> out: array<OUT_T>;
-#else
-@group(0) @binding(3) var<storage, read_write> out: array<OUT_T>;
 #endif
+#ifdef MODULATE
+@group(0) @binding(BIND_SCALE) var<storage, read> mod_scale: array<M_T>;
+@group(0) @binding(BIND_SHIFT) var<storage, read> mod_shift: array<M_T>;
+#endif
+@group(0) @binding(BIND_OUT) var<storage, read_write> out: array<OUT_T>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -117,6 +122,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var y = (f32(x[i]) - stats[ng * 2u]) * stats[ng * 2u + 1u];
 #ifdef AFFINE
     y = y * gamma[ch] + beta[ch];
+#endif
+#ifdef MODULATE
+    let row = i / (p.s * p.c) / p.n_div;
+    y = y * f32(mod_scale[row * p.scale_strides.x + ch * p.scale_strides.y]);
+    y = y + f32(mod_shift[row * p.shift_strides.x + ch * p.shift_strides.y]);
 #endif
     out[i] = OUT_T(activation(y, p.act_alpha));
 }

@@ -920,3 +920,170 @@ fn neutral_element_pass_removes_unit_scales() {
     let bits = |t: &Tensor| t.f32s().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&y[0].1), bits(&x));
 }
+
+/// A norm whose output is scaled and shifted (FiLM in UNet resnet blocks, adaLN in DiT blocks),
+/// maybe then activated, becomes one modulated norm: the CPU computes the unfused ops' bits, the
+/// GPU applies scale, shift and activation in the norm kernel, in both kernel styles (layer norms
+/// run through different kernels there). Scale and shift per batch item and channel, per channel
+/// from constants, per (batch item, element) for a layer norm; a per-pixel scale, a scale that
+/// varies along a layer norm's middle dim or a product read twice stay unfused.
+#[test]
+fn norm_modulation_pass_fuses_scale_shift_and_activation() {
+    use fifo_diffusion::gpu::{AdapterChoice, GpuOptions, KernelStyle};
+    use fifo_diffusion::session::{ModelSource, Session, SessionOptions};
+    use onnx_common::graph::*;
+    use std::collections::HashMap;
+    let i64s = |name: &str, v: &[i64]| {
+        initializer(name, DataType::Int64, &[v.len()], v.iter().flat_map(|x| x.to_le_bytes()).collect())
+    };
+    let data = |name: &str, shape: &[usize], scale: f32| {
+        let len = shape.iter().product::<usize>();
+        f32_float_data(name, shape, (0..len).map(|i| ((i * 37 % 23) as f32 - 11.0) * scale).collect())
+    };
+    let image = [2usize, 8, 5, 3];
+    let tokens = [2usize, 6, 8];
+    let slice = |from: i64, out: &str| {
+        node("Slice", &["x", &format!("s{from}"), &format!("e{from}"), "axis1"], out, vec![])
+    };
+    let slices =
+        || vec![i64s("s0", &[0]), i64s("e0", &[1]), i64s("s1", &[1]), i64s("e1", &[2]), i64s("axis1", &[1])];
+    let gn = || node("GroupNormalization", &["x", "g", "b"], "n", vec![int_attr("num_groups", 4)]);
+    let gn_params = || vec![data("g", &[4], 0.1), data("b", &[4], 0.05)];
+    let film = |scale: &str, shift: &str| {
+        vec![node("Mul", &["n", scale], "m", vec![]), node("Add", &[shift, "m"], "a", vec![])]
+    };
+    // (case, input shape, nodes, initializers, fused ops, kernel launches)
+    type ModulationCase =
+        (&'static str, Vec<usize>, Vec<NodeProto>, Vec<TensorProto>, Vec<&'static str>, usize);
+    let cases: Vec<ModulationCase> = vec![
+        (
+            "group norm, FiLM per batch item and channel, SiLU",
+            image.to_vec(),
+            [
+                vec![
+                    node("GlobalAveragePool", &["x"], "s", vec![]),
+                    node("GlobalMaxPool", &["x"], "t", vec![]),
+                    gn(),
+                ],
+                film("s", "t"),
+                vec![node("Sigmoid", &["a"], "sg", vec![]), node("Mul", &["a", "sg"], "y", vec![])],
+            ]
+            .concat(),
+            gn_params(),
+            vec!["GlobalAveragePool", "GlobalMaxPool", "FusedGroupNormalizationModulatedSilu"],
+            4,
+        ),
+        (
+            "instance norm, constant per-channel scale and shift, no activation",
+            image.to_vec(),
+            [
+                vec![node("InstanceNormalization", &["x", "g", "b"], "n", vec![])],
+                film("s", "t"),
+                vec![node("Identity", &["a"], "y", vec![])],
+            ]
+            .concat(),
+            vec![
+                data("g", &[8], 0.1),
+                data("b", &[8], 0.05),
+                data("s", &[8, 1, 1], 0.1),
+                data("t", &[1, 8, 1, 1], 0.2),
+            ],
+            vec!["FusedInstanceNormalizationModulated", "Identity"],
+            2,
+        ),
+        (
+            "layer norm, adaLN per batch item and element, relu",
+            tokens.to_vec(),
+            [
+                vec![slice(0, "s"), slice(1, "t")],
+                vec![node("LayerNormalization", &["x", "g", "b"], "n", vec![int_attr("axis", -1)])],
+                film("s", "t"),
+                vec![node("Relu", &["a"], "y", vec![])],
+            ]
+            .concat(),
+            [slices(), vec![data("g", &[8], 0.1), data("b", &[8], 0.05)]].concat(),
+            vec!["Slice", "Slice", "FusedLayerNormalizationModulatedRelu"],
+            0, // launches differ by style (a layer norm is one kernel on CPU adapters, two on GPUs)
+        ),
+        (
+            "group norm, a per-pixel scale: not fused",
+            image.to_vec(),
+            [vec![gn()], film("s", "t"), vec![node("Identity", &["a"], "y", vec![])]].concat(),
+            [gn_params(), vec![data("s", &[1, 1, 5, 3], 0.1), data("t", &[8, 1, 1], 0.2)]].concat(),
+            vec!["GroupNormalization", "Mul", "Add", "Identity"],
+            4,
+        ),
+        (
+            "layer norm, a scale varying along the tokens: not fused",
+            tokens.to_vec(),
+            [
+                vec![node("LayerNormalization", &["x", "g", "b"], "n", vec![int_attr("axis", -1)])],
+                film("s", "t"),
+                vec![node("Identity", &["a"], "y", vec![])],
+            ]
+            .concat(),
+            vec![
+                data("g", &[8], 0.1),
+                data("b", &[8], 0.05),
+                data("s", &[1, 6, 1], 0.1),
+                data("t", &[8], 0.2),
+            ],
+            vec!["LayerNormalization", "Mul", "Add", "Identity"],
+            0,
+        ),
+        (
+            "the scaled norm read twice: not fused",
+            image.to_vec(),
+            [vec![gn()], film("s", "t"), vec![node("Mul", &["a", "m"], "y", vec![])]].concat(),
+            [gn_params(), vec![data("s", &[8, 1, 1], 0.1), data("t", &[8, 1, 1], 0.2)]].concat(),
+            vec!["GroupNormalization", "Mul", "Add", "Mul"],
+            5,
+        ),
+    ];
+    let tiled = onnx_common::gpu_context().and_then(|_| {
+        let options = GpuOptions {
+            adapter: AdapterChoice::Fallback,
+            style: Some(KernelStyle::Tiled),
+            ..Default::default()
+        };
+        onnx_common::open_gpu_context(&options)
+    });
+    for (case, shape, nodes, inits, fused, launches) in cases {
+        let n: usize = shape.iter().product();
+        let x =
+            Tensor::from_f32(shape.clone(), (0..n).map(|i| ((i * 13 % 29) as f32 - 14.0) / 9.0).collect())
+                .unwrap();
+        let bytes = model(nodes, inits, vec![float_info("x", &shape)], vec![float_info("y", &shape)]);
+        let (ops, keys) = fused_and_unfused_agree_launches(&bytes, &x, "transcendental");
+        assert_eq!(ops, fused, "{case}");
+        let shapes = HashMap::from([("x".to_string(), shape.clone())]);
+        let feed = || HashMap::from([("x".to_string(), x.clone())]);
+        let mut unfused = SessionOptions::default();
+        unfused.build.fuse = false;
+        let want =
+            Session::build(ModelSource::Bytes(&bytes), &shapes, &unfused).unwrap().run(feed()).unwrap();
+        let cpu = Session::build(ModelSource::Bytes(&bytes), &shapes, &SessionOptions::default()).unwrap();
+        assert_eq!(cpu.run(feed()).unwrap()[0].1, want[0].1, "{case}: CPU bits");
+        let (Some(keys), Some(tiled)) = (keys, &tiled) else { continue };
+        let gpu = pollster::block_on(Session::build_on(
+            tiled.clone(),
+            ModelSource::Bytes(&bytes),
+            &shapes,
+            &SessionOptions::default(),
+        ))
+        .unwrap();
+        let got = pollster::block_on(gpu.run_async(feed())).unwrap();
+        if let Some(diff) = compare(&got[0].1, &want[0].1, Tolerance::named_gpu("transcendental").unwrap()) {
+            panic!("{case}, tiled kernels: {diff}");
+        }
+        let tiled_keys: Vec<String> =
+            gpu.gpu().unwrap().kernel_keys().iter().map(|k| k.to_string()).collect();
+        for (style, keys) in [("register-blocked", keys), ("tiled", tiled_keys)] {
+            if launches > 0 {
+                assert_eq!(keys.len(), launches, "{case}, {style}: {keys:?}");
+            }
+            let modulated = fused.iter().any(|op| op.contains("Modulated"));
+            assert_eq!(keys.iter().any(|k| k.contains(".modulated")), modulated, "{case}, {style}: {keys:?}");
+        }
+    }
+}

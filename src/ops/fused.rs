@@ -28,6 +28,10 @@ pub enum Fused {
     /// padded to its full arity with `None`, then R. The GPU adds R in the matmul or conv kernel's
     /// epilogue, after the activation.
     Residual { base: Box<Op> },
+    /// `activation(norm(...) * scale + shift)` (FiLM's or adaLN's conditioning after a Group,
+    /// Instance or LayerNormalization), scale and shift broadcasting to the norm's output;
+    /// inputs: the norm's, padded to 3 with `None`, then scale and shift.
+    Modulated { norm: Box<Op>, activation: Activation },
 }
 
 /// Transposes folded into a fused attention (`fuse::AttentionLayoutPass`): operand `i` (Q, Kt,
@@ -136,6 +140,24 @@ impl OpSpec for Fused {
                 }
                 Ok(out)
             }
+            Fused::Modulated { norm, .. } => {
+                let (norm_inputs, conditioning) = split_modulation(inputs)?;
+                let out = norm.spec().infer(norm_inputs)?;
+                for (name, v) in [("scale", conditioning[0]), ("shift", conditioning[1])] {
+                    let v = v.ok_or_else(|| OpError::invalid(format!("the modulation {name} is missing")))?;
+                    let fits = out.len() == 1
+                        && crate::tensor::shape::broadcast_shapes(&out[0].shape, v.shape())
+                            .is_ok_and(|s| s == out[0].shape);
+                    if !fits || v.dtype() != out[0].dtype {
+                        return Err(OpError::invalid(format!(
+                            "modulation {name} {:?} {:?} does not broadcast to the norm's output {out:?}",
+                            v.dtype(),
+                            v.shape()
+                        )));
+                    }
+                }
+                Ok(out)
+            }
             Fused::MatMulAdd => {
                 let (a, b, c) =
                     (required(inputs, 0, "A")?, required(inputs, 1, "B")?, required(inputs, 2, "C")?);
@@ -196,6 +218,16 @@ impl OpSpec for Fused {
                     (data, _) => ADD.run(&[Some(&Tensor::new(shape, data)?), Some(r)]),
                 }
             }
+            Fused::Modulated { norm, activation } => {
+                let (norm_inputs, conditioning) = split_modulation(inputs)?;
+                let (scale, shift) =
+                    (required(conditioning, 0, "scale")?, required(conditioning, 1, "shift")?);
+                // The unfused ops in sequence: the same bits.
+                let y = norm.spec().run(norm_inputs)?.remove(0);
+                let y = MUL.run(&[Some(&y), Some(scale)])?.remove(0);
+                let y = ADD.run(&[Some(&y), Some(shift)])?.remove(0);
+                Ok(vec![activate(y, *activation)?])
+            }
             Fused::MatMulAdd => {
                 let (a, b, c) =
                     (required(inputs, 0, "A")?, required(inputs, 1, "B")?, required(inputs, 2, "C")?);
@@ -244,6 +276,18 @@ fn attend(scale: f32, q: &Tensor, kt: &Tensor, v: &Tensor) -> Result<Vec<Tensor>
 }
 
 const ADD: Binary = Binary { kind: BinaryKind::Add };
+const MUL: Binary = Binary { kind: BinaryKind::Mul };
+
+/// The inputs of a fused op, split in two.
+type Split<'a, T> = (&'a [Option<T>], &'a [Option<T>]);
+
+/// A modulated norm's inputs: the norm's (three slots) and the scale and shift.
+fn split_modulation<T>(inputs: &[Option<T>]) -> Result<Split<'_, T>, OpError> {
+    if inputs.len() != 5 {
+        return Err(OpError::invalid(format!("a modulated norm takes 5 inputs, got {}", inputs.len())));
+    }
+    Ok(inputs.split_at(3))
+}
 
 /// Whether `c` is the trailing part of `shape` (after leading 1s), so that repeating its
 /// elements fills `shape` in order: a bias over the last dim, or the whole shape.

@@ -17,6 +17,54 @@ pub struct Affine {
     pub beta: GpuTensor,
 }
 
+/// FiLM / adaLN conditioning after a norm's affine part and before its activation:
+/// `y * scale + shift`, one value of each per (row, channel) where the row is the norm's batch
+/// item (group norm) or row (layer norm) divided by `n_div`, read through `[row, channel]`
+/// strides (0 where it broadcasts).
+#[derive(Clone, Debug)]
+pub struct Modulation {
+    pub scale: GpuTensor,
+    pub shift: GpuTensor,
+    pub n_div: usize,
+    pub scale_strides: [usize; 2],
+    pub shift_strides: [usize; 2],
+}
+
+impl Modulation {
+    /// Binds scale and shift after the bindings so far (`binding` is the next free one).
+    fn bind<'t>(
+        &'t self,
+        b: &ProgramBuilder,
+        op: &'static str,
+        variant: ShaderVariant,
+        reads: &mut Vec<&'t GpuTensor>,
+        binding: usize,
+    ) -> GpuResult<ShaderVariant> {
+        if self.n_div == 0 {
+            return Err(shape_err(op, "modulation rows of 0 items"));
+        }
+        let v = float_storage(
+            b.context(),
+            op,
+            variant.tag("modulated").flag("MODULATE"),
+            "M_T",
+            "m",
+            &self.scale,
+        )?;
+        if self.shift.dtype() != self.scale.dtype() {
+            return Err(shape_err(op, "modulation scale and shift need one storage type"));
+        }
+        reads.extend([&self.scale, &self.shift]);
+        Ok(v.define("BIND_SCALE", binding).define("BIND_SHIFT", binding + 1))
+    }
+
+    fn params(m: Option<&Modulation>, op: &'static str) -> GpuResult<(u32, [u32; 2], [u32; 2])> {
+        let Some(m) = m else { return Ok((1, [0; 2], [0; 2])) };
+        let two = |s: [usize; 2]| -> GpuResult<[u32; 2]> { Ok([u32_of(op, s[0])?, u32_of(op, s[1])?]) };
+        Ok((u32_of(op, m.n_div)?, two(m.scale_strides)?, two(m.shift_strides)?))
+    }
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
 struct LayerParams {
@@ -24,6 +72,11 @@ struct LayerParams {
     d: u32,
     eps: f32,
     act_alpha: f32,
+    n_div: u32,
+    _pad: u32,
+    scale_strides: [u32; 2],
+    shift_strides: [u32; 2],
+    _pad2: [u32; 2],
 }
 
 /// Normalises each of `rows` rows of `d` contiguous elements (ONNX LayerNormalization with
@@ -36,6 +89,23 @@ pub fn layer_norm(
     d: usize,
     affine: Option<&Affine>,
     eps: f32,
+    activation: Activation,
+    out: &GpuTensor,
+) -> GpuResult<()> {
+    layer_norm_modulated(b, x, rows, d, affine, eps, None, activation, out)
+}
+
+/// [`layer_norm`] with a [`Modulation`] between the affine part and the activation (rows of
+/// the modulation: `row / n_div`, channels: the `d` elements).
+#[allow(clippy::too_many_arguments)]
+pub fn layer_norm_modulated(
+    b: &mut ProgramBuilder,
+    x: &GpuTensor,
+    rows: usize,
+    d: usize,
+    affine: Option<&Affine>,
+    eps: f32,
+    modulation: Option<&Modulation>,
     activation: Activation,
     out: &GpuTensor,
 ) -> GpuResult<()> {
@@ -61,9 +131,24 @@ pub fn layer_norm(
         variant = variant.tag("affine").flag("AFFINE");
         reads.extend([&a.gamma, &a.beta]);
     }
+    if let Some(m) = modulation {
+        let next = reads.len() + 1;
+        variant = m.bind(b, OP, variant, &mut reads, next)?;
+    }
+    let variant = variant.define("BIND_OUT", reads.len() + 1);
     let variant = activation.apply_to(variant.tag(&format!("wg{WG_LINEAR}")).define("WG", WG_LINEAR));
-    let params =
-        LayerParams { rows: u32_of(OP, rows)?, d: u32_of(OP, d)?, eps, act_alpha: activation.alpha() };
+    let (n_div, scale_strides, shift_strides) = Modulation::params(modulation, OP)?;
+    let params = LayerParams {
+        rows: u32_of(OP, rows)?,
+        d: u32_of(OP, d)?,
+        eps,
+        act_alpha: activation.alpha(),
+        n_div,
+        _pad: 0,
+        scale_strides,
+        shift_strides,
+        _pad2: [0; 2],
+    };
     b.push(variant, &params, &reads, &[out], linear_workgroups(rows, WG_LINEAR))
 }
 
@@ -77,7 +162,9 @@ struct GroupParams {
     eps: f32,
     act_alpha: f32,
     total: u32,
-    _pad: u32,
+    n_div: u32,
+    scale_strides: [u32; 2],
+    shift_strides: [u32; 2],
 }
 
 /// GroupNormalization of contiguous x [N, C, *spatial] (`groups == C` is InstanceNormalization),
@@ -90,6 +177,23 @@ pub fn group_norm(
     groups: usize,
     affine: Option<&Affine>,
     eps: f32,
+    activation: Activation,
+    out: &GpuTensor,
+) -> GpuResult<()> {
+    group_norm_modulated(b, x, shape, groups, affine, eps, None, activation, out)
+}
+
+/// [`group_norm`] with a [`Modulation`] between the affine part and the activation (rows of
+/// the modulation: batch item / `n_div`, channels: C).
+#[allow(clippy::too_many_arguments)]
+pub fn group_norm_modulated(
+    b: &mut ProgramBuilder,
+    x: &GpuTensor,
+    shape: &[usize],
+    groups: usize,
+    affine: Option<&Affine>,
+    eps: f32,
+    modulation: Option<&Modulation>,
     activation: Activation,
     out: &GpuTensor,
 ) -> GpuResult<()> {
@@ -110,6 +214,7 @@ pub fn group_norm(
         ));
     }
     let stats = b.scratch("group_norm.stats", DType::F32, n * groups * 2)?;
+    let (n_div, scale_strides, shift_strides) = Modulation::params(modulation, OP)?;
     let params = GroupParams {
         n: u32_of(OP, n)?,
         c: u32_of(OP, c)?,
@@ -118,7 +223,9 @@ pub fn group_norm(
         eps,
         act_alpha: activation.alpha(),
         total: u32_of(OP, total)?,
-        _pad: 0,
+        n_div,
+        scale_strides,
+        shift_strides,
     };
     let ng = n * groups;
     let stats_groups =
@@ -145,6 +252,12 @@ pub fn group_norm(
         variant = variant.tag("affine").flag("AFFINE");
         reads.extend([&a.gamma, &a.beta]);
     }
+    if let Some(m) = modulation {
+        // Binding 3 is the first after x and the statistics, 5 after gamma and beta.
+        let next = reads.len() + 1;
+        variant = m.bind(b, OP, variant, &mut reads, next)?;
+    }
+    let variant = variant.define("BIND_OUT", reads.len() + 1);
     let variant = activation.apply_to(variant.tag(&format!("wg{WG_LINEAR}")).define("WG", WG_LINEAR));
     b.push(variant, &params, &reads, &[out], linear_workgroups(total, WG_LINEAR))
 }

@@ -22,7 +22,7 @@ use super::precision::ValueTypes;
 use super::stored_weights::{f16_values, weight_channel_axis, StoredWeight};
 use crate::gpu::ops::conv::{Conv as GConv, ConvTranspose as GConvT, Geometry};
 use crate::gpu::ops::elementwise::{self as ew, Binary as GBin, Ternary, Unary as GUn};
-use crate::gpu::ops::norm::Affine;
+use crate::gpu::ops::norm::{Affine, Modulation};
 use crate::gpu::ops::pool::PoolKind as GPoolKind;
 use crate::gpu::ops::reduce::ReduceOp;
 use crate::gpu::ops::resize as gres;
@@ -797,6 +797,7 @@ impl<'a, 'c> Lowering<'a, 'c> {
             Op::Fused(Fused::MatMulAdd) => {
                 self.matmul(node, Some(Self::input(node, 2)?), Activation::None, None)
             }
+            Op::Fused(Fused::Modulated { norm, activation }) => self.modulated(node, norm, *activation),
             Op::Fused(Fused::Residual { base }) => {
                 let r = Some(*node.inputs.last().and_then(|r| r.as_ref()).ok_or("the residual is missing")?);
                 let (product, activation) = match base.as_ref() {

@@ -6,6 +6,15 @@ impl<'a, 'c> Lowering<'a, 'c> {
     /// GroupNormalization or InstanceNormalization, then `activation` (fused SiLU).
     pub(super) fn norm(&mut self, node: &Node, op: &Op, activation: Activation) -> R<()> {
         let x = Self::input(node, 0)?;
+        let (groups, eps, affine) = self.group_norm_setup(node, op)?;
+        let (xt, yt) = (self.tensor(x)?, self.tensor(Self::output(node, 0)?)?);
+        let shape = self.shape(x);
+        Ok(ops::norm::group_norm(&mut self.b, &xt, shape, groups, Some(&affine), eps, activation, &yt)?)
+    }
+
+    /// A Group/InstanceNormalization's groups, epsilon and per-channel affine part.
+    fn group_norm_setup(&mut self, node: &Node, op: &Op) -> R<(usize, f32, Affine)> {
+        let x = Self::input(node, 0)?;
         self.float_operand(x)?;
         let shape = self.shape(x);
         let c = *shape.get(1).ok_or("input needs [N, C, ...]")?;
@@ -39,8 +48,95 @@ impl<'a, 'c> Lowering<'a, 'c> {
             }
             _ => return unsupported("an activation fused into this op"),
         };
-        let (xt, yt) = (self.tensor(x)?, self.tensor(Self::output(node, 0)?)?);
-        Ok(ops::norm::group_norm(&mut self.b, &xt, shape, groups, Some(&affine), eps, activation, &yt)?)
+        Ok((groups, eps, affine))
+    }
+
+    /// `activation(norm(x) * scale + shift)`: the norm kernels read the scale and shift per
+    /// (batch item, channel) for a Group/InstanceNormalization, per (outermost index, element)
+    /// for a LayerNormalization (the fusion pass takes only those).
+    pub(super) fn modulated(&mut self, node: &Node, norm: &Op, activation: Activation) -> R<()> {
+        let (x, y) = (Self::input(node, 0)?, Self::output(node, 0)?);
+        let (scale, shift) = (Self::input(node, 3)?, Self::input(node, 4)?);
+        self.float_operand(x)?;
+        let shape = self.shape(x).to_vec();
+        let rank = shape.len();
+        // Strides of scale and shift broadcast to x's shape; rows: the first `axis` dims.
+        let axis = match norm {
+            Op::LayerNorm(l) => normalize_axis(l.axis, rank)?,
+            _ => 1,
+        };
+        let mut strides = Vec::new();
+        for v in [scale, shift] {
+            self.float_operand(v)?;
+            let view = self.tensor(v)?.view(self.shape(v)).broadcast_to(&shape)?;
+            let varies = |d: usize| view.strides[d] != 0 && shape[d] > 1;
+            let outer = if axis >= 1 { view.strides[0] } else { 0 };
+            let pair = match norm {
+                // Per element of the normalised dims (all of them, contiguous) or the same for all.
+                Op::LayerNorm(_) => [outer, usize::from((axis..rank).any(varies))],
+                // Per channel; never per pixel.
+                _ if (2..rank).any(varies) => return unsupported("a modulation that varies over pixels"),
+                _ => [outer, view.strides[1]],
+            };
+            strides.push(pair);
+        }
+        let rows: usize = shape[..axis].iter().product();
+        let modulation = Modulation {
+            scale: self.tensor(scale)?,
+            shift: self.tensor(shift)?,
+            // Rows per modulation row: the rows under one index of the first dim.
+            n_div: if axis >= 1 { rows / shape[0].max(1) } else { 1 }.max(1),
+            scale_strides: strides[0],
+            shift_strides: strides[1],
+        };
+        let (xt, yt) = (self.tensor(x)?, self.tensor(y)?);
+        match norm {
+            Op::LayerNorm(l) => {
+                let d: usize = shape[axis..].iter().product();
+                let affine = self.affine(node, d, "LayerNormalization")?;
+                let m = Some(&modulation);
+                if self.ctx().style() == crate::gpu::KernelStyle::Tiled {
+                    let (b, e) = (&mut self.b, l.epsilon);
+                    return Ok(ops::norm::group_norm_modulated(
+                        b,
+                        &xt,
+                        &[rows, d, 1],
+                        1,
+                        Some(&affine),
+                        e,
+                        m,
+                        activation,
+                        &yt,
+                    )?);
+                }
+                Ok(ops::norm::layer_norm_modulated(
+                    &mut self.b,
+                    &xt,
+                    rows,
+                    d,
+                    Some(&affine),
+                    l.epsilon,
+                    m,
+                    activation,
+                    &yt,
+                )?)
+            }
+            _ => {
+                let (groups, eps, affine) = self.group_norm_setup(node, norm)?;
+                let m = Some(&modulation);
+                Ok(ops::norm::group_norm_modulated(
+                    &mut self.b,
+                    &xt,
+                    &shape,
+                    groups,
+                    Some(&affine),
+                    eps,
+                    m,
+                    activation,
+                    &yt,
+                )?)
+            }
+        }
     }
 
     /// softmax(scale * Q Kt) V through the streaming kernel (K is Kt's last two dims swapped);

@@ -17,6 +17,9 @@
 //!   the activation fused.
 //! - [`SiluPass`]: Sigmoid(x) read only by Mul(x, sigmoid) becomes one SiLU (after the norm+silu
 //!   pass, which takes the ones behind a norm).
+//! - [`NormModulationPass`]: Group/Instance/LayerNormalization -> Mul(scale) -> Add(shift) [->
+//!   activation] (FiLM, adaLN) becomes the norm with the modulation and activation fused (after
+//!   the silu pass, which makes the activation).
 //! - [`TanhGeluPass`]: torch's decomposed `gelu(approximate="tanh")`, eight elementwise nodes over
 //!   the feed-forward hidden (Wan, Latte), becomes one Gelu.
 //! - [`MatMulAddPass`]: MatMul -> Add of a bias (or of a tensor of the product's shape) becomes
@@ -43,7 +46,7 @@ mod product;
 pub use attention::{AttentionLayoutPass, AttentionPass};
 pub use gelu::TanhGeluPass;
 pub use neutral::NeutralElementPass;
-pub use norm::{NormSiluPass, SiluPass, TorchGroupNormPass};
+pub use norm::{NormModulationPass, NormSiluPass, SiluPass, TorchGroupNormPass};
 pub use product::{MatMulAddPass, ProductActivationPass, ResidualPass};
 
 use crate::graph::{BuildError, Graph, ValueId};
@@ -63,6 +66,7 @@ pub fn default_passes() -> Vec<Box<dyn FusionPass>> {
         Box::new(TorchGroupNormPass),
         Box::new(NormSiluPass),
         Box::new(SiluPass),
+        Box::new(NormModulationPass),
         Box::new(AttentionPass),
         Box::new(AttentionLayoutPass),
         Box::new(TanhGeluPass),

@@ -196,3 +196,92 @@ impl FusionPass for TorchGroupNormPass {
         Ok(count)
     }
 }
+
+/// A Group/Instance/LayerNormalization whose output only `Mul(·, scale)` reads, whose product
+/// only `Add(·, shift)` reads (operands in either order), maybe then an activation: FiLM's
+/// scale-shift conditioning in UNet resnet blocks (`norm(h) * (1 + scale) + shift`, then SiLU)
+/// and adaLN's in DiT blocks (Latte, Wan). Scale and shift must be one value per batch item and
+/// channel (group and instance norms) or per outermost index and normalised element (layer
+/// norms: `[B, 1, D]` against `[B, T, D]`, all of the normalised dims or none), so the norm
+/// kernels read them through two strides. The last node becomes `Fused::Modulated`: one GPU
+/// kernel pass instead of the norm's and three elementwise ones; the CPU backend runs the ops in
+/// sequence (the same bits).
+pub struct NormModulationPass;
+
+impl NormModulationPass {
+    /// Whether `r` broadcasts to the norm's output `out` the way the norm kernels read it.
+    fn fits(norm: &Op, r: &[usize], out: &[usize]) -> bool {
+        match norm {
+            Op::LayerNorm(l) => {
+                let Ok(axis) = crate::tensor::shape::normalize_axis(l.axis, out.len()) else { return false };
+                if r.len() > out.len() {
+                    return false;
+                }
+                let lead = out.len() - r.len();
+                let dim = |a: usize| if a < lead { 1 } else { r[a - lead] };
+                let outer = (0..axis).all(|a| dim(a) == 1 || (a == 0 && dim(a) == out[0]));
+                let all = (axis..out.len()).all(|a| dim(a) == out[a]);
+                let none = (axis..out.len()).all(|a| dim(a) == 1);
+                outer && (all || none)
+            }
+            _ => super::product::per_batch_and_channel(r, out),
+        }
+    }
+}
+
+impl FusionPass for NormModulationPass {
+    fn name(&self) -> &'static str {
+        "norm modulation"
+    }
+
+    fn apply(&self, graph: &mut Graph) -> Result<usize, BuildError> {
+        let mut count = 0;
+        let uses = Uses::of(graph);
+        for n in 0..graph.nodes.len() {
+            let Some(norm @ (Op::GroupNorm(_) | Op::InstanceNorm(_) | Op::LayerNorm(_))) =
+                graph.nodes[n].op.clone()
+            else {
+                continue;
+            };
+            if graph.nodes[n].outputs.len() != 1 || graph.nodes[n].inputs.len() > 3 {
+                continue;
+            }
+            let ty = |v: ValueId| graph.values[v].ty.clone().filter(|t| t.dtype == crate::tensor::DType::F32);
+            let other = |node: usize, kind: BinaryKind, v: ValueId| {
+                let [a, b] = operands(graph, node, kind)?;
+                let o = if a == v { b } else { a };
+                ((a == v) != (b == v)).then_some(o)
+            };
+            let Some(y) = output(graph, n) else { continue };
+            let Some(yt) = ty(y) else { continue };
+            let Some(mul) = uses.only_reader(y) else { continue };
+            let Some(scale) = other(mul, BinaryKind::Mul, y) else { continue };
+            let Some(z) = output(graph, mul) else { continue };
+            let Some(add) = uses.only_reader(z) else { continue };
+            let Some(shift) = other(add, BinaryKind::Add, z) else { continue };
+            let Some(sum) = output(graph, add) else { continue };
+            let conditioning_fits =
+                [scale, shift].iter().all(|&v| ty(v).is_some_and(|t| Self::fits(&norm, &t.shape, &yt.shape)));
+            if ty(z) != Some(yt.clone()) || ty(sum) != Some(yt.clone()) || !conditioning_fits {
+                continue;
+            }
+            // An activation that only reads the sum joins.
+            let act = uses.only_reader(sum).and_then(|r| match &graph.nodes[r].op {
+                Some(Op::Unary(u)) if output(graph, r).and_then(ty) == Some(yt.clone()) => {
+                    super::product::activation_of(u.kind).map(|a| (r, a))
+                }
+                _ => None,
+            });
+            let (last, activation) = act.unwrap_or((add, Activation::None));
+            let mut inputs = graph.nodes[n].inputs.clone();
+            inputs.resize(3, None);
+            inputs.extend([Some(scale), Some(shift)]);
+            let suffix = super::product::activation_name(activation);
+            let op_type = format!("Fused{}Modulated{suffix}", graph.nodes[n].op_type);
+            let op = Op::Fused(Fused::Modulated { norm: Box::new(norm), activation });
+            set_fused(graph, last, &op_type, inputs, op);
+            count += 1;
+        }
+        Ok(count)
+    }
+}

@@ -50,7 +50,7 @@ impl FusionPass for MatMulAddPass {
 }
 
 /// The activation of a unary op that a product's epilogue can take.
-fn activation_of(kind: UnaryKind) -> Option<Activation> {
+pub(super) fn activation_of(kind: UnaryKind) -> Option<Activation> {
     Some(match kind {
         UnaryKind::Relu => Activation::Relu,
         UnaryKind::LeakyRelu { alpha } => Activation::LeakyRelu(alpha),
@@ -114,7 +114,7 @@ impl FusionPass for ProductActivationPass {
     }
 }
 
-fn activation_name(a: Activation) -> &'static str {
+pub(super) fn activation_name(a: Activation) -> &'static str {
     match a {
         Activation::None => "",
         Activation::Relu => "Relu",
@@ -208,7 +208,7 @@ fn is_conv(op: &Op) -> bool {
 
 /// Whether `r` broadcasts over every dim of `out` ([N, C, ...]) after the first two, and to the
 /// first two: one value per batch item and channel at most.
-fn per_batch_and_channel(r: &[usize], out: &[usize]) -> bool {
+pub(super) fn per_batch_and_channel(r: &[usize], out: &[usize]) -> bool {
     if r.len() > out.len() || out.len() < 2 {
         return false;
     }
