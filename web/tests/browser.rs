@@ -9,7 +9,7 @@ mod common;
 #[path = "../../tests/onnx_common/mod.rs"]
 mod onnx_common;
 
-use fifo_diffusion::gpu::{GpuContext, GpuOptions};
+use fifo_diffusion::gpu::{GpuContext, GpuOptions, KernelStyle};
 use fifo_diffusion::onnx::decode_tensor;
 use fifo_diffusion::session::{Backend, ModelSource, Session, SessionOptions};
 use fifo_diffusion::tensor::Tensor;
@@ -87,7 +87,8 @@ async fn every_op_fixture_matches_onnxruntime_on_webgpu() {
     check_all(Some(&Arc::new(ctx))).await;
 }
 
-/// The shipped model's three graphs on WebGPU against the wasm CPU backend: what the page runs.
+/// The shipped model's three graphs on WebGPU against the wasm CPU backend: what the page runs,
+/// in the adapter's kernel style and in the workgroup-tiled one of GPUs.
 /// Timesteps reach 999, so the sinusoidal embeddings take sin/cos of large arguments.
 #[wasm_bindgen_test]
 async fn the_shipped_graphs_agree_on_webgpu_and_the_wasm_cpu_backend() {
@@ -106,7 +107,13 @@ async fn the_shipped_graphs_agree_on_webgpu_and_the_wasm_cpu_backend() {
         package_file!("decoder.onnx"),
         package_file!("decoder.onnx.data"),
     ]);
-    let ctx = Arc::new(GpuContext::new(&GpuOptions::default()).await.expect("a WebGPU adapter"));
+    // The adapter's own kernel style (SwiftShader here: register-blocked) and the workgroup-tiled
+    // one GPUs get, so Tint compiles and runs those kernels too.
+    let tiled = GpuOptions { style: Some(KernelStyle::Tiled), ..Default::default() };
+    let contexts = [
+        ("adapter style", Arc::new(GpuContext::new(&GpuOptions::default()).await.expect("a WebGPU adapter"))),
+        ("tiled", Arc::new(GpuContext::new(&tiled).await.expect("a second WebGPU device"))),
+    ];
     let mut rng = 0x2545_f491_4f6c_dd1du64;
     let mut noise = |n: usize, scale: f32| -> Vec<f32> {
         (0..n)
@@ -145,18 +152,20 @@ async fn the_shipped_graphs_agree_on_webgpu_and_the_wasm_cpu_backend() {
             inputs.iter().map(|(n, t)| (n.to_string(), t.shape().to_vec())).collect();
         let feed = || inputs.iter().map(|(n, t)| (n.to_string(), t.clone())).collect::<HashMap<_, _>>();
         let cpu = Session::build(model, &shapes, &SessionOptions::default()).unwrap().run(feed()).unwrap();
-        let options = SessionOptions { backend: Backend::Gpu, ..Default::default() };
-        let gpu = Session::build_on(ctx.clone(), model, &shapes, &options).await.unwrap();
-        let gpu = gpu.run_async(feed()).await.unwrap();
-        let (want, got) = (cpu[0].1.to_f32_vec(), gpu[0].1.to_f32_vec());
-        let num: f64 = want.iter().zip(&got).map(|(a, b)| f64::from(a - b).powi(2)).sum();
-        let den: f64 = want.iter().map(|a| f64::from(*a).powi(2)).sum();
-        let rel = (num / den.max(1e-30)).sqrt();
-        web_sys_log(&format!("{file}: WebGPU vs wasm CPU relative L2 {rel:.2e}"));
-        assert!(
-            rel < MODEL_REL_L2,
-            "{file}: WebGPU vs wasm CPU relative L2 {rel:.2e} (allowed {MODEL_REL_L2:e})"
-        );
+        let want = cpu[0].1.to_f32_vec();
+        for (style, ctx) in &contexts {
+            let options = SessionOptions { backend: Backend::Gpu, ..Default::default() };
+            let gpu = Session::build_on(ctx.clone(), model, &shapes, &options).await.unwrap();
+            let got = gpu.run_async(feed()).await.unwrap()[0].1.to_f32_vec();
+            let num: f64 = want.iter().zip(&got).map(|(a, b)| f64::from(a - b).powi(2)).sum();
+            let den: f64 = want.iter().map(|a| f64::from(*a).powi(2)).sum();
+            let rel = (num / den.max(1e-30)).sqrt();
+            web_sys_log(&format!("{file} ({style} kernels): WebGPU vs wasm CPU relative L2 {rel:.2e}"));
+            assert!(
+                rel < MODEL_REL_L2,
+                "{file} ({style} kernels): WebGPU vs wasm CPU relative L2 {rel:.2e} (allowed {MODEL_REL_L2:e})"
+            );
+        }
     }
 }
 
