@@ -10,6 +10,7 @@ pub(crate) fn family_source(family: &str) -> Option<&'static str> {
         "common" => include_str!("../../shaders/common.wgsl"),
         "elementwise" => include_str!("../../shaders/elementwise.wgsl"),
         "copy" => include_str!("../../shaders/copy.wgsl"),
+        "transpose" => include_str!("../../shaders/transpose.wgsl"),
         "gather" => include_str!("../../shaders/gather.wgsl"),
         "matmul" => include_str!("../../shaders/matmul.wgsl"),
         "weights" => include_str!("../../shaders/weights.wgsl"),

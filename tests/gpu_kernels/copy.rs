@@ -144,3 +144,51 @@ fn cast_roundtrips() {
     let want_i: Vec<i32> = x.iter().map(|&v| v.trunc() as i32).collect();
     assert_eq!(run(ctx.read_i32(&i)).unwrap(), want_i);
 }
+
+/// Copies that are batched 2-D transposes (source contiguous along the output's rows) take the
+/// transpose kernel: 4x4 register blocks on CPU adapters, 32x32 workgroup tiles on GPUs. Edges
+/// that are not multiples of 4 or 32, a batch dim, an output window inside a larger tensor (the
+/// elements around it untouched), f32 and f16; rows under 4 stay with the plain strided copy.
+#[test]
+fn batched_2d_transposes_take_the_transpose_kernel() {
+    let Some(ctx) = ctx() else { return };
+    let tiled = crate::tiled_ctx().expect("a second device");
+    // (input shape, permutation, whether the transpose kernel runs)
+    let cases: [(&[usize], &[usize], bool); 4] = [
+        (&[1, 37, 6, 7], &[0, 2, 3, 1], true), // [37, 42] -> [42, 37]
+        (&[3, 5, 9], &[0, 2, 1], true),        // batch 3
+        (&[70, 33], &[1, 0], true),            // several workgroups each way
+        (&[3, 50], &[1, 0], false),            // three rows: the plain copy
+    ];
+    for (style, ctx) in [("register-blocked", ctx), ("tiled", tiled)] {
+        let dtypes: &[DType] = if ctx.has_shader_f16() { &[DType::F32, DType::F16] } else { &[DType::F32] };
+        for &dtype in dtypes {
+            for (shape, perm, kernel) in cases {
+                let n: usize = shape.iter().product();
+                // Integers: exact in f16 too.
+                let x: Vec<f32> = (0..n).map(|i| ((i * 37) % 2001) as f32 - 1000.0).collect();
+                let gx = GpuTensor::from_f32_as(ctx, "x", dtype, &x).unwrap();
+                let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+                // The output is a window two rows into a larger tensor (zeros around it).
+                let row: usize = out_shape[1..].iter().product();
+                let big = GpuTensor::from_f32_as(ctx, "big", dtype, &vec![0.0; n + 3 * row]).unwrap();
+                let mut window = big.view(&out_shape);
+                window.offset = 2 * row;
+                let mut b = ProgramBuilder::new(ctx);
+                copy(&mut b, &gx.view(shape).permute(perm).unwrap(), &window).unwrap();
+                let program = run(b.build()).unwrap();
+                let label = format!("{style} {} {shape:?} perm {perm:?}: {:?}", dtype.name(), program.keys());
+                assert_eq!(program.keys()[0].starts_with("transpose."), kernel, "{label}");
+                run(program.run(ctx)).unwrap();
+                let got = run(ctx.read_f32(&big)).unwrap();
+                let st = strides(shape);
+                let mut want = vec![0.0; n + 3 * row];
+                for (i, w) in want[2 * row..2 * row + n].iter_mut().enumerate() {
+                    let ix = unravel(i, &out_shape);
+                    *w = x[perm.iter().enumerate().map(|(d, &p)| ix[d] * st[p]).sum::<usize>()];
+                }
+                assert_eq!(got, want, "{label}");
+            }
+        }
+    }
+}

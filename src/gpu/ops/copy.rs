@@ -5,6 +5,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::{dims8, u32_of, WG_LINEAR};
+use crate::gpu::context::KernelStyle;
 use crate::gpu::error::{shape_err, GpuError, GpuResult};
 use crate::gpu::program::{linear_workgroups, ProgramBuilder};
 use crate::gpu::shader::ShaderVariant;
@@ -127,7 +128,74 @@ pub fn copy(b: &mut ProgramBuilder, src: &View, out: &View) -> GpuResult<()> {
         View { tensor: src.tensor.clone(), offset: src.offset, shape: shape.clone(), strides: st[0].clone() };
     let out = View { tensor: out.tensor.clone(), offset: out.offset, shape, strides: st[1].clone() };
     let r = out.shape.len();
+    if let Some(t) = Transpose2d::of(&src, &out) {
+        return transpose2d(b, &t, &src.tensor, &out.tensor);
+    }
     strided_copy(b, &src, &vec![1; r], &vec![0; r], &vec![false; r], 0.0, &out)
+}
+
+/// A copy that is a batched 2-D transpose: out[b, i, j] = src[b, i, j] with the source
+/// contiguous along i and the output along j (after merging dims), e.g. [C, H*W] -> [H*W, C].
+struct Transpose2d {
+    dims: [usize; 3],
+    src: [usize; 4], // strides (batch, i, j) and offset
+    out: [usize; 4],
+}
+
+impl Transpose2d {
+    fn of(src: &View, out: &View) -> Option<Self> {
+        let r = out.shape.len();
+        // One batch dim at most, rows and columns of at least 4 (else the plain copy is as good).
+        if !(2..=3).contains(&r) || out.shape[r - 1] < 4 || out.shape[r - 2] < 4 {
+            return None;
+        }
+        let (ss, os) = (&src.strides, &out.strides);
+        if ss[r - 2] != 1 || os[r - 1] != 1 || ss[r - 1] == 1 {
+            return None;
+        }
+        let fits = |n: usize| n <= crate::gpu::program::MAX_WORKGROUPS as usize;
+        if !fits(out.shape[r - 1].div_ceil(32))
+            || !fits(out.shape[r - 2].div_ceil(32))
+            || (r == 3 && !fits(out.shape[0]))
+        {
+            return None;
+        }
+        let batch = |s: &[usize]| if r == 3 { s[0] } else { 0 };
+        Some(Self {
+            dims: [if r == 3 { out.shape[0] } else { 1 }, out.shape[r - 2], out.shape[r - 1]],
+            src: [batch(ss), 1, ss[r - 1], src.offset],
+            out: [batch(os), os[r - 2], 1, out.offset],
+        })
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct TransposeParams {
+    dims: [u32; 4],
+    src_strides: [u32; 4],
+    out_strides: [u32; 4],
+}
+
+fn transpose2d(b: &mut ProgramBuilder, t: &Transpose2d, src: &GpuTensor, out: &GpuTensor) -> GpuResult<()> {
+    const OP: &str = "transpose";
+    let four = |v: [usize; 4]| -> GpuResult<[u32; 4]> {
+        Ok([u32_of(OP, v[0])?, u32_of(OP, v[1])?, u32_of(OP, v[2])?, u32_of(OP, v[3])?])
+    };
+    let [batch, rows, cols] = t.dims;
+    let params = TransposeParams {
+        dims: four([batch, rows, cols, 0])?,
+        src_strides: four(t.src)?,
+        out_strides: four(t.out)?,
+    };
+    let variant = element_variant(b, OP, ShaderVariant::new(OP), src, out)?;
+    let (variant, groups) = if b.context().style() == KernelStyle::Tiled {
+        (variant.tag("tiled32.wg32x8").flag("TILED"), [cols.div_ceil(32), rows.div_ceil(32), batch])
+    } else {
+        (variant.tag("rb4x4.wg8x8"), [cols.div_ceil(32), rows.div_ceil(32), batch])
+    };
+    let groups = [u32_of(OP, groups[0])?, u32_of(OP, groups[1])?, u32_of(OP, groups[2])?];
+    b.push(variant.define("ACT", "x"), &params, &[src], &[out], groups)
 }
 
 /// ONNX Slice: `out[i] = src[start + i * step]` per dim (steps may be negative; starts already
