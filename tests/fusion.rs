@@ -225,6 +225,49 @@ fn fused_and_unfused_agree_launches(
     (ops, launches)
 }
 
+/// For a fused model with input "x": the CPU backend computes exactly the unfused graph's bits,
+/// and on `tiled` (a device forced to the GPU kernel style, when the tests have an adapter) the
+/// output is within `gpu_tolerance` of them; returns that session's kernel keys.
+fn cpu_exact_and_tiled_gpu(
+    case: &str,
+    bytes: &[u8],
+    x: &Tensor,
+    gpu_tolerance: &str,
+    tiled: Option<&std::sync::Arc<fifo_diffusion::gpu::GpuContext>>,
+) -> Option<Vec<String>> {
+    use fifo_diffusion::session::{ModelSource, Session, SessionOptions};
+    use std::collections::HashMap;
+    let shapes = HashMap::from([("x".to_string(), x.shape().to_vec())]);
+    let feed = || HashMap::from([("x".to_string(), x.clone())]);
+    let mut unfused = SessionOptions::default();
+    unfused.build.fuse = false;
+    let want = Session::build(ModelSource::Bytes(bytes), &shapes, &unfused).unwrap().run(feed()).unwrap();
+    let cpu = Session::build(ModelSource::Bytes(bytes), &shapes, &SessionOptions::default()).unwrap();
+    assert_eq!(cpu.run(feed()).unwrap()[0].1, want[0].1, "{case}: CPU bits");
+    let options = SessionOptions::default();
+    let gpu =
+        pollster::block_on(Session::build_on(tiled?.clone(), ModelSource::Bytes(bytes), &shapes, &options))
+            .unwrap();
+    let got = pollster::block_on(gpu.run_async(feed())).unwrap();
+    if let Some(diff) = compare(&got[0].1, &want[0].1, Tolerance::named_gpu(gpu_tolerance).unwrap()) {
+        panic!("{case}, tiled kernels: {diff}");
+    }
+    Some(gpu.gpu().unwrap().kernel_keys().iter().map(|k| k.to_string()).collect())
+}
+
+/// A device on the test adapter forced to the GPU kernel style (workgroup tiles), when the tests
+/// have an adapter.
+fn tiled_context() -> Option<std::sync::Arc<fifo_diffusion::gpu::GpuContext>> {
+    use fifo_diffusion::gpu::{AdapterChoice, GpuOptions, KernelStyle};
+    onnx_common::gpu_context()?;
+    let options = GpuOptions {
+        adapter: AdapterChoice::Fallback,
+        style: Some(KernelStyle::Tiled),
+        ..Default::default()
+    };
+    onnx_common::open_gpu_context(&options)
+}
+
 /// A Linear layer's MatMul and bias Add become one FusedMatMulAdd in CPU sessions and in GPU
 /// sessions (when the tests have an adapter), whose matmul kernel adds the bias in its epilogue.
 #[test]
@@ -697,10 +740,7 @@ fn attention_pass_fuses_the_einsum_form() {
 /// is left alone.
 #[test]
 fn residual_pass_adds_the_skip_in_the_product_epilogue() {
-    use fifo_diffusion::gpu::{AdapterChoice, GpuOptions, KernelStyle};
-    use fifo_diffusion::session::{ModelSource, Session, SessionOptions};
     use onnx_common::graph::*;
-    use std::collections::HashMap;
     let x_shape = [2usize, 16, 6, 5];
     let n: usize = x_shape.iter().product();
     let x = Tensor::from_f32(x_shape.to_vec(), (0..n).map(|i| ((i * 13 % 29) as f32 - 14.0) / 9.0).collect())
@@ -831,40 +871,13 @@ fn residual_pass_adds_the_skip_in_the_product_epilogue() {
             "accumulate",
         ),
     ];
-    let shapes = HashMap::from([("x".to_string(), x_shape.to_vec())]);
-    let feed = || HashMap::from([("x".to_string(), x.clone())]);
-    let tiled = onnx_common::gpu_context().and_then(|_| {
-        let options = GpuOptions {
-            adapter: AdapterChoice::Fallback,
-            style: Some(KernelStyle::Tiled),
-            ..Default::default()
-        };
-        onnx_common::open_gpu_context(&options)
-    });
+    let tiled = tiled_context();
     for (case, nodes, inits, fused, gpu_launches, tolerance) in cases {
         let bytes = model(nodes, inits, vec![float_info("x", &x_shape)], vec![float_info("y", &x_shape)]);
         let (ops, launches) = fused_and_unfused_agree_launches(&bytes, &x, tolerance);
         assert_eq!(ops, fused, "{case}");
-        // The CPU backend: exactly the unfused graph's bits.
-        let mut unfused = SessionOptions::default();
-        unfused.build.fuse = false;
-        let want =
-            Session::build(ModelSource::Bytes(&bytes), &shapes, &unfused).unwrap().run(feed()).unwrap();
-        let cpu = Session::build(ModelSource::Bytes(&bytes), &shapes, &SessionOptions::default()).unwrap();
-        assert_eq!(cpu.run(feed()).unwrap()[0].1, want[0].1, "{case}: CPU bits");
-        let (Some(keys), Some(tiled)) = (launches, &tiled) else { continue };
-        let gpu = pollster::block_on(Session::build_on(
-            tiled.clone(),
-            ModelSource::Bytes(&bytes),
-            &shapes,
-            &SessionOptions::default(),
-        ))
-        .unwrap();
-        let got = pollster::block_on(gpu.run_async(feed())).unwrap();
-        if let Some(diff) = compare(&got[0].1, &want[0].1, Tolerance::named_gpu(tolerance).unwrap()) {
-            panic!("{case}, tiled kernels: {diff}");
-        }
-        let tiled_keys = gpu.gpu().unwrap().kernel_keys().iter().map(|k| k.to_string()).collect::<Vec<_>>();
+        let tiled_keys = cpu_exact_and_tiled_gpu(case, &bytes, &x, tolerance, tiled.as_ref());
+        let (Some(keys), Some(tiled_keys)) = (launches, tiled_keys) else { continue };
         for (style, keys) in [("register-blocked", keys), ("tiled", tiled_keys)] {
             let kernels: Vec<&String> = keys.iter().filter(|k| !k.starts_with("cast.")).collect();
             assert_eq!(kernels.len(), gpu_launches, "{case}, {style}: kernel launches {keys:?}");
@@ -929,10 +942,7 @@ fn neutral_element_pass_removes_unit_scales() {
 /// varies along a layer norm's middle dim or a product read twice stay unfused.
 #[test]
 fn norm_modulation_pass_fuses_scale_shift_and_activation() {
-    use fifo_diffusion::gpu::{AdapterChoice, GpuOptions, KernelStyle};
-    use fifo_diffusion::session::{ModelSource, Session, SessionOptions};
     use onnx_common::graph::*;
-    use std::collections::HashMap;
     let i64s = |name: &str, v: &[i64]| {
         initializer(name, DataType::Int64, &[v.len()], v.iter().flat_map(|x| x.to_le_bytes()).collect())
     };
@@ -1040,14 +1050,7 @@ fn norm_modulation_pass_fuses_scale_shift_and_activation() {
             5,
         ),
     ];
-    let tiled = onnx_common::gpu_context().and_then(|_| {
-        let options = GpuOptions {
-            adapter: AdapterChoice::Fallback,
-            style: Some(KernelStyle::Tiled),
-            ..Default::default()
-        };
-        onnx_common::open_gpu_context(&options)
-    });
+    let tiled = tiled_context();
     for (case, shape, nodes, inits, fused, launches) in cases {
         let n: usize = shape.iter().product();
         let x =
@@ -1056,28 +1059,8 @@ fn norm_modulation_pass_fuses_scale_shift_and_activation() {
         let bytes = model(nodes, inits, vec![float_info("x", &shape)], vec![float_info("y", &shape)]);
         let (ops, keys) = fused_and_unfused_agree_launches(&bytes, &x, "transcendental");
         assert_eq!(ops, fused, "{case}");
-        let shapes = HashMap::from([("x".to_string(), shape.clone())]);
-        let feed = || HashMap::from([("x".to_string(), x.clone())]);
-        let mut unfused = SessionOptions::default();
-        unfused.build.fuse = false;
-        let want =
-            Session::build(ModelSource::Bytes(&bytes), &shapes, &unfused).unwrap().run(feed()).unwrap();
-        let cpu = Session::build(ModelSource::Bytes(&bytes), &shapes, &SessionOptions::default()).unwrap();
-        assert_eq!(cpu.run(feed()).unwrap()[0].1, want[0].1, "{case}: CPU bits");
-        let (Some(keys), Some(tiled)) = (keys, &tiled) else { continue };
-        let gpu = pollster::block_on(Session::build_on(
-            tiled.clone(),
-            ModelSource::Bytes(&bytes),
-            &shapes,
-            &SessionOptions::default(),
-        ))
-        .unwrap();
-        let got = pollster::block_on(gpu.run_async(feed())).unwrap();
-        if let Some(diff) = compare(&got[0].1, &want[0].1, Tolerance::named_gpu("transcendental").unwrap()) {
-            panic!("{case}, tiled kernels: {diff}");
-        }
-        let tiled_keys: Vec<String> =
-            gpu.gpu().unwrap().kernel_keys().iter().map(|k| k.to_string()).collect();
+        let tiled_keys = cpu_exact_and_tiled_gpu(case, &bytes, &x, "transcendental", tiled.as_ref());
+        let (Some(keys), Some(tiled_keys)) = (keys, tiled_keys) else { continue };
         for (style, keys) in [("register-blocked", keys), ("tiled", tiled_keys)] {
             if launches > 0 {
                 assert_eq!(keys.len(), launches, "{case}, {style}: {keys:?}");
