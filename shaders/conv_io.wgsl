@@ -1,6 +1,6 @@
-// What both convolution kernels share (included with `#include "conv_io"`): the parameters, the
-// bindings, the window corner of an output pixel and the epilogue (int8 scale, bias, activation,
-// then a residual).
+// What the convolution kernels (conv, conv_tiled, conv_transpose) share, included with
+// `#include "conv_io"`: the parameters, the bindings, the window corner of an output pixel and
+// the epilogue (int8 scale, bias, activation, then a residual).
 //   x [N, Cin, D, H, W], w [Cout, Cin/groups, KD, KH, KW] (or packed, see conv.wgsl),
 //   out [N, Cout, OD, OH, OW], contiguous.
 
@@ -10,7 +10,7 @@ struct Params {
     kernel: vec4<u32>,   // kd, kh, kw, groups
     stride: vec4<u32>,   // sd, sh, sw, batch
     dilation: vec4<u32>, // dd, dh, dw, _
-    pad: vec4<u32>,      // pd, ph, pw (leading pads), _
+    pad: vec4<u32>,      // pd, ph, pw (leading pads), total outputs (conv_transpose)
     act_alpha: f32,
     res_n: u32, // strides of the residual over batch items, output channels and output pixels
     res_c: u32,

@@ -7,27 +7,7 @@
 enable f16;
 #endif
 #include "common"
-
-struct Params {
-    in_dims: vec4<u32>,  // cin, d, h, w
-    out_dims: vec4<u32>, // cout, od, oh, ow
-    kernel: vec4<u32>,   // kd, kh, kw, groups
-    stride: vec4<u32>,   // sd, sh, sw, batch
-    dilation: vec4<u32>, // dd, dh, dw, _
-    pad: vec4<u32>,      // pd, ph, pw (leading pads), total outputs
-    act_alpha: f32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<X_T>;
-#include "weights"
-#ifdef HAS_BIAS
-@group(0) @binding(BIND_BIAS) var<storage, read> bias: array<f32>;
-#endif
-@group(0) @binding(BIND_OUT) var<storage, read_write> out: array<OUT_T>;
+#include "conv_io"
 
 // Input index along one axis feeding output o through tap k, or -1.
 fn source(o: u32, k: u32, stride: u32, dil: u32, pad: u32, extent: u32) -> i32 {
