@@ -1070,3 +1070,142 @@ fn norm_modulation_pass_fuses_scale_shift_and_activation() {
         }
     }
 }
+
+/// Q, K and V from one fused projection (a Split of a QKV Linear, then the Reshapes into heads):
+/// the attention reads its parts of the projection in place, so no copy kernel runs for the
+/// Split on the GPU (either kernel style), and both backends compute what the unfused graph
+/// does. A K/V projection split by sizes given as an input folds too; a part also read elsewhere
+/// keeps its Split.
+#[test]
+fn attention_source_pass_reads_q_k_v_inside_the_fused_projection() {
+    use onnx_common::graph::*;
+    let (b, t, heads, d) = (2usize, 10usize, 3usize, 8usize);
+    let c = heads * d;
+    let x = Tensor::from_f32(
+        vec![b, t, c],
+        (0..b * t * c).map(|i| ((i * 13 % 29) as f32 - 14.0) / 9.0).collect(),
+    )
+    .unwrap();
+    let data = |name: &str, shape: &[usize], scale: f32| {
+        let len = shape.iter().product::<usize>();
+        f32_float_data(name, shape, (0..len).map(|i| ((i * 37 % 23) as f32 - 11.0) * scale).collect())
+    };
+    let i64s = |name: &str, v: &[i64]| {
+        initializer(name, DataType::Int64, &[v.len()], v.iter().flat_map(|x| x.to_le_bytes()).collect())
+    };
+    let heads_shape = || i64s("heads", &[b as i64, t as i64, heads as i64, d as i64]);
+    let merged_shape = || i64s("merged", &[b as i64, t as i64, c as i64]);
+    let perm = |p: &[i64]| ints_attr("perm", p.to_vec());
+    // Reshape into heads and transpose: q and v [B, H, T, D], k as Kt [B, H, D, T].
+    let attend = |q: &str, k: &str, v: &str, extra: Vec<NodeProto>| {
+        [
+            vec![
+                node("Reshape", &[q, "heads"], "qh", vec![]),
+                node("Reshape", &[k, "heads"], "kh", vec![]),
+                node("Reshape", &[v, "heads"], "vh", vec![]),
+                node("Transpose", &["qh"], "qt", vec![perm(&[0, 2, 1, 3])]),
+                node("Transpose", &["kh"], "kt", vec![perm(&[0, 2, 3, 1])]),
+                node("Transpose", &["vh"], "vt", vec![perm(&[0, 2, 1, 3])]),
+                node("MatMul", &["qt", "kt"], "s", vec![]),
+                node("Mul", &["s", "scale"], "ss", vec![]),
+                node("Softmax", &["ss"], "p", vec![int_attr("axis", -1)]),
+                node("MatMul", &["p", "vt"], "o", vec![]),
+                node("Transpose", &["o"], "ot", vec![perm(&[0, 2, 1, 3])]),
+                node("Reshape", &["ot", "merged"], "a", vec![]),
+            ],
+            extra,
+        ]
+        .concat()
+    };
+    let common = || vec![heads_shape(), merged_shape(), f32_scalar("scale", 1.0 / (d as f32).sqrt())];
+    let qkv = |extra: Vec<NodeProto>| {
+        [
+            vec![
+                node("MatMul", &["x", "wqkv"], "proj", vec![]),
+                node("Split", &["proj"], "", vec![int_attr("axis", 2), int_attr("num_outputs", 3)]),
+            ],
+            attend("q", "k", "v", extra),
+        ]
+        .concat()
+    };
+    // The Split node's three outputs (the helper names one output; set them all).
+    let with_split_outputs = |mut nodes: Vec<NodeProto>, outs: &[&str]| {
+        for n in nodes.iter_mut().filter(|n| n.op_type.as_deref() == Some("Split")) {
+            n.output = outs.iter().map(|s| s.to_string()).collect();
+        }
+        nodes
+    };
+    // (case, nodes, initializers, fused ops)
+    type SourceCase = (&'static str, Vec<NodeProto>, Vec<TensorProto>, Vec<&'static str>);
+    let cases: Vec<SourceCase> = vec![
+        (
+            "fused QKV projection",
+            with_split_outputs(qkv(vec![node("Identity", &["a"], "y", vec![])]), &["q", "k", "v"]),
+            [common(), vec![data("wqkv", &[c, 3 * c], 0.02)]].concat(),
+            vec!["MatMul", "FusedAttention", "Reshape", "Identity"],
+        ),
+        (
+            "Q apart, K and V split by sizes",
+            with_split_outputs(
+                [
+                    vec![
+                        node("MatMul", &["x", "wq"], "q", vec![]),
+                        node("MatMul", &["x", "wkv"], "kv", vec![]),
+                        node("Split", &["kv", "sizes"], "", vec![int_attr("axis", -1)]),
+                    ],
+                    attend("q", "k", "v", vec![node("Identity", &["a"], "y", vec![])]),
+                ]
+                .concat(),
+                &["k", "v"],
+            ),
+            [
+                common(),
+                vec![
+                    data("wq", &[c, c], 0.02),
+                    data("wkv", &[c, 2 * c], 0.03),
+                    i64s("sizes", &[c as i64, c as i64]),
+                ],
+            ]
+            .concat(),
+            vec!["MatMul", "MatMul", "Reshape", "FusedAttention", "Reshape", "Identity"],
+        ),
+        (
+            "V also read elsewhere: its Split stays",
+            with_split_outputs(qkv(vec![node("Add", &["a", "v"], "y", vec![])]), &["q", "k", "v"]),
+            [common(), vec![data("wqkv", &[c, 3 * c], 0.02)]].concat(),
+            vec!["MatMul", "Split", "Reshape", "FusedAttention", "Reshape", "Add"],
+        ),
+    ];
+    let tiled = tiled_context();
+    for (case, nodes, inits, fused) in cases {
+        let bytes = model(nodes, inits, vec![float_info("x", &[b, t, c])], vec![float_info("y", &[b, t, c])]);
+        let (ops, keys) = fused_and_unfused_agree_launches(&bytes, &x, "accumulate");
+        assert_eq!(ops, fused, "{case}");
+        let (Some(keys), Some(tiled)) = (keys, &tiled) else { continue };
+        let gpu = pollster::block_on(fifo_diffusion::session::Session::build_on(
+            tiled.clone(),
+            fifo_diffusion::session::ModelSource::Bytes(&bytes),
+            &std::collections::HashMap::from([("x".to_string(), vec![b, t, c])]),
+            &Default::default(),
+        ))
+        .unwrap();
+        let cpu = fifo_diffusion::session::Session::build(
+            fifo_diffusion::session::ModelSource::Bytes(&bytes),
+            &std::collections::HashMap::from([("x".to_string(), vec![b, t, c])]),
+            &Default::default(),
+        )
+        .unwrap();
+        let feed = || std::collections::HashMap::from([("x".to_string(), x.clone())]);
+        let (got, want) = (pollster::block_on(gpu.run_async(feed())).unwrap(), cpu.run(feed()).unwrap());
+        if let Some(diff) = compare(&got[0].1, &want[0].1, Tolerance::named_gpu("accumulate").unwrap()) {
+            panic!("{case}, tiled kernels: {diff}");
+        }
+        let tiled_keys: Vec<String> =
+            gpu.gpu().unwrap().kernel_keys().iter().map(|k| k.to_string()).collect();
+        let copies = |keys: &[String]| keys.iter().filter(|k| k.starts_with("copy.")).count();
+        let split_copies = usize::from(fused.contains(&"Split"));
+        for (style, keys) in [("register-blocked", keys), ("tiled", tiled_keys)] {
+            assert_eq!(copies(&keys), split_copies, "{case}, {style}: {keys:?}");
+        }
+    }
+}

@@ -36,20 +36,56 @@ pub enum Fused {
 
 /// Transposes folded into a fused attention (`fuse::AttentionLayoutPass`): operand `i` (Q, Kt,
 /// V) is input `i` permuted by `inputs[i]`, and the node's output is the attention's output
-/// permuted by `output` (torch's head split and merge around attention). The GPU reads and
-/// writes through permuted views, so the copies never run; the CPU backend permutes.
+/// permuted by `output` (torch's head split and merge around attention). With `sources[i]`,
+/// input `i` is first narrowed and reshaped (`fuse::AttentionSourcePass`: Q, K and V as parts of
+/// one fused projection). The GPU reads and writes through views, so the copies never run; the
+/// CPU backend copies.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct AttentionLayout {
     pub inputs: [Option<Vec<usize>>; 3],
     pub output: Option<Vec<usize>>,
+    pub sources: [Option<Box<OperandSource>>; 3],
+}
+
+/// An attention operand taken from a part of a larger tensor (the Split of a fused QKV or KV
+/// projection, then the Reshape into heads): `reshape(narrow(input, axis, start, len), shape)`,
+/// always expressible as a view of the input (`tensor::shape::reshaped_strides`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct OperandSource {
+    pub axis: usize,
+    pub start: usize,
+    pub len: usize,
+    pub shape: Vec<usize>,
+}
+
+impl OperandSource {
+    /// The part of a contiguous `t`, as a tensor of the source's shape.
+    fn take(&self, t: &Tensor) -> Result<Tensor, OpError> {
+        let own = crate::tensor::shape::strides(t.shape());
+        let mut shape = t.shape().to_vec();
+        if self.axis >= shape.len() || self.start + self.len > shape[self.axis] {
+            return Err(OpError::invalid(format!("part {self:?} of a tensor of shape {shape:?}")));
+        }
+        shape[self.axis] = self.len;
+        let view = crate::cpu::strided::View {
+            shape,
+            strides: own.iter().map(|&s| s as isize).collect(),
+            offset: self.start * own[self.axis],
+        };
+        let data = crate::map_data!(t.data(), v => crate::cpu::strided::gather(v, &view));
+        Ok(Tensor::new(self.shape.clone(), data)?)
+    }
 }
 
 impl AttentionLayout {
     /// The operand shapes (Q, Kt, V) of inputs of these shapes.
     pub fn operand_shapes(&self, inputs: [&[usize]; 3]) -> [Vec<usize>; 3] {
-        std::array::from_fn(|i| match &self.inputs[i] {
-            Some(p) => p.iter().map(|&d| inputs[i][d]).collect(),
-            None => inputs[i].to_vec(),
+        std::array::from_fn(|i| {
+            let input = self.sources[i].as_ref().map_or(inputs[i], |s| &s.shape[..]);
+            match &self.inputs[i] {
+                Some(p) => p.iter().map(|&d| input[d]).collect(),
+                None => input.to_vec(),
+            }
         })
     }
 
@@ -178,8 +214,17 @@ impl OpSpec for Fused {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
         match self {
             Fused::Attention { scale, layout } => {
-                let (q, kt) = (required(inputs, 0, "Q")?, required(inputs, 1, "Kt")?);
-                let v = required(inputs, 2, "V")?;
+                let parts: Vec<Option<Tensor>> = (0..3)
+                    .map(|i| match (&layout.sources[i], inputs.get(i).copied().flatten()) {
+                        (Some(s), Some(t)) => s.take(t).map(Some),
+                        _ => Ok(None),
+                    })
+                    .collect::<Result<_, _>>()?;
+                let operand = |i: usize, name| match &parts[i] {
+                    Some(t) => Ok(t),
+                    None => required(inputs, i, name),
+                };
+                let (q, kt, v) = (operand(0, "Q")?, operand(1, "Kt")?, operand(2, "V")?);
                 // Folded K transposes: the keys are read as rows, the permutation that gives
                 // them (free for a single head) instead of the one that gives Kt.
                 let key_rows = layout.inputs[1].as_ref().filter(|p| p.len() >= 2 && q.rank() >= 2).map(|p| {

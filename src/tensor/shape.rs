@@ -129,6 +129,53 @@ pub fn for_each_offset<const N: usize>(
     }
 }
 
+/// Strides of a view of `shape` and `strides` reshaped to `to` without moving data (numpy's rule:
+/// each run of source dims that merges into or splits across target dims must be contiguous
+/// within itself), or `None` when the reshape needs a copy. Size-1 dims take any stride.
+pub fn reshaped_strides(shape: &[usize], strides: &[usize], to: &[usize]) -> Option<Vec<usize>> {
+    let n: usize = shape.iter().product();
+    if n == 0 || n != to.iter().product::<usize>() || shape.len() != strides.len() {
+        return None;
+    }
+    // Source dims of size 1 carry no information.
+    let dims: Vec<(usize, usize)> =
+        shape.iter().zip(strides).filter(|(&n, _)| n != 1).map(|(&n, &s)| (n, s)).collect();
+    let mut out = vec![0; to.len()];
+    let (mut i, mut j) = (0, 0);
+    while j < to.len() {
+        if to[j] == 1 {
+            out[j] = 1;
+            j += 1;
+            continue;
+        }
+        // Take source dims until their product equals the target dims' product.
+        let (i0, j0) = (i, j);
+        let (mut src, mut dst) = (dims.get(i)?.0, to[j]);
+        i += 1;
+        j += 1;
+        while src != dst {
+            if src < dst {
+                src *= dims.get(i)?.0;
+                i += 1;
+            } else {
+                dst *= *to.get(j)?;
+                j += 1;
+            }
+        }
+        // The source run must be one walk: each dim's stride is the next one's span.
+        if (i0..i - 1).any(|k| dims[k].1 != dims[k + 1].1 * dims[k + 1].0) {
+            return None;
+        }
+        // The target dims split that walk, innermost stride the run's innermost one.
+        let mut stride = dims[i - 1].1;
+        for k in (j0..j).rev() {
+            out[k] = stride;
+            stride *= to[k];
+        }
+    }
+    (i == dims.len()).then_some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,5 +202,20 @@ mod tests {
         assert_eq!(normalize_axis(-1, 4).unwrap(), 3);
         assert!(normalize_axis(4, 4).is_err());
         assert!(normalize_axes(&[1, -3], 4).is_err());
+    }
+
+    #[test]
+    fn reshapes_of_strided_views_without_copies() {
+        // A third of the last axis of a contiguous [2, 5, 36] (a Q of a fused QKV projection).
+        let (shape, strides) = ([2, 5, 12], [180, 36, 1]);
+        assert_eq!(reshaped_strides(&shape, &strides, &[2, 5, 3, 4]), Some(vec![180, 36, 4, 1]));
+        assert_eq!(reshaped_strides(&shape, &strides, &[10, 12]), Some(vec![36, 1]));
+        assert_eq!(reshaped_strides(&shape, &strides, &[1, 2, 1, 5, 12, 1]), Some(vec![1, 180, 1, 36, 1, 1]));
+        // Merging 5 and the narrowed 12 would need a copy; so would a transposed view flattened.
+        assert_eq!(reshaped_strides(&shape, &strides, &[2, 60]), None);
+        assert_eq!(reshaped_strides(&[3, 2], &[1, 3], &[6]), None);
+        assert_eq!(reshaped_strides(&[3, 2], &[1, 3], &[3, 2, 1]), Some(vec![1, 3, 1]));
+        assert_eq!(reshaped_strides(&[2, 3, 4], &[12, 4, 1], &[6, 4]), Some(vec![4, 1]));
+        assert_eq!(reshaped_strides(&[2, 3], &[3, 1], &[7]), None);
     }
 }

@@ -33,7 +33,7 @@ use crate::gpu::{
 use crate::graph::{Graph, Node, ValueId};
 use crate::ops::elementwise::binary::BinaryKind;
 use crate::ops::elementwise::unary::UnaryKind;
-use crate::ops::fused::{attention_streams, AttentionLayout, Fused};
+use crate::ops::fused::{attention_streams, AttentionLayout, Fused, OperandSource};
 use crate::ops::layout::pad::PadMode;
 use crate::ops::layout::resize::{CoordinateMode, NearestMode, ResizeMode};
 use crate::ops::layout::scatter_nd::ScatterReduction;
@@ -148,6 +148,9 @@ pub struct Lowering<'a, 'c> {
     pub types: ValueTypes,
     /// Constants kernels read as f32 parameters (biases, norms' gamma and beta), uploaded once.
     params: HashMap<ValueId, GpuTensor>,
+    /// Whether a node or the graph's outputs read each value: a Split writes only the parts
+    /// something reads (a fused attention may read the others inside the Split's input).
+    read: Vec<bool>,
 }
 
 /// A weight operand in its stored format: the tensor and, for int8, one scale per output
@@ -212,6 +215,13 @@ impl<'a, 'c> Lowering<'a, 'c> {
             constant_bytes: 0,
             types,
             params: HashMap::new(),
+            read: {
+                let mut read = vec![false; graph.values.len()];
+                for &v in graph.nodes.iter().flat_map(|n| n.inputs.iter().flatten()).chain(&graph.outputs) {
+                    read[v] = true;
+                }
+                read
+            },
         }
     }
 
@@ -672,7 +682,7 @@ impl<'a, 'c> Lowering<'a, 'c> {
                     let mut window = src.clone();
                     window.shape[axis] = len;
                     window.offset += at * src.strides[axis];
-                    if len > 0 {
+                    if len > 0 && self.read[o] {
                         self.move_view(&window, &out)?;
                     }
                     at += len;

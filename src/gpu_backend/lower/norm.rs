@@ -153,9 +153,9 @@ impl<'a, 'c> Lowering<'a, 'c> {
             Some(p) => v.permute(p),
             None => Ok(v),
         };
-        let qv = permuted(self.view(q)?, &layout.inputs[0])?;
-        let ktv = permuted(self.view(kt)?, &layout.inputs[1])?;
-        let vv = permuted(self.view(v)?, &layout.inputs[2])?;
+        let qv = permuted(self.operand_view(q, &layout.sources[0])?, &layout.inputs[0])?;
+        let ktv = permuted(self.operand_view(kt, &layout.sources[1])?, &layout.inputs[1])?;
+        let vv = permuted(self.operand_view(v, &layout.sources[2])?, &layout.inputs[2])?;
         let out = match &layout.output {
             Some(p) => self.view(y)?.permute(&crate::ops::layout::transpose::inverse(p))?,
             None => self.view(y)?,
@@ -192,6 +192,27 @@ impl<'a, 'c> Lowering<'a, 'c> {
         let oshape = [sshape[..sshape.len() - 2].to_vec(), vec![m, v2.shape[v2.shape.len() - 1]]].concat();
         let mm = ops::matmul::MatMul::new(probs.view(&sshape), v2, out.tensor.view(&oshape));
         Ok(ops::matmul::matmul(&mut self.b, &mm)?)
+    }
+
+    /// An attention input as a view, narrowed and reshaped first where the layout takes the
+    /// operand from a part of it (no copy: the fusion pass checked the reshape keeps a view).
+    fn operand_view(&mut self, x: ValueId, source: &Option<Box<OperandSource>>) -> R<View> {
+        let view = self.view(x)?;
+        let Some(s) = source else { return Ok(view) };
+        let mut shape = view.shape.clone();
+        if s.axis >= shape.len() || s.start + s.len > shape[s.axis] {
+            return unsupported(format!("part {s:?} of '{}' {shape:?}", self.name(x)));
+        }
+        shape[s.axis] = s.len;
+        let Some(strides) = crate::tensor::shape::reshaped_strides(&shape, &view.strides, &s.shape) else {
+            return unsupported(format!("part {s:?} of '{}' is not a view", self.name(x)));
+        };
+        Ok(View {
+            offset: view.offset + s.start * view.strides[s.axis],
+            shape: s.shape.clone(),
+            strides,
+            ..view
+        })
     }
 
     pub(super) fn affine(&mut self, node: &Node, d: usize, op: &str) -> R<Affine> {

@@ -1,10 +1,10 @@
-//! The attention passes: the products, scale and softmax into one `FusedAttention`, and the
-//! Transposes around it into its layout.
+//! The attention passes: the products, scale and softmax into one `FusedAttention`, the
+//! Transposes around it into its layout, and the Split of a fused projection into its operands.
 
 use super::{input, output, producers, rank, scalar_constant, set_fused, FusionPass, Uses};
 use crate::graph::{BuildError, Graph, ValueId};
 use crate::ops::elementwise::binary::BinaryKind;
-use crate::ops::fused::{attention_streams, AttentionLayout, Fused};
+use crate::ops::fused::{attention_streams, AttentionLayout, Fused, OperandSource};
 use crate::ops::layout::transpose;
 use crate::ops::linalg::einsum::Einsum;
 use crate::ops::Op;
@@ -118,7 +118,11 @@ impl FusionPass for AttentionPass {
             if rank(graph, q) < 2 || rank(graph, kt) < 2 || rank(graph, v) < 2 {
                 continue;
             }
-            let layout = AttentionLayout { inputs: [qk.a_perm, qk.b_perm, pv.b_perm], output: pv.out_perm };
+            let layout = AttentionLayout {
+                inputs: [qk.a_perm, qk.b_perm, pv.b_perm],
+                output: pv.out_perm,
+                ..Default::default()
+            };
             if layout != AttentionLayout::default() {
                 let (Some(qs), Some(ks), Some(vs), Some(out)) = (
                     shape(graph, q),
@@ -201,6 +205,79 @@ impl FusionPass for AttentionLayoutPass {
             }
             set_fused(graph, node, "FusedAttention", inputs, Op::Fused(Fused::Attention { scale, layout }));
             count += folded;
+        }
+        Ok(count)
+    }
+}
+
+/// Q, K and V as parts of one fused projection (a QKV or KV Linear, then a Split into heads'
+/// inputs): an attention input that is a Reshape of one Split output, each read only by the
+/// next, becomes that part of the Split's input (`OperandSource`), where the part reshaped stays
+/// a view of it. The GPU reads the part in place (no copy kernels for the Split); the CPU backend
+/// copies it out as the Split did (the same values). After the attention-layout pass, whose
+/// folded Transposes leave the Reshapes next to the attention.
+pub struct AttentionSourcePass;
+
+impl AttentionSourcePass {
+    /// The part of the Split's input that `x` (an attention input) reshapes, if it is one.
+    fn source(
+        graph: &Graph,
+        uses: &Uses,
+        prod: &[Option<usize>],
+        f: usize,
+        x: ValueId,
+    ) -> Option<(ValueId, OperandSource)> {
+        let shape = |v: ValueId| graph.values[v].ty.as_ref().map(|t| t.shape.clone());
+        let r = prod[x]?;
+        if !matches!(graph.nodes[r].op, Some(Op::Reshape(_))) || uses.only_reader(x) != Some(f) {
+            return None;
+        }
+        let p = input(graph, r, 0)?;
+        let s = prod[p].filter(|_| uses.only_reader(p) == Some(r))?;
+        let Some(Op::Split(split)) = &graph.nodes[s].op else { return None };
+        let whole = input(graph, s, 0)?;
+        let whole_shape = shape(whole)?;
+        let axis = crate::tensor::shape::normalize_axis(split.axis, whole_shape.len()).ok()?;
+        // The part starts after the Split's earlier outputs.
+        let outputs = &graph.nodes[s].outputs;
+        let k = outputs.iter().position(|&o| o == Some(p))?;
+        let start = outputs[..k].iter().map(|o| o.and_then(shape).map(|s| s[axis])).sum::<Option<usize>>()?;
+        let len = shape(p)?[axis];
+        let mut narrowed = whole_shape.clone();
+        narrowed[axis] = len;
+        let target = shape(x)?;
+        let contiguous = crate::tensor::shape::strides(&whole_shape);
+        crate::tensor::shape::reshaped_strides(&narrowed, &contiguous, &target)?;
+        Some((whole, OperandSource { axis, start, len, shape: target }))
+    }
+}
+
+impl FusionPass for AttentionSourcePass {
+    fn name(&self) -> &'static str {
+        "attention sources"
+    }
+
+    fn apply(&self, graph: &mut Graph) -> Result<usize, BuildError> {
+        let mut count = 0;
+        let uses = Uses::of(graph);
+        let prod = producers(graph);
+        for f in 0..graph.nodes.len() {
+            let Some(Op::Fused(Fused::Attention { scale, layout })) = &graph.nodes[f].op else { continue };
+            let (scale, mut layout) = (*scale, layout.clone());
+            let mut inputs = graph.nodes[f].inputs.clone();
+            let mut folded = 0;
+            for (slot, source) in inputs.iter_mut().zip(layout.sources.iter_mut()) {
+                let Some(x) = slot.filter(|_| source.is_none()) else { continue };
+                if let Some((whole, part)) = Self::source(graph, &uses, &prod, f, x) {
+                    *slot = Some(whole);
+                    *source = Some(Box::new(part));
+                    folded += 1;
+                }
+            }
+            if folded > 0 {
+                set_fused(graph, f, "FusedAttention", inputs, Op::Fused(Fused::Attention { scale, layout }));
+                count += folded;
+            }
         }
         Ok(count)
     }

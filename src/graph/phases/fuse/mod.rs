@@ -11,6 +11,9 @@
 //! - [`AttentionLayoutPass`]: Transposes into a fused attention's Q, Kt, V and out of its output
 //!   (torch's head split and merge, K transposed) become permutations the attention reads and
 //!   writes through (after the attention pass).
+//! - [`AttentionSourcePass`]: an attention input that is a Reshape of one output of a Split (Q, K
+//!   and V from one fused projection) becomes that part of the Split's input, read in place by
+//!   the GPU (after the layout pass).
 //! - [`TorchGroupNormPass`]: torch's GroupNorm export, Reshape -> InstanceNormalization (unit
 //!   scale, zero bias) -> Reshape -> Mul(gamma) -> Add(beta), becomes GroupNormalization.
 //! - [`NormSiluPass`]: Group/InstanceNormalization -> Sigmoid and Mul (SiLU) becomes the norm with
@@ -43,7 +46,7 @@ mod neutral;
 mod norm;
 mod product;
 
-pub use attention::{AttentionLayoutPass, AttentionPass};
+pub use attention::{AttentionLayoutPass, AttentionPass, AttentionSourcePass};
 pub use gelu::TanhGeluPass;
 pub use neutral::NeutralElementPass;
 pub use norm::{NormModulationPass, NormSiluPass, SiluPass, TorchGroupNormPass};
@@ -69,6 +72,7 @@ pub fn default_passes() -> Vec<Box<dyn FusionPass>> {
         Box::new(NormModulationPass),
         Box::new(AttentionPass),
         Box::new(AttentionLayoutPass),
+        Box::new(AttentionSourcePass),
         Box::new(TanhGeluPass),
         Box::new(MatMulAddPass),
         Box::new(ProductActivationPass),
