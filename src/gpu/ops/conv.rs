@@ -304,9 +304,9 @@ pub fn conv(b: &mut ProgramBuilder, c: &Conv) -> GpuResult<()> {
     if tiled {
         // 64 channels x 64 columns (pixels of every batch item) per workgroup, one group per z.
         let groups = [
-            (c.x_shape[0] * npx).div_ceil(64) as u32,
-            (cout / c.groups).div_ceil(64) as u32,
-            c.groups as u32,
+            workgroups((c.x_shape[0] * npx).div_ceil(64)),
+            workgroups((cout / c.groups).div_ceil(64)),
+            workgroups(c.groups),
         ];
         let variant = c.activation.apply_to(variant.tag("tiled64.wg16x16"));
         return b.push(variant, &params, &reads, &[&c.out], groups);
@@ -319,9 +319,18 @@ pub fn conv(b: &mut ProgramBuilder, c: &Conv) -> GpuResult<()> {
         (variant, npx.div_ceil(4))
     };
     let variant = c.activation.apply_to(variant.tag("rb4x4.wg8x8").define("WGX", 8).define("WGY", 8));
-    let groups =
-        [columns.div_ceil(8) as u32, (cout / c.groups).div_ceil(32) as u32, (c.x_shape[0] * c.groups) as u32];
+    let groups = [
+        workgroups(columns.div_ceil(8)),
+        workgroups((cout / c.groups).div_ceil(32)),
+        workgroups(c.x_shape[0] * c.groups),
+    ];
     b.push(variant, &params, &reads, &[&c.out], groups)
+}
+
+/// A workgroup count for `ProgramBuilder::push`, which refuses counts over the adapter's limit
+/// with an error naming the kernel (saturating here so a huge count cannot wrap into a small one).
+fn workgroups(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// A residual view broadcast to the output shape `[N, Cout, *spatial]` as its tensor and strides

@@ -323,6 +323,8 @@ pub fn matmul(b: &mut ProgramBuilder, mm: &MatMul) -> GpuResult<()> {
         (KernelStyle::Tiled, _) => (variant.tag("tiled64.wg16x16").flag("TILED"), 64),
     };
     let variant = mm.activation.apply_to(variant);
-    let groups = [n.div_ceil(per_group) as u32, m.div_ceil(per_group) as u32, (dims2[0] * dims2[1]) as u32];
+    // Saturating: `push` refuses counts over the limit, a wrapped one would pass as small.
+    let count = |x: usize| u32::try_from(x).unwrap_or(u32::MAX);
+    let groups = [count(n.div_ceil(per_group)), count(m.div_ceil(per_group)), count(dims2[0] * dims2[1])];
     b.push(variant, &params, &reads, &[&mm.out.tensor], groups)
 }
