@@ -258,6 +258,12 @@ impl Program {
     }
 }
 
+/// A workgroup count for [`ProgramBuilder::push`], which refuses counts over the limit with an
+/// error naming the kernel: saturating, so a huge count cannot wrap into a small one.
+pub(crate) fn workgroup_count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
 /// Workgroup counts for `threads` invocations in groups of `wg`, folded into y past 65535.
 pub(crate) fn linear_workgroups(threads: usize, wg: u32) -> [u32; 3] {
     let groups = threads.div_ceil(wg as usize) as u64;

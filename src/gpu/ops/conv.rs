@@ -7,7 +7,7 @@ use super::matmul::{matmul, weight_variant, MatMul};
 use super::{float_storage, u32_of, Activation, WG_LINEAR};
 use crate::gpu::context::{GpuContext, KernelStyle};
 use crate::gpu::error::{shape_err, GpuError, GpuResult};
-use crate::gpu::program::{linear_workgroups, ProgramBuilder};
+use crate::gpu::program::{linear_workgroups, workgroup_count, ProgramBuilder};
 use crate::gpu::shader::ShaderVariant;
 use crate::gpu::tensor::{DType, GpuTensor, View};
 
@@ -304,9 +304,9 @@ pub fn conv(b: &mut ProgramBuilder, c: &Conv) -> GpuResult<()> {
     if tiled {
         // 64 channels x 64 columns (pixels of every batch item) per workgroup, one group per z.
         let groups = [
-            workgroups((c.x_shape[0] * npx).div_ceil(64)),
-            workgroups((cout / c.groups).div_ceil(64)),
-            workgroups(c.groups),
+            workgroup_count((c.x_shape[0] * npx).div_ceil(64)),
+            workgroup_count((cout / c.groups).div_ceil(64)),
+            workgroup_count(c.groups),
         ];
         let variant = c.activation.apply_to(variant.tag("tiled64.wg16x16"));
         return b.push(variant, &params, &reads, &[&c.out], groups);
@@ -320,17 +320,11 @@ pub fn conv(b: &mut ProgramBuilder, c: &Conv) -> GpuResult<()> {
     };
     let variant = c.activation.apply_to(variant.tag("rb4x4.wg8x8").define("WGX", 8).define("WGY", 8));
     let groups = [
-        workgroups(columns.div_ceil(8)),
-        workgroups((cout / c.groups).div_ceil(32)),
-        workgroups(c.x_shape[0] * c.groups),
+        workgroup_count(columns.div_ceil(8)),
+        workgroup_count((cout / c.groups).div_ceil(32)),
+        workgroup_count(c.x_shape[0] * c.groups),
     ];
     b.push(variant, &params, &reads, &[&c.out], groups)
-}
-
-/// A workgroup count for `ProgramBuilder::push`, which refuses counts over the adapter's limit
-/// with an error naming the kernel (saturating here so a huge count cannot wrap into a small one).
-fn workgroups(n: usize) -> u32 {
-    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// A residual view broadcast to the output shape `[N, Cout, *spatial]` as its tensor and strides

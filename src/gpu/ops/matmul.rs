@@ -7,7 +7,7 @@ use bytemuck::{Pod, Zeroable};
 use super::{u32_of, Activation};
 use crate::gpu::context::{GpuContext, KernelStyle};
 use crate::gpu::error::{shape_err, GpuError, GpuResult};
-use crate::gpu::program::ProgramBuilder;
+use crate::gpu::program::{workgroup_count, ProgramBuilder};
 use crate::gpu::shader::ShaderVariant;
 use crate::gpu::tensor::{DType, GpuTensor, View};
 
@@ -323,8 +323,10 @@ pub fn matmul(b: &mut ProgramBuilder, mm: &MatMul) -> GpuResult<()> {
         (KernelStyle::Tiled, _) => (variant.tag("tiled64.wg16x16").flag("TILED"), 64),
     };
     let variant = mm.activation.apply_to(variant);
-    // Saturating: `push` refuses counts over the limit, a wrapped one would pass as small.
-    let count = |x: usize| u32::try_from(x).unwrap_or(u32::MAX);
-    let groups = [count(n.div_ceil(per_group)), count(m.div_ceil(per_group)), count(dims2[0] * dims2[1])];
+    let groups = [
+        workgroup_count(n.div_ceil(per_group)),
+        workgroup_count(m.div_ceil(per_group)),
+        workgroup_count(dims2[0] * dims2[1]),
+    ];
     b.push(variant, &params, &reads, &[&mm.out.tensor], groups)
 }

@@ -5,6 +5,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::{float_storage, u32_of, Activation, WG_LINEAR};
+use crate::gpu::context::KernelStyle;
 use crate::gpu::error::{shape_err, GpuResult};
 use crate::gpu::program::{linear_workgroups, ProgramBuilder, MAX_WORKGROUPS};
 use crate::gpu::shader::ShaderVariant;
@@ -96,7 +97,10 @@ pub fn layer_norm(
 }
 
 /// [`layer_norm`] with a [`Modulation`] between the affine part and the activation (rows of
-/// the modulation: `row / n_div`, channels: the `d` elements).
+/// the modulation: `row / n_div`, channels: the `d` elements). On GPUs (`KernelStyle::Tiled`) the
+/// rows run as one group each of a group norm over `[rows, d, 1]` (its per-"channel" gamma and
+/// beta are per element here): a workgroup reduces each row and every element is written by its
+/// own invocation, coalesced; one invocation per row suits CPU adapters.
 #[allow(clippy::too_many_arguments)]
 pub fn layer_norm_modulated(
     b: &mut ProgramBuilder,
@@ -110,6 +114,9 @@ pub fn layer_norm_modulated(
     out: &GpuTensor,
 ) -> GpuResult<()> {
     const OP: &str = "layer_norm";
+    if b.context().style() == KernelStyle::Tiled && d > 0 {
+        return group_norm_modulated(b, x, &[rows, d, 1], 1, affine, eps, modulation, activation, out);
+    }
     if x.len() != rows * d || out.len() != rows * d || d == 0 {
         return Err(shape_err(
             OP,

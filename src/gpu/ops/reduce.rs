@@ -6,7 +6,7 @@ use bytemuck::{Pod, Zeroable};
 use super::{float_storage, u32_of, WG_LINEAR};
 use crate::gpu::context::KernelStyle;
 use crate::gpu::error::{shape_err, GpuError, GpuResult};
-use crate::gpu::program::{linear_workgroups, ProgramBuilder, MAX_WORKGROUPS};
+use crate::gpu::program::{linear_workgroups, ProgramBuilder};
 use crate::gpu::shader::ShaderVariant;
 use crate::gpu::tensor::GpuTensor;
 
@@ -138,11 +138,9 @@ pub fn softmax(
         variant = variant.tag("log").flag("LOG");
     }
     if b.context().style() == KernelStyle::Tiled {
-        let lines = params.total as usize;
-        let groups =
-            [lines.min(MAX_WORKGROUPS as usize) as u32, lines.div_ceil(MAX_WORKGROUPS as usize) as u32, 1];
+        // One workgroup per line.
         let variant = variant.tag("line_per_wg.wg64").flag("LINE_PER_WORKGROUP").define("ACT", "x");
-        return b.push(variant, &params, &[x], &[out], groups);
+        return b.push(variant, &params, &[x], &[out], linear_workgroups(params.total as usize, 1));
     }
     let variant = variant.tag(&format!("wg{WG_LINEAR}")).define("WG", WG_LINEAR).define("ACT", "x");
     b.push(variant, &params, &[x], &[out], linear_workgroups(params.total as usize, WG_LINEAR))

@@ -581,22 +581,6 @@ impl<'a, 'c> Lowering<'a, 'c> {
                 let d: usize = shape[axis..].iter().product();
                 let affine = self.affine(node, d, "LayerNormalization")?;
                 let (xt, yt) = (self.tensor(x)?, self.tensor(y)?);
-                if self.ctx().style() == crate::gpu::KernelStyle::Tiled {
-                    // GPUs: rows as one group each of a group norm over [rows, d, 1] (its gamma
-                    // and beta per "channel" are per element here): a workgroup reduces each
-                    // row and the elements are written by one invocation each, coalesced; the
-                    // row-per-invocation kernel below suits CPU adapters.
-                    return Ok(ops::norm::group_norm(
-                        &mut self.b,
-                        &xt,
-                        &[rows, d, 1],
-                        1,
-                        Some(&affine),
-                        l.epsilon,
-                        Activation::None,
-                        &yt,
-                    )?);
-                }
                 Ok(ops::norm::layer_norm(
                     &mut self.b,
                     &xt,

@@ -95,20 +95,6 @@ impl<'a, 'c> Lowering<'a, 'c> {
                 let d: usize = shape[axis..].iter().product();
                 let affine = self.affine(node, d, "LayerNormalization")?;
                 let m = Some(&modulation);
-                if self.ctx().style() == crate::gpu::KernelStyle::Tiled {
-                    let (b, e) = (&mut self.b, l.epsilon);
-                    return Ok(ops::norm::group_norm_modulated(
-                        b,
-                        &xt,
-                        &[rows, d, 1],
-                        1,
-                        Some(&affine),
-                        e,
-                        m,
-                        activation,
-                        &yt,
-                    )?);
-                }
                 Ok(ops::norm::layer_norm_modulated(
                     &mut self.b,
                     &xt,
