@@ -189,12 +189,14 @@ fn transpose2d(b: &mut ProgramBuilder, t: &Transpose2d, src: &GpuTensor, out: &G
         out_strides: four(t.out)?,
     };
     let variant = element_variant(b, OP, ShaderVariant::new(OP), src, out)?;
-    let (variant, groups) = if b.context().style() == KernelStyle::Tiled {
-        (variant.tag("tiled32.wg32x8").flag("TILED"), [cols.div_ceil(32), rows.div_ceil(32), batch])
+    // 32x32 elements per workgroup in both forms (32x8 invocations moving 4 each, or 8x8 moving
+    // 4x4 each).
+    let variant = if b.context().style() == KernelStyle::Tiled {
+        variant.tag("tiled32.wg32x8").flag("TILED")
     } else {
-        (variant.tag("rb4x4.wg8x8"), [cols.div_ceil(32), rows.div_ceil(32), batch])
+        variant.tag("rb4x4.wg8x8")
     };
-    let groups = [u32_of(OP, groups[0])?, u32_of(OP, groups[1])?, u32_of(OP, groups[2])?];
+    let groups = [u32_of(OP, cols.div_ceil(32))?, u32_of(OP, rows.div_ceil(32))?, u32_of(OP, batch)?];
     b.push(variant.define("ACT", "x"), &params, &[src], &[out], groups)
 }
 
