@@ -10,3 +10,4 @@ pub mod panel_conv;
 pub mod parallel;
 pub mod simd;
 pub mod strided;
+pub mod winograd;

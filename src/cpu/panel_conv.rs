@@ -104,7 +104,7 @@ thread_local! {
 
 /// Calls `f` with `len` floats of this thread's scratch space (a fresh buffer if a caller up
 /// the stack holds it). The contents are whatever the last conv left: `f` writes before it reads.
-fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+pub(super) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     SCRATCH.with(|cell| match cell.try_borrow_mut() {
         Ok(mut kept) => {
             if kept.len() < len {
@@ -121,7 +121,7 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
 }
 
 /// The output, written by tasks that own disjoint parts of it.
-struct DisjointOutput(*mut f32, usize);
+pub(super) struct DisjointOutput(pub(super) *mut f32, pub(super) usize);
 
 // SAFETY: tasks write disjoint elements (see `DisjointOutput::slice`), and `conv_in_panels`
 // holds `&mut` to the whole output while they run.
@@ -133,7 +133,7 @@ impl DisjointOutput {
     /// # Safety
     /// No one else may access them while the slice lives.
     #[allow(clippy::mut_from_ref)]
-    unsafe fn slice(&self, at: usize, len: usize) -> &mut [f32] {
+    pub(super) unsafe fn slice(&self, at: usize, len: usize) -> &mut [f32] {
         assert!(at + len <= self.1, "conv output slice out of bounds");
         std::slice::from_raw_parts_mut(self.0.add(at), len)
     }

@@ -2,7 +2,7 @@
 //! padding; im2col + GEMM over panels of output columns on the CPU.
 
 use super::window::{Window, WindowAttrs};
-use crate::cpu::panel_conv;
+use crate::cpu::{panel_conv, winograd};
 use crate::ops::registry::{NodeContext, OpDef};
 use crate::ops::{expect_dtype, required, Attrs, Op, OpError, OpSpec, TensorType, ValueInfo, FLOATS};
 use crate::tensor::{DType, Tensor};
@@ -67,7 +67,11 @@ impl ConvGeometry {
 pub(crate) fn conv_f32(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     let (cg, mg) = (g.in_channels / g.group, g.out_channels / g.group);
     let mut out = vec![0.0f32; g.batch * g.out_channels * g.window.output_len()];
-    panel_conv::conv(&g.window, g.batch, g.group, cg, mg, x, w, bias, &mut out);
+    if winograd::enabled() && winograd::applies(&g.window, cg, mg) {
+        winograd::conv(&g.window, g.batch, g.group, cg, mg, x, w, bias, &mut out);
+    } else {
+        panel_conv::conv(&g.window, g.batch, g.group, cg, mg, x, w, bias, &mut out);
+    }
     out
 }
 
