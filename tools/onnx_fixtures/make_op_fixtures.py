@@ -219,6 +219,8 @@ def nn():
     case("reduce_min_attr", "ReduceMin", [("x", r)], {"axes": [0, 2]}, opset=13, tol="exact")
     case("reduce_prod", "ReduceProd", [("x", f32(2, 3, 4, lo=0.5, hi=1.5)), ("axes", C(i64(1)))], tol="accumulate")
     case("reduce_l2", "ReduceL2", [("x", r), ("axes", C(i64(2, 3)))], tol="accumulate")
+    # No axes reduced, yet each element goes through the formula: sqrt(x * x), not x.
+    case("reduce_l2_noop_empty", "ReduceL2", [("x", r), ("axes", C(np.zeros(0, np.int64)))], {"noop_with_empty_axes": 1}, tol="accumulate")
     case("reduce_sum_long_axis", "ReduceSum", [("x", f32(3, 2048)), ("axes", C(i64(1)))], tol="accumulate")
 
 

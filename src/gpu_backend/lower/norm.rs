@@ -230,6 +230,10 @@ impl<'a, 'c> Lowering<'a, 'c> {
             ReduceKind::Prod => ReduceOp::Prod,
         };
         let Some(mask) = mask.filter(|m| m.iter().any(|&b| b)) else {
+            if op == ReduceOp::L2 && total > 0 {
+                // Nothing reduced, yet each element becomes sqrt(x * x): a reduction over 1.
+                return Ok(ops::reduce::reduce(&mut self.b, op, &xt, &[total, 1], &[1], &yt)?);
+            }
             return self.move_view(&xt.view(&[total]), &yt.view(&[total]));
         };
         if total == 0 || shape.iter().zip(&mask).any(|(&d, &m)| m && d == 0) {

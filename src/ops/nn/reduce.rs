@@ -100,7 +100,15 @@ impl OpSpec for Reduce {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
         let x = required(inputs, 0, "data")?;
         let Some(mask) = reduced_dims(self, x.rank(), opt_i64s(inputs, 1))? else {
-            return Ok(vec![x.clone()]);
+            // No axes reduced, but each element still goes through its reduction's formula
+            // (the ONNX reference's and onnxruntime's): ReduceL2 gives sqrt(x * x).
+            if self.kind != ReduceKind::L2 {
+                return Ok(vec![x.clone()]);
+            }
+            let out =
+                x.f32s().iter().map(|&v| self.kind.finish(self.kind.step(self.kind.init(), v), 1)).collect();
+            let out = Tensor::from_f32(x.shape().to_vec(), out)?;
+            return Ok(vec![if x.dtype() == DType::F32 { out } else { out.cast(x.dtype()) }]);
         };
         let kept = output_shape(x.shape(), &mask, true);
         let count: usize = x.shape().iter().zip(&mask).filter(|(_, &m)| m).map(|(&d, _)| d).product();
