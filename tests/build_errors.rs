@@ -110,3 +110,19 @@ fn tensors_over_the_size_limit_fail_the_build() {
         Session::build(ModelSource::Bytes(&bytes), &HashMap::new(), &options).err().unwrap().to_string();
     assert!(err.contains("blocks.3/attn/the_node") && err.contains("size limit of 16 bytes"), "{err}");
 }
+
+#[test]
+fn optional_outputs_we_do_not_compute_say_to_remove_them() {
+    // MaxPool's Indices: the node's second output.
+    let mut node =
+        named_node("pool", "MaxPool", &["x"], "out", vec![graph::ints_attr("kernel_shape", vec![2, 2])]);
+    node.output.push("indices".into());
+    let bytes = graph::model(
+        vec![node],
+        vec![],
+        vec![float_info("x", &["1", "1", "4", "4"])],
+        vec![float_info::<&str>("out", &[]), float_info::<&str>("indices", &[])],
+    );
+    let msg = build_error(&bytes);
+    assert!(msg.contains("MaxPool takes 1 output, got 2") && msg.contains("remove the last 1"), "{msg}");
+}

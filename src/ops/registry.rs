@@ -68,10 +68,22 @@ pub enum ParseError {
     UnknownOp { op_type: String },
     #[error("op '{op_type}' is supported in opsets {ranges}, not in opset {opset}")]
     Opset { op_type: String, opset: u32, ranges: String },
-    #[error("{op_type} takes {} {what}, got {actual}", arity(*min, *max))]
+    #[error("{op_type} takes {} {}, got {actual}{}", arity(*min, *max), if *max == 1 { what.trim_end_matches('s') } else { what }, unsupported_optional(what, *max, *actual))]
     Arity { op_type: &'static str, what: &'static str, min: usize, max: usize, actual: usize },
     #[error(transparent)]
     Op(#[from] OpError),
+}
+
+/// What to do when a node has optional outputs we do not compute.
+fn unsupported_optional(what: &str, max: usize, actual: usize) -> String {
+    if what == "outputs" && actual > max {
+        format!(
+            ": its other optional outputs are not computed here; remove the last {} from the node",
+            actual - max
+        )
+    } else {
+        String::new()
+    }
 }
 
 fn arity(min: usize, max: usize) -> String {
