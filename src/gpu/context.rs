@@ -157,6 +157,8 @@ pub struct GpuContext {
     subgroups: bool,
     /// Timestamp queries at compute-pass boundaries (native adapters that have them).
     timestamps: bool,
+    /// The most loop iterations one shader invocation may run (see [`loop_limit_of`]).
+    loop_limit: Option<u64>,
     fault: FaultSlot,
     /// Set once the device is lost (by the driver, or [`GpuContext::destroy`]); never cleared.
     lost: Arc<std::sync::atomic::AtomicBool>,
@@ -364,6 +366,7 @@ impl GpuContext {
         }
         Ok(Self {
             limits,
+            loop_limit: loop_limit_of(&info),
             shader_f16: features.contains(wgpu::Features::SHADER_F16) && !options.disable_f16,
             timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
             subgroups: features.contains(wgpu::Features::SUBGROUP) && !options.disable_subgroups,
@@ -418,6 +421,13 @@ impl GpuContext {
 
     pub fn has_shader_f16(&self) -> bool {
         self.shader_f16
+    }
+    /// The most loop iterations one invocation of a kernel may run on this adapter, summed over
+    /// all its loops (nested ones multiplied), where the driver stops loops silently past a cap:
+    /// `Some(65535)` on Mesa's llvmpipe (lavapipe, GL llvmpipe), `None` elsewhere. Every launch
+    /// declares its bound and `ProgramBuilder::push` refuses one over this limit.
+    pub fn loop_iteration_limit(&self) -> Option<u64> {
+        self.loop_limit
     }
     pub fn has_subgroups(&self) -> bool {
         self.subgroups
@@ -526,6 +536,21 @@ impl GpuContext {
         rx.await.map_err(|_| GpuError::DeviceLost { reason: "queue dropped before idle".into() })?;
         self.check_fault()
     }
+}
+
+/// Mesa's gallivm (llvmpipe, lavapipe) ends every loop of a shader invocation once the loops
+/// together have run this many iterations: `LP_MAX_TGSI_LOOP_ITERATIONS` in
+/// src/gallium/auxiliary/gallivm/lp_bld_limits.h, one counter per invocation shared by every
+/// loop the compiler did not unroll. Past it results are silently wrong.
+pub const LLVMPIPE_LOOP_LIMIT: u64 = 65_535;
+
+/// The loop-iteration cap of an adapter: llvmpipe's (lavapipe names itself "llvmpipe (LLVM
+/// ..)", driver "llvmpipe"), or none.
+pub(crate) fn loop_limit_of(info: &wgpu::AdapterInfo) -> Option<u64> {
+    let llvmpipe = [&info.name, &info.driver, &info.driver_info]
+        .iter()
+        .any(|s| s.to_ascii_lowercase().contains("llvmpipe"));
+    llvmpipe.then_some(LLVMPIPE_LOOP_LIMIT)
 }
 
 fn record_fault(slot: &FaultSlot, error: GpuError) {

@@ -52,6 +52,7 @@ mod tensor;
 
 pub use context::{
     AdapterChoice, AdapterSummary, DeviceMemory, GpuContext, GpuOptions, KernelStyle, Precision, Traffic,
+    LLVMPIPE_LOOP_LIMIT,
 };
 pub use error::{GpuError, GpuResult};
 pub use ops::Activation;

@@ -75,6 +75,11 @@ impl<'a> ProgramBuilder<'a> {
     }
 
     /// Records one dispatch. `params` is the kernel's uniform struct (at most 256 bytes).
+    /// `loops` bounds the loop iterations one invocation runs, summed over all the kernel's loops
+    /// (nested ones multiplied; loops of at most [`UNROLLED_TRIPS`] constant trips the shader
+    /// compiler unrolls count 0): the op builders compute it from the parameters, and a launch
+    /// over the adapter's [`GpuContext::loop_iteration_limit`] is refused here, before it could
+    /// give a silently wrong result.
     pub(crate) fn push<P: bytemuck::Pod>(
         &mut self,
         variant: ShaderVariant,
@@ -82,9 +87,13 @@ impl<'a> ProgramBuilder<'a> {
         reads: &[&GpuTensor],
         writes: &[&GpuTensor],
         workgroups: [u32; 3],
+        loops: u64,
     ) -> GpuResult<()> {
         let bytes = bytemuck::bytes_of(params);
         debug_assert!(bytes.len() as u64 <= UNIFORM_SLOT, "{}: parameters over 256 bytes", variant.key);
+        if !workgroups.contains(&0) {
+            self.check_loops(&variant.key, loops)?;
+        }
         if let Some(&n) = workgroups.iter().find(|&&n| n > MAX_WORKGROUPS) {
             return Err(GpuError::Unsupported {
                 op: "dispatch",
@@ -105,6 +114,21 @@ impl<'a> ProgramBuilder<'a> {
             workgroups,
         });
         Ok(())
+    }
+
+    /// Whether one invocation of `kernel` may loop `loops` times on this adapter (see
+    /// [`GpuContext::loop_iteration_limit`]): the one place every launch's bound is checked.
+    pub(crate) fn check_loops(&self, kernel: &str, loops: u64) -> GpuResult<()> {
+        match self.ctx.loop_iteration_limit() {
+            Some(limit) if loops > limit => Err(loop_limit_error(kernel, loops, limit)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether a launch of `loops` iterations per invocation fits this adapter (for op builders
+    /// choosing between kernel forms).
+    pub(crate) fn loops_fit(&self, loops: u64) -> bool {
+        self.ctx.loop_iteration_limit().is_none_or(|limit| loops <= limit)
     }
 
     /// Compiles what is new, uploads the parameter arena and makes the bind groups.
@@ -255,6 +279,45 @@ impl Program {
     }
     pub fn is_empty(&self) -> bool {
         self.dispatches.is_empty()
+    }
+}
+
+/// Constant-trip loops of at most this many iterations are unrolled by the shader compilers
+/// (Mesa's NIR `max_unroll_iterations` of llvmpipe), so they add no loop iterations.
+pub(crate) const UNROLLED_TRIPS: u64 = 32;
+
+/// Loop iterations of a constant-trip loop (a head-size or tile loop fixed when the kernel is
+/// built): 0 when the compiler unrolls it, else its trips.
+pub(crate) fn fixed_loop(trips: u64) -> u64 {
+    if trips <= UNROLLED_TRIPS {
+        0
+    } else {
+        trips
+    }
+}
+
+/// Loop iterations of a nest of loops with these trip counts, outermost first: each level runs
+/// its trips once per iteration of the levels around it (a + ab + abc ..).
+pub(crate) fn nested_loops(trips: &[u64]) -> u64 {
+    let mut product = 1u64;
+    let mut total = 0u64;
+    for &t in trips {
+        product = product.saturating_mul(t);
+        total = total.saturating_add(product);
+    }
+    total
+}
+
+fn loop_limit_error(kernel: &str, loops: u64, limit: u64) -> GpuError {
+    GpuError::Unsupported {
+        op: "loop limit",
+        message: format!(
+            "kernel '{kernel}' runs up to {loops} loop iterations per invocation for this tensor, \
+             but Mesa's llvmpipe/lavapipe (this adapter) stops any shader loop after {limit} \
+             iterations and would return a silently wrong result, so this launch is not supported \
+             here: run this model with --backend cpu (Backend::Cpu), or on a real GPU, or use \
+             smaller shapes"
+        ),
     }
 }
 
@@ -414,6 +477,38 @@ mod tests {
         }
     }
 
+    /// Loop bounds: nests multiply outward in, short constant-trip loops count as unrolled.
+    #[test]
+    fn loop_bounds_of_nests_and_constant_loops() {
+        assert_eq!(nested_loops(&[]), 0);
+        assert_eq!(nested_loops(&[7]), 7);
+        // conv: 320 input channels x a 3x3 kernel (depth 1): 320 + 320 + 960 + 2880.
+        assert_eq!(nested_loops(&[320, 1, 3, 3]), 4480);
+        assert_eq!(nested_loops(&[u64::MAX, 2]), u64::MAX, "saturates, never wraps");
+        assert_eq!(fixed_loop(UNROLLED_TRIPS), 0);
+        assert_eq!(fixed_loop(UNROLLED_TRIPS + 1), UNROLLED_TRIPS + 1);
+    }
+
+    /// lavapipe names itself llvmpipe: its adapters (Vulkan and GL) get Mesa's loop limit.
+    #[test]
+    fn llvmpipe_adapters_have_the_loop_limit() {
+        let info = |name: &str, driver: &str| wgpu::AdapterInfo {
+            name: name.into(),
+            driver: driver.into(),
+            ..wgpu::AdapterInfo::new(wgpu::DeviceType::Cpu, wgpu::Backend::Vulkan)
+        };
+        let limit = crate::gpu::context::loop_limit_of;
+        let lavapipe = info("llvmpipe (LLVM 15.0.6, 256 bits)", "llvmpipe");
+        assert_eq!(limit(&lavapipe), Some(crate::gpu::LLVMPIPE_LOOP_LIMIT));
+        assert_eq!(limit(&info("", "llvmpipe Mesa 22.3.6")), Some(65_535));
+        assert_eq!(limit(&info("SwiftShader Device (Subzero)", "SwiftShader driver")), None);
+        assert_eq!(limit(&info("NVIDIA H200", "NVIDIA")), None);
+        if let Some(ctx) = context() {
+            let named = ctx.describe().to_ascii_lowercase().contains("llvmpipe");
+            assert_eq!(ctx.loop_iteration_limit().is_some(), named, "{}", ctx.describe());
+        }
+    }
+
     /// A kernel whose shader fails to compile is not cached: building it again reports the
     /// compile error again (not a stale "invalid pipeline"), and the context keeps working.
     #[test]
@@ -431,7 +526,7 @@ mod tests {
         };
         for attempt in 0..2 {
             let mut b = ProgramBuilder::new(&ctx);
-            b.push(broken(), &[0u32; 64], &[&src], &[&dst], [1, 1, 1]).unwrap();
+            b.push(broken(), &[0u32; 64], &[&src], &[&dst], [1, 1, 1], 0).unwrap();
             let err = pollster::block_on(b.build()).err().expect("a broken shader fails the build");
             assert!(err.to_string().contains("no_such_constant"), "attempt {attempt}: {err}");
             let kept = ctx.pipelines.keys().contains(&broken().key);

@@ -10,7 +10,7 @@ use bytemuck::{Pod, Zeroable};
 use super::{float_storage, u32_of, WG_LINEAR};
 use crate::gpu::context::KernelStyle;
 use crate::gpu::error::{shape_err, GpuError, GpuResult};
-use crate::gpu::program::{linear_workgroups, ProgramBuilder, MAX_WORKGROUPS};
+use crate::gpu::program::{fixed_loop, linear_workgroups, ProgramBuilder, MAX_WORKGROUPS};
 use crate::gpu::shader::ShaderVariant;
 use crate::gpu::tensor::DType;
 use crate::gpu::tensor::View;
@@ -171,7 +171,15 @@ pub fn attention(b: &mut ProgramBuilder, a: &Attention) -> GpuResult<()> {
         ];
         (variant, groups)
     };
-    b.push(variant, &params, &[&q.tensor, &k.tensor, &v.tensor], &[&out.tensor], groups)
+    // Per pair of keys: the step, the head's chunks of the scores and of the values (loops of
+    // constant trips, unrolled when short), over ROWS rows each (always short); then loading the
+    // queries and storing the rows.
+    let (r, dq4, dv4) = (rows as u64, d.div_ceil(4) as u64, dv.div_ceil(4) as u64);
+    let per_pair =
+        1 + 3 * fixed_loop(r) + fixed_loop(dq4) + dq4 * fixed_loop(r) + fixed_loop(dv4) + dv4 * fixed_loop(r);
+    let around = 2 * fixed_loop(r) + r * fixed_loop(dq4) + r * (fixed_loop(dv4) + dv4 * fixed_loop(4));
+    let loops = (lk as u64).div_ceil(2) * per_pair + around;
+    b.push(variant, &params, &[&q.tensor, &k.tensor, &v.tensor], &[&out.tensor], groups, loops)
 }
 
 /// Workgroup size of the tiled kernel.
@@ -283,15 +291,31 @@ impl Tiled {
         variant = variant.tag(&format!("wg{TILED_WG}")).define("WG", TILED_WG).define("ACT", "x");
         let groups = linear_workgroups(self.batches * row_blocks * ranges, 1);
         let reads = [&q.tensor, &k.tensor, &v.tensor];
+        // Per tile of a key range: the step, the cooperative loads of K and V (every WG-th
+        // element), the scores (BK x DQL), the lanes' sums (SPLIT_HEAD: BK x LANES), the max,
+        // the rescale and the values (BK x DVL); constant-trip loops count when not unrolled.
+        let (bk, ql, vl, n) =
+            (tile as u64, dq4.div_ceil(lanes) as u64, dv4.div_ceil(lanes) as u64, lanes as u64);
+        let wg = TILED_WG as u64;
+        let per_tile = 1
+            + (bk * dq4 as u64).div_ceil(wg)
+            + (bk * dv4 as u64).div_ceil(wg)
+            + 5 * fixed_loop(bk)
+            + bk * (fixed_loop(ql) + fixed_loop(n) + fixed_loop(vl))
+            + fixed_loop(vl);
+        let around = 2 * fixed_loop(ql.max(vl)) + vl * fixed_loop(4);
+        let loops = (chunk as u64).div_ceil(bk) * per_tile + around;
         if ranges == 1 {
-            return b.push(variant, &params, &reads, &[&out.tensor], groups);
+            return b.push(variant, &params, &reads, &[&out.tensor], groups, loops);
         }
         let partial =
             b.scratch("attention partials", DType::F32, self.batches * self.lq * ranges * (self.dv + 2))?;
-        b.push(variant.tag("split").flag("SPLIT"), &params, &reads, &[&partial], groups)?;
+        b.push(variant.tag("split").flag("SPLIT"), &params, &reads, &[&partial], groups, loops)?;
         let combine = self.types.tag("combine").flag("COMBINE").define("WG", WG_LINEAR).define("ACT", "x");
         let threads = self.batches * self.lq * self.dv;
-        b.push(combine, &params, &[&partial], &[&out.tensor], linear_workgroups(threads, WG_LINEAR))
+        // Two loops over the key ranges.
+        let groups = linear_workgroups(threads, WG_LINEAR);
+        b.push(combine, &params, &[&partial], &[&out.tensor], groups, 2 * ranges as u64)
     }
 }
 

@@ -48,5 +48,5 @@ pub fn cast(b: &mut ProgramBuilder, src: &GpuTensor, out: &GpuTensor) -> GpuResu
         .define("ACT", "x")
         .tag(&format!("wg{WG_LINEAR}"));
     let params = Params { total: u32_of("cast", src.len())?, _pad: [0; 3] };
-    b.push(variant, &params, &[src], &[out], linear_workgroups(threads, WG_LINEAR))
+    b.push(variant, &params, &[src], &[out], linear_workgroups(threads, WG_LINEAR), 0)
 }

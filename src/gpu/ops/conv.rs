@@ -7,7 +7,7 @@ use super::matmul::{matmul, weight_variant, MatMul};
 use super::{float_storage, u32_of, Activation, WG_LINEAR};
 use crate::gpu::context::{GpuContext, KernelStyle};
 use crate::gpu::error::{shape_err, GpuError, GpuResult};
-use crate::gpu::program::{linear_workgroups, workgroup_count, ProgramBuilder};
+use crate::gpu::program::{linear_workgroups, nested_loops, workgroup_count, ProgramBuilder};
 use crate::gpu::shader::ShaderVariant;
 use crate::gpu::tensor::{DType, GpuTensor, View};
 
@@ -301,7 +301,15 @@ pub fn conv(b: &mut ProgramBuilder, c: &Conv) -> GpuResult<()> {
     let variant = epilogue_bindings(ctx, OP, variant, &mut reads, &c.scales, &c.bias, residual.as_ref())?;
     let npx: usize = out_shape[2..].iter().product();
     let reads: Vec<&GpuTensor> = reads.iter().collect();
+    let [kd, kh, kw] = three(&c.geometry.kernel, 1).map(|v| v as u64);
+    let cin_g = (cin / c.groups) as u64;
+    // The store loops: 4 channels x `count` (at most 4) pixels.
+    let store = 4 + 16;
     if tiled {
+        // Per tap, per block of 16 input channels: the step, 4 loads and 16 products.
+        let loops =
+            nested_loops(&[kd * kh * kw, cin_g.div_ceil(16)]) + kd * kh * kw * cin_g.div_ceil(16) * 20;
+        let loops = loops + store;
         // 64 channels x 64 columns (pixels of every batch item) per workgroup, one group per z.
         let groups = [
             workgroup_count((c.x_shape[0] * npx).div_ceil(64)),
@@ -309,9 +317,14 @@ pub fn conv(b: &mut ProgramBuilder, c: &Conv) -> GpuResult<()> {
             workgroup_count(c.groups),
         ];
         let variant = c.activation.apply_to(variant.tag("tiled64.wg16x16"));
-        return b.push(variant, &params, &reads, &[&c.out], groups);
+        return b.push(variant, &params, &reads, &[&c.out], groups, loops);
     }
-    let (variant, columns) = if c.packed_weights && is_row3(&c.geometry) {
+    let row3 = c.packed_weights && is_row3(&c.geometry);
+    // Input channels x kernel depth x kernel rows (x kernel columns, unless ROW3 does the 3 taps
+    // of a row at once), then the store loops.
+    let loops =
+        if row3 { nested_loops(&[cin_g, kd, kh]) } else { nested_loops(&[cin_g, kd, kh, kw]) } + store;
+    let (variant, columns) = if row3 {
         // Blocks of 4 pixels within each output row.
         let ow = *out_shape.last().expect("a spatial dim");
         (variant.tag("row3").flag("ROW3"), npx / ow * ow.div_ceil(4))
@@ -324,7 +337,7 @@ pub fn conv(b: &mut ProgramBuilder, c: &Conv) -> GpuResult<()> {
         workgroup_count((cout / c.groups).div_ceil(32)),
         workgroup_count(c.x_shape[0] * c.groups),
     ];
-    b.push(variant, &params, &reads, &[&c.out], groups)
+    b.push(variant, &params, &reads, &[&c.out], groups, loops)
 }
 
 /// A residual view broadcast to the output shape `[N, Cout, *spatial]` as its tensor and strides
@@ -461,5 +474,8 @@ pub fn conv_transpose(b: &mut ProgramBuilder, c: &ConvTranspose) -> GpuResult<()
     let variant = epilogue_bindings(ctx, OP, variant, &mut reads, &c.scales, &c.bias, None)?;
     let variant = c.activation.apply_to(variant.tag(&format!("wg{WG_LINEAR}")).define("WG", WG_LINEAR));
     let reads: Vec<&GpuTensor> = reads.iter().collect();
-    b.push(variant, &params, &reads, &[&c.out], linear_workgroups(total, WG_LINEAR))
+    // Kernel depth x rows x columns x input channels of the group.
+    let [kd, kh, kw] = three(&c.geometry.kernel, 1).map(|v| v as u64);
+    let loops = nested_loops(&[kd, kh, kw, (cin / c.groups) as u64]);
+    b.push(variant, &params, &reads, &[&c.out], linear_workgroups(total, WG_LINEAR), loops)
 }

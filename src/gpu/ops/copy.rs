@@ -111,7 +111,10 @@ pub fn strided_copy(
     // One invocation per run of up to RUN (4) elements of a row of the last dimension.
     let last = out.shape.last().copied().unwrap_or(1);
     let invocations = if total == 0 { 0 } else { total / last * last.div_ceil(COPY_RUN) };
-    b.push(variant, &params, &[&src.tensor], &[&out.tensor], linear_workgroups(invocations, WG_LINEAR))
+    // The outer dims (at most MAX_RANK - 1 trips) and the run.
+    let loops = (super::MAX_RANK + COPY_RUN) as u64;
+    let groups = linear_workgroups(invocations, WG_LINEAR);
+    b.push(variant, &params, &[&src.tensor], &[&out.tensor], groups, loops)
 }
 
 /// Elements per invocation of the copy kernel (`RUN` in shaders/copy.wgsl).
@@ -197,7 +200,7 @@ fn transpose2d(b: &mut ProgramBuilder, t: &Transpose2d, src: &GpuTensor, out: &G
         variant.tag("rb4x4.wg8x8")
     };
     let groups = [u32_of(OP, cols.div_ceil(32))?, u32_of(OP, rows.div_ceil(32))?, u32_of(OP, batch)?];
-    b.push(variant.define("ACT", "x"), &params, &[src], &[out], groups)
+    b.push(variant.define("ACT", "x"), &params, &[src], &[out], groups, 0)
 }
 
 /// ONNX Slice: `out[i] = src[start + i * step]` per dim (steps may be negative; starts already
@@ -338,5 +341,5 @@ pub fn gather_rows(
         zero_missing: zero_missing as u32,
     };
     let variant = variant.define("WG", WG_LINEAR).define("ACT", "x").tag(&format!("wg{WG_LINEAR}"));
-    b.push(variant, &params, &[src, indices], &[out], linear_workgroups(total, WG_LINEAR))
+    b.push(variant, &params, &[src, indices], &[out], linear_workgroups(total, WG_LINEAR), 0)
 }

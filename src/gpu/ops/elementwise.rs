@@ -263,7 +263,9 @@ fn launch(
         let variant =
             variant.define("RUN", format!("{run}u")).tag(&format!("wg{WG_LINEAR}")).tag(&format!("run{run}"));
         let invocations = (total / 4).div_ceil(run);
-        return b.push(variant, &params, &reads, &[&out.tensor], linear_workgroups(invocations, WG_LINEAR));
+        // No loop but the run's.
+        let groups = linear_workgroups(invocations, WG_LINEAR);
+        return b.push(variant, &params, &reads, &[&out.tensor], groups, run as u64);
     }
     // Runs of 16 elements per invocation for CPU adapters' register-blocked style (see
     // elementwise.wgsl), one element on GPUs.
@@ -272,7 +274,9 @@ fn launch(
         variant.define("RUN", format!("{run}u")).tag(&format!("wg{WG_LINEAR}")).tag(&format!("run{run}"));
     let n_last = shape[shape.len() - 1];
     let invocations = if total == 0 { 0 } else { total / n_last * n_last.div_ceil(run) };
-    b.push(variant, &params, &reads, &[&out.tensor], linear_workgroups(invocations, WG_LINEAR))
+    // The outer dims (at most MAX_RANK - 1 trips) and the run.
+    let loops = (MAX_RANK + run) as u64;
+    b.push(variant, &params, &reads, &[&out.tensor], linear_workgroups(invocations, WG_LINEAR), loops)
 }
 
 /// The whole-vector variant, when the merged shape is one flat run that the output and every

@@ -68,7 +68,7 @@ pub fn blend_contexts(
         divisor: 1.0,
         _pad: [0; 2],
     };
-    b.push(variant("CONTEXT"), &params, &[prompts, table], &[dst], linear_workgroups(total, WG_LINEAR))
+    b.push(variant("CONTEXT"), &params, &[prompts, table], &[dst], linear_workgroups(total, WG_LINEAR), 0)
 }
 
 /// The guided DDIM step in place on `queue` for `updates` frames: with `m = u + g (c - u)` (or
@@ -106,7 +106,7 @@ pub fn ddim_step(
         _pad: [0; 2],
     };
     let reads = [model, noise, table, coefficients];
-    b.push(variant("STEP"), &params, &reads, &[queue], linear_workgroups(total, WG_LINEAR))
+    b.push(variant("STEP"), &params, &reads, &[queue], linear_workgroups(total, WG_LINEAR), 0)
 }
 
 /// `dst[frame to] = src[frame from] / divisor` for entry `entry` of `table` (`[from, to]` pairs).
@@ -132,5 +132,5 @@ pub fn move_frame(
         divisor,
         _pad: [0; 2],
     };
-    b.push(variant("MOVE"), &params, &[src, table], &[dst], linear_workgroups(frame_len, WG_LINEAR))
+    b.push(variant("MOVE"), &params, &[src, table], &[dst], linear_workgroups(frame_len, WG_LINEAR), 0)
 }

@@ -311,6 +311,15 @@ pub fn matmul(b: &mut ProgramBuilder, mm: &MatMul) -> GpuResult<()> {
         reads.push(&r.tensor);
     }
     variant = bind(variant, "BIND_OUT");
+    // One invocation's K loop: every k (RB4X4), every fourth (RB4X4V), or per tile of 16 one
+    // step plus its 16 inner ones (TILED, whose inner loop of constant trips may stay a loop);
+    // the epilogue's 4x4 store loops have constant trips.
+    let k = k as u64;
+    let loops = match (style, vec4) {
+        (KernelStyle::RegisterBlocked, Some(_)) => k / 4,
+        (KernelStyle::RegisterBlocked, None) => k,
+        (KernelStyle::Tiled, _) => k.div_ceil(16) * 17,
+    };
     let (variant, per_group) = match (style, vec4) {
         (KernelStyle::RegisterBlocked, Some(along_n)) => {
             let v = variant.tag(if along_n { "rb4x4v.wn" } else { "rb4x4v.wk" }).flag("RB4X4V");
@@ -328,5 +337,5 @@ pub fn matmul(b: &mut ProgramBuilder, mm: &MatMul) -> GpuResult<()> {
         workgroup_count(m.div_ceil(per_group)),
         workgroup_count(dims2[0] * dims2[1]),
     ];
-    b.push(variant, &params, &reads, &[&mm.out.tensor], groups)
+    b.push(variant, &params, &reads, &[&mm.out.tensor], groups, loops)
 }

@@ -114,7 +114,10 @@ pub fn layer_norm_modulated(
     out: &GpuTensor,
 ) -> GpuResult<()> {
     const OP: &str = "layer_norm";
-    if b.context().style() == KernelStyle::Tiled && d > 0 {
+    // One invocation per row walks it three times (mean, variance, output); rows over the
+    // adapter's loop limit (llvmpipe) take the workgroup-per-row form too.
+    let per_invocation = 3 * d as u64;
+    if (b.context().style() == KernelStyle::Tiled || !b.loops_fit(per_invocation)) && d > 0 {
         return group_norm_modulated(b, x, &[rows, d, 1], 1, affine, eps, modulation, activation, out);
     }
     if x.len() != rows * d || out.len() != rows * d || d == 0 {
@@ -156,7 +159,7 @@ pub fn layer_norm_modulated(
         shift_strides,
         _pad2: [0; 2],
     };
-    b.push(variant, &params, &reads, &[out], linear_workgroups(rows, WG_LINEAR))
+    b.push(variant, &params, &reads, &[out], linear_workgroups(rows, WG_LINEAR), per_invocation)
 }
 
 #[repr(C)]
@@ -243,7 +246,11 @@ pub fn group_norm_modulated(
         stats_variant = stats_variant.tag("subgroups").flag("SUBGROUPS");
     }
     let stats_variant = stats_variant.tag("wg64");
-    b.push(stats_variant, &params, &[x], &[&stats], stats_groups)?;
+    // Two passes over every 64th element of a group, each ending in a workgroup reduction: a
+    // loop over the subgroups (at most 64), or a 6-step tree.
+    let tree = if b.context().has_subgroups() { 64 } else { 6 };
+    let loops = 2 * ((c / groups * s) as u64).div_ceil(64) + 2 * tree;
+    b.push(stats_variant, &params, &[x], &[&stats], stats_groups, loops)?;
     let mut reads = vec![x, &stats];
     let variant = ShaderVariant::new("groupnorm").tag("f32.apply").flag("APPLY");
     let variant = float_storage(b.context(), OP, variant, "X_T", "x", x)?;
@@ -266,5 +273,5 @@ pub fn group_norm_modulated(
     }
     let variant = variant.define("BIND_OUT", reads.len() + 1);
     let variant = activation.apply_to(variant.tag(&format!("wg{WG_LINEAR}")).define("WG", WG_LINEAR));
-    b.push(variant, &params, &reads, &[out], linear_workgroups(total, WG_LINEAR))
+    b.push(variant, &params, &reads, &[out], linear_workgroups(total, WG_LINEAR), 0)
 }

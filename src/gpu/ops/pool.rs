@@ -6,7 +6,7 @@ use bytemuck::{Pod, Zeroable};
 use super::conv::{three, Geometry};
 use super::{float_storage, u32_of, WG_LINEAR};
 use crate::gpu::error::{shape_err, GpuResult};
-use crate::gpu::program::{linear_workgroups, ProgramBuilder};
+use crate::gpu::program::{linear_workgroups, nested_loops, ProgramBuilder};
 use crate::gpu::shader::ShaderVariant;
 use crate::gpu::tensor::GpuTensor;
 
@@ -65,5 +65,8 @@ pub fn pool(
         PoolKind::Average { .. } => variant.tag("avg"),
     };
     let variant = variant.tag(&format!("wg{WG_LINEAR}")).define("WG", WG_LINEAR).define("ACT", "x");
-    b.push(variant, &params, &[x], &[out], linear_workgroups(total, WG_LINEAR))
+    // Kernel depth x rows x columns.
+    let [kd, kh, kw] = three(&g.kernel, 1).map(|v| v as u64);
+    let loops = nested_loops(&[kd, kh, kw]);
+    b.push(variant, &params, &[x], &[out], linear_workgroups(total, WG_LINEAR), loops)
 }

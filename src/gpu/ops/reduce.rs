@@ -8,7 +8,7 @@ use crate::gpu::context::KernelStyle;
 use crate::gpu::error::{shape_err, GpuError, GpuResult};
 use crate::gpu::program::{linear_workgroups, ProgramBuilder};
 use crate::gpu::shader::ShaderVariant;
-use crate::gpu::tensor::GpuTensor;
+use crate::gpu::tensor::{DType, GpuTensor};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReduceOp {
@@ -23,6 +23,16 @@ pub enum ReduceOp {
 }
 
 impl ReduceOp {
+    /// The reduction that joins this one's results over equal parts of a line into the
+    /// result over the whole line (a mean of equal parts' means is the mean; the L2 norm of
+    /// parts' L2 norms is the L2 norm).
+    fn of_partials(self) -> ReduceOp {
+        match self {
+            ReduceOp::SumSquare => ReduceOp::Sum,
+            other => other,
+        }
+    }
+
     fn variant(self) -> ShaderVariant {
         let v = ShaderVariant::new("reduce").tag("f32");
         let sum = |v: ShaderVariant, name: &str, term: &str, finish: &str| {
@@ -111,8 +121,31 @@ pub fn reduce(
             format!("output '{}' holds {}, expected {}", out.name(), out.len(), params.total),
         ));
     }
+    // One invocation loops over the whole line: where that is over the adapter's loop limit
+    // (llvmpipe), the line is reduced in two passes over a split of it, each within the limit.
+    let axis = params.axis as usize;
+    if !b.loops_fit(axis as u64) {
+        if let Some(inner_len) = split_line(axis, |n| b.loops_fit(n as u64)) {
+            let (outer, inner) = (params.outer as usize, params.inner as usize);
+            let chunks = axis / inner_len;
+            let partial = b.scratch("reduce.partial", DType::F32, outer * chunks * inner)?;
+            reduce(b, op, x, &[outer * chunks, inner_len, inner], &[1], &partial)?;
+            return reduce(b, op.of_partials(), &partial, &[outer, chunks, inner], &[1], out);
+        }
+    }
     let variant = variant.tag(&format!("wg{WG_LINEAR}")).define("WG", WG_LINEAR).define("ACT", "x");
-    b.push(variant, &params, &[x], &[out], linear_workgroups(params.total as usize, WG_LINEAR))
+    let groups = linear_workgroups(params.total as usize, WG_LINEAR);
+    b.push(variant, &params, &[x], &[out], groups, axis as u64)
+}
+
+/// A length `m` dividing `axis` such that both `m` and `axis / m` pass `fits` (the largest such
+/// `m`), or none (e.g. a prime `axis`).
+fn split_line(axis: usize, fits: impl Fn(usize) -> bool) -> Option<usize> {
+    (2..=axis.isqrt())
+        .filter(|d| axis % d == 0)
+        .flat_map(|d| [d, axis / d])
+        .filter(|&m| fits(m) && fits(axis / m))
+        .max()
 }
 
 /// Softmax (or LogSoftmax) of contiguous `x` along `axis` (ONNX opset >= 13 semantics; for
@@ -137,11 +170,37 @@ pub fn softmax(
     if log {
         variant = variant.tag("log").flag("LOG");
     }
-    if b.context().style() == KernelStyle::Tiled {
-        // One workgroup per line.
+    // Three passes over the line: by one invocation (CPU adapters), or each invocation of a
+    // workgroup per line taking every 64th element, then two 6-step workgroup reductions. The
+    // second form also takes lines whose passes would run over the adapter's loop limit in the
+    // first (llvmpipe).
+    let axis = params.axis as u64;
+    let per_invocation = 3 * axis;
+    let per_workgroup = 3 * axis.div_ceil(64) + 2 * 6;
+    if b.context().style() == KernelStyle::Tiled || !b.loops_fit(per_invocation) {
         let variant = variant.tag("line_per_wg.wg64").flag("LINE_PER_WORKGROUP").define("ACT", "x");
-        return b.push(variant, &params, &[x], &[out], linear_workgroups(params.total as usize, 1));
+        let groups = linear_workgroups(params.total as usize, 1);
+        return b.push(variant, &params, &[x], &[out], groups, per_workgroup);
     }
     let variant = variant.tag(&format!("wg{WG_LINEAR}")).define("WG", WG_LINEAR).define("ACT", "x");
-    b.push(variant, &params, &[x], &[out], linear_workgroups(params.total as usize, WG_LINEAR))
+    let groups = linear_workgroups(params.total as usize, WG_LINEAR);
+    b.push(variant, &params, &[x], &[out], groups, per_invocation)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_line;
+
+    /// A line over the loop limit splits into two passes within it, the longer pass as long as
+    /// it can be; a prime length cannot split.
+    #[test]
+    fn long_lines_split_into_two_passes_within_the_limit() {
+        let fits = |n: usize| n <= 65_535;
+        assert_eq!(split_line(90_000, fits), Some(45_000)); // GlobalAveragePool over 300x300
+        assert_eq!(split_line(70_000, fits), Some(35_000));
+        assert_eq!(split_line(65_537, fits), None); // prime
+        assert_eq!(split_line(2 * 65_537, fits), None); // one part would be too long
+        assert_eq!(split_line(65_536 * 65_536, fits), None);
+        assert_eq!(split_line(65_535 * 65_535, fits), Some(65_535));
+    }
 }

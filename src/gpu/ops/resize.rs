@@ -115,5 +115,8 @@ pub fn resize(
         .tag(&format!("wg{WG_LINEAR}"))
         .define("WG", WG_LINEAR)
         .define("ACT", "x");
-    b.push(variant, &params, &[x], &[out], linear_workgroups(total, WG_LINEAR))
+    // The dims, then per tap (2^interpolated dims) the dims again.
+    let rank = params.rank as u64;
+    let loops = rank + (1u64 << params.lerp_mask.count_ones()) * (1 + rank);
+    b.push(variant, &params, &[x], &[out], linear_workgroups(total, WG_LINEAR), loops)
 }
