@@ -18,6 +18,11 @@ use crate::ops::nn::window::Window;
 const MIN_CHANNELS: usize = 16;
 /// Tiles per panel (rounded to whole tile rows): 64-128 measured best with the `gemm` crate.
 const PANEL_TILES: usize = 96;
+/// Panels at least (where there are that many tile rows), so that a small conv (one image of
+/// 16x16 is 8 tile rows) still gives every thread of a few some: 2 threads ran the
+/// shipped-size bench model 7% faster with 4 than with whole 96-tile panels. Not the thread
+/// count, so that the panels, and the bits, do not depend on it.
+const MIN_PANELS: usize = 4;
 
 /// Whether [`conv`] computes this convolution: 2-D, 3x3, unit strides and dilations, and
 /// enough channels on both sides for it to be faster.
@@ -41,17 +46,18 @@ pub fn enabled() -> bool {
 }
 
 /// The filters transformed, `G g Gᵀ` per (output, input) channel pair, laid out
-/// `[group][position (16)][mg][cg]`: one row-major GEMM operand per group and position.
-/// Vectorised across the input channels: a small model's conv at batch 1 spends as long here
+/// `[output channel][position (16)][cg]`: the GEMM operand of a group and position is the
+/// `mg x cg` matrix with row stride `16 * cg`. Vectorised across the input channels and
+/// parallel across the output channels: a small model's conv at batch 1 spends as long here
 /// as in its GEMMs otherwise.
-fn transform_filters(weights: &[f32], groups: usize, cg: usize, mg: usize) -> Vec<f32> {
-    let mut u = vec![0.0f32; groups * 16 * mg * cg];
-    // The 9 taps of one output channel's filters, tap-major, then G g (4 x 3 rows).
-    let mut taps = vec![0.0f32; 9 * cg];
-    let mut gg = vec![0.0f32; 12 * cg];
-    for grp in 0..groups {
-        for m in 0..mg {
-            let filters = &weights[(grp * mg + m) * cg * 9..][..cg * 9];
+fn transform_filters(weights: &[f32], oc: usize, cg: usize) -> Vec<f32> {
+    let mut u = vec![0.0f32; oc * 16 * cg];
+    let per_chunk = parallel::chunk_len(oc, 16 * 9 * cg);
+    parallel::for_each_chunk_mut(&mut u, per_chunk * 16 * cg, |chunk, u| {
+        // The 9 taps of one output channel's filters, tap-major, then G g (4 x 3 rows).
+        let (mut taps, mut gg) = (vec![0.0f32; 9 * cg], vec![0.0f32; 12 * cg]);
+        for (i, u) in u.chunks_exact_mut(16 * cg).enumerate() {
+            let filters = &weights[(chunk * per_chunk + i) * cg * 9..][..cg * 9];
             for (c, g) in filters.chunks_exact(9).enumerate() {
                 for (k, &v) in g.iter().enumerate() {
                     taps[k * cg + c] = v;
@@ -59,32 +65,35 @@ fn transform_filters(weights: &[f32], groups: usize, cg: usize, mg: usize) -> Ve
             }
             simd::vectorised(
                 #[inline(always)]
-                || {
-                    // G g: rows g0, (g0 + g1 + g2) / 2, (g0 - g1 + g2) / 2, g2 of each column.
-                    for j in 0..3 {
-                        let (a, b, e) =
-                            (&taps[j * cg..][..cg], &taps[(3 + j) * cg..][..cg], &taps[(6 + j) * cg..][..cg]);
-                        let (rows01, rows23) = gg.split_at_mut(6 * cg);
-                        rows01[j * cg..][..cg].copy_from_slice(a);
-                        half_sum(&mut rows01[(3 + j) * cg..][..cg], a, b, e, 1.0);
-                        half_sum(&mut rows23[j * cg..][..cg], a, b, e, -1.0);
-                        rows23[(3 + j) * cg..][..cg].copy_from_slice(e);
-                    }
-                    // (G g) Gᵀ: the same along each row.
-                    for i in 0..4 {
-                        let row = &gg[i * 3 * cg..][..3 * cg];
-                        let (a, b, e) = (&row[..cg], &row[cg..2 * cg], &row[2 * cg..]);
-                        let at = |j: usize| ((grp * 16 + i * 4 + j) * mg + m) * cg;
-                        u[at(0)..][..cg].copy_from_slice(a);
-                        half_sum(&mut u[at(1)..][..cg], a, b, e, 1.0);
-                        half_sum(&mut u[at(2)..][..cg], a, b, e, -1.0);
-                        u[at(3)..][..cg].copy_from_slice(e);
-                    }
-                },
+                || transform_filter(&taps, &mut gg, u, cg),
             );
         }
-    }
+    });
     u
+}
+
+/// `G g Gᵀ` of one output channel's filters (`taps`: tap-major, `9 x cg`) into `u` (`16 x cg`).
+#[inline(always)]
+fn transform_filter(taps: &[f32], gg: &mut [f32], u: &mut [f32], cg: usize) {
+    // G g: rows g0, (g0 + g1 + g2) / 2, (g0 - g1 + g2) / 2, g2 of each column.
+    for j in 0..3 {
+        let (a, b, e) = (&taps[j * cg..][..cg], &taps[(3 + j) * cg..][..cg], &taps[(6 + j) * cg..][..cg]);
+        let (rows01, rows23) = gg.split_at_mut(6 * cg);
+        rows01[j * cg..][..cg].copy_from_slice(a);
+        half_sum(&mut rows01[(3 + j) * cg..][..cg], a, b, e, 1.0);
+        half_sum(&mut rows23[j * cg..][..cg], a, b, e, -1.0);
+        rows23[(3 + j) * cg..][..cg].copy_from_slice(e);
+    }
+    // (G g) Gᵀ: the same along each row.
+    for i in 0..4 {
+        let row = &gg[i * 3 * cg..][..3 * cg];
+        let (a, b, e) = (&row[..cg], &row[cg..2 * cg], &row[2 * cg..]);
+        let at = |j: usize| (i * 4 + j) * cg;
+        u[at(0)..][..cg].copy_from_slice(a);
+        half_sum(&mut u[at(1)..][..cg], a, b, e, 1.0);
+        half_sum(&mut u[at(2)..][..cg], a, b, e, -1.0);
+        u[at(3)..][..cg].copy_from_slice(e);
+    }
 }
 
 /// `out[k] = (a[k] + sign * b[k] + e[k]) * 0.5`.
@@ -204,10 +213,10 @@ fn conv_in_panels(
         out.chunks_mut(out_len.max(1)).enumerate().for_each(|(i, y)| y.fill(bias.map_or(0.0, |b| b[i % oc])));
         return;
     }
-    let u = transform_filters(weights, groups, cg, mg);
+    let u = transform_filters(weights, oc, cg);
     let tw = tiling.tiles_w;
     let tile_rows = batch * tiling.tiles_h;
-    let rows_per_panel = (panel_tiles / tw).max(1);
+    let rows_per_panel = (panel_tiles / tw).clamp(1, tile_rows.div_ceil(MIN_PANELS).max(1));
     let panels = tile_rows.div_ceil(rows_per_panel);
     let per_panel = rows_per_panel * tw;
     let per_task = parallel::chunk_len(panels, 16 * cg * mg * per_panel);
@@ -239,7 +248,9 @@ fn conv_in_panels(
                         },
                     );
                     for p in 0..16 {
-                        let a = MatRef::row_major(&u[(grp * 16 + p) * mg * cg..][..mg * cg], mg, cg);
+                        let filters = &u[(grp * mg * 16 + p) * cg..][..(mg - 1) * 16 * cg + cg];
+                        let a =
+                            MatRef { data: filters, rows: mg, cols: cg, row_stride: 16 * cg, col_stride: 1 };
                         let b = MatRef::row_major(&v[p * cg * tiles..][..cg * tiles], cg, tiles);
                         sgemm_serial(1.0, a, b, 0.0, &mut prod[p * mg * tiles..][..mg * tiles]);
                     }
