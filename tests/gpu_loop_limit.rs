@@ -1,7 +1,8 @@
 //! Mesa's llvmpipe (lavapipe, the CI's adapter) silently ends every shader loop once an
 //! invocation's loops together ran 65,535 iterations. Single-op models whose lines are longer
 //! than that (Softmax over 65,537, LayerNormalization over 65,537, MatMul with K = 70,000,
-//! ReduceSum over 70,000 and over a prime 65,537, GlobalAveragePool over 300x300) must either
+//! ReduceSum over 70,000 and over a prime 65,537, GlobalAveragePool over 300x300, attention over
+//! 20,000 keys) must either
 //! match the CPU backend or fail when the session is built, with an error naming the limit and
 //! the fix: never a wrong answer. On other adapters (no limit) they must all match.
 //! `FIFO_REQUIRE_GPU=1` turns a missing adapter into a failure.
@@ -71,7 +72,30 @@ fn cases() -> Vec<Case> {
         );
         Case { name: "LayerNormalization over 65537", model, inputs: vec![("x", vec![2, d])] }
     };
+    // Attention (fused into one kernel) over 20,000 keys with 64-wide heads: its loop over the
+    // keys runs the head loops inside it.
+    let attention = {
+        let (m, d, keys) = (4, 64, 20000);
+        let model = model(
+            vec![
+                node("MatMul", &["q", "kt"], "s", vec![]),
+                node("Mul", &["s", "scale"], "scaled", vec![]),
+                node("Softmax", &["scaled"], "p", vec![int_attr("axis", -1)]),
+                node("MatMul", &["p", "v"], "y", vec![]),
+            ],
+            vec![f32_initializer::<i64>("scale", &[], &[0.125])],
+            vec![
+                float_info("q", &[1, 2, m, d]),
+                float_info("kt", &[1, 2, d, keys]),
+                float_info("v", &[1, 2, keys, d]),
+            ],
+            vec![float_info("y", &[1, 2, m, d])],
+        );
+        let inputs = vec![("q", vec![1, 2, m, d]), ("kt", vec![1, 2, d, keys]), ("v", vec![1, 2, keys, d])];
+        Case { name: "attention over 20000 keys, heads of 64", model, inputs }
+    };
     vec![
+        attention,
         one("Softmax", &[2, 65537], &[2, 65537], vec![int_attr("axis", -1)], vec![], "Softmax over 65537"),
         ln,
         matmul(70000, 3, "MatMul K = 70000, N = 3"),

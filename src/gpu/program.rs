@@ -282,9 +282,10 @@ impl Program {
     }
 }
 
-/// Constant-trip loops of at most this many iterations are unrolled by the shader compilers
-/// (Mesa's NIR `max_unroll_iterations` of llvmpipe), so they add no loop iterations.
-pub(crate) const UNROLLED_TRIPS: u64 = 32;
+/// Constant-trip loops count like any other: a 20,000-key attention with 64-wide heads, whose
+/// head loops (16 and 4 trips) a bound that assumed them unrolled let through, came out wrong
+/// on lavapipe (Mesa 22.3), so no unrolling is assumed.
+pub(crate) const UNROLLED_TRIPS: u64 = 0;
 
 /// Loop iterations of a constant-trip loop (a head-size or tile loop fixed when the kernel is
 /// built): 0 when the compiler unrolls it, else its trips.
