@@ -5,8 +5,8 @@
 //! and halve, so the rounding stays at the direct convolution's level (see the tests).
 //!
 //! Panels of whole tile rows (any image's) keep the transformed input and the products in
-//! cache; the input transform runs over a tile row at once, even and odd input columns apart,
-//! so its loops are unit-stride and vectorise.
+//! cache. Both transforms run over a whole panel at once, each of a tile's 16 patch (or product)
+//! elements a row of the panel's tiles, so that their loops are long, unit-stride and vectorise.
 
 use super::gemm::{sgemm_serial, MatRef};
 use super::panel_conv::{with_scratch, DisjointOutput};
@@ -226,7 +226,7 @@ fn conv_in_panels(
     parallel::for_each_index(panels.div_ceil(per_task), |task| {
         with_scratch(v_len + m_len + 32 * per_panel, |scratch| {
             let (v, rest) = scratch.split_at_mut(v_len);
-            let (prod, split) = rest.split_at_mut(m_len);
+            let (prod, tmp) = rest.split_at_mut(m_len);
             for panel in task * per_task..((task + 1) * per_task).min(panels) {
                 let first_row = panel * rows_per_panel;
                 let rows = rows_per_panel.min(tile_rows - first_row);
@@ -243,7 +243,7 @@ fn conv_in_panels(
                                 first_row,
                                 rows,
                                 v,
-                                split,
+                                tmp,
                             )
                         },
                     );
@@ -267,7 +267,7 @@ fn conv_in_panels(
                                 rows,
                                 bias,
                                 &out,
-                                split,
+                                tmp,
                             )
                         },
                     );
