@@ -222,6 +222,13 @@ def nn():
     # No axes reduced, yet each element goes through the formula: sqrt(x * x), not x.
     case("reduce_l2_noop_empty", "ReduceL2", [("x", r), ("axes", C(np.zeros(0, np.int64)))], {"noop_with_empty_axes": 1}, tol="accumulate")
     case("reduce_sum_long_axis", "ReduceSum", [("x", f32(3, 2048)), ("axes", C(i64(1)))], tol="accumulate")
+    # Integer data (shape arithmetic in exported graphs), without drawing from the generator.
+    ints = ((np.arange(24) * 7) % 11 - 6).reshape(2, 3, 4)
+    case("reduce_sum_int64", "ReduceSum", [("x", ints.astype(np.int64)), ("axes", C(i64(1)))], {"keepdims": 0}, tol="exact")
+    case("reduce_mean_int32_truncates", "ReduceMean", [("x", ints.astype(np.int32)), ("axes", C(i64(0, 2)))], tol="exact")
+    case("reduce_max_int32_attr", "ReduceMax", [("x", ints.astype(np.int32))], {"axes": [-1]}, opset=13, tol="exact")
+    case("reduce_prod_int64", "ReduceProd", [("x", (ints % 4 - 1).astype(np.int64)), ("axes", C(i64(2)))], tol="exact")
+    case("reduce_min_int64_all", "ReduceMin", [("x", ints.astype(np.int64))], {"keepdims": 0}, tol="exact")
 
 
 def norms():

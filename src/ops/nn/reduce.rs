@@ -6,7 +6,7 @@ use crate::ops::{
     const_i64s, expect_dtype, opt_i64s, required, Attrs, Op, OpError, OpSpec, TensorType, ValueInfo, FLOATS,
 };
 use crate::tensor::shape::{broadcast_strides, for_each_offset, normalize_axes};
-use crate::tensor::{DType, Tensor};
+use crate::tensor::{DType, Tensor, TensorData};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReduceKind {
@@ -88,7 +88,11 @@ impl ReduceKind {
 impl OpSpec for Reduce {
     fn infer(&self, inputs: &[Option<&ValueInfo>]) -> Result<Vec<TensorType>, OpError> {
         let x = required(inputs, 0, "data")?;
-        expect_dtype("data", x.dtype(), FLOATS)?;
+        if self.kind == ReduceKind::L2 {
+            expect_dtype("data", x.dtype(), FLOATS)?;
+        } else {
+            expect_dtype("data", x.dtype(), &[DType::F32, DType::F16, DType::I32, DType::I64])?;
+        }
         let axes = const_i64s(inputs, 1, "axes")?;
         let shape = match reduced_dims(self, x.shape().len(), axes)? {
             None => x.shape().to_vec(),
@@ -110,6 +114,9 @@ impl OpSpec for Reduce {
             let out = Tensor::from_f32(x.shape().to_vec(), out)?;
             return Ok(vec![if x.dtype() == DType::F32 { out } else { out.cast(x.dtype()) }]);
         };
+        if matches!(x.dtype(), DType::I32 | DType::I64) {
+            return Ok(vec![self.run_integer(x, &mask)?]);
+        }
         let kept = output_shape(x.shape(), &mask, true);
         let count: usize = x.shape().iter().zip(&mask).filter(|(_, &m)| m).map(|(&d, _)| d).product();
         let mut acc = vec![self.kind.init(); kept.iter().product()];
@@ -120,6 +127,48 @@ impl OpSpec for Reduce {
         let out: Vec<f32> = acc.into_iter().map(|a| self.kind.finish(a, count)).collect();
         let out = Tensor::from_f32(output_shape(x.shape(), &mask, self.keepdims), out)?;
         Ok(vec![if x.dtype() == DType::F32 { out } else { out.cast(x.dtype()) }])
+    }
+}
+
+impl Reduce {
+    /// Integer data (shape arithmetic in exported graphs: sizes, element counts), in the
+    /// tensor's own type: sums and products wrap as onnxruntime's do, a mean divides
+    /// truncating, and an empty max or min is the type's lowest or highest value.
+    fn run_integer(&self, x: &Tensor, mask: &[bool]) -> Result<Tensor, OpError> {
+        let (wide, is_i32) = (x.to_i64_vec(), x.dtype() == DType::I32);
+        let narrow = |v: i64| if is_i32 { v as i32 as i64 } else { v };
+        let (lowest, highest) =
+            if is_i32 { (i32::MIN as i64, i32::MAX as i64) } else { (i64::MIN, i64::MAX) };
+        let init = match self.kind {
+            ReduceKind::Max => lowest,
+            ReduceKind::Min => highest,
+            ReduceKind::Prod => 1,
+            _ => 0,
+        };
+        let kept = output_shape(x.shape(), mask, true);
+        let count: usize = x.shape().iter().zip(mask).filter(|(_, &m)| m).map(|(&d, _)| d).product();
+        let mut acc = vec![init; kept.iter().product()];
+        let to_out = broadcast_strides(&kept, x.shape());
+        let own = crate::tensor::shape::strides(x.shape());
+        for_each_offset(x.shape(), [&own, &to_out], |_, [i, o]| {
+            let (a, v) = (acc[o], wide[i]);
+            acc[o] = match self.kind {
+                ReduceKind::Max => a.max(v),
+                ReduceKind::Min => a.min(v),
+                ReduceKind::Prod => narrow(a.wrapping_mul(v)),
+                _ => narrow(a.wrapping_add(v)),
+            };
+        });
+        if self.kind == ReduceKind::Mean && count > 0 {
+            acc.iter_mut().for_each(|a| *a /= count as i64);
+        }
+        let shape = output_shape(x.shape(), mask, self.keepdims);
+        let data = if is_i32 {
+            TensorData::I32(acc.into_iter().map(|v| v as i32).collect())
+        } else {
+            TensorData::I64(acc)
+        };
+        Ok(Tensor::new(shape, data)?)
     }
 }
 
