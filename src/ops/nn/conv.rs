@@ -1,5 +1,6 @@
 //! Conv: 1-D, 2-D and 3-D (any rank), groups, strides, dilations, explicit or automatic
-//! padding; im2col + GEMM over panels of output columns on the CPU.
+//! padding; on the CPU im2col + GEMM over panels of output columns, or Winograd F(2x2, 3x3)
+//! for 3x3 stride-1 2-D convs with enough channels (`cpu::winograd`).
 
 use super::window::{Window, WindowAttrs};
 use crate::cpu::{panel_conv, winograd};
