@@ -471,7 +471,9 @@ mod tests {
 
     /// Deterministic data in [-1, 1) from an integer hash.
     fn data(len: usize, seed: usize) -> Vec<f32> {
-        (0..len).map(|i| ((i * 2654435761 + seed * 40503) % 2001) as f32 / 1000.0 - 1.0).collect()
+        (0..len as u64)
+            .map(|i| ((i * 2654435761 + seed as u64 * 40503) % 2001) as f32 / 1000.0 - 1.0)
+            .collect()
     }
 
     /// Largest error against the definition, relative to the output's largest magnitude.
