@@ -208,9 +208,7 @@ fn conv_in_panels(
     let (in_len, out_len) = (w.input_len(), w.output_len());
     let oc = groups * mg;
     assert_eq!(out.len(), batch * oc * out_len, "conv output size");
-    if out.is_empty() || cg == 0 {
-        // No outputs, or no inputs: the bias alone.
-        out.chunks_mut(out_len.max(1)).enumerate().for_each(|(i, y)| y.fill(bias.map_or(0.0, |b| b[i % oc])));
+    if out.is_empty() {
         return;
     }
     let u = transform_filters(weights, oc, cg);

@@ -120,9 +120,7 @@ impl<'a> ProgramBuilder<'a> {
     /// [`GpuContext::loop_iteration_limit`]): the one place every launch's bound is checked.
     pub(crate) fn check_loops(&self, kernel: &str, loops: u64) -> GpuResult<()> {
         match self.ctx.loop_iteration_limit() {
-            Some(limit) if loops.saturating_add(LOOP_MARGIN) > limit => {
-                Err(loop_limit_error(kernel, loops, limit))
-            }
+            Some(limit) if !self.loops_fit(loops) => Err(loop_limit_error(kernel, loops, limit)),
             _ => Ok(()),
         }
     }
