@@ -45,9 +45,15 @@ struct Params {
 #ifdef HAS_RES
 @group(0) @binding(BIND_RES) var<storage, read> res: array<R_T>;
 #endif
+#ifdef OUT_VEC4
+// SG8 with an output contiguous along N in rows of whole vec4s: one store per four columns.
+@group(0) @binding(BIND_OUT) var<storage, read_write> out: array<vec4<OUT_T>>;
+#else
 @group(0) @binding(BIND_OUT) var<storage, read_write> out: array<OUT_T>;
+#endif
 
-fn store(b0: u32, b1: u32, row: u32, col: u32, acc: f32) {
+// The epilogue of one output element: scales, alpha, beta * C, bias, activation, residual.
+fn finish(b0: u32, b1: u32, row: u32, col: u32, acc: f32) -> f32 {
     var v = acc;
 #ifdef W_I8
     v *= scales[col];
@@ -59,13 +65,27 @@ fn store(b0: u32, b1: u32, row: u32, col: u32, acc: f32) {
 #ifdef HAS_BIAS
     v += bias[col];
 #endif
-    let at = p.offsets.z + b0 * p.o_strides.x + b1 * p.o_strides.y + row * p.o_strides.z + col * p.o_strides.w;
     v = activation(v, p.act_alpha);
 #ifdef HAS_RES
     v += f32(res[p.r_offset + b0 * p.r_strides.x + b1 * p.r_strides.y + row * p.r_strides.z + col * p.r_strides.w]);
 #endif
-    out[at] = OUT_T(v);
+    return v;
 }
+
+#ifdef OUT_VEC4
+// Columns col..col+3 of one row (col a multiple of 4, all four inside the output).
+fn store4(b0: u32, b1: u32, row: u32, col: u32, acc: vec4<f32>) {
+    let v = vec4<f32>(finish(b0, b1, row, col, acc.x), finish(b0, b1, row, col + 1u, acc.y),
+                      finish(b0, b1, row, col + 2u, acc.z), finish(b0, b1, row, col + 3u, acc.w));
+    let at = p.offsets.z + b0 * p.o_strides.x + b1 * p.o_strides.y + row * p.o_strides.z + col;
+    out[at >> 2u] = vec4<OUT_T>(v);
+}
+#else
+fn store(b0: u32, b1: u32, row: u32, col: u32, acc: f32) {
+    let at = p.offsets.z + b0 * p.o_strides.x + b1 * p.o_strides.y + row * p.o_strides.z + col * p.o_strides.w;
+    out[at] = OUT_T(finish(b0, b1, row, col, acc));
+}
+#endif
 
 #ifdef RB4X4
 @compute @workgroup_size(WGX, WGY)
@@ -182,6 +202,107 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             }
         }
     }
+}
+#endif
+
+#ifdef SG8
+// RB4X4V's layouts (A K-contiguous, W N- or K-contiguous, 4-aligned) for CPU adapters whose
+// subgroups are 8 SIMD lanes (llvmpipe on AVX2). Such an adapter runs a storage-buffer load
+// lane by lane, so loads, not multiply-adds, bound a matmul. One workgroup is one subgroup; it
+// computes 8 rows x 32 columns. Each K step every lane loads one row's 4 values of A (its own
+// row: 8 distinct rows in one load) and 4 values of W for each of its 4 columns, and takes the
+// other rows' A values from their lanes by subgroupBroadcast (a register move): 5 loads per 128
+// multiply-adds, against RB4X4V's 8 per 64. No lane returns early: the broadcasts need them all.
+@compute @workgroup_size(8)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
+    let b0 = wid.z / p.batch1;
+    let b1 = wid.z % p.batch1;
+    let row0 = wid.y * 8u;
+    let col0 = (wid.x * 8u + lane) * 4u;
+    let a_base = p.offsets.x + b0 * p.a_strides.x + b1 * p.a_strides.y;
+    let w_base = p.offsets.y + b0 * p.w_strides.x + b1 * p.w_strides.y;
+    // Rows and columns past the edge repeat the last valid one; their results are not stored.
+    let ar = (a_base + min(row0 + lane, p.m - 1u) * p.a_strides.z) >> 2u;
+    var acc0 = vec4<f32>(0.0); // row0, this lane's four columns
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    var acc4 = vec4<f32>(0.0);
+    var acc5 = vec4<f32>(0.0);
+    var acc6 = vec4<f32>(0.0);
+    var acc7 = vec4<f32>(0.0);
+#ifdef W_ALONG_N
+    let colw = min(col0, p.n - 4u);
+    let step = p.w_strides.z >> 2u;
+#else
+    let w0c = (w_base + min(col0, p.n - 1u) * p.w_strides.w) >> 2u;
+    let w1c = (w_base + min(col0 + 1u, p.n - 1u) * p.w_strides.w) >> 2u;
+    let w2c = (w_base + min(col0 + 2u, p.n - 1u) * p.w_strides.w) >> 2u;
+    let w3c = (w_base + min(col0 + 3u, p.n - 1u) * p.w_strides.w) >> 2u;
+#endif
+    for (var k4 = 0u; k4 < p.k / 4u; k4++) {
+        let av = vec4<f32>(in_a[ar + k4]);
+#ifdef W_ALONG_N
+        let wr = (w_base + k4 * 4u * p.w_strides.z + colw) >> 2u;
+        let w0 = load_w4(wr);
+        let w1 = load_w4(wr + step);
+        let w2 = load_w4(wr + 2u * step);
+        let w3 = load_w4(wr + 3u * step);
+        let a0 = subgroupBroadcast(av, 0u);
+        acc0 += a0.x * w0 + a0.y * w1 + a0.z * w2 + a0.w * w3;
+        let a1 = subgroupBroadcast(av, 1u);
+        acc1 += a1.x * w0 + a1.y * w1 + a1.z * w2 + a1.w * w3;
+        let a2 = subgroupBroadcast(av, 2u);
+        acc2 += a2.x * w0 + a2.y * w1 + a2.z * w2 + a2.w * w3;
+        let a3 = subgroupBroadcast(av, 3u);
+        acc3 += a3.x * w0 + a3.y * w1 + a3.z * w2 + a3.w * w3;
+        let a4 = subgroupBroadcast(av, 4u);
+        acc4 += a4.x * w0 + a4.y * w1 + a4.z * w2 + a4.w * w3;
+        let a5 = subgroupBroadcast(av, 5u);
+        acc5 += a5.x * w0 + a5.y * w1 + a5.z * w2 + a5.w * w3;
+        let a6 = subgroupBroadcast(av, 6u);
+        acc6 += a6.x * w0 + a6.y * w1 + a6.z * w2 + a6.w * w3;
+        let a7 = subgroupBroadcast(av, 7u);
+        acc7 += a7.x * w0 + a7.y * w1 + a7.z * w2 + a7.w * w3;
+#else
+        let w0 = load_w4(w0c + k4);
+        let w1 = load_w4(w1c + k4);
+        let w2 = load_w4(w2c + k4);
+        let w3 = load_w4(w3c + k4);
+        let a0 = subgroupBroadcast(av, 0u);
+        acc0 += vec4<f32>(dot(a0, w0), dot(a0, w1), dot(a0, w2), dot(a0, w3));
+        let a1 = subgroupBroadcast(av, 1u);
+        acc1 += vec4<f32>(dot(a1, w0), dot(a1, w1), dot(a1, w2), dot(a1, w3));
+        let a2 = subgroupBroadcast(av, 2u);
+        acc2 += vec4<f32>(dot(a2, w0), dot(a2, w1), dot(a2, w2), dot(a2, w3));
+        let a3 = subgroupBroadcast(av, 3u);
+        acc3 += vec4<f32>(dot(a3, w0), dot(a3, w1), dot(a3, w2), dot(a3, w3));
+        let a4 = subgroupBroadcast(av, 4u);
+        acc4 += vec4<f32>(dot(a4, w0), dot(a4, w1), dot(a4, w2), dot(a4, w3));
+        let a5 = subgroupBroadcast(av, 5u);
+        acc5 += vec4<f32>(dot(a5, w0), dot(a5, w1), dot(a5, w2), dot(a5, w3));
+        let a6 = subgroupBroadcast(av, 6u);
+        acc6 += vec4<f32>(dot(a6, w0), dot(a6, w1), dot(a6, w2), dot(a6, w3));
+        let a7 = subgroupBroadcast(av, 7u);
+        acc7 += vec4<f32>(dot(a7, w0), dot(a7, w1), dot(a7, w2), dot(a7, w3));
+#endif
+    }
+    let acc = array<vec4<f32>, 8>(acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7);
+#ifdef OUT_VEC4
+    for (var i = 0u; i < 8u; i++) {
+        if (row0 + i < p.m && col0 < p.n) {
+            store4(b0, b1, row0 + i, col0, acc[i]);
+        }
+    }
+#else
+    for (var i = 0u; i < 8u; i++) {
+        for (var j = 0u; j < 4u; j++) {
+            if (row0 + i < p.m && col0 + j < p.n) {
+                store(b0, b1, row0 + i, col0 + j, acc[i][j]);
+            }
+        }
+    }
+#endif
 }
 #endif
 

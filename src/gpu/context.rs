@@ -111,6 +111,12 @@ fn style_from_env() -> GpuResult<Option<KernelStyle>> {
     parse_kernel_style(&std::env::var("FIFO_KERNEL_STYLE").unwrap_or_default())
 }
 
+/// `FIFO_GPU_SUBGROUPS=off` (native): the kernels without subgroup operations, to compare both
+/// on one adapter or to rule the subgroup ones out.
+fn subgroups_off_in_env() -> bool {
+    !cfg!(target_arch = "wasm32") && std::env::var("FIFO_GPU_SUBGROUPS").is_ok_and(|v| v.trim() == "off")
+}
+
 fn parse_kernel_style(value: &str) -> GpuResult<Option<KernelStyle>> {
     match value.trim() {
         "" => Ok(None),
@@ -369,7 +375,9 @@ impl GpuContext {
             loop_limit: loop_limit_of(&info),
             shader_f16: features.contains(wgpu::Features::SHADER_F16) && !options.disable_f16,
             timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
-            subgroups: features.contains(wgpu::Features::SUBGROUP) && !options.disable_subgroups,
+            subgroups: features.contains(wgpu::Features::SUBGROUP)
+                && !options.disable_subgroups
+                && !subgroups_off_in_env(),
             pipelines: PipelineCache::default(),
             device,
             queue,
@@ -431,6 +439,12 @@ impl GpuContext {
     }
     pub fn has_subgroups(&self) -> bool {
         self.subgroups
+    }
+    /// The subgroup size where subgroups are on and the adapter has one fixed size (lavapipe: 8,
+    /// its SIMD width on AVX2), for kernels written for one width.
+    pub fn fixed_subgroup_size(&self) -> Option<u32> {
+        let i = &self.info;
+        (self.subgroups && i.subgroup_min_size == i.subgroup_max_size).then_some(i.subgroup_min_size)
     }
     /// The adapter's name; browsers may give none (Chromium's SwiftShader), then its driver or
     /// its kind.

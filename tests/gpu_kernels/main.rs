@@ -42,6 +42,19 @@ pub fn ctx() -> Option<&'static GpuContext> {
     .as_ref()
 }
 
+/// A second device on the same adapter with subgroups ignored: the kernels for CPU adapters
+/// without them (llvmpipe's GL backend, SwiftShader in a browser).
+pub fn no_subgroups_ctx() -> Option<&'static GpuContext> {
+    static CTX: OnceLock<Option<GpuContext>> = OnceLock::new();
+    ctx()?;
+    CTX.get_or_init(|| {
+        let options =
+            GpuOptions { adapter: AdapterChoice::Fallback, disable_subgroups: true, ..Default::default() };
+        pollster::block_on(GpuContext::new(&options)).ok()
+    })
+    .as_ref()
+}
+
 /// A second device on the same adapter with the GPU kernel style (workgroup tiles, one element
 /// per elementwise invocation), to test those variants on a CPU adapter.
 pub fn tiled_ctx() -> Option<&'static GpuContext> {

@@ -143,7 +143,7 @@ fn quantized_case(ctx: &GpuContext, dtype: DType, tol: crate::Tolerance, what: &
             let key = program.keys()[0];
             assert!(key.contains(what), "{key}");
             let vec4 = style == KernelStyle::RegisterBlocked && k % 4 == 0;
-            assert_eq!(key.contains("rb4x4v"), vec4, "{key}");
+            assert_eq!(key.contains(vec4_kernel(ctx)), vec4, "{key}");
             run(program.run(ctx)).unwrap();
             let want = cpu_matmul(&a, &[m, k], &deq, &[k, n], &[m, n]);
             let got = run(ctx.read_f32(&out)).unwrap();
@@ -158,6 +158,7 @@ fn quantized_case(ctx: &GpuContext, dtype: DType, tol: crate::Tolerance, what: &
 fn int8_weights_with_per_channel_scales() {
     let Some(ctx) = ctx() else { return };
     quantized_case(ctx, DType::I8, F32, "w=i8");
+    quantized_case(crate::no_subgroups_ctx().unwrap(), DType::I8, F32, "w=i8");
 }
 
 #[test]
@@ -230,45 +231,109 @@ fn f16_arithmetic_matmul() {
     }
 }
 
-/// The vec4 register-blocked path: weights contiguous along N, and torch's [N, K] weights
-/// (contiguous along K), with odd M/N, a batch, bias and activation.
+/// The vec4 register-blocked kernel of a CPU adapter: "sg8" where its subgroups are 8 wide
+/// (lavapipe on AVX2), "rb4x4v" without subgroups.
+fn vec4_kernel(ctx: &GpuContext) -> &'static str {
+    if ctx.fixed_subgroup_size() == Some(8) {
+        "sg8"
+    } else {
+        "rb4x4v"
+    }
+}
+
+/// The vec4 register-blocked paths (with and without subgroups): weights contiguous along N, and
+/// torch's [N, K] weights (contiguous along K); M and N around the 8 x 32 blocks of the subgroup
+/// kernel (one row, a partial block, several), a batch, bias, activation and a residual.
 #[test]
-fn vec4_path_both_weight_layouts() {
+fn vec4_paths_both_weight_layouts() {
     let Some(ctx) = ctx() else { return };
+    let plain = crate::no_subgroups_ctx().expect("a second device on the adapter");
+    assert_eq!(vec4_kernel(plain), "rb4x4v");
     let mut rng = Rng::new(28);
-    let (batch, m, k) = (2, 9, 12);
-    let a = rng.vec(batch * m * k, -1.0, 1.0);
-    let ga = GpuTensor::from_f32(ctx, "a", &a).unwrap();
-    for (n, along_n) in [(8, true), (10, false), (5, false)] {
-        let w = rng.vec(k * n, -1.0, 1.0);
-        let bias = rng.vec(n, -1.0, 1.0);
+    let (batch, k) = (2, 12);
+    for ctx in [ctx, plain] {
+        for (m, n, along_n) in
+            [(9, 8, true), (9, 10, false), (9, 5, false), (1, 36, true), (17, 68, true), (8, 33, false)]
+        {
+            let a = rng.vec(batch * m * k, -1.0, 1.0);
+            let w = rng.vec(k * n, -1.0, 1.0);
+            let bias = rng.vec(n, -1.0, 1.0);
+            let residual = rng.vec(m * n, -1.0, 1.0);
+            let ga = GpuTensor::from_f32(ctx, "a", &a).unwrap();
+            let gw = GpuTensor::from_f32(ctx, "w", &w).unwrap();
+            // Along N: w is [K, N]. Along K: w holds [N, K] and is used transposed.
+            let wv = if along_n { gw.view(&[k, n]) } else { gw.view(&[n, k]).permute(&[1, 0]).unwrap() };
+            let out = GpuTensor::new(ctx, "out", DType::F32, batch * m * n).unwrap();
+            let mut mm = MatMul::new(ga.view(&[batch, m, k]), wv, out.view(&[batch, m, n]));
+            mm.bias = Some(GpuTensor::from_f32(ctx, "bias", &bias).unwrap());
+            mm.activation = Activation::GeluTanh;
+            // One residual row block for both batch items (broadcast through a zero stride).
+            let gr = GpuTensor::from_f32(ctx, "residual", &residual).unwrap();
+            mm.residual = Some(gr.view(&[m, n]).broadcast_to(&[batch, m, n]).unwrap());
+            mm.style = Some(KernelStyle::RegisterBlocked);
+            let mut b = ProgramBuilder::new(ctx);
+            matmul(&mut b, &mm).unwrap();
+            let program = run(b.build()).unwrap();
+            let expect = format!(".{}.{}.", vec4_kernel(ctx), if along_n { "wn" } else { "wk" });
+            assert!(program.keys()[0].contains(&expect), "{:?}", program.keys());
+            run(program.run(ctx)).unwrap();
+            let want: Vec<f32> = (0..batch * m * n)
+                .map(|i| {
+                    let (row, col) = ((i / n) % m, i % n);
+                    let wat = |kk: usize| if along_n { w[kk * n + col] } else { w[col * k + kk] };
+                    let dot = (0..k).map(|kk| a[(i / n) * k + kk] * wat(kk)).sum::<f32>();
+                    Activation::GeluTanh.apply(dot + bias[col]) + residual[row * n + col]
+                })
+                .collect();
+            assert_close(
+                &format!("{} m={m} n={n} along_n={along_n}", program.keys()[0]),
+                &run(ctx.read_f32(&out)).unwrap(),
+                &want,
+                F32.accumulating(k),
+            );
+        }
+    }
+}
+
+/// The subgroup kernel stores whole vec4s only into rows of them; an output with a row stride
+/// that is not a multiple of 4, or at an odd offset, is written element by element, and nothing
+/// outside the view is touched.
+#[test]
+fn vec4_paths_into_strided_outputs() {
+    let Some(ctx) = ctx() else { return };
+    let plain = crate::no_subgroups_ctx().expect("a second device on the adapter");
+    let mut rng = Rng::new(29);
+    let (m, k, n) = (11, 8, 36);
+    let a = rng.vec(m * k, -1.0, 1.0);
+    let w = rng.vec(k * n, -1.0, 1.0);
+    let want = cpu_matmul(&a, &[m, k], &w, &[k, n], &[m, n]);
+    for ctx in [ctx, plain] {
+        let ga = GpuTensor::from_f32(ctx, "a", &a).unwrap();
         let gw = GpuTensor::from_f32(ctx, "w", &w).unwrap();
-        // Along N: w is [K, N]. Along K: w holds [N, K] and is used transposed.
-        let wv = if along_n { gw.view(&[k, n]) } else { gw.view(&[n, k]).permute(&[1, 0]).unwrap() };
-        let out = GpuTensor::new(ctx, "out", DType::F32, batch * m * n).unwrap();
-        let mut mm = MatMul::new(ga.view(&[batch, m, k]), wv, out.view(&[batch, m, n]));
-        mm.bias = Some(GpuTensor::from_f32(ctx, "bias", &bias).unwrap());
-        mm.activation = Activation::GeluTanh;
-        mm.style = Some(KernelStyle::RegisterBlocked);
-        let mut b = ProgramBuilder::new(ctx);
-        matmul(&mut b, &mm).unwrap();
-        let program = run(b.build()).unwrap();
-        let expect = if along_n { ".rb4x4v.wn." } else { ".rb4x4v.wk." };
-        assert!(program.keys()[0].contains(expect), "{:?}", program.keys());
-        run(program.run(ctx)).unwrap();
-        let want: Vec<f32> = (0..batch * m * n)
-            .map(|i| {
-                let (row, col) = (i / n, i % n);
-                let wat = |kk: usize| if along_n { w[kk * n + col] } else { w[col * k + kk] };
-                Activation::GeluTanh
-                    .apply((0..k).map(|kk| a[row * k + kk] * wat(kk)).sum::<f32>() + bias[col])
-            })
-            .collect();
-        assert_close(
-            &format!("vec4 n={n} along_n={along_n}"),
-            &run(ctx.read_f32(&out)).unwrap(),
-            &want,
-            F32.accumulating(k),
-        );
+        // (row stride, offset): rows of vec4s, then two layouts that are not.
+        for (row_stride, offset, vec4_rows) in [(40, 4, true), (37, 0, false), (40, 3, false)] {
+            let len = offset + m * row_stride;
+            let out = GpuTensor::from_f32(ctx, "out", &vec![-7.0; len]).unwrap();
+            let view = View { tensor: out.clone(), offset, shape: vec![m, n], strides: vec![row_stride, 1] };
+            let mut mm = MatMul::new(ga.view(&[m, k]), gw.view(&[k, n]), view);
+            mm.style = Some(KernelStyle::RegisterBlocked);
+            let mut b = ProgramBuilder::new(ctx);
+            matmul(&mut b, &mm).unwrap();
+            let program = run(b.build()).unwrap();
+            let key = program.keys()[0].to_string();
+            assert_eq!(key.contains("out4"), vec4_rows && vec4_kernel(ctx) == "sg8", "{key}");
+            run(program.run(ctx)).unwrap();
+            let got = run(ctx.read_f32(&out)).unwrap();
+            let inside: Vec<f32> = (0..m * n).map(|i| got[offset + (i / n) * row_stride + i % n]).collect();
+            assert_close(
+                &format!("{key} stride {row_stride} offset {offset}"),
+                &inside,
+                &want,
+                F32.accumulating(k),
+            );
+            let untouched =
+                (0..len).filter(|e| e < &offset || (e - offset) % row_stride >= n).all(|e| got[e] == -7.0);
+            assert!(untouched, "{key}: wrote outside the view");
+        }
     }
 }

@@ -320,21 +320,31 @@ pub fn matmul(b: &mut ProgramBuilder, mm: &MatMul) -> GpuResult<()> {
         (KernelStyle::RegisterBlocked, None) => k,
         (KernelStyle::Tiled, _) => k.div_ceil(16) * 17,
     };
+    let subgroups8 = ctx.fixed_subgroup_size() == Some(8);
     let (variant, per_group) = match (style, vec4) {
+        (KernelStyle::RegisterBlocked, Some(along_n)) if subgroups8 => {
+            let v = variant.tag(if along_n { "sg8.wn" } else { "sg8.wk" }).flag("SG8");
+            let v = if along_n { v.flag("W_ALONG_N") } else { v };
+            let out = &mm.out;
+            let rows_of_vec4 = st(out, 1) == 1
+                && n % 4 == 0
+                && [st(out, 0), out.offset].iter().chain(&bstrides[2]).all(|s| s % 4 == 0);
+            (if rows_of_vec4 { v.tag("out4").flag("OUT_VEC4") } else { v }, [32, 8])
+        }
         (KernelStyle::RegisterBlocked, Some(along_n)) => {
             let v = variant.tag(if along_n { "rb4x4v.wn" } else { "rb4x4v.wk" }).flag("RB4X4V");
             let v = if along_n { v.flag("W_ALONG_N") } else { v };
-            (v.tag("wg8x8").define("WGX", 8).define("WGY", 8), 32)
+            (v.tag("wg8x8").define("WGX", 8).define("WGY", 8), [32, 32])
         }
         (KernelStyle::RegisterBlocked, None) => {
-            (variant.tag("rb4x4.wg8x8").flag("RB4X4").define("WGX", 8).define("WGY", 8), 32)
+            (variant.tag("rb4x4.wg8x8").flag("RB4X4").define("WGX", 8).define("WGY", 8), [32, 32])
         }
-        (KernelStyle::Tiled, _) => (variant.tag("tiled64.wg16x16").flag("TILED"), 64),
+        (KernelStyle::Tiled, _) => (variant.tag("tiled64.wg16x16").flag("TILED"), [64, 64]),
     };
     let variant = mm.activation.apply_to(variant);
     let groups = [
-        workgroup_count(n.div_ceil(per_group)),
-        workgroup_count(m.div_ceil(per_group)),
+        workgroup_count(n.div_ceil(per_group[0])),
+        workgroup_count(m.div_ceil(per_group[1])),
         workgroup_count(dims2[0] * dims2[1]),
     ];
     b.push(variant, &params, &reads, &[&mm.out.tensor], groups, loops)
