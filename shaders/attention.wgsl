@@ -276,6 +276,118 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #endif
 }
 #else
+#ifdef SG8
+// CPU adapters whose subgroups are 8 SIMD lanes (llvmpipe on AVX2), which run a storage-buffer
+// load lane by lane: in this layout every invocation of a workgroup walks the same keys, so the
+// 8 lanes of a subgroup each load a different key (8 keys per load) and take the others' from
+// their lanes by subgroupBroadcast (a register move): a head chunk of 8 keys costs one load, not
+// eight. Scores of 8 keys per step (two vec4s per row), then one online-softmax rescale.
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32,
+        @builtin(subgroup_invocation_id) lane: u32) {
+    let b = wid.z * 65535u + wid.y;
+    if (b >= p.batches) {
+        return; // the whole workgroup: the subgroups stay whole
+    }
+    let row0 = wid.x * ROWS * WG + lid;
+    let row_step = u32(WG);
+    let b0 = b / p.batch1;
+    let b1 = b % p.batch1;
+    let k_base = p.offsets.y + b0 * p.k_strides.x + b1 * p.k_strides.y;
+    let v_base = p.offsets.z + b0 * p.v_strides.x + b1 * p.v_strides.y;
+    var q: array<array<vec4<f32>, DQ4>, ROWS>;
+    for (var r = 0u; r < ROWS; r++) {
+        let row = min(row0 + r * row_step, p.lq - 1u);
+        let base = p.offsets.x + b0 * p.q_strides.x + b1 * p.q_strides.y + row * p.q_strides.z;
+        for (var c = 0u; c < DQ4; c++) {
+            q[r][c] = load_q(base, c) * p.scale;
+        }
+    }
+    var acc: array<array<vec4<f32>, DV4>, ROWS>;
+    let neg_inf = -3.0e38; // as in the kernel below
+    var m: array<f32, ROWS>;
+    var l: array<f32, ROWS>;
+    for (var r = 0u; r < ROWS; r++) {
+        m[r] = neg_inf;
+        l[r] = 0.0;
+    }
+    let ones = vec4<f32>(1.0);
+    let last = p.lk - 1u;
+    for (var j0 = 0u; j0 < p.lk; j0 += 8u) {
+        // This lane's key: j0 + lane, clamped (a key past the end scores -3e38 below).
+        let kl = k_base + min(j0 + lane, last) * p.k_strides.z;
+        let vl = v_base + min(j0 + lane, last) * p.v_strides.z;
+        var sa: array<vec4<f32>, ROWS>; // keys j0..j0+3
+        var sb: array<vec4<f32>, ROWS>; // keys j0+4..j0+7
+        for (var r = 0u; r < ROWS; r++) {
+            sa[r] = vec4<f32>(0.0);
+            sb[r] = vec4<f32>(0.0);
+        }
+        for (var c = 0u; c < DQ4; c++) {
+            let x = load_k(kl, c);
+            let x0 = subgroupBroadcast(x, 0u);
+            let x1 = subgroupBroadcast(x, 1u);
+            let x2 = subgroupBroadcast(x, 2u);
+            let x3 = subgroupBroadcast(x, 3u);
+            let x4 = subgroupBroadcast(x, 4u);
+            let x5 = subgroupBroadcast(x, 5u);
+            let x6 = subgroupBroadcast(x, 6u);
+            let x7 = subgroupBroadcast(x, 7u);
+            for (var r = 0u; r < ROWS; r++) {
+                let qc = q[r][c];
+                sa[r] += vec4<f32>(dot(qc, x0), dot(qc, x1), dot(qc, x2), dot(qc, x3));
+                sb[r] += vec4<f32>(dot(qc, x4), dot(qc, x5), dot(qc, x6), dot(qc, x7));
+            }
+        }
+        let inside_a = vec4<u32>(j0) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(p.lk);
+        let inside_b = vec4<u32>(j0) + vec4<u32>(4u, 5u, 6u, 7u) < vec4<u32>(p.lk);
+        var ea: array<vec4<f32>, ROWS>;
+        var eb: array<vec4<f32>, ROWS>;
+        var corr: array<f32, ROWS>;
+        for (var r = 0u; r < ROWS; r++) {
+            let a = select(vec4<f32>(neg_inf), sa[r], inside_a);
+            let c = select(vec4<f32>(neg_inf), sb[r], inside_b);
+            let top = max(a, c);
+            let bm = max(m[r], max(max(top.x, top.y), max(top.z, top.w)));
+            corr[r] = exp(m[r] - bm);
+            ea[r] = exp(a - vec4<f32>(bm));
+            eb[r] = exp(c - vec4<f32>(bm));
+            l[r] = l[r] * corr[r] + dot(ea[r], ones) + dot(eb[r], ones);
+            m[r] = bm;
+        }
+        for (var c = 0u; c < DV4; c++) {
+            let y = load_v(vl, c);
+            let y0 = subgroupBroadcast(y, 0u);
+            let y1 = subgroupBroadcast(y, 1u);
+            let y2 = subgroupBroadcast(y, 2u);
+            let y3 = subgroupBroadcast(y, 3u);
+            let y4 = subgroupBroadcast(y, 4u);
+            let y5 = subgroupBroadcast(y, 5u);
+            let y6 = subgroupBroadcast(y, 6u);
+            let y7 = subgroupBroadcast(y, 7u);
+            for (var r = 0u; r < ROWS; r++) {
+                let e = ea[r];
+                let f = eb[r];
+                acc[r][c] = acc[r][c] * corr[r] + e.x * y0 + e.y * y1 + e.z * y2 + e.w * y3
+                    + f.x * y4 + f.y * y5 + f.z * y6 + f.w * y7;
+            }
+        }
+    }
+    let o_batch = p.offsets.w + b0 * p.o_strides.x + b1 * p.o_strides.y;
+    for (var r = 0u; r < ROWS; r++) {
+        let row = row0 + r * row_step;
+        let inv = 1.0 / l[r];
+        for (var c = 0u; c < DV4; c++) {
+            for (var e = 0u; e < 4u; e++) {
+                let col = c * 4u + e;
+                if (col < p.dv && row < p.lq) {
+                    out[o_batch + row * p.o_strides.z + col * p.o_strides.w] = OUT_T(acc[r][c][e] * inv);
+                }
+            }
+        }
+    }
+}
+#else
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
@@ -380,5 +492,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
     }
 }
+#endif // SG8
 #endif // TILED
 #endif // COMBINE

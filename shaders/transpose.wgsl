@@ -17,8 +17,19 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
+// SRC_VEC4 / OUT_VEC4 (CPU adapters): whole runs of 4 are aligned vec4s (every stride, offset
+// and the run's dimension multiples of 4), so a run is one load or store: a CPU adapter runs
+// each load or store lane by lane, whatever its width.
+#ifdef SRC_VEC4
+@group(0) @binding(1) var<storage, read> src: array<vec4<E>>;
+#else
 @group(0) @binding(1) var<storage, read> src: array<E>;
+#endif
+#ifdef OUT_VEC4
+@group(0) @binding(2) var<storage, read_write> out: array<vec4<E>>;
+#else
 @group(0) @binding(2) var<storage, read_write> out: array<E>;
+#endif
 
 fn src_at(b: u32, i: u32, j: u32) -> u32 {
     return p.src_strides.w + b * p.src_strides.x + i * p.src_strides.y + j * p.src_strides.z;
@@ -54,17 +65,25 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
 #else
 // Elements (i, j..j+3) of one output row, the first `nj` of them inside.
 fn store_row(b: u32, i: u32, j: u32, nj: u32, v: vec4<E>) {
+#ifdef OUT_VEC4
+    out[out_at(b, i, j) >> 2u] = v;
+#else
     out[out_at(b, i, j)] = v.x;
     if (nj > 1u) { out[out_at(b, i, j + 1u)] = v.y; }
     if (nj > 2u) { out[out_at(b, i, j + 2u)] = v.z; }
     if (nj > 3u) { out[out_at(b, i, j + 3u)] = v.w; }
+#endif
 }
 
 // Source elements (i..i+3 clamped into the rows, j): one run of consecutive elements.
 fn load_column(b: u32, i: u32, j: u32) -> vec4<E> {
+#ifdef SRC_VEC4
+    return src[src_at(b, i, j) >> 2u];
+#else
     let last = p.dims.y - 1u;
     return vec4<E>(src[src_at(b, i, j)], src[src_at(b, min(i + 1u, last), j)],
                    src[src_at(b, min(i + 2u, last), j)], src[src_at(b, min(i + 3u, last), j)]);
+#endif
 }
 
 @compute @workgroup_size(8, 8)

@@ -168,6 +168,34 @@ fn many_short_sequences_pack_into_workgroups() {
     case(Shape::new(5, 7, 3, 5, 12, 8).torch_layout().shared_kv(), 79);
 }
 
+/// Long query sequences on a CPU adapter whose subgroups are 8 lanes take the kernel whose lanes
+/// share each load of 8 keys ("sg8"): key counts below, at and past a multiple of 8, head sizes
+/// 16 to 160, unequal D and Dv, the torch layout (vec4 loads), shared keys, scores sharp enough to
+/// overflow exp without the running max, f16 storage; and the same shapes without subgroups.
+#[test]
+fn subgroups_share_key_loads_on_long_queries() {
+    let Some(ctx) = ctx() else { return };
+    let plain = crate::no_subgroups_ctx().expect("a second device on the adapter");
+    let shapes = [
+        Shape::new(1, 2, 260, 19, 40, 40).torch_layout(),
+        Shape::new(2, 1, 300, 8, 16, 8),
+        Shape::new(1, 2, 130, 33, 80, 80).shared_kv(),
+        Shape::new(1, 1, 64, 17, 160, 160).torch_layout(),
+        Shape::new(1, 1, 256, 45, 64, 32),
+    ];
+    let sg8 = ctx.fixed_subgroup_size() == Some(8);
+    for (seed, shape) in (80..).zip(shapes) {
+        let keys = check(ctx, shape, DType::F32, seed);
+        assert_eq!(keys[0].contains(".sg8"), sg8, "{keys:?}");
+        assert!(!keys[0].contains(".packed"), "{keys:?}");
+        let keys = check(plain, shape, DType::F32, seed);
+        assert!(!keys[0].contains(".sg8"), "{keys:?}");
+        if ctx.has_shader_f16() {
+            check(ctx, shape, DType::F16, seed);
+        }
+    }
+}
+
 /// What the tiled kernel is checked on: (shape, expect the key split).
 fn tiled_shapes() -> Vec<(Shape, bool)> {
     vec![

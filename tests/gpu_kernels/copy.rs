@@ -153,17 +153,21 @@ fn cast_roundtrips() {
 fn batched_2d_transposes_take_the_transpose_kernel() {
     let Some(ctx) = ctx() else { return };
     let tiled = crate::tiled_ctx().expect("a second device");
-    // (input shape, permutation, whether the transpose kernel runs)
-    let cases: [(&[usize], &[usize], bool); 4] = [
-        (&[1, 37, 6, 7], &[0, 2, 3, 1], true), // [37, 42] -> [42, 37]
-        (&[3, 5, 9], &[0, 2, 1], true),        // batch 3
-        (&[70, 33], &[1, 0], true),            // several workgroups each way
-        (&[3, 50], &[1, 0], false),            // three rows: the plain copy
+    // (input shape, permutation, whether the transpose kernel runs, and on a CPU adapter whether
+    // it reads the source's and writes the output's runs of 4 as vec4s: all aligned)
+    let cases: [(&[usize], &[usize], bool, [bool; 2]); 7] = [
+        (&[1, 37, 6, 7], &[0, 2, 3, 1], true, [false, false]), // [37, 42] -> [42, 37]
+        (&[3, 5, 9], &[0, 2, 1], true, [false, false]),        // batch 3
+        (&[70, 33], &[1, 0], true, [false, false]),            // several workgroups each way
+        (&[3, 50], &[1, 0], false, [false, false]),            // three rows: the plain copy
+        (&[1, 12, 4, 5], &[0, 2, 3, 1], true, [true, true]),   // [12, 20] -> [20, 12]
+        (&[2, 8, 6], &[0, 2, 1], true, [false, true]),         // 6 output rows, 8 columns
+        (&[3, 6, 8], &[0, 2, 1], true, [true, false]),         // 8 output rows, 6 columns
     ];
     for (style, ctx) in [("register-blocked", ctx), ("tiled", tiled)] {
         let dtypes: &[DType] = if ctx.has_shader_f16() { &[DType::F32, DType::F16] } else { &[DType::F32] };
         for &dtype in dtypes {
-            for (shape, perm, kernel) in cases {
+            for (shape, perm, kernel, [src4, out4]) in cases {
                 let n: usize = shape.iter().product();
                 // Integers: exact in f16 too.
                 let x: Vec<f32> = (0..n).map(|i| ((i * 37) % 2001) as f32 - 1000.0).collect();
@@ -179,6 +183,9 @@ fn batched_2d_transposes_take_the_transpose_kernel() {
                 let program = run(b.build()).unwrap();
                 let label = format!("{style} {} {shape:?} perm {perm:?}: {:?}", dtype.name(), program.keys());
                 assert_eq!(program.keys()[0].starts_with("transpose."), kernel, "{label}");
+                let blocked = style == "register-blocked";
+                assert_eq!(program.keys()[0].contains(".src4"), blocked && src4, "{label}");
+                assert_eq!(program.keys()[0].contains(".out4"), blocked && out4, "{label}");
                 run(program.run(ctx)).unwrap();
                 let got = run(ctx.read_f32(&big)).unwrap();
                 let st = strides(shape);

@@ -148,7 +148,7 @@ pub fn attention(b: &mut ProgramBuilder, a: &Attention) -> GpuResult<()> {
     let rows = rows_per_invocation(d.max(dv));
     // The head size picks the register budget (like a tile size); lengths stay in uniforms.
     let mut variant = types
-        .tag(&format!("f32.online.rows{rows}.keys2"))
+        .tag(&format!("f32.online.rows{rows}"))
         .define("ROWS", format!("{rows}u"))
         .tag(&format!("d{d}x{dv}"))
         .define("DQ4", d.div_ceil(4))
@@ -159,6 +159,10 @@ pub fn attention(b: &mut ProgramBuilder, a: &Attention) -> GpuResult<()> {
     let variant = variant.tag(&format!("wg{WG_LINEAR}")).define("WG", WG_LINEAR).define("ACT", "x");
     // A workgroup of one batch entry would run mostly on clamped rows: pack entries instead.
     let packed = lq < rows * WG_LINEAR as usize;
+    // Where the subgroups are 8 lanes, they share each load of 8 keys (needs the whole-workgroup
+    // layout: every invocation on one batch entry's keys).
+    let subgroups8 = !packed && ctx.fixed_subgroup_size() == Some(8) && WG_LINEAR % 8 == 0;
+    let variant = if subgroups8 { variant.tag("sg8.keys8").flag("SG8") } else { variant.tag("keys2") };
     let max = MAX_WORKGROUPS as usize;
     let (variant, groups) = if packed {
         let threads = batches * lq.div_ceil(rows);
@@ -178,7 +182,12 @@ pub fn attention(b: &mut ProgramBuilder, a: &Attention) -> GpuResult<()> {
     let per_pair =
         1 + 3 * fixed_loop(r) + fixed_loop(dq4) + dq4 * fixed_loop(r) + fixed_loop(dv4) + dv4 * fixed_loop(r);
     let around = 2 * fixed_loop(r) + r * fixed_loop(dq4) + r * (fixed_loop(dv4) + dv4 * fixed_loop(4));
-    let loops = (lk as u64).div_ceil(2) * per_pair + around;
+    // SG8: per 8 keys the same loops (with the rescale's), over the head's chunks once.
+    let loops = if subgroups8 {
+        (lk as u64).div_ceil(8) * (per_pair + fixed_loop(r)) + around
+    } else {
+        (lk as u64).div_ceil(2) * per_pair + around
+    };
     b.push(variant, &params, &[&q.tensor, &k.tensor, &v.tensor], &[&out.tensor], groups, loops)
 }
 

@@ -197,7 +197,20 @@ fn transpose2d(b: &mut ProgramBuilder, t: &Transpose2d, src: &GpuTensor, out: &G
     let variant = if b.context().style() == KernelStyle::Tiled {
         variant.tag("tiled32.wg32x8").flag("TILED")
     } else {
-        variant.tag("rb4x4.wg8x8")
+        // Runs along i (source) and j (output) as aligned vec4s where everything is a multiple
+        // of 4, the run's own dimension included (no partial run at the edge).
+        let aligned = |v: &[usize]| v.iter().all(|x| x % 4 == 0);
+        let variant = variant.tag("rb4x4.wg8x8");
+        let variant = if aligned(&[rows, t.src[0], t.src[2], t.src[3]]) {
+            variant.tag("src4").flag("SRC_VEC4")
+        } else {
+            variant
+        };
+        if aligned(&[cols, t.out[0], t.out[1], t.out[3]]) {
+            variant.tag("out4").flag("OUT_VEC4")
+        } else {
+            variant
+        }
     };
     let groups = [u32_of(OP, cols.div_ceil(32))?, u32_of(OP, rows.div_ceil(32))?, u32_of(OP, batch)?];
     b.push(variant.define("ACT", "x"), &params, &[src], &[out], groups, 0)
