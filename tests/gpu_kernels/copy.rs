@@ -155,7 +155,8 @@ fn batched_2d_transposes_take_the_transpose_kernel() {
     let tiled = crate::tiled_ctx().expect("a second device");
     // (input shape, permutation, whether the transpose kernel runs, and on a CPU adapter whether
     // it reads the source's and writes the output's runs of 4 as vec4s: all aligned)
-    let cases: [(&[usize], &[usize], bool, [bool; 2]); 7] = [
+    type Case<'a> = (&'a [usize], &'a [usize], bool, [bool; 2]);
+    let cases: [Case; 7] = [
         (&[1, 37, 6, 7], &[0, 2, 3, 1], true, [false, false]), // [37, 42] -> [42, 37]
         (&[3, 5, 9], &[0, 2, 1], true, [false, false]),        // batch 3
         (&[70, 33], &[1, 0], true, [false, false]),            // several workgroups each way
