@@ -45,6 +45,121 @@ fn inside(x0: i32, k: i32, w: i32) -> bool {
     return x0 + k >= 0 && x0 + k < w;
 }
 
+#ifdef SG8
+// 3x3 kernels (one deep) on CPU adapters whose subgroups are 8 SIMD lanes (llvmpipe on AVX2),
+// which run a storage-buffer load lane by lane. The 8 lanes of a subgroup are 8 pixel blocks of
+// the same 4 channels, so they need the same 9 weight vec4s per input channel: lane l loads tap
+// l, every lane tap 8, and subgroupBroadcast (a register move) hands them round: 2 weight loads
+// per input channel instead of 9. No lane returns or branches around a broadcast: pixel blocks
+// past the end compute on clamped inputs and are not stored, rows outside the input read as 0.
+// A workgroup is 64 pixel blocks of one channel block (y), so any subgroup shares its channels.
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
+    let groups = p.kernel.w;
+    let n = gid.z / groups;
+    let g = gid.z % groups;
+    let cout_g = p.out_dims.x / groups;
+    let cin_g = p.in_dims.x / groups;
+    let ow = p.out_dims.w;
+    let blocks = (ow + PIX - 1u) / PIX;
+    let rows = p.out_dims.y * p.out_dims.z;
+    let co0 = min(gid.y * 4u, cout_g - 4u);
+    let row = min(gid.x / blocks, rows - 1u);
+    let ox0 = (gid.x % blocks) * PIX;
+    let h = i32(p.in_dims.z);
+    let w = i32(p.in_dims.w);
+    let z0 = i32((row / p.out_dims.z) * p.stride.x) - i32(p.pad.x);
+    let y0 = i32((row % p.out_dims.z) * p.stride.y) - i32(p.pad.y);
+    let x0 = i32(ox0) - i32(p.pad.z);
+    let x0c = column(x0, 0, w);
+    let x1c = column(x0, 1, w);
+    let x2c = column(x0, 2, w);
+    let x3c = column(x0, 3, w);
+    let x4c = column(x0, 4, w);
+    let x5c = column(x0, 5, w);
+    let m0 = inside(x0, 0, w);
+    let m1 = inside(x0, 1, w);
+    let m2 = inside(x0, 2, w);
+    let m3 = inside(x0, 3, w);
+    let m4 = inside(x0, 4, w);
+    let m5 = inside(x0, 5, w);
+    // The three input rows of the window (clamped) and whether each lies inside the input.
+    let zin = z0 >= 0 && z0 < i32(p.in_dims.y);
+    let zc = clamp(z0, 0, i32(p.in_dims.y) - 1);
+    let iy0 = y0;
+    let iy1 = y0 + i32(p.dilation.y);
+    let iy2 = y0 + 2 * i32(p.dilation.y);
+    let r0 = u32((zc * h + clamp(iy0, 0, h - 1)) * w);
+    let r1 = u32((zc * h + clamp(iy1, 0, h - 1)) * w);
+    let r2 = u32((zc * h + clamp(iy2, 0, h - 1)) * w);
+    let in0 = zin && iy0 >= 0 && iy0 < h;
+    let in1 = zin && iy1 >= 0 && iy1 < h;
+    let in2 = zin && iy2 >= 0 && iy2 < h;
+    let my_tap = min(lane, 7u) * cout_g;
+    var a0 = vec4<f32>(0.0); // pixel ox0, four channels
+    var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0);
+    for (var ci = 0u; ci < cin_g; ci++) {
+        let plane = (n * p.in_dims.x + g * cin_g + ci) * p.in_dims.y * p.in_dims.z * p.in_dims.w;
+        // Packed weights [groups, Cin/groups * 9, Cout/groups]: tap t's 4 channels are one vec4.
+        let tap0 = (g * cin_g + ci) * 9u * cout_g + co0;
+        let wl = load_w4((tap0 + my_tap) >> 2u);
+        let w8 = load_w4((tap0 + 8u * cout_g) >> 2u);
+        {
+            let b = plane + r0;
+            let v0 = select(0.0, f32(x[b + x0c]), m0 && in0);
+            let v1 = select(0.0, f32(x[b + x1c]), m1 && in0);
+            let v2 = select(0.0, f32(x[b + x2c]), m2 && in0);
+            let v3 = select(0.0, f32(x[b + x3c]), m3 && in0);
+            let v4 = select(0.0, f32(x[b + x4c]), m4 && in0);
+            let v5 = select(0.0, f32(x[b + x5c]), m5 && in0);
+            let w0 = subgroupBroadcast(wl, 0u);
+            let w1 = subgroupBroadcast(wl, 1u);
+            let w2 = subgroupBroadcast(wl, 2u);
+            a0 += v0 * w0 + v1 * w1 + v2 * w2;
+            a1 += v1 * w0 + v2 * w1 + v3 * w2;
+            a2 += v2 * w0 + v3 * w1 + v4 * w2;
+            a3 += v3 * w0 + v4 * w1 + v5 * w2;
+        }
+        {
+            let b = plane + r1;
+            let v0 = select(0.0, f32(x[b + x0c]), m0 && in1);
+            let v1 = select(0.0, f32(x[b + x1c]), m1 && in1);
+            let v2 = select(0.0, f32(x[b + x2c]), m2 && in1);
+            let v3 = select(0.0, f32(x[b + x3c]), m3 && in1);
+            let v4 = select(0.0, f32(x[b + x4c]), m4 && in1);
+            let v5 = select(0.0, f32(x[b + x5c]), m5 && in1);
+            let w0 = subgroupBroadcast(wl, 3u);
+            let w1 = subgroupBroadcast(wl, 4u);
+            let w2 = subgroupBroadcast(wl, 5u);
+            a0 += v0 * w0 + v1 * w1 + v2 * w2;
+            a1 += v1 * w0 + v2 * w1 + v3 * w2;
+            a2 += v2 * w0 + v3 * w1 + v4 * w2;
+            a3 += v3 * w0 + v4 * w1 + v5 * w2;
+        }
+        {
+            let b = plane + r2;
+            let v0 = select(0.0, f32(x[b + x0c]), m0 && in2);
+            let v1 = select(0.0, f32(x[b + x1c]), m1 && in2);
+            let v2 = select(0.0, f32(x[b + x2c]), m2 && in2);
+            let v3 = select(0.0, f32(x[b + x3c]), m3 && in2);
+            let v4 = select(0.0, f32(x[b + x4c]), m4 && in2);
+            let v5 = select(0.0, f32(x[b + x5c]), m5 && in2);
+            let w0 = subgroupBroadcast(wl, 6u);
+            let w1 = subgroupBroadcast(wl, 7u);
+            let w2 = w8;
+            a0 += v0 * w0 + v1 * w1 + v2 * w2;
+            a1 += v1 * w0 + v2 * w1 + v3 * w2;
+            a2 += v2 * w0 + v3 * w1 + v4 * w2;
+            a3 += v3 * w0 + v4 * w1 + v5 * w2;
+        }
+    }
+    if (gid.y * 4u < cout_g && gid.x / blocks < rows) {
+        store_block(n, g, co0, row * ow + ox0, min(PIX, ow - ox0), array<vec4<f32>, PIX>(a0, a1, a2, a3));
+    }
+}
+#else
 @compute @workgroup_size(WGX, WGY)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let groups = p.kernel.w;
@@ -114,6 +229,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     store_block(n, g, co0, row * ow + ox0, min(PIX, ow - ox0), array<vec4<f32>, PIX>(a0, a1, a2, a3));
 }
+#endif // SG8
 #else
 // x at (z, y, x) of one input plane, 0 in the padding.
 fn tap_input(plane: u32, at: vec3<i32>) -> f32 {

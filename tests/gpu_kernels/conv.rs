@@ -138,12 +138,59 @@ fn check_conv(ctx: &GpuContext, case: &Case, seed: u64) {
                 };
                 assert!(key.contains(family), "{label}");
                 assert_eq!(key.contains(".row3"), row3 && !tiled, "{label}");
+                // 3x3 windows one deep: with 8-lane subgroups the lanes share weight loads.
+                let k3 = pad3(&g.kernel, 1);
+                let sg8 = row3 && !tiled && k3[0] == 1 && k3[1] == 3 && ctx.fixed_subgroup_size() == Some(8);
+                assert_eq!(key.contains(".sg8"), sg8, "{label}");
             }
             assert_eq!(key.starts_with("conv_tiled."), tiled, "{label}");
             run(program.run(ctx)).unwrap();
             let got = run(ctx.read_f32(&c.out)).unwrap();
             assert_close(&label, &got, &want, F32.accumulating(per));
         }
+    }
+}
+
+/// 3x3 windows on the row kernel, with and without 8-lane subgroups (the lanes of one share the
+/// weight loads): vertical stride and dilation, asymmetric pads, pads wider than the kernel,
+/// rows narrower than a 4-pixel block, a (1, 3, 3) window with a depth stride, groups, int8
+/// weights, 36 output channels (not a multiple of 32), a batch.
+#[test]
+fn row_kernel_3x3_with_and_without_subgroups() {
+    let Some(ctx) = ctx() else { return };
+    let plain = crate::no_subgroups_ctx().expect("a second device on the adapter");
+    let cases = [
+        Case {
+            xs: vec![2, 6, 9, 11],
+            cout: 36,
+            groups: 1,
+            g: Geometry::new(&[3, 3])
+                .with_strides(&[2, 1])
+                .with_dilations(&[2, 1])
+                .with_pads(&[2, 1], &[0, 2]),
+            act: Activation::Silu,
+            int8: false,
+        },
+        Case {
+            xs: vec![1, 4, 3, 2],
+            cout: 8,
+            groups: 2,
+            g: Geometry::new(&[3, 3]).with_pads(&[3, 2], &[2, 3]),
+            act: Activation::None,
+            int8: true,
+        },
+        Case {
+            xs: vec![2, 3, 4, 5, 6],
+            cout: 4,
+            groups: 1,
+            g: Geometry::new(&[1, 3, 3]).with_strides(&[2, 1, 1]).with_pads(&[0, 1, 1], &[1, 1, 1]),
+            act: Activation::Gelu,
+            int8: false,
+        },
+    ];
+    for (i, case) in cases.iter().enumerate() {
+        check_conv(ctx, case, 60 + i as u64);
+        check_conv(plain, case, 60 + i as u64);
     }
 }
 
