@@ -17,9 +17,16 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<X_T>;
 // X_T, OUT_T: f32 or f16 storage; the max, the sum of exponentials and the output are f32.
+#ifdef VEC4
+// CPU adapters, contiguous lines of a multiple of 4: each pass reads (and writes) vec4s, a
+// quarter of the load and store instructions (a CPU adapter runs each one lane by lane).
+@group(0) @binding(1) var<storage, read> x: array<vec4<X_T>>;
+@group(0) @binding(2) var<storage, read_write> out: array<vec4<OUT_T>>;
+#else
+@group(0) @binding(1) var<storage, read> x: array<X_T>;
 @group(0) @binding(2) var<storage, read_write> out: array<OUT_T>;
+#endif
 
 #ifdef LINE_PER_WORKGROUP
 var<workgroup> partial: array<f32, 64>;
@@ -70,6 +77,39 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #endif
 }
 #else
+#ifdef VEC4
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let i = linear_index(wid, nwg, lid, WG);
+    if (i >= p.total) {
+        return;
+    }
+    let base = i * (p.axis / 4u);
+    let n4 = p.axis / 4u;
+    var m4 = vec4<f32>(x[base]);
+    for (var j = 1u; j < n4; j++) {
+        m4 = max(m4, vec4<f32>(x[base + j]));
+    }
+    let m = max(max(m4.x, m4.y), max(m4.z, m4.w));
+    var s4 = vec4<f32>(0.0);
+    for (var j = 0u; j < n4; j++) {
+        s4 += exp(vec4<f32>(x[base + j]) - m);
+    }
+    let s = (s4.x + s4.y) + (s4.z + s4.w);
+#ifdef LOG
+    let shift = m + log(s);
+    for (var j = 0u; j < n4; j++) {
+        out[base + j] = vec4<OUT_T>(vec4<f32>(x[base + j]) - shift);
+    }
+#else
+    let r = 1.0 / s;
+    for (var j = 0u; j < n4; j++) {
+        out[base + j] = vec4<OUT_T>(exp(vec4<f32>(x[base + j]) - m) * r);
+    }
+#endif
+}
+#else
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
@@ -98,4 +138,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
 #endif
 }
+#endif // VEC4
 #endif
