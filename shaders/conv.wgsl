@@ -46,26 +46,28 @@ fn inside(x0: i32, k: i32, w: i32) -> bool {
 }
 
 #ifdef SG8
-// 3x3 kernels (one deep) on CPU adapters whose subgroups are 8 SIMD lanes (llvmpipe on AVX2),
-// which run a storage-buffer load lane by lane. The 8 lanes of a subgroup are 8 pixel blocks of
-// the same 4 channels, so they need the same 9 weight vec4s per input channel: lane l loads tap
-// l, every lane tap 8, and subgroupBroadcast (a register move) hands them round: 2 weight loads
-// per input channel instead of 9. No lane returns or branches around a broadcast: pixel blocks
-// past the end compute on clamped inputs and are not stored, rows outside the input read as 0.
-// A workgroup is 64 pixel blocks of one channel block (y), so any subgroup shares its channels.
-@compute @workgroup_size(64)
+// 3x3 windows (KH1: 1x3) one deep on CPU adapters whose subgroups are 8 SIMD lanes (llvmpipe on
+// AVX2), which run a storage-buffer load lane by lane. The 8 lanes of a subgroup are 8 blocks of
+// 4 pixels (of any rows and batch items: the columns run over both, so a temporal conv over 8
+// frames fills the lanes) for the same 4 channels, so they need the same weight vec4s per input
+// channel: lane l loads tap l, every lane tap 8, and subgroupBroadcast (a register move) hands
+// them round: 2 weight loads per input channel instead of 9. No lane returns or branches around
+// a broadcast: blocks past the end compute on clamped inputs and are not stored, input rows
+// outside the input read as 0. A workgroup is one subgroup of one channel block (y).
+@compute @workgroup_size(8)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
-    let groups = p.kernel.w;
-    let n = gid.z / groups;
-    let g = gid.z % groups;
-    let cout_g = p.out_dims.x / groups;
-    let cin_g = p.in_dims.x / groups;
+    let g = gid.z;
+    let cout_g = p.out_dims.x / p.kernel.w;
+    let cin_g = p.in_dims.x / p.kernel.w;
     let ow = p.out_dims.w;
     let blocks = (ow + PIX - 1u) / PIX;
     let rows = p.out_dims.y * p.out_dims.z;
+    let columns = p.stride.w * rows * blocks; // batch items x rows x blocks
     let co0 = min(gid.y * 4u, cout_g - 4u);
-    let row = min(gid.x / blocks, rows - 1u);
-    let ox0 = (gid.x % blocks) * PIX;
+    let col = min(gid.x, columns - 1u);
+    let n = col / (rows * blocks);
+    let row = (col / blocks) % rows;
+    let ox0 = (col % blocks) * PIX;
     let h = i32(p.in_dims.z);
     let w = i32(p.in_dims.w);
     let z0 = i32((row / p.out_dims.z) * p.stride.x) - i32(p.pad.x);
@@ -95,17 +97,24 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocat
     let in0 = zin && iy0 >= 0 && iy0 < h;
     let in1 = zin && iy1 >= 0 && iy1 < h;
     let in2 = zin && iy2 >= 0 && iy2 < h;
+    // Taps loaded lane by lane: 0..7 of 3x3 (tap 8 by every lane), 0..2 of 1x3.
+#ifdef KH1
+    let my_tap = min(lane, 2u) * cout_g;
+#else
     let my_tap = min(lane, 7u) * cout_g;
+#endif
     var a0 = vec4<f32>(0.0); // pixel ox0, four channels
     var a1 = vec4<f32>(0.0);
     var a2 = vec4<f32>(0.0);
     var a3 = vec4<f32>(0.0);
     for (var ci = 0u; ci < cin_g; ci++) {
         let plane = (n * p.in_dims.x + g * cin_g + ci) * p.in_dims.y * p.in_dims.z * p.in_dims.w;
-        // Packed weights [groups, Cin/groups * 9, Cout/groups]: tap t's 4 channels are one vec4.
-        let tap0 = (g * cin_g + ci) * 9u * cout_g + co0;
+        // Packed weights [groups, Cin/groups * KVOL, Cout/groups]: tap t's 4 channels are one vec4.
+        let tap0 = (g * cin_g + ci) * KVOL * cout_g + co0;
         let wl = load_w4((tap0 + my_tap) >> 2u);
+#ifndef KH1
         let w8 = load_w4((tap0 + 8u * cout_g) >> 2u);
+#endif
         {
             let b = plane + r0;
             let v0 = select(0.0, f32(x[b + x0c]), m0 && in0);
@@ -122,6 +131,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocat
             a2 += v2 * w0 + v3 * w1 + v4 * w2;
             a3 += v3 * w0 + v4 * w1 + v5 * w2;
         }
+#ifndef KH1
         {
             let b = plane + r1;
             let v0 = select(0.0, f32(x[b + x0c]), m0 && in1);
@@ -154,8 +164,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocat
             a2 += v2 * w0 + v3 * w1 + v4 * w2;
             a3 += v3 * w0 + v4 * w1 + v5 * w2;
         }
+#endif
     }
-    if (gid.y * 4u < cout_g && gid.x / blocks < rows) {
+    if (gid.y * 4u < cout_g && gid.x < columns) {
         store_block(n, g, co0, row * ow + ox0, min(PIX, ow - ox0), array<vec4<f32>, PIX>(a0, a1, a2, a3));
     }
 }

@@ -138,9 +138,10 @@ fn check_conv(ctx: &GpuContext, case: &Case, seed: u64) {
                 };
                 assert!(key.contains(family), "{label}");
                 assert_eq!(key.contains(".row3"), row3 && !tiled, "{label}");
-                // 3x3 windows one deep: with 8-lane subgroups the lanes share weight loads.
+                // 3x3 and 1x3 windows one deep: with 8-lane subgroups the lanes share weight loads.
                 let k3 = pad3(&g.kernel, 1);
-                let sg8 = row3 && !tiled && k3[0] == 1 && k3[1] == 3 && ctx.fixed_subgroup_size() == Some(8);
+                let window = k3[0] == 1 && (k3[1] == 3 || k3[1] == 1);
+                let sg8 = row3 && !tiled && window && ctx.fixed_subgroup_size() == Some(8);
                 assert_eq!(key.contains(".sg8"), sg8, "{label}");
             }
             assert_eq!(key.starts_with("conv_tiled."), tiled, "{label}");
@@ -151,10 +152,11 @@ fn check_conv(ctx: &GpuContext, case: &Case, seed: u64) {
     }
 }
 
-/// 3x3 windows on the row kernel, with and without 8-lane subgroups (the lanes of one share the
-/// weight loads): vertical stride and dilation, asymmetric pads, pads wider than the kernel,
-/// rows narrower than a 4-pixel block, a (1, 3, 3) window with a depth stride, groups, int8
-/// weights, 36 output channels (not a multiple of 32), a batch.
+/// 3x3 and 1x3 windows on the row kernel, with and without 8-lane subgroups (the lanes of one
+/// share the weight loads, over the pixel blocks of every batch item): vertical stride and
+/// dilation, asymmetric pads, pads wider than the kernel, rows narrower than a 4-pixel block, a
+/// (1, 3, 3) window with a depth stride, groups, int8 weights, 36 output channels (not a multiple
+/// of 32), batches; a temporal 1-D conv over 8 frames of 5 items.
 #[test]
 fn row_kernel_3x3_with_and_without_subgroups() {
     let Some(ctx) = ctx() else { return };
@@ -186,6 +188,22 @@ fn row_kernel_3x3_with_and_without_subgroups() {
             g: Geometry::new(&[1, 3, 3]).with_strides(&[2, 1, 1]).with_pads(&[0, 1, 1], &[1, 1, 1]),
             act: Activation::Gelu,
             int8: false,
+        },
+        Case {
+            xs: vec![5, 8, 8],
+            cout: 16,
+            groups: 1,
+            g: Geometry::new(&[3]).with_pads(&[1], &[1]),
+            act: Activation::None,
+            int8: false,
+        },
+        Case {
+            xs: vec![2, 4, 5, 7],
+            cout: 12,
+            groups: 2,
+            g: Geometry::new(&[1, 3]).with_strides(&[2, 1]).with_pads(&[0, 2], &[1, 0]),
+            act: Activation::Relu,
+            int8: true,
         },
     ];
     for (i, case) in cases.iter().enumerate() {

@@ -324,24 +324,34 @@ pub fn conv(b: &mut ProgramBuilder, c: &Conv) -> GpuResult<()> {
     // of a row at once), then the store loops.
     let loops =
         if row3 { nested_loops(&[cin_g, kd, kh]) } else { nested_loops(&[cin_g, kd, kh, kw]) } + store;
-    // 3x3 windows (one deep) where subgroups are 8 lanes: the lanes share their weight loads.
-    let subgroups8 = row3 && kd == 1 && kh == 3 && ctx.fixed_subgroup_size() == Some(8);
+    // 3x3 and 1x3 windows (one deep) where subgroups are 8 lanes: the lanes share weight loads,
+    // over the blocks of 4 pixels of every batch item (while their workgroups fit one dim).
+    let ow = *out_shape.last().expect("a spatial dim");
+    let all_blocks = c.x_shape[0] * (npx / ow) * ow.div_ceil(4);
+    let subgroups8 = row3
+        && kd == 1
+        && (kh == 3 || kh == 1)
+        && ctx.fixed_subgroup_size() == Some(8)
+        && all_blocks.div_ceil(8) <= crate::gpu::program::MAX_WORKGROUPS as usize;
     let (variant, columns) = if row3 {
         // Blocks of 4 pixels within each output row.
-        let ow = *out_shape.last().expect("a spatial dim");
-        let variant = if subgroups8 { variant.tag("sg8").flag("SG8") } else { variant };
+        let variant = match (subgroups8, kh) {
+            (true, 1) => variant.tag("sg8.1x3").flag("SG8").flag("KH1").define("KVOL", "3u"),
+            (true, _) => variant.tag("sg8").flag("SG8").define("KVOL", "9u"),
+            _ => variant,
+        };
         (variant.tag("row3").flag("ROW3"), npx / ow * ow.div_ceil(4))
     } else {
         (variant, npx.div_ceil(4))
     };
     if subgroups8 {
-        // 64 blocks of 4 pixels x 4 channels per workgroup.
+        // 8 blocks of 4 pixels (of every batch item) x 4 channels per workgroup.
         let groups = [
-            workgroup_count(columns.div_ceil(64)),
+            workgroup_count(all_blocks.div_ceil(8)),
             workgroup_count((cout / c.groups).div_ceil(4)),
-            workgroup_count(c.x_shape[0] * c.groups),
+            workgroup_count(c.groups),
         ];
-        let variant = c.activation.apply_to(variant.tag("wg64"));
+        let variant = c.activation.apply_to(variant.tag("wg8"));
         return b.push(variant, &params, &reads, &[&c.out], groups, loops);
     }
     let variant = c.activation.apply_to(variant.tag("rb4x4.wg8x8").define("WGX", 8).define("WGY", 8));
