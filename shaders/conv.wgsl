@@ -54,6 +54,22 @@ fn inside(x0: i32, k: i32, w: i32) -> bool {
 // them round: 2 weight loads per input channel instead of 9. No lane returns or branches around
 // a broadcast: blocks past the end compute on clamped inputs and are not stored, input rows
 // outside the input read as 0. A workgroup is one subgroup of one channel block (y).
+// One kernel row of a block: the row's 6 inputs (0 outside the input) times its 3 taps, added to
+// the 4 pixels' accumulators (the same sums, in the same order, as the kernel without subgroups).
+fn add_row(base: u32, row_in: bool, cols: array<u32, 6>, live: array<bool, 6>, w0: vec4<f32>,
+           w1: vec4<f32>, w2: vec4<f32>, acc: ptr<function, array<vec4<f32>, 4>>) {
+    let v0 = select(0.0, f32(x[base + cols[0]]), live[0] && row_in);
+    let v1 = select(0.0, f32(x[base + cols[1]]), live[1] && row_in);
+    let v2 = select(0.0, f32(x[base + cols[2]]), live[2] && row_in);
+    let v3 = select(0.0, f32(x[base + cols[3]]), live[3] && row_in);
+    let v4 = select(0.0, f32(x[base + cols[4]]), live[4] && row_in);
+    let v5 = select(0.0, f32(x[base + cols[5]]), live[5] && row_in);
+    (*acc)[0] += v0 * w0 + v1 * w1 + v2 * w2;
+    (*acc)[1] += v1 * w0 + v2 * w1 + v3 * w2;
+    (*acc)[2] += v2 * w0 + v3 * w1 + v4 * w2;
+    (*acc)[3] += v3 * w0 + v4 * w1 + v5 * w2;
+}
+
 @compute @workgroup_size(8)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
     let g = gid.z;
@@ -73,18 +89,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocat
     let z0 = i32((row / p.out_dims.z) * p.stride.x) - i32(p.pad.x);
     let y0 = i32((row % p.out_dims.z) * p.stride.y) - i32(p.pad.y);
     let x0 = i32(ox0) - i32(p.pad.z);
-    let x0c = column(x0, 0, w);
-    let x1c = column(x0, 1, w);
-    let x2c = column(x0, 2, w);
-    let x3c = column(x0, 3, w);
-    let x4c = column(x0, 4, w);
-    let x5c = column(x0, 5, w);
-    let m0 = inside(x0, 0, w);
-    let m1 = inside(x0, 1, w);
-    let m2 = inside(x0, 2, w);
-    let m3 = inside(x0, 3, w);
-    let m4 = inside(x0, 4, w);
-    let m5 = inside(x0, 5, w);
+    let cols = array<u32, 6>(column(x0, 0, w), column(x0, 1, w), column(x0, 2, w), column(x0, 3, w),
+                             column(x0, 4, w), column(x0, 5, w));
+    let live = array<bool, 6>(inside(x0, 0, w), inside(x0, 1, w), inside(x0, 2, w), inside(x0, 3, w),
+                              inside(x0, 4, w), inside(x0, 5, w));
     // The three input rows of the window (clamped) and whether each lies inside the input.
     let zin = z0 >= 0 && z0 < i32(p.in_dims.y);
     let zc = clamp(z0, 0, i32(p.in_dims.y) - 1);
@@ -103,10 +111,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocat
 #else
     let my_tap = min(lane, 7u) * cout_g;
 #endif
-    var a0 = vec4<f32>(0.0); // pixel ox0, four channels
-    var a1 = vec4<f32>(0.0);
-    var a2 = vec4<f32>(0.0);
-    var a3 = vec4<f32>(0.0);
+    var acc = array<vec4<f32>, 4>(); // pixels ox0.., four channels each
     for (var ci = 0u; ci < cin_g; ci++) {
         let plane = (n * p.in_dims.x + g * cin_g + ci) * p.in_dims.y * p.in_dims.z * p.in_dims.w;
         // Packed weights [groups, Cin/groups * KVOL, Cout/groups]: tap t's 4 channels are one vec4.
@@ -115,59 +120,16 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocat
 #ifndef KH1
         let w8 = load_w4((tap0 + 8u * cout_g) >> 2u);
 #endif
-        {
-            let b = plane + r0;
-            let v0 = select(0.0, f32(x[b + x0c]), m0 && in0);
-            let v1 = select(0.0, f32(x[b + x1c]), m1 && in0);
-            let v2 = select(0.0, f32(x[b + x2c]), m2 && in0);
-            let v3 = select(0.0, f32(x[b + x3c]), m3 && in0);
-            let v4 = select(0.0, f32(x[b + x4c]), m4 && in0);
-            let v5 = select(0.0, f32(x[b + x5c]), m5 && in0);
-            let w0 = subgroupBroadcast(wl, 0u);
-            let w1 = subgroupBroadcast(wl, 1u);
-            let w2 = subgroupBroadcast(wl, 2u);
-            a0 += v0 * w0 + v1 * w1 + v2 * w2;
-            a1 += v1 * w0 + v2 * w1 + v3 * w2;
-            a2 += v2 * w0 + v3 * w1 + v4 * w2;
-            a3 += v3 * w0 + v4 * w1 + v5 * w2;
-        }
+        add_row(plane + r0, in0, cols, live, subgroupBroadcast(wl, 0u), subgroupBroadcast(wl, 1u),
+                subgroupBroadcast(wl, 2u), &acc);
 #ifndef KH1
-        {
-            let b = plane + r1;
-            let v0 = select(0.0, f32(x[b + x0c]), m0 && in1);
-            let v1 = select(0.0, f32(x[b + x1c]), m1 && in1);
-            let v2 = select(0.0, f32(x[b + x2c]), m2 && in1);
-            let v3 = select(0.0, f32(x[b + x3c]), m3 && in1);
-            let v4 = select(0.0, f32(x[b + x4c]), m4 && in1);
-            let v5 = select(0.0, f32(x[b + x5c]), m5 && in1);
-            let w0 = subgroupBroadcast(wl, 3u);
-            let w1 = subgroupBroadcast(wl, 4u);
-            let w2 = subgroupBroadcast(wl, 5u);
-            a0 += v0 * w0 + v1 * w1 + v2 * w2;
-            a1 += v1 * w0 + v2 * w1 + v3 * w2;
-            a2 += v2 * w0 + v3 * w1 + v4 * w2;
-            a3 += v3 * w0 + v4 * w1 + v5 * w2;
-        }
-        {
-            let b = plane + r2;
-            let v0 = select(0.0, f32(x[b + x0c]), m0 && in2);
-            let v1 = select(0.0, f32(x[b + x1c]), m1 && in2);
-            let v2 = select(0.0, f32(x[b + x2c]), m2 && in2);
-            let v3 = select(0.0, f32(x[b + x3c]), m3 && in2);
-            let v4 = select(0.0, f32(x[b + x4c]), m4 && in2);
-            let v5 = select(0.0, f32(x[b + x5c]), m5 && in2);
-            let w0 = subgroupBroadcast(wl, 6u);
-            let w1 = subgroupBroadcast(wl, 7u);
-            let w2 = w8;
-            a0 += v0 * w0 + v1 * w1 + v2 * w2;
-            a1 += v1 * w0 + v2 * w1 + v3 * w2;
-            a2 += v2 * w0 + v3 * w1 + v4 * w2;
-            a3 += v3 * w0 + v4 * w1 + v5 * w2;
-        }
+        add_row(plane + r1, in1, cols, live, subgroupBroadcast(wl, 3u), subgroupBroadcast(wl, 4u),
+                subgroupBroadcast(wl, 5u), &acc);
+        add_row(plane + r2, in2, cols, live, subgroupBroadcast(wl, 6u), subgroupBroadcast(wl, 7u), w8, &acc);
 #endif
     }
     if (gid.y * 4u < cout_g && gid.x < columns) {
-        store_block(n, g, co0, row * ow + ox0, min(PIX, ow - ox0), array<vec4<f32>, PIX>(a0, a1, a2, a3));
+        store_block(n, g, co0, row * ow + ox0, min(PIX, ow - ox0), acc);
     }
 }
 #else
