@@ -320,7 +320,9 @@ pub fn matmul(b: &mut ProgramBuilder, mm: &MatMul) -> GpuResult<()> {
         (KernelStyle::RegisterBlocked, None) => k,
         (KernelStyle::Tiled, _) => k.div_ceil(16) * 17,
     };
-    let subgroups8 = ctx.fixed_subgroup_size() == Some(8);
+    // 8-lane subgroups share A's loads (8 rows per workgroup, while they fit one grid dim).
+    let subgroups8 =
+        ctx.fixed_subgroup_size() == Some(8) && m.div_ceil(8) <= crate::gpu::program::MAX_WORKGROUPS as usize;
     let (variant, per_group) = match (style, vec4) {
         (KernelStyle::RegisterBlocked, Some(along_n)) if subgroups8 => {
             let v = variant.tag(if along_n { "sg8.wn" } else { "sg8.wk" }).flag("SG8");
