@@ -206,6 +206,16 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 #endif
 
 #ifdef SG8
+// One K step of one row: a's 4 values (K) times this lane's 4 columns' weights w0..w3, which
+// are rows k..k+3 of W (W_ALONG_N) or its columns' 4 values along K.
+fn row_step(a: vec4<f32>, w0: vec4<f32>, w1: vec4<f32>, w2: vec4<f32>, w3: vec4<f32>) -> vec4<f32> {
+#ifdef W_ALONG_N
+    return a.x * w0 + a.y * w1 + a.z * w2 + a.w * w3;
+#else
+    return vec4<f32>(dot(a, w0), dot(a, w1), dot(a, w2), dot(a, w3));
+#endif
+}
+
 // RB4X4V's layouts (A K-contiguous, W N- or K-contiguous, 4-aligned) for CPU adapters whose
 // subgroups are 8 SIMD lanes (llvmpipe on AVX2). Such an adapter runs a storage-buffer load
 // lane by lane, so loads, not multiply-adds, bound a matmul. One workgroup is one subgroup; it
@@ -248,44 +258,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) 
         let w1 = load_w4(wr + step);
         let w2 = load_w4(wr + 2u * step);
         let w3 = load_w4(wr + 3u * step);
-        let a0 = subgroupBroadcast(av, 0u);
-        acc0 += a0.x * w0 + a0.y * w1 + a0.z * w2 + a0.w * w3;
-        let a1 = subgroupBroadcast(av, 1u);
-        acc1 += a1.x * w0 + a1.y * w1 + a1.z * w2 + a1.w * w3;
-        let a2 = subgroupBroadcast(av, 2u);
-        acc2 += a2.x * w0 + a2.y * w1 + a2.z * w2 + a2.w * w3;
-        let a3 = subgroupBroadcast(av, 3u);
-        acc3 += a3.x * w0 + a3.y * w1 + a3.z * w2 + a3.w * w3;
-        let a4 = subgroupBroadcast(av, 4u);
-        acc4 += a4.x * w0 + a4.y * w1 + a4.z * w2 + a4.w * w3;
-        let a5 = subgroupBroadcast(av, 5u);
-        acc5 += a5.x * w0 + a5.y * w1 + a5.z * w2 + a5.w * w3;
-        let a6 = subgroupBroadcast(av, 6u);
-        acc6 += a6.x * w0 + a6.y * w1 + a6.z * w2 + a6.w * w3;
-        let a7 = subgroupBroadcast(av, 7u);
-        acc7 += a7.x * w0 + a7.y * w1 + a7.z * w2 + a7.w * w3;
 #else
         let w0 = load_w4(w0c + k4);
         let w1 = load_w4(w1c + k4);
         let w2 = load_w4(w2c + k4);
         let w3 = load_w4(w3c + k4);
-        let a0 = subgroupBroadcast(av, 0u);
-        acc0 += vec4<f32>(dot(a0, w0), dot(a0, w1), dot(a0, w2), dot(a0, w3));
-        let a1 = subgroupBroadcast(av, 1u);
-        acc1 += vec4<f32>(dot(a1, w0), dot(a1, w1), dot(a1, w2), dot(a1, w3));
-        let a2 = subgroupBroadcast(av, 2u);
-        acc2 += vec4<f32>(dot(a2, w0), dot(a2, w1), dot(a2, w2), dot(a2, w3));
-        let a3 = subgroupBroadcast(av, 3u);
-        acc3 += vec4<f32>(dot(a3, w0), dot(a3, w1), dot(a3, w2), dot(a3, w3));
-        let a4 = subgroupBroadcast(av, 4u);
-        acc4 += vec4<f32>(dot(a4, w0), dot(a4, w1), dot(a4, w2), dot(a4, w3));
-        let a5 = subgroupBroadcast(av, 5u);
-        acc5 += vec4<f32>(dot(a5, w0), dot(a5, w1), dot(a5, w2), dot(a5, w3));
-        let a6 = subgroupBroadcast(av, 6u);
-        acc6 += vec4<f32>(dot(a6, w0), dot(a6, w1), dot(a6, w2), dot(a6, w3));
-        let a7 = subgroupBroadcast(av, 7u);
-        acc7 += vec4<f32>(dot(a7, w0), dot(a7, w1), dot(a7, w2), dot(a7, w3));
 #endif
+        acc0 += row_step(subgroupBroadcast(av, 0u), w0, w1, w2, w3);
+        acc1 += row_step(subgroupBroadcast(av, 1u), w0, w1, w2, w3);
+        acc2 += row_step(subgroupBroadcast(av, 2u), w0, w1, w2, w3);
+        acc3 += row_step(subgroupBroadcast(av, 3u), w0, w1, w2, w3);
+        acc4 += row_step(subgroupBroadcast(av, 4u), w0, w1, w2, w3);
+        acc5 += row_step(subgroupBroadcast(av, 5u), w0, w1, w2, w3);
+        acc6 += row_step(subgroupBroadcast(av, 6u), w0, w1, w2, w3);
+        acc7 += row_step(subgroupBroadcast(av, 7u), w0, w1, w2, w3);
     }
     let acc = array<vec4<f32>, 8>(acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7);
 #ifdef OUT_VEC4

@@ -324,26 +324,23 @@ pub fn conv(b: &mut ProgramBuilder, c: &Conv) -> GpuResult<()> {
     // of a row at once), then the store loops.
     let loops =
         if row3 { nested_loops(&[cin_g, kd, kh]) } else { nested_loops(&[cin_g, kd, kh, kw]) } + store;
-    // 3x3 and 1x3 windows (one deep) where subgroups are 8 lanes: the lanes share weight loads,
-    // over the blocks of 4 pixels of every batch item (while their workgroups fit one dim).
+    // Blocks of 4 pixels within each output row (ROW3), or of the flattened pixels.
     let ow = *out_shape.last().expect("a spatial dim");
-    let all_blocks = c.x_shape[0] * (npx / ow) * ow.div_ceil(4);
+    let columns = if row3 { npx / ow * ow.div_ceil(4) } else { npx.div_ceil(4) };
+    // 3x3 and 1x3 windows (one deep) where subgroups are 8 lanes: the lanes share weight loads,
+    // over the blocks of every batch item (while their workgroups fit one dim).
+    let all_blocks = c.x_shape[0] * columns;
     let subgroups8 = row3
         && kd == 1
         && (kh == 3 || kh == 1)
         && ctx.fixed_subgroup_size() == Some(8)
         && all_blocks.div_ceil(8) <= crate::gpu::program::MAX_WORKGROUPS as usize;
-    let (variant, columns) = if row3 {
-        // Blocks of 4 pixels within each output row.
-        let variant = match (subgroups8, kh) {
-            (true, 1) => variant.tag("sg8.1x3").flag("SG8").flag("KH1").define("KVOL", "3u"),
-            (true, _) => variant.tag("sg8").flag("SG8").define("KVOL", "9u"),
-            _ => variant,
-        };
-        (variant.tag("row3").flag("ROW3"), npx / ow * ow.div_ceil(4))
-    } else {
-        (variant, npx.div_ceil(4))
+    let variant = match (subgroups8, kh) {
+        (true, 1) => variant.tag("sg8.1x3").flag("SG8").flag("KH1").define("KVOL", "3u"),
+        (true, _) => variant.tag("sg8").flag("SG8").define("KVOL", "9u"),
+        _ => variant,
     };
+    let variant = if row3 { variant.tag("row3").flag("ROW3") } else { variant };
     if subgroups8 {
         // 8 blocks of 4 pixels (of every batch item) x 4 channels per workgroup.
         let groups = [
