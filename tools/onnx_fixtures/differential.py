@@ -901,6 +901,11 @@ def g_slice(r, c):
                 st, en = int(r.integers(-dsz, dsz)), ch(r, [dsz, dsz + 5, INT64_MAX, -1, dsz - 1])
             else:
                 st, en = ch(r, [-1, dsz - 1, INT64_MAX, dsz + 2]), ch(r, [INT64_MIN, -dsz - 1, 0, -dsz - 5])
+        if step < 0 and en == INT64_MAX:
+            # onnxruntime reads this end as "to the start" (x[4:INT64_MAX:-1] on 3 elements gives 3,
+            # against its own shape inference's 0); the spec clamps it to dim - 1 (empty), as the
+            # ONNX reference evaluator and we do. Exporters write INT64_MIN for that.
+            en = INT64_MIN
         starts.append(st)
         ends.append(en)
         steps.append(step)
