@@ -91,12 +91,19 @@ pub fn gather<T: Copy + Send + Sync + Default>(src: &[T], view: &View) -> Vec<T>
             let out_rows = &mut dst[r * inner..(r + g) * inner];
             if inner_stride == 1 {
                 out_rows.copy_from_slice(&src[base as usize..base as usize + inner]);
-            } else {
+            } else if g == GROUP {
+                // One fixed-size block per source line: unrolled (a loop over a variable
+                // count of rows made the whole transpose 3x slower).
                 for j in 0..inner {
                     let s = (base + j as isize * inner_stride) as usize;
-                    for t in 0..g {
-                        out_rows[t * inner + j] = src[s + t];
+                    let block: &[T; GROUP] = src[s..s + GROUP].try_into().expect("a whole block");
+                    for (t, &x) in block.iter().enumerate() {
+                        out_rows[t * inner + j] = x;
                     }
+                }
+            } else {
+                for (j, x) in out_rows.iter_mut().enumerate() {
+                    *x = src[(base + j as isize * inner_stride) as usize];
                 }
             }
             for _ in 0..g {
