@@ -2,7 +2,7 @@
 # Installs what the tests need and runs every test: the README's test command, called by CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-step() { printf '\n== %s\n' "$*"; }
+step() { printf '\n== %s (at %dm%02ds)\n' "$*" $((SECONDS / 60)) $((SECONDS % 60)); }
 
 # A cold build needs about 6 GB under target/; a full disk shows up later as a linker crash
 # (signal 7), so say it plainly first.
