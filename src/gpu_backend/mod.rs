@@ -281,9 +281,9 @@ impl GpuSession {
         self.program.encode(encoder);
     }
 
-    /// Kernel launches per run.
+    /// Kernel launches per run (with `FIFO_GPU_PROFILE=1`, those of the per-node programs).
     pub fn dispatches(&self) -> usize {
-        self.program.len()
+        self.program.len() + self.profile.iter().map(|(_, p)| p.len()).sum::<usize>()
     }
     /// Pipeline keys of the dispatches, in order.
     pub fn kernel_keys(&self) -> Vec<&str> {
