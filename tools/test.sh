@@ -62,7 +62,9 @@ step "browser: scheduler and executor tests in headless Chromium (wasm CPU backe
   cargo test --locked --target wasm32-unknown-unknown -p fifo-web --test browser 2>&1) | tee -a "$log"
 
 step "browser: the page end to end in headless Chromium, frames against the native CLI"
-node web/tests/e2e.mjs
+# The CLI that `cargo test --workspace` built above (test profile): a build of the CLI alone
+# resolves the workspace's features differently and compiled the library again (5m41s cold).
+FIFO_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/fifo" node web/tests/e2e.mjs
 
 # One closing line for the whole run (cargo prints one per test binary, the last often empty).
 awk '/^test result:/ { p += $4; f += $6 } END { printf "\ntests: %d passed, %d failed\n", p, f }' "$log"
