@@ -84,9 +84,10 @@ async function cleanup() {
 // ---------------------------------------------------------------------------------------------
 // native reference frames
 
-// The native CLI: FIFO_BIN, else the newer of target/debug/fifo (`cargo test --workspace` builds
-// it with the test profile, opt-level 2, as tools/test.sh does before this test) and
-// target/release/fifo, brought up to date by cargo (a no-op when fresh); else a release build.
+// The native CLI: FIFO_BIN (tools/test.sh passes the one `cargo test --workspace` built), else the
+// newer of target/debug/fifo (test profile, opt-level 2) and target/release/fifo, brought up to
+// date by cargo (after a workspace build this recompiles: the CLI alone resolves features
+// differently); else a release build.
 function nativeBinary() {
   if (process.env.FIFO_BIN) return resolve(process.env.FIFO_BIN);
   const target = process.env.CARGO_TARGET_DIR ? resolve(repo, process.env.CARGO_TARGET_DIR) : join(repo, 'target');
