@@ -59,6 +59,23 @@ pub struct OperandSource {
 }
 
 impl OperandSource {
+    /// The strides of the part in a contiguous input of `shape`, where the part is a view of it.
+    fn strides_in(&self, shape: &[usize]) -> Option<Vec<usize>> {
+        let mut narrowed = shape.to_vec();
+        *narrowed.get_mut(self.axis)? = self.len;
+        if self.start + self.len > shape[self.axis] {
+            return None;
+        }
+        crate::tensor::shape::reshaped_strides(&narrowed, &crate::tensor::shape::strides(shape), &self.shape)
+    }
+
+    /// The part of `whole` (a contiguous input) as a view, where it is one.
+    fn view<'a>(&self, whole: attention::Strided<'a>) -> Option<attention::Strided<'a>> {
+        let strides = self.strides_in(&whole.shape)?;
+        let offset = self.start * whole.strides[self.axis];
+        Some(attention::Strided { shape: self.shape.clone(), strides, offset, ..whole })
+    }
+
     /// The part of a contiguous `t`, as a tensor of the source's shape.
     fn take(&self, t: &Tensor) -> Result<Tensor, OpError> {
         let own = crate::tensor::shape::strides(t.shape());
@@ -214,34 +231,49 @@ impl OpSpec for Fused {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
         match self {
             Fused::Attention { scale, layout } => {
+                // A part that is no view of its input (an empty one) is copied out first.
                 let parts: Vec<Option<Tensor>> = (0..3)
                     .map(|i| match (&layout.sources[i], inputs.get(i).copied().flatten()) {
-                        (Some(s), Some(t)) => s.take(t).map(Some),
+                        (Some(s), Some(t)) if s.strides_in(t.shape()).is_none() => s.take(t).map(Some),
                         _ => Ok(None),
                     })
                     .collect::<Result<_, _>>()?;
-                let operand = |i: usize, name| match &parts[i] {
-                    Some(t) => Ok(t),
-                    None => required(inputs, i, name),
-                };
-                let (q, kt, v) = (operand(0, "Q")?, operand(1, "Kt")?, operand(2, "V")?);
-                // Folded K transposes: the keys are read as rows, the permutation that gives
-                // them (free for a single head) instead of the one that gives Kt.
-                let key_rows = layout.inputs[1].as_ref().filter(|p| p.len() >= 2 && q.rank() >= 2).map(|p| {
-                    let mut rows = p.clone();
-                    rows.swap(p.len() - 1, p.len() - 2);
-                    rows
-                });
-                let [q, v] = [(q, 0), (v, 2)].map(|(x, i)| permuted(x, &layout.inputs[i]));
-                let (q, v) = (&*q?, &*v?);
-                let mut out = match key_rows {
-                    Some(rows) => attend_rows(*scale, q, &permute(kt, &rows)?, v)?,
-                    None => attend(*scale, q, &*permuted(kt, &layout.inputs[1])?, v)?,
-                };
-                if let Some(p) = &layout.output {
-                    out[0] = permute(&out[0], p)?;
+                let names = ["Q", "Kt", "V"];
+                let tensors = (0..3)
+                    .map(|i| match &parts[i] {
+                        Some(t) => Ok(t),
+                        None => required(inputs, i, names[i]),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let values: Vec<_> = tensors.iter().map(|t| t.f32s()).collect();
+                let mut views = Vec::with_capacity(3);
+                for i in 0..3 {
+                    let whole = attention::Strided::contiguous(tensors[i].shape(), &values[i]);
+                    let view = match (&layout.sources[i], &parts[i]) {
+                        (Some(s), None) => s.view(whole).expect("checked above"),
+                        _ => whole,
+                    };
+                    views.push(match &layout.inputs[i] {
+                        Some(p) => view.permuted(p)?,
+                        None => view,
+                    });
                 }
-                Ok(out)
+                if views.iter().any(|v| v.shape.len() < 2) {
+                    let [q, kt, v] = [0, 1, 2].map(|i| permuted(tensors[i], &layout.inputs[i]));
+                    let mut out = attend_vectors(*scale, &*q?, &*kt?, &*v?)?;
+                    if let Some(p) = &layout.output {
+                        out[0] = permute(&out[0], p)?;
+                    }
+                    return Ok(out);
+                }
+                let (shape, out) = attention::attention_strided(
+                    &views[0],
+                    &views[1],
+                    &views[2],
+                    *scale,
+                    layout.output.as_deref(),
+                )?;
+                in_dtype_of(tensors[0], shape, out)
             }
             Fused::Activated { base, activation } => {
                 let mut out = base.spec().run(inputs)?;
@@ -288,32 +320,15 @@ impl OpSpec for Fused {
     }
 }
 
-/// The attention of Q, keys as rows K [.., N, D] and V (all of rank >= 2).
-fn attend_rows(scale: f32, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Vec<Tensor>, OpError> {
-    let k_values = k.f32s();
-    let keys = attention::Keys::Rows(k.shape(), &k_values);
-    let (shape, out) = attention::attention_of((q.shape(), &q.f32s()), keys, (v.shape(), &v.f32s()), scale)?;
-    in_dtype_of(q, shape, out)
-}
-
 /// The attention's f32 result as a tensor of Q's dtype.
 fn in_dtype_of(q: &Tensor, shape: Vec<usize>, out: Vec<f32>) -> Result<Vec<Tensor>, OpError> {
     let out = Tensor::from_f32(shape, out)?;
     Ok(vec![if q.dtype() == DType::F32 { out } else { out.cast(q.dtype()) }])
 }
 
-/// The attention of operands in their logical layout (Q, Kt, V).
-fn attend(scale: f32, q: &Tensor, kt: &Tensor, v: &Tensor) -> Result<Vec<Tensor>, OpError> {
-    if [q, kt, v].iter().all(|t| t.shape().len() >= 2) {
-        let (shape, out) = attention::attention(
-            (q.shape(), &q.f32s()),
-            (kt.shape(), &kt.f32s()),
-            (v.shape(), &v.f32s()),
-            scale,
-        )?;
-        return in_dtype_of(q, shape, out);
-    }
-    // 1-D operands (numpy's vector promotion): the ops in sequence.
+/// The attention of operands in their logical layout (Q, Kt, V), one of them 1-D (numpy's vector
+/// promotion): the ops in sequence.
+fn attend_vectors(scale: f32, q: &Tensor, kt: &Tensor, v: &Tensor) -> Result<Vec<Tensor>, OpError> {
     let scores = MatMul.run(&[Some(q), Some(kt)])?.remove(0);
     let scores = activate_scaled(scores, scale)?;
     let p = LAST.run(&[Some(&scores)])?.remove(0);
