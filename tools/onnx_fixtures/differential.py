@@ -1257,6 +1257,94 @@ def g_chain(r, c):
     c.output(cur)
 
 
+def g_attention(r, c):
+    """Multi-head attention as torch exports it, with the variations the fusion passes must see
+    through or refuse: a fused QKV (or cross-attention KV) projection split into heads, separate
+    inputs, heads as a 4-D [B, H, L, D] split or merged into the batch [B*H, L, D], K transposed
+    by its own Transpose or inside an Einsum, the scale a Mul or Div (either operand order) or on
+    Q, a mask added to the scores, a score read twice, the heads merged back and projected."""
+    c.pick_opset(13)
+    c.tol = "trans"
+    b, h = int(ch(r, [1, 2, 3])), int(ch(r, [1, 1, 2, 3, 4]))
+    d = int(ch(r, [1, 3, 4, 8, 16] if not BIG else [8, 16, 24, 40]))
+    lq = int(ch(r, [1, 3, 8, 17] if not BIG else [8, 16, 33, 64]))
+    cross = r.random() < 0.35
+    lk = int(ch(r, [1, 4, 12, 33] if not BIG else [8, 12, 77, 130])) if cross else lq
+    cdim = h * d
+    x = c.input(fdata(r, (b, lq, cdim), -1, 1))
+    ctx = c.input(fdata(r, (b, lk, cdim), -1, 1)) if cross else x
+    w = lambda n_out: c.const(fdata(r, (cdim, n_out), -0.5, 0.5))
+
+    def split_proj(src, parts):
+        """One projection of `src` split into `parts` [B, L, C] tensors (maybe with a bias)."""
+        y = c.node("MatMul", [src, w(parts * cdim)])
+        if r.random() < 0.5:
+            y = c.node("Add", [y, c.const(fdata(r, (parts * cdim,), -0.5, 0.5))])
+        return c.node("Split", [y, c.const(i64(*[cdim] * parts))], n_out=parts, axis=2)
+
+    if r.random() < 0.6:
+        if cross:
+            q = c.node("MatMul", [x, w(cdim)])
+            k, v = split_proj(ctx, 2)
+        else:
+            q, k, v = split_proj(x, 3)
+    else:
+        q, k, v = x, c.input(fdata(r, (b, lk, cdim), -1, 1)), c.input(fdata(r, (b, lk, cdim), -1, 1))
+    merged = r.random() < 0.3  # heads folded into the batch: [B*H, L, D]
+    einsum = not merged and r.random() < 0.25
+    scale = float(1 / math.sqrt(d))
+    scale_on_q = r.random() < 0.15
+    if scale_on_q:
+        q = c.node("Mul", [q, c.const(np.array(scale, dtype=F32))])
+
+    def heads(t, length, kt=False):
+        t = c.node("Reshape", [t, c.const(i64(b, length, h, d))])
+        perm = [0, 2, 3, 1] if kt else [0, 2, 1, 3]
+        t = c.node("Transpose", [t], perm=perm)
+        if merged:
+            t = c.node("Reshape", [t, c.const(i64(b * h, *([d, length] if kt else [length, d])))])
+        return t
+
+    if einsum:
+        qh, kh, vh = heads(q, lq), heads(k, lk), heads(v, lk)
+        s_ = c.node("Einsum", [qh, kh], equation="bhid,bhjd->bhij")
+    else:
+        qh, vh = heads(q, lq), heads(v, lk)
+        if r.random() < 0.5:
+            kt = heads(k, lk, kt=True)
+        else:  # [B, H, L, D] then its own transpose of the last two
+            kh = heads(k, lk)
+            kt = c.node("Transpose", [kh], perm=[0, 2, 1] if merged else [0, 1, 3, 2])
+        s_ = c.node("MatMul", [qh, kt])
+    if not scale_on_q:
+        form = ch(r, ["mul", "mul_left", "div", "none"])
+        if form == "mul":
+            s_ = c.node("Mul", [s_, c.const(np.array(scale, dtype=F32))])
+        elif form == "mul_left":
+            s_ = c.node("Mul", [c.const(np.array([scale], dtype=F32)), s_])
+        elif form == "div":
+            s_ = c.node("Div", [s_, c.const(np.array(math.sqrt(d), dtype=F32))])
+    scores = s_
+    if r.random() < 0.15:  # a mask (never a whole row of -inf)
+        mask = np.where(r.random(size=(lq, lk)) < 0.3, F32(-1e9), F32(0)).astype(F32)
+        mask[:, 0] = 0
+        s_ = c.node("Add", [s_, c.const(mask)])
+    p = c.node("Softmax", [s_], axis=-1)
+    if einsum:
+        o = c.node("Einsum", [p, vh], equation="bhij,bhjd->bhid")
+    else:
+        o = c.node("MatMul", [p, vh])
+    if merged:
+        o = c.node("Reshape", [o, c.const(i64(b, h, lq, d))])
+    o = c.node("Transpose", [o], perm=[0, 2, 1, 3])
+    o = c.node("Reshape", [o, c.const(i64(b, lq, cdim))])
+    if r.random() < 0.5:
+        o = c.node("MatMul", [o, w(cdim)])
+    c.output(o)
+    if r.random() < 0.1:  # the scores read by a second consumer: nothing may be fused away
+        c.output(scores)
+
+
 def g_graph(r, c):
     """Graph structure corner cases: an operand used twice, a graph input or an initializer that is
     also a graph output, an intermediate value that is both an output and consumed, odd names."""
@@ -1419,6 +1507,7 @@ GENERATORS = {
     "Expand": g_expand, "Tile": g_tile, "Pad": g_pad, "Resize": g_resize, "Shape": g_shape, "Size": g_size,
     "ConstantOfShape": g_constant_of_shape, "Range": g_range, "Dropout": g_dropout, "Constant": g_constant,
     "DequantizeLinear": g_dequantize, "QuantizeLinear": g_quantize, "Chain": g_chain,
+    "Attention": g_attention,
     "Graph": g_graph, "Empty": g_empty, "Special": g_special, "Long": g_long,
 }
 
