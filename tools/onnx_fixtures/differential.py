@@ -3,7 +3,8 @@
 
 For each case the script builds a small random ONNX model with onnx.helper (one op with random
 shapes, broadcasting, size-1 dims, random legal attributes and a random opset where the op's
-semantics allow it; or a short random chain of elementwise + layout ops), computes the reference
+semantics allow it; a short random chain of elementwise + layout ops; or a torch-style multi-head
+attention block, which the fusion passes rewrite), computes the reference
 with onnxruntime (CPUExecutionProvider, graph optimizations off; a case onnxruntime refuses is
 skipped), runs
 
