@@ -31,8 +31,10 @@ cargo fmt --all -- --check
 step "lints"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "library and CLI build for wasm32"
-cargo build --locked --target wasm32-unknown-unknown -p fifo-diffusion -p fifo-web
+step "library and page crate build for wasm32"
+# Release, as web/build.sh and the browser tests below build them: one wasm32 compile of the
+# dependencies serves all three (a dev build here was a fourth, 1.5 min on a cold 2-core CI).
+cargo build --release --locked --target wasm32-unknown-unknown -p fifo-diffusion -p fifo-web
 
 step "reference fixtures regenerate bit for bit from tools/reference"
 python3 tools/reference/make_parity_fixtures.py --check
@@ -59,7 +61,7 @@ bash web/build.sh  # also installs wasm-bindgen-cli (and its test runner) at the
 step "browser: scheduler and executor tests in headless Chromium (wasm CPU backend and WebGPU)"
 (cd web && CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=900 \
   CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
-  cargo test --locked --target wasm32-unknown-unknown -p fifo-web --test browser 2>&1) | tee -a "$log"
+  cargo test --release --locked --target wasm32-unknown-unknown -p fifo-web --test browser 2>&1) | tee -a "$log"
 
 step "browser: the page end to end in headless Chromium, frames against the native CLI"
 # The CLI that `cargo test --workspace` built above (test profile): a build of the CLI alone
