@@ -6,6 +6,7 @@ pub mod executor;
 pub mod gemm;
 pub mod im2col;
 pub mod math;
+pub mod narrow_conv;
 pub mod panel_conv;
 pub mod parallel;
 pub mod simd;

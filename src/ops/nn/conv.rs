@@ -1,9 +1,10 @@
 //! Conv: 1-D, 2-D and 3-D (any rank), groups, strides, dilations, explicit or automatic
-//! padding; on the CPU im2col + GEMM over panels of output columns, or Winograd F(2x2, 3x3)
-//! for 3x3 stride-1 2-D convs with enough channels (`cpu::winograd`).
+//! padding; on the CPU im2col + GEMM over panels of output columns, Winograd F(2x2, 3x3)
+//! for 3x3 stride-1 2-D convs with enough channels (`cpu::winograd`), or register blocks over
+//! shifted reads for stride-1 2-D convs with few output channels (`cpu::narrow_conv`).
 
 use super::window::{Window, WindowAttrs};
-use crate::cpu::{panel_conv, winograd};
+use crate::cpu::{narrow_conv, panel_conv, winograd};
 use crate::ops::registry::{NodeContext, OpDef};
 use crate::ops::{expect_dtype, required, Attrs, Op, OpError, OpSpec, TensorType, ValueInfo, FLOATS};
 use crate::tensor::{DType, Tensor};
@@ -70,6 +71,8 @@ pub(crate) fn conv_f32(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f3
     let mut out = vec![0.0f32; g.batch * g.out_channels * g.window.output_len()];
     if winograd::enabled() && winograd::applies(&g.window, cg, mg) {
         winograd::conv(&g.window, g.batch, g.group, cg, mg, x, w, bias, &mut out);
+    } else if winograd::enabled() && narrow_conv::applies(&g.window, mg) {
+        narrow_conv::conv(&g.window, g.batch, g.group, cg, mg, x, w, bias, &mut out);
     } else {
         panel_conv::conv(&g.window, g.batch, g.group, cg, mg, x, w, bias, &mut out);
     }
