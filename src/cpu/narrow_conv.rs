@@ -80,31 +80,37 @@ fn conv_with<const MG: usize>(
     // Blocks per task: whole images where there are many, else an image split over the threads.
     let blocks_per_task = parallel::chunk_len(blocks, cg * taps * MG * LANES);
     let tasks_per_image = blocks.div_ceil(blocks_per_task);
+    // Every image zero-padded once (tasks that split an image share it), with LANES floats of
+    // slack after the last for the last block's reads; each group's weights as [tap][channel].
+    let image_len = cg * hp * wp;
+    let mut padded = vec![0.0f32; batch * groups * image_len + LANES];
+    parallel::for_each_chunk_mut(&mut padded[..batch * groups * image_len], image_len.max(1), |image, to| {
+        let from = &x[image * cg * h * wi..][..cg * h * wi];
+        for (c, plane) in from.chunks_exact((wi * h).max(1)).enumerate() {
+            for (y, row) in plane.chunks_exact(wi.max(1)).enumerate() {
+                let at = c * hp * wp + (y + w.pad_begin[0]) * wp + w.pad_begin[1];
+                to[at..at + wi].copy_from_slice(row);
+            }
+        }
+    });
+    let w_t: Vec<[f32; MG]> = (0..groups * cg * taps)
+        .map(|gj| {
+            let (grp, j) = (gj / (cg * taps), gj % (cg * taps));
+            std::array::from_fn(|m| weights[(grp * MG + m) * cg * taps + j])
+        })
+        .collect();
     let out = DisjointOutput(out.as_mut_ptr(), out.len());
     parallel::for_each_index(batch * groups * tasks_per_image, |task| {
         let (image, part) = (task / tasks_per_image, task % tasks_per_image);
         let (n, grp) = (image / groups, image % groups);
-        // This group's input, zero-padded, with LANES floats of slack for the last block.
-        let mut padded = vec![0.0f32; cg * hp * wp + LANES];
-        let x_group = &x[(n * groups + grp) * cg * h * wi..][..cg * h * wi];
-        for (c, plane) in x_group.chunks_exact(wi.max(1) * h).enumerate() {
-            for (y, row) in plane.chunks_exact(wi.max(1)).enumerate() {
-                let at = c * hp * wp + (y + w.pad_begin[0]) * wp + w.pad_begin[1];
-                padded[at..at + wi].copy_from_slice(row);
-            }
-        }
-        let mut w_t = vec![[0.0f32; MG]; cg * taps];
-        for (j, wj) in w_t.iter_mut().enumerate() {
-            for (m, v) in wj.iter_mut().enumerate() {
-                *v = weights[(grp * MG + m) * cg * taps + j];
-            }
-        }
+        let padded = &padded[image * image_len..];
+        let w_t = &w_t[grp * cg * taps..][..cg * taps];
         let first = part * blocks_per_task;
         for block in first..(first + blocks_per_task).min(blocks) {
             let i0 = block * LANES;
             let acc = simd::vectorised(
                 #[inline(always)]
-                || accumulate::<MG>(&padded, &offsets, &w_t, i0),
+                || accumulate::<MG>(padded, &offsets, w_t, i0),
             );
             for (l, i) in (i0..(i0 + LANES).min(wide)).enumerate() {
                 let (y, xo) = (i / wp, i % wp);

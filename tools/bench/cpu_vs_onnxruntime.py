@@ -3,13 +3,15 @@
 
 Exports the fixture network (tools/onnx_fixtures/make_model_fixtures.py) at a larger size
 (channels 64, 32x32 latents), runs onnxruntime (Python) and `fifo onnx run --repeat` with 1 and
-2 threads, checks the outputs agree and prints the times and ratios.
+2 threads in alternating rounds, checks the outputs agree and prints each side's median round and
+the ratio.
 
 Run: cargo build --release -p fifo-cli && /work/venv/bin/python tools/bench/cpu_vs_onnxruntime.py
 """
 import os
 import pathlib
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -23,7 +25,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools" / "onnx_fixtures"))
 from make_model_fixtures import TinyUNet  # noqa: E402
 
-REPEAT = 20
+REPEAT = 20  # runs per round
+ROUNDS = 5
 
 
 def main():
@@ -43,23 +46,31 @@ def main():
         sess = ort.InferenceSession(str(work / "unet.onnx"), so, providers=["CPUExecutionProvider"])
         for _ in range(3):
             want = sess.run(None, feeds)[0]
-        start = time.perf_counter()
-        for _ in range(REPEAT):
-            sess.run(None, feeds)
-        ort_ms = (time.perf_counter() - start) / REPEAT * 1e3
-        # onnxruntime's worker threads spin for a while after a run: let them go before timing
-        # ours, or they take a core from it.
+        # Rounds alternate between the two engines and each side keeps its median round, so a
+        # burst of load from elsewhere on a shared machine lands in one round, not in one side.
+        ort_rounds, our_rounds = [], []
+        for _ in range(ROUNDS):
+            start = time.perf_counter()
+            for _ in range(REPEAT):
+                sess.run(None, feeds)
+            ort_rounds.append((time.perf_counter() - start) / REPEAT * 1e3)
+            # onnxruntime's worker threads spin for a while after a run: let them go before
+            # timing ours, or they take a core from it.
+            time.sleep(1.0)
+            out = subprocess.run([str(fifo), "onnx", "run", str(work / "unet.onnx"), "--input", f"x={work / 'x.npy'}",
+                                  "--input", f"t={work / 't.npy'}", "--output-dir", str(work / "out"),
+                                  "--repeat", str(REPEAT)],
+                                 env={**os.environ, "RAYON_NUM_THREADS": str(threads)}, check=True,
+                                 capture_output=True, text=True)
+            our_rounds.append(float(re.search(r"run: ([0-9.]+) ms", out.stdout).group(1)))
         del sess
-        time.sleep(1.0)
-        out = subprocess.run([str(fifo), "onnx", "run", str(work / "unet.onnx"), "--input", f"x={work / 'x.npy'}",
-                              "--input", f"t={work / 't.npy'}", "--output-dir", str(work / "out"), "--repeat", str(REPEAT)],
-                             env={**os.environ, "RAYON_NUM_THREADS": str(threads)}, check=True, capture_output=True, text=True)
-        ours_ms = float(re.search(r"run: ([0-9.]+) ms", out.stdout).group(1))
+        ort_ms, ours_ms = statistics.median(ort_rounds), statistics.median(our_rounds)
         got = np.load(work / "out" / "y.npy")
         rel = np.linalg.norm(got - want) / np.linalg.norm(want)
-        print(f"{threads} thread(s): onnxruntime {ort_ms:.2f} ms, fifo cpu {ours_ms:.2f} ms, "
-              f"ratio {ours_ms / ort_ms:.2f}x, relative L2 difference {rel:.1e}")
-
+        spread = lambda xs: f"{min(xs):.2f}-{max(xs):.2f}"
+        print(f"{threads} thread(s): onnxruntime {ort_ms:.2f} ms, fifo cpu {ours_ms:.2f} ms (medians of {ROUNDS} "
+              f"rounds; {spread(ort_rounds)} / {spread(our_rounds)}), ratio {ours_ms / ort_ms:.2f}x, "
+              f"relative L2 difference {rel:.1e}")
 
 if __name__ == "__main__":
     main()
