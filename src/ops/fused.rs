@@ -38,8 +38,8 @@ pub enum Fused {
 /// V) is input `i` permuted by `inputs[i]`, and the node's output is the attention's output
 /// permuted by `output` (torch's head split and merge around attention). With `sources[i]`,
 /// input `i` is first narrowed and reshaped (`fuse::AttentionSourcePass`: Q, K and V as parts of
-/// one fused projection). The GPU reads and writes through views, so the copies never run; the
-/// CPU backend copies.
+/// one fused projection). Both backends read and write through views, so the copies never run
+/// (the CPU copies only a part that is no view: an empty one).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct AttentionLayout {
     pub inputs: [Option<Vec<usize>>; 3],

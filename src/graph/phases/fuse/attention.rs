@@ -213,8 +213,8 @@ impl FusionPass for AttentionLayoutPass {
 /// Q, K and V as parts of one fused projection (a QKV or KV Linear, then a Split into heads'
 /// inputs): an attention input that is a Reshape of one Split output, each read only by the
 /// next, becomes that part of the Split's input (`OperandSource`), where the part reshaped stays
-/// a view of it. The GPU reads the part in place (no copy kernels for the Split); the CPU backend
-/// copies it out as the Split did (the same values). After the attention-layout pass, whose
+/// a view of it. Both backends read the part in place (no copy kernels for the Split on the GPU,
+/// no copies on the CPU). After the attention-layout pass, whose
 /// folded Transposes leave the Reshapes next to the attention.
 pub struct AttentionSourcePass;
 
