@@ -106,7 +106,10 @@ class Case:
         outs = [f"t{self.n + i}" for i in range(n_out)]
         self.n += n_out
         attrs = {k: v for k, v in attrs.items() if v is not None}
-        self.nodes.append(helper.make_node(op_type, list(inputs), outs, **attrs))
+        made = {k: v for k, v in attrs.items() if isinstance(v, onnx.AttributeProto)}
+        node = helper.make_node(op_type, list(inputs), outs, **{k: v for k, v in attrs.items() if k not in made})
+        node.attribute.extend(made.values())
+        self.nodes.append(node)
         self.notes.append(f"{op_type}{attrs_text(attrs)}")
         return outs if n_out > 1 else outs[0]
 
@@ -152,6 +155,8 @@ def attrs_text(attrs):
             v = f"{v:.4g}"
         elif isinstance(v, bytes):
             v = v.decode()
+        elif isinstance(v, onnx.AttributeProto):
+            v = list(helper.get_attribute_value(v))
         parts.append(f"{k}={v}")
     return "(" + ", ".join(parts) + ")"
 
@@ -820,6 +825,8 @@ def g_transpose(r, c):
     c.tol = "exact"
     shape = rank_shape(r, 0 if r.random() < 0.05 else 1, 5)
     attrs = {"perm": [int(p) for p in r.permutation(len(shape))]} if r.random() < 0.85 else {}
+    if attrs.get("perm") == []:  # (onnx.helper cannot type an empty list: an explicit INTS)
+        attrs["perm"] = helper.make_attribute("perm", [], attr_type=onnx.AttributeProto.INTS)
     dt = ch(r, [F32, F32, I64, BOOL])
     x = fdata(r, shape) if dt == F32 else bdata(r, shape) if dt == BOOL else idata(r, shape, I64)
     c.output(c.node("Transpose", [c.input(x)], **attrs))
