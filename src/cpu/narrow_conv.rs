@@ -15,10 +15,21 @@ pub const MAX_CHANNELS: usize = 8;
 /// Output positions per register block.
 const LANES: usize = 16;
 
+/// The largest zero-padded copy of the input this kernel makes (floats; 32 MiB): a VAE decoder's
+/// last conv at full resolution falls back to im2col, whose panels stay small.
+const MAX_PADDED_FLOATS: usize = 8 << 20;
+
 /// Whether the kernel takes this conv: 2-D, unit strides (any padding and dilation), few
-/// output channels per group.
-pub fn applies(w: &Window, mg: usize) -> bool {
-    w.kernel.len() == 2 && w.strides == [1, 1] && (1..=MAX_CHANNELS).contains(&mg) && w.output_len() > 0
+/// output channels per group, `batch` images of `channels` whose padded copy stays within
+/// `MAX_PADDED_FLOATS`.
+pub fn applies(w: &Window, batch: usize, channels: usize, mg: usize) -> bool {
+    let padded = |d: usize| w.input[d] + w.pad_begin[d] + w.pad_end[d];
+    w.kernel.len() == 2
+        && w.strides == [1, 1]
+        && (1..=MAX_CHANNELS).contains(&mg)
+        && w.output_len() > 0
+        && batch.saturating_mul(channels).saturating_mul(padded(0)).saturating_mul(padded(1))
+            <= MAX_PADDED_FLOATS
 }
 
 /// `y[n, grp*mg + m, o] = sum_{c, tap} w[grp*mg + m, c, tap] * x[n, grp*cg + c, o + tap]` (+ bias),
@@ -232,7 +243,7 @@ mod tests {
         ];
         for (input, kernel, pads, dil, batch, groups, cg, mg) in cases {
             let w = window(input, kernel, pads, dil);
-            assert!(applies(&w, mg));
+            assert!(applies(&w, batch, groups * cg, mg));
             let x = data(batch * groups * cg * w.input_len(), 1);
             let k = data(groups * mg * cg * w.kernel_len(), 2);
             let b = data(groups * mg, 3);
@@ -250,11 +261,15 @@ mod tests {
     }
 
     #[test]
-    fn takes_only_unit_stride_2d_convs_with_few_channels() {
-        assert!(!applies(&window([8, 8], [3, 3], [1, 1, 1, 1], [1, 1]), MAX_CHANNELS + 1));
-        assert!(!applies(&window([8, 8], [3, 3], [1, 1, 1, 1], [1, 1]), 0));
-        let mut strided = window([8, 8], [3, 3], [1, 1, 1, 1], [1, 1]);
+    fn takes_only_unit_stride_2d_convs_with_few_channels_and_a_bounded_copy() {
+        let w = window([8, 8], [3, 3], [1, 1, 1, 1], [1, 1]);
+        assert!(applies(&w, 2, 16, 4));
+        assert!(!applies(&w, 2, 16, MAX_CHANNELS + 1));
+        assert!(!applies(&w, 2, 16, 0));
+        let mut strided = w.clone();
         strided.strides = vec![2, 1];
-        assert!(!applies(&strided, 4));
+        assert!(!applies(&strided, 2, 16, 4));
+        // A decoder's last conv at 512x512 from 128 channels: 33.8 M padded floats.
+        assert!(!applies(&window([512, 512], [3, 3], [1, 1, 1, 1], [1, 1]), 1, 128, 3));
     }
 }

@@ -71,7 +71,7 @@ pub(crate) fn conv_f32(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f3
     let mut out = vec![0.0f32; g.batch * g.out_channels * g.window.output_len()];
     if winograd::enabled() && winograd::applies(&g.window, cg, mg) {
         winograd::conv(&g.window, g.batch, g.group, cg, mg, x, w, bias, &mut out);
-    } else if winograd::enabled() && narrow_conv::applies(&g.window, mg) {
+    } else if winograd::enabled() && narrow_conv::applies(&g.window, g.batch, g.in_channels, mg) {
         narrow_conv::conv(&g.window, g.batch, g.group, cg, mg, x, w, bias, &mut out);
     } else {
         panel_conv::conv(&g.window, g.batch, g.group, cg, mg, x, w, bias, &mut out);
