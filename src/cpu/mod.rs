@@ -2,6 +2,8 @@
 //! that runs a built graph. Ops' CPU code lives beside each op in `crate::ops`.
 
 pub mod broadcast;
+#[cfg(test)]
+mod conv_reference;
 pub mod executor;
 pub mod gemm;
 pub mod im2col;

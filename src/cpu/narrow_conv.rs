@@ -164,6 +164,7 @@ fn accumulate<const MG: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu::conv_reference::direct;
     use crate::ops::nn::window::{AutoPad, WindowAttrs};
 
     fn window(input: [usize; 2], kernel: [usize; 2], pads: [usize; 4], dilations: [usize; 2]) -> Window {
@@ -176,48 +177,6 @@ mod tests {
             ceil_mode: false,
         };
         attrs.resolve(&input, Some(&kernel)).unwrap()
-    }
-
-    /// The definition, element by element, in f64.
-    #[allow(clippy::too_many_arguments)]
-    fn reference(
-        w: &Window,
-        batch: usize,
-        groups: usize,
-        cg: usize,
-        mg: usize,
-        x: &[f32],
-        k: &[f32],
-        b: &[f32],
-    ) -> Vec<f32> {
-        let (h, wi, oh, ow) = (w.input[0], w.input[1], w.output[0], w.output[1]);
-        let (kh, kw) = (w.kernel[0], w.kernel[1]);
-        let mut out = vec![0.0; batch * groups * mg * oh * ow];
-        for n in 0..batch {
-            for oc in 0..groups * mg {
-                let grp = oc / mg;
-                for y in 0..oh {
-                    for xo in 0..ow {
-                        let mut s = b[oc] as f64;
-                        for c in 0..cg {
-                            for ky in 0..kh {
-                                for kx in 0..kw {
-                                    let (iy, ix) = (w.input_coord(0, y, ky), w.input_coord(1, xo, kx));
-                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= wi as isize {
-                                        continue;
-                                    }
-                                    let xv = x[((n * groups * cg + grp * cg + c) * h + iy as usize) * wi
-                                        + ix as usize];
-                                    s += xv as f64 * k[((oc * cg + c) * kh + ky) * kw + kx] as f64;
-                                }
-                            }
-                        }
-                        out[((n * groups * mg + oc) * oh + y) * ow + xo] = s as f32;
-                    }
-                }
-            }
-        }
-        out
     }
 
     fn data(len: usize, seed: u32) -> Vec<f32> {
@@ -249,9 +208,9 @@ mod tests {
             let b = data(groups * mg, 3);
             let mut got = vec![f32::NAN; batch * groups * mg * w.output_len()];
             conv(&w, batch, groups, cg, mg, &x, &k, Some(&b), &mut got);
-            let want = reference(&w, batch, groups, cg, mg, &x, &k, &b);
-            let err: f64 = got.iter().zip(&want).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>().sqrt();
-            let norm: f64 = want.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt().max(1e-12);
+            let want = direct(&w, batch, groups, cg, mg, &x, &k, &b);
+            let err: f64 = got.iter().zip(&want).map(|(&a, &b)| (a as f64 - b).powi(2)).sum::<f64>().sqrt();
+            let norm: f64 = want.iter().map(|v| v.powi(2)).sum::<f64>().sqrt().max(1e-12);
             assert!(
                 err / norm < TOLERANCE,
                 "{input:?} {kernel:?} {pads:?} mg {mg}: relative L2 {}",

@@ -415,45 +415,8 @@ fn interleave(row: &mut [f32], even: &[f32], odd: &[f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu::conv_reference::direct;
     use crate::cpu::panel_conv;
-
-    /// The definition in f64, one output element at a time.
-    #[allow(clippy::too_many_arguments)]
-    fn direct(
-        w: &Window,
-        batch: usize,
-        groups: usize,
-        cg: usize,
-        mg: usize,
-        x: &[f32],
-        k: &[f32],
-        b: &[f32],
-    ) -> Vec<f64> {
-        let ([h, wd], [oh, ow]) = ([w.input[0], w.input[1]], [w.output[0], w.output[1]]);
-        let mut out = Vec::new();
-        for n in 0..batch {
-            for oc in 0..groups * mg {
-                let grp = oc / mg;
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        let mut acc = b[oc] as f64;
-                        for c in 0..cg {
-                            for (ky, kx) in (0..3).flat_map(|ky| (0..3).map(move |kx| (ky, kx))) {
-                                let (iy, ix) = (w.input_coord(0, oy, ky), w.input_coord(1, ox, kx));
-                                if iy >= 0 && (iy as usize) < h && ix >= 0 && (ix as usize) < wd {
-                                    let xv = x[((n * groups * cg + grp * cg + c) * h + iy as usize) * wd
-                                        + ix as usize];
-                                    acc += k[(oc * cg + c) * 9 + ky * 3 + kx] as f64 * xv as f64;
-                                }
-                            }
-                        }
-                        out.push(acc);
-                    }
-                }
-            }
-        }
-        out
-    }
 
     fn window(input: [usize; 2], pad_begin: [usize; 2], pad_end: [usize; 2]) -> Window {
         Window {
