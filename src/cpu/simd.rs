@@ -1,19 +1,23 @@
 //! Wider vectors for the elementwise loops without raising the build's target: the release build
 //! targets baseline x86-64 (SSE2, four floats, and a scalar call for every float-to-int
-//! conversion in `math::exp`), so loops that want AVX2 run through [`vectorised`], which compiles
-//! its closure a second time with AVX2 and FMA enabled and picks that copy when the CPU has them.
-//! Rust never contracts `a * b + c` into an FMA on its own, so both copies compute the same bits.
+//! conversion in `math::exp`), so loops that want more run through [`vectorised`], which compiles
+//! its closure twice more, with AVX2 + FMA and with AVX-512, and picks the widest copy the CPU
+//! runs. Rust never contracts `a * b + c` into an FMA on its own and never reorders a float
+//! reduction, so every copy computes the same bits.
 
-/// Runs `f`, compiled for AVX2 + FMA where the CPU supports them (x86-64 only; elsewhere `f` as
-/// it is). Pass an `#[inline(always)] || ...` closure calling `#[inline]` code: whatever the
-/// optimiser leaves behind a call keeps the baseline instructions (a closure defined in another
-/// codegen unit is not inlined without the attribute).
+/// Runs `f`, compiled for AVX-512 or AVX2 + FMA where the CPU supports them (x86-64 only;
+/// elsewhere `f` as it is). Pass an `#[inline(always)] || ...` closure calling `#[inline]` code:
+/// whatever the optimiser leaves behind a call keeps the baseline instructions (a closure
+/// defined in another codegen unit is not inlined without the attribute).
 #[inline(always)]
 pub fn vectorised<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-        return unsafe { with_avx2(f) };
+    match level() {
+        // SAFETY: the CPU supports AVX-512 F/VL, AVX2 and FMA (checked by `level`).
+        Level::Avx512 => return unsafe { with_avx512(f) },
+        // SAFETY: the CPU supports AVX2 and FMA (checked by `level`).
+        Level::Avx2 => return unsafe { with_avx2(f) },
+        Level::Baseline => {}
     }
     f()
 }
@@ -25,13 +29,34 @@ unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
 }
 
 #[cfg(target_arch = "x86_64")]
-fn has_avx2() -> bool {
-    // `FIFO_NO_AVX2=1` keeps the baseline copy (to compare the two).
-    static AVX2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *AVX2.get_or_init(|| {
-        std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma")
-            && std::env::var_os("FIFO_NO_AVX2").is_none_or(|v| v == "0")
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+unsafe fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Level {
+    Baseline,
+    Avx2,
+    Avx512,
+}
+
+/// The widest copy this CPU runs. `FIFO_NO_AVX512=1` stops at AVX2 and `FIFO_NO_AVX2=1` keeps
+/// the baseline copy (to compare them).
+#[cfg(target_arch = "x86_64")]
+fn level() -> Level {
+    static LEVEL: std::sync::OnceLock<Level> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        let off = |name: &str| std::env::var_os(name).is_some_and(|v| v != "0");
+        let avx2 = std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
+        let avx512 =
+            std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512vl");
+        match (avx2 && !off("FIFO_NO_AVX2"), avx512 && !off("FIFO_NO_AVX512")) {
+            (true, true) => Level::Avx512,
+            (true, false) => Level::Avx2,
+            _ => Level::Baseline,
+        }
     })
 }
 
@@ -41,11 +66,23 @@ mod tests {
     use crate::cpu::math::exp;
 
     #[test]
-    fn both_copies_compute_the_same_bits() {
+    fn every_copy_computes_the_same_bits() {
         let x: Vec<f32> = (0..4099).map(|i| (i as f32 - 2000.0) * 0.0437).collect();
         let run = |v: &[f32]| -> Vec<f32> { v.iter().map(|&x| x * exp(-x.abs()) + 0.25 * x).collect() };
-        let wide = vectorised(|| run(&x));
         let plain = run(&x);
-        assert!(wide.iter().zip(&plain).all(|(a, b)| a.to_bits() == b.to_bits()));
+        let same = |got: Vec<f32>| got.iter().zip(&plain).all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same(vectorised(|| run(&x))));
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx2") && has!("fma") {
+                // SAFETY: checked just above.
+                assert!(same(unsafe { with_avx2(|| run(&x)) }));
+            }
+            if has!("avx512f") && has!("avx512vl") && has!("avx2") && has!("fma") {
+                // SAFETY: checked just above.
+                assert!(same(unsafe { with_avx512(|| run(&x)) }));
+            }
+        }
     }
 }
