@@ -11,6 +11,7 @@ pub mod math;
 pub mod narrow_conv;
 pub mod panel_conv;
 pub mod parallel;
+pub mod prepared;
 pub mod simd;
 pub mod strided;
 pub mod winograd;

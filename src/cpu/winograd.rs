@@ -50,7 +50,7 @@ pub fn enabled() -> bool {
 /// `mg x cg` matrix with row stride `16 * cg`. Vectorised across the input channels and
 /// parallel across the output channels: a small model's conv at batch 1 spends as long here
 /// as in its GEMMs otherwise.
-fn transform_filters(weights: &[f32], oc: usize, cg: usize) -> Vec<f32> {
+pub fn transform_filters(weights: &[f32], oc: usize, cg: usize) -> Vec<f32> {
     let mut u = vec![0.0f32; oc * 16 * cg];
     let per_chunk = parallel::chunk_len(oc, 16 * 9 * cg);
     parallel::for_each_chunk_mut(&mut u, per_chunk * 16 * cg, |chunk, u| {
@@ -174,7 +174,8 @@ fn combine(out: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) {
 }
 
 /// `y[n, grp*mg + m] = conv3x3(x[n, grp*cg..], w[grp*mg + m]) (+ bias)` for `x` `[batch,
-/// groups * cg, h, w]`, weights `[groups * mg, cg, 3, 3]`; requires [`applies`].
+/// groups * cg, h, w]`, weights `[groups * mg, cg, 3, 3]` given as their
+/// [`transform_filters`]; requires [`applies`].
 #[allow(clippy::too_many_arguments)]
 pub fn conv(
     w: &Window,
@@ -183,11 +184,11 @@ pub fn conv(
     cg: usize,
     mg: usize,
     x: &[f32],
-    weights: &[f32],
+    filters: &[f32],
     bias: Option<&[f32]>,
     out: &mut [f32],
 ) {
-    conv_in_panels(w, batch, groups, cg, mg, x, weights, bias, out, PANEL_TILES)
+    conv_in_panels(w, batch, groups, cg, mg, x, filters, bias, out, PANEL_TILES)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -198,7 +199,7 @@ fn conv_in_panels(
     cg: usize,
     mg: usize,
     x: &[f32],
-    weights: &[f32],
+    u: &[f32],
     bias: Option<&[f32]>,
     out: &mut [f32],
     panel_tiles: usize,
@@ -211,7 +212,7 @@ fn conv_in_panels(
     if out.is_empty() {
         return;
     }
-    let u = transform_filters(weights, oc, cg);
+    assert_eq!(u.len(), oc * 16 * cg, "transformed filters size");
     let tw = tiling.tiles_w;
     let tile_rows = batch * tiling.tiles_h;
     let rows_per_panel = (panel_tiles / tw).clamp(1, tile_rows.div_ceil(MIN_PANELS).max(1));
@@ -468,10 +469,11 @@ mod tests {
             let k = data(groups * mg * cg * 9, 2);
             let b = data(groups * mg, 3);
             let want = direct(&w, batch, groups, cg, mg, &x, &k, &b);
+            let u = transform_filters(&k, groups * mg, cg);
             // One tile row per panel, a few, and everything in one panel.
             for panel_tiles in [1, 5, 1 << 20] {
                 let mut got = vec![f32::NAN; want.len()];
-                conv_in_panels(&w, batch, groups, cg, mg, &x, &k, Some(&b), &mut got, panel_tiles);
+                conv_in_panels(&w, batch, groups, cg, mg, &x, &u, Some(&b), &mut got, panel_tiles);
                 let err = relative_error(&got, &want);
                 assert!(
                     err < 1e-6,
@@ -479,7 +481,7 @@ mod tests {
                 );
             }
             let mut no_bias = vec![f32::NAN; want.len()];
-            conv_in_panels(&w, batch, groups, cg, mg, &x, &k, None, &mut no_bias, 7);
+            conv_in_panels(&w, batch, groups, cg, mg, &x, &u, None, &mut no_bias, 7);
             let want: Vec<f64> = want
                 .iter()
                 .enumerate()
@@ -500,7 +502,7 @@ mod tests {
         let want = direct(&w, batch, 1, cg, mg, &x, &k, &b);
         let (mut winograd, mut im2col) = (vec![0.0; want.len()], vec![0.0; want.len()]);
         assert!(applies(&w, cg, mg));
-        conv(&w, batch, 1, cg, mg, &x, &k, Some(&b), &mut winograd);
+        conv(&w, batch, 1, cg, mg, &x, &transform_filters(&k, mg, cg), Some(&b), &mut winograd);
         panel_conv::conv(&w, batch, 1, cg, mg, &x, &k, Some(&b), &mut im2col);
         let (ours, theirs) = (relative_error(&winograd, &want), relative_error(&im2col, &want));
         assert!(ours < 1e-6 && ours < 4.0 * theirs.max(1e-8), "Winograd {ours:e}, im2col {theirs:e}");

@@ -148,6 +148,12 @@ pub struct Tensor {
 }
 
 impl Tensor {
+    /// The data allocation, shared by clones: its address identifies the values for caches
+    /// (`cpu::prepared`).
+    pub(crate) fn shared_data(&self) -> &Arc<TensorData> {
+        &self.data
+    }
+
     pub fn new(shape: Vec<usize>, data: TensorData) -> Result<Tensor, TensorError> {
         let expected = shape::checked_numel(&shape)?;
         if expected != data.len() {

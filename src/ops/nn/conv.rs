@@ -4,6 +4,7 @@
 //! shifted reads for stride-1 2-D convs with few output channels (`cpu::narrow_conv`).
 
 use super::window::{Window, WindowAttrs};
+use crate::cpu::prepared::Prepared;
 use crate::cpu::{narrow_conv, panel_conv, winograd};
 use crate::ops::registry::{NodeContext, OpDef};
 use crate::ops::{expect_dtype, required, Attrs, Op, OpError, OpSpec, TensorType, ValueInfo, FLOATS};
@@ -13,6 +14,9 @@ use crate::tensor::{DType, Tensor};
 pub struct Conv {
     pub window: WindowAttrs,
     pub group: usize,
+    /// Winograd's transform of the weights this node last ran with (the same constant tensor
+    /// every run of a model): the transform cost as much as a small conv's GEMMs.
+    pub filters: Prepared<Vec<f32>>,
 }
 
 /// Shapes of one convolution, resolved for its inputs.
@@ -65,18 +69,22 @@ impl ConvGeometry {
     }
 }
 
-/// The CPU convolution in f32.
-pub(crate) fn conv_f32(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
-    let (cg, mg) = (g.in_channels / g.group, g.out_channels / g.group);
-    let mut out = vec![0.0f32; g.batch * g.out_channels * g.window.output_len()];
-    if winograd::enabled() && winograd::applies(&g.window, cg, mg) {
-        winograd::conv(&g.window, g.batch, g.group, cg, mg, x, w, bias, &mut out);
-    } else if winograd::enabled() && narrow_conv::applies(&g.window, g.batch, g.in_channels, mg) {
-        narrow_conv::conv(&g.window, g.batch, g.group, cg, mg, x, w, bias, &mut out);
-    } else {
-        panel_conv::conv(&g.window, g.batch, g.group, cg, mg, x, w, bias, &mut out);
+impl Conv {
+    /// The CPU convolution in f32.
+    fn conv_f32(&self, g: &ConvGeometry, x: &[f32], w: &Tensor, bias: Option<&[f32]>) -> Vec<f32> {
+        let (cg, mg) = (g.in_channels / g.group, g.out_channels / g.group);
+        let mut out = vec![0.0f32; g.batch * g.out_channels * g.window.output_len()];
+        if winograd::enabled() && winograd::applies(&g.window, cg, mg) {
+            let u =
+                self.filters.get_or_derive(w, || winograd::transform_filters(&w.f32s(), g.out_channels, cg));
+            winograd::conv(&g.window, g.batch, g.group, cg, mg, x, &u, bias, &mut out);
+        } else if winograd::enabled() && narrow_conv::applies(&g.window, g.batch, g.in_channels, mg) {
+            narrow_conv::conv(&g.window, g.batch, g.group, cg, mg, x, &w.f32s(), bias, &mut out);
+        } else {
+            panel_conv::conv(&g.window, g.batch, g.group, cg, mg, x, &w.f32s(), bias, &mut out);
+        }
+        out
     }
-    out
 }
 
 impl OpSpec for Conv {
@@ -96,7 +104,7 @@ impl OpSpec for Conv {
         let b = inputs.get(2).copied().flatten();
         let g = self.geometry(x.shape(), w.shape(), b.map(|b| b.shape()))?;
         let bias = b.map(|b| b.f32s());
-        let out = conv_f32(&g, &x.f32s(), &w.f32s(), bias.as_deref());
+        let out = self.conv_f32(&g, &x.f32s(), w, bias.as_deref());
         let out = Tensor::from_f32(g.output_shape(), out)?;
         Ok(vec![if x.dtype() == DType::F32 { out } else { out.cast(x.dtype()) }])
     }
@@ -108,7 +116,7 @@ fn parse_conv(attrs: &mut Attrs, _: &NodeContext) -> Result<Op, OpError> {
     if group < 1 {
         return Err(OpError::bad_attribute("group", format!("must be >= 1, got {group}")));
     }
-    Ok(Conv { window, group: group as usize }.into())
+    Ok(Conv { window, group: group as usize, filters: Prepared::default() }.into())
 }
 
 pub(crate) const DEFS: &[OpDef] = &[OpDef::new("Conv", (1, 21), (2, 3), (1, 1), parse_conv)];
