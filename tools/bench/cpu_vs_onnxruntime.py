@@ -7,7 +7,9 @@ Exports the fixture network (tools/onnx_fixtures/make_model_fixtures.py) at a la
 the ratio.
 
 Run: cargo build --release -p fifo-cli && /work/venv/bin/python tools/bench/cpu_vs_onnxruntime.py
+[--threads 1,2,4]
 """
+import argparse
 import os
 import pathlib
 import re
@@ -30,6 +32,9 @@ ROUNDS = 5
 
 
 def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
+    args = ap.parse_args()
     work = pathlib.Path(tempfile.mkdtemp(prefix="fifo-bench-"))
     torch.manual_seed(0)
     model = TinyUNet(ch=64, tdim=64).eval()
@@ -40,7 +45,7 @@ def main():
     np.save(work / "x.npy", feeds["x"])
     np.save(work / "t.npy", feeds["t"])
     fifo = ROOT / "target" / "release" / "fifo"
-    for threads in [1, 2]:
+    for threads in [int(n) for n in args.threads.split(",")]:
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
         sess = ort.InferenceSession(str(work / "unet.onnx"), so, providers=["CPUExecutionProvider"])

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The measurements only a lent GPU machine gives, in one run of the device tool, most needed
 # first, each step under its own time cap and all of them under BUDGET seconds (default 540, for
-# the tool's 600-second command limit). Needs .dev/ from tools/device/pack.sh (carry it).
+# the tool's 600-second command limit). Needs .dev/ and .gl/ from tools/device/pack.sh (carry them).
 #
-#   run(command="bash tools/device/suite.sh", carry=[".dev"], timeout_s=600)
+#   run(command="bash tools/device/suite.sh", carry=[".dev", ".gl"], timeout_s=600)
 #
 # Everything printed also goes to $OUT/suite.log (the device tool brings $OUT back); steps that
 # cannot run (no CUDA torch, no onnxruntime) say why and the suite goes on.
@@ -18,6 +18,19 @@ main() {
     mkdir -p "$(dirname "$2")"
     xz -dc ".dev/$1.xz" > "$2" && chmod +x "$2"
   }
+  # A bare machine may lack the Vulkan/EGL loaders (the driver is there): .gl/ holds their
+  # packages when tools/device/pack.sh could fetch them.
+  if ! ldconfig -p | grep -q libvulkan.so.1 && ls .gl/*.deb >/dev/null 2>&1; then
+    for f in .gl/*.deb; do dpkg -x "$f" /; done
+    ldconfig
+    echo "installed the Vulkan/EGL loaders from .gl/"
+  fi
+  nv=/usr/local/nvidia/share
+  if [ -z "${VK_DRIVER_FILES:-}" ] && [ -f $nv/vulkan/icd.d/nvidia_icd.json ] &&
+    ! ls /usr/share/vulkan/icd.d/nvidia* /etc/vulkan/icd.d/nvidia* >/dev/null 2>&1; then
+    export VK_DRIVER_FILES=$nv/vulkan/icd.d/nvidia_icd.json
+    export __EGL_VENDOR_LIBRARY_FILENAMES=$nv/glvnd/egl_vendor.d/10_nvidia.json
+  fi
   unpack fifo target/release/fifo
   unpack wonnx-peer bench/wonnx-peer/target/release/wonnx-peer
   unpack kernels .dev/bin/kernels
@@ -27,9 +40,13 @@ main() {
   has() { "$py" -c "import $1" 2>/dev/null; }
   cuda=$("$py" -c 'import torch; print(int(torch.cuda.is_available()))' 2>/dev/null || echo 0)
 
-  step() {  # step NAME CAP_SECONDS COMMAND...
+  step() {  # step NAME CAP_SECONDS COMMAND...; SKIP="word ..." skips steps whose name has a word
     local name=$1 cap=$2
     shift 2
+    local w
+    for w in ${SKIP:-}; do
+      case "$name" in *"$w"*) echo "== $name: skipped (SKIP=$SKIP)"; return ;; esac
+    done
     local left=$((BUDGET - SECONDS))
     if [ "$left" -lt 20 ]; then
       echo "== $name: skipped, the budget is spent"

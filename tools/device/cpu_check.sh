@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The CPU backend on the lent machine's CPU (a Xeon with AVX-512, where the project's own machine
+# has AVX2 only): the CPU tests through the AVX-512 code paths (the gemm crate's x86-v4 kernels,
+# `cpu::simd`'s widest copy), then the onnxruntime and PyTorch benches, in one device-tool run.
+# Needs .dev/ from tools/device/pack.sh (carry it; not .gl, so that GPU tests skip).
+#
+#   run(command="bash tools/device/cpu_check.sh", carry=[".dev"], timeout_s=420)
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-$(mktemp -d)}
+py=${PYTHON:-python3}
+
+main() {
+  mkdir -p target/release
+  xz -dc .dev/fifo.xz > target/release/fifo && chmod +x target/release/fifo
+  echo "binaries from commit $(cat .dev/commit 2>/dev/null || echo '?'); $(nproc) CPUs;" \
+    "$(grep -o 'avx512[a-z]*' /proc/cpuinfo | sort -u | tr '\n' ' ')"
+  for packed in .dev/tests/*.xz; do
+    [ -e "$packed" ] || continue
+    local name bin
+    name=$(basename "$packed" .xz)
+    bin=$(mktemp)
+    xz -dc "$packed" > "$bin" && chmod +x "$bin"
+    echo "== tests: $name"
+    timeout 150 "$bin" -q 2>&1 | grep -E "^test result|FAILED|panicked|failures:" | head -20
+  done
+  echo "== CPU backend vs onnxruntime (issue 4: goal within 1.25x)"
+  timeout 150 "$py" tools/bench/cpu_vs_onnxruntime.py --threads 1,2,4,16 2>&1 | grep thread
+  echo "== the same with AVX2 elementwise loops (FIFO_NO_AVX512=1; the GEMMs keep AVX-512)"
+  FIFO_NO_AVX512=1 timeout 100 "$py" tools/bench/cpu_vs_onnxruntime.py --threads 1,16 2>&1 | grep thread
+  echo "== CPU thread scaling, shipped model (issue 6)"
+  timeout 150 "$py" tools/bench/cpu_threads.py --state .dev/state --threads 1,2,16
+}
+
+main 2>&1 | tee "$OUT/cpu.log"
