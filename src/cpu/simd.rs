@@ -1,11 +1,13 @@
 //! Wider vectors for the elementwise loops without raising the build's target: the release build
 //! targets baseline x86-64 (SSE2, four floats, and a scalar call for every float-to-int
 //! conversion in `math::exp`), so loops that want more run through [`vectorised`], which compiles
-//! its closure twice more, with AVX2 + FMA and with AVX-512, and picks the widest copy the CPU
-//! runs. Rust never contracts `a * b + c` into an FMA on its own and never reorders a float
-//! reduction, so every copy computes the same bits.
+//! its closure again with AVX2 + FMA and picks that copy where the CPU has them. A third copy
+//! with AVX-512 runs with `FIFO_AVX512=1` only: it is not yet measured on a CPU that has
+//! AVX-512 (`tools/device/cpu_check.sh` compares the two), and 512-bit code can lower the
+//! clock of some of them. Rust never contracts `a * b + c` into an FMA on its own and never
+//! reorders a float reduction, so every copy computes the same bits.
 
-/// Runs `f`, compiled for AVX-512 or AVX2 + FMA where the CPU supports them (x86-64 only;
+/// Runs `f`, compiled for AVX2 + FMA (or AVX-512, when asked) where the CPU supports them (x86-64 only;
 /// elsewhere `f` as it is). Pass an `#[inline(always)] || ...` closure calling `#[inline]` code:
 /// whatever the optimiser leaves behind a call keeps the baseline instructions (a closure
 /// defined in another codegen unit is not inlined without the attribute).
@@ -42,17 +44,17 @@ enum Level {
     Avx512,
 }
 
-/// The widest copy this CPU runs. `FIFO_NO_AVX512=1` stops at AVX2 and `FIFO_NO_AVX2=1` keeps
-/// the baseline copy (to compare them).
+/// The copy to run: AVX2 where the CPU has it, AVX-512 with `FIFO_AVX512=1` where it has that;
+/// `FIFO_NO_AVX2=1` keeps the baseline copy (to compare them).
 #[cfg(target_arch = "x86_64")]
 fn level() -> Level {
     static LEVEL: std::sync::OnceLock<Level> = std::sync::OnceLock::new();
     *LEVEL.get_or_init(|| {
-        let off = |name: &str| std::env::var_os(name).is_some_and(|v| v != "0");
+        let set = |name: &str| std::env::var_os(name).is_some_and(|v| v != "0");
         let avx2 = std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
         let avx512 =
             std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512vl");
-        match (avx2 && !off("FIFO_NO_AVX2"), avx512 && !off("FIFO_NO_AVX512")) {
+        match (avx2 && !set("FIFO_NO_AVX2"), avx512 && set("FIFO_AVX512")) {
             (true, true) => Level::Avx512,
             (true, false) => Level::Avx2,
             _ => Level::Baseline,
