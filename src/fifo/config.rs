@@ -75,7 +75,7 @@ impl FifoConfig {
         if self.partitions == 0 {
             return bad("partitions must be at least 1".into());
         }
-        if self.lookahead && self.window % 2 != 0 {
+        if self.lookahead && !self.window.is_multiple_of(2) {
             return bad(format!(
                 "lookahead denoising needs an even window (it writes back half of it), got f = {}; \
                  turn lookahead off or use a model with an even frame count",

@@ -12,7 +12,7 @@ pub struct PromptContexts {
 impl PromptContexts {
     /// `contexts` holds `prompts * len` values, prompt-major.
     pub fn new(len: usize, contexts: Vec<f32>) -> Self {
-        assert!(len > 0 && contexts.len() % len == 0, "contexts must be whole prompts");
+        assert!(len > 0 && contexts.len().is_multiple_of(len), "contexts must be whole prompts");
         Self { len, contexts }
     }
 

@@ -174,7 +174,7 @@ impl UnetDenoiser {
             return vec![b];
         }
         let threads = crate::cpu::parallel::num_threads();
-        let n = (1..=threads.min(b)).rev().find(|n| b % n == 0).unwrap_or(1);
+        let n = (1..=threads.min(b)).rev().find(|n| b.is_multiple_of(*n)).unwrap_or(1);
         vec![b / n; n]
     }
 

@@ -105,7 +105,7 @@ fn check_conv(ctx: &GpuContext, case: &Case, seed: u64) {
     };
     assert_eq!(plain.out_shape(), shape);
     // The same through pre-packed weights (f32 or int8), where they apply.
-    let packed = ((case.cout / case.groups) % 4 == 0).then(|| Conv {
+    let packed = (case.cout / case.groups).is_multiple_of(4).then(|| Conv {
         w: GpuTensor::from_f32_as(ctx, "w_packed", dtype, &pack_weights(&stored, case.cout, case.groups))
             .unwrap(),
         packed_weights: true,

@@ -27,7 +27,7 @@ pub struct Mp4 {
 
 impl Mp4 {
     pub fn new(file: File, width: usize, height: usize, fps: u32) -> Result<Self> {
-        if width % 2 != 0 || height % 2 != 0 {
+        if !width.is_multiple_of(2) || !height.is_multiple_of(2) {
             bail!("H.264 needs an even frame size, the model makes {width}x{height}; use .y4m or .gif");
         }
         let config = EncoderConfig::new().max_frame_rate(FrameRate::from_hz(fps as f32));

@@ -106,7 +106,10 @@ pub fn attention(b: &mut ProgramBuilder, a: &Attention) -> GpuResult<()> {
     }
     // Whole vec4 loads when every head row is contiguous and starts on a 4-element boundary.
     let aligned = |v: &View, n: usize| {
-        n % 4 == 0 && v.strides[3] == 1 && v.offset % 4 == 0 && v.strides[..3].iter().all(|s| s % 4 == 0)
+        n.is_multiple_of(4)
+            && v.strides[3] == 1
+            && v.offset.is_multiple_of(4)
+            && v.strides[..3].iter().all(|s| s % 4 == 0)
     };
     let vec4 = aligned(&q, d) && aligned(&k, d) && aligned(&v, dv);
     let s4 = |v: &View| -> GpuResult<[u32; 4]> {
@@ -161,7 +164,7 @@ pub fn attention(b: &mut ProgramBuilder, a: &Attention) -> GpuResult<()> {
     let packed = lq < rows * WG_LINEAR as usize;
     // Where the subgroups are 8 lanes, they share each load of 8 keys (needs the whole-workgroup
     // layout: every invocation on one batch entry's keys).
-    let subgroups8 = !packed && ctx.fixed_subgroup_size() == Some(8) && WG_LINEAR % 8 == 0;
+    let subgroups8 = !packed && ctx.fixed_subgroup_size() == Some(8) && WG_LINEAR.is_multiple_of(8);
     let variant = if subgroups8 { variant.tag("sg8.keys8").flag("SG8") } else { variant.tag("keys2") };
     let max = MAX_WORKGROUPS as usize;
     let (variant, groups) = if packed {

@@ -161,7 +161,7 @@ impl Conv {
 }
 
 fn check_channels(op: &'static str, cin: usize, cout: usize, groups: usize) -> GpuResult<()> {
-    if groups == 0 || cin % groups != 0 || cout % groups != 0 {
+    if groups == 0 || !cin.is_multiple_of(groups) || !cout.is_multiple_of(groups) {
         return Err(shape_err(
             op,
             format!("{cin} input and {cout} output channels are not divisible by {groups} groups"),
@@ -271,7 +271,7 @@ pub fn conv(b: &mut ProgramBuilder, c: &Conv) -> GpuResult<()> {
     let variant = activation_types(ctx, OP, if tiled { "conv_tiled" } else { "conv" }, &c.x, &c.out)?;
     let mut params = window_params(OP, &c.x_shape, &out_shape, &c.geometry, c.groups, 0, c.activation)?;
     let variant = if c.packed_weights {
-        if (cout / c.groups) % 4 != 0 {
+        if !(cout / c.groups).is_multiple_of(4) {
             return Err(GpuError::Unsupported {
                 op: OP,
                 message: format!(

@@ -289,7 +289,7 @@ fn flat4(
     offsets: &[u32; 4],
 ) -> Option<ShaderVariant> {
     let n = shape.iter().product::<usize>();
-    if shape.len() != 1 || n % 4 != 0 || strides[0][0] != 1 || offsets[0] % 4 != 0 {
+    if shape.len() != 1 || n % 4 != 0 || strides[0][0] != 1 || !offsets[0].is_multiple_of(4) {
         return None;
     }
     variant = variant.tag("flat4").flag("FLAT4");

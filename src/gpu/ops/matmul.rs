@@ -137,7 +137,7 @@ fn vec4_layout(
     n: usize,
     r: usize,
 ) -> Option<bool> {
-    if !matches!(a.tensor.dtype(), DType::F32 | DType::F16) || k % 4 != 0 {
+    if !matches!(a.tensor.dtype(), DType::F32 | DType::F16) || !k.is_multiple_of(4) {
         return None;
     }
     let aligned = |vals: &[usize]| vals.iter().all(|v| v % 4 == 0);
@@ -150,7 +150,7 @@ fn vec4_layout(
     {
         return None;
     }
-    if swn == 1 && n % 4 == 0 && swk % 4 == 0 {
+    if swn == 1 && n.is_multiple_of(4) && swk % 4 == 0 {
         Some(true)
     } else if swk == 1 && swn % 4 == 0 {
         Some(false)

@@ -208,7 +208,7 @@ pub fn group_norm_modulated(
     out: &GpuTensor,
 ) -> GpuResult<()> {
     const OP: &str = "group_norm";
-    if shape.len() < 2 || groups == 0 || shape[1] % groups != 0 {
+    if shape.len() < 2 || groups == 0 || !shape[1].is_multiple_of(groups) {
         return Err(shape_err(
             OP,
             format!("shape {shape:?} with {groups} groups: need [N, C, ...] with C divisible by groups"),

@@ -142,7 +142,7 @@ pub fn reduce(
 /// `m`), or none (e.g. a prime `axis`).
 fn split_line(axis: usize, fits: impl Fn(usize) -> bool) -> Option<usize> {
     (2..=axis.isqrt())
-        .filter(|d| axis % d == 0)
+        .filter(|d| axis.is_multiple_of(*d))
         .flat_map(|d| [d, axis / d])
         .filter(|&m| fits(m) && fits(axis / m))
         .max()
@@ -183,7 +183,7 @@ pub fn softmax(
         return b.push(variant, &params, &[x], &[out], groups, per_workgroup);
     }
     // Contiguous lines of whole vec4s: a quarter of the loads and stores.
-    let (variant, loops) = if params.inner == 1 && axis % 4 == 0 {
+    let (variant, loops) = if params.inner == 1 && axis.is_multiple_of(4) {
         (variant.tag("vec4").flag("VEC4"), per_invocation / 4)
     } else {
         (variant, per_invocation)

@@ -26,7 +26,12 @@ pub(crate) struct Geometry {
 
 impl ConvTranspose {
     pub(crate) fn geometry(&self, x: &[usize], w: &[usize]) -> Result<Geometry, OpError> {
-        if x.len() < 3 || w.len() != x.len() || self.group == 0 || x[1] != w[0] || w[0] % self.group != 0 {
+        if x.len() < 3
+            || w.len() != x.len()
+            || self.group == 0
+            || x[1] != w[0]
+            || !w[0].is_multiple_of(self.group)
+        {
             return Err(OpError::invalid(format!(
                 "ConvTranspose cannot take X {x:?} and W {w:?} with group {}",
                 self.group

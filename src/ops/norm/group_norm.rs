@@ -15,7 +15,7 @@ pub struct GroupNorm {
 
 impl GroupNorm {
     fn check(&self, x: &[usize], scale: &[usize], bias: &[usize]) -> Result<(), OpError> {
-        if x.len() < 2 || self.num_groups == 0 || x[1] % self.num_groups != 0 {
+        if x.len() < 2 || self.num_groups == 0 || !x[1].is_multiple_of(self.num_groups) {
             return Err(OpError::invalid(format!(
                 "GroupNormalization: {} groups do not divide the channels of {x:?}",
                 self.num_groups
