@@ -13,8 +13,14 @@ py=${PYTHON:-python3}
 main() {
   mkdir -p target/release
   xz -dc .dev/fifo.xz > target/release/fifo && chmod +x target/release/fifo
-  echo "binaries from commit $(cat .dev/commit 2>/dev/null || echo '?'); $(nproc) CPUs;" \
-    "$(grep -o 'avx512[a-z]*' /proc/cpuinfo | sort -u | tr '\n' ' ')"
+  echo "binaries from commit $(cat .dev/commit 2>/dev/null || echo '?'); $(nproc) CPUs"
+  # What the gemm crate's x86-v3 (AVX2) and x86-v4 (AVX-512) kernels each need (pulp's lists):
+  # a VM that hides one of them sends every GEMM to a narrower kernel.
+  local flag
+  for flag in sse4_2 popcnt avx avx2 bmi1 bmi2 fma abm avx512f avx512bw avx512cd avx512dq avx512vl; do
+    grep -qw "$flag" /proc/cpuinfo && printf '%s ' "$flag" || printf 'NO-%s ' "$flag"
+  done
+  echo "(lzcnt shows as abm)"
   for packed in .dev/tests/*.xz; do
     [ -e "$packed" ] || continue
     local name bin
