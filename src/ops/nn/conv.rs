@@ -120,3 +120,50 @@ fn parse_conv(attrs: &mut Attrs, _: &NodeContext) -> Result<Op, OpError> {
 }
 
 pub(crate) const DEFS: &[OpDef] = &[OpDef::new("Conv", (1, 21), (2, 3), (1, 1), parse_conv)];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::nn::window::AutoPad;
+
+    /// A 3x3 conv with 16 channels each side (Winograd's case), padded to keep 6x6.
+    fn conv() -> Conv {
+        let window = WindowAttrs {
+            kernel_shape: None,
+            strides: None,
+            dilations: None,
+            pads: Some(vec![1, 1, 1, 1]),
+            auto_pad: AutoPad::NotSet,
+            ceil_mode: false,
+        };
+        Conv { window, group: 1, filters: Prepared::default() }
+    }
+
+    fn tensor(shape: Vec<usize>, seed: u32) -> Tensor {
+        let n = shape.iter().product::<usize>();
+        let values = (0..n).map(|i| ((i as u32 * 2654435761).wrapping_add(seed) % 1000) as f32 / 500.0 - 1.0);
+        Tensor::from_f32(shape, values.collect()).unwrap()
+    }
+
+    fn run(op: &Conv, x: &Tensor, w: &Tensor) -> Vec<f32> {
+        op.run(&[Some(x), Some(w)]).unwrap()[0].to_f32_vec()
+    }
+
+    #[test]
+    fn kept_filters_serve_only_the_weights_they_came_from() {
+        assert!(winograd::applies(
+            &conv().geometry(&[1, 16, 6, 6], &[16, 16, 3, 3], None).unwrap().window,
+            16,
+            16
+        ));
+        let x = tensor(vec![1, 16, 6, 6], 1);
+        let (w1, w2) = (tensor(vec![16, 16, 3, 3], 2), tensor(vec![16, 16, 3, 3], 3));
+        let op = conv();
+        let first = run(&op, &x, &w1);
+        assert_eq!(run(&op, &x, &w1.clone()), first, "the same weights again");
+        // Other weights of the same shape (a Conv whose W is a graph input) are transformed anew.
+        assert_eq!(run(&op, &x, &w2), run(&conv(), &x, &w2));
+        assert_ne!(run(&op, &x, &w2), first);
+        assert_eq!(run(&op, &x, &w1), first);
+    }
+}
