@@ -141,7 +141,8 @@ mod tests {
 
     fn tensor(shape: Vec<usize>, seed: u32) -> Tensor {
         let n = shape.iter().product::<usize>();
-        let values = (0..n).map(|i| ((i as u32 * 2654435761).wrapping_add(seed) % 1000) as f32 / 500.0 - 1.0);
+        let values = (0..n)
+            .map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) % 1000) as f32 / 500.0 - 1.0);
         Tensor::from_f32(shape, values.collect()).unwrap()
     }
 
