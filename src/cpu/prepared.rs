@@ -12,7 +12,7 @@ use crate::tensor::{Tensor, TensorData};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-/// Bytes all caches together may hold: the shipped UNet's 3x3 convs need 17 MiB of transformed
+/// Bytes all caches together may hold: the shipped UNet's 3x3 convs need 7.7 MiB of transformed
 /// filters, a large UNet's a few GiB (which would rather be derived per run).
 pub const BUDGET_BYTES: usize = 512 << 20;
 static USED_BYTES: AtomicUsize = AtomicUsize::new(0);
