@@ -142,49 +142,7 @@ impl DisjointOutput {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::nn::window::multi_indices;
-    use crate::tensor::shape::strides;
-
-    /// The definition, one output element at a time.
-    #[allow(clippy::too_many_arguments)]
-    fn direct(
-        w: &Window,
-        batch: usize,
-        groups: usize,
-        cg: usize,
-        mg: usize,
-        x: &[f32],
-        k: &[f32],
-        b: &[f32],
-    ) -> Vec<f32> {
-        let in_len = w.input_len();
-        let in_strides = strides(&w.input);
-        let taps = w.kernel_positions();
-        let mut out = Vec::new();
-        for n in 0..batch {
-            for oc in 0..groups * mg {
-                let grp = oc / mg;
-                for o in multi_indices(&w.output) {
-                    let mut acc = b[oc];
-                    for c in 0..cg {
-                        for (t, tap) in taps.iter().enumerate() {
-                            let coords: Option<usize> = (0..o.len()).try_fold(0, |acc, d| {
-                                let i = w.input_coord(d, o[d], tap[d]);
-                                (i >= 0 && (i as usize) < w.input[d])
-                                    .then(|| acc + i as usize * in_strides[d])
-                            });
-                            if let Some(off) = coords {
-                                let xv = x[(n * groups * cg + grp * cg + c) * in_len + off];
-                                acc += k[(oc * cg + c) * taps.len() + t] * xv;
-                            }
-                        }
-                    }
-                    out.push(acc);
-                }
-            }
-        }
-        out
-    }
+    use crate::cpu::conv_reference::direct;
 
     #[test]
     fn panels_match_the_definition() {
@@ -242,7 +200,7 @@ mod tests {
             for panel in [1, 5, 13, want.len()] {
                 let mut got = vec![f32::NAN; want.len()];
                 conv_in_panels(&w, batch, groups, cg, mg, &x, &k, Some(&b), &mut got, panel);
-                let worst = got.iter().zip(&want).map(|(g, w)| (g - w).abs()).fold(0.0f32, f32::max);
+                let worst = got.iter().zip(&want).map(|(&g, w)| (g as f64 - w).abs()).fold(0.0, f64::max);
                 assert!(worst < 1e-4, "{input:?} {kernel:?} panel {panel}: max error {worst}");
             }
         }
