@@ -36,6 +36,12 @@ unsafe fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Whether [`vectorised`] runs its AVX-512 copy, for kernels that carry their own AVX-512 code.
+#[cfg(target_arch = "x86_64")]
+pub fn avx512() -> bool {
+    level() == Level::Avx512
+}
+
 #[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Level {

@@ -189,7 +189,11 @@ pub fn attention_strided(
             if n > 0 {
                 simd::vectorised(
                     #[inline(always)]
-                    || scores.chunks_mut(n).for_each(softmax_in_place),
+                    || {
+                        for row in scores.chunks_mut(n) {
+                            softmax_in_place(row);
+                        }
+                    },
                 );
             }
             sgemm_serial(1.0, MatRef::row_major(scores, r, n), v.matrix(bv, 0, n), 0.0, block_out);
@@ -251,9 +255,15 @@ fn block_rows(batches: usize, m: usize, n: usize) -> usize {
 #[inline(always)]
 fn softmax_in_place(row: &mut [f32]) {
     let max = math::max(row);
-    row.iter_mut().for_each(|x| *x = exp(*x - max));
+    // `for` loops here and in the caller, not `for_each`: its `fold` is not always inlined,
+    // and a call out of the `simd::vectorised` closure runs the baseline copy of `exp`.
+    for x in row.iter_mut() {
+        *x = exp(*x - max);
+    }
     let inv = 1.0 / math::sum_by(row, |x| x);
-    row.iter_mut().for_each(|x| *x *= inv);
+    for x in row.iter_mut() {
+        *x *= inv;
+    }
 }
 
 #[cfg(test)]
