@@ -121,7 +121,7 @@ pub fn im2col_columns(
         }
         // Spans are short (a row of a 16x16 image, 8 frames): moves inlined, in AVX2 where the
         // CPU has it; a libc call per span and per gap cost more than the data.
-        simd::vectorised(
+        simd::vectorised_256(
             #[inline(always)]
             || {
                 for c in 0..channels {

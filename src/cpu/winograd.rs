@@ -231,7 +231,7 @@ fn conv_in_panels(
                 let rows = rows_per_panel.min(tile_rows - first_row);
                 let tiles = rows * tw;
                 for grp in 0..groups {
-                    simd::vectorised(
+                    simd::vectorised_256(
                         #[inline(always)]
                         || {
                             input_panel(
@@ -254,7 +254,7 @@ fn conv_in_panels(
                         sgemm_serial(1.0, a, b, 0.0, &mut prod[p * mg * tiles..][..mg * tiles]);
                     }
                     let bias = bias.map(|b| &b[grp * mg..][..mg]);
-                    simd::vectorised(
+                    simd::vectorised_256(
                         #[inline(always)]
                         || {
                             output_panel(

@@ -4,11 +4,14 @@
 Exports the fixture network (tools/onnx_fixtures/make_model_fixtures.py) at a larger size
 (channels 64, 32x32 latents), runs onnxruntime (Python) and `fifo onnx run --repeat` with 1 and
 2 threads in alternating rounds, checks the outputs agree and prints each side's median round and
-the ratio.
+the ratio. With --per-op, also each side's time per kind of op on one thread (onnxruntime's
+profiler against FIFO_PROFILE), to see where a gap lies.
 
 Run: cargo build --release -p fifo-cli && /work/venv/bin/python tools/bench/cpu_vs_onnxruntime.py
-[--threads 1,2,4]
+[--threads 1,2,4] [--per-op]
 """
+import collections
+import json
 import argparse
 import os
 import pathlib
@@ -34,6 +37,7 @@ ROUNDS = 5
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
+    ap.add_argument("--per-op", action="store_true", help="also time each kind of op on one thread")
     args = ap.parse_args()
     work = pathlib.Path(tempfile.mkdtemp(prefix="fifo-bench-"))
     torch.manual_seed(0)
@@ -76,6 +80,53 @@ def main():
         print(f"{threads} thread(s): onnxruntime {ort_ms:.2f} ms, fifo cpu {ours_ms:.2f} ms (medians of {ROUNDS} "
               f"rounds; {spread(ort_rounds)} / {spread(our_rounds)}), ratio {ours_ms / ort_ms:.2f}x, "
               f"relative L2 difference {rel:.1e}")
+    if args.per_op:
+        per_op(work, feeds, fifo)
+
+
+# Both engines fuse differently (onnxruntime: Conv+activation, MatMul+Add; ours: attention,
+# norm+SiLU, conv+residual), so ops are compared by kind, named after the op types they hold.
+KINDS = [("conv", ("Conv",)), ("matmul+attention", ("MatMul", "Gemm", "Attention", "Softmax")),
+         ("normalization", ("Normalization",)), ("other", ("",))]
+
+
+def kind(op_type):
+    return next(k for k, words in KINDS if any(w in op_type for w in words))
+
+
+def per_op(work, feeds, fifo, runs=40):
+    """Median-free sums over `runs` runs after a warm-up, in ms per run, on one thread."""
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.enable_profiling = True
+    so.profile_file_prefix = str(work / "ort-profile")
+    sess = ort.InferenceSession(str(work / "unet.onnx"), so, providers=["CPUExecutionProvider"])
+    for _ in range(runs + 1):
+        sess.run(None, feeds)
+    events = json.load(open(sess.end_profiling()))
+    theirs, their_ops = collections.Counter(), collections.Counter()
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            theirs[kind(e["args"]["op_name"])] += e["dur"] / 1e3 / (runs + 1)
+            their_ops[e["args"]["op_name"]] += e["dur"] / 1e3 / (runs + 1)
+    out = subprocess.run([str(fifo), "onnx", "run", str(work / "unet.onnx"), "--input", f"x={work / 'x.npy'}",
+                          "--input", f"t={work / 't.npy'}", "--output-dir", str(work / "out"),
+                          "--repeat", str(runs)],
+                         env={**os.environ, "RAYON_NUM_THREADS": "1", "FIFO_PROFILE": "1"}, check=True,
+                         capture_output=True, text=True)
+    ours, our_ops = collections.Counter(), collections.Counter()
+    # One profile per run; the first is the warm-up.
+    profiles = out.stderr.split("profile:")[2:]
+    for profile in profiles:
+        for m in re.finditer(r"^\s+(\w+)\s+x\d+\s+[0-9.]+\s+([0-9.]+)$", profile, re.M):
+            ours[kind(m.group(1))] += float(m.group(2)) / len(profiles)
+            our_ops[m.group(1)] += float(m.group(2)) / len(profiles)
+    print("per kind of op, 1 thread, ms per run (onnxruntime's profiler / FIFO_PROFILE):")
+    for k, _ in KINDS:
+        ratio = f"{ours[k] / theirs[k]:.2f}x" if theirs[k] else "-"
+        print(f"  {k:<17} onnxruntime {theirs[k]:6.2f}  fifo cpu {ours[k]:6.2f}  {ratio}")
+    for name, ops in (("onnxruntime", their_ops), ("fifo cpu", our_ops)):
+        print(f"  {name} ops: " + ", ".join(f"{op} {ms:.2f}" for op, ms in ops.most_common() if ms >= 0.01))
 
 if __name__ == "__main__":
     main()
