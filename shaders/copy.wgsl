@@ -35,6 +35,13 @@ struct Params {
 // once per run instead of once per element.
 const RUN: u32 = 4u;
 
+// c modulo extent in [0, extent). Only unsigned `%`: GLSL, which wgpu's GL backend runs, leaves
+// `%` of a negative operand undefined (llvmpipe's GL gave wrong pads for "wrap").
+fn wrap_index(c: i32, extent: i32) -> i32 {
+    let r = i32(u32(abs(c)) % u32(extent));
+    return select(r, (extent - r) % extent, c < 0);
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
@@ -58,7 +65,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let extent = i32(p.in_dims[du >> 2u][du & 3u]);
         var c = i32(idx) * p.step[du >> 2u][du & 3u] + p.start[du >> 2u][du & 3u];
         if (((p.wrap >> du) & 1u) == 1u) {
-            c = ((c % extent) + extent) % extent;
+            c = wrap_index(c, extent);
         }
         inside = inside && c >= 0 && c < extent;
         s += u32(max(c, 0)) * p.in_strides[du >> 2u][du & 3u];
@@ -74,7 +81,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var idx = first; idx < min(first + RUN, n_last); idx++) {
         var c = i32(idx) * step + start;
         if (wraps) {
-            c = ((c % extent) + extent) % extent;
+            c = wrap_index(c, extent);
         }
         let ok = inside && c >= 0 && c < extent;
         dst[o + idx * out_stride] = select(pad, src[s + u32(max(c, 0)) * in_stride], ok);
