@@ -86,7 +86,7 @@ def main():
 
 # Both engines fuse differently (onnxruntime: Conv+activation, MatMul+Add; ours: attention,
 # norm+SiLU, conv+residual), so ops are compared by kind, named after the op types they hold.
-KINDS = [("conv", ("Conv",)), ("matmul+attention", ("MatMul", "Gemm", "Attention", "Softmax")),
+KINDS = [("conv", ("Conv",)), ("matmul+attention", ("MatMul", "Gemm", "Einsum", "Attention", "Softmax")),
          ("normalization", ("Normalization",)), ("other", ("",))]
 
 
