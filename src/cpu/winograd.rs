@@ -34,17 +34,6 @@ fn fits(w: &Window) -> bool {
     w.kernel == [3, 3] && w.strides == [1, 1] && w.dilations == [1, 1]
 }
 
-/// Whether `FIFO_CPU_CONV=direct` asks for the im2col convolution everywhere (to compare the two).
-pub fn enabled() -> bool {
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *ON.get_or_init(|| std::env::var_os("FIFO_CPU_CONV").is_none_or(|v| v != "direct"))
-    }
-    #[cfg(target_arch = "wasm32")]
-    true
-}
-
 /// The filters transformed, `G g Gᵀ` per (output, input) channel pair, laid out
 /// `[output channel][position (16)][cg]`: the GEMM operand of a group and position is the
 /// `mg x cg` matrix with row stride `16 * cg`. Vectorised across the input channels and

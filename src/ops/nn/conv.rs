@@ -74,17 +74,29 @@ impl Conv {
     fn conv_f32(&self, g: &ConvGeometry, x: &[f32], w: &Tensor, bias: Option<&[f32]>) -> Vec<f32> {
         let (cg, mg) = (g.in_channels / g.group, g.out_channels / g.group);
         let mut out = vec![0.0f32; g.batch * g.out_channels * g.window.output_len()];
-        if winograd::enabled() && winograd::applies(&g.window, cg, mg) {
+        if shaped_kernels() && winograd::applies(&g.window, cg, mg) {
             let u =
                 self.filters.get_or_derive(w, || winograd::transform_filters(&w.f32s(), g.out_channels, cg));
             winograd::conv(&g.window, g.batch, g.group, cg, mg, x, &u, bias, &mut out);
-        } else if winograd::enabled() && narrow_conv::applies(&g.window, g.batch, g.in_channels, mg) {
+        } else if shaped_kernels() && narrow_conv::applies(&g.window, g.batch, g.in_channels, mg) {
             narrow_conv::conv(&g.window, g.batch, g.group, cg, mg, x, &w.f32s(), bias, &mut out);
         } else {
             panel_conv::conv(&g.window, g.batch, g.group, cg, mg, x, &w.f32s(), bias, &mut out);
         }
         out
     }
+}
+
+/// Whether the kernels for particular shapes (Winograd's, the narrow one) may take a conv:
+/// `FIFO_CPU_CONV=direct` sends every conv to the im2col panels (to compare them).
+fn shaped_kernels() -> bool {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *ON.get_or_init(|| std::env::var_os("FIFO_CPU_CONV").is_none_or(|v| v != "direct"))
+    }
+    #[cfg(target_arch = "wasm32")]
+    true
 }
 
 impl OpSpec for Conv {
