@@ -140,7 +140,7 @@ fn conv_with<const MG: usize>(
 
 /// [`accumulate`] through the widest copy the CPU runs. The AVX-512 copy is written with
 /// intrinsics: compiled for AVX-512, LLVM turns the portable loop (for MG 4, 6, 7 and 8) into
-/// gathers and scatters of the sums, which ran the shipped bench model's 128 -> 4 conv 20x slower.
+/// gathers and scatters of the sums, which ran the CPU bench model's 128 -> 4 conv 20x slower.
 #[inline(always)]
 fn accumulate_fastest<const MG: usize>(
     padded: &[f32],

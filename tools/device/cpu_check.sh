@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The CPU backend on the lent machine's CPU (a Xeon with AVX-512, where the project's own machine
-# has AVX2 only): the CPU tests through the AVX-512 code paths (the gemm crate's x86-v4 kernels,
-# `cpu::simd`'s widest copy), then the onnxruntime and PyTorch benches, in one device-tool run.
+# The CPU backend on the lent machine's CPU (an AVX-512 Xeon with full-width FMA units, unlike the
+# project's machines: AVX2 EPYCs, or a Zen 4 whose AVX-512 runs at half width): the CPU tests
+# through the AVX-512 code paths (the gemm crate's x86-v4 kernels, `cpu::simd`'s widest copy), then
+# the onnxruntime benches (with the time per kind of op) and PyTorch's, in one device-tool run.
 # Needs .dev/ from tools/device/pack.sh (carry it; not .gl, so that GPU tests skip).
 #
 #   run(command="bash tools/device/cpu_check.sh", carry=[".dev"], timeout_s=420)
@@ -33,7 +34,7 @@ main() {
     timeout 150 "$bin" -q 2>&1 | grep -E "^test result|FAILED|panicked|failures:" | head -20
   done
   echo "== CPU backend vs onnxruntime (issue 4: goal within 1.25x)"
-  timeout 150 "$py" tools/bench/cpu_vs_onnxruntime.py --threads 1,2,4,16 2>&1 | grep thread
+  timeout 150 "$py" tools/bench/cpu_vs_onnxruntime.py --threads 1,2,4,16 --per-op 2>&1 | grep -E "thread|onnxruntime|fifo cpu"
   echo "== the same with the elementwise loops in AVX2 (FIFO_AVX512=0; the GEMMs use AVX-512 either way)"
   FIFO_AVX512=0 timeout 100 "$py" tools/bench/cpu_vs_onnxruntime.py --threads 1,16 2>&1 | grep thread
   echo "== CPU thread scaling, shipped model (issue 6)"
