@@ -34,7 +34,7 @@ main() {
     timeout 150 "$bin" -q 2>&1 | grep -E "^test result|FAILED|panicked|failures:" | head -20
   done
   echo "== CPU backend vs onnxruntime (issue 4: goal within 1.25x)"
-  timeout 150 "$py" tools/bench/cpu_vs_onnxruntime.py --threads 1,2,4,16 --per-op 2>&1 | grep -E "thread|onnxruntime|fifo cpu"
+  timeout 200 "$py" tools/bench/cpu_vs_onnxruntime.py --threads 1,2,4,16 --per-op 2>&1 | grep -E "thread|onnxruntime|fifo cpu"
   echo "== the same with the elementwise loops in AVX2 (FIFO_AVX512=0; the GEMMs use AVX-512 either way)"
   FIFO_AVX512=0 timeout 100 "$py" tools/bench/cpu_vs_onnxruntime.py --threads 1,16 2>&1 | grep thread
   echo "== CPU thread scaling, shipped model (issue 6)"
