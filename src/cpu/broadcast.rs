@@ -3,19 +3,42 @@
 use super::{parallel, simd};
 use crate::tensor::shape::{broadcast_shapes, broadcast_strides, for_each_offset};
 use crate::tensor::TensorError;
+use std::mem::MaybeUninit;
+
+/// `len` values, written by `fill(piece_index, piece)` over consecutive `chunk`-long pieces in
+/// parallel, without zeroing them first (a memset of every output, 3-7% of a UNet's CPU time).
+///
+/// # Safety
+/// `fill` must write every slot of every piece it is given.
+unsafe fn filled<O: Copy + Send>(
+    len: usize,
+    chunk: usize,
+    fill: impl Fn(usize, &mut [MaybeUninit<O>]) + Sync + Send,
+) -> Vec<O> {
+    let mut out = Vec::with_capacity(len);
+    parallel::for_each_chunk_mut(&mut out.spare_capacity_mut()[..len], chunk, fill);
+    // SAFETY: `fill` wrote all `len` slots (the caller's promise).
+    unsafe { out.set_len(len) };
+    out
+}
 
 /// `f` over every element, in parallel for large inputs.
-pub fn map<A: Copy + Sync, O: Copy + Send + Default>(a: &[A], f: impl Fn(A) -> O + Sync + Send) -> Vec<O> {
-    let mut out = vec![O::default(); a.len()];
+pub fn map<A: Copy + Sync, O: Copy + Send>(a: &[A], f: impl Fn(A) -> O + Sync + Send) -> Vec<O> {
     let chunk = parallel::chunk_len(a.len(), 4);
-    parallel::for_each_chunk_mut(&mut out, chunk, |i, o| {
-        let src = &a[i * chunk..i * chunk + o.len()];
-        simd::vectorised(
-            #[inline(always)]
-            || o.iter_mut().zip(src).for_each(|(o, &x)| *o = f(x)),
-        );
-    });
-    out
+    // SAFETY: each piece is zipped with the input piece of its length, every slot written.
+    unsafe {
+        filled(a.len(), chunk, |i, o| {
+            let src = &a[i * chunk..i * chunk + o.len()];
+            simd::vectorised(
+                #[inline(always)]
+                || {
+                    for (o, &x) in o.iter_mut().zip(src) {
+                        o.write(f(x));
+                    }
+                },
+            );
+        })
+    }
 }
 
 /// `f(a, b)` under numpy broadcasting; returns the output shape and data.
@@ -32,16 +55,22 @@ pub fn map2<A: Copy + Sync, B: Copy + Sync, O: Copy + Send + Default>(
         return Ok((shape, Vec::new()));
     }
     if a.len() == len && b.len() == len {
-        let mut out = vec![O::default(); len];
         let chunk = parallel::chunk_len(len, 4);
-        parallel::for_each_chunk_mut(&mut out, chunk, |i, o| {
-            let start = i * chunk;
-            let (sa, sb) = (&a[start..start + o.len()], &b[start..start + o.len()]);
-            simd::vectorised(
-                #[inline(always)]
-                || o.iter_mut().zip(sa).zip(sb).for_each(|((o, &x), &y)| *o = f(x, y)),
-            );
-        });
+        // SAFETY: each piece is zipped with input pieces of its length, every slot written.
+        let out = unsafe {
+            filled(len, chunk, |i, o| {
+                let start = i * chunk;
+                let (sa, sb) = (&a[start..start + o.len()], &b[start..start + o.len()]);
+                simd::vectorised(
+                    #[inline(always)]
+                    || {
+                        for ((o, &x), &y) in o.iter_mut().zip(sa).zip(sb) {
+                            o.write(f(x, y));
+                        }
+                    },
+                );
+            })
+        };
         return Ok((shape, out));
     }
     if b.len() == 1 {
