@@ -153,7 +153,8 @@ fn accumulate_fastest<const MG: usize>(
         // SAFETY: `simd::avx512` checked that the CPU has AVX-512 F.
         return unsafe { accumulate_avx512::<MG>(padded, offsets, w_t, i0) };
     }
-    simd::vectorised(
+    // At most AVX2: no AVX-512 copy of the portable loop is ever built.
+    simd::vectorised_256(
         #[inline(always)]
         || accumulate::<MG>(padded, offsets, w_t, i0),
     )
