@@ -23,6 +23,10 @@ const PANEL_TILES: usize = 96;
 /// shipped-size bench model 7% faster with 4 than with whole 96-tile panels. Not the thread
 /// count, so that the panels, and the bits, do not depend on it.
 const MIN_PANELS: usize = 4;
+/// Tiles per panel at least, before [`MIN_PANELS`]: thinner GEMMs fall to the `gemm` crate's
+/// one-register kernels (AVX-512, 64 or 128 output channels, k = 128: 51-66 GFLOP/s at 16
+/// tiles, 88 at 32, 96 at 48), which had taken 8-9% of the bench model's time on one thread.
+const MIN_PANEL_TILES: usize = 32;
 
 /// Whether [`conv`] computes this convolution: 2-D, 3x3, unit strides and dilations, and
 /// enough channels on both sides for it to be faster.
@@ -177,7 +181,7 @@ pub fn conv(
     bias: Option<&[f32]>,
     out: &mut [f32],
 ) {
-    conv_in_panels(w, batch, groups, cg, mg, x, filters, bias, out, PANEL_TILES)
+    conv_in_panels(w, batch, groups, cg, mg, x, filters, bias, out, (MIN_PANEL_TILES, PANEL_TILES))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -191,7 +195,7 @@ fn conv_in_panels(
     u: &[f32],
     bias: Option<&[f32]>,
     out: &mut [f32],
-    panel_tiles: usize,
+    (least_tiles, most_tiles): (usize, usize),
 ) {
     assert!(fits(w), "Winograd F(2x2, 3x3) needs a 3x3 stride-1 2-D conv");
     let tiling = Tiling::new(w);
@@ -204,7 +208,10 @@ fn conv_in_panels(
     assert_eq!(u.len(), oc * 16 * cg, "transformed filters size");
     let tw = tiling.tiles_w;
     let tile_rows = batch * tiling.tiles_h;
-    let rows_per_panel = (panel_tiles / tw).clamp(1, tile_rows.div_ceil(MIN_PANELS).max(1));
+    let rows_per_panel = (most_tiles / tw)
+        .clamp(1, tile_rows.div_ceil(MIN_PANELS).max(1))
+        .max(least_tiles.div_ceil(tw))
+        .min(tile_rows);
     let panels = tile_rows.div_ceil(rows_per_panel);
     let per_panel = rows_per_panel * tw;
     let per_task = parallel::chunk_len(panels, 16 * cg * mg * per_panel);
@@ -459,18 +466,18 @@ mod tests {
             let b = data(groups * mg, 3);
             let want = direct(&w, batch, groups, cg, mg, &x, &k, &b);
             let u = transform_filters(&k, groups * mg, cg);
-            // One tile row per panel, a few, and everything in one panel.
-            for panel_tiles in [1, 5, 1 << 20] {
+            // One tile row per panel, a few, everything in one panel, and the default bounds.
+            for panel_tiles in [(1, 1), (1, 5), (1, 1 << 20), (MIN_PANEL_TILES, PANEL_TILES)] {
                 let mut got = vec![f32::NAN; want.len()];
                 conv_in_panels(&w, batch, groups, cg, mg, &x, &u, Some(&b), &mut got, panel_tiles);
                 let err = relative_error(&got, &want);
                 assert!(
                     err < 1e-6,
-                    "{input:?} pads {pb:?}/{pe:?} panel {panel_tiles}: relative error {err:e}"
+                    "{input:?} pads {pb:?}/{pe:?} panel {panel_tiles:?}: relative error {err:e}"
                 );
             }
             let mut no_bias = vec![f32::NAN; want.len()];
-            conv_in_panels(&w, batch, groups, cg, mg, &x, &u, None, &mut no_bias, 7);
+            conv_in_panels(&w, batch, groups, cg, mg, &x, &u, None, &mut no_bias, (1, 7));
             let want: Vec<f64> = want
                 .iter()
                 .enumerate()
