@@ -2,6 +2,7 @@
 //! by rows or columns across threads.
 
 use super::parallel;
+use std::mem::MaybeUninit;
 
 /// A matrix view: data with row and column strides in elements (transposes are stride swaps).
 #[derive(Clone, Copy)]
@@ -34,21 +35,48 @@ impl<'a> MatRef<'a> {
     }
 }
 
+/// What a GEMM's output is made of: floats, which `beta` scales, or slots not yet written
+/// (`MaybeUninit`, for outputs that would otherwise be zeroed first), which need `beta = 0`:
+/// the `gemm` crate then writes them without reading them.
+pub trait OutputSlot: Send + Sync + Sized {
+    /// Whether the slots hold values that `beta * c` may read.
+    const READABLE: bool;
+    /// `c = beta * c`, for a product without terms (k = 0).
+    fn scale(c: &mut [Self], beta: f32);
+}
+
+impl OutputSlot for f32 {
+    const READABLE: bool = true;
+    fn scale(c: &mut [f32], beta: f32) {
+        c.iter_mut().for_each(|x| *x *= beta);
+    }
+}
+
+impl OutputSlot for MaybeUninit<f32> {
+    const READABLE: bool = false;
+    fn scale(c: &mut [MaybeUninit<f32>], _beta: f32) {
+        c.iter_mut().for_each(|x| {
+            x.write(0.0);
+        });
+    }
+}
+
 /// Checks the shapes; settles the products without terms (an empty side, or k = 0: c = beta * c)
 /// and says whether any are left.
-fn has_products(a: &MatRef, b: &MatRef, beta: f32, c: &mut [f32]) -> bool {
+fn has_products<C: OutputSlot>(a: &MatRef, b: &MatRef, beta: f32, c: &mut [C]) -> bool {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(k, b.rows, "gemm inner dimensions");
     assert_eq!(c.len(), m * n, "gemm output size");
     assert!(fits(a) && fits(b), "gemm operand views exceed their data");
+    assert!(C::READABLE || beta == 0.0, "gemm: an unwritten output can only be overwritten (beta = 0)");
     if k == 0 {
-        c.iter_mut().for_each(|x| *x *= beta);
+        C::scale(c, beta);
     }
     m > 0 && n > 0 && k > 0
 }
 
 /// `c = alpha * a @ b + beta * c`, with `c` row-major `a.rows x b.cols`.
-pub fn sgemm(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32]) {
+pub fn sgemm<C: OutputSlot>(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [C]) {
     if !has_products(&a, &b, beta, c) {
         return;
     }
@@ -69,12 +97,14 @@ pub fn sgemm(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32]) {
 
 /// `c = alpha * a @ b + beta * c` on the calling thread, for callers that already run one task
 /// per thread (each extra split would pack `b` again).
-pub fn sgemm_serial(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32]) {
+pub fn sgemm_serial<C: OutputSlot>(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [C]) {
     if !has_products(&a, &b, beta, c) {
         return;
     }
-    // SAFETY: `fits` checked both operand views against their slices and `c` is m x n.
-    unsafe { raw_sgemm(alpha, &a, &b, beta, c.as_mut_ptr(), b.cols) }
+    // SAFETY: `fits` checked both operand views against their slices and `c` is m x n; slots
+    // of either kind are f32-sized, and with beta = 0 (required of unwritten ones) they are
+    // written without being read.
+    unsafe { raw_sgemm(alpha, &a, &b, beta, c.as_mut_ptr().cast(), b.cols) }
 }
 
 /// `c = alpha * a @ b + beta * c` for `c` (a.rows x b.cols) at `c` with row stride `c_row_stride`
@@ -128,15 +158,15 @@ unsafe fn raw_sgemm(alpha: f32, a: &MatRef, b: &MatRef, beta: f32, c: *mut f32, 
 }
 
 /// Columns `first..first + cols` of a row-major output that one task owns.
-pub struct ColumnBlock<'a> {
-    ptr: *mut f32,
+pub struct ColumnBlock<'a, C> {
+    ptr: *mut C,
     rows: usize,
     cols: usize,
     row_stride: usize,
-    _output: std::marker::PhantomData<&'a mut [f32]>,
+    _output: std::marker::PhantomData<&'a mut [C]>,
 }
 
-impl ColumnBlock<'_> {
+impl<C: OutputSlot> ColumnBlock<'_, C> {
     pub fn cols(&self) -> usize {
         self.cols
     }
@@ -146,6 +176,7 @@ impl ColumnBlock<'_> {
         assert_eq!((a.rows, b.cols), (self.rows, self.cols), "gemm output block size");
         assert_eq!(a.cols, b.rows, "gemm inner dimensions");
         assert!(fits(&a) && fits(&b), "gemm operand views exceed their data");
+        assert!(C::READABLE || beta == 0.0, "gemm: an unwritten output can only be overwritten (beta = 0)");
         if self.rows == 0 || self.cols == 0 {
             return;
         }
@@ -154,35 +185,35 @@ impl ColumnBlock<'_> {
                 // SAFETY: row r of the block is in bounds and this task's own (see `column_blocks`).
                 let row =
                     unsafe { std::slice::from_raw_parts_mut(self.ptr.add(r * self.row_stride), self.cols) };
-                row.iter_mut().for_each(|x| *x *= beta);
+                C::scale(row, beta);
             }
             return;
         }
         // SAFETY: the views fit (checked above); the block's elements are in bounds and only
-        // this task's (see `column_blocks`).
-        unsafe { raw_sgemm(alpha, &a, &b, beta, self.ptr, self.row_stride) }
+        // this task's (see `column_blocks`); unwritten slots are written, not read (beta = 0).
+        unsafe { raw_sgemm(alpha, &a, &b, beta, self.ptr.cast(), self.row_stride) }
     }
 }
 
 /// A pointer shared by tasks that write disjoint column blocks of one matrix.
-struct SharedOutput(*mut f32);
+struct SharedOutput<C>(*mut C);
 
 // SAFETY: every task writes only its own columns, and the caller holds `&mut` to the whole.
-unsafe impl Sync for SharedOutput {}
+unsafe impl<C: Send> Sync for SharedOutput<C> {}
 
-impl SharedOutput {
-    fn get(&self) -> *mut f32 {
+impl<C> SharedOutput<C> {
+    fn get(&self) -> *mut C {
         self.0
     }
 }
 
 /// Splits the columns of `c` (row-major, rows of `n`) into blocks of `cols_per_block` and calls
 /// `f(first_column, block)` for each, in parallel natively.
-pub fn column_blocks(
-    c: &mut [f32],
+pub fn column_blocks<C: OutputSlot>(
+    c: &mut [C],
     n: usize,
     cols_per_block: usize,
-    f: impl Fn(usize, ColumnBlock) + Sync + Send,
+    f: impl Fn(usize, ColumnBlock<C>) + Sync + Send,
 ) {
     let rows = c.len().checked_div(n).unwrap_or(0);
     assert_eq!(rows * n, c.len(), "output is not whole rows");
@@ -200,7 +231,7 @@ pub fn column_blocks(
 
 /// Few rows but many columns (a conv with 64 output channels over a 32x32 image): threads take
 /// column blocks instead. Returns false when one block would do.
-fn split_columns(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32]) -> bool {
+fn split_columns<C: OutputSlot>(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [C]) -> bool {
     const MIN_COLS: usize = 128;
     let (m, k, n) = (a.rows, a.cols, b.cols);
     let cols_per_chunk = parallel::chunk_len(n, m * k).max(MIN_COLS);
@@ -251,6 +282,37 @@ mod tests {
             block.sgemm(2.0, empty, MatRef::row_major(&[], 0, n).columns(first, block.cols()), 0.5)
         });
         assert_eq!(got, start.iter().map(|x| x * 0.5).collect::<Vec<_>>());
+    }
+
+    /// Unwritten slots (holding NaN here, so that one left unwritten shows) get the same product
+    /// as floats, on the row split, the column split and with k = 0 (zeros).
+    #[test]
+    fn unwritten_outputs_are_all_written() {
+        for (m, k, n) in [(200, 13, 9), (5, 7, 3000), (6, 0, 4)] {
+            let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 - 3.0).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.5).collect();
+            let (am, bm) = (MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n));
+            let mut want = vec![f32::NAN; m * n];
+            sgemm(1.5, am, bm, 0.0, &mut want);
+            let mut slots = vec![MaybeUninit::new(f32::NAN); m * n];
+            sgemm(1.5, am, bm, 0.0, &mut slots);
+            // SAFETY: MaybeUninit::new initialised every slot.
+            let got: Vec<f32> = slots.iter().map(|s| unsafe { s.assume_init() }).collect();
+            assert!(got.iter().all(|x| !x.is_nan()), "{m}x{k}x{n}: a slot was left unwritten");
+            if k > 0 {
+                assert_eq!(got, want, "{m}x{k}x{n}");
+            } else {
+                assert!(got.iter().all(|&x| x == 0.0), "k = 0 gives zeros");
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "beta = 0")]
+    fn unwritten_outputs_cannot_be_accumulated() {
+        let a = [1.0f32; 4];
+        let mut slots = vec![MaybeUninit::new(0.0f32); 4];
+        sgemm(1.0, MatRef::row_major(&a, 2, 2), MatRef::row_major(&a, 2, 2), 1.0, &mut slots);
     }
 
     fn check_gemm(m: usize, k: usize, n: usize) {

@@ -14,4 +14,5 @@ pub mod parallel;
 pub mod prepared;
 pub mod simd;
 pub mod strided;
+pub mod uninit;
 pub mod winograd;

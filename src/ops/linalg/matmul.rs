@@ -2,11 +2,12 @@
 
 use crate::cpu::broadcast::gather_offsets;
 use crate::cpu::gemm::{sgemm, sgemm_serial, MatRef};
-use crate::cpu::{parallel, simd};
+use crate::cpu::{parallel, simd, uninit};
 use crate::ops::registry::OpDef;
 use crate::ops::{expect_dtype, required, Op, OpError, OpSpec, TensorType, ValueInfo, FLOATS};
 use crate::tensor::shape::broadcast_shapes;
 use crate::tensor::{DType, Tensor};
+use std::mem::MaybeUninit;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct MatMul;
@@ -69,10 +70,9 @@ pub(crate) fn batched_matmul_onto(
     addend: Option<&[f32]>,
 ) -> Result<(Vec<usize>, Vec<f32>), OpError> {
     let p = plan(a_shape, b_shape)?;
-    let (m, k, n) = (p.m, p.k, p.n);
-    let mut out = vec![0.0f32; p.out_shape.iter().product()];
+    let len: usize = p.out_shape.iter().product();
     if let Some(c) = addend {
-        if c.is_empty() || out.len() % c.len() != 0 {
+        if c.is_empty() || !len.is_multiple_of(c.len()) {
             return Err(OpError::invalid(format!(
                 "MatMul addend of {} elements does not repeat over the product {:?}",
                 c.len(),
@@ -80,6 +80,15 @@ pub(crate) fn batched_matmul_onto(
             )));
         }
     }
+    // SAFETY: the GEMMs (beta = 0) write every slot of their blocks, and the blocks cover the
+    // output; the addend is added to a block after its GEMM has written it.
+    let out = unsafe { uninit::written(len, |out| product_into(&p, a, b, addend, out)) };
+    Ok((p.out_shape, out))
+}
+
+/// The products of [`batched_matmul_onto`] into `out`, every slot written.
+fn product_into(p: &Plan, a: &[f32], b: &[f32], addend: Option<&[f32]>, out: &mut [MaybeUninit<f32>]) {
+    let (m, k, n) = (p.m, p.k, p.n);
     if p.b_batch.iter().product::<usize>() == 1 {
         // One B for every batch (a Linear layer on a 3-D input): a single GEMM with the batch
         // folded into the rows of A.
@@ -87,25 +96,25 @@ pub(crate) fn batched_matmul_onto(
         let a = MatRef::row_major(a, rows, k);
         let b = MatRef::row_major(b, k, n);
         let Some(c) = addend else {
-            sgemm(1.0, a, b, 0.0, &mut out);
-            return Ok((p.out_shape, out));
+            return sgemm(1.0, a, b, 0.0, out);
         };
         // Blocks of rows small enough to be still in cache when the addend is added (the
         // gemm crate's accumulating form measured slower than writing, then adding).
         let rows_per_block = (ADDEND_BLOCK_FLOATS / n.max(1)).max(1);
-        parallel::for_each_chunk_mut(&mut out, rows_per_block * n, |i, block| {
+        parallel::for_each_chunk_mut(out, rows_per_block * n, |i, block| {
             let row0 = i * rows_per_block;
             let a_rows = MatRef { data: &a.data[row0 * k..], rows: block.len() / n, ..a };
             sgemm_serial(1.0, a_rows, b, 0.0, block);
-            add_repeating(block, c, row0 * n);
+            // SAFETY: the GEMM wrote the whole block.
+            add_repeating(unsafe { uninit::assume_init(block) }, c, row0 * n);
         });
-        return Ok((p.out_shape, out));
+        return;
     }
     let pairs = gather_offsets(&p.batch, [&p.a_batch, &p.b_batch]);
     let per_batch = (m * n).max(1);
     // Many small products (attention heads) run one per task; big ones split inside sgemm.
     let batches_per_chunk = parallel::chunk_len(pairs.len(), m * n * k);
-    parallel::for_each_chunk_mut(&mut out, batches_per_chunk * per_batch, |chunk, c_block| {
+    parallel::for_each_chunk_mut(out, batches_per_chunk * per_batch, |chunk, c_block| {
         let first = chunk * batches_per_chunk;
         for (j, c_one) in c_block.chunks_mut(per_batch).enumerate() {
             let [ia, ib] = pairs[first + j];
@@ -113,11 +122,11 @@ pub(crate) fn batched_matmul_onto(
             let b_mat = MatRef::row_major(&b[ib * k * n..(ib + 1) * k * n], k, n);
             sgemm(1.0, a_mat, b_mat, 0.0, c_one);
             if let Some(c) = addend {
-                add_repeating(c_one, c, (first + j) * per_batch);
+                // SAFETY: the GEMM wrote the whole product.
+                add_repeating(unsafe { uninit::assume_init(c_one) }, c, (first + j) * per_batch);
             }
         }
     });
-    Ok((p.out_shape, out))
 }
 
 /// Output floats per task of a product onto an addend (a quarter of a core's L2).
