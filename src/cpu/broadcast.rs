@@ -25,7 +25,7 @@ pub fn map<A: Copy + Sync, O: Copy + Send>(a: &[A], f: impl Fn(A) -> O + Sync + 
 }
 
 /// `f(a, b)` under numpy broadcasting; returns the output shape and data.
-pub fn map2<A: Copy + Sync, B: Copy + Sync, O: Copy + Send + Default>(
+pub fn map2<A: Copy + Sync, B: Copy + Sync, O: Copy + Send>(
     a_shape: &[usize],
     a: &[A],
     b_shape: &[usize],
@@ -65,33 +65,47 @@ pub fn map2<A: Copy + Sync, B: Copy + Sync, O: Copy + Send + Default>(
         return Ok((shape, vec![f(a[0], b[0]); len]));
     };
     let (ia, ib) = (sa[dims.len() - 1], sb[dims.len() - 1]);
-    let mut out = vec![O::default(); len];
     // Rows (outer positions) in parallel chunks; each inner run is a tight loop the compiler can
     // vectorise for the common strides (both contiguous, or one broadcast).
     let rows_per_chunk = parallel::chunk_len(len / inner, inner);
-    parallel::for_each_chunk_mut(&mut out, rows_per_chunk * inner, |c, rows| {
-        simd::vectorised(
-            #[inline(always)]
-            || {
-                for (j, dst) in rows.chunks_mut(inner).enumerate() {
-                    let [oa, ob] = row_offsets(c * rows_per_chunk + j, outer, [&sa, &sb]);
-                    match (ia, ib) {
-                        (1, 1) => dst
-                            .iter_mut()
-                            .zip(&a[oa..oa + inner])
-                            .zip(&b[ob..ob + inner])
-                            .for_each(|((d, &x), &y)| *d = f(x, y)),
-                        (1, 0) => dst.iter_mut().zip(&a[oa..oa + inner]).for_each(|(d, &x)| *d = f(x, b[ob])),
-                        (0, 1) => dst.iter_mut().zip(&b[ob..ob + inner]).for_each(|(d, &y)| *d = f(a[oa], y)),
-                        _ => dst
-                            .iter_mut()
-                            .enumerate()
-                            .for_each(|(j, d)| *d = f(a[oa + j * ia], b[ob + j * ib])),
+    // SAFETY: pieces are whole rows, and each row is zipped with input runs of its length or
+    // enumerated, every slot written.
+    let out = unsafe {
+        filled(len, rows_per_chunk * inner, |c, rows| {
+            simd::vectorised(
+                #[inline(always)]
+                || {
+                    for (j, dst) in rows.chunks_mut(inner).enumerate() {
+                        let [oa, ob] = row_offsets(c * rows_per_chunk + j, outer, [&sa, &sb]);
+                        match (ia, ib) {
+                            (1, 1) => {
+                                for ((d, &x), &y) in
+                                    dst.iter_mut().zip(&a[oa..oa + inner]).zip(&b[ob..ob + inner])
+                                {
+                                    d.write(f(x, y));
+                                }
+                            }
+                            (1, 0) => {
+                                for (d, &x) in dst.iter_mut().zip(&a[oa..oa + inner]) {
+                                    d.write(f(x, b[ob]));
+                                }
+                            }
+                            (0, 1) => {
+                                for (d, &y) in dst.iter_mut().zip(&b[ob..ob + inner]) {
+                                    d.write(f(a[oa], y));
+                                }
+                            }
+                            _ => {
+                                for (j, d) in dst.iter_mut().enumerate() {
+                                    d.write(f(a[oa + j * ia], b[ob + j * ib]));
+                                }
+                            }
+                        }
                     }
-                }
-            },
-        )
-    });
+                },
+            )
+        })
+    };
     Ok((shape, out))
 }
 

@@ -75,14 +75,15 @@ fn has_products<C: OutputSlot>(a: &MatRef, b: &MatRef, beta: f32, c: &mut [C]) -
     m > 0 && n > 0 && k > 0
 }
 
+/// Rows at least per task of a GEMM split by rows: each task packs all of B again.
+pub const MIN_ROWS: usize = 64;
+
 /// `c = alpha * a @ b + beta * c`, with `c` row-major `a.rows x b.cols`.
 pub fn sgemm<C: OutputSlot>(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [C]) {
     if !has_products(&a, &b, beta, c) {
         return;
     }
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    // Each piece packs all of B again, so pieces keep at least MIN_ROWS rows.
-    const MIN_ROWS: usize = 64;
     if m < 2 * MIN_ROWS && split_columns(alpha, a, b, beta, c) {
         return;
     }

@@ -1,7 +1,7 @@
 //! MatMul with numpy semantics: any rank, broadcast batch dimensions, 1-D promotion.
 
 use crate::cpu::broadcast::gather_offsets;
-use crate::cpu::gemm::{sgemm, sgemm_serial, MatRef};
+use crate::cpu::gemm::{sgemm, sgemm_serial, MatRef, MIN_ROWS};
 use crate::cpu::{parallel, simd, uninit};
 use crate::ops::registry::OpDef;
 use crate::ops::{expect_dtype, required, Op, OpError, OpSpec, TensorType, ValueInfo, FLOATS};
@@ -99,8 +99,10 @@ fn product_into(p: &Plan, a: &[f32], b: &[f32], addend: Option<&[f32]>, out: &mu
             return sgemm(1.0, a, b, 0.0, out);
         };
         // Blocks of rows small enough to be still in cache when the addend is added (the
-        // gemm crate's accumulating form measured slower than writing, then adding).
-        let rows_per_block = (ADDEND_BLOCK_FLOATS / n.max(1)).max(1);
+        // gemm crate's accumulating form measured slower than writing, then adding), and
+        // enough of them for the threads (as `sgemm` splits its rows).
+        let rows_per_block =
+            (ADDEND_BLOCK_FLOATS / n.max(1)).clamp(1, parallel::chunk_len(rows, k * n).max(MIN_ROWS));
         parallel::for_each_chunk_mut(out, rows_per_block * n, |i, block| {
             let row0 = i * rows_per_block;
             let a_rows = MatRef { data: &a.data[row0 * k..], rows: block.len() / n, ..a };
