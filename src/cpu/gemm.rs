@@ -108,13 +108,35 @@ pub fn sgemm_serial<C: OutputSlot>(alpha: f32, a: MatRef, b: MatRef, beta: f32, 
     unsafe { raw_sgemm(alpha, &a, &b, beta, c.as_mut_ptr().cast(), b.cols) }
 }
 
+/// The inner dimension is summed in blocks of this many terms, whatever the product's other
+/// sizes: the `gemm` crate picks its own block for k > 512 from m and n (512 when both are at
+/// most 64, else k split evenly), so the same output would be summed in another order, other
+/// bits, when a conv's panel or a batch split changes its column count.
+const K_BLOCK: usize = 512;
+
 /// `c = alpha * a @ b + beta * c` for `c` (a.rows x b.cols) at `c` with row stride `c_row_stride`
-/// and unit column stride.
+/// and unit column stride, the inner dimension in [`K_BLOCK`] blocks.
 ///
 /// # Safety
 /// The views must fit their data (`fits`), every element of `c` must be in bounds, and no one
 /// else may access those elements meanwhile.
 unsafe fn raw_sgemm(alpha: f32, a: &MatRef, b: &MatRef, beta: f32, c: *mut f32, c_row_stride: usize) {
+    let k = a.cols;
+    for first in (0..k).step_by(K_BLOCK) {
+        let terms = K_BLOCK.min(k - first);
+        let (a, b) = (a.columns(first, terms), b.t().columns(first, terms).t());
+        // Later blocks add onto what the earlier ones wrote.
+        let beta = if first == 0 { beta } else { 1.0 };
+        // SAFETY: the blocks are views inside `a` and `b`; the caller's promise covers `c`.
+        unsafe { raw_sgemm_block(alpha, &a, &b, beta, c, c_row_stride) }
+    }
+}
+
+/// [`raw_sgemm`] in one call of the GEMM crate.
+///
+/// # Safety
+/// As [`raw_sgemm`].
+unsafe fn raw_sgemm_block(alpha: f32, a: &MatRef, b: &MatRef, beta: f32, c: *mut f32, c_row_stride: usize) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     // The gemm crate's form: dst = alpha' * dst + beta' * lhs @ rhs, strides column first.
     #[cfg(not(target_arch = "wasm32"))]
@@ -314,6 +336,32 @@ mod tests {
         let a = [1.0f32; 4];
         let mut slots = vec![MaybeUninit::new(0.0f32); 4];
         sgemm(1.0, MatRef::row_major(&a, 2, 2), MatRef::row_major(&a, 2, 2), 1.0, &mut slots);
+    }
+
+    /// A product's bits do not depend on how its rows or columns are split (conv panels, batch
+    /// parts, threads), also where the inner dimension is long enough to be summed in blocks.
+    #[test]
+    fn splits_keep_the_bits() {
+        for (m, k, n) in [(128, 600, 96), (70, 1300, 40), (9, 2000, 130)] {
+            let a: Vec<f32> = (0..m * k).map(|i| ((i * 7919) % 1009) as f32 / 504.0 - 1.0).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| ((i * 104729) % 997) as f32 / 498.0 - 1.0).collect();
+            let (am, bm) = (MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n));
+            let mut whole = vec![0.0; m * n];
+            sgemm_serial(1.0, am, bm, 0.0, &mut whole);
+            // Rows 0..top and top..m in two products.
+            let top = m / 3;
+            let mut rows = vec![0.0; m * n];
+            let (upper, lower) = rows.split_at_mut(top * n);
+            sgemm_serial(1.0, MatRef { rows: top, ..am }, bm, 0.0, upper);
+            sgemm_serial(1.0, MatRef { data: &a[top * k..], rows: m - top, ..am }, bm, 0.0, lower);
+            assert!(rows == whole, "{m}x{k}x{n}: split rows give other bits");
+            // The first few columns alone.
+            let left = 7;
+            let mut cols = vec![0.0; m * left];
+            sgemm_serial(1.0, am, bm.columns(0, left), 0.0, &mut cols);
+            let want: Vec<f32> = whole.chunks(n).flat_map(|r| r[..left].to_vec()).collect();
+            assert!(cols == want, "{m}x{k}x{n}: split columns give other bits");
+        }
     }
 
     fn check_gemm(m: usize, k: usize, n: usize) {
