@@ -16,17 +16,37 @@ use crate::ops::nn::window::Window;
 /// Channels (input and output, per group) below which the GEMMs are too thin for the
 /// transforms to pay: measured on the shipped UNet's convs (4 -> 48 channels, 48 -> 4).
 const MIN_CHANNELS: usize = 16;
-/// Tiles per panel (rounded to whole tile rows): 64-128 measured best with the `gemm` crate.
+/// Tiles per panel at most (rounded to whole tile rows): 64-128 measured best with the `gemm`
+/// crate.
 const PANEL_TILES: usize = 96;
-/// Panels at least (where there are that many tile rows), so that a small conv (one image of
-/// 16x16 is 8 tile rows) still gives every thread of a few some: 2 threads ran the
-/// shipped-size bench model 7% faster with 4 than with whole 96-tile panels. Not the thread
-/// count, so that the panels, and the bits, do not depend on it.
-const MIN_PANELS: usize = 4;
-/// Tiles per panel at least, before [`MIN_PANELS`]: thinner GEMMs fall to the `gemm` crate's
-/// one-register kernels (AVX-512, 64 or 128 output channels, k = 128: 51-66 GFLOP/s at 16
-/// tiles, 88 at 32, 96 at 48), which had taken 8-9% of the bench model's time on one thread.
+/// Tiles per panel at least, where that still leaves every thread a panel: thinner GEMMs fall
+/// to the `gemm` crate's one-register kernels (AVX-512, 64 or 128 output channels, k = 128:
+/// 51-66 GFLOP/s at 16 tiles, 88 at 32, 96 at 48).
 const MIN_PANEL_TILES: usize = 32;
+
+/// How a conv's tile rows are cut into panels: tiles per panel at least and at most, and the
+/// threads that share them. A cut changes only the GEMMs' column count, which leaves the bits
+/// alone (`gemm` sums the inner dimension in fixed blocks; see
+/// `the_panels_do_not_change_the_bits`), so it may follow the thread count.
+#[derive(Clone, Copy, Debug)]
+struct Cut {
+    least_tiles: usize,
+    most_tiles: usize,
+    threads: usize,
+}
+
+impl Cut {
+    /// Tile rows per panel: at most `most_tiles`, two panels per thread where the rows allow
+    /// (one thread takes whole panels), then raised towards `least_tiles` while every thread
+    /// still has a panel.
+    fn rows_per_panel(&self, tile_rows: usize, tiles_w: usize) -> usize {
+        let threads = self.threads.max(1);
+        let wanted_panels = if threads == 1 { 1 } else { 2 * threads };
+        let rows = (self.most_tiles / tiles_w).clamp(1, tile_rows.div_ceil(wanted_panels).max(1));
+        let every_thread_busy = tile_rows.div_ceil(threads).max(1);
+        rows.max(self.least_tiles.div_ceil(tiles_w).min(every_thread_busy)).min(tile_rows.max(1))
+    }
+}
 
 /// Whether [`conv`] computes this convolution: 2-D, 3x3, unit strides and dilations, and
 /// enough channels on both sides for it to be faster.
@@ -181,7 +201,8 @@ pub fn conv(
     bias: Option<&[f32]>,
     out: &mut [f32],
 ) {
-    conv_in_panels(w, batch, groups, cg, mg, x, filters, bias, out, (MIN_PANEL_TILES, PANEL_TILES))
+    let cut = Cut { least_tiles: MIN_PANEL_TILES, most_tiles: PANEL_TILES, threads: parallel::num_threads() };
+    conv_in_panels(w, batch, groups, cg, mg, x, filters, bias, out, cut)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -195,7 +216,7 @@ fn conv_in_panels(
     u: &[f32],
     bias: Option<&[f32]>,
     out: &mut [f32],
-    (least_tiles, most_tiles): (usize, usize),
+    cut: Cut,
 ) {
     assert!(fits(w), "Winograd F(2x2, 3x3) needs a 3x3 stride-1 2-D conv");
     let tiling = Tiling::new(w);
@@ -208,10 +229,7 @@ fn conv_in_panels(
     assert_eq!(u.len(), oc * 16 * cg, "transformed filters size");
     let tw = tiling.tiles_w;
     let tile_rows = batch * tiling.tiles_h;
-    let rows_per_panel = (most_tiles / tw)
-        .clamp(1, tile_rows.div_ceil(MIN_PANELS).max(1))
-        .max(least_tiles.div_ceil(tw))
-        .min(tile_rows);
+    let rows_per_panel = cut.rows_per_panel(tile_rows, tw);
     let panels = tile_rows.div_ceil(rows_per_panel);
     let per_panel = rows_per_panel * tw;
     let per_task = parallel::chunk_len(panels, 16 * cg * mg * per_panel);
@@ -467,7 +485,8 @@ mod tests {
             let want = direct(&w, batch, groups, cg, mg, &x, &k, &b);
             let u = transform_filters(&k, groups * mg, cg);
             // One tile row per panel, a few, everything in one panel, and the default bounds.
-            for panel_tiles in [(1, 1), (1, 5), (1, 1 << 20), (MIN_PANEL_TILES, PANEL_TILES)] {
+            for (least_tiles, most_tiles) in [(1, 1), (1, 5), (1, 1 << 20), (MIN_PANEL_TILES, PANEL_TILES)] {
+                let panel_tiles = Cut { least_tiles, most_tiles, threads: 2 };
                 let mut got = vec![f32::NAN; want.len()];
                 conv_in_panels(&w, batch, groups, cg, mg, &x, &u, Some(&b), &mut got, panel_tiles);
                 let err = relative_error(&got, &want);
@@ -477,7 +496,8 @@ mod tests {
                 );
             }
             let mut no_bias = vec![f32::NAN; want.len()];
-            conv_in_panels(&w, batch, groups, cg, mg, &x, &u, None, &mut no_bias, (1, 7));
+            let cut = Cut { least_tiles: 1, most_tiles: 7, threads: 1 };
+            conv_in_panels(&w, batch, groups, cg, mg, &x, &u, None, &mut no_bias, cut);
             let want: Vec<f64> = want
                 .iter()
                 .enumerate()
@@ -502,6 +522,40 @@ mod tests {
         panel_conv::conv(&w, batch, 1, cg, mg, &x, &k, Some(&b), &mut im2col);
         let (ours, theirs) = (relative_error(&winograd, &want), relative_error(&im2col, &want));
         assert!(ours < 1e-6 && ours < 4.0 * theirs.max(1e-8), "Winograd {ours:e}, im2col {theirs:e}");
+    }
+
+    /// Panels of any size, for any thread count, give the same bits, so the cut may follow the
+    /// threads. Enough input channels that the GEMMs sum their inner dimension in blocks.
+    #[test]
+    fn the_panels_do_not_change_the_bits() {
+        let (w, batch, cg, mg) = (window([14, 18], [1, 1], [1, 1]), 3, 600, 20);
+        let x = data(batch * cg * w.input_len(), 7);
+        let u = transform_filters(&data(mg * cg * 9, 8), mg, cg);
+        let run = |cut: Cut| {
+            let mut out = vec![f32::NAN; batch * mg * w.output_len()];
+            conv_in_panels(&w, batch, 1, cg, mg, &x, &u, None, &mut out, cut);
+            out
+        };
+        let first = run(Cut { least_tiles: MIN_PANEL_TILES, most_tiles: PANEL_TILES, threads: 1 });
+        for (least_tiles, most_tiles, threads) in
+            [(1, 1, 1), (1, 9, 2), (MIN_PANEL_TILES, PANEL_TILES, 16), (1, 1 << 20, 3)]
+        {
+            let cut = Cut { least_tiles, most_tiles, threads };
+            assert!(run(cut) == first, "{cut:?}: other bits");
+        }
+    }
+
+    #[test]
+    fn panels_follow_the_threads() {
+        let cut = |threads| Cut { least_tiles: MIN_PANEL_TILES, most_tiles: PANEL_TILES, threads };
+        // A 32x32 output (16 rows of 16 tiles) and a 16x16 one (8 rows of 8).
+        assert_eq!(cut(1).rows_per_panel(16, 16), 6, "one thread: the most tiles");
+        assert_eq!(cut(1).rows_per_panel(8, 8), 8, "one thread: the whole image in one panel");
+        assert_eq!(cut(2).rows_per_panel(16, 16), 4, "two panels per thread");
+        assert_eq!(cut(2).rows_per_panel(8, 8), 4, "the least tiles while each thread has a panel");
+        assert_eq!(cut(16).rows_per_panel(16, 16), 1, "a panel for every thread");
+        assert_eq!(cut(16).rows_per_panel(8, 8), 1);
+        assert_eq!(cut(4).rows_per_panel(0, 8), 1, "no rows");
     }
 
     #[test]
