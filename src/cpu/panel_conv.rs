@@ -12,6 +12,8 @@ use crate::ops::nn::window::Window;
 /// Output columns per panel: measured best (64-256) for inner dimensions 36..1728 with the
 /// `gemm` crate, where a single GEMM over thousands of columns ran at half the speed.
 const PANEL_COLUMNS: usize = 128;
+/// Columns per panel at least when panels are cut smaller for the threads.
+const MIN_PANEL_COLUMNS: usize = 32;
 
 /// `y[n, grp*mg + m, o] = sum_{c, tap} w[grp*mg + m, c, tap] * x[n, grp*cg + c, o·tap]` (+ bias),
 /// for `x` `[batch, groups * cg, input...]` and `w` `[groups * mg, cg, kernel...]`.
@@ -27,7 +29,16 @@ pub fn conv(
     bias: Option<&[f32]>,
     out: &mut [f32],
 ) {
-    conv_in_panels(w, batch, groups, cg, mg, x, weights, bias, out, PANEL_COLUMNS)
+    // Two panels per thread where the columns allow: a 16x16 output is 2 panels of 128, which
+    // would leave all threads but two idle. The cut does not change the bits (the GEMMs' column
+    // count never does).
+    let threads = parallel::num_threads();
+    let columns = if threads > 1 {
+        PANEL_COLUMNS.min((batch * w.output_len()).div_ceil(2 * threads).max(MIN_PANEL_COLUMNS))
+    } else {
+        PANEL_COLUMNS
+    };
+    conv_in_panels(w, batch, groups, cg, mg, x, weights, bias, out, columns)
 }
 
 #[allow(clippy::too_many_arguments)]
