@@ -526,6 +526,8 @@ mod tests {
 
     /// Panels of any size, for any thread count, give the same bits, so the cut may follow the
     /// threads. Enough input channels that the GEMMs sum their inner dimension in blocks.
+    /// Natively (see `gemm::tests::splits_keep_the_bits`).
+    #[cfg(not(target_arch = "wasm32"))]
     #[test]
     fn the_panels_do_not_change_the_bits() {
         let (w, batch, cg, mg) = (window([14, 18], [1, 1], [1, 1]), 3, 600, 20);

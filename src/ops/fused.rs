@@ -8,6 +8,7 @@ use super::elementwise::unary::{Unary, UnaryKind};
 use super::layout::transpose::{self, permute};
 use super::linalg::matmul::{batched_matmul_onto, MatMul};
 use super::nn::softmax::Softmax;
+use super::norm::{Epilogue, PerChannel};
 use super::{expect_dtype, required, Op, OpError, OpSpec, TensorType, ValueInfo};
 use crate::gpu::Activation;
 use crate::tensor::{DType, Tensor, TensorData};
@@ -147,9 +148,10 @@ const LAST: Softmax = Softmax { axis: -1, coerce_2d: false, log: false };
 
 /// `activation` on the CPU through the unary op of the same arithmetic, so a fused norm computes
 /// the bits the unfused Sigmoid and Mul (or Relu, Tanh, ...) would.
-fn activate(t: Tensor, activation: Activation) -> Result<Tensor, OpError> {
-    let kind = match activation {
-        Activation::None => return Ok(t),
+/// The unary op an activation is (`None` for none).
+fn unary_kind(activation: Activation) -> Option<UnaryKind> {
+    Some(match activation {
+        Activation::None => return None,
         Activation::Relu => UnaryKind::Relu,
         Activation::LeakyRelu(alpha) => UnaryKind::LeakyRelu { alpha },
         Activation::Silu => UnaryKind::Silu,
@@ -157,8 +159,28 @@ fn activate(t: Tensor, activation: Activation) -> Result<Tensor, OpError> {
         Activation::GeluTanh => UnaryKind::Gelu { tanh_approximation: true },
         Activation::Sigmoid => UnaryKind::Sigmoid,
         Activation::Tanh => UnaryKind::Tanh,
-    };
-    Ok(Unary { kind }.run(&[Some(&t)])?.remove(0))
+    })
+}
+
+fn activate(t: Tensor, activation: Activation) -> Result<Tensor, OpError> {
+    match unary_kind(activation) {
+        None => Ok(t),
+        Some(kind) => Ok(Unary { kind }.run(&[Some(&t)])?.remove(0)),
+    }
+}
+
+/// A Group or Instance norm of f32 input followed by `then` in one pass over each channel's
+/// plane, the unfused ops' bits (`norm::Epilogue`); `None` for other norms and dtypes, which run
+/// the ops in sequence.
+fn norm_then(norm: &Op, inputs: &[Option<&Tensor>], then: Epilogue) -> Option<Result<Tensor, OpError>> {
+    if inputs.first().copied().flatten()?.dtype() != DType::F32 {
+        return None;
+    }
+    match norm {
+        Op::GroupNorm(n) => Some(n.run_then(inputs, then)),
+        Op::InstanceNorm(n) => Some(n.run_then(inputs, then)),
+        _ => None,
+    }
 }
 
 impl OpSpec for Fused {
@@ -276,6 +298,10 @@ impl OpSpec for Fused {
                 in_dtype_of(tensors[0], shape, out)
             }
             Fused::Activated { base, activation } => {
+                let then = Epilogue { modulation: None, activation: unary_kind(*activation) };
+                if let Some(y) = norm_then(base, inputs, then) {
+                    return Ok(vec![y?]);
+                }
                 let mut out = base.spec().run(inputs)?;
                 let y = out.remove(0);
                 out.insert(0, activate(y, *activation)?);
@@ -299,6 +325,17 @@ impl OpSpec for Fused {
                 let (norm_inputs, conditioning) = split_modulation(inputs)?;
                 let (scale, shift) =
                     (required(conditioning, 0, "scale")?, required(conditioning, 1, "shift")?);
+                if let (Some(x), Ok(sv), Ok(hv)) =
+                    (required(norm_inputs, 0, "X").ok(), scale.as_f32(), shift.as_f32())
+                {
+                    let per_channel = |v, t: &Tensor| PerChannel::new(v, t.shape(), x.shape());
+                    if let (Some(s), Some(h)) = (per_channel(sv, scale), per_channel(hv, shift)) {
+                        let then = Epilogue { modulation: Some([s, h]), activation: unary_kind(*activation) };
+                        if let Some(y) = norm_then(norm, norm_inputs, then) {
+                            return Ok(vec![y?]);
+                        }
+                    }
+                }
                 // The unfused ops in sequence: the same bits.
                 let y = norm.spec().run(norm_inputs)?.remove(0);
                 let y = MUL.run(&[Some(&y), Some(scale)])?.remove(0);

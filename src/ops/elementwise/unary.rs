@@ -79,6 +79,37 @@ impl UnaryKind {
         }
     }
 
+    /// [`Self::apply`] to every value in place, one monomorphised loop per activation (a
+    /// match per element would keep the loop from vectorising: 7x slower for SiLU).
+    #[inline(always)]
+    pub fn apply_in_place(self, values: &mut [f32]) {
+        macro_rules! specialised {
+            ($($k:expr),*) => {
+                match self {
+                    $(kind if kind == $k => {
+                        for v in values.iter_mut() {
+                            *v = $k.apply(*v);
+                        }
+                    })*
+                    kind => {
+                        for v in values.iter_mut() {
+                            *v = kind.apply(*v);
+                        }
+                    }
+                }
+            };
+        }
+        use UnaryKind::*;
+        specialised!(
+            Silu,
+            Sigmoid,
+            Relu,
+            Tanh,
+            Gelu { tanh_approximation: true },
+            Gelu { tanh_approximation: false }
+        )
+    }
+
     /// The integer form, for the ops ONNX defines on integers too.
     fn apply_int(self, x: i64) -> Option<i64> {
         match self {

@@ -1,6 +1,6 @@
 //! GroupNormalization: opset 18-20 scale and bias per group, opset 21 per channel.
 
-use super::{check_len, float_output, normalize_rows};
+use super::{check_len, float_output, normalize_rows, Epilogue};
 use crate::ops::registry::{NodeContext, OpDef};
 use crate::ops::{expect_dtype, required, Attrs, Op, OpError, OpSpec, TensorType, ValueInfo, FLOATS};
 use crate::tensor::Tensor;
@@ -36,6 +36,13 @@ impl OpSpec for GroupNorm {
     }
 
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        Ok(vec![self.run_then(inputs, Epilogue::default())?])
+    }
+}
+
+impl GroupNorm {
+    /// The norm, then `then` on each channel's plane (f32 inputs: see [`Epilogue`]).
+    pub(crate) fn run_then(&self, inputs: &[Option<&Tensor>], then: Epilogue) -> Result<Tensor, OpError> {
         let x = required(inputs, 0, "X")?;
         let (scale, bias) = (required(inputs, 1, "scale")?, required(inputs, 2, "bias")?);
         self.check(x.shape(), scale.shape(), bias.shape())?;
@@ -43,14 +50,21 @@ impl OpSpec for GroupNorm {
         let channels = x.shape()[1];
         let spatial: usize = x.shape()[2..].iter().product();
         let per_group = channels / self.num_groups;
-        let out = normalize_rows(&x.f32s(), per_group * spatial, self.epsilon, |row, d| {
-            let group = row % self.num_groups;
-            for (c, plane) in d.chunks_mut(spatial.max(1)).enumerate() {
-                let p = if self.per_channel_affine { group * per_group + c } else { group };
-                plane.iter_mut().for_each(|v| *v = *v * s[p] + b[p]);
-            }
-        });
-        Ok(vec![float_output(x.shape().to_vec(), out, x.dtype())?])
+        let out = normalize_rows(
+            &x.f32s(),
+            per_group * spatial,
+            self.epsilon,
+            #[inline(always)]
+            |row, d| {
+                let (batch, group) = (row / self.num_groups, row % self.num_groups);
+                for (c, plane) in d.chunks_mut(spatial.max(1)).enumerate() {
+                    let p = if self.per_channel_affine { group * per_group + c } else { group };
+                    plane.iter_mut().for_each(|v| *v = *v * s[p] + b[p]);
+                    then.apply(batch, group * per_group + c, plane);
+                }
+            },
+        );
+        float_output(x.shape().to_vec(), out, x.dtype())
     }
 }
 

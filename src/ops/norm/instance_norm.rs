@@ -1,6 +1,6 @@
 //! InstanceNormalization (how torch exports GroupNorm: reshape, instance-normalise, affine).
 
-use super::{check_len, float_output, normalize_rows};
+use super::{check_len, float_output, normalize_rows, Epilogue};
 use crate::ops::registry::{NodeContext, OpDef};
 use crate::ops::{expect_dtype, required, Attrs, Op, OpError, OpSpec, TensorType, ValueInfo, FLOATS};
 use crate::tensor::Tensor;
@@ -27,17 +27,31 @@ impl OpSpec for InstanceNorm {
     }
 
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        Ok(vec![self.run_then(inputs, Epilogue::default())?])
+    }
+}
+
+impl InstanceNorm {
+    /// The norm, then `then` on each channel's plane (f32 inputs: see [`Epilogue`]).
+    pub(crate) fn run_then(&self, inputs: &[Option<&Tensor>], then: Epilogue) -> Result<Tensor, OpError> {
         let x = required(inputs, 0, "input")?;
         let (scale, bias) = (required(inputs, 1, "scale")?, required(inputs, 2, "B")?);
         check(x.shape(), scale.shape(), bias.shape())?;
         let (s, b) = (scale.f32s(), bias.f32s());
         let channels = x.shape()[1];
         let spatial: usize = x.shape()[2..].iter().product();
-        let out = normalize_rows(&x.f32s(), spatial, self.epsilon, |row, d| {
-            let c = row % channels;
-            d.iter_mut().for_each(|v| *v = *v * s[c] + b[c]);
-        });
-        Ok(vec![float_output(x.shape().to_vec(), out, x.dtype())?])
+        let out = normalize_rows(
+            &x.f32s(),
+            spatial,
+            self.epsilon,
+            #[inline(always)]
+            |row, d| {
+                let (batch, c) = (row / channels, row % channels);
+                d.iter_mut().for_each(|v| *v = *v * s[c] + b[c]);
+                then.apply(batch, c, d);
+            },
+        );
+        float_output(x.shape().to_vec(), out, x.dtype())
     }
 }
 

@@ -60,9 +60,13 @@ impl OpSpec for LayerNorm {
             }
             None => vec![0.0; s.len()],
         };
-        let out = normalize_rows(&x.f32s(), s.len(), self.epsilon, |_, d| {
-            d.iter_mut().zip(s.iter().zip(&b)).for_each(|(v, (s, b))| *v = *v * s + b)
-        });
+        let out = normalize_rows(
+            &x.f32s(),
+            s.len(),
+            self.epsilon,
+            #[inline(always)]
+            |_, d| d.iter_mut().zip(s.iter().zip(&b)).for_each(|(v, (s, b))| *v = *v * s + b),
+        );
         Ok(vec![float_output(x.shape().to_vec(), out, x.dtype())?])
     }
 }
