@@ -1,6 +1,8 @@
 // Max and average pooling over 1-D/2-D/3-D windows (seen as 3-D), one output per invocation.
-//   x [N*C, D, H, W] -> out [N*C, OD, OH, OW], contiguous. Padded cells never win a max; for the
-//   average they count only with count_include_pad (and only inside the padded extent).
+//   x [N*C, D, H, W] -> out [N*C, OD, OH, OW], contiguous. Padded cells never win a max; a max
+//   window of padding only gives f32's lowest finite value, or -inf in f16 storage (onnxruntime's
+//   answers: it computes f16 in f32 and rounds). For the average they count only with
+//   count_include_pad (and only inside the padded extent).
 #ifdef ENABLE_F16
 enable f16;
 #endif
@@ -62,6 +64,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
     }
 #ifdef MAX
+#ifdef EMPTY_MAX
+    if (count == 0u) {
+        acc = EMPTY_MAX;
+    }
+#endif
     out[idx] = OUT_T(acc);
 #else
     let divisor = select(count, padded_count, p.kernel.w == 1u);

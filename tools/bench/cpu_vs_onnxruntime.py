@@ -2,13 +2,14 @@
 """Times the CPU backend against onnxruntime on the same UNet-like model, in one run.
 
 Exports the fixture network (tools/onnx_fixtures/make_model_fixtures.py) at a larger size
-(channels 64, 32x32 latents), runs onnxruntime (Python) and `fifo onnx run --repeat` with 1 and
+(by default channels 64, 32x32 latents, one image; --channels, --size and --batch choose others,
+e.g. zeroscope's 320 channels), runs onnxruntime (Python) and `fifo onnx run --repeat` with 1 and
 2 threads in alternating rounds, checks the outputs agree and prints each side's median round and
 the ratio. With --per-op, also each side's time per kind of op on one thread (onnxruntime's
 profiler against FIFO_PROFILE), to see where a gap lies.
 
 Run: cargo build --release -p fifo-cli && /work/venv/bin/python tools/bench/cpu_vs_onnxruntime.py
-[--threads 1,2,4] [--per-op]
+[--threads 1,2,4] [--per-op] [--channels 64] [--size 32] [--batch 1]
 """
 import collections
 import json
@@ -38,11 +39,16 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
     ap.add_argument("--per-op", action="store_true", help="also time each kind of op on one thread")
+    ap.add_argument("--channels", type=int, default=64, help="the UNet's first width (default 64)")
+    ap.add_argument("--size", type=int, default=32, help="latent height and width (default 32)")
+    ap.add_argument("--batch", type=int, default=1, help="images per run (default 1)")
     args = ap.parse_args()
     work = pathlib.Path(tempfile.mkdtemp(prefix="fifo-bench-"))
     torch.manual_seed(0)
-    model = TinyUNet(ch=64, tdim=64).eval()
-    x, t = torch.randn(1, 4, 32, 32), torch.tensor([37.0])
+    model = TinyUNet(ch=args.channels, tdim=64).eval()
+    x = torch.randn(args.batch, 4, args.size, args.size)
+    t = torch.full((args.batch,), 37.0)
+    print(f"model: channels {args.channels}, latents {args.batch}x4x{args.size}x{args.size}")
     torch.onnx.export(model, (x, t), str(work / "unet.onnx"), opset_version=17, dynamo=False,
                       input_names=["x", "t"], output_names=["y"])
     feeds = {"x": x.numpy(), "t": t.numpy()}

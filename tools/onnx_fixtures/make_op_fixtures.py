@@ -229,6 +229,11 @@ def nn():
     case("reduce_max_int32_attr", "ReduceMax", [("x", ints.astype(np.int32))], {"axes": [-1]}, opset=13, tol="exact")
     case("reduce_prod_int64", "ReduceProd", [("x", (ints % 4 - 1).astype(np.int64)), ("axes", C(i64(2)))], tol="exact")
     case("reduce_min_int64_all", "ReduceMin", [("x", ints.astype(np.int64))], {"keepdims": 0}, tol="exact")
+    # Windows of padding only (one row, pad 1, dilation 2: both taps of a column fall outside):
+    # onnxruntime gives the type's lowest finite value, not -inf.
+    for dtype in (np.float32, np.float16):
+        name = "max_pool_padding_only_windows" + ("_float16" if dtype == np.float16 else "")
+        case(name, "MaxPool", [("x", f32(1, 2, 1, 5).astype(dtype))], {"kernel_shape": [2, 2], "pads": [1, 0, 1, 1], "dilations": [2, 1], "strides": [1, 2]}, tol="exact")
 
 
 def norms():

@@ -9,6 +9,7 @@ use crate::gpu::error::{shape_err, GpuResult};
 use crate::gpu::program::{linear_workgroups, nested_loops, ProgramBuilder};
 use crate::gpu::shader::ShaderVariant;
 use crate::gpu::tensor::GpuTensor;
+use crate::gpu::DType;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PoolKind {
@@ -61,6 +62,11 @@ pub fn pool(
     variant = float_storage(b.context(), OP, variant, "X_T", "x", x)?;
     variant = float_storage(b.context(), OP, variant, "OUT_T", "out", out)?;
     variant = match kind {
+        // A window of padding only: f32's lowest finite value, as onnxruntime; f16 keeps -inf
+        // (onnxruntime's f32 lowest, rounded).
+        PoolKind::Max if out.dtype() == DType::F32 => {
+            variant.tag("max").flag("MAX").define("EMPTY_MAX", "f32_from_bits(0xff7fffffu)")
+        }
         PoolKind::Max => variant.tag("max").flag("MAX"),
         PoolKind::Average { .. } => variant.tag("avg"),
     };

@@ -76,6 +76,10 @@ fn pool_plane(kind: PoolKind, w: &Window, taps: &[Vec<usize>], src: &[f32], dst:
             }
         }
         dst[o] = match kind {
+            // A window of padding only: f32's lowest finite value, onnxruntime's answer (the
+            // ONNX spec leaves it open; the reference evaluator says NaN). Rounded to f16 it is
+            // -inf, again as onnxruntime.
+            PoolKind::Max if valid == 0 => f32::MIN,
             PoolKind::Max => acc,
             PoolKind::Average { count_include_pad: true } => acc / in_pad_region.max(1) as f32,
             PoolKind::Average { .. } => acc / valid.max(1) as f32,
