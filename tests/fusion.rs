@@ -6,8 +6,8 @@ mod onnx_common;
 
 use fifo_diffusion::cpu::executor::execute;
 use fifo_diffusion::graph::phases::fuse::{
-    fuse, AttentionPass, FusionPass, MatMulAddPass, NormSiluPass, ProductActivationPass, SiluPass,
-    TanhGeluPass, TorchGroupNormPass,
+    fuse, AttentionPass, ErfGeluPass, FusionPass, MatMulAddPass, NormSiluPass, ProductActivationPass,
+    SiluPass, TanhGeluPass, TorchGroupNormPass,
 };
 use fifo_diffusion::graph::phases::{parse, plan, propagate, prune, BuildOptions, BuiltGraph};
 use fifo_diffusion::onnx::load_model;
@@ -155,6 +155,7 @@ fn passes_leave_other_graphs_alone() {
             Box::new(SiluPass),
             Box::new(AttentionPass),
             Box::new(TanhGeluPass),
+            Box::new(ErfGeluPass),
             Box::new(MatMulAddPass),
             Box::new(ProductActivationPass),
         ];
@@ -482,16 +483,87 @@ fn tanh_gelu_pass_folds_the_decomposed_form_into_one_gelu() {
             vec![float_info("out", &[3, 257])],
         )
     };
+    // TorchScript's: the cube as x * (x * x), the product halved last, 0.5 * (x * (1 + tanh)).
+    let torchscript = |swap: bool, exponent_first: bool| {
+        let pair = |a: &'static str, b: &'static str| if swap { [b, a] } else { [a, b] };
+        let mut nodes = vec![
+            node("Mul", &["x", "x"], "square", vec![]),
+            node("Mul", &pair("x", "square"), "cube", vec![]),
+        ];
+        if exponent_first {
+            // Pow(3, x) is 3^x, not a cube.
+            nodes[1] = node("Pow", &["three", "x"], "cube", vec![]);
+            nodes.remove(0);
+        }
+        nodes.extend(front(swap).into_iter().skip(1));
+        nodes.push(node("Mul", &pair("x", "plus"), "product", vec![]));
+        nodes.push(node("Mul", &pair("half", "product"), "out", vec![]));
+        onnx_common::graph::model(
+            nodes,
+            constants(0.044715),
+            vec![float_info("x", &[3, 257])],
+            vec![float_info("out", &[3, 257])],
+        )
+    };
     for (name, bytes) in [
         ("halved x", halved_x(false, 0.044715)),
         ("halved x, operands swapped", halved_x(true, 0.044715)),
         ("halved sum", halved_sum(false)),
         ("halved sum, operands swapped", halved_sum(true)),
+        ("torchscript", torchscript(false, false)),
+        ("torchscript, operands swapped", torchscript(true, false)),
     ] {
         assert_eq!(fused_and_unfused_agree(&bytes, &x), vec!["Gelu".to_string()], "{name}");
     }
-    let near_miss = fused_and_unfused_agree(&halved_x(false, 0.05), &x);
-    assert!(!near_miss.contains(&"Gelu".to_string()) && near_miss.len() > 1, "{near_miss:?}");
+    for near_miss in [halved_x(false, 0.05), torchscript(false, true)] {
+        let ops = fused_and_unfused_agree(&near_miss, &x);
+        assert!(!ops.contains(&"Gelu".to_string()) && ops.len() > 1, "{ops:?}");
+    }
+}
+
+/// torch's decomposition of the exact `gelu(x)` below opset 20, as TorchScript (x / sqrt(2),
+/// product halved last) and dynamo (sum halved first) write it, and with x * (1 / sqrt(2)),
+/// becomes one Gelu; another divisor is left alone.
+#[test]
+fn erf_gelu_pass_folds_the_decomposed_form_into_one_gelu() {
+    use onnx_common::graph::*;
+    let x =
+        Tensor::from_f32(vec![3, 257], (0..3 * 257).map(|i| (i as f32 - 385.0) / 60.0).collect()).unwrap();
+    let model = |scale: (&'static str, f32), halve_sum_first: bool, swap: bool| {
+        let pair = |a: &'static str, b: &'static str| if swap { [b, a] } else { [a, b] };
+        let mut nodes = vec![
+            node(scale.0, &["x", "k"], "arg", vec![]),
+            node("Erf", &["arg"], "erf", vec![]),
+            node("Add", &pair("erf", "one"), "plus", vec![]),
+        ];
+        if halve_sum_first {
+            nodes.push(node("Mul", &pair("half", "plus"), "hs", vec![]));
+            nodes.push(node("Mul", &pair("x", "hs"), "out", vec![]));
+        } else {
+            nodes.push(node("Mul", &pair("x", "plus"), "product", vec![]));
+            nodes.push(node("Mul", &pair("product", "half"), "out", vec![]));
+        }
+        onnx_common::graph::model(
+            nodes,
+            vec![f32_scalar("k", scale.1), f32_scalar("one", 1.0), f32_scalar("half", 0.5)],
+            vec![float_info("x", &[3, 257])],
+            vec![float_info("out", &[3, 257])],
+        )
+    };
+    let sqrt2 = std::f32::consts::SQRT_2;
+    for (name, bytes) in [
+        ("torchscript", model(("Div", sqrt2), false, false)),
+        ("torchscript, operands swapped", model(("Div", sqrt2), false, true)),
+        ("dynamo", model(("Div", sqrt2), true, false)),
+        ("dynamo, operands swapped", model(("Div", sqrt2), true, true)),
+        ("times 1/sqrt(2)", model(("Mul", 1.0 / sqrt2), true, false)),
+    ] {
+        assert_eq!(fused_and_unfused_agree(&bytes, &x), vec!["Gelu".to_string()], "{name}");
+    }
+    for near_miss in [model(("Div", 1.5), false, false), model(("Mul", sqrt2), false, false)] {
+        let ops = fused_and_unfused_agree(&near_miss, &x);
+        assert!(!ops.contains(&"Gelu".to_string()) && ops.len() > 1, "{ops:?}");
+    }
 }
 
 /// The size limit applies to the fused graph: an attention whose score tensor is over the limit

@@ -1,4 +1,4 @@
-//! torch's decomposed tanh GELU back into one Gelu.
+//! torch's decomposed GELUs (tanh and erf forms) back into one Gelu.
 
 use super::{input, operands, output, producers, scalar_constant, set_fused, FusionPass, Uses};
 use crate::graph::{BuildError, Graph, ValueId};
@@ -15,7 +15,7 @@ fn with_constant(graph: &Graph, node: usize, kind: BinaryKind) -> Option<(ValueI
     let (a, c) = (input(graph, node, 0)?, input(graph, node, 1)?);
     match (scalar_constant(graph, a), scalar_constant(graph, c)) {
         (None, Some(k)) => Some((a, k)),
-        (Some(k), None) => Some((c, k)),
+        (Some(k), None) if kind == BinaryKind::Mul || kind == BinaryKind::Add => Some((c, k)),
         _ => None,
     }
 }
@@ -24,9 +24,72 @@ fn close(got: f32, want: f64) -> bool {
     ((got as f64 - want) / want).abs() < 1e-5
 }
 
-/// `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))` as torch decomposes it (Pow, Mul, Add, Mul,
-/// Tanh, Add, and the halving either on x or on the sum; operands in any order) becomes
-/// `Gelu(approximate="tanh")` on x. Matched from each Tanh outwards.
+/// `v` when `node` is `v * c` (c within 1e-5 of `want`) or `v / c` (1 / c within it).
+fn scaled_by(graph: &Graph, node: usize, want: f64) -> Option<ValueId> {
+    if let Some((v, c)) = with_constant(graph, node, BinaryKind::Mul) {
+        return close(c, want).then_some(v);
+    }
+    let (v, c) = with_constant(graph, node, BinaryKind::Div)?;
+    close(1.0 / c, want).then_some(v)
+}
+
+/// The last node of `0.5 * x * sum` in any of torch's groupings, `(x * 0.5) * sum`,
+/// `x * (sum * 0.5)` or `(x * sum) * 0.5`, operands in either order, every intermediate read
+/// once.
+fn halved_product(
+    graph: &Graph,
+    uses: &Uses,
+    prod: &[Option<usize>],
+    x: ValueId,
+    sum: ValueId,
+) -> Option<usize> {
+    let f = uses.only_reader(sum)?;
+    if let Some([a, b]) = operands(graph, f, BinaryKind::Mul) {
+        // (x * 0.5) * sum
+        let half = if a == sum { b } else { a };
+        let halves_x = prod[half]
+            .and_then(|h| with_constant(graph, h, BinaryKind::Mul))
+            .is_some_and(|(other, k)| other == x && k == 0.5 && uses.only_reader(half) == Some(f));
+        if halves_x && (a == sum || b == sum) {
+            return Some(f);
+        }
+        // (x * sum) * 0.5
+        if (a, b) == (x, sum) || (a, b) == (sum, x) {
+            let fo = output(graph, f)?;
+            let g = uses.only_reader(fo)?;
+            let (other, k) = with_constant(graph, g, BinaryKind::Mul)?;
+            return (other == fo && k == 0.5).then_some(g);
+        }
+    }
+    // x * (sum * 0.5)
+    let (other, k) = with_constant(graph, f, BinaryKind::Mul)?;
+    let fo = output(graph, f)?;
+    let g = uses.only_reader(fo)?;
+    let [a, b] = operands(graph, g, BinaryKind::Mul)?;
+    (other == sum && k == 0.5 && ((a, b) == (x, fo) || (a, b) == (fo, x))).then_some(g)
+}
+
+/// The output of `node` when it is `input_value + 1` (either order).
+fn one_plus(graph: &Graph, node: usize, input_value: ValueId) -> Option<ValueId> {
+    let (from, one) = with_constant(graph, node, BinaryKind::Add)?;
+    (from == input_value && one == 1.0).then_some(output(graph, node)?)
+}
+
+/// Rewrites `last` into `Gelu(x)` when the result keeps x's type (scalars only broadcast).
+fn rewrite(graph: &mut Graph, last: usize, x: ValueId, tanh_approximation: bool) -> bool {
+    let ty = |v: Option<ValueId>| v.and_then(|v| graph.values[v].ty.clone());
+    if ty(Some(x)).is_none() || ty(Some(x)) != ty(output(graph, last)) {
+        return false;
+    }
+    let op = Op::Unary(Unary { kind: UnaryKind::Gelu { tanh_approximation } });
+    set_fused(graph, last, "Gelu", vec![Some(x)], op);
+    graph.nodes[last].domain = String::new();
+    true
+}
+
+/// `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))` as torch decomposes it (the cube as Pow(x, 3)
+/// (dynamo) or x * (x * x) (TorchScript), and the halving in any grouping; operands in any order)
+/// becomes `Gelu(approximate="tanh")` on x. Matched from each Tanh outwards.
 pub struct TanhGeluPass;
 
 impl TanhGeluPass {
@@ -36,39 +99,23 @@ impl TanhGeluPass {
         let [a, b] = operands(graph, add, BinaryKind::Add)?;
         [(a, b), (b, a)].into_iter().find_map(|(x, m)| {
             let mul = prod[m]?;
-            let (p, c) = with_constant(graph, mul, BinaryKind::Mul)?;
-            let pow = prod[p]?;
-            let (base, three) = with_constant(graph, pow, BinaryKind::Pow)?;
-            let single = uses.only_reader(m) == Some(add) && uses.only_reader(p) == Some(mul);
-            (close(c, 0.044715) && three == 3.0 && base == x && single).then_some(x)
+            let (cube, c) = with_constant(graph, mul, BinaryKind::Mul)?;
+            let single = uses.only_reader(m) == Some(add) && uses.only_reader(cube) == Some(mul);
+            (close(c, 0.044715) && single && Self::is_cube_of(graph, uses, prod, cube, x)).then_some(x)
         })
     }
 
-    /// The node whose output is `0.5 * x * one_plus_tanh` (the last node of the match).
-    fn halved_product(
-        graph: &Graph,
-        uses: &Uses,
-        prod: &[Option<usize>],
-        x: ValueId,
-        sum: ValueId,
-    ) -> Option<usize> {
-        let f = uses.only_reader(sum)?;
-        // (x * 0.5) * sum
-        if let Some([a, b]) = operands(graph, f, BinaryKind::Mul) {
-            let half = if a == sum { b } else { a };
-            let halves_x = prod[half]
-                .and_then(|h| with_constant(graph, h, BinaryKind::Mul))
-                .is_some_and(|(other, k)| other == x && k == 0.5 && uses.only_reader(half) == Some(f));
-            if halves_x && (a == sum || b == sum) {
-                return Some(f);
-            }
+    /// Whether `v` is `Pow(x, 3)`, `x * (x * x)` or `(x * x) * x` (the square read once).
+    fn is_cube_of(graph: &Graph, uses: &Uses, prod: &[Option<usize>], v: ValueId, x: ValueId) -> bool {
+        let Some(node) = prod[v] else { return false };
+        if let Some((base, three)) = with_constant(graph, node, BinaryKind::Pow) {
+            return base == x && three == 3.0;
         }
-        // x * (sum * 0.5)
-        let (other, k) = with_constant(graph, f, BinaryKind::Mul)?;
-        let fo = output(graph, f)?;
-        let g = uses.only_reader(fo)?;
-        let [a, b] = operands(graph, g, BinaryKind::Mul)?;
-        (other == sum && k == 0.5 && ((a, b) == (x, fo) || (a, b) == (fo, x))).then_some(g)
+        let Some([a, b]) = operands(graph, node, BinaryKind::Mul) else { return false };
+        let square = if a == x { b } else { a };
+        (a == x || b == x)
+            && uses.only_reader(square) == Some(node)
+            && prod[square].and_then(|s| operands(graph, s, BinaryKind::Mul)) == Some([x, x])
     }
 }
 
@@ -95,22 +142,44 @@ impl FusionPass for TanhGeluPass {
                 continue;
             }
             let Some(x) = Self::cubic_argument(graph, &uses, &prod, inner) else { continue };
-            let Some(plus) = uses.only_reader(th) else { continue };
-            let Some((from, one)) = with_constant(graph, plus, BinaryKind::Add) else { continue };
-            let Some(sum) = output(graph, plus) else { continue };
-            if from != th || one != 1.0 {
+            let Some(sum) = uses.only_reader(th).and_then(|plus| one_plus(graph, plus, th)) else { continue };
+            let Some(last) = halved_product(graph, &uses, &prod, x, sum) else { continue };
+            count += rewrite(graph, last, x, true) as usize;
+        }
+        Ok(count)
+    }
+}
+
+/// `0.5 x (1 + erf(x / sqrt(2)))` as torch decomposes the exact GELU below opset 20 (Div by
+/// sqrt(2) or Mul by its inverse, Erf, Add 1, and the halving in any grouping) becomes
+/// `Gelu` on x: zeroscope's GEGLU feed-forward. Matched from each Erf outwards.
+pub struct ErfGeluPass;
+
+impl FusionPass for ErfGeluPass {
+    fn name(&self) -> &'static str {
+        "erf-gelu"
+    }
+
+    fn apply(&self, graph: &mut Graph) -> Result<usize, BuildError> {
+        let mut count = 0;
+        let uses = Uses::of(graph);
+        let prod = producers(graph);
+        for e in 0..graph.nodes.len() {
+            if !matches!(&graph.nodes[e].op, Some(Op::Unary(u)) if u.kind == UnaryKind::Erf) {
                 continue;
             }
-            let Some(last) = Self::halved_product(graph, &uses, &prod, x, sum) else { continue };
-            // Scalars only: the result has x's type.
-            let ty = |v: Option<ValueId>| v.and_then(|v| graph.values[v].ty.clone());
-            if ty(Some(x)).is_none() || ty(Some(x)) != ty(output(graph, last)) {
+            let (Some(arg), Some(erf)) = (input(graph, e, 0), output(graph, e)) else { continue };
+            let Some(x) = prod[arg].and_then(|s| scaled_by(graph, s, std::f64::consts::FRAC_1_SQRT_2)) else {
+                continue;
+            };
+            if uses.only_reader(arg) != Some(e) {
                 continue;
             }
-            let op = Op::Unary(Unary { kind: UnaryKind::Gelu { tanh_approximation: true } });
-            set_fused(graph, last, "Gelu", vec![Some(x)], op);
-            graph.nodes[last].domain = String::new();
-            count += 1;
+            let Some(sum) = uses.only_reader(erf).and_then(|plus| one_plus(graph, plus, erf)) else {
+                continue;
+            };
+            let Some(last) = halved_product(graph, &uses, &prod, x, sum) else { continue };
+            count += rewrite(graph, last, x, false) as usize;
         }
         Ok(count)
     }

@@ -23,22 +23,26 @@
 //! - [`NormModulationPass`]: Group/Instance/LayerNormalization -> Mul(scale) -> Add(shift) [->
 //!   activation] (FiLM, adaLN) becomes the norm with the modulation and activation fused (after
 //!   the silu pass, which makes the activation).
-//! - [`TanhGeluPass`]: torch's decomposed `gelu(approximate="tanh")`, eight elementwise nodes over
-//!   the feed-forward hidden (Wan, Latte), becomes one Gelu.
+//! - [`TanhGeluPass`]: torch's decomposed `gelu(approximate="tanh")`, eight or nine elementwise
+//!   nodes over the feed-forward hidden (Wan, Latte), becomes one Gelu.
+//! - [`ErfGeluPass`]: torch's decomposed exact `gelu` below opset 20, five elementwise nodes
+//!   (zeroscope's GEGLU), becomes one Gelu.
 //! - [`MatMulAddPass`]: MatMul -> Add of a bias (or of a tensor of the product's shape) becomes
 //!   one product accumulated onto the addend (the CPU backend adds onto each block of the
 //!   product, the GPU one in the matmul kernel's epilogue).
 //! - [`ProductActivationPass`]: MatMul, FusedMatMulAdd, Gemm, Conv or ConvTranspose read only by
 //!   an activation (Relu, LeakyRelu, Silu, Gelu, Sigmoid, Tanh) becomes the product with the
-//!   activation fused (after the silu, tanh-gelu and matmul+add passes, which make the
+//!   activation fused (after the silu, gelu and matmul+add passes, which make the
 //!   activations and the products).
 //! - [`ResidualPass`]: MatMul, FusedMatMulAdd or Conv (maybe with its activation fused) read only
 //!   by an Add of a tensor of its own shape becomes the product with the residual added in its
 //!   epilogue (after product+activation).
 //!
 //! Both backends run every pass (`default_passes`). The GPU runs each fused form as one kernel;
-//! the CPU backend runs matmul+add, product+activation, product+residual, silu and tanh-gelu with
-//! the unfused ops' arithmetic (the same bits) and attention with its streaming kernel.
+//! the CPU backend runs matmul+add, product+activation, product+residual and silu with the
+//! unfused ops' arithmetic (the same bits), the gelus within rounding of it (the ONNX Gelu
+//! formula: x^3 or 1/sqrt(2) rounded otherwise than the decomposition's Pow or Div), and
+//! attention with its streaming kernel.
 
 mod attention;
 mod gelu;
@@ -47,7 +51,7 @@ mod norm;
 mod product;
 
 pub use attention::{AttentionLayoutPass, AttentionPass, AttentionSourcePass};
-pub use gelu::TanhGeluPass;
+pub use gelu::{ErfGeluPass, TanhGeluPass};
 pub use neutral::NeutralElementPass;
 pub use norm::{NormModulationPass, NormSiluPass, SiluPass, TorchGroupNormPass};
 pub use product::{MatMulAddPass, ProductActivationPass, ResidualPass};
@@ -74,6 +78,7 @@ pub fn default_passes() -> Vec<Box<dyn FusionPass>> {
         Box::new(AttentionLayoutPass),
         Box::new(AttentionSourcePass),
         Box::new(TanhGeluPass),
+        Box::new(ErfGeluPass),
         Box::new(MatMulAddPass),
         Box::new(ProductActivationPass),
         Box::new(ResidualPass),
