@@ -723,6 +723,86 @@ fn attention_layout_pass_folds_the_head_transposes() {
     }
 }
 
+/// torch's export of `scaled_dot_product_attention`: Q and the transposed K each multiplied by
+/// the scale's square root (a [1]-shaped constant) before the product, no scale on the scores.
+/// Both scales join the attention's, the Transpose of K folds into its layout; a scale that
+/// broadcasts Q to a larger shape, or a scaled Q read elsewhere too, is not folded.
+#[test]
+fn attention_pass_folds_the_scales_of_q_and_k() {
+    use fifo_diffusion::session::{Backend, ModelSource, Session, SessionOptions};
+    use onnx_common::graph::*;
+    use std::collections::HashMap;
+    let (b, h, l, d, n) = (2, 3, 7, 8, 5);
+    let root = (1.0 / (d as f32).sqrt()).sqrt();
+    let sdpa = |q_scale_shape: &[usize], q_scaled_also_out: bool| {
+        let out: Vec<usize> = [&vec![1; q_scale_shape.len().saturating_sub(4)][..], &[b, h, l, d]].concat();
+        let mut outputs = vec![float_info("out", &out)];
+        if q_scaled_also_out {
+            outputs.push(float_info("qs", &out));
+        }
+        let scale = |name: &str, shape: &[usize]| {
+            let len: usize = shape.iter().product();
+            f32_initializer(name, shape, &vec![root; len])
+        };
+        model(
+            vec![
+                node("Mul", &["q", "sq"], "qs", vec![]),
+                node("Transpose", &["k"], "kt", vec![ints_attr("perm", vec![0, 1, 3, 2])]),
+                node("Mul", &["sk", "kt"], "kts", vec![]),
+                node("MatMul", &["qs", "kts"], "scores", vec![]),
+                node("Softmax", &["scores"], "probs", vec![int_attr("axis", -1)]),
+                node("MatMul", &["probs", "v"], "out", vec![]),
+            ],
+            vec![scale("sq", q_scale_shape), scale("sk", &[1])],
+            vec![
+                float_info("q", &[b, h, l, d]),
+                float_info("k", &[b, h, n, d]),
+                float_info("v", &[b, h, n, d]),
+            ],
+            outputs,
+        )
+    };
+    let shapes: HashMap<String, Vec<usize>> = [("q", [b, h, l, d]), ("k", [b, h, n, d]), ("v", [b, h, n, d])]
+        .into_iter()
+        .map(|(k, s)| (k.to_string(), s.to_vec()))
+        .collect();
+    let feed = inputs_for(&shapes);
+    let (want, fused) = unfused_output_and_fused_session(&sdpa(&[1], false), &shapes, &feed);
+    let ops: Vec<&str> = fused.graph().graph.nodes.iter().map(|n| n.op_type.as_str()).collect();
+    assert_eq!(ops, ["FusedAttention"], "both scales and the Transpose folded");
+    let got = fused.run(feed.clone()).unwrap();
+    if let Some(diff) = compare(&got[0].1, &want[0].1, Tolerance::named("transcendental").unwrap()) {
+        panic!("CPU: {diff}");
+    }
+    if let Some(ctx) = onnx_common::gpu_context() {
+        let options = SessionOptions { backend: Backend::Gpu, ..Default::default() };
+        let bytes = sdpa(&[1], false);
+        let gpu = pollster::block_on(Session::build_on(ctx, ModelSource::Bytes(&bytes), &shapes, &options))
+            .unwrap();
+        assert_eq!(gpu.gpu().unwrap().dispatches(), 1, "one kernel, no copies");
+        let got = pollster::block_on(gpu.run_async(feed.clone())).unwrap();
+        if let Some(diff) = compare(&got[0].1, &want[0].1, Tolerance::named_gpu("transcendental").unwrap()) {
+            panic!("GPU: {diff}");
+        }
+    }
+    // Q's scale of rank 5 makes the scaled Q [1, B, H, L, D]; read elsewhere, it must stay.
+    for (case, bytes) in
+        [("broadcasting scale", sdpa(&[1, 1, 1, 1, 1], false)), ("scaled Q read twice", sdpa(&[1], true))]
+    {
+        let (want, fused) = unfused_output_and_fused_session(&bytes, &shapes, &feed);
+        let g = &fused.graph().graph;
+        let attention = g.nodes.iter().find(|n| n.op_type == "FusedAttention").expect(case);
+        let q_read = attention.inputs[0].map(|v| g.values[v].name.as_str());
+        assert_eq!(q_read, Some("qs"), "{case}: the attention reads the scaled Q");
+        let got = fused.run(feed.clone()).unwrap();
+        for ((name, g), (_, w)) in got.iter().zip(&want) {
+            if let Some(diff) = compare(g, w, Tolerance::named("transcendental").unwrap()) {
+                panic!("{case}, output {name}: {diff}");
+            }
+        }
+    }
+}
+
 /// The Einsum form of attention (diffusers' older attention processors, ModelScope's temporal
 /// attention): "bhid,bhjd->bhij", scale, softmax, "bhij,bhje->bhie", with operands and result in
 /// any order the Einsums name. Fused, the Einsums' permutations become the attention's layout

@@ -56,9 +56,25 @@ fn einsum_as_matmul(e: &Einsum) -> Option<[Option<Vec<usize>>; 3]> {
     Some([perm(la, &with([i, k]))?, perm(lb, &with([k, j]))?, perm(&with([i, j]), out)?])
 }
 
+/// `(x, k)` when `v` is `x * k`, `k * x` or `x / k` for a constant scalar `k` (as a factor) and
+/// has x's shape (the scalar broadcasts nothing).
+fn scaled(graph: &Graph, prod: &[Option<usize>], v: ValueId) -> Option<(ValueId, f32)> {
+    let node = prod[v]?;
+    let Some(Op::Binary(b)) = &graph.nodes[node].op else { return None };
+    let (a, c) = (input(graph, node, 0)?, input(graph, node, 1)?);
+    let (x, k) = match (b.kind, scalar_constant(graph, a), scalar_constant(graph, c)) {
+        (BinaryKind::Mul, None, Some(k)) => (a, k),
+        (BinaryKind::Mul, Some(k), None) => (c, k),
+        (BinaryKind::Div, None, Some(k)) => (a, 1.0 / k),
+        _ => return None,
+    };
+    let shape = |v: ValueId| graph.values[v].ty.as_ref().map(|t| &t.shape);
+    (shape(x).is_some() && shape(x) == shape(v)).then_some((x, k))
+}
+
 /// `softmax(scale * Q @ Kt) @ V` becomes one `FusedAttention`: both products MatMuls or
-/// attention Einsums, the optional scale a Mul or Div by a constant scalar, the softmax over the
-/// last axis. An Einsum's operand and result permutations become the attention's layout (only
+/// attention Einsums, the optional scale a Mul or Div by a constant scalar of the scores, of Q or
+/// of Kt (or several of them), the softmax over the last axis. An Einsum's operand and result permutations become the attention's layout (only
 /// where the GPU streams the attention through views; the others stay unfused).
 pub struct AttentionPass;
 
@@ -93,28 +109,29 @@ impl FusionPass for AttentionPass {
             }
             // Optional scaling by a constant scalar between the first product and the softmax.
             let Some(tn) = prod[t] else { continue };
-            let (mm, scale) = match &graph.nodes[tn].op {
-                Some(Op::Binary(b)) if matches!(b.kind, BinaryKind::Mul | BinaryKind::Div) => {
-                    let (a, c) = (input(graph, tn, 0), input(graph, tn, 1));
-                    let (Some(a), Some(c)) = (a, c) else { continue };
-                    let (scores, k) = match (scalar_constant(graph, a), scalar_constant(graph, c)) {
-                        (_, Some(k)) => (a, k),
-                        (Some(k), None) if b.kind == BinaryKind::Mul => (c, k),
-                        _ => continue,
-                    };
-                    let k = if b.kind == BinaryKind::Div { 1.0 / k } else { k };
-                    let Some(m) = prod[scores] else { continue };
-                    // The scale must not broadcast the scores to a larger shape.
-                    if uses.only_reader(scores) != Some(tn) || rank(graph, scores) != r {
+            let (mm, mut scale) = match scaled(graph, &prod, t) {
+                Some((scores, k)) => {
+                    let Some(m) = prod[scores].filter(|_| uses.only_reader(scores) == Some(tn)) else {
                         continue;
-                    }
+                    };
                     (m, k)
                 }
-                _ => (tn, 1.0),
+                None => (tn, 1.0),
             };
             // The scores come out in order: the softmax's last axis is the keys'.
             let Some(qk) = product_of(graph, mm).filter(|qk| qk.out_perm.is_none()) else { continue };
-            let (q, kt, v) = (qk.a, qk.b, pv.b);
+            let (mut q, mut kt, v) = (qk.a, qk.b, pv.b);
+            // Q and Kt each scaled by a constant before the product, as torch exports
+            // scaled_dot_product_attention (both by the scale's square root): the scales join
+            // the attention's, and a Transpose of K under its scale can then fold too.
+            for operand in [&mut q, &mut kt] {
+                if let Some((unscaled, k)) = scaled(graph, &prod, *operand) {
+                    if uses.only_reader(*operand) == Some(mm) {
+                        *operand = unscaled;
+                        scale *= k;
+                    }
+                }
+            }
             if rank(graph, q) < 2 || rank(graph, kt) < 2 || rank(graph, v) < 2 {
                 continue;
             }
