@@ -76,7 +76,7 @@ fn has_products<C: OutputSlot>(a: &MatRef, b: &MatRef, beta: f32, c: &mut [C]) -
 }
 
 /// Rows at least per task of a GEMM split by rows: each task packs all of B again.
-pub const MIN_ROWS: usize = 64;
+const MIN_ROWS: usize = 64;
 
 /// `c = alpha * a @ b + beta * c`, with `c` row-major `a.rows x b.cols`.
 pub fn sgemm<C: OutputSlot>(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [C]) {
@@ -108,22 +108,30 @@ pub fn sgemm_serial<C: OutputSlot>(alpha: f32, a: MatRef, b: MatRef, beta: f32, 
     unsafe { raw_sgemm(alpha, &a, &b, beta, c.as_mut_ptr().cast(), b.cols) }
 }
 
-/// The inner dimension is summed in blocks of this many terms, whatever the product's other
-/// sizes: the `gemm` crate picks its own block for k > 512 from m and n (512 when both are at
-/// most 64, else k split evenly), so the same output would be summed in another order, other
-/// bits, when a conv's panel or a batch split changes its column count.
+/// The inner dimension is summed in blocks of at most this many terms, k split evenly (640 as
+/// 320 + 320: a 128-term tail block would read and write the whole output again for little
+/// work, 10-15% of a [64, 640] x [640, 1920] product), whatever the product's other sizes: the
+/// `gemm` crate picks its own block for k > 512 from m and n (512 when both are at most 64,
+/// else k split evenly), so the same output would be summed in another order, other bits,
+/// when a conv's panel or a batch split changes its column count.
 const K_BLOCK: usize = 512;
 
+/// The terms per block of an inner dimension of `k`: at most [`K_BLOCK`], as even as can be.
+fn k_block(k: usize) -> usize {
+    k.div_ceil(k.div_ceil(K_BLOCK).max(1)).max(1)
+}
+
 /// `c = alpha * a @ b + beta * c` for `c` (a.rows x b.cols) at `c` with row stride `c_row_stride`
-/// and unit column stride, the inner dimension in [`K_BLOCK`] blocks.
+/// and unit column stride, the inner dimension in [`k_block`] blocks.
 ///
 /// # Safety
 /// The views must fit their data (`fits`), every element of `c` must be in bounds, and no one
 /// else may access those elements meanwhile.
 unsafe fn raw_sgemm(alpha: f32, a: &MatRef, b: &MatRef, beta: f32, c: *mut f32, c_row_stride: usize) {
     let k = a.cols;
-    for first in (0..k).step_by(K_BLOCK) {
-        let terms = K_BLOCK.min(k - first);
+    let block = k_block(k);
+    for first in (0..k).step_by(block) {
+        let terms = block.min(k - first);
         let (a, b) = (a.columns(first, terms), b.t().columns(first, terms).t());
         // Later blocks add onto what the earlier ones wrote.
         let beta = if first == 0 { beta } else { 1.0 };
@@ -364,6 +372,15 @@ mod tests {
             sgemm_serial(1.0, am, bm.columns(0, left), 0.0, &mut cols);
             let want: Vec<f32> = whole.chunks(n).flat_map(|r| r[..left].to_vec()).collect();
             assert!(cols == want, "{m}x{k}x{n}: split columns give other bits");
+        }
+    }
+
+    #[test]
+    fn inner_blocks_are_even_and_at_most_k_block() {
+        for (k, want) in
+            [(1, 1), (100, 100), (512, 512), (513, 257), (640, 320), (1024, 512), (1025, 342), (3072, 512)]
+        {
+            assert_eq!(k_block(k), want, "k = {k}");
         }
     }
 

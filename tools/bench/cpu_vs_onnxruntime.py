@@ -1,19 +1,23 @@
 #!/usr/bin/env python3
-"""Times the CPU backend against onnxruntime on the same UNet-like model, in one run.
+"""Times the CPU backend against onnxruntime on the same UNet-like or transformer model, in one run.
 
 Exports the fixture network (tools/onnx_fixtures/make_model_fixtures.py) at a larger size
 (by default channels 64, 32x32 latents, one image; --channels, --size and --batch choose others,
-e.g. zeroscope's 320 channels), runs onnxruntime (Python) and `fifo onnx run --repeat` with 1 and
+e.g. zeroscope's 320 channels), or with --model transformer a Wan/Latte-style transformer block
+(adaLN modulation, RMSNorm on Q and K, rotary positions, torch's scaled_dot_product_attention,
+tanh-GELU feed-forward; --channels is its width, default 384, with 64-wide heads, and --size^2
+tokens per image), runs onnxruntime (Python) and `fifo onnx run --repeat` with 1 and
 2 threads in alternating rounds, checks the outputs agree and prints each side's median round and
 the ratio. With --per-op, also each side's time per kind of op on one thread (onnxruntime's
 profiler against FIFO_PROFILE), to see where a gap lies.
 
 Run: cargo build --release -p fifo-cli && /work/venv/bin/python tools/bench/cpu_vs_onnxruntime.py
-[--threads 1,2,4] [--per-op] [--channels 64] [--size 32] [--batch 1]
+[--threads 1,2,4] [--per-op] [--model unet|transformer] [--channels N] [--size 32] [--batch 1]
 """
+import argparse
 import collections
 import json
-import argparse
+import math
 import os
 import pathlib
 import re
@@ -35,23 +39,76 @@ REPEAT = 20  # runs per round
 ROUNDS = 5
 
 
+class RMSNorm(torch.nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.rand(dim) + 0.5)
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * self.weight
+
+
+def rotary(x, positions):
+    """Rotary position embedding over the last axis of [B, H, N, D] (halves rotated)."""
+    half = x.shape[-1] // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)
+    angles = positions[:, None] * freqs[None]
+    cos, sin = angles.cos(), angles.sin()
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], -1)
+
+
+class TransformerBlock(torch.nn.Module):
+    """One DiT block as Wan 2.1 and Latte build it, at a reduced width."""
+
+    def __init__(self, dim, heads):
+        super().__init__()
+        nn = torch.nn
+        self.heads = heads
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
+        self.norm_q, self.norm_k = RMSNorm(dim), RMSNorm(dim)
+        self.modulation = nn.Parameter(torch.randn(1, 6, dim) * 0.1)
+        self.ffn = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(approximate="tanh"), nn.Linear(4 * dim, dim))
+
+    def forward(self, x, e):
+        b, n, d = x.shape
+        shift, scale, gate, shift2, scale2, gate2 = (self.modulation + e).chunk(6, dim=1)
+        y = self.norm(x) * (1 + scale) + shift
+        heads = lambda z: z.view(b, n, self.heads, d // self.heads).transpose(1, 2)
+        positions = torch.arange(n, dtype=torch.float32)
+        q = rotary(heads(self.norm_q(self.q(y))), positions)
+        k = rotary(heads(self.norm_k(self.k(y))), positions)
+        a = torch.nn.functional.scaled_dot_product_attention(q, k, heads(self.v(y)))
+        x = x + self.o(a.transpose(1, 2).reshape(b, n, d)) * gate
+        return x + self.ffn(self.norm(x) * (1 + scale2) + shift2) * gate2
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
     ap.add_argument("--per-op", action="store_true", help="also time each kind of op on one thread")
-    ap.add_argument("--channels", type=int, default=64, help="the UNet's first width (default 64)")
+    ap.add_argument("--model", choices=["unet", "transformer"], default="unet")
+    ap.add_argument("--channels", type=int, help="the UNet's first width (default 64) or the transformer's (384)")
     ap.add_argument("--size", type=int, default=32, help="latent height and width (default 32)")
     ap.add_argument("--batch", type=int, default=1, help="images per run (default 1)")
     args = ap.parse_args()
     work = pathlib.Path(tempfile.mkdtemp(prefix="fifo-bench-"))
     torch.manual_seed(0)
-    model = TinyUNet(ch=args.channels, tdim=64).eval()
-    x = torch.randn(args.batch, 4, args.size, args.size)
-    t = torch.full((args.batch,), 37.0)
-    print(f"model: channels {args.channels}, latents {args.batch}x4x{args.size}x{args.size}")
-    torch.onnx.export(model, (x, t), str(work / "unet.onnx"), opset_version=17, dynamo=False,
+    if args.model == "unet":
+        channels = args.channels or 64
+        model = TinyUNet(ch=channels, tdim=64).eval()
+        feeds = {"x": torch.randn(args.batch, 4, args.size, args.size), "t": torch.full((args.batch,), 37.0)}
+        print(f"model: UNet, channels {channels}, latents {args.batch}x4x{args.size}x{args.size}")
+    else:
+        channels = args.channels or 384
+        model = TransformerBlock(channels, max(1, channels // 64)).eval()
+        tokens = args.size * args.size
+        feeds = {"x": torch.randn(args.batch, tokens, channels), "t": torch.randn(args.batch, 6, channels) * 0.1}
+        print(f"model: transformer block, width {channels}, {args.batch}x{tokens} tokens")
+    torch.onnx.export(model, tuple(feeds.values()), str(work / "unet.onnx"), opset_version=17, dynamo=False,
                       input_names=["x", "t"], output_names=["y"])
-    feeds = {"x": x.numpy(), "t": t.numpy()}
+    feeds = {name: value.numpy() for name, value in feeds.items()}
     np.save(work / "x.npy", feeds["x"])
     np.save(work / "t.npy", feeds["t"])
     fifo = ROOT / "target" / "release" / "fifo"
