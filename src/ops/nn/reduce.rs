@@ -137,9 +137,7 @@ impl ReduceKind {
         }
         out
     }
-}
 
-impl ReduceKind {
     /// Any reduction, element by element: the unfinished reduction of each output of shape
     /// `kept` (the input's with reduced dims 1).
     fn reduce_strided(self, x: &[f32], shape: &[usize], kept: &[usize]) -> Vec<f32> {
