@@ -26,7 +26,7 @@ const MIN_PANEL_TILES: usize = 32;
 
 /// How a conv's tile rows are cut into panels: tiles per panel at least and at most, and the
 /// threads that share them. A cut changes only the GEMMs' column count, which leaves the bits
-/// alone (`gemm` sums the inner dimension in fixed blocks; see
+/// alone (`gemm` sums the inner dimension in blocks that depend on its length alone; see
 /// `the_panels_do_not_change_the_bits`), so it may follow the thread count.
 #[derive(Clone, Copy, Debug)]
 struct Cut {

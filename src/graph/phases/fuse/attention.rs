@@ -1,9 +1,8 @@
 //! The attention passes: the products, scale and softmax into one `FusedAttention`, the
 //! Transposes around it into its layout, and the Split of a fused projection into its operands.
 
-use super::{input, output, producers, rank, scalar_constant, set_fused, FusionPass, Uses};
+use super::{input, output, producers, rank, scaled_operand, set_fused, FusionPass, Uses};
 use crate::graph::{BuildError, Graph, ValueId};
-use crate::ops::elementwise::binary::BinaryKind;
 use crate::ops::fused::{attention_streams, AttentionLayout, Fused, OperandSource};
 use crate::ops::layout::transpose;
 use crate::ops::linalg::einsum::Einsum;
@@ -59,15 +58,7 @@ fn einsum_as_matmul(e: &Einsum) -> Option<[Option<Vec<usize>>; 3]> {
 /// `(x, k)` when `v` is `x * k`, `k * x` or `x / k` for a constant scalar `k` (as a factor) and
 /// has x's shape (the scalar broadcasts nothing).
 fn scaled(graph: &Graph, prod: &[Option<usize>], v: ValueId) -> Option<(ValueId, f32)> {
-    let node = prod[v]?;
-    let Some(Op::Binary(b)) = &graph.nodes[node].op else { return None };
-    let (a, c) = (input(graph, node, 0)?, input(graph, node, 1)?);
-    let (x, k) = match (b.kind, scalar_constant(graph, a), scalar_constant(graph, c)) {
-        (BinaryKind::Mul, None, Some(k)) => (a, k),
-        (BinaryKind::Mul, Some(k), None) => (c, k),
-        (BinaryKind::Div, None, Some(k)) => (a, 1.0 / k),
-        _ => return None,
-    };
+    let (x, k) = scaled_operand(graph, prod[v]?)?;
     let shape = |v: ValueId| graph.values[v].ty.as_ref().map(|t| &t.shape);
     (shape(x).is_some() && shape(x) == shape(v)).then_some((x, k))
 }

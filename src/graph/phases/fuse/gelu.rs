@@ -1,24 +1,10 @@
 //! torch's decomposed GELUs (tanh and erf forms) back into one Gelu.
 
-use super::{input, operands, output, producers, scalar_constant, set_fused, FusionPass, Uses};
+use super::{input, operands, output, producers, scaled_operand, set_fused, with_constant, FusionPass, Uses};
 use crate::graph::{BuildError, Graph, ValueId};
 use crate::ops::elementwise::binary::BinaryKind;
 use crate::ops::elementwise::unary::{Unary, UnaryKind};
 use crate::ops::Op;
-
-/// `(other input, constant)` when `node` is a `kind` binary op with one scalar-constant operand.
-fn with_constant(graph: &Graph, node: usize, kind: BinaryKind) -> Option<(ValueId, f32)> {
-    let Some(Op::Binary(b)) = &graph.nodes[node].op else { return None };
-    if b.kind != kind {
-        return None;
-    }
-    let (a, c) = (input(graph, node, 0)?, input(graph, node, 1)?);
-    match (scalar_constant(graph, a), scalar_constant(graph, c)) {
-        (None, Some(k)) => Some((a, k)),
-        (Some(k), None) if kind == BinaryKind::Mul || kind == BinaryKind::Add => Some((c, k)),
-        _ => None,
-    }
-}
 
 fn close(got: f32, want: f64) -> bool {
     ((got as f64 - want) / want).abs() < 1e-5
@@ -26,11 +12,8 @@ fn close(got: f32, want: f64) -> bool {
 
 /// `v` when `node` is `v * c` (c within 1e-5 of `want`) or `v / c` (1 / c within it).
 fn scaled_by(graph: &Graph, node: usize, want: f64) -> Option<ValueId> {
-    if let Some((v, c)) = with_constant(graph, node, BinaryKind::Mul) {
-        return close(c, want).then_some(v);
-    }
-    let (v, c) = with_constant(graph, node, BinaryKind::Div)?;
-    close(1.0 / c, want).then_some(v)
+    let (v, factor) = scaled_operand(graph, node)?;
+    close(factor, want).then_some(v)
 }
 
 /// The last node of `0.5 * x * sum` in any of torch's groupings, `(x * 0.5) * sum`,

@@ -178,6 +178,31 @@ fn set_fused(graph: &mut Graph, node: usize, op_type: &str, inputs: Vec<Option<V
     n.attributes.clear();
 }
 
+/// `(other input, constant)` when `node` is a `kind` binary op with one scalar-constant operand
+/// (on either side for Mul and Add; only as the second operand of the others).
+fn with_constant(graph: &Graph, node: usize, kind: BinaryKind) -> Option<(ValueId, f32)> {
+    let Some(Op::Binary(b)) = &graph.nodes[node].op else { return None };
+    if b.kind != kind {
+        return None;
+    }
+    let (a, c) = (input(graph, node, 0)?, input(graph, node, 1)?);
+    match (scalar_constant(graph, a), scalar_constant(graph, c)) {
+        (None, Some(k)) => Some((a, k)),
+        (Some(k), None) if kind == BinaryKind::Mul || kind == BinaryKind::Add => Some((c, k)),
+        _ => None,
+    }
+}
+
+/// `(x, factor)` when `node` is `x * k`, `k * x` or `x / k` for a constant scalar `k` (the
+/// factor is `1 / k` for a division).
+fn scaled_operand(graph: &Graph, node: usize) -> Option<(ValueId, f32)> {
+    if let Some(scaled) = with_constant(graph, node, BinaryKind::Mul) {
+        return Some(scaled);
+    }
+    let (x, k) = with_constant(graph, node, BinaryKind::Div)?;
+    Some((x, 1.0 / k))
+}
+
 /// The operands of a two-input `kind` node, `[a, b]` as written.
 fn operands(graph: &Graph, node: usize, kind: BinaryKind) -> Option<[ValueId; 2]> {
     let Some(Op::Binary(b)) = &graph.nodes[node].op else { return None };
